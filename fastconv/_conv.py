@@ -1,0 +1,175 @@
+"""conv2d / conv2d_backward: argument rules of torch.nn.functional.conv2d, then the compiled kernels."""
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _kernels
+from ._validation import (
+    as_float_array,
+    as_int,
+    batched,
+    check_same_dtype,
+    nonnegative_pair,
+    positive_pair,
+)
+
+
+class ConvGeometry(NamedTuple):
+    """Everything a conv kernel needs besides the arrays; padding may be asymmetric ('same')."""
+
+    stride: tuple
+    dilation: tuple
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    groups: int
+    out_h: int
+    out_w: int
+
+
+def conv_output_size(size, pad_lo, pad_hi, kernel, stride, dilation):
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _resolve_padding(padding, stride, dilation, kernel_hw):
+    """Return (top, bottom, left, right) following torch's rules for ints, pairs, 'valid' and 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' requires stride 1, got stride={stride}")
+            pads = []
+            for d, k in zip(dilation, kernel_hw):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]  # the odd extra goes bottom/right
+            return tuple(pads)
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    ph, pw = nonnegative_pair(padding, "padding")
+    return (ph, ph, pw, pw)
+
+
+def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
+    """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry."""
+    n, c, h, w = input_shape
+    k, cg, r, s = weight_shape
+    groups = as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the input channels C={c}")
+    if k % groups:
+        raise ValueError(f"groups={groups} must divide the output channels K={k} (weight.shape[0])")
+    if cg * groups != c:
+        raise ValueError(
+            f"weight.shape[1]={cg} times groups={groups} must equal the input channels C={c} "
+            f"(input shape {tuple(input_shape)}, weight shape {tuple(weight_shape)})"
+        )
+    if r < 1 or s < 1:
+        raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    pt, pb, pl, pr = _resolve_padding(padding, stride, dilation, (r, s))
+    oh = conv_output_size(h, pt, pb, r, stride[0], dilation[0])
+    ow = conv_output_size(w, pl, pr, s, stride[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"output size ({oh}, {ow}) is < 1: input {h}x{w} with padding {padding!r} is too small "
+            f"for a {r}x{s} kernel with dilation {dilation}"
+        )
+    return ConvGeometry(stride, dilation, pt, pb, pl, pr, groups, oh, ow)
+
+
+def _check_conv_arrays(input, weight, bias):
+    input = as_float_array(input, "input")
+    weight = as_float_array(weight, "weight")
+    check_same_dtype("input", input, weight=weight)
+    if bias is not None:
+        bias = as_float_array(bias, "bias")
+        check_same_dtype("input", input, bias=bias)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D (K, C // groups, R, S), got shape {weight.shape}")
+    x4, unbatched = batched(input, "input")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    return x4, unbatched, weight, bias
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    r"""2-D convolution (cross-correlation) over an NCHW batch, as ``torch.nn.functional.conv2d``.
+
+    Args:
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64.
+        weight: array of shape ``(K, C // groups, R, S)``, same dtype as ``input``.
+        bias: optional array of shape ``(K,)``. Default: ``None``.
+        stride: int or pair ``(sH, sW)``, >= 1. Default: 1.
+        padding: int or pair ``(pH, pW)`` of zeros added on both sides, or ``'valid'`` (no
+            padding) or ``'same'`` (output size = input size; needs stride 1; an odd total padding
+            puts the extra row/column at the bottom/right). Default: 0.
+        dilation: int or pair, spacing between kernel elements, >= 1. Default: 1.
+        groups: int, splits the input channels and the output channels into ``groups`` blocks,
+            each convolved on its own (``groups == C == K`` is a depthwise convolution). Default: 1.
+
+    Returns:
+        ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` for unbatched input), dtype of ``input``, with
+        ``OH = (H + pT + pB - dilation*(R-1) - 1) // stride + 1`` (likewise OW).
+
+    Inputs are never modified; any memory layout (views, transposes) is accepted.
+    """
+    x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
+    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    out = np.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), dtype=x4.dtype)
+    if out.size:
+        _kernels.conv2d_forward(x4, np.ascontiguousarray(weight),
+                                None if bias is None else np.ascontiguousarray(bias), out, g)
+    return out[0] if unbatched else out
+
+
+def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
+                    needs=(True, True, True)):
+    r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Args:
+        grad_output: ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` with unbatched ``input``), the
+            gradient of the loss with respect to the output of ``conv2d``.
+        input: the ``(N, C, H, W)`` / ``(C, H, W)`` input that was given to ``conv2d``.
+        weight: the ``(K, C // groups, R, S)`` weight that was given to ``conv2d``.
+        stride, padding, dilation, groups: as in :func:`conv2d`.
+        needs: three booleans ``(input, weight, bias)``; an entry that is False is not computed
+            and returned as ``None``. Default: ``(True, True, True)``.
+
+    Returns:
+        ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
+        ``(K,)``; grad_bias is ``grad_output`` summed over N, OH and OW. Each result is bitwise
+        identical for any number of threads.
+    """
+    if len(needs) != 3:
+        raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
+    need_input, need_weight, need_bias = (bool(v) for v in needs)
+    grad_output = as_float_array(grad_output, "grad_output")
+    x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
+    check_same_dtype("input", x4, grad_output=grad_output)
+    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    go4, go_unbatched = batched(grad_output, "grad_output")
+    expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
+    if go4.shape != expected or go_unbatched != unbatched:
+        want = expected[1:] if unbatched else expected
+        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    grad_input = grad_weight = grad_bias = None
+    go4 = np.ascontiguousarray(go4)
+    if need_input:
+        grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+        if grad_input.size and go4.size:
+            _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
+        if unbatched:
+            grad_input = grad_input[0]
+    if need_weight:
+        grad_weight = np.zeros(weight.shape, dtype=x4.dtype)
+        if go4.size:
+            _kernels.conv2d_grad_weight(go4, x4, grad_weight, g)
+    if need_bias:
+        grad_bias = np.zeros(weight.shape[0], dtype=x4.dtype)
+        if go4.size:
+            _kernels.conv2d_grad_bias(go4, grad_bias)
+    return grad_input, grad_weight, grad_bias

@@ -1,0 +1,81 @@
+"""Argument checking and normalisation shared by the functional API (plain Python, no kernels).
+
+Every public function validates here first, so the compiled kernels only ever see well-formed,
+float32/float64 arrays and positive, normalised geometry. Each error names the argument.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(x, name):
+    """Return ``x`` as an ndarray of float32/float64 (no copy), or raise TypeError naming ``name``."""
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)) or np.isscalar(x):
+            x = np.asarray(x)
+        else:
+            try:
+                x = np.asarray(x)
+            except Exception as exc:  # pragma: no cover - exotic array-likes
+                raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}") from exc
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    return x
+
+
+def check_same_dtype(reference_name, reference, **others):
+    """Raise TypeError if any array in ``others`` has a dtype other than ``reference``'s."""
+    for name, arr in others.items():
+        if arr is not None and arr.dtype != reference.dtype:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype} but {reference_name} has dtype {reference.dtype}; "
+                "they must match"
+            )
+
+
+def as_int(value, name):
+    """An exact integer (not bool, not float) or TypeError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return operator.index(value)
+
+
+def pair(value, name):
+    """Normalise an int or a pair of ints to a tuple ``(h, w)``; TypeError/ValueError naming ``name``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return (as_int(value[0], name), as_int(value[1], name))
+    if isinstance(value, np.ndarray):
+        return pair(value.tolist(), name)
+    v = as_int(value, name)
+    return (v, v)
+
+
+def positive_pair(value, name):
+    h, w = pair(value, name)
+    if h < 1 or w < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return (h, w)
+
+
+def nonnegative_pair(value, name):
+    h, w = pair(value, name)
+    if h < 0 or w < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return (h, w)
+
+
+def batched(x, name, n_spatial=2):
+    """Return ``(x4, was_unbatched)``: a (C, H, W) input gains a batch axis of 1 (a view)."""
+    ndim = n_spatial + 2
+    if x.ndim == ndim - 1:
+        return x[np.newaxis], True
+    if x.ndim != ndim:
+        raise ValueError(
+            f"{name} must be {ndim}-D (N, C, H, W) or {ndim - 1}-D (C, H, W), got shape {x.shape}"
+        )
+    return x, False

@@ -1,0 +1,172 @@
+# cython: language_level=3
+"""Compiled convolution kernels: OpenMP loops over the work items of src/conv_tmpl.h.
+
+Only the hot loops live here; arguments arrive validated and normalised by fastconv._conv.
+The GIL is released for the whole computation of every function below.
+"""
+import os
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+cdef extern from "conv_engine.h" nogil:
+    ctypedef Py_ssize_t fc_idx
+    int fc_get_max_threads()
+    void fc_set_num_threads(int n)
+    int fc_have_openmp()
+    int fc_set_isa(int requested)
+    int fc_isa_supported()
+    int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
+
+    ctypedef struct fc_job:
+        int pass_ "pass"
+        int f64
+        fc_idx geom[16]
+        const void *a
+        fc_idx a_strides[4]
+        const void *b
+        const void *bias
+        void *out
+        fc_idx nitems, nreduce
+    int fc_job_prepare(fc_job *j, int nthreads)
+    int fc_job_item(const fc_job *j, fc_idx i)
+    void fc_job_reduce_item(const fc_job *j, fc_idx i)
+    void fc_job_free(fc_job *j)
+    void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
+    void fc_grad_bias_item_f64(const double *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k,
+                               double *gb)
+
+
+# ------------------------------------------------------------------------------ threads and ISA
+ISA_NAMES = ("generic", "avx2", "avx512")
+cdef int _isa_level = fc_set_isa(
+    ISA_NAMES.index(os.environ["FASTCONV_ISA"])
+    if os.environ.get("FASTCONV_ISA") in ISA_NAMES else -1
+)
+
+
+def set_num_threads(int n):
+    fc_set_num_threads(n)
+
+
+def get_num_threads():
+    return fc_get_max_threads()
+
+
+def openmp_enabled():
+    """True when the extension was built with OpenMP."""
+    return bool(fc_have_openmp())
+
+
+def set_isa(name=None):
+    """Select the SIMD code path: 'generic', 'avx2', 'avx512', or None for the best available.
+
+    A request above what the CPU supports is capped; returns the name of the path now in use.
+    The tests use it to exercise every path; the FASTCONV_ISA variable sets it at import.
+    """
+    global _isa_level
+    if name is not None and name not in ISA_NAMES:
+        raise ValueError(f"isa must be one of {ISA_NAMES} or None, got {name!r}")
+    _isa_level = fc_set_isa(-1 if name is None else ISA_NAMES.index(name))
+    return ISA_NAMES[_isa_level]
+
+
+def get_isa():
+    """The SIMD code path in use."""
+    return ISA_NAMES[_isa_level]
+
+
+# ------------------------------------------------------------------------------ the job runner
+cdef void _geometry(fc_job *job, Py_ssize_t *in_shape, Py_ssize_t *w_shape, object g):
+    cdef fc_idx *v = job.geom
+    v[0], v[1], v[2], v[3] = in_shape[0], in_shape[1], in_shape[2], in_shape[3]
+    v[4], v[5], v[6] = w_shape[0], w_shape[2], w_shape[3]
+    v[7] = g.groups
+    v[8], v[9] = g.stride
+    v[10], v[11] = g.dilation
+    v[12], v[13] = g.pad_top, g.pad_left
+    v[14], v[15] = g.out_h, g.out_w
+
+
+cdef int _run(fc_job *job) except -1:
+    """Prepare the job, run its items in parallel (static schedule), then its reduction items."""
+    cdef fc_idx i
+    cdef int failed = 0, status
+    with nogil:
+        status = fc_job_prepare(job, fc_get_max_threads())
+        if status == 0:
+            for i in prange(job.nitems, schedule="static"):
+                if fc_job_item(job, i) != 0:
+                    failed = 1
+            if not failed:
+                for i in prange(job.nreduce, schedule="static"):
+                    fc_job_reduce_item(job, i)
+        fc_job_free(job)
+    if status == -2:
+        raise ValueError("fastconv: grad_input supports strides up to 16 and kernels up to 64")
+    if status != 0 or failed:
+        raise MemoryError("fastconv: out of memory for a kernel workspace")
+    return 0
+
+
+cdef void _set_strides(fc_job *job, Py_ssize_t *strides, Py_ssize_t itemsize):
+    cdef int d
+    for d in range(4):
+        job.a_strides[d] = strides[d] // itemsize
+
+
+def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
+                   const floating[::1] bias, floating[:, :, :, ::1] out, object g):
+    """out = conv2d(x, w, bias); x may have any strides, out is C-contiguous and non-empty."""
+    cdef fc_job job
+    job.pass_ = FC_PASS_FORWARD
+    job.f64 = floating is double
+    _geometry(&job, x.shape, w.shape, g)
+    job.a = &x[0, 0, 0, 0]
+    _set_strides(&job, x.strides, sizeof(floating))
+    job.b = &w[0, 0, 0, 0]
+    job.bias = &bias[0] if bias is not None else NULL
+    job.out = &out[0, 0, 0, 0]
+    _run(&job)
+
+
+def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                      floating[:, :, :, ::1] dx, object g):
+    """dx = d conv2d / d x applied to dy; dx is C-contiguous and zero-filled on entry."""
+    cdef fc_job job
+    job.pass_ = FC_PASS_GRAD_INPUT
+    job.f64 = floating is double
+    _geometry(&job, dx.shape, w.shape, g)
+    job.a = &dy[0, 0, 0, 0]
+    job.b = &w[0, 0, 0, 0]
+    job.bias = NULL
+    job.out = &dx[0, 0, 0, 0]
+    _run(&job)
+
+
+def conv2d_grad_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, :] x,
+                       floating[:, :, :, ::1] dw, object g):
+    """dw = d conv2d / d w applied to dy; x may have any strides."""
+    cdef fc_job job
+    job.pass_ = FC_PASS_GRAD_WEIGHT
+    job.f64 = floating is double
+    _geometry(&job, x.shape, dw.shape, g)
+    job.a = &x[0, 0, 0, 0]
+    _set_strides(&job, x.strides, sizeof(floating))
+    job.b = &dy[0, 0, 0, 0]
+    job.bias = NULL
+    job.out = &dw[0, 0, 0, 0]
+    _run(&job)
+
+
+def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
+    """gb[k] = sum of dy[:, k], in a fixed order."""
+    cdef fc_idx k, N = dy.shape[0], K = dy.shape[1], P = dy.shape[2] * dy.shape[3]
+    with nogil:
+        for k in prange(K, schedule="static"):
+            if floating is float:
+                fc_grad_bias_item_f32(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
+            else:
+                fc_grad_bias_item_f64(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])

@@ -1,0 +1,190 @@
+/* fastconv's convolution engine: instantiates conv_isa_tmpl.h for every (dtype, ISA) pair and
+ * conv_tmpl.h for every dtype. See conv_tmpl.h for the design of the passes. */
+#ifndef FC_CONV_ENGINE_H
+#define FC_CONV_ENGINE_H
+
+#include "fc_common.h"
+
+/* -------- float32 -------- */
+#define T float
+#define TN f32
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ISA avx512
+#define VB 64
+#define MR 12
+#define TR 12
+#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef TR
+#undef FC_TARGET
+#define ISA avx2
+#define VB 32
+#define MR 6
+#define TR 6
+#define FC_TARGET __attribute__((target("avx2,fma")))
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef TR
+#undef FC_TARGET
+#endif
+#define ISA generic
+#define VB 16
+#define MR 6
+#define TR 6
+#define FC_TARGET
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef TR
+#undef FC_TARGET
+#include "conv_tmpl.h"
+#undef T
+#undef TN
+
+/* -------- float64 -------- */
+#define T double
+#define TN f64
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ISA avx512
+#define VB 64
+#define MR 12
+#define TR 12
+#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef TR
+#undef FC_TARGET
+#define ISA avx2
+#define VB 32
+#define MR 6
+#define TR 6
+#define FC_TARGET __attribute__((target("avx2,fma")))
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef TR
+#undef FC_TARGET
+#endif
+#define ISA generic
+#define VB 16
+#define MR 6
+#define TR 6
+#define FC_TARGET
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef TR
+#undef FC_TARGET
+#include "conv_tmpl.h"
+#undef T
+#undef TN
+
+
+/* ---------------------------------------------------------------------------------------------
+ * A dtype-agnostic job API for the Cython layer: fill an fc_job, prepare it for one pass, run
+ * its items (in any order, on any threads), optionally run the reduction items, free it. */
+#ifndef FC_CONV_API
+#define FC_CONV_API
+enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2 };
+
+typedef struct {
+    int pass, f64;
+    fc_idx geom[16];    /* N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW */
+    const void *a;      /* forward: x; grad_input: dy; grad_weight: x */
+    fc_idx a_strides[4];/* element strides of `a` (forward and grad_weight) */
+    const void *b;      /* forward: w; grad_input: w; grad_weight: dy (contiguous) */
+    const void *bias;   /* forward only, may be NULL */
+    void *out;          /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
+    fc_idx nitems, nreduce;
+    void *plan;
+} fc_job;
+
+#define FC_JOB_DTYPE(TN, T)                                                                   \
+    static int FC_CAT(fc_job_prepare, TN)(fc_job * j, int nthreads) {                          \
+        FC_CAT(fc_geom, TN) g;                                                                 \
+        memcpy(&g, j->geom, sizeof g);                                                         \
+        int st = 0;                                                                            \
+        if (j->pass == FC_PASS_FORWARD) {                                                      \
+            FC_CAT(fc_fwd_plan, TN) *p = calloc(1, sizeof *p);                                 \
+            if (!p) return -1;                                                                 \
+            p->g = g;                                                                          \
+            p->x = (const T *)j->a;                                                            \
+            memcpy(p->xs, j->a_strides, sizeof p->xs);                                         \
+            p->w = (const T *)j->b;                                                            \
+            p->bias = (const T *)j->bias;                                                      \
+            p->out = (T *)j->out;                                                              \
+            j->plan = p;                                                                       \
+            st = FC_CAT(fc_fwd_prepare, TN)(p, nthreads);                                      \
+            j->nitems = p->nitems;                                                             \
+            j->nreduce = 0;                                                                    \
+        } else if (j->pass == FC_PASS_GRAD_INPUT) {                                            \
+            FC_CAT(fc_gin_plan, TN) *p = calloc(1, sizeof *p);                                 \
+            if (!p) return -1;                                                                 \
+            p->g = g;                                                                          \
+            p->dy = (const T *)j->a;                                                           \
+            p->w = (const T *)j->b;                                                            \
+            p->dx = (T *)j->out;                                                               \
+            j->plan = p;                                                                       \
+            st = FC_CAT(fc_gin_prepare, TN)(p, nthreads);                                      \
+            j->nitems = p->nitems;                                                             \
+            j->nreduce = 0;                                                                    \
+        } else {                                                                               \
+            FC_CAT(fc_gw_plan, TN) *p = calloc(1, sizeof *p);                                  \
+            if (!p) return -1;                                                                 \
+            p->g = g;                                                                          \
+            p->x = (const T *)j->a;                                                            \
+            memcpy(p->xs, j->a_strides, sizeof p->xs);                                         \
+            p->dy = (const T *)j->b;                                                           \
+            p->dw = (T *)j->out;                                                               \
+            j->plan = p;                                                                       \
+            st = FC_CAT(fc_gw_prepare, TN)(p);                                                 \
+            j->nitems = p->nitems;                                                             \
+            j->nreduce = p->depthwise ? 0 : g.G * p->Cg * p->RS;                               \
+        }                                                                                      \
+        return st;                                                                             \
+    }                                                                                          \
+    static int FC_CAT(fc_job_item, TN)(const fc_job *j, fc_idx i) {                            \
+        if (j->pass == FC_PASS_FORWARD) return FC_CAT(fc_fwd_item, TN)(j->plan, i);            \
+        if (j->pass == FC_PASS_GRAD_INPUT) return FC_CAT(fc_gin_item, TN)(j->plan, i);         \
+        return FC_CAT(fc_gw_item, TN)(j->plan, i);                                             \
+    }                                                                                          \
+    static void FC_CAT(fc_job_free, TN)(fc_job * j) {                                          \
+        if (!j->plan) return;                                                                  \
+        if (j->pass == FC_PASS_FORWARD) FC_CAT(fc_fwd_free, TN)(j->plan);                      \
+        else if (j->pass == FC_PASS_GRAD_INPUT) FC_CAT(fc_gin_free, TN)(j->plan);              \
+        else FC_CAT(fc_gw_free, TN)(j->plan);                                                  \
+        free(j->plan);                                                                         \
+        j->plan = NULL;                                                                        \
+    }
+
+FC_JOB_DTYPE(f32, float)
+FC_JOB_DTYPE(f64, double)
+
+static inline int fc_job_prepare(fc_job *j, int nthreads) {
+    j->plan = NULL;
+    return j->f64 ? fc_job_prepare_f64(j, nthreads) : fc_job_prepare_f32(j, nthreads);
+}
+static inline int fc_job_item(const fc_job *j, fc_idx i) {
+    return j->f64 ? fc_job_item_f64(j, i) : fc_job_item_f32(j, i);
+}
+static inline void fc_job_reduce_item(const fc_job *j, fc_idx i) {
+    if (j->f64) fc_gw_reduce_item_f64(j->plan, i);
+    else fc_gw_reduce_item_f32(j->plan, i);
+}
+static inline void fc_job_free(fc_job *j) {
+    if (j->f64) fc_job_free_f64(j);
+    else fc_job_free_f32(j);
+}
+#endif
+
+#endif /* FC_CONV_ENGINE_H */

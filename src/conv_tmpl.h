@@ -1,0 +1,550 @@
+/* The convolution engine for one dtype; conv_engine.h includes it with T = float and double.
+ *
+ * Every pass is a set of independent work items; conv_kernels.pyx runs them in an OpenMP prange.
+ * An item writes only its own part of the result, always in the same order, so results are
+ * bitwise identical for any number of threads.
+ *
+ * forward      item (n, g, p-block): build the "wide" buffer of image n, group g (zero padding
+ *              applied, the stride split into phase planes so every tap reads a contiguous run),
+ *              then an implicit GEMM out[k][p] = sum_t W[k][t] * buf[off[t] + p] over a tile of
+ *              output pixels p, with register-blocked micro-kernels (gemm_tile).
+ * grad_input   the same GEMM on the padded grad_output with the kernel flipped and transposed,
+ *              once per stride phase of the input (a transposed convolution without zero
+ *              insertion): item (n, g, phase, p-block).
+ * grad_weight  item (g, channel group, batch chunk): reduction over the chunk's pixels in
+ *              registers (dw_kernel) into a partial weight gradient of that chunk; the chunks are
+ *              then added in chunk order. Chunking depends on the shapes only, never on threads.
+ */
+#define TF(name) FC_CAT(name, TN)
+
+typedef struct {
+    fc_idx N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW;
+} TF(fc_geom);
+
+/* ---------- ISA function table ---------- */
+typedef struct {
+    int mr, nr, tr, vl;
+    void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, T *,
+                      fc_idx);
+    void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
+                      fc_idx, T *, fc_idx);
+    void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
+                         fc_idx, T *);
+} TF(fc_isa);
+
+static void TF(fc_isa_table)(TF(fc_isa) * t) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (fc_isa_level >= FC_ISA_AVX512) {
+        *t = (TF(fc_isa)){12, 2 * (int)(64 / sizeof(T)), 12, (int)(64 / sizeof(T)),
+                          FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
+                          FC_CAT(dw_depthwise, FC_CAT(TN, avx512))};
+        return;
+    }
+    if (fc_isa_level >= FC_ISA_AVX2) {
+        *t = (TF(fc_isa)){6, 2 * (int)(32 / sizeof(T)), 6, (int)(32 / sizeof(T)),
+                          FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
+                          FC_CAT(dw_depthwise, FC_CAT(TN, avx2))};
+        return;
+    }
+#endif
+    *t = (TF(fc_isa)){6, 2 * (int)(16 / sizeof(T)), 6, (int)(16 / sizeof(T)),
+                      FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
+                      FC_CAT(dw_depthwise, FC_CAT(TN, generic))};
+}
+
+/* ---------- the wide input buffer ----------
+ * Channel c, stride phase (ph, pw), phase row qh, column qw holds padded input
+ * (qh*sh + ph, qw*sw + pw), i.e. x[c][qh*sh + ph - pt][qw*sw + pw - pl] or 0 outside the image.
+ * Tap (c, r, s) of output pixel p = oh*Wq + ow then sits at off[c, r, s] + p. */
+typedef struct {
+    fc_idx Hq, Wq, plane, chstride, bufsize;
+} TF(fc_wide);
+
+static void TF(fc_wide_layout)(const TF(fc_geom) * g, fc_idx channels, fc_idx rows_out, int nr,
+                               fc_idx max_off, TF(fc_wide) * wl) {
+    (void)channels;
+    (void)rows_out;
+    (void)nr;
+    (void)max_off;
+    fc_idx hneed = (g->OH - 1) * g->sh + (g->R - 1) * g->dh + 1;
+    fc_idx wneed = (g->OW - 1) * g->sw + (g->S - 1) * g->dw + 1;
+    wl->Hq = FC_CEIL_DIV(hneed, g->sh);
+    wl->Wq = FC_CEIL_DIV(wneed, g->sw);
+    wl->plane = wl->Hq * wl->Wq;
+    wl->chstride = g->sh * g->sw * wl->plane;
+}
+
+static void TF(fc_tap_offsets)(const TF(fc_geom) * g, const TF(fc_wide) * wl, fc_idx channels,
+                               fc_idx *off) {
+    fc_idx RS = g->R * g->S;
+    for (fc_idx c = 0; c < channels; c++)
+        for (fc_idx r = 0; r < g->R; r++)
+            for (fc_idx s = 0; s < g->S; s++) {
+                fc_idx rh = r * g->dh, sw_ = s * g->dw;
+                off[c * RS + r * g->S + s] =
+                    c * wl->chstride + ((rh % g->sh) * g->sw + sw_ % g->sw) * wl->plane +
+                    (rh / g->sh) * wl->Wq + sw_ / g->sw;
+            }
+}
+
+/* Fill buf with channels [c0, c0 + nc) of image n (x has element strides xs), zero the slack. */
+static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, const T *x,
+                              const fc_idx *xs, fc_idx n, fc_idx c0, fc_idx nc, T *buf,
+                              fc_idx bufsize) {
+    for (fc_idx c = 0; c < nc; c++) {
+        const T *xc = x + n * xs[0] + (c0 + c) * xs[1];
+        for (fc_idx ph = 0; ph < g->sh; ph++)
+            for (fc_idx pw = 0; pw < g->sw; pw++) {
+                T *dst = buf + c * wl->chstride + (ph * g->sw + pw) * wl->plane;
+                /* columns qw with 0 <= qw*sw + pw - pl < W */
+                fc_idx q_lo = 0, q_hi;
+                if (g->pl - pw > 0) q_lo = FC_CEIL_DIV(g->pl - pw, g->sw);
+                q_hi = (g->W - 1 + g->pl - pw) >= 0 ? (g->W - 1 + g->pl - pw) / g->sw + 1 : 0;
+                q_lo = FC_MIN(q_lo, wl->Wq);
+                q_hi = FC_MAX(FC_MIN(q_hi, wl->Wq), q_lo);
+                for (fc_idx qh = 0; qh < wl->Hq; qh++) {
+                    T *row = dst + qh * wl->Wq;
+                    fc_idx h = qh * g->sh + ph - g->pt;
+                    if (h < 0 || h >= g->H || q_hi == q_lo) {
+                        memset(row, 0, (size_t)wl->Wq * sizeof(T));
+                        continue;
+                    }
+                    const T *src = xc + h * xs[2];
+                    if (q_lo) memset(row, 0, (size_t)q_lo * sizeof(T));
+                    fc_idx w0 = q_lo * g->sw + pw - g->pl;
+                    if (g->sw == 1 && xs[3] == 1) {
+                        memcpy(row + q_lo, src + w0, (size_t)(q_hi - q_lo) * sizeof(T));
+                    } else {
+                        fc_idx step = g->sw * xs[3];
+                        const T *sp = src + w0 * xs[3];
+                        for (fc_idx q = q_lo; q < q_hi; q++, sp += step) row[q] = *sp;
+                    }
+                    if (q_hi < wl->Wq) memset(row + q_hi, 0, (size_t)(wl->Wq - q_hi) * sizeof(T));
+                }
+            }
+    }
+    fc_idx used = nc * wl->chstride;
+    if (bufsize > used) memset(buf + used, 0, (size_t)(bufsize - used) * sizeof(T));
+}
+
+/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] (+ bias[m]) for the valid
+ * pixels p = oh*Wq + ow (oh < OHv, ow < OWv) of [p0, p1). */
+static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx Wq,
+                             fc_idx OHv, fc_idx OWv, T *out, fc_idx ocs, fc_idx ors, fc_idx row0,
+                             fc_idx rstep, fc_idx col0, fc_idx cstep, const T *bias) {
+    for (fc_idx m = 0; m < M; m++) {
+        const T *crow = Ct + m * ldc - p0;
+        T *oc = out + m * ocs;
+        T b = bias ? bias[m] : (T)0;
+        for (fc_idx p = p0; p < p1;) {
+            fc_idx oh = p / Wq, ow0 = p % Wq;
+            fc_idx seg_end = FC_MIN(p1, (oh + 1) * Wq);
+            if (oh >= OHv) break;
+            fc_idx ow1 = FC_MIN(OWv, seg_end - oh * Wq);
+            T *orow = oc + (row0 + oh * rstep) * ors + col0;
+            const T *src = crow + oh * Wq;
+            if (cstep == 1) {
+                if (bias)
+                    for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow] = src[ow] + b;
+                else if (ow1 > ow0)
+                    memcpy(orow + ow0, src + ow0, (size_t)(ow1 - ow0) * sizeof(T));
+            } else {
+                for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow] + b;
+            }
+            p = seg_end;
+        }
+    }
+}
+
+/* Choose the pixel-block width: a [M][PB] tile of about 128 KiB (L2-resident while every tap
+ * block passes over it), and enough items to keep the threads busy. */
+static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items, int nthreads) {
+    fc_idx nblk = FC_CEIL_DIV(M * Pr * (fc_idx)sizeof(T), (fc_idx)131072);
+    if (nblk < 1) nblk = 1;
+    while (outer_items * nblk < 4 * (fc_idx)nthreads && nblk * 2 * nr <= Pr) nblk++;
+    return FC_ROUND_UP(FC_CEIL_DIV(Pr, nblk), nr);
+}
+
+/* =============================== forward =============================== */
+typedef struct {
+    TF(fc_geom) g;
+    TF(fc_isa) isa;
+    const T *x;
+    fc_idx xs[4];
+    const T *w; /* contiguous (K, Cg, R, S) */
+    const T *bias;
+    T *out; /* contiguous (N, K, OH, OW) */
+    fc_idx Cg, Kg, TT, nmb, P, Pr, PB, nPB, nitems, bufsize;
+    TF(fc_wide) wl;
+    T *A;        /* [G][nmb][TT][MR] */
+    fc_idx *off; /* [TT] */
+    uint64_t call;
+} TF(fc_fwd_plan);
+
+static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
+    TF(fc_geom) *g = &pl->g;
+    TF(fc_isa_table)(&pl->isa);
+    int MRv = pl->isa.mr, nr = pl->isa.nr;
+    pl->Cg = g->C / g->G;
+    pl->Kg = g->K / g->G;
+    fc_idx RS = g->R * g->S;
+    pl->TT = pl->Cg * RS;
+    pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
+    TF(fc_wide_layout)(g, pl->Cg, g->OH, nr, 0, &pl->wl);
+    pl->P = g->OH * pl->wl.Wq;
+    pl->Pr = FC_ROUND_UP(pl->P, nr);
+    pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
+    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * pl->TT * MRv) * sizeof(T));
+    if (!pl->off || !pl->A) return -1;
+    TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
+    fc_idx max_off = 0;
+    for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
+    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + pl->Pr) + 64;
+    for (fc_idx gi = 0; gi < g->G; gi++)
+        for (fc_idx k = 0; k < pl->Kg; k++) {
+            const T *wk = pl->w + (gi * pl->Kg + k) * pl->TT;
+            T *a = pl->A + ((gi * pl->nmb + k / MRv) * pl->TT) * MRv + k % MRv;
+            for (fc_idx t = 0; t < pl->TT; t++) a[t * MRv] = wk[t];
+        }
+    pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, g->N * g->G, nthreads);
+    pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
+    pl->nitems = g->N * g->G * pl->nPB;
+    pl->call = fc_next_call_id();
+    return 0;
+}
+
+static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
+    free(pl->A);
+    free(pl->off);
+    pl->A = NULL;
+    pl->off = NULL;
+}
+
+/* Returns -1 if this thread's workspace cannot be allocated. */
+static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
+    fc_idx gi = ng % g->G, n = ng / g->G;
+    T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Kg * pl->PB) * sizeof(T));
+    if (!buf || !Ct) return -1;
+    fc_workspace *ws = fc_ws();
+    if (ws->cached_call != pl->call || ws->cached_key != ng) {
+        TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->Cg, buf, pl->bufsize);
+        ws->cached_call = pl->call;
+        ws->cached_key = ng;
+    }
+    fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
+    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, buf, pl->off,
+                      p0, p1, Ct, pl->PB);
+    fc_idx ocs = g->OH * g->OW;
+    TF(fc_writeback)(Ct, pl->PB, pl->Kg, p0, p1, pl->wl.Wq, g->OH, g->OW,
+                     pl->out + (n * g->K + gi * pl->Kg) * ocs, ocs, g->OW, 0, 1, 0, 1,
+                     pl->bias ? pl->bias + gi * pl->Kg : NULL);
+    return 0;
+}
+
+/* =============================== grad_input ===============================
+ * Along one axis, with stride s, dilation d, padding p and R taps: padded input row hp = j*s + phi
+ * receives sum over taps r with (r*d) % s == phi of W[r] * dy[j - (r*d)/s]. For each phase phi
+ * this is a stride-1 correlation of the padded grad_output with the taps of that phase. */
+typedef struct {
+    fc_idx ntaps, taps[64], u[64]; /* taps r of this phase and their row shifts (r*d)/s */
+    fc_idx j0, J;                  /* first phase row with a real input row, number of them */
+} TF(fc_phase1d);
+
+static void TF(fc_phases_1d)(fc_idx R, fc_idx s, fc_idx d, fc_idx p, fc_idx H, fc_idx phi,
+                             TF(fc_phase1d) * ph) {
+    ph->ntaps = 0;
+    for (fc_idx r = 0; r < R; r++)
+        if ((r * d) % s == phi) {
+            ph->taps[ph->ntaps] = r;
+            ph->u[ph->ntaps] = (r * d) / s;
+            ph->ntaps++;
+        }
+    ph->j0 = p - phi > 0 ? FC_CEIL_DIV(p - phi, s) : 0;
+    fc_idx last = H - 1 + p - phi;
+    ph->J = last >= 0 ? FC_MAX((fc_idx)0, last / s - ph->j0 + 1) : 0;
+}
+
+typedef struct {
+    TF(fc_geom) g;
+    TF(fc_isa) isa;
+    const T *dy; /* contiguous (N, K, OH, OW) */
+    const T *w;  /* contiguous (K, Cg, R, S) */
+    T *dx;       /* contiguous (N, C, H, W), zero-filled */
+    fc_idx Cg, Kg, nmb, Uh, Uw, Hb, Wb, bufsize, Pr, PB, nPB, nphase, nitems;
+    TF(fc_phase1d) ph_h[16], ph_w[16];
+    fc_idx tap_start[257]; /* [phase] -> first tap of that phase in off / A */
+    T *A;                  /* [G][phase taps...][nmb][Tphi][MR] */
+    fc_idx *off;
+    uint64_t call;
+} TF(fc_gin_plan);
+
+static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
+    TF(fc_geom) *g = &pl->g;
+    TF(fc_isa_table)(&pl->isa);
+    int MRv = pl->isa.mr, nr = pl->isa.nr;
+    if (g->sh > 16 || g->sw > 16 || g->R > 64 || g->S > 64) return -2;
+    pl->Cg = g->C / g->G;
+    pl->Kg = g->K / g->G;
+    pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
+    pl->Uh = ((g->R - 1) * g->dh) / g->sh;
+    pl->Uw = ((g->S - 1) * g->dw) / g->sw;
+    fc_idx lastj_h = 0, lastj_w = 0, Jh = 0, Jw = 0;
+    for (fc_idx a = 0; a < g->sh; a++) {
+        TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a]);
+        lastj_h = FC_MAX(lastj_h, pl->ph_h[a].j0 + pl->ph_h[a].J);
+        Jh = FC_MAX(Jh, pl->ph_h[a].J);
+    }
+    for (fc_idx b = 0; b < g->sw; b++) {
+        TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b]);
+        lastj_w = FC_MAX(lastj_w, pl->ph_w[b].j0 + pl->ph_w[b].J);
+        Jw = FC_MAX(Jw, pl->ph_w[b].J);
+    }
+    pl->Hb = pl->Uh + FC_MAX(lastj_h, g->OH) + 1;
+    pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + 1;
+    pl->nphase = g->sh * g->sw;
+    fc_idx RS = g->R * g->S, TTall = pl->Kg * RS;
+    pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
+    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
+    if (!pl->off || !pl->A) return -1;
+    fc_idx plane = pl->Hb * pl->Wb, t = 0, max_off = 0;
+    for (fc_idx a = 0; a < g->sh; a++)
+        for (fc_idx b = 0; b < g->sw; b++) {
+            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
+            pl->tap_start[a * g->sw + b] = t;
+            for (fc_idx k = 0; k < pl->Kg; k++)
+                for (fc_idx i = 0; i < hh->ntaps; i++)
+                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
+                        pl->off[t] = k * plane + (hh->j0 + pl->Uh - hh->u[i]) * pl->Wb +
+                                     (ww->j0 + pl->Uw - ww->u[j]);
+                        max_off = FC_MAX(max_off, pl->off[t]);
+                    }
+        }
+    pl->tap_start[pl->nphase] = t;
+    /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s). */
+    for (fc_idx gi = 0; gi < g->G; gi++)
+        for (fc_idx a = 0; a < g->sh; a++)
+            for (fc_idx b = 0; b < g->sw; b++) {
+                fc_idx f = a * g->sw + b, t0 = pl->tap_start[f];
+                fc_idx Tf = pl->tap_start[f + 1] - t0;
+                T *Af = pl->A + (gi * TTall + t0) * pl->nmb * MRv;
+                const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
+                fc_idx tt = 0;
+                for (fc_idx k = 0; k < pl->Kg; k++)
+                    for (fc_idx i = 0; i < hh->ntaps; i++)
+                        for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
+                            for (fc_idx c = 0; c < pl->Cg; c++)
+                                Af[((c / MRv) * Tf + tt) * MRv + c % MRv] =
+                                    pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R + hh->taps[i]) *
+                                              g->S + ww->taps[j]];
+            }
+    fc_idx P = Jh * pl->Wb;
+    pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
+    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + pl->Pr) + 64;
+    pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, g->N * g->G * pl->nphase, nthreads);
+    pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
+    pl->nitems = g->N * g->G * pl->nphase * pl->nPB;
+    pl->call = fc_next_call_id();
+    return 0;
+}
+
+static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
+    free(pl->A);
+    free(pl->off);
+    pl->A = NULL;
+    pl->off = NULL;
+}
+
+static void TF(fc_build_padded_dy)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx gi, T *buf) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx plane = pl->Hb * pl->Wb;
+    memset(buf, 0, (size_t)pl->bufsize * sizeof(T));
+    for (fc_idx k = 0; k < pl->Kg; k++) {
+        const T *src = pl->dy + (n * g->K + gi * pl->Kg + k) * g->OH * g->OW;
+        T *dst = buf + k * plane + pl->Uh * pl->Wb + pl->Uw;
+        for (fc_idx oh = 0; oh < g->OH; oh++)
+            memcpy(dst + oh * pl->Wb, src + oh * g->OW, (size_t)g->OW * sizeof(T));
+    }
+}
+
+static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx pb = item % pl->nPB, rest = item / pl->nPB;
+    fc_idx f = rest % pl->nphase, ng = rest / pl->nphase;
+    fc_idx gi = ng % g->G, n = ng / g->G;
+    const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
+    fc_idx P = hh->J * pl->Wb, p0 = pb * pl->PB;
+    fc_idx p1 = FC_MIN(FC_ROUND_UP(P, pl->isa.nr), p0 + pl->PB);
+    fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
+    if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
+    T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * pl->PB) * sizeof(T));
+    if (!buf || !Ct) return -1;
+    fc_workspace *ws = fc_ws();
+    if (ws->cached_call != pl->call || ws->cached_key != ng) {
+        TF(fc_build_padded_dy)(pl, n, gi, buf);
+        ws->cached_call = pl->call;
+        ws->cached_key = ng;
+    }
+    fc_idx TTall = pl->Kg * g->R * g->S;
+    const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, p0, p1, Ct, pl->PB);
+    fc_idx a = f / g->sw, b = f % g->sw;
+    fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
+    fc_idx ocs = g->H * g->W;
+    TF(fc_writeback)(Ct, pl->PB, pl->Cg, p0, p1, pl->Wb, hh->J, ww->J,
+                     pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw,
+                     NULL);
+    return 0;
+}
+
+/* =============================== grad_weight =============================== */
+typedef struct {
+    TF(fc_geom) g;
+    TF(fc_isa) isa;
+    const T *x;
+    fc_idx xs[4];
+    const T *dy; /* contiguous (N, K, OH, OW) */
+    T *dw;       /* contiguous (K, Cg, R, S) */
+    fc_idx Cg, Kg, RS, ldm, ncg, cgs, nchunk, chunk, nitems, bufsize, ldy;
+    int depthwise;
+    TF(fc_wide) wl;
+    fc_idx *off; /* [Cg*RS] */
+    T *partial;  /* [nchunk][G][Cg*RS][ldm] */
+} TF(fc_gw_plan);
+
+static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
+    TF(fc_geom) *g = &pl->g;
+    TF(fc_isa_table)(&pl->isa);
+    int vl = pl->isa.vl;
+    pl->Cg = g->C / g->G;
+    pl->Kg = g->K / g->G;
+    pl->RS = g->R * g->S;
+    pl->depthwise = (pl->Cg == 1 && pl->Kg == 1);
+    pl->ldm = FC_ROUND_UP(pl->Kg, vl);
+    TF(fc_wide_layout)(g, pl->Cg, g->OH, pl->isa.nr, 0, &pl->wl);
+    pl->off = (fc_idx *)fc_aligned_calloc((size_t)(pl->Cg * pl->RS) * sizeof(fc_idx));
+    if (!pl->off) return -1;
+    TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
+    /* Work split from the shapes alone (never the thread count), so the reduction order is fixed:
+     * up to 4 channel groups, and batch chunks until there are 8 items. */
+    pl->ncg = g->G == 1 ? FC_MIN(pl->Cg, (fc_idx)4) : 1;
+    pl->cgs = FC_CEIL_DIV(pl->Cg, pl->ncg);
+    pl->ncg = FC_CEIL_DIV(pl->Cg, pl->cgs);
+    fc_idx per = g->G * pl->ncg;
+    pl->nchunk = pl->depthwise ? 1 : FC_MAX((fc_idx)1, FC_MIN(g->N, FC_CEIL_DIV(8, per)));
+    pl->chunk = FC_CEIL_DIV(g->N, pl->nchunk);
+    pl->nchunk = FC_CEIL_DIV(g->N, pl->chunk);
+    pl->nitems = per * pl->nchunk;
+    fc_idx max_off = 0;
+    for (fc_idx t = 0; t < pl->cgs * pl->RS && t < pl->Cg * pl->RS; t++)
+        max_off = FC_MAX(max_off, pl->off[t]);
+    pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + 64;
+    pl->ldy = FC_ROUND_UP(g->OW, vl);
+    pl->partial = NULL;
+    if (!pl->depthwise) {
+        pl->partial = (T *)fc_aligned_calloc(
+            (size_t)(pl->nchunk * g->G * pl->Cg * pl->RS * pl->ldm) * sizeof(T));
+        if (!pl->partial) return -1;
+    }
+    return 0;
+}
+
+static void TF(fc_gw_free)(TF(fc_gw_plan) * pl) {
+    free(pl->off);
+    free(pl->partial);
+    pl->off = NULL;
+    pl->partial = NULL;
+}
+
+/* DYT[p][m] = dy[n][gi*Kg + m][p] for the OH*OW pixels, m padded with zeros to ldm. */
+static void TF(fc_transpose_dy)(const TF(fc_gw_plan) * pl, fc_idx n, fc_idx gi, T *DYT) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx P = g->OH * g->OW;
+    const T *src = pl->dy + (n * g->K + gi * pl->Kg) * P;
+    for (fc_idx p0 = 0; p0 < P; p0 += 64) {
+        fc_idx p1 = FC_MIN(P, p0 + 64);
+        for (fc_idx m = 0; m < pl->Kg; m++)
+            for (fc_idx p = p0; p < p1; p++) DYT[p * pl->ldm + m] = src[m * P + p];
+        if (pl->ldm > pl->Kg)
+            for (fc_idx p = p0; p < p1; p++)
+                memset(DYT + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
+    }
+}
+
+static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx chunk = item % pl->nchunk, rest = item / pl->nchunk;
+    fc_idx cgi = rest % pl->ncg, gi = rest / pl->ncg;
+    fc_idx c0 = cgi * pl->cgs, nc = FC_MIN(pl->cgs, pl->Cg - c0);
+    fc_idx n0 = chunk * pl->chunk, n1 = FC_MIN(g->N, n0 + pl->chunk);
+    fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS;
+    T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)Tn * sizeof(fc_idx) + 64);
+    if (!buf || !off) return -1;
+    fc_workspace *ws = fc_ws();
+    ws->cached_call = 0; /* this pass reuses slot 0 for another layout */
+    for (fc_idx t = 0; t < Tn; t++) off[t] = pl->off[T0 + t] - c0 * pl->wl.chstride;
+    if (pl->depthwise) {
+        T *dyp = (T *)fc_ws_get(1, (size_t)(g->OH * pl->ldy + 64) * sizeof(T));
+        if (!dyp) return -1;
+        T *res = pl->dw + gi * pl->RS;
+        for (fc_idx n = n0; n < n1; n++) {
+            TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi, 1, buf, pl->bufsize);
+            const T *src = pl->dy + (n * g->K + gi) * g->OH * g->OW;
+            for (fc_idx oh = 0; oh < g->OH; oh++) {
+                memcpy(dyp + oh * pl->ldy, src + oh * g->OW, (size_t)g->OW * sizeof(T));
+                memset(dyp + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
+            }
+            pl->isa.dw_depthwise(pl->RS, buf, off, dyp, pl->ldy, g->OH, g->OW, pl->wl.Wq, res);
+        }
+        return 0;
+    }
+    T *DYT = (T *)fc_ws_get(1, (size_t)(g->OH * g->OW * pl->ldm) * sizeof(T));
+    if (!DYT) return -1;
+    T *Cp = pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
+    int TRv = pl->isa.tr, vl = pl->isa.vl;
+    for (fc_idx n = n0; n < n1; n++) {
+        TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf, pl->bufsize);
+        TF(fc_transpose_dy)(pl, n, gi, DYT);
+        for (fc_idx tb = 0; tb < Tn; tb += TRv) {
+            int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+            for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
+                int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
+                pl->isa.dw_kernel(tr, nv, buf, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
+                                  pl->wl.Wq, Cp + tb * pl->ldm + mb, pl->ldm);
+            }
+        }
+    }
+    return 0;
+}
+
+/* dw[gi*Kg + m][t] = sum over chunks, in chunk order, of partial[chunk][gi][t][m]; item = (gi, t). */
+static void TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx TT = pl->Cg * pl->RS;
+    fc_idx gi = item / TT, t = item % TT;
+    for (fc_idx m = 0; m < pl->Kg; m++) {
+        T s = 0;
+        for (fc_idx ch = 0; ch < pl->nchunk; ch++)
+            s += pl->partial[((ch * g->G + gi) * TT + t) * pl->ldm + m];
+        pl->dw[(gi * pl->Kg + m) * TT + t] = s;
+    }
+}
+
+/* grad_bias[k] = sum over n, then pixels in blocks of 8 lanes, in a fixed order. */
+static void TF(fc_grad_bias_item)(const T *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, T *gb) {
+    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (fc_idx n = 0; n < N; n++) {
+        const T *src = dy + (n * K + k) * P;
+        fc_idx p = 0;
+        for (; p + 8 <= P; p += 8)
+            for (int l = 0; l < 8; l++) acc[l] += src[p + l];
+        for (int l = 0; p < P; p++, l++) acc[l] += src[p];
+    }
+    gb[k] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+#undef TF

@@ -1,0 +1,102 @@
+/* fastconv: pieces shared by every kernel -- per-thread workspaces, CPU dispatch, small helpers.
+ *
+ * Per-thread workspaces: each OS thread (OpenMP worker or the calling thread) keeps a few
+ * 64-byte-aligned buffers that grow to the largest size it has been asked for and are reused
+ * across calls, so a steady training loop allocates (and page-faults) nothing per call.
+ */
+#ifndef FC_COMMON_H
+#define FC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef ptrdiff_t fc_idx;
+
+#define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define FC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+#define FC_ROUND_UP(a, b) (FC_CEIL_DIV(a, b) * (b))
+#define FC_CAT2(a, b) a##_##b
+#define FC_CAT(a, b) FC_CAT2(a, b)
+
+enum { FC_WS_SLOTS = 4 };
+
+typedef struct {
+    void *ptr[FC_WS_SLOTS];
+    size_t size[FC_WS_SLOTS];
+    /* Which (call, image, group) the input buffer currently holds, so consecutive work items of
+     * one thread on the same image do not rebuild it. */
+    uint64_t cached_call;
+    fc_idx cached_key;
+} fc_workspace;
+
+static __thread fc_workspace fc_tls_ws;
+static uint64_t fc_call_counter = 0;
+
+static inline fc_workspace *fc_ws(void) { return &fc_tls_ws; }
+
+/* A buffer of at least `bytes` in slot `slot` of this thread's workspace (NULL if out of memory). */
+static inline void *fc_ws_get(int slot, size_t bytes) {
+    fc_workspace *ws = &fc_tls_ws;
+    if (ws->size[slot] < bytes) {
+        size_t want = FC_ROUND_UP(bytes + bytes / 4, 4096);
+        void *p = NULL;
+        free(ws->ptr[slot]);
+        ws->ptr[slot] = NULL;
+        ws->size[slot] = 0;
+        if (posix_memalign(&p, 64, want) != 0) return NULL;
+        ws->ptr[slot] = p;
+        ws->size[slot] = want;
+        ws->cached_call = 0;
+    }
+    return ws->ptr[slot];
+}
+
+static inline uint64_t fc_next_call_id(void) {
+    return __atomic_add_fetch(&fc_call_counter, 1, __ATOMIC_RELAXED);
+}
+
+static inline void *fc_aligned_calloc(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    if (posix_memalign(&p, 64, FC_ROUND_UP(bytes, 64)) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* ---- CPU dispatch ---------------------------------------------------------------------------
+ * Level 0: portable (SSE2 on x86-64, plain C elsewhere); 1: AVX2 + FMA; 2: AVX-512F. */
+enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
+static int fc_isa_level = FC_ISA_GENERIC;
+
+static inline int fc_isa_supported(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return FC_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return FC_ISA_AVX2;
+#endif
+    return FC_ISA_GENERIC;
+}
+
+/* Select the ISA level; a request above what the CPU supports is capped. Returns the level set. */
+static inline int fc_set_isa(int requested) {
+    int best = fc_isa_supported();
+    fc_isa_level = requested < 0 ? best : FC_MIN(requested, best);
+    return fc_isa_level;
+}
+
+/* ---- OpenMP shims: the extension also builds (single-threaded) without OpenMP ---- */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int fc_get_max_threads(void) { return omp_get_max_threads(); }
+static inline void fc_set_num_threads(int n) { omp_set_num_threads(n); }
+static inline int fc_have_openmp(void) { return 1; }
+#else
+static inline int fc_get_max_threads(void) { return 1; }
+static inline void fc_set_num_threads(int n) { (void)n; }
+static inline int fc_have_openmp(void) { return 0; }
+#endif
+
+#endif
