@@ -170,3 +170,40 @@ def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
                 fc_grad_bias_item_f32(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
             else:
                 fc_grad_bias_item_f64(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
+
+
+# ------------------------------------------------------------------------------ FMA peak probe
+cdef extern from "fma_probe.h" nogil:
+    double fc_probe_flops_per_iter()
+    float fc_probe_run(long iters)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    static double fc_wtime(void) { return omp_get_wtime(); }
+    #else
+    #include <time.h>
+    static double fc_wtime(void) {
+        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec;
+    }
+    #endif
+    """
+    double fc_wtime() nogil
+
+
+def fma_peak_gflops(long iters=20_000_000 // 24, int repeats=5):
+    """Measured fp32 FMA throughput (GFLOP/s) of all kernel threads together: each thread runs
+    independent FMA chains in registers on the current ISA path; best of ``repeats``."""
+    cdef int nthreads = fc_get_max_threads(), t, r
+    cdef double best = 0, t0, t1
+    cdef float sink = 0
+    for r in range(repeats):
+        with nogil:
+            t0 = fc_wtime()
+            for t in prange(nthreads, schedule="static", num_threads=nthreads):
+                sink += fc_probe_run(iters)
+            t1 = fc_wtime()
+        best = max(best, nthreads * iters * fc_probe_flops_per_iter() / (t1 - t0) / 1e9)
+    if sink == 12345.678:  # keep the result alive
+        print(sink)
+    return best

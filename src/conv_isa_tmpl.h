@@ -64,24 +64,52 @@ static FC_TARGET void FN(ukernel)(int mr, fc_idx kc, const T *restrict A, const 
 }
 #undef FC_UK_CASE
 
-/* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + p] for m < M, p in [p0, p1) (p1 - p0 a multiple of
- * NR). A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC so that a block's
- * weights and the image rows it reads stay in L1/L2 while every panel of the tile uses them. */
+/* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1)
+ * (p1 - p0 a multiple of NR; pixels at or past P are don't-cares), where pixel p = (p / rowlen,
+ * p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the wide buffer B.
+ * A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC; for each block and panel of
+ * NR pixels the B values are first gathered into a contiguous [KC][NR] panel -- an im2col of just
+ * that panel, L1-resident, with no wasted columns at row ends. The gather has no dependency
+ * chain, so its cache misses overlap; the micro-kernel then streams it for every row block. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
-                                    const fc_idx *restrict off, fc_idx p0, fc_idx p1,
-                                    T *restrict Ct, fc_idx ldc) {
-    const fc_idx KC = 256;
+                                    const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
+                                    fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc) {
+    enum { KC = 128, MAXSEG = NR };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
+    T Bp[(KC + 1) * NR] __attribute__((aligned(64)));
+    fc_idx panel_off[KC], seg_src[MAXSEG], seg_dst[MAXSEG];
     if (TT == 0) {
         for (fc_idx m = 0; m < M; m++) memset(Ct + m * ldc, 0, (size_t)(p1 - p0) * sizeof(T));
         return;
     }
+    memset(Bp, 0, sizeof Bp); /* pixels past P read this: keep them finite */
+    for (fc_idx t = 0; t < KC; t++) panel_off[t] = t * NR;
     for (fc_idx t0 = 0; t0 < TT; t0 += KC) {
-        fc_idx kc = FC_MIN(KC, TT - t0);
+        fc_idx kc = FC_MIN((fc_idx)KC, TT - t0);
         for (fc_idx p = p0; p < p1; p += NR) {
+            /* the panel's row segments: NR pixels may span several output rows */
+            int nseg = 0;
+            for (fc_idx q = p, d = 0; d < NR && q < P; nseg++) {
+                fc_idx oh = q / rowlen, ow = q % rowlen;
+                fc_idx len = FC_MIN((fc_idx)NR - d, rowlen - ow);
+                seg_src[nseg] = oh * Wq + ow;
+                seg_dst[nseg] = d;
+                d += len;
+                q += len;
+            }
+            /* full-width copies, in increasing destination order: each segment's overrun is
+             * overwritten by the next segment (or the next tap's row; Bp has a spare row) */
+            for (fc_idx t = 0; t < kc; t++) {
+                const T *src = B + off[t0 + t];
+                T *dst = Bp + t * NR;
+                for (int sg = 0; sg < nseg; sg++) {
+                    STOREU(dst + seg_dst[sg], LOADU(src + seg_src[sg]));
+                    STOREU(dst + seg_dst[sg] + VL, LOADU(src + seg_src[sg] + VL));
+                }
+            }
             for (fc_idx mb = 0; mb < nmb; mb++) {
                 int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);
-                FN(ukernel)(mr, kc, A + (mb * TT + t0) * MR, B + p, off + t0,
+                FN(ukernel)(mr, kc, A + (mb * TT + t0) * MR, Bp, panel_off,
                             Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0);
             }
         }

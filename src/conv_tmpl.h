@@ -24,8 +24,8 @@ typedef struct {
 /* ---------- ISA function table ---------- */
 typedef struct {
     int mr, nr, tr, vl;
-    void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, T *,
-                      fc_idx);
+    void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
+                      fc_idx, fc_idx, T *, fc_idx);
     void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
@@ -191,7 +191,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     pl->TT = pl->Cg * RS;
     pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
     TF(fc_wide_layout)(g, pl->Cg, g->OH, nr, 0, &pl->wl);
-    pl->P = g->OH * pl->wl.Wq;
+    pl->P = g->OH * g->OW;
     pl->Pr = FC_ROUND_UP(pl->P, nr);
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * pl->TT * MRv) * sizeof(T));
@@ -199,7 +199,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + pl->Pr) + 64;
+    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + nr) + 64;
     for (fc_idx gi = 0; gi < g->G; gi++)
         for (fc_idx k = 0; k < pl->Kg; k++) {
             const T *wk = pl->w + (gi * pl->Kg + k) * pl->TT;
@@ -236,11 +236,19 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     }
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, buf, pl->off,
-                      p0, p1, Ct, pl->PB);
-    fc_idx ocs = g->OH * g->OW;
-    TF(fc_writeback)(Ct, pl->PB, pl->Kg, p0, p1, pl->wl.Wq, g->OH, g->OW,
-                     pl->out + (n * g->K + gi * pl->Kg) * ocs, ocs, g->OW, 0, 1, 0, 1,
-                     pl->bias ? pl->bias + gi * pl->Kg : NULL);
+                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, pl->PB);
+    fc_idx ocs = g->OH * g->OW, len = FC_MIN(p1, pl->P) - p0;
+    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + p0;
+    for (fc_idx m = 0; m < pl->Kg; m++) {
+        const T *src = Ct + m * pl->PB;
+        T *dst = out + m * ocs;
+        if (pl->bias) {
+            T b = pl->bias[gi * pl->Kg + m];
+            for (fc_idx p = 0; p < len; p++) dst[p] = src[p] + b;
+        } else {
+            memcpy(dst, src, (size_t)len * sizeof(T));
+        }
+    }
     return 0;
 }
 
@@ -340,9 +348,9 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
                                     pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R + hh->taps[i]) *
                                               g->S + ww->taps[j]];
             }
-    fc_idx P = Jh * pl->Wb;
+    fc_idx P = Jh * Jw;
     pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
-    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + pl->Pr) + 64;
+    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + nr) + 64;
     pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, g->N * g->G * pl->nphase, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = g->N * g->G * pl->nphase * pl->nPB;
@@ -375,7 +383,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx f = rest % pl->nphase, ng = rest / pl->nphase;
     fc_idx gi = ng % g->G, n = ng / g->G;
     const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
-    fc_idx P = hh->J * pl->Wb, p0 = pb * pl->PB;
+    fc_idx P = hh->J * ww->J, p0 = pb * pl->PB;
     fc_idx p1 = FC_MIN(FC_ROUND_UP(P, pl->isa.nr), p0 + pl->PB);
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
@@ -390,11 +398,11 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, p0, p1, Ct, pl->PB);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, pl->PB);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, pl->PB, pl->Cg, p0, p1, pl->Wb, hh->J, ww->J,
+    TF(fc_writeback)(Ct, pl->PB, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
                      pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw,
                      NULL);
     return 0;
