@@ -30,6 +30,7 @@ typedef struct {
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                          fc_idx, T *);
+    void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
 } TF(fc_isa);
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
@@ -37,19 +38,22 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
     if (fc_isa_level >= FC_ISA_AVX512) {
         *t = (TF(fc_isa)){12, 2 * (int)(64 / sizeof(T)), 12, (int)(64 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
-                          FC_CAT(dw_depthwise, FC_CAT(TN, avx512))};
+                          FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
+                          FC_CAT(transpose, FC_CAT(TN, avx512))};
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
         *t = (TF(fc_isa)){6, 2 * (int)(32 / sizeof(T)), 6, (int)(32 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
-                          FC_CAT(dw_depthwise, FC_CAT(TN, avx2))};
+                          FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
+                          FC_CAT(transpose, FC_CAT(TN, avx2))};
         return;
     }
 #endif
     *t = (TF(fc_isa)){6, 2 * (int)(16 / sizeof(T)), 6, (int)(16 / sizeof(T)),
                       FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
-                      FC_CAT(dw_depthwise, FC_CAT(TN, generic))};
+                      FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
+                          FC_CAT(transpose, FC_CAT(TN, generic))};
 }
 
 /* ---------- the wide input buffer ----------
@@ -199,7 +203,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + nr) + 64;
+    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + 4 * pl->isa.vl) + 64;
     for (fc_idx gi = 0; gi < g->G; gi++)
         for (fc_idx k = 0; k < pl->Kg; k++) {
             const T *wk = pl->w + (gi * pl->Kg + k) * pl->TT;
@@ -226,7 +230,8 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
     fc_idx gi = ng % g->G, n = ng / g->G;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Kg * pl->PB) * sizeof(T));
+    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     if (!buf || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
@@ -236,11 +241,11 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     }
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, buf, pl->off,
-                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, pl->PB);
+                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc);
     fc_idx ocs = g->OH * g->OW, len = FC_MIN(p1, pl->P) - p0;
     T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + p0;
     for (fc_idx m = 0; m < pl->Kg; m++) {
-        const T *src = Ct + m * pl->PB;
+        const T *src = Ct + m * ldc;
         T *dst = out + m * ocs;
         if (pl->bias) {
             T b = pl->bias[gi * pl->Kg + m];
@@ -350,7 +355,7 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
             }
     fc_idx P = Jh * Jw;
     pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
-    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + nr) + 64;
+    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
     pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, g->N * g->G * pl->nphase, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = g->N * g->G * pl->nphase * pl->nPB;
@@ -388,7 +393,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * pl->PB) * sizeof(T));
+    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     if (!buf || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
@@ -398,11 +404,11 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, pl->PB);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, pl->PB, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
                      pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw,
                      NULL);
     return 0;
@@ -472,14 +478,10 @@ static void TF(fc_transpose_dy)(const TF(fc_gw_plan) * pl, fc_idx n, fc_idx gi, 
     const TF(fc_geom) *g = &pl->g;
     fc_idx P = g->OH * g->OW;
     const T *src = pl->dy + (n * g->K + gi * pl->Kg) * P;
-    for (fc_idx p0 = 0; p0 < P; p0 += 64) {
-        fc_idx p1 = FC_MIN(P, p0 + 64);
-        for (fc_idx m = 0; m < pl->Kg; m++)
-            for (fc_idx p = p0; p < p1; p++) DYT[p * pl->ldm + m] = src[m * P + p];
-        if (pl->ldm > pl->Kg)
-            for (fc_idx p = p0; p < p1; p++)
-                memset(DYT + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
-    }
+    pl->isa.transpose(src, P, pl->Kg, P, DYT, pl->ldm);
+    if (pl->ldm > pl->Kg)
+        for (fc_idx p = 0; p < P; p++)
+            memset(DYT + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
 }
 
 static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
@@ -529,17 +531,30 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     return 0;
 }
 
-/* dw[gi*Kg + m][t] = sum over chunks, in chunk order, of partial[chunk][gi][t][m]; item = (gi, t). */
-static void TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
+/* dw[gi*Kg + m][t] = sum over chunks, in chunk order, of partial[chunk][gi][t][m].
+ * Item = (gi, block of 64 taps): the sum is formed in a [64][ldm] scratch, then transposed. */
+#ifndef FC_GW_REDUCE_TB
+#define FC_GW_REDUCE_TB 64
+#endif
+static fc_idx TF(fc_gw_reduce_items)(const TF(fc_gw_plan) * pl) {
+    return pl->g.G * FC_CEIL_DIV(pl->Cg * pl->RS, (fc_idx)FC_GW_REDUCE_TB);
+}
+
+static int TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
-    fc_idx TT = pl->Cg * pl->RS;
-    fc_idx gi = item / TT, t = item % TT;
-    for (fc_idx m = 0; m < pl->Kg; m++) {
-        T s = 0;
-        for (fc_idx ch = 0; ch < pl->nchunk; ch++)
-            s += pl->partial[((ch * g->G + gi) * TT + t) * pl->ldm + m];
-        pl->dw[(gi * pl->Kg + m) * TT + t] = s;
+    fc_idx TT = pl->Cg * pl->RS, nb = FC_CEIL_DIV(TT, (fc_idx)FC_GW_REDUCE_TB);
+    fc_idx gi = item / nb, t0 = (item % nb) * FC_GW_REDUCE_TB;
+    fc_idx nt = FC_MIN((fc_idx)FC_GW_REDUCE_TB, TT - t0);
+    T *sum = (T *)fc_ws_get(3, (size_t)(FC_GW_REDUCE_TB * pl->ldm) * sizeof(T));
+    if (!sum) return -1;
+    const T *first = pl->partial + (gi * TT + t0) * pl->ldm;
+    memcpy(sum, first, (size_t)(nt * pl->ldm) * sizeof(T));
+    for (fc_idx ch = 1; ch < pl->nchunk; ch++) {
+        const T *part = pl->partial + ((ch * g->G + gi) * TT + t0) * pl->ldm;
+        for (fc_idx i = 0; i < nt * pl->ldm; i++) sum[i] += part[i];
     }
+    pl->isa.transpose(sum, pl->ldm, nt, pl->Kg, pl->dw + gi * pl->Kg * TT + t0, TT);
+    return 0;
 }
 
 /* grad_bias[k] = sum over n, then pixels in blocks of 8 lanes, in a fixed order. */
