@@ -22,10 +22,11 @@ typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
  * compile-time constants in every instantiation (see ukernel). */
 static inline __attribute__((always_inline)) void FN(ukernel_body)(
     const int mr, const int nv, fc_idx kc, const T *restrict A, const T *restrict B, fc_idx ldb,
-    const fc_idx *restrict off, T *restrict C, fc_idx ldc, int accumulate) {
+    const fc_idx *restrict off, T *restrict C, fc_idx ldc, int accumulate, const T *bias) {
     VEC c[MR][4];
     for (int i = 0; i < mr; i++)
-        for (int v = 0; v < nv; v++) c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0};
+        for (int v = 0; v < nv; v++)
+            c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0} + (bias ? bias[i] : (T)0);
     for (fc_idx t = 0; t < kc; t++) {
         const T *b = off ? B + off[t] : B + t * ldb;
         const T *a = A + t * MR;
@@ -39,7 +40,7 @@ static inline __attribute__((always_inline)) void FN(ukernel_body)(
         for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
 }
 
-#define FC_UK(m, v) FN(ukernel_body)(m, v, kc, A, B, ldb, off, C, ldc, accumulate)
+#define FC_UK(m, v) FN(ukernel_body)(m, v, kc, A, B, ldb, off, C, ldc, accumulate, bias)
 #define FC_UK_CASE(m) \
     case m: if (nv == 1) FC_UK(m, 1); else FC_UK(m, 2); break;
 #define FC_UK_CASE4(m) \
@@ -62,7 +63,7 @@ static inline __attribute__((always_inline)) void FN(ukernel_body)(
  * panels to have enough independent accumulators to hide the FMA latency. */
 static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A,
                                   const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
-                                  int accumulate) {
+                                  int accumulate, const T *bias) {
     const fc_idx *off = NULL;
     FC_UK_SWITCH
 }
@@ -70,7 +71,8 @@ static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A
 /* The same, reading B directly from the wide buffer at the taps' offsets (no packing). */
 static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *restrict A,
                                          const T *restrict B, const fc_idx *restrict off,
-                                         T *restrict C, fc_idx ldc, int accumulate) {
+                                         T *restrict C, fc_idx ldc, int accumulate,
+                                         const T *bias) {
     const fc_idx ldb = 0;
     FC_UK_SWITCH
 }
@@ -83,6 +85,7 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
 /* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1),
  * where pixel p = (p / rowlen, p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the
  * wide buffer B; only pixels below P are meaningful (Ct needs room up to p1 rounded up to VL).
+ * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
  * A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC; for each block and panel of
  * up to 4 vectors of pixels the B values are first gathered into a contiguous [KC][panel] buffer
  * -- an im2col of just that panel, L1-resident, with no wasted columns at row ends. The gather
@@ -90,7 +93,8 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
  * every row block of A. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
-                                    fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc) {
+                                    fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
+                                    const T *bias) {
     enum { KC = 128, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : 2;
@@ -98,7 +102,8 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     fc_idx seg_src[MAXW], seg_dst[MAXW];
     fc_idx pend = FC_MIN(p1, P);
     if (TT == 0) {
-        for (fc_idx m = 0; m < M; m++) memset(Ct + m * ldc, 0, (size_t)(p1 - p0) * sizeof(T));
+        for (fc_idx m = 0; m < M; m++)
+            for (fc_idx p = p0; p < pend; p++) Ct[m * ldc + p - p0] = bias ? bias[m] : (T)0;
         return;
     }
     if (nmb == 1) {
@@ -112,7 +117,7 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
             const T *b = B + oh * Wq + ow;
             for (fc_idx t0 = 0; t0 < TT; t0 += KC)
                 FN(ukernel_direct)((int)M, nv, FC_MIN((fc_idx)KC, TT - t0), A + t0 * MR, b,
-                                   off + t0, Ct + (p - p0), ldc, t0 > 0);
+                                   off + t0, Ct + (p - p0), ldc, t0 > 0, bias);
             p += FC_MIN(avail, (fc_idx)nv * VL);
         }
         return;
@@ -146,7 +151,8 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
             for (fc_idx mb = 0; mb < nmb; mb++) {
                 int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);
                 FN(ukernel)(mr, nv, kc, A + (mb * TT + t0) * MR, Bp, w,
-                            Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0);
+                            Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0,
+                            bias ? bias + mb * MR : NULL);
             }
         }
     }

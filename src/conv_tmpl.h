@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
     int mr, nr, tr, vl;
     void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, T *, fc_idx);
+                      fc_idx, fc_idx, T *, fc_idx, const T *);
     void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
@@ -131,6 +131,20 @@ static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, con
     if (bufsize > used) memset(buf + used, 0, (size_t)(bufsize - used) * sizeof(T));
 }
 
+/* Prefetch channels [c0, c0 + nc) of image n (rows of W elements, any strides). */
+static void TF(fc_prefetch_channels)(const TF(fc_geom) * g, const T *x, const fc_idx *xs, fc_idx n,
+                                     fc_idx c0, fc_idx nc) {
+    const fc_idx per_line = 64 / (fc_idx)sizeof(T);
+    for (fc_idx c = c0; c < c0 + nc; c++)
+        for (fc_idx h = 0; h < g->H; h++) {
+            const T *row = x + n * xs[0] + c * xs[1] + h * xs[2];
+            if (xs[3] == 1)
+                for (fc_idx w = 0; w < g->W; w += per_line) __builtin_prefetch(row + w, 0, 2);
+            else
+                for (fc_idx w = 0; w < g->W; w++) __builtin_prefetch(row + w * xs[3], 0, 2);
+        }
+}
+
 /* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] (+ bias[m]) for the valid
  * pixels p = oh*Wq + ow (oh < OHv, ow < OWv) of [p0, p1). */
 static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx Wq,
@@ -230,8 +244,15 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
     fc_idx gi = ng % g->G, n = ng / g->G;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
-    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
+    /* When no vector store can run past the plane (see gemm_tile's two modes), the tile is
+     * written straight into the output, bias as the accumulators' start value; otherwise into a
+     * scratch tile with room for the overrun, then copied. */
+    const int direct = pl->nmb > 1 ? pl->P % pl->isa.vl == 0 : g->OW % pl->isa.vl == 0;
+    fc_idx ocs = g->OH * g->OW;
+    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs;
+    const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
+    fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
+    T *Ct = direct ? out + pb * pl->PB : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     if (!buf || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
@@ -240,19 +261,17 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
         ws->cached_key = ng;
     }
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
+    /* While this tile computes, pull a share of the next image's channels towards the cache:
+     * its buffer build would otherwise stall on memory latency. */
+    if (n + 1 < g->N)
+        TF(fc_prefetch_channels)(g, pl->x, pl->xs, n + 1, gi * pl->Cg + pb * pl->Cg / pl->nPB,
+                                 (pb + 1) * pl->Cg / pl->nPB - pb * pl->Cg / pl->nPB);
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, buf, pl->off,
-                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc);
-    fc_idx ocs = g->OH * g->OW, len = FC_MIN(p1, pl->P) - p0;
-    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + p0;
-    for (fc_idx m = 0; m < pl->Kg; m++) {
-        const T *src = Ct + m * ldc;
-        T *dst = out + m * ocs;
-        if (pl->bias) {
-            T b = pl->bias[gi * pl->Kg + m];
-            for (fc_idx p = 0; p < len; p++) dst[p] = src[p] + b;
-        } else {
-            memcpy(dst, src, (size_t)len * sizeof(T));
-        }
+                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias);
+    if (!direct) {
+        fc_idx len = FC_MIN(p1, pl->P) - p0;
+        for (fc_idx m = 0; m < pl->Kg; m++)
+            memcpy(out + m * ocs + p0, Ct + m * ldc, (size_t)len * sizeof(T));
     }
     return 0;
 }
@@ -404,7 +423,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc, NULL);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
