@@ -131,6 +131,19 @@ static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, con
     if (bufsize > used) memset(buf + used, 0, (size_t)(bufsize - used) * sizeof(T));
 }
 
+/* When the wide layout of channels [c0, ...) of image n is the input itself (no padding, stride
+ * 1, contiguous planes), return a pointer into x instead of building a copy -- provided the
+ * `need` elements read from there (slack for whole-vector reads included) stay inside x. */
+static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, const T *x,
+                                 const fc_idx *xs, fc_idx n, fc_idx c0, fc_idx need) {
+    fc_idx hw = g->H * g->W;
+    if (g->pt || g->pl || g->sh != 1 || g->sw != 1 || wl->Hq != g->H || wl->Wq != g->W ||
+        xs[3] != 1 || xs[2] != g->W || xs[1] != hw || xs[0] != g->C * hw)
+        return NULL;
+    fc_idx start = n * xs[0] + c0 * hw;
+    return start + need <= g->N * xs[0] ? x + start : NULL;
+}
+
 /* Prefetch channels [c0, c0 + nc) of image n (rows of W elements, any strides). */
 static void TF(fc_prefetch_channels)(const TF(fc_geom) * g, const T *x, const fc_idx *xs, fc_idx n,
                                      fc_idx c0, fc_idx nc) {
@@ -243,7 +256,8 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
     fc_idx gi = ng % g->G, n = ng / g->G;
-    T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    const T *view = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->bufsize);
+    T *buf = view ? NULL : (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
     /* When no vector store can run past the plane (see gemm_tile's two modes), the tile is
      * written straight into the output, bias as the accumulators' start value; otherwise into a
      * scratch tile with room for the overrun, then copied. */
@@ -253,20 +267,21 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
     fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
     T *Ct = direct ? out + pb * pl->PB : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
-    if (!buf || !Ct) return -1;
+    if ((!view && !buf) || !Ct) return -1;
     fc_workspace *ws = fc_ws();
-    if (ws->cached_call != pl->call || ws->cached_key != ng) {
+    if (!view && (ws->cached_call != pl->call || ws->cached_key != ng)) {
         TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->Cg, buf, pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
+    const T *src = view ? view : buf;
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
     /* While this tile computes, pull a share of the next image's channels towards the cache:
      * its buffer build would otherwise stall on memory latency. */
     if (n + 1 < g->N)
         TF(fc_prefetch_channels)(g, pl->x, pl->xs, n + 1, gi * pl->Cg + pb * pl->Cg / pl->nPB,
                                  (pb + 1) * pl->Cg / pl->nPB - pb * pl->Cg / pl->nPB);
-    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, buf, pl->off,
+    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
                       g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias);
     if (!direct) {
         fc_idx len = FC_MIN(p1, pl->P) - p0;
@@ -536,13 +551,18 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     T *Cp = pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
     int TRv = pl->isa.tr, vl = pl->isa.vl;
     for (fc_idx n = n0; n < n1; n++) {
-        TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf, pl->bufsize);
+        const T *src =
+            TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, pl->bufsize);
+        if (!src) {
+            TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf, pl->bufsize);
+            src = buf;
+        }
         TF(fc_transpose_dy)(pl, n, gi, DYT);
         for (fc_idx tb = 0; tb < Tn; tb += TRv) {
             int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
             for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
                 int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                pl->isa.dw_kernel(tr, nv, buf, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
+                pl->isa.dw_kernel(tr, nv, src, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
                                   pl->wl.Wq, Cp + tb * pl->ldm + mb, pl->ldm);
             }
         }
