@@ -12,35 +12,41 @@
 #define ISA avx512
 #define VB 64
 #define MR 12
+#define NVW 2
 #define TR 12
 #define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #define ISA avx2
 #define VB 32
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET __attribute__((target("avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #endif
 #define ISA generic
 #define VB 16
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #include "conv_tmpl.h"
@@ -53,36 +59,42 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ISA avx512
 #define VB 64
-#define MR 12
+#define MR 6
+#define NVW 4
 #define TR 12
 #define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #define ISA avx2
 #define VB 32
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET __attribute__((target("avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #endif
 #define ISA generic
 #define VB 16
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #include "conv_tmpl.h"
