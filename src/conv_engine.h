@@ -12,35 +12,41 @@
 #define ISA avx512
 #define VB 64
 #define MR 12
+#define NVW 2
 #define TR 12
 #define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #define ISA avx2
 #define VB 32
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET __attribute__((target("avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #endif
 #define ISA generic
 #define VB 16
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #include "conv_tmpl.h"
@@ -53,36 +59,42 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ISA avx512
 #define VB 64
-#define MR 12
+#define MR 6
+#define NVW 4
 #define TR 12
 #define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #define ISA avx2
 #define VB 32
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET __attribute__((target("avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #endif
 #define ISA generic
 #define VB 16
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #include "conv_tmpl.h"
@@ -149,7 +161,7 @@ typedef struct {
             j->plan = p;                                                                       \
             st = FC_CAT(fc_gw_prepare, TN)(p);                                                 \
             j->nitems = p->nitems;                                                             \
-            j->nreduce = p->depthwise ? 0 : g.G * p->Cg * p->RS;                               \
+            j->nreduce = p->depthwise ? 0 : FC_CAT(fc_gw_reduce_items, TN)(p);                               \
         }                                                                                      \
         return st;                                                                             \
     }                                                                                          \
@@ -177,9 +189,8 @@ static inline int fc_job_prepare(fc_job *j, int nthreads) {
 static inline int fc_job_item(const fc_job *j, fc_idx i) {
     return j->f64 ? fc_job_item_f64(j, i) : fc_job_item_f32(j, i);
 }
-static inline void fc_job_reduce_item(const fc_job *j, fc_idx i) {
-    if (j->f64) fc_gw_reduce_item_f64(j->plan, i);
-    else fc_gw_reduce_item_f32(j->plan, i);
+static inline int fc_job_reduce_item(const fc_job *j, fc_idx i) {
+    return j->f64 ? fc_gw_reduce_item_f64(j->plan, i) : fc_gw_reduce_item_f32(j->plan, i);
 }
 static inline void fc_job_free(fc_job *j) {
     if (j->f64) fc_job_free_f64(j);
