@@ -49,13 +49,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def max_pool2d_backward(grad_output, indices, input_shape):
     g = np.asarray(grad_output)
-    out = np.zeros(input_shape, dtype=g.dtype)
-    planes = out.reshape(-1, input_shape[-2] * input_shape[-1])
-    gi = g.reshape(len(planes), -1)
-    ii = indices.reshape(len(planes), -1)
-    for p in range(len(planes)):
-        np.add.at(planes[p], ii[p], gi[p])
-    return out
+    plane = input_shape[-2] * input_shape[-1]
+    n_planes = int(np.prod(input_shape[:-2]))
+    flat = indices.reshape(n_planes, -1) + (np.arange(n_planes) * plane)[:, None]
+    summed = np.bincount(flat.ravel(), weights=g.reshape(-1), minlength=n_planes * plane)
+    return summed.astype(g.dtype).reshape(input_shape)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
