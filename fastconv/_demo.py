@@ -297,6 +297,10 @@ def run(args):
         set_num_threads(previous_threads)
 
 
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _say(args, *text):
     if not args.quiet:
         print(*text, flush=True)
@@ -340,7 +344,7 @@ def _run(args):
     loss_fn = nn.CrossEntropyLoss()
     _say(args, f"model: {describe(model)}")
     what = f"sgd (momentum {SGD_MOMENTUM})" if args.optimizer == "sgd" else "adam"
-    _say(args, f"training: {args.epochs} epochs, batch {args.batch_size}, {what}, lr {lr:g} "
+    _say(args, f"training: {_plural(args.epochs, 'epoch')}, batch {args.batch_size}, {what}, lr {lr:g} "
                f"with cosine decay, seed {args.seed}")
     if not args.quiet:
         from tqdm import tqdm
@@ -390,7 +394,7 @@ def _run(args):
     correct = int(round(history[-1]["test_acc"] * len(yte))) if history else 0
     per_epoch = train_secs / max(args.epochs, 1)
     print(f"test accuracy {correct / max(len(yte), 1):.2%} ({correct}/{len(yte)}) after "
-          f"{args.epochs} epochs; training {train_secs:.1f} s ({per_epoch:.2f} s/epoch), "
+          f"{_plural(args.epochs, 'epoch')}; training {train_secs:.1f} s ({per_epoch:.2f} s/epoch), "
           f"total {time.perf_counter() - t_start:.1f} s")
     print(f"wrote {', '.join(out[p] for p in (WEIGHTS_FILE,) + PICTURES)}")
     return 0

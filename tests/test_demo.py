@@ -39,8 +39,8 @@ def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
     assert "embedded UCI digits: 1,438 train / 359 test images of 8x8; threads: 1" in stdout
     assert "conv3x3(1->16) -> relu -> maxpool2 -> conv3x3(16->32)" in stdout
     assert re.search(r"epoch 1/1  train loss \d\.\d{4}  train acc +\d+\.\d\d%  test acc +\d+\.\d\d%", stdout)
-    assert re.search(r"test accuracy \d+\.\d\d% \(\d+/359\) after 1 epochs", stdout)
-    assert "batch/s" in stderr and "loss=" in stderr  # the tqdm bar
+    assert re.search(r"test accuracy \d+\.\d\d% \(\d+/359\) after 1 epoch;", stdout)
+    assert "epoch 1/1:" in stderr and "batch/s" in stderr  # the tqdm bar
     for name in ("filters.png", "feature_maps.png", "training.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
