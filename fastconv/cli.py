@@ -9,6 +9,7 @@ import importlib
 # name -> (module, one-line help)
 COMMANDS = {
     "example": ("fastconv._example", "convolve a random batch and check it against the reference"),
+    "filter": ("fastconv._filter_cli", "filter an image file with a classic kernel (blur, sharpen, edges)"),
 }
 
 
