@@ -81,6 +81,40 @@ def test_set_num_threads_applies_to_every_python_thread():
     assert seen == [1]
 
 
+def test_concurrent_calls_from_python_threads():
+    """With the GIL released, several Python threads run kernels at once (each with its own
+    OpenMP team and per-thread workspaces): every result must equal the one computed alone."""
+    rng = np.random.default_rng(3)
+    jobs = []
+    for i, (xs, ws, kw) in enumerate(DETERMINISM_CASES.values()):
+        dtype = (np.float32, np.float64)[i % 2]
+        x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        jobs.append((x, w, b, kw))
+    alone = [_all_passes(*job) for job in jobs]
+    results, errors = {}, []
+
+    def worker(t):
+        try:
+            fastconv.set_num_threads(1 + t % 2)
+            for rep in range(3):
+                for j in range(len(jobs)):
+                    k = (j + t) % len(jobs)  # each thread in another order
+                    results[t, rep, k] = _all_passes(*jobs[k])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for (t, rep, k), got in results.items():
+        for one, other in zip(alone[k], got):
+            assert one.tobytes() == other.tobytes(), f"job {k} differs in thread {t}"
+
+
 # ------------------------------------------------------------------------------ the GIL
 def _large_problem(dtype=np.float64):
     """A conv2d of ~0.1-0.2 s on one core here (6.7 GMAC)."""
