@@ -18,7 +18,7 @@ def _positive(text):
 
 def add_arguments(parser):
     parser.add_argument("--threads", type=_positive, default=None,
-                        help="OpenMP threads for the kernels (default: OMP_NUM_THREADS or all cores)")
+                        help="OpenMP threads (default: OMP_NUM_THREADS, else all cores)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="dtype of the arrays (default: float32)")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import reference
-from helpers import (
+from conv_helpers import (
     SUPPORTED_ISAS,
     assert_unchanged,
     check_backward,
@@ -86,7 +86,8 @@ def test_every_simd_path_is_exercised():
     """The property tests are parametrized over the paths that exist here: generic always, and
     (on any x86-64 CPU with AVX2) more than one."""
     assert SUPPORTED_ISAS[0] == "generic"
-    assert fastconv._kernels.get_isa() == SUPPORTED_ISAS[-1]
+    if os.environ.get("FASTCONV_ISA") is None:  # by default the best path is in use
+        assert fastconv._kernels.get_isa() == SUPPORTED_ISAS[-1]
 
 
 # ------------------------------------------------------------------------------ edge cases

@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 
 import fastconv
 from fastconv import _kernels
-from helpers import SUPPORTED_ISAS, num_threads, using_isa
+from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa
 
 # Shapes with enough work items for every thread: several images (forward, grad_input items are
 # per image / group / pixel block), a single large image (items are pixel blocks only), groups,
@@ -217,9 +217,10 @@ def test_two_threads_overlap():
     Wall time on a shared machine is noisy, and when other jobs hold a core no pair of threads
     can overlap at all. So each attempt first times a control that is known to release the GIL
     (hashlib.sha256 of a large buffer, same protocol), back to back with the conv2d: when the
-    control overlaps (the machine has two cores for us right now) the conv2d must too. When the
-    control never overlaps in 5 attempts the test is skipped as inconclusive; the
-    load-independent test above still checks the GIL."""
+    control overlaps (the machine has two cores for us right now) the conv2d must too. The test
+    passes as soon as one conv2d attempt overlaps, fails after 3 attempts in which the control
+    overlapped and the conv2d did not, and is skipped as inconclusive when the machine never let
+    the control overlap (the load-independent test above still checks the GIL)."""
     x, w = _large_problem()
     data = bytes(64 * 2**20)
 
@@ -232,16 +233,16 @@ def test_two_threads_overlap():
 
     _in_thread(conv)  # warm-up
     attempts = []
-    for _ in range(5):
+    for _ in range(8):
         r_control, r_conv = _overlap_ratio(control), _overlap_ratio(conv)
         attempts.append((round(r_control, 2), round(r_conv, 2)))
         if r_conv < 0.8:
             return
-    if not any(rc < 0.8 for rc, _ in attempts):
-        pytest.skip(f"machine too busy for two threads to overlap: (control, conv2d) "
-                    f"parallel/serial ratios {attempts}")
-    pytest.fail(f"conv2d does not overlap in two threads while the control does: (control, "
-                f"conv2d) parallel/serial ratios {attempts}")
+        if sum(rc < 0.75 for rc, _ in attempts) >= 3:
+            pytest.fail(f"conv2d does not overlap in two threads while the control does: "
+                        f"(control, conv2d) parallel/serial ratios {attempts}")
+    pytest.skip(f"machine too busy for two threads to overlap: (control, conv2d) "
+                f"parallel/serial ratios {attempts}")
 
 
 # ------------------------------------------------------------------------------ large offsets

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 
 import fastconv
 from fastconv import reference
-from helpers import assert_close, f64abs
+from conv_helpers import assert_close, f64abs
 from strategies import conv_backward_cases
 
 torch = pytest.importorskip("torch")
@@ -46,7 +46,7 @@ def torch_conv(case, need_grads=True):
 def test_matches_torch(case):
     """Forward and the three gradients, both dtypes, every argument form (groups, depthwise,
     dilation, 'same' with odd totals, unbatched, non-contiguous). Tolerances: the rounding bound
-    of helpers.assert_close, doubled since torch may use other algorithms (e.g. Winograd)."""
+    of conv_helpers.assert_close, doubled since torch may use other algorithms (e.g. Winograd)."""
     y_t, grads_t = torch_conv(case)
     y = fastconv.conv2d(case.x, case.w, case.b, **case.kwargs)
     assert y.shape == y_t.shape

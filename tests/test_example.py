@@ -3,12 +3,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import fastconv
 from fastconv import cli, reference
-from helpers import num_threads
+from conv_helpers import num_threads
 
 SMALL = ["--shape", "2", "3", "9", "8", "--out-channels", "4", "--repeats", "1"]
 

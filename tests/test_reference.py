@@ -33,7 +33,8 @@ def test_hand_computed_stride_padding_dilation_bias():
 def test_hand_computed_groups():
     x = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 2.0), np.full((2, 2), 3.0),
                   np.full((2, 2), 4.0)])[None]  # channels 1, 2, 3, 4
-    w = np.array([1.0, 10.0, 100.0, 1000.0]).reshape(2, 2, 1, 1)  # group 0: 1, 10; group 1: 100, 1000
+    # group 0 weighs channels 1, 2 by 1, 10; group 1 weighs channels 3, 4 by 100, 1000
+    w = np.array([1.0, 10.0, 100.0, 1000.0]).reshape(2, 2, 1, 1)
     out = reference.conv2d(x, w, groups=2)
     np.testing.assert_array_equal(out[0, :, 0, 0], [1 * 1 + 10 * 2, 100 * 3 + 1000 * 4])
 
@@ -81,7 +82,8 @@ def fft_conv2d(x, w, stride, pads, dilation, groups):
     kg = k // groups
     outs = []
     for g in range(groups):
-        full = fft_full_convolution(xp[:, g * cg:(g + 1) * cg], wd[g * kg:(g + 1) * kg, :, ::-1, ::-1])
+        flipped = wd[g * kg:(g + 1) * kg, :, ::-1, ::-1]
+        full = fft_full_convolution(xp[:, g * cg:(g + 1) * cg], flipped)
         valid = full[:, :, rd - 1:xp.shape[2], sd - 1:xp.shape[3]]
         outs.append(valid[:, :, ::sh, ::sw])
     return np.concatenate(outs, axis=1)
@@ -95,7 +97,8 @@ def abs_scale(x, w):
 @settings(max_examples=150)
 @given(case=conv_cases(dtypes=F64, allow_unbatched=False, max_kernel=6))
 def test_full_correlation_is_the_convolution_theorem(case):
-    """Stride 1, padding kernel-1 ('full'): reference.conv2d(x, w) == irfft2(rfft2(x) rfft2(flip(w)))
+    """Stride 1, padding kernel-1 ('full'):
+    reference.conv2d(x, w) == irfft2(rfft2(x) * rfft2(flip(w)))
     summed over channels, for each group."""
     x, w = case.x, case.w
     r, s = w.shape[2:]
@@ -131,7 +134,8 @@ def test_output_dtype_is_input_dtype(dtype):
     x = np.ones((1, 2, 4, 4), dtype)
     w = np.ones((3, 2, 3, 3), dtype)
     assert reference.conv2d(x, w, np.ones(3, dtype)).dtype == dtype
-    assert all(g.dtype == dtype for g in reference.conv2d_backward(np.ones((1, 3, 2, 2), dtype), x, w))
+    grads = reference.conv2d_backward(np.ones((1, 3, 2, 2), dtype), x, w)
+    assert all(g.dtype == dtype for g in grads)
 
 
 # ------------------------------------------------------------------------------ finite differences

@@ -93,7 +93,8 @@ def check_backward(case, grads):
     """``grads`` (fastconv's conv2d_backward for ``case``) against the reference."""
     gx, gw, gb = grads
     want = reference.conv2d_backward(case.gy, case.x, case.w, **case.kwargs)
-    scale = reference.conv2d_backward(f64abs(case.gy), f64abs(case.x), f64abs(case.w), **case.kwargs)
+    scale = reference.conv2d_backward(f64abs(case.gy), f64abs(case.x), f64abs(case.w),
+                                      **case.kwargs)
     k, cg, r, s = case.w.shape
     pixels = int(np.prod(case.out_shape)) // k if k else 0  # N * OH * OW
     nterms = {"grad_input": (k // case.groups) * r * s, "grad_weight": pixels, "grad_bias": pixels}
