@@ -118,6 +118,7 @@ typedef struct {
     const void *bias;   /* forward only, may be NULL */
     void *out;          /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
     fc_idx nitems, nreduce;
+    fc_idx chunk;       /* items handed out together: those that share one image's buffer */
     void *plan;
 } fc_job;
 
@@ -139,6 +140,7 @@ typedef struct {
             st = FC_CAT(fc_fwd_prepare, TN)(p, nthreads);                                      \
             j->nitems = p->nitems;                                                             \
             j->nreduce = 0;                                                                    \
+            j->chunk = p->nPB;                                                                 \
         } else if (j->pass == FC_PASS_GRAD_INPUT) {                                            \
             FC_CAT(fc_gin_plan, TN) *p = calloc(1, sizeof *p);                                 \
             if (!p) return -1;                                                                 \
@@ -150,6 +152,7 @@ typedef struct {
             st = FC_CAT(fc_gin_prepare, TN)(p, nthreads);                                      \
             j->nitems = p->nitems;                                                             \
             j->nreduce = 0;                                                                    \
+            j->chunk = p->nphase * p->nPB;                                                     \
         } else {                                                                               \
             FC_CAT(fc_gw_plan, TN) *p = calloc(1, sizeof *p);                                  \
             if (!p) return -1;                                                                 \
@@ -162,6 +165,7 @@ typedef struct {
             st = FC_CAT(fc_gw_prepare, TN)(p);                                                 \
             j->nitems = p->nitems;                                                             \
             j->nreduce = p->depthwise ? 0 : FC_CAT(fc_gw_reduce_items, TN)(p);                               \
+            j->chunk = 1;                                                                                    \
         }                                                                                      \
         return st;                                                                             \
     }                                                                                          \

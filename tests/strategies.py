@@ -26,3 +26,156 @@ def arrays(draw, shape, dtype, layout="any"):
     elif kind == "negative" and a.ndim:
         a = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
     return a
+
+
+# ---- convolution problems with every hyper-parameter (FFT vs direct, issue 6) ----------------
+@st.composite
+def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5):
+    """A valid conv2d problem: ``dict(x=..., w=..., b=..., kwargs=dict(stride, padding,
+    dilation, groups))`` with random shapes, dtype and memory layouts (unbatched sometimes)."""
+    dtype = draw(DTYPES)
+    groups = draw(st.integers(1, 3))
+    cg = draw(st.integers(1, max(1, max_channels // groups)))
+    kg = draw(st.integers(1, max(1, max_channels // groups)))
+    n = draw(st.integers(1, 3))
+    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    same = draw(st.booleans()) and stride == (1, 1)
+    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    pads = (0, 0) if same else padding
+    # the input must hold at least one dilated kernel extent after padding
+    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
+    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
+    h = draw(st.integers(lo_h, max(lo_h, max_size)))
+    w = draw(st.integers(lo_w, max(lo_w, max_size)))
+    x = arrays(draw, (n, cg * groups, h, w), dtype)
+    if draw(st.booleans()):
+        x = x[0]  # unbatched (C, H, W)
+    weight = arrays(draw, (kg * groups, cg, r, s), dtype)
+    bias = arrays(draw, (kg * groups,), dtype) if draw(st.booleans()) else None
+    return dict(x=x, w=weight, b=bias,
+                kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
+
+# --------------------------------------------------------------------------------- conv2d cases
+# Small shapes, every argument form: the properties run hundreds of examples each, so an example
+# must cost well under a millisecond of arithmetic.
+
+def conv_output_size(size, pad_lo, pad_hi, kernel, stride, dilation):
+    """torch's output-size formula, written out here independently of fastconv."""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def same_padding(kernel, dilation):
+    """(before, after) of torch's padding='same': an odd total puts the extra after."""
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+def int_or_pair(draw, h, w):
+    """``h`` as an int when both are equal (sometimes), else a tuple or a list (h, w)."""
+    if h == w and draw(st.booleans()):
+        return h
+    return draw(st.sampled_from([tuple, list]))((h, w))
+
+
+def any_layout(draw, a, readonly=True):
+    """The values of ``a`` in a layout drawn at random: C order, Fortran order, a strided slice of
+    a bigger buffer, negative strides on every axis, a transposed view, all optionally read-only."""
+    kind = draw(st.sampled_from(["c", "f", "sliced", "negative", "transposed"]))
+    if kind == "f":
+        a = np.asfortranarray(a)
+    elif kind == "sliced":
+        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, dtype=a.dtype)
+        view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+        view[...] = a
+        a = view
+    elif kind == "negative":
+        flip = tuple(slice(None, None, -1) for _ in a.shape)
+        a = np.ascontiguousarray(a[flip])[flip]
+    elif kind == "transposed" and a.ndim > 1:
+        order = draw(st.permutations(range(a.ndim)))
+        inverse = np.argsort(order)
+        a = np.ascontiguousarray(a.transpose(order)).transpose(inverse)
+    if readonly and draw(st.booleans()):
+        a.flags.writeable = False
+    return a
+
+
+def random_array(draw, shape, dtype, layout=True):
+    """A standard-normal array of ``shape`` (values from a drawn seed), in a drawn layout."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return any_layout(draw, a) if layout else a
+
+
+class ConvCase:
+    """One drawn conv2d call: arrays, keyword arguments and the expected output shape."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __repr__(self):
+        arr = lambda a: None if a is None else f"{a.dtype}{a.shape} strides={a.strides}"
+        return (f"ConvCase(x={arr(self.x)}, w={arr(self.w)}, b={arr(self.b)}, "
+                f"kwargs={self.kwargs}, out_shape={self.out_shape})")
+
+
+@st.composite
+def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_kernel=5,
+               max_stride=3, max_dilation=3, max_extra=6, layout=True, allow_unbatched=True,
+               allow_bias=True):
+    """A valid conv2d call. N may be 0; groups include depthwise (C == K == groups) and depthwise
+    with a multiplier; kernels are non-square; stride, padding and dilation are ints, pairs,
+    'valid' or 'same' (including an odd total padding); inputs may be unbatched, non-contiguous
+    or read-only. The input size is drawn from the smallest one that gives an output of >= 1."""
+    dtype = np.dtype(draw(dtypes))
+    groups = draw(st.integers(1, max_groups))
+    if draw(st.integers(0, 3)) == 0:  # depthwise, sometimes with a channel multiplier
+        cg, kg = 1, draw(st.sampled_from([1, 1, 2]))
+    else:
+        cg, kg = draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
+    c, k = cg * groups, kg * groups
+    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
+    dh, dw = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
+    pad_kind = draw(st.sampled_from(["int", "pair", "valid", "same"]))
+    if pad_kind == "same":
+        sh = sw = 1
+        pads = same_padding(r, dh) + same_padding(s, dw)
+        padding = "same"
+    elif pad_kind == "valid":
+        pads = (0, 0, 0, 0)
+        padding = "valid"
+    else:
+        ph = draw(st.integers(0, 3))
+        pw = ph if pad_kind == "int" else draw(st.integers(0, 3))
+        pads = (ph, ph, pw, pw)
+        padding = ph if pad_kind == "int" else draw(st.sampled_from([tuple, list]))((ph, pw))
+    h = max(1, dh * (r - 1) + 1 - pads[0] - pads[1]) + draw(st.integers(0, max_extra))
+    w = max(1, dw * (s - 1) + 1 - pads[2] - pads[3]) + draw(st.integers(0, max_extra))
+    oh = conv_output_size(h, pads[0], pads[1], r, sh, dh)
+    ow = conv_output_size(w, pads[2], pads[3], s, sw, dw)
+    assert oh >= 1 and ow >= 1
+    n = draw(st.integers(0, max_n))
+    unbatched = allow_unbatched and draw(st.integers(0, 4)) == 0
+    x_shape = (c, h, w) if unbatched else (n, c, h, w)
+    out_shape = (k, oh, ow) if unbatched else (n, k, oh, ow)
+    x = random_array(draw, x_shape, dtype, layout)
+    wt = random_array(draw, (k, cg, r, s), dtype, layout)
+    b = random_array(draw, (k,), dtype, layout) if allow_bias and draw(st.booleans()) else None
+    kwargs = {"stride": int_or_pair(draw, sh, sw), "padding": padding,
+              "dilation": int_or_pair(draw, dh, dw)}
+    if groups > 1 or draw(st.booleans()):
+        kwargs["groups"] = groups
+    return ConvCase(x=x, w=wt, b=b, kwargs=kwargs, out_shape=out_shape, dtype=dtype, groups=groups,
+                    pads=pads, stride=(sh, sw), dilation=(dh, dw), unbatched=unbatched)
+
+
+@st.composite
+def conv_backward_cases(draw, **kwargs):
+    """A conv_cases() draw plus a grad_output of the output's shape (any layout) and ``needs``."""
+    case = draw(conv_cases(**kwargs))
+    case.gy = random_array(draw, case.out_shape, case.dtype, kwargs.get("layout", True))
+    case.needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    return case
