@@ -298,12 +298,14 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
  * receives sum over taps r with (r*d) % s == phi of W[r] * dy[j - (r*d)/s]. For each phase phi
  * this is a stride-1 correlation of the padded grad_output with the taps of that phase. */
 typedef struct {
-    fc_idx ntaps, taps[64], u[64]; /* taps r of this phase and their row shifts (r*d)/s */
-    fc_idx j0, J;                  /* first phase row with a real input row, number of them */
+    fc_idx ntaps, *taps, *u; /* taps r of this phase and their row shifts (r*d)/s (R slots each) */
+    fc_idx j0, J;            /* first phase row with a real input row, number of them */
 } TF(fc_phase1d);
 
 static void TF(fc_phases_1d)(fc_idx R, fc_idx s, fc_idx d, fc_idx p, fc_idx H, fc_idx phi,
-                             TF(fc_phase1d) * ph) {
+                             TF(fc_phase1d) * ph, fc_idx *slots) {
+    ph->taps = slots;
+    ph->u = slots + R;
     ph->ntaps = 0;
     for (fc_idx r = 0; r < R; r++)
         if ((r * d) % s == phi) {
@@ -323,8 +325,9 @@ typedef struct {
     const T *w;  /* contiguous (K, Cg, R, S) */
     T *dx;       /* contiguous (N, C, H, W), zero-filled */
     fc_idx Cg, Kg, nmb, Uh, Uw, Hb, Wb, bufsize, Pr, PB, nPB, nphase, nitems;
-    TF(fc_phase1d) ph_h[16], ph_w[16];
-    fc_idx tap_start[257]; /* [phase] -> first tap of that phase in off / A */
+    TF(fc_phase1d) *ph_h, *ph_w; /* [sh], [sw] */
+    fc_idx *tap_start;           /* [phase] -> first tap of that phase in off / A; [nphase + 1] */
+    fc_idx *slots;               /* storage of the phases' tap lists */
     T *A;                  /* [G][phase taps...][nmb][Tphi][MR] */
     fc_idx *off;
     uint64_t call;
@@ -334,26 +337,33 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
     TF(fc_isa_table)(&pl->isa);
     int MRv = pl->isa.mr, nr = pl->isa.nr;
-    if (g->sh > 16 || g->sw > 16 || g->R > 64 || g->S > 64) return -2;
     pl->Cg = g->C / g->G;
+    pl->nphase = g->sh * g->sw;
+    pl->ph_h = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sh * sizeof(TF(fc_phase1d)));
+    pl->ph_w = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sw * sizeof(TF(fc_phase1d)));
+    pl->tap_start = (fc_idx *)fc_aligned_calloc((size_t)(pl->nphase + 1) * sizeof(fc_idx));
+    pl->slots = (fc_idx *)fc_aligned_calloc(
+        (size_t)(2 * (g->sh * g->R + g->sw * g->S)) * sizeof(fc_idx));
+    if (!pl->ph_h || !pl->ph_w || !pl->tap_start || !pl->slots) return -1;
     pl->Kg = g->K / g->G;
     pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->Uh = ((g->R - 1) * g->dh) / g->sh;
     pl->Uw = ((g->S - 1) * g->dw) / g->sw;
     fc_idx lastj_h = 0, lastj_w = 0, Jh = 0, Jw = 0;
     for (fc_idx a = 0; a < g->sh; a++) {
-        TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a]);
+        TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a],
+                         pl->slots + 2 * a * g->R);
         lastj_h = FC_MAX(lastj_h, pl->ph_h[a].j0 + pl->ph_h[a].J);
         Jh = FC_MAX(Jh, pl->ph_h[a].J);
     }
     for (fc_idx b = 0; b < g->sw; b++) {
-        TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b]);
+        TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b],
+                         pl->slots + 2 * (g->sh * g->R + b * g->S));
         lastj_w = FC_MAX(lastj_w, pl->ph_w[b].j0 + pl->ph_w[b].J);
         Jw = FC_MAX(Jw, pl->ph_w[b].J);
     }
     pl->Hb = pl->Uh + FC_MAX(lastj_h, g->OH) + 1;
     pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + 1;
-    pl->nphase = g->sh * g->sw;
     fc_idx RS = g->R * g->S, TTall = pl->Kg * RS;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
@@ -402,8 +412,14 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
 static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     free(pl->A);
     free(pl->off);
+    free(pl->ph_h);
+    free(pl->ph_w);
+    free(pl->tap_start);
+    free(pl->slots);
     pl->A = NULL;
     pl->off = NULL;
+    pl->ph_h = pl->ph_w = NULL;
+    pl->tap_start = pl->slots = NULL;
 }
 
 static void TF(fc_build_padded_dy)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx gi, T *buf) {

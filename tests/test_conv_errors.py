@@ -99,6 +99,8 @@ VALUE_ERRORS = [
     (dict(input=np.zeros((2, 4, 2, 8), F32)), "output size"),  # 2 rows < 3x3 kernel
     (dict(input=np.zeros((2, 4, 8, 8), F32), dilation=4), "output size"),  # 9 > 8
     (dict(input=np.zeros((2, 4, 1, 1), F32), stride=3), "output size"),
+    (dict(input=np.zeros((2, 4, 0, 8), F32), padding=2), "input"),  # torch: only N or C may be 0
+    (dict(input=np.zeros((2, 4, 8, 0), F32), padding=2), "input"),
 ]
 
 BIAS_TYPE_ERRORS = [

@@ -67,9 +67,6 @@ def test_openmp_is_enabled():
     assert _kernels.openmp_enabled()
 
 
-@pytest.mark.xfail(reason="kernel bug: set_num_threads() only affects the calling Python thread "
-                          "(omp_set_num_threads sets a per-thread ICV); see the tests-core report",
-                   strict=False)
 def test_set_num_threads_applies_to_every_python_thread():
     """'Use n threads in every fastconv kernel from now on': also in kernels called from another
     Python thread (a data-loader thread, a thread pool)."""
@@ -126,7 +123,7 @@ def _large_problem(dtype=np.float64):
 
 def _in_thread(fn, *args):
     """Run fn(*args) in a new Python thread whose kernels use one OpenMP thread; return its
-    result. (Every Python thread sets its own count, see the xfail test above.)"""
+    result."""
     result = []
 
     def body():
