@@ -8,9 +8,8 @@ so that both see the same machine load; both use --threads threads (torch.set_nu
 Prints the median seconds per epoch of each and their final test accuracies (which agree up to
 float32 rounding, as the two compute the same thing).
 """
+
 import argparse
-import math
-import os
 import statistics
 import sys
 import time
@@ -18,29 +17,16 @@ import time
 import numpy as np
 
 from fastconv import _demo, nn, optim
-from fastconv import functional as F
 from fastconv._threads import set_num_threads
-
-
-def _pooling_note():
-    """Use the NumPy stand-in of tests/numpy_pooling.py while the compiled pooling is a stub."""
-    try:
-        F.max_pool2d(np.zeros((1, 1, 2, 2), np.float32), 2)
-        return "compiled pooling"
-    except NotImplementedError:
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-        import numpy_pooling
-
-        for name in ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"):
-            setattr(F, name, getattr(numpy_pooling, name))
-        return "NumPy stand-in pooling (compiled pooling not merged yet)"
 
 
 def torch_twin(model, torch):
     layers = []
     for m in model:
         if isinstance(m, nn.Conv2d):
-            layers.append(torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding))
+            layers.append(
+                torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+            )
         elif isinstance(m, nn.ReLU):
             layers.append(torch.nn.ReLU())
         elif isinstance(m, nn.MaxPool2d):
@@ -55,7 +41,9 @@ def torch_twin(model, torch):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
@@ -64,7 +52,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     import torch
 
-    note = _pooling_note()
     set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     name, xtr, ytr, xte, yte = _demo.load_data(args.data)
@@ -85,7 +72,7 @@ def main(argv=None):
         order = rng.permutation(n)
         t0 = time.perf_counter()
         for b in range(0, n, bs):
-            idx = order[b:b + bs]
+            idx = order[b : b + bs]
             loss_fn(model(xtr[idx]), ytr[idx])
             opt.zero_grad()
             model.backward(loss_fn.backward())
@@ -94,7 +81,7 @@ def main(argv=None):
         tidx = torch.from_numpy(order)
         t0 = time.perf_counter()
         for b in range(0, n, bs):
-            idx = tidx[b:b + bs]
+            idx = tidx[b : b + bs]
             topt.zero_grad()
             tloss_fn(twin(txtr[idx]), tytr[idx]).backward()
             topt.step()
@@ -103,12 +90,17 @@ def main(argv=None):
     with torch.no_grad():
         tacc = float((twin(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{name}: {n} train images, batch {bs}, {args.epochs} epochs, {args.threads} thread(s), "
-          f"{note}; torch {torch.__version__}")
+    print(
+        f"{name}: {n} train images, batch {bs}, {args.epochs} epochs, {args.threads} thread(s), "
+        f"torch {torch.__version__}"
+    )
     print(f"model: {_demo.describe(model)}")
     for k in times:
-        print(f"  {k:9s} median {med[k]:.3f} s/epoch  (epochs: {', '.join(f'{t:.3f}' for t in times[k])})"
-              f"  test acc {acc if k == 'fastconv' else tacc:.2%}")
+        print(
+            f"  {k:9s} median {med[k]:.3f} s/epoch  "
+            f"(epochs: {', '.join(f'{t:.3f}' for t in times[k])})"
+            f"  test acc {acc if k == 'fastconv' else tacc:.2%}"
+        )
     print(f"  fastconv / torch time per epoch: {med['fastconv'] / med['torch']:.2f}")
     return 0
 

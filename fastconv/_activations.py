@@ -1,4 +1,5 @@
 """softmax / log_softmax: numerically stable (the maximum is subtracted first), as torch's."""
+
 import numpy as np
 
 from ._validation import as_float_array, as_int
@@ -11,7 +12,9 @@ def _axis(x, dim):
             raise ValueError(f"dim must be 0 or -1 for a 0-D input, got {dim}")
         return None
     if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"dim must be in [{-x.ndim}, {x.ndim - 1}] for a {x.ndim}-D input, got {dim}")
+        raise ValueError(
+            f"dim must be in [{-x.ndim}, {x.ndim - 1}] for a {x.ndim}-D input, got {dim}"
+        )
     return dim % x.ndim
 
 

@@ -10,6 +10,7 @@ split stored in the file (20 % of each class is the test set: 359 test, 1,438 tr
 Every loader returns ``(images, labels)``: ``images`` a uint8 array ``(N, H, W)``, ``labels`` an
 int64 array ``(N,)``. Scale the images to floats with :func:`to_float`.
 """
+
 import gzip
 import os
 from importlib import resources
@@ -99,16 +100,21 @@ def read_idx(path):
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX file: header of {ndim} dimensions needs "
-                         f"{header} bytes, file has {len(raw)}")
+        raise ValueError(
+            f"{path}: truncated IDX file: header of {ndim} dimensions needs "
+            f"{header} bytes, file has {len(raw)}"
+        )
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) < expected:
-        raise ValueError(f"{path}: truncated IDX file: shape {shape} needs {expected} bytes, "
-                         f"file has {len(raw)}")
+        raise ValueError(
+            f"{path}: truncated IDX file: shape {shape} needs {expected} bytes, file has {len(raw)}"
+        )
     if len(raw) > expected:
-        raise ValueError(f"{path}: {len(raw) - expected} unexpected bytes after the data of "
-                         f"shape {shape} (not a valid IDX file)")
+        raise ValueError(
+            f"{path}: {len(raw) - expected} unexpected bytes after the data of "
+            f"shape {shape} (not a valid IDX file)"
+        )
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
 
@@ -120,7 +126,8 @@ def _find(directory, name):
             return path
     raise FileNotFoundError(
         f"MNIST file {name!r} (or {name + '.gz'!r}) not found in {directory!r}; the directory "
-        f"must hold the four standard files: {', '.join(n for p in MNIST_FILES.values() for n in p)}"
+        f"must hold the four standard files: "
+        f"{', '.join(n for p in MNIST_FILES.values() for n in p)}"
     )
 
 
@@ -145,8 +152,10 @@ def load_mnist(directory, split="train"):
     if split == "all":
         parts = [load_mnist(directory, s) for s in ("train", "test")]
         if parts[0][0].shape[1:] != parts[1][0].shape[1:]:
-            raise ValueError(f"{directory}: train images are {parts[0][0].shape[1:]} but test "
-                             f"images are {parts[1][0].shape[1:]}")
+            raise ValueError(
+                f"{directory}: train images are {parts[0][0].shape[1:]} but test "
+                f"images are {parts[1][0].shape[1:]}"
+            )
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -154,23 +163,30 @@ def load_mnist(directory, split="train"):
     image_path, label_path = (_find(directory, n) for n in MNIST_FILES[split])
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{image_path}: expected an image file (3-D uint8, IDX magic 00 00 08 03), "
-                         f"got a {images.ndim}-D {images.dtype} array of shape {images.shape}")
+        raise ValueError(
+            f"{image_path}: expected an image file (3-D uint8, IDX magic 00 00 08 03), "
+            f"got a {images.ndim}-D {images.dtype} array of shape {images.shape}"
+        )
     if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise ValueError(f"{label_path}: expected a label file (1-D uint8, IDX magic 00 00 08 01), "
-                         f"got a {labels.ndim}-D {labels.dtype} array of shape {labels.shape}")
+        raise ValueError(
+            f"{label_path}: expected a label file (1-D uint8, IDX magic 00 00 08 01), "
+            f"got a {labels.ndim}-D {labels.dtype} array of shape {labels.shape}"
+        )
     if len(images) != len(labels):
-        raise ValueError(f"{image_path} has {len(images)} images but {label_path} has "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels"
+        )
     if labels.size and labels.max() > 9:
         bad = int(np.argmax(labels > 9))
-        raise ValueError(f"{label_path}: label {int(labels[bad])} at position {bad} is not a "
-                         "digit 0..9")
+        raise ValueError(
+            f"{label_path}: label {int(labels[bad])} at position {bad} is not a digit 0..9"
+        )
     return images, labels.astype(np.int64)
 
 
 def to_float(images, max_value, dtype=np.float32):
-    """uint8 images ``(N, H, W)`` -> ``(N, 1, H, W)`` floats in [0, 1] (divided by ``max_value``)."""
+    """uint8 images ``(N, H, W)`` -> ``(N, 1, H, W)`` floats in [0, 1] (divided by
+    ``max_value``)."""
     dtype = np.dtype(dtype)
     out = np.asarray(images).astype(dtype)
     out /= dtype.type(max_value)

@@ -19,13 +19,14 @@ initialised as torch does (Kaiming-uniform: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 biases) from a seeded ``np.random.Generator`` (``rng``: a Generator, an int seed, or None).
 Names in :meth:`Module.state_dict` are torch's (``"0.weight"``, ``"3.bias"``, ...).
 """
+
 import math
 from collections import OrderedDict
 
 import numpy as np
 
 from . import functional as F
-from ._validation import FLOAT_DTYPES, as_int, nonnegative_pair, pair, positive_pair
+from ._validation import FLOAT_DTYPES, as_int, nonnegative_pair, positive_pair
 
 __all__ = [
     "Parameter",
@@ -49,7 +50,9 @@ def _generator(rng):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
+    raise TypeError(
+        f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
+    )
 
 
 def _float_dtype(dtype):
@@ -110,8 +113,10 @@ class Module:
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
-                                 "before assigning attributes")
+            raise AttributeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() "
+                "before assigning attributes"
+            )
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -219,9 +224,13 @@ class Module:
                 continue
             value = np.asarray(state_dict[name])
             if value.shape != p.shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape} but the "
-                                 f"parameter has shape {p.shape}")
-            if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+                raise ValueError(
+                    f"state_dict[{name!r}] has shape {value.shape} but the "
+                    f"parameter has shape {p.shape}"
+                )
+            if not (
+                np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
+            ):
                 raise TypeError(f"state_dict[{name!r}] has dtype {value.dtype}, not a number")
             updates.append((p, value))
         for p, value in updates:
@@ -258,13 +267,17 @@ class Module:
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
         if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{self!r}: input must be float32 or float64, got {x.dtype} "
-                            f"(shape {x.shape}; expected {expected})")
+            raise TypeError(
+                f"{self!r}: input must be float32 or float64, got {x.dtype} "
+                f"(shape {x.shape}; expected {expected})"
+            )
         dt = self.dtype
         if dt is not None and x.dtype != dt:
-            raise TypeError(f"{self!r}: input has dtype {x.dtype} but the parameters are {dt}; "
-                            f"convert the input with .astype(np.{dt}) or the model with "
-                            f".astype(np.{x.dtype})")
+            raise TypeError(
+                f"{self!r}: input has dtype {x.dtype} but the parameters are {dt}; "
+                f"convert the input with .astype(np.{dt}) or the model with "
+                f".astype(np.{x.dtype})"
+            )
         return x
 
     def _cached(self, name):
@@ -277,8 +290,10 @@ class Module:
         if not isinstance(grad_output, np.ndarray):
             grad_output = np.asarray(grad_output)
         if grad_output.shape != tuple(shape):
-            raise ValueError(f"{self!r}: grad_output has shape {grad_output.shape} but the "
-                             f"output of the last forward() had shape {tuple(shape)}")
+            raise ValueError(
+                f"{self!r}: grad_output has shape {grad_output.shape} but the "
+                f"output of the last forward() had shape {tuple(shape)}"
+            )
         return grad_output
 
 
@@ -287,17 +302,33 @@ class Conv2d(Module):
     ``'same'`` or ``'valid'``). ``weight``: ``(out_channels, in_channels // groups, kH, kW)``;
     ``bias``: ``(out_channels,)`` or None. Input ``(N, C, H, W)`` or ``(C, H, W)``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, *, dtype=np.float32, rng=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        *,
+        dtype=np.float32,
+        rng=None,
+    ):
         super().__init__()
         in_channels = as_int(in_channels, "in_channels")
         out_channels = as_int(out_channels, "out_channels")
         groups = as_int(groups, "groups")
         if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+            raise ValueError(
+                f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+            )
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must be >= 1 and divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+            raise ValueError(
+                f"groups={groups} must be >= 1 and divide in_channels={in_channels} "
+                f"and out_channels={out_channels}"
+            )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.stride = positive_pair(stride, "stride")
@@ -306,13 +337,17 @@ class Conv2d(Module):
         dt, rng = _float_dtype(dtype), _generator(rng)
         kh, kw = self.kernel_size
         fan_in = in_channels // groups * kh * kw
-        self.weight = Parameter(_kaiming_uniform(rng, (out_channels, in_channels // groups, kh, kw), fan_in, dt))
+        self.weight = Parameter(
+            _kaiming_uniform(rng, (out_channels, in_channels // groups, kh, kw), fan_in, dt)
+        )
         self.bias = Parameter(_kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
         self._input = None
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
         if self.padding != (0, 0):
             s += f", padding={self.padding!r}"
         if self.dilation != (1, 1):
@@ -324,7 +359,9 @@ class Conv2d(Module):
         return s
 
     def _args(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return dict(
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
+        )
 
     def forward(self, x):
         expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
@@ -332,8 +369,9 @@ class Conv2d(Module):
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
         try:
-            out = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                           **self._args())
+            out = F.conv2d(
+                x, self.weight.data, None if self.bias is None else self.bias.data, **self._args()
+            )
         except ValueError as exc:
             raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
         self._input, self._out_shape = x, out.shape
@@ -342,8 +380,9 @@ class Conv2d(Module):
     def backward(self, grad_output):
         x = self._cached("_input")
         g = self._check_grad(grad_output, self._out_shape)
-        gi, gw, gb = F.conv2d_backward(g, x, self.weight.data, **self._args(),
-                                       needs=(True, True, self.bias is not None))
+        gi, gw, gb = F.conv2d_backward(
+            g, x, self.weight.data, **self._args(), needs=(True, True, self.bias is not None)
+        )
         self.weight.accumulate(gw)
         if self.bias is not None:
             self.bias.accumulate(gb)
@@ -372,14 +411,23 @@ class MaxPool2d(Module):
         self._indices = None
 
     def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
 
     def forward(self, x):
         x = _check_pool_input(self, x)
         try:
-            out, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                    self.ceil_mode, return_indices=True)
+            out, idx = F.max_pool2d(
+                x,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.ceil_mode,
+                return_indices=True,
+            )
         except ValueError as exc:
             raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
         self._indices, self._input_shape = idx, x.shape
@@ -392,10 +440,18 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
-    """Average pooling, as ``torch.nn.AvgPool2d``; ``stride=None`` means ``stride = kernel_size``."""
+    """Average pooling, as ``torch.nn.AvgPool2d``; ``stride=None`` means
+    ``stride = kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True, divisor_override=None):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,
+        divisor_override=None,
+    ):
         super().__init__()
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride")
@@ -409,8 +465,14 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def _args(self):
-        return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                self.count_include_pad, self.divisor_override)
+        return (
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
 
     def forward(self, x):
         x = _check_pool_input(self, x)
@@ -463,10 +525,11 @@ class Flatten(Module):
         nd = max(x.ndim, 1)
         start, end = self.start_dim, self.end_dim
         if not (-nd <= start < nd and -nd <= end < nd) or start % nd > end % nd:
-            raise ValueError(f"{self!r}: cannot flatten dimensions {start}..{end} of an input "
-                             f"of shape {x.shape}")
+            raise ValueError(
+                f"{self!r}: cannot flatten dimensions {start}..{end} of an input of shape {x.shape}"
+            )
         start, end = start % nd, end % nd
-        shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
+        shape = x.shape[:start] + (int(np.prod(x.shape[start : end + 1])),) + x.shape[end + 1 :]
         self._input_shape = x.shape
         return x.reshape(shape)
 
@@ -484,17 +547,26 @@ class Linear(Module):
         self.in_features = as_int(in_features, "in_features")
         self.out_features = as_int(out_features, "out_features")
         if self.in_features < 1 or self.out_features < 1:
-            raise ValueError(f"in_features and out_features must be >= 1, got "
-                             f"{self.in_features}, {self.out_features}")
+            raise ValueError(
+                f"in_features and out_features must be >= 1, got "
+                f"{self.in_features}, {self.out_features}"
+            )
         dt, rng = _float_dtype(dtype), _generator(rng)
-        self.weight = Parameter(_kaiming_uniform(rng, (self.out_features, self.in_features),
-                                                 self.in_features, dt))
-        self.bias = Parameter(_kaiming_uniform(rng, (self.out_features,), self.in_features, dt)) if bias else None
+        self.weight = Parameter(
+            _kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features, dt)
+        )
+        self.bias = (
+            Parameter(_kaiming_uniform(rng, (self.out_features,), self.in_features, dt))
+            if bias
+            else None
+        )
         self._input = None
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
     def forward(self, x):
         expected = f"(..., {self.in_features})"
@@ -623,8 +695,10 @@ class CrossEntropyLoss(Module):
         if t.dtype.kind not in "iu":
             raise TypeError(f"{self!r}: target must hold integer class labels, got dtype {t.dtype}")
         if t.shape != x.shape[:-1]:
-            raise ValueError(f"{self!r}: target has shape {t.shape} but logits have shape "
-                             f"{x.shape}; expected target shape {x.shape[:-1]}")
+            raise ValueError(
+                f"{self!r}: target has shape {t.shape} but logits have shape "
+                f"{x.shape}; expected target shape {x.shape[:-1]}"
+            )
         x2, t1 = x.reshape(-1, x.shape[-1]), t.reshape(-1).astype(np.int64)
         c = x.shape[-1]
         if t1.size and (t1.min() < 0 or t1.max() >= c):

@@ -4,6 +4,7 @@ single-tensor CPU code path), updating :class:`fastconv.nn.Parameter` ``.data`` 
 A parameter whose ``.grad`` is None is skipped, as in torch. All arithmetic is done in the
 parameter's dtype, in torch's order of operations.
 """
+
 import math
 
 import numpy as np
@@ -29,8 +30,10 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         for i, p in enumerate(self.params):
             if not isinstance(p, Parameter):
-                raise TypeError(f"{type(self).__name__}: parameter {i} is a {type(p).__name__}, "
-                                "not a fastconv.nn.Parameter (pass model.parameters())")
+                raise TypeError(
+                    f"{type(self).__name__}: parameter {i} is a {type(p).__name__}, "
+                    "not a fastconv.nn.Parameter (pass model.parameters())"
+                )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{type(self).__name__}: some parameters appear more than once")
         self.lr = _nonnegative(lr, "lr")
@@ -52,22 +55,25 @@ class Optimizer:
             if p.grad is None:
                 continue
             if p.grad.shape != p.data.shape:
-                raise ValueError(f"{type(self).__name__}: gradient of shape {p.grad.shape} for a "
-                                 f"parameter of shape {p.data.shape}")
+                raise ValueError(
+                    f"{type(self).__name__}: gradient of shape {p.grad.shape} for a "
+                    f"parameter of shape {p.data.shape}"
+                )
             yield p, p.grad.astype(p.data.dtype, copy=False), state
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``::
 
-        g = grad + weight_decay * p
-        buf = g (first step) | momentum * buf + (1 - dampening) * g
-        g = g + momentum * buf (nesterov) | buf (momentum != 0)
-        p -= lr * g
+    g = grad + weight_decay * p
+    buf = g (first step) | momentum * buf + (1 - dampening) * g
+    g = g + momentum * buf (nesterov) | buf (momentum != 0)
+    p -= lr * g
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False):
+    def __init__(
+        self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False
+    ):
         super().__init__(params, lr)
         self.momentum = _nonnegative(momentum, "momentum")
         self.dampening = float(dampening)
@@ -101,8 +107,9 @@ class Adam(Optimizer):
     With ``amsgrad`` the running maximum of ``v`` replaces ``v`` in the denominator.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False):
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False
+    ):
         super().__init__(params, lr)
         beta1, beta2 = (float(b) for b in betas)
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
@@ -129,8 +136,8 @@ class Adam(Optimizer):
             m += (1 - beta1) * (g - m)
             v *= beta2
             v += (1 - beta2) * (g * g)
-            step_size = self.lr / (1 - beta1 ** t)
-            bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
+            step_size = self.lr / (1 - beta1**t)
+            bias_correction2_sqrt = math.sqrt(1 - beta2**t)
             if self.amsgrad:
                 np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
                 v = state["max_exp_avg_sq"]

@@ -1,5 +1,6 @@
 """fastconv.datasets: the embedded digits and its fixed split; the IDX (MNIST) reader on small
 files written here: good, gzipped, truncated, mislabelled, missing."""
+
 import gzip
 import struct
 
@@ -21,8 +22,11 @@ def test_digits_shapes_values_and_split():
     assert (len(ytr), len(yte)) == (1438, 359)
     counts = np.bincount(ya, minlength=10)
     np.testing.assert_array_equal(np.bincount(yte, minlength=10), np.round(counts * 0.2))
+
     # train + test is a partition of the set: every (image, label) row exactly once
-    rows = lambda x, y: sorted(map(bytes, np.concatenate([x.reshape(len(x), -1), y[:, None].astype(np.uint8)], 1)))
+    def rows(x, y):
+        return sorted(map(bytes, np.concatenate([x.reshape(len(x), -1), y[:, None]], 1)))
+
     assert rows(np.concatenate([xtr, xte]), np.concatenate([ytr, yte])) == rows(xa, ya)
     # fixed: the same on every call, and the first test digits are known
     assert np.array_equal(datasets.load_digits("test")[1], yte)
@@ -97,7 +101,10 @@ def test_missing_files(tmp_path):
     fake_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     datasets.load_mnist(tmp_path, "train")
-    with pytest.raises(FileNotFoundError, match=r"'t10k-labels-idx1-ubyte' \(or 't10k-labels-idx1-ubyte.gz'\) not found"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"'t10k-labels-idx1-ubyte' \(or 't10k-labels-idx1-ubyte.gz'\) not found",
+    ):
         datasets.load_mnist(tmp_path, "test")
     with pytest.raises(FileNotFoundError, match="IDX file not found"):
         datasets.read_idx(tmp_path / "missing")

@@ -1,5 +1,6 @@
 """`fastconv demo` end to end (in-process, short runs): files written, --load, --quiet, --data,
 the same numbers for any --threads, clear errors, and the default run's accuracy."""
+
 import argparse
 import importlib.util
 import re
@@ -8,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from numpy_pooling import use_numpy_pooling_if_missing
 from test_datasets import fake_mnist
 
 import fastconv
@@ -19,11 +19,6 @@ pytest.importorskip("tqdm")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TIMING = re.compile(r"\d+\.\d+ s(/epoch)?|[\d.]+ s\)|total [\d.]+ s")
-
-
-@pytest.fixture(autouse=True)
-def _pooling(monkeypatch):
-    use_numpy_pooling_if_missing(monkeypatch)
 
 
 def demo(*argv):
@@ -38,15 +33,18 @@ def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
     stdout, stderr = capsys.readouterr()
     assert "embedded UCI digits: 1,438 train / 359 test images of 8x8; threads: 1" in stdout
     assert "conv3x3(1->16) -> relu -> maxpool2 -> conv3x3(16->32)" in stdout
-    assert re.search(r"epoch 1/1  train loss \d\.\d{4}  train acc +\d+\.\d\d%  test acc +\d+\.\d\d%", stdout)
+    assert re.search(
+        r"epoch 1/1  train loss \d\.\d{4}  train acc +\d+\.\d\d%  test acc +\d+\.\d\d%", stdout
+    )
     assert re.search(r"test accuracy \d+\.\d\d% \(\d+/359\) after 1 epoch;", stdout)
     assert "epoch 1/1:" in stderr and "batch/s" in stderr  # the tqdm bar
     for name in ("filters.png", "feature_maps.png", "training.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
     with np.load(out / "weights.npz") as npz:
-        assert sorted(npz.files) == sorted(["__meta__", "0.weight", "0.bias", "3.weight", "3.bias",
-                                            "7.weight", "7.bias"])
+        assert sorted(npz.files) == sorted(
+            ["__meta__", "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"]
+        )
         assert npz["0.weight"].shape == (16, 1, 3, 3) and npz["7.weight"].shape == (10, 128)
 
     # --load evaluates the saved model: the same test accuracy as the run's last epoch
@@ -62,15 +60,29 @@ def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys):
     for threads in (1, 2):
         before = fastconv.get_num_threads()
         out = tmp_path / f"t{threads}"
-        assert demo("--epochs", 1, "--batch-size", 128, "--seed", 5, "--threads", threads,
-                    "--optimizer", "adam", "--out", out) == 0
+        assert (
+            demo(
+                "--epochs",
+                1,
+                "--batch-size",
+                128,
+                "--seed",
+                5,
+                "--threads",
+                threads,
+                "--optimizer",
+                "adam",
+                "--out",
+                out,
+            )
+            == 0
+        )
         assert fastconv.get_num_threads() == before  # restored
         text = capsys.readouterr().out
         assert f"threads: {threads}" in text
         with np.load(out / "weights.npz") as npz:
             text = text.replace(f"threads: {threads}", "").replace(str(out), "OUT")
-            runs.append((TIMING.sub("", text),
-                         {k: npz[k] for k in npz.files}))
+            runs.append((TIMING.sub("", text), {k: npz[k] for k in npz.files}))
     assert runs[0][0] == runs[1][0]
     for k, v in runs[0][1].items():
         assert np.array_equal(v, runs[1][1][k]), k  # bitwise
@@ -123,16 +135,33 @@ def test_registered_with_help():
     parser = argparse.ArgumentParser(prog="fastconv demo", description=_demo.__doc__)
     _demo.add_arguments(parser)
     text = parser.format_help()
-    for option in ("--epochs", "--batch-size", "--lr", "--optimizer", "--threads", "--seed",
-                   "--data", "--out", "--quiet", "--load", "pip install"):
+    for option in (
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--optimizer",
+        "--threads",
+        "--seed",
+        "--data",
+        "--out",
+        "--quiet",
+        "--load",
+        "pip install",
+    ):
         assert option in text
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fastconv._example") is None,
-                    reason="the CLI registry also imports fastconv._example, not on this branch")
+@pytest.mark.skipif(
+    importlib.util.find_spec("fastconv._example") is None,
+    reason="the CLI registry also imports fastconv._example, not on this branch",
+)
 def test_console_help():
-    out = subprocess.run([sys.executable, "-m", "fastconv", "demo", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "fastconv", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "--optimizer" in out and "Fig. 1.14" in out
 
 

@@ -1,8 +1,8 @@
 """fastconv.nn: finite-difference gradient checks of every layer and the loss (float64), one
 training step against torch (same weights, same batch), state_dict round-trips, init, errors."""
+
 import numpy as np
 import pytest
-from numpy_pooling import compiled_pooling_available, use_numpy_pooling_if_missing
 
 import fastconv
 import fastconv.functional as F
@@ -10,18 +10,13 @@ from fastconv import nn, optim
 
 
 @pytest.fixture(autouse=True)
-def _pooling_and_one_thread(monkeypatch):
-    """Pooling kernels (or the NumPy stand-in); one thread, as these calls are tiny and the
-    machine is shared (the thread-count independence is tested by the kernels' own tests)."""
-    use_numpy_pooling_if_missing(monkeypatch)
+def _one_thread():
+    """One thread: these calls are tiny and the machine is shared (that results do not depend on
+    the thread count is tested by the kernels' own tests, and by test_demo)."""
     before = fastconv.get_num_threads()
     fastconv.set_num_threads(1)
     yield
     fastconv.set_num_threads(before)
-
-
-needs_compiled_pooling = pytest.mark.skipif(
-    not compiled_pooling_available(), reason="ceil_mode needs the compiled pooling (issue 3)")
 
 
 # -- finite differences --------------------------------------------------------------------------
@@ -57,48 +52,65 @@ def check_module_grads(module, x, before_forward=lambda: None, rtol=1e-6, atol=1
     np.testing.assert_allclose(gx, numeric_grad(loss, x), rtol=rtol, atol=atol)
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.shape == p.data.shape and p.grad.dtype == np.float64
-        np.testing.assert_allclose(p.grad, numeric_grad(loss, p.data), rtol=rtol, atol=atol,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            p.grad, numeric_grad(loss, p.data), rtol=rtol, atol=atol, err_msg=name
+        )
 
 
 def rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-@pytest.mark.parametrize("kwargs, shape", [
-    (dict(in_channels=3, out_channels=4, kernel_size=3), (2, 3, 6, 5)),
-    (dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, stride=2), (2, 2, 7, 6)),
-    (dict(in_channels=4, out_channels=6, kernel_size=(2, 3), dilation=2, groups=2, bias=False), (1, 4, 7, 8)),
-    (dict(in_channels=2, out_channels=2, kernel_size=3, padding="same"), (2, 6, 5)),  # unbatched
-])
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(in_channels=3, out_channels=4, kernel_size=3), (2, 3, 6, 5)),
+        (dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, stride=2), (2, 2, 7, 6)),
+        (
+            dict(
+                in_channels=4, out_channels=6, kernel_size=(2, 3), dilation=2, groups=2, bias=False
+            ),
+            (1, 4, 7, 8),
+        ),
+        (
+            dict(in_channels=2, out_channels=2, kernel_size=3, padding="same"),
+            (2, 6, 5),
+        ),  # unbatched
+    ],
+)
 def test_conv2d_gradients(kwargs, shape):
     layer = nn.Conv2d(**kwargs, dtype=np.float64, rng=1)
     check_module_grads(layer, rand(*shape))
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(kernel_size=2),
-    dict(kernel_size=3, stride=2, padding=1),
-    dict(kernel_size=(2, 3), stride=1),  # overlapping windows: gradients add up
-    dict(kernel_size=2, stride=1, dilation=2),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=(2, 3), stride=1),  # overlapping windows: gradients add up
+        dict(kernel_size=2, stride=1, dilation=2),
+    ],
+)
 def test_max_pool2d_gradients(kwargs):
     # distinct values far apart: no ties and no argmax switch within +-eps
     x = np.random.default_rng(3).permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) * 0.01
     check_module_grads(nn.MaxPool2d(**kwargs), x)
 
 
-@needs_compiled_pooling
 def test_max_pool2d_ceil_mode_gradients():
     x = np.random.default_rng(3).permutation(2 * 2 * 7 * 7).reshape(2, 2, 7, 7) * 0.01
     check_module_grads(nn.MaxPool2d(2, ceil_mode=True), x)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(kernel_size=2),
-    dict(kernel_size=3, stride=2, padding=1),
-    dict(kernel_size=3, stride=1, padding=1, divisor_override=5),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=3, stride=1, padding=1, divisor_override=5),
+    ],
+)
 def test_avg_pool2d_gradients(kwargs):
     check_module_grads(nn.AvgPool2d(**kwargs), rand(2, 3, 6, 7))
 
@@ -144,9 +156,14 @@ def test_dropout_gradients_and_scaling():
 def small_cnn(dtype=np.float64, rng=0):
     rng = np.random.default_rng(rng)
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1, dtype=dtype, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3, padding=1, dtype=dtype, rng=rng), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(6 * 2 * 2, 5, dtype=dtype, rng=rng),
+        nn.Conv2d(2, 4, 3, padding=1, dtype=dtype, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1, dtype=dtype, rng=rng),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 5, dtype=dtype, rng=rng),
     )
 
 
@@ -182,8 +199,18 @@ def _torch_twin(model, torch):
     layers = []
     for m in model:
         if isinstance(m, nn.Conv2d):
-            layers.append(t.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                                   m.padding, m.dilation, m.groups, m.bias is not None))
+            layers.append(
+                t.Conv2d(
+                    m.in_channels,
+                    m.out_channels,
+                    m.kernel_size,
+                    m.stride,
+                    m.padding,
+                    m.dilation,
+                    m.groups,
+                    m.bias is not None,
+                )
+            )
         elif isinstance(m, nn.Linear):
             layers.append(t.Linear(m.in_features, m.out_features, m.bias is not None))
         elif isinstance(m, nn.MaxPool2d):
@@ -212,7 +239,10 @@ def test_training_steps_match_torch(dtype, opt):
         "adam": lambda ps, o: o.Adam(ps, lr=0.01, weight_decay=1e-3),
         "adam-amsgrad": lambda ps, o: o.Adam(ps, lr=0.01, betas=(0.8, 0.9), amsgrad=True),
     }[opt]
-    ours_opt, their_opt = make(list(model.parameters()), optim), make(twin.parameters(), torch.optim)
+    ours_opt, their_opt = (
+        make(list(model.parameters()), optim),
+        make(twin.parameters(), torch.optim),
+    )
     loss_fn, their_loss_fn = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     tight = np.dtype(dtype) == np.float64
     rtol, atol = (1e-10, 1e-12) if tight else (2e-4, 2e-6)
@@ -230,10 +260,20 @@ def test_training_steps_match_torch(dtype, opt):
         their_opt.step()
         np.testing.assert_allclose(loss, their_loss.item(), rtol=rtol, atol=atol)
         for (name, p), tp in zip(model.named_parameters(), twin.parameters()):
-            np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=rtol, atol=atol,
-                                       err_msg=f"grad of {name}, step {step}")
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=rtol, atol=atol,
-                                       err_msg=f"{name} after step {step}")
+            np.testing.assert_allclose(
+                p.grad,
+                tp.grad.numpy(),
+                rtol=rtol,
+                atol=atol,
+                err_msg=f"grad of {name}, step {step}",
+            )
+            np.testing.assert_allclose(
+                p.data,
+                tp.detach().numpy(),
+                rtol=rtol,
+                atol=atol,
+                err_msg=f"{name} after step {step}",
+            )
 
 
 def test_default_init_is_torch_kaiming_uniform():
@@ -250,7 +290,9 @@ def test_default_init_is_torch_kaiming_uniform():
     # seeded: same seed, same weights; a shared Generator gives each layer its own draws
     assert np.array_equal(nn.Linear(4, 3, rng=7).weight.data, nn.Linear(4, 3, rng=7).weight.data)
     g = np.random.default_rng(7)
-    assert not np.array_equal(nn.Linear(4, 3, rng=g).weight.data, nn.Linear(4, 3, rng=g).weight.data)
+    assert not np.array_equal(
+        nn.Linear(4, 3, rng=g).weight.data, nn.Linear(4, 3, rng=g).weight.data
+    )
     torch = pytest.importorskip("torch")
     tl = torch.nn.Linear(400, 300)
     assert abs(tl.weight.detach().numpy().std() - lin.weight.data.std()) < 0.02 * b
@@ -334,24 +376,34 @@ def test_load_state_dict_errors_leave_model_unchanged():
 # -- errors --------------------------------------------------------------------------------------
 def test_wrong_input_shape_errors_name_layer_and_shapes():
     conv = nn.Conv2d(1, 16, 3, padding=1, rng=0)
-    with pytest.raises(ValueError, match=r"Conv2d\(1, 16, kernel_size=\(3, 3\).*\(N, 1, H, W\).*\(4, 3, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2d\(1, 16, kernel_size=\(3, 3\).*\(N, 1, H, W\).*\(4, 3, 8, 8\)"
+    ):
         conv(np.zeros((4, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match=r"Conv2d\(1, 4.*\(1, 1, 2, 2\).*output size"):
         nn.Conv2d(1, 4, 5, rng=0)(np.zeros((1, 1, 2, 2), np.float32))
-    with pytest.raises(ValueError, match=r"Linear\(in_features=128, out_features=10.*\(\.\.\., 128\).*\(2, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"Linear\(in_features=128, out_features=10.*\(\.\.\., 128\).*\(2, 64\)"
+    ):
         nn.Linear(128, 10, rng=0)(np.zeros((2, 64), np.float32))
-    with pytest.raises(ValueError, match=r"MaxPool2d\(kernel_size=\(2, 2\).*\(N, C, H, W\).*\(8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"MaxPool2d\(kernel_size=\(2, 2\).*\(N, C, H, W\).*\(8, 8\)"
+    ):
         nn.MaxPool2d(2)(np.zeros((8, 8), np.float32))
     model = small_cnn(np.float32)
     with pytest.raises(ValueError, match=r"Sequential layer 0: Conv2d\(2, 4.*got \(5, 1, 8, 8\)"):
         model(np.zeros((5, 1, 8, 8), np.float32))
-    with pytest.raises(ValueError, match=r"Sequential layer 7: Linear\(in_features=24.*got \(5, 54\)"):
+    with pytest.raises(
+        ValueError, match=r"Sequential layer 7: Linear\(in_features=24.*got \(5, 54\)"
+    ):
         model(np.zeros((5, 2, 12, 12), np.float32))
 
 
 def test_dtype_errors():
     conv = nn.Conv2d(1, 2, 3, rng=0)
-    with pytest.raises(TypeError, match=r"Conv2d.*input has dtype float64 but the parameters are float32"):
+    with pytest.raises(
+        TypeError, match=r"Conv2d.*input has dtype float64 but the parameters are float32"
+    ):
         conv(np.zeros((1, 1, 5, 5)))
     with pytest.raises(TypeError, match=r"ReLU.*float32 or float64, got uint8"):
         nn.ReLU()(np.zeros((2, 2), np.uint8))
@@ -415,5 +467,9 @@ def test_softmax_log_softmax():
     special = np.array([[-np.inf, 0, 1], [-np.inf, -np.inf, -np.inf], [np.inf, 1, 2]])
     for arr in (rand(4, 7) * 10, special):
         for dim in (0, 1, -1):
-            np.testing.assert_allclose(F.log_softmax(arr, dim), torch.log_softmax(torch.tensor(arr), dim).numpy())
-            np.testing.assert_allclose(F.softmax(arr, dim), torch.softmax(torch.tensor(arr), dim).numpy())
+            np.testing.assert_allclose(
+                F.log_softmax(arr, dim), torch.log_softmax(torch.tensor(arr), dim).numpy()
+            )
+            np.testing.assert_allclose(
+                F.softmax(arr, dim), torch.softmax(torch.tensor(arr), dim).numpy()
+            )

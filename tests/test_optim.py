@@ -1,4 +1,5 @@
 """fastconv.optim: SGD and Adam follow torch's update rules, step after step, for every option."""
+
 import numpy as np
 import pytest
 
@@ -7,11 +8,13 @@ from fastconv import nn, optim
 
 def make_params(dtype, seed=0):
     rng = np.random.default_rng(seed)
-    return [nn.Parameter(rng.standard_normal(s).astype(dtype)) for s in [(3, 4), (5,), (2, 1, 3, 3)]]
+    return [
+        nn.Parameter(rng.standard_normal(s).astype(dtype)) for s in [(3, 4), (5,), (2, 1, 3, 3)]
+    ]
 
 
 def run(opt_cls, kwargs, dtype, steps=5, seed=0, framework="fastconv"):
-    """Apply `steps` updates with a fixed sequence of gradients; return the parameters after each."""
+    """`steps` updates with a fixed sequence of gradients; the parameters after each."""
     params = make_params(dtype, seed)
     grads_rng = np.random.default_rng(seed + 1)
     history = []

@@ -7,6 +7,7 @@ taken from any scikit-learn wheel (``sklearn/datasets/data/digits.csv.gz``) with
 The fixed stratified split (20 % of each class for the test set) is drawn here once, with a
 seeded generator, and stored in the file, so that it never depends on NumPy's random streams.
 """
+
 import gzip
 import sys
 from pathlib import Path
