@@ -63,15 +63,10 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
  * (qh*sh + ph, qw*sw + pw), i.e. x[c][qh*sh + ph - pt][qw*sw + pw - pl] or 0 outside the image.
  * Tap (c, r, s) of output pixel p = oh*Wq + ow then sits at off[c, r, s] + p. */
 typedef struct {
-    fc_idx Hq, Wq, plane, chstride, bufsize;
+    fc_idx Hq, Wq, plane, chstride;
 } TF(fc_wide);
 
-static void TF(fc_wide_layout)(const TF(fc_geom) * g, fc_idx channels, fc_idx rows_out, int nr,
-                               fc_idx max_off, TF(fc_wide) * wl) {
-    (void)channels;
-    (void)rows_out;
-    (void)nr;
-    (void)max_off;
+static void TF(fc_wide_layout)(const TF(fc_geom) * g, TF(fc_wide) * wl) {
     fc_idx hneed = (g->OH - 1) * g->sh + (g->R - 1) * g->dh + 1;
     fc_idx wneed = (g->OW - 1) * g->sw + (g->S - 1) * g->dw + 1;
     wl->Hq = FC_CEIL_DIV(hneed, g->sh);
@@ -160,31 +155,25 @@ static void TF(fc_prefetch_channels)(const TF(fc_geom) * g, const T *x, const fc
         }
 }
 
-/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] (+ bias[m]) for the valid
- * pixels p = oh*Wq + ow (oh < OHv, ow < OWv) of [p0, p1). */
-static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx Wq,
-                             fc_idx OHv, fc_idx OWv, T *out, fc_idx ocs, fc_idx ors, fc_idx row0,
-                             fc_idx rstep, fc_idx col0, fc_idx cstep, const T *bias) {
+/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
+ * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)): a tile of one stride phase of grad_input. */
+static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
+                             fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
+                             fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
+    p1 = FC_MIN(p1, OHv * rowlen);
     for (fc_idx m = 0; m < M; m++) {
         const T *crow = Ct + m * ldc - p0;
         T *oc = out + m * ocs;
-        T b = bias ? bias[m] : (T)0;
         for (fc_idx p = p0; p < p1;) {
-            fc_idx oh = p / Wq, ow0 = p % Wq;
-            fc_idx seg_end = FC_MIN(p1, (oh + 1) * Wq);
-            if (oh >= OHv) break;
-            fc_idx ow1 = FC_MIN(OWv, seg_end - oh * Wq);
+            fc_idx oh = p / rowlen, ow0 = p % rowlen;
+            fc_idx ow1 = FC_MIN(rowlen, p1 - oh * rowlen);
             T *orow = oc + (row0 + oh * rstep) * ors + col0;
-            const T *src = crow + oh * Wq;
-            if (cstep == 1) {
-                if (bias)
-                    for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow] = src[ow] + b;
-                else if (ow1 > ow0)
-                    memcpy(orow + ow0, src + ow0, (size_t)(ow1 - ow0) * sizeof(T));
-            } else {
-                for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow] + b;
-            }
-            p = seg_end;
+            const T *src = crow + oh * rowlen;
+            if (cstep == 1)
+                memcpy(orow + ow0, src + ow0, (size_t)(ow1 - ow0) * sizeof(T));
+            else
+                for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow];
+            p = oh * rowlen + ow1;
         }
     }
 }
@@ -223,7 +212,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     fc_idx RS = g->R * g->S;
     pl->TT = pl->Cg * RS;
     pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
-    TF(fc_wide_layout)(g, pl->Cg, g->OH, nr, 0, &pl->wl);
+    TF(fc_wide_layout)(g, &pl->wl);
     pl->P = g->OH * g->OW;
     pl->Pr = FC_ROUND_UP(pl->P, nr);
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
@@ -460,9 +449,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
-                     pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw,
-                     NULL);
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J,
+                     pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw);
     return 0;
 }
 
@@ -490,7 +478,7 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     pl->RS = g->R * g->S;
     pl->depthwise = (pl->Cg == 1 && pl->Kg == 1);
     pl->ldm = FC_ROUND_UP(pl->Kg, vl);
-    TF(fc_wide_layout)(g, pl->Cg, g->OH, pl->isa.nr, 0, &pl->wl);
+    TF(fc_wide_layout)(g, &pl->wl);
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)(pl->Cg * pl->RS) * sizeof(fc_idx));
     if (!pl->off) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
