@@ -26,6 +26,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
+from .filters import PADDING_MODES, pad2d, pad2d_backward
 from ._validation import FLOAT_DTYPES, as_int, nonnegative_pair, positive_pair
 
 __all__ = [
@@ -298,9 +299,11 @@ class Module:
 
 
 class Conv2d(Module):
-    """2-D convolution layer, as ``torch.nn.Conv2d`` (zero padding; ``padding`` may also be
-    ``'same'`` or ``'valid'``). ``weight``: ``(out_channels, in_channels // groups, kH, kW)``;
-    ``bias``: ``(out_channels,)`` or None. Input ``(N, C, H, W)`` or ``(C, H, W)``."""
+    """2-D convolution layer, as ``torch.nn.Conv2d``: ``padding`` an int, a pair, ``'same'`` or
+    ``'valid'``; ``padding_mode`` ``'zeros'`` (default), ``'reflect'``, ``'replicate'`` or
+    ``'circular'`` (torch's results, via :func:`fastconv.filters.pad2d`). ``weight``:
+    ``(out_channels, in_channels // groups, kH, kW)``; ``bias``: ``(out_channels,)`` or None.
+    Input ``(N, C, H, W)`` or ``(C, H, W)``."""
 
     def __init__(
         self,
@@ -312,11 +315,18 @@ class Conv2d(Module):
         dilation=1,
         groups=1,
         bias=True,
+        padding_mode="zeros",
         *,
         dtype=np.float32,
         rng=None,
     ):
         super().__init__()
+        if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
+                f"got {padding_mode!r}"
+            )
+        self.padding_mode = padding_mode
         in_channels = as_int(in_channels, "in_channels")
         out_channels = as_int(out_channels, "out_channels")
         groups = as_int(groups, "groups")
@@ -332,8 +342,12 @@ class Conv2d(Module):
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.stride = positive_pair(stride, "stride")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
         self.padding = padding if isinstance(padding, str) else nonnegative_pair(padding, "padding")
         self.dilation = positive_pair(dilation, "dilation")
+        if self.padding == "same" and self.stride != (1, 1):
+            raise ValueError(f"padding='same' requires stride 1, got stride={self.stride}")
         dt, rng = _float_dtype(dtype), _generator(rng)
         kh, kw = self.kernel_size
         fan_in = in_channels // groups * kh * kw
@@ -356,18 +370,34 @@ class Conv2d(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
         return s
 
     def _args(self):
-        return dict(
-            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
-        )
+        padding = self.padding if self.padding_mode == "zeros" else 0
+        return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
+
+    def _explicit_pad(self):
+        """(left, right, top, bottom) for the non-zero padding modes, as torch computes it."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            pad = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):  # W first
+                total = d * (k - 1)
+                pad += [total // 2, total - total // 2]
+            return tuple(pad)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
 
     def forward(self, x):
         expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
         x = self._check_input(x, expected)
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
+        if self.padding_mode != "zeros":
+            x = pad2d(x, self._explicit_pad(), self.padding_mode)
         try:
             out = F.conv2d(
                 x, self.weight.data, None if self.bias is None else self.bias.data, **self._args()
@@ -386,6 +416,8 @@ class Conv2d(Module):
         self.weight.accumulate(gw)
         if self.bias is not None:
             self.bias.accumulate(gb)
+        if self.padding_mode != "zeros":
+            gi = pad2d_backward(gi, self._explicit_pad(), self.padding_mode)
         return gi
 
 

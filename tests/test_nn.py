@@ -473,3 +473,44 @@ def test_softmax_log_softmax():
             np.testing.assert_allclose(
                 F.softmax(arr, dim), torch.softmax(torch.tensor(arr), dim).numpy()
             )
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding, shape", [(1, (2, 2, 6, 5)), ((2, 1), (1, 2, 7, 6)),
+                                            ("same", (2, 6, 5))])
+def test_conv2d_padding_modes_gradients(mode, padding, shape):
+    layer = nn.Conv2d(2, 3, (3, 2), padding=padding, padding_mode=mode, dtype=np.float64, rng=2)
+    check_module_grads(layer, rand(*shape))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv2d_padding_modes_match_torch(mode):
+    torch = pytest.importorskip("torch")
+    layer = nn.Conv2d(3, 4, 3, padding=(1, 2), dilation=(1, 2), padding_mode=mode,
+                      dtype=np.float64, rng=3)
+    ref = torch.nn.Conv2d(3, 4, 3, padding=(1, 2), dilation=(1, 2), padding_mode=mode,
+                          dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(layer.weight.data))
+        ref.bias.copy_(torch.from_numpy(layer.bias.data))
+    x = rand(2, 3, 7, 9, seed=4)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    out = layer(x)
+    out_t = ref(xt)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rand(*out.shape, seed=5)
+    gi = layer.backward(g)
+    out_t.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, ref.weight.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(padding_mode="mirror"), "padding_mode"),
+    (dict(padding_mode=None), "padding_mode"),
+    (dict(padding="full"), "padding"),
+    (dict(padding="same", stride=2), "stride"),
+])
+def test_conv2d_padding_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nn.Conv2d(2, 3, 3, **kwargs)
