@@ -37,11 +37,14 @@ class BuildExt(build_ext):
     """Adds -fopenmp when the compiler supports it, else builds serially with a warning."""
 
     def build_extensions(self):
-        use_openmp = os.environ.get("FASTCONV_NO_OPENMP") != "1" and _compiler_has_openmp(self.compiler)
+        disabled = os.environ.get("FASTCONV_NO_OPENMP") == "1"
+        use_openmp = not disabled and _compiler_has_openmp(self.compiler)
         if not use_openmp:
+            reason = ("FASTCONV_NO_OPENMP=1 is set" if disabled
+                      else "the C compiler does not support OpenMP (-fopenmp)")
             warnings.warn(
-                "fastconv: the C compiler does not support OpenMP; building the kernels "
-                "single-threaded. Install a compiler with OpenMP (e.g. gcc) for parallel kernels.",
+                f"fastconv: {reason}; building the kernels single-threaded. Use a compiler with "
+                "OpenMP (e.g. gcc) for parallel kernels.",
                 stacklevel=1,
             )
         for ext in self.extensions:
