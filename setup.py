@@ -1,4 +1,5 @@
 """Build the compiled kernels: only the Extension list and the OpenMP flags live here."""
+import glob
 import os
 import sys
 import tempfile
@@ -61,6 +62,7 @@ def extension(name):
     return Extension(
         f"fastconv.{name}",
         [f"src/{name}.pyx"],
+        depends=sorted(glob.glob("src/*.h")),
         include_dirs=[np.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=list(COMPILE_ARGS),

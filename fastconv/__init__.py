@@ -1,5 +1,64 @@
-"""fastconv: fast, exact CNN kernels for NumPy (design notes: see the module docstring of
-fastconv._design once written)."""
+"""fastconv: fast, exact CNN kernels for NumPy -- conv2d and pooling, forward and backward.
+
+Design, for a newcomer
+======================
+
+Layers
+------
+``fastconv.functional`` (re-exported here) mirrors ``torch.nn.functional`` on NumPy arrays: NCHW,
+cross-correlation, torch's argument rules and output sizes. Each public function validates and
+normalises its arguments in plain Python (``_validation``, ``_conv``, ``_pool``): dtype
+(float32/float64), shapes, stride/padding/dilation/groups, with an error that names the argument.
+Only then does it call the compiled kernels (``_kernels`` for convolution, ``_pooling`` for
+pooling), which trust their arguments. ``fastconv.reference`` holds plain NumPy implementations
+of the same functions: the oracle of the property tests and the baseline of the benchmarks.
+
+Data flow of a convolution (src/conv_tmpl.h)
+--------------------------------------------
+The forward pass is an *implicit GEMM*: out[k, p] = sum over taps t = (c, r, s) of
+W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
+
+1. per (image, group), the input is copied once into a zero-padded "wide" buffer; a stride is
+   split into stride x stride phase planes, so every tap of every output row reads a contiguous
+   run of that buffer, at an offset that depends on the tap only (``off[t]``);
+2. the weights are packed once per call into row blocks of MR output channels;
+3. output pixels are cut into panels of 16-64 values; for each block of 128 taps a panel's
+   inputs are gathered into an L1-resident [taps][panel] buffer (an im2col of one panel), and a
+   register-blocked micro-kernel (MR x up to 4 vectors of accumulators, broadcast weights,
+   FMA) runs over it for every row block. Results go straight into the output array, with the
+   bias as the accumulators' start value.
+
+grad_input is the same GEMM on the padded grad_output with the kernel flipped and transposed,
+once per stride phase of the input (a transposed convolution with no zero insertion).
+grad_weight reduces over pixels in registers (taps x output channels of accumulators) reading
+the same wide input buffer and grad_output transposed to [pixel][channel]. grad_bias is a plain
+fixed-order sum.
+
+Threads and determinism
+-----------------------
+Every pass is a list of independent work items run by an OpenMP ``prange`` (static schedule)
+with the GIL released: forward = (image, group, pixel block), grad_input = (image, group, phase,
+pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes. An item
+writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
+over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
+and adds the chunks in chunk order. Results are therefore bitwise identical for any number of
+threads. ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count.
+
+Memory
+------
+Each thread keeps a few 64-byte-aligned workspaces (the wide buffer of one image, a scratch
+tile, a transposed grad_output of one image) that grow to the largest size requested and are
+reused by later calls, so a training loop does not page-fault on every call. Shared per-call
+buffers are the packed weights and, for grad_weight, one partial gradient per batch chunk (at
+most 8): all are bounded by the size of one image or of the weights, never by the batch.
+
+SIMD
+----
+The hot loops are written once with GCC vector extensions and compiled for AVX-512, AVX2+FMA
+and a portable baseline with ``target`` attributes; the best path the CPU supports is picked at
+import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` force a lower one;
+the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
+"""
 from .functional import (
     avg_pool2d,
     avg_pool2d_backward,

@@ -9,6 +9,7 @@ import importlib
 # name -> (module, one-line help)
 COMMANDS = {
     "example": ("fastconv._example", "convolve a random batch and check it against the reference"),
+    "bench": ("fastconv.bench", "time fastconv against the reference and PyTorch (issue 5's suite)"),
 }
 
 

@@ -18,6 +18,7 @@ cdef extern from "conv_engine.h" nogil:
     int fc_have_openmp()
     int fc_set_isa(int requested)
     int fc_isa_supported()
+    long long fc_ws_bytes_total, fc_plan_bytes_peak
     int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
 
     ctypedef struct fc_job:
@@ -32,7 +33,7 @@ cdef extern from "conv_engine.h" nogil:
         fc_idx nitems, nreduce
     int fc_job_prepare(fc_job *j, int nthreads)
     int fc_job_item(const fc_job *j, fc_idx i)
-    void fc_job_reduce_item(const fc_job *j, fc_idx i)
+    int fc_job_reduce_item(const fc_job *j, fc_idx i)
     void fc_job_free(fc_job *j)
     void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
     void fc_grad_bias_item_f64(const double *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k,
@@ -78,6 +79,16 @@ def get_isa():
     return ISA_NAMES[_isa_level]
 
 
+def workspace_bytes(reset_plan=False):
+    """(bytes held in the per-thread workspaces now, bytes of shared plan buffers allocated since
+    the last reset). The benchmark resets, runs one call and reports the sum as its workspace."""
+    global fc_plan_bytes_peak
+    cdef long long plan = fc_plan_bytes_peak
+    if reset_plan:
+        fc_plan_bytes_peak = 0
+    return int(fc_ws_bytes_total), int(plan)
+
+
 # ------------------------------------------------------------------------------ the job runner
 cdef void _geometry(fc_job *job, Py_ssize_t *in_shape, Py_ssize_t *w_shape, object g):
     cdef fc_idx *v = job.geom
@@ -102,7 +113,8 @@ cdef int _run(fc_job *job) except -1:
                     failed = 1
             if not failed:
                 for i in prange(job.nreduce, schedule="static"):
-                    fc_job_reduce_item(job, i)
+                    if fc_job_reduce_item(job, i) != 0:
+                        failed = 1
         fc_job_free(job)
     if status == -2:
         raise ValueError("fastconv: grad_input supports strides up to 16 and kernels up to 64")

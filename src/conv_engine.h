@@ -149,7 +149,7 @@ typedef struct {
             j->plan = p;                                                                       \
             st = FC_CAT(fc_gw_prepare, TN)(p);                                                 \
             j->nitems = p->nitems;                                                             \
-            j->nreduce = p->depthwise ? 0 : g.G * p->Cg * p->RS;                               \
+            j->nreduce = p->depthwise ? 0 : FC_CAT(fc_gw_reduce_items, TN)(p);                               \
         }                                                                                      \
         return st;                                                                             \
     }                                                                                          \
@@ -177,9 +177,8 @@ static inline int fc_job_prepare(fc_job *j, int nthreads) {
 static inline int fc_job_item(const fc_job *j, fc_idx i) {
     return j->f64 ? fc_job_item_f64(j, i) : fc_job_item_f32(j, i);
 }
-static inline void fc_job_reduce_item(const fc_job *j, fc_idx i) {
-    if (j->f64) fc_gw_reduce_item_f64(j->plan, i);
-    else fc_gw_reduce_item_f32(j->plan, i);
+static inline int fc_job_reduce_item(const fc_job *j, fc_idx i) {
+    return j->f64 ? fc_gw_reduce_item_f64(j->plan, i) : fc_gw_reduce_item_f32(j->plan, i);
 }
 static inline void fc_job_free(fc_job *j) {
     if (j->f64) fc_job_free_f64(j);

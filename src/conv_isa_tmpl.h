@@ -16,101 +16,143 @@ typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
 
-/* C[i][0:NR] (+)= sum_t A[t][i] * B[off[t] + 0:NR] for i < mr.
- * A: packed [kc][MR] (weights, broadcast), B: a wide-layout image buffer read at the offsets of
- * the kc taps, so no im2col matrix is ever formed. */
+/* C[i][0:nv*VL] (+)= sum_t A[t][i] * B[t*ldb + 0:nv*VL] for i < mr: a register block of
+ * mr x nv vectors. A is packed [kc][MR] (weights, broadcast), B a packed pixel panel -- or, with
+ * `off`, the wide image buffer read at the taps' offsets. mr, nv and whether `off` is NULL are
+ * compile-time constants in every instantiation (see ukernel). */
 static inline __attribute__((always_inline)) void FN(ukernel_body)(
-    const int mr, fc_idx kc, const T *restrict A, const T *restrict B, const fc_idx *restrict off,
-    T *restrict C, fc_idx ldc, int accumulate) {
-    VEC c0[MR], c1[MR];
-    for (int i = 0; i < mr; i++) {
-        if (accumulate) {
-            c0[i] = LOADU(C + i * ldc);
-            c1[i] = LOADU(C + i * ldc + VL);
-        } else {
-            c0[i] = (VEC){0};
-            c1[i] = (VEC){0};
-        }
-    }
+    const int mr, const int nv, fc_idx kc, const T *restrict A, const T *restrict B, fc_idx ldb,
+    const fc_idx *restrict off, T *restrict C, fc_idx ldc, int accumulate, const T *bias) {
+    VEC c[MR][4];
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < nv; v++)
+            c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0} + (bias ? bias[i] : (T)0);
     for (fc_idx t = 0; t < kc; t++) {
-        const T *b = B + off[t];
-        VEC b0 = LOADU(b), b1 = LOADU(b + VL);
+        const T *b = off ? B + off[t] : B + t * ldb;
         const T *a = A + t * MR;
+        VEC bv[4];
+        for (int v = 0; v < nv; v++) bv[v] = LOADU(b + v * VL);
 #pragma GCC unroll 16
-        for (int i = 0; i < mr; i++) {
-            c0[i] += a[i] * b0;
-            c1[i] += a[i] * b1;
-        }
+        for (int i = 0; i < mr; i++)
+            for (int v = 0; v < nv; v++) c[i][v] += a[i] * bv[v];
     }
-    for (int i = 0; i < mr; i++) {
-        STOREU(C + i * ldc, c0[i]);
-        STOREU(C + i * ldc + VL, c1[i]);
-    }
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
 }
 
+#define FC_UK(m, v) FN(ukernel_body)(m, v, kc, A, B, ldb, off, C, ldc, accumulate, bias)
 #define FC_UK_CASE(m) \
-    case m: FN(ukernel_body)(m, kc, A, B, off, C, ldc, accumulate); break;
-
-static FC_TARGET void FN(ukernel)(int mr, fc_idx kc, const T *restrict A, const T *restrict B,
-                                  const fc_idx *restrict off, T *restrict C, fc_idx ldc,
-                                  int accumulate) {
-    switch (mr) {
-        FC_UK_CASE(1) FC_UK_CASE(2) FC_UK_CASE(3) FC_UK_CASE(4) FC_UK_CASE(5) FC_UK_CASE(6)
+    case m: if (nv == 1) FC_UK(m, 1); else FC_UK(m, 2); break;
+#define FC_UK_CASE4(m) \
+    case m: if (nv == 1) FC_UK(m, 1); else if (nv == 2) FC_UK(m, 2); else if (nv == 3) FC_UK(m, 3); \
+            else FC_UK(m, 4); \
+        break;
 #if MR > 6
-        FC_UK_CASE(7) FC_UK_CASE(8) FC_UK_CASE(9) FC_UK_CASE(10) FC_UK_CASE(11) FC_UK_CASE(12)
+#define FC_UK_MORE FC_UK_CASE(7) FC_UK_CASE(8) FC_UK_CASE(9) FC_UK_CASE(10) FC_UK_CASE(11) FC_UK_CASE(12)
+#else
+#define FC_UK_MORE
 #endif
-        default: break;
+#define FC_UK_SWITCH \
+    switch (mr) { \
+        FC_UK_CASE4(1) FC_UK_CASE4(2) FC_UK_CASE4(3) FC_UK_CASE4(4) FC_UK_CASE(5) FC_UK_CASE(6) \
+        FC_UK_MORE \
+        default: break; \
     }
-}
-#undef FC_UK_CASE
 
-/* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1)
- * (p1 - p0 a multiple of NR; pixels at or past P are don't-cares), where pixel p = (p / rowlen,
- * p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the wide buffer B.
+/* nv (vectors per panel) is 1 or 2, or up to 4 when mr <= 4: small row blocks need wider
+ * panels to have enough independent accumulators to hide the FMA latency. */
+static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A,
+                                  const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
+                                  int accumulate, const T *bias) {
+    const fc_idx *off = NULL;
+    FC_UK_SWITCH
+}
+
+/* The same, reading B directly from the wide buffer at the taps' offsets (no packing). */
+static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *restrict A,
+                                         const T *restrict B, const fc_idx *restrict off,
+                                         T *restrict C, fc_idx ldc, int accumulate,
+                                         const T *bias) {
+    const fc_idx ldb = 0;
+    FC_UK_SWITCH
+}
+#undef FC_UK
+#undef FC_UK_SWITCH
+#undef FC_UK_MORE
+#undef FC_UK_CASE
+#undef FC_UK_CASE4
+
+/* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1),
+ * where pixel p = (p / rowlen, p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the
+ * wide buffer B; only pixels below P are meaningful (Ct needs room up to p1 rounded up to VL).
+ * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
  * A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC; for each block and panel of
- * NR pixels the B values are first gathered into a contiguous [KC][NR] panel -- an im2col of just
- * that panel, L1-resident, with no wasted columns at row ends. The gather has no dependency
- * chain, so its cache misses overlap; the micro-kernel then streams it for every row block. */
+ * up to 4 vectors of pixels the B values are first gathered into a contiguous [KC][panel] buffer
+ * -- an im2col of just that panel, L1-resident, with no wasted columns at row ends. The gather
+ * has no dependency chain, so its cache misses overlap; the micro-kernel then streams it for
+ * every row block of A. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
-                                    fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc) {
-    enum { KC = 128, MAXSEG = NR };
+                                    fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
+                                    const T *bias) {
+    enum { KC = 128, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
-    T Bp[(KC + 1) * NR] __attribute__((aligned(64)));
-    fc_idx panel_off[KC], seg_src[MAXSEG], seg_dst[MAXSEG];
+    const int nvmax = M <= 4 ? 4 : 2;
+    T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
+    fc_idx seg_src[MAXW], seg_dst[MAXW];
+    fc_idx pend = FC_MIN(p1, P);
     if (TT == 0) {
-        for (fc_idx m = 0; m < M; m++) memset(Ct + m * ldc, 0, (size_t)(p1 - p0) * sizeof(T));
+        for (fc_idx m = 0; m < M; m++)
+            for (fc_idx p = p0; p < pend; p++) Ct[m * ldc + p - p0] = bias ? bias[m] : (T)0;
         return;
     }
-    memset(Bp, 0, sizeof Bp); /* pixels past P read this: keep them finite */
-    for (fc_idx t = 0; t < KC; t++) panel_off[t] = t * NR;
+    if (nmb == 1) {
+        /* One row block: nothing would reuse a packed panel, so read the wide buffer directly,
+         * one row segment at a time (lanes past the row end are computed, then overwritten by
+         * the next segment or land in Ct's slack: ldc >= p1 - p0 + 4*VL). */
+        for (fc_idx p = p0; p < pend;) {
+            fc_idx oh = p / rowlen, ow = p % rowlen;
+            fc_idx avail = FC_MIN(rowlen - ow, pend - p);
+            int nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(avail, (fc_idx)VL));
+            const T *b = B + oh * Wq + ow;
+            for (fc_idx t0 = 0; t0 < TT; t0 += KC)
+                FN(ukernel_direct)((int)M, nv, FC_MIN((fc_idx)KC, TT - t0), A + t0 * MR, b,
+                                   off + t0, Ct + (p - p0), ldc, t0 > 0, bias);
+            p += FC_MIN(avail, (fc_idx)nv * VL);
+        }
+        return;
+    }
+    memset(Bp, 0, sizeof Bp); /* lanes past P read this: keep them finite */
     for (fc_idx t0 = 0; t0 < TT; t0 += KC) {
         fc_idx kc = FC_MIN((fc_idx)KC, TT - t0);
-        for (fc_idx p = p0; p < p1; p += NR) {
-            /* the panel's row segments: NR pixels may span several output rows */
+        int nv;
+        for (fc_idx p = p0; p < pend; p += nv * VL) {
+            nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(pend - p, (fc_idx)VL));
+            const fc_idx w = nv * VL;
+            /* the panel's row segments: its pixels may span several output rows */
             int nseg = 0;
-            for (fc_idx q = p, d = 0; d < NR && q < P; nseg++) {
+            for (fc_idx q = p, d = 0; d < w && q < pend; nseg++) {
                 fc_idx oh = q / rowlen, ow = q % rowlen;
-                fc_idx len = FC_MIN((fc_idx)NR - d, rowlen - ow);
+                fc_idx len = FC_MIN(w - d, rowlen - ow);
                 seg_src[nseg] = oh * Wq + ow;
                 seg_dst[nseg] = d;
                 d += len;
                 q += len;
             }
-            /* full-width copies, in increasing destination order: each segment's overrun is
-             * overwritten by the next segment (or the next tap's row; Bp has a spare row) */
+            /* full-width copies in increasing destination order: each segment's overrun is
+             * overwritten by the next segment, or the next tap's row (Bp has a spare row) */
             for (fc_idx t = 0; t < kc; t++) {
                 const T *src = B + off[t0 + t];
-                T *dst = Bp + t * NR;
-                for (int sg = 0; sg < nseg; sg++) {
-                    STOREU(dst + seg_dst[sg], LOADU(src + seg_src[sg]));
-                    STOREU(dst + seg_dst[sg] + VL, LOADU(src + seg_src[sg] + VL));
-                }
+                T *dst = Bp + t * w;
+                for (int sg = 0; sg < nseg; sg++)
+                    for (int v = 0; v < nv; v++)
+                        STOREU(dst + seg_dst[sg] + v * VL, LOADU(src + seg_src[sg] + v * VL));
             }
             for (fc_idx mb = 0; mb < nmb; mb++) {
                 int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);
-                FN(ukernel)(mr, kc, A + (mb * TT + t0) * MR, Bp, panel_off,
-                            Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0);
+                FN(ukernel)(mr, nv, kc, A + (mb * TT + t0) * MR, Bp, w,
+                            Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0,
+                            bias ? bias + mb * MR : NULL);
             }
         }
     }
@@ -210,6 +252,42 @@ static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const T *restrict X,
             res[t0 + i] += s;
         }
     }
+}
+
+/* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols: VL x VL blocks transposed in registers
+ * by log2(VL) rounds of perfect-shuffle interleaves (n log n two-input shuffles), scalar edges.
+ * Strided scalar stores (one cache line per element) are what this replaces. */
+static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx rows, fc_idx cols,
+                                    T *restrict dst, fc_idx ldd) {
+    enum { n = VL };
+    typedef __typeof__((VEC){0} < (VEC){0}) MASK; /* the integer vector matching VEC */
+    MASK lo, hi;
+    for (int i = 0; i < n / 2; i++) {
+        lo[2 * i] = i;
+        lo[2 * i + 1] = i + n;
+        hi[2 * i] = i + n / 2;
+        hi[2 * i + 1] = i + n / 2 + n;
+    }
+    fc_idx r0 = 0;
+    for (; r0 + n <= rows; r0 += n) {
+        fc_idx c0 = 0;
+        for (; c0 + n <= cols; c0 += n) {
+            VEC v[n], w[n];
+            for (int i = 0; i < n; i++) v[i] = LOADU(src + (r0 + i) * lds + c0);
+            for (int stage = 1; stage < n; stage *= 2) {
+                for (int i = 0; i < n / 2; i++) {
+                    w[2 * i] = __builtin_shuffle(v[i], v[i + n / 2], lo);
+                    w[2 * i + 1] = __builtin_shuffle(v[i], v[i + n / 2], hi);
+                }
+                for (int i = 0; i < n; i++) v[i] = w[i];
+            }
+            for (int i = 0; i < n; i++) STOREU(dst + (c0 + i) * ldd + r0, v[i]);
+        }
+        for (; c0 < cols; c0++)
+            for (int i = 0; i < n; i++) dst[c0 * ldd + r0 + i] = src[(r0 + i) * lds + c0];
+    }
+    for (; r0 < rows; r0++)
+        for (fc_idx c = 0; c < cols; c++) dst[c * ldd + r0] = src[r0 * lds + c];
 }
 
 #undef VL

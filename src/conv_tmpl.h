@@ -25,11 +25,12 @@ typedef struct {
 typedef struct {
     int mr, nr, tr, vl;
     void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, T *, fc_idx);
+                      fc_idx, fc_idx, T *, fc_idx, const T *);
     void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                          fc_idx, T *);
+    void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
 } TF(fc_isa);
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
@@ -37,19 +38,22 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
     if (fc_isa_level >= FC_ISA_AVX512) {
         *t = (TF(fc_isa)){12, 2 * (int)(64 / sizeof(T)), 12, (int)(64 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
-                          FC_CAT(dw_depthwise, FC_CAT(TN, avx512))};
+                          FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
+                          FC_CAT(transpose, FC_CAT(TN, avx512))};
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
         *t = (TF(fc_isa)){6, 2 * (int)(32 / sizeof(T)), 6, (int)(32 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
-                          FC_CAT(dw_depthwise, FC_CAT(TN, avx2))};
+                          FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
+                          FC_CAT(transpose, FC_CAT(TN, avx2))};
         return;
     }
 #endif
     *t = (TF(fc_isa)){6, 2 * (int)(16 / sizeof(T)), 6, (int)(16 / sizeof(T)),
                       FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
-                      FC_CAT(dw_depthwise, FC_CAT(TN, generic))};
+                      FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
+                          FC_CAT(transpose, FC_CAT(TN, generic))};
 }
 
 /* ---------- the wide input buffer ----------
@@ -127,6 +131,33 @@ static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, con
     if (bufsize > used) memset(buf + used, 0, (size_t)(bufsize - used) * sizeof(T));
 }
 
+/* When the wide layout of channels [c0, ...) of image n is the input itself (no padding, stride
+ * 1, contiguous planes), return a pointer into x instead of building a copy -- provided the
+ * `need` elements read from there (slack for whole-vector reads included) stay inside x. */
+static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, const T *x,
+                                 const fc_idx *xs, fc_idx n, fc_idx c0, fc_idx need) {
+    fc_idx hw = g->H * g->W;
+    if (g->pt || g->pl || g->sh != 1 || g->sw != 1 || wl->Hq != g->H || wl->Wq != g->W ||
+        xs[3] != 1 || xs[2] != g->W || xs[1] != hw || xs[0] != g->C * hw)
+        return NULL;
+    fc_idx start = n * xs[0] + c0 * hw;
+    return start + need <= g->N * xs[0] ? x + start : NULL;
+}
+
+/* Prefetch channels [c0, c0 + nc) of image n (rows of W elements, any strides). */
+static void TF(fc_prefetch_channels)(const TF(fc_geom) * g, const T *x, const fc_idx *xs, fc_idx n,
+                                     fc_idx c0, fc_idx nc) {
+    const fc_idx per_line = 64 / (fc_idx)sizeof(T);
+    for (fc_idx c = c0; c < c0 + nc; c++)
+        for (fc_idx h = 0; h < g->H; h++) {
+            const T *row = x + n * xs[0] + c * xs[1] + h * xs[2];
+            if (xs[3] == 1)
+                for (fc_idx w = 0; w < g->W; w += per_line) __builtin_prefetch(row + w, 0, 2);
+            else
+                for (fc_idx w = 0; w < g->W; w++) __builtin_prefetch(row + w * xs[3], 0, 2);
+        }
+}
+
 /* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] (+ bias[m]) for the valid
  * pixels p = oh*Wq + ow (oh < OHv, ow < OWv) of [p0, p1). */
 static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx Wq,
@@ -199,7 +230,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + nr) + 64;
+    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + 4 * pl->isa.vl) + 64;
     for (fc_idx gi = 0; gi < g->G; gi++)
         for (fc_idx k = 0; k < pl->Kg; k++) {
             const T *wk = pl->w + (gi * pl->Kg + k) * pl->TT;
@@ -225,29 +256,37 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
     fc_idx gi = ng % g->G, n = ng / g->G;
-    T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Kg * pl->PB) * sizeof(T));
-    if (!buf || !Ct) return -1;
+    const T *view = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->bufsize);
+    T *buf = view ? NULL : (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    /* When no vector store can run past the plane (see gemm_tile's two modes), the tile is
+     * written straight into the output, bias as the accumulators' start value; otherwise into a
+     * scratch tile with room for the overrun, then copied. */
+    const int direct = pl->nmb > 1 ? pl->P % pl->isa.vl == 0 : g->OW % pl->isa.vl == 0;
+    fc_idx ocs = g->OH * g->OW;
+    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs;
+    const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
+    fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
+    T *Ct = direct ? out + pb * pl->PB : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
+    if ((!view && !buf) || !Ct) return -1;
     fc_workspace *ws = fc_ws();
-    if (ws->cached_call != pl->call || ws->cached_key != ng) {
+    if (!view && (ws->cached_call != pl->call || ws->cached_key != ng)) {
         TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->Cg, buf, pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
+    const T *src = view ? view : buf;
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
-    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, buf, pl->off,
-                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, pl->PB);
-    fc_idx ocs = g->OH * g->OW, len = FC_MIN(p1, pl->P) - p0;
-    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + p0;
-    for (fc_idx m = 0; m < pl->Kg; m++) {
-        const T *src = Ct + m * pl->PB;
-        T *dst = out + m * ocs;
-        if (pl->bias) {
-            T b = pl->bias[gi * pl->Kg + m];
-            for (fc_idx p = 0; p < len; p++) dst[p] = src[p] + b;
-        } else {
-            memcpy(dst, src, (size_t)len * sizeof(T));
-        }
+    /* While this tile computes, pull a share of the next image's channels towards the cache:
+     * its buffer build would otherwise stall on memory latency. */
+    if (n + 1 < g->N)
+        TF(fc_prefetch_channels)(g, pl->x, pl->xs, n + 1, gi * pl->Cg + pb * pl->Cg / pl->nPB,
+                                 (pb + 1) * pl->Cg / pl->nPB - pb * pl->Cg / pl->nPB);
+    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
+                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias);
+    if (!direct) {
+        fc_idx len = FC_MIN(p1, pl->P) - p0;
+        for (fc_idx m = 0; m < pl->Kg; m++)
+            memcpy(out + m * ocs + p0, Ct + m * ldc, (size_t)len * sizeof(T));
     }
     return 0;
 }
@@ -350,7 +389,7 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
             }
     fc_idx P = Jh * Jw;
     pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
-    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + nr) + 64;
+    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
     pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, g->N * g->G * pl->nphase, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = g->N * g->G * pl->nphase * pl->nPB;
@@ -388,7 +427,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * pl->PB) * sizeof(T));
+    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     if (!buf || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
@@ -398,11 +438,11 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, pl->PB);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc, NULL);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, pl->PB, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
                      pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw,
                      NULL);
     return 0;
@@ -472,14 +512,10 @@ static void TF(fc_transpose_dy)(const TF(fc_gw_plan) * pl, fc_idx n, fc_idx gi, 
     const TF(fc_geom) *g = &pl->g;
     fc_idx P = g->OH * g->OW;
     const T *src = pl->dy + (n * g->K + gi * pl->Kg) * P;
-    for (fc_idx p0 = 0; p0 < P; p0 += 64) {
-        fc_idx p1 = FC_MIN(P, p0 + 64);
-        for (fc_idx m = 0; m < pl->Kg; m++)
-            for (fc_idx p = p0; p < p1; p++) DYT[p * pl->ldm + m] = src[m * P + p];
-        if (pl->ldm > pl->Kg)
-            for (fc_idx p = p0; p < p1; p++)
-                memset(DYT + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
-    }
+    pl->isa.transpose(src, P, pl->Kg, P, DYT, pl->ldm);
+    if (pl->ldm > pl->Kg)
+        for (fc_idx p = 0; p < P; p++)
+            memset(DYT + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
 }
 
 static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
@@ -515,13 +551,18 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     T *Cp = pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
     int TRv = pl->isa.tr, vl = pl->isa.vl;
     for (fc_idx n = n0; n < n1; n++) {
-        TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf, pl->bufsize);
+        const T *src =
+            TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, pl->bufsize);
+        if (!src) {
+            TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf, pl->bufsize);
+            src = buf;
+        }
         TF(fc_transpose_dy)(pl, n, gi, DYT);
         for (fc_idx tb = 0; tb < Tn; tb += TRv) {
             int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
             for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
                 int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                pl->isa.dw_kernel(tr, nv, buf, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
+                pl->isa.dw_kernel(tr, nv, src, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
                                   pl->wl.Wq, Cp + tb * pl->ldm + mb, pl->ldm);
             }
         }
@@ -529,17 +570,30 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     return 0;
 }
 
-/* dw[gi*Kg + m][t] = sum over chunks, in chunk order, of partial[chunk][gi][t][m]; item = (gi, t). */
-static void TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
+/* dw[gi*Kg + m][t] = sum over chunks, in chunk order, of partial[chunk][gi][t][m].
+ * Item = (gi, block of 64 taps): the sum is formed in a [64][ldm] scratch, then transposed. */
+#ifndef FC_GW_REDUCE_TB
+#define FC_GW_REDUCE_TB 64
+#endif
+static fc_idx TF(fc_gw_reduce_items)(const TF(fc_gw_plan) * pl) {
+    return pl->g.G * FC_CEIL_DIV(pl->Cg * pl->RS, (fc_idx)FC_GW_REDUCE_TB);
+}
+
+static int TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
-    fc_idx TT = pl->Cg * pl->RS;
-    fc_idx gi = item / TT, t = item % TT;
-    for (fc_idx m = 0; m < pl->Kg; m++) {
-        T s = 0;
-        for (fc_idx ch = 0; ch < pl->nchunk; ch++)
-            s += pl->partial[((ch * g->G + gi) * TT + t) * pl->ldm + m];
-        pl->dw[(gi * pl->Kg + m) * TT + t] = s;
+    fc_idx TT = pl->Cg * pl->RS, nb = FC_CEIL_DIV(TT, (fc_idx)FC_GW_REDUCE_TB);
+    fc_idx gi = item / nb, t0 = (item % nb) * FC_GW_REDUCE_TB;
+    fc_idx nt = FC_MIN((fc_idx)FC_GW_REDUCE_TB, TT - t0);
+    T *sum = (T *)fc_ws_get(3, (size_t)(FC_GW_REDUCE_TB * pl->ldm) * sizeof(T));
+    if (!sum) return -1;
+    const T *first = pl->partial + (gi * TT + t0) * pl->ldm;
+    memcpy(sum, first, (size_t)(nt * pl->ldm) * sizeof(T));
+    for (fc_idx ch = 1; ch < pl->nchunk; ch++) {
+        const T *part = pl->partial + ((ch * g->G + gi) * TT + t0) * pl->ldm;
+        for (fc_idx i = 0; i < nt * pl->ldm; i++) sum[i] += part[i];
     }
+    pl->isa.transpose(sum, pl->ldm, nt, pl->Kg, pl->dw + gi * pl->Kg * TT + t0, TT);
+    return 0;
 }
 
 /* grad_bias[k] = sum over n, then pixels in blocks of 8 lanes, in a fixed order. */

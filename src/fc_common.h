@@ -34,6 +34,10 @@ typedef struct {
 
 static __thread fc_workspace fc_tls_ws;
 static uint64_t fc_call_counter = 0;
+/* Bytes held by all threads' workspaces, and by the current call's shared plan buffers (packed
+ * weights, offsets, partial sums): what the benchmark reports as workspace. */
+static int64_t fc_ws_bytes_total = 0;
+static int64_t fc_plan_bytes_peak = 0;
 
 static inline fc_workspace *fc_ws(void) { return &fc_tls_ws; }
 
@@ -44,11 +48,13 @@ static inline void *fc_ws_get(int slot, size_t bytes) {
         size_t want = FC_ROUND_UP(bytes + bytes / 4, 4096);
         void *p = NULL;
         free(ws->ptr[slot]);
+        __atomic_add_fetch(&fc_ws_bytes_total, -(int64_t)ws->size[slot], __ATOMIC_RELAXED);
         ws->ptr[slot] = NULL;
         ws->size[slot] = 0;
         if (posix_memalign(&p, 64, want) != 0) return NULL;
         ws->ptr[slot] = p;
         ws->size[slot] = want;
+        __atomic_add_fetch(&fc_ws_bytes_total, (int64_t)want, __ATOMIC_RELAXED);
         ws->cached_call = 0;
     }
     return ws->ptr[slot];
@@ -61,6 +67,7 @@ static inline uint64_t fc_next_call_id(void) {
 static inline void *fc_aligned_calloc(size_t bytes) {
     void *p = NULL;
     if (bytes == 0) bytes = 64;
+    __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
     if (posix_memalign(&p, 64, FC_ROUND_UP(bytes, 64)) != 0) return NULL;
     memset(p, 0, bytes);
     return p;

@@ -1,0 +1,412 @@
+"""Benchmark suite: fastconv against fastconv.reference and PyTorch (when importable), in one run.
+
+``python -m fastconv bench`` (or ``python bench/run.py``) times every case of issue 5 forward and
+forward+backward, alternating the contenders round-robin after a warm-up, and reports medians,
+GFLOP/s, the ratio to torch, fastconv's workspace per call, the fraction of this machine's measured
+fp32 FMA peak, float64 against float32, and the 1 -> N thread speed-up of the large 3x3 layers.
+It ends with the performance bar of issue 5, criterion by criterion.
+
+Machines are shared and noisy: only ratios measured in the same run mean anything.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import _kernels, functional, reference
+from ._threads import get_num_threads, set_num_threads
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # 'conv', 'max', 'avg'
+    shape: tuple  # input (N, C, H, W)
+    k: int = 0  # conv output channels
+    kernel: int = 3
+    stride: int = 1
+    pad: int = 0
+    dilation: int = 1
+    groups: int = 1
+    count_include_pad: bool = True
+
+    def conv_kwargs(self):
+        return dict(stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.groups)
+
+    def pool_kwargs(self):
+        kw = dict(kernel_size=self.kernel, stride=self.stride, padding=self.pad)
+        if self.kind == "avg":
+            kw["count_include_pad"] = self.count_include_pad
+        return kw
+
+
+CASES = [
+    Case("lenet-conv1", "conv", (64, 1, 28, 28), 6, 5),
+    Case("lenet-conv2", "conv", (64, 6, 12, 12), 16, 5),
+    Case("cifar-first", "conv", (64, 3, 32, 32), 32, 5, pad=2),
+    Case("resnet-c16", "conv", (64, 16, 32, 32), 16, 3, pad=1),
+    Case("resnet-c64", "conv", (64, 64, 32, 32), 64, 3, pad=1),
+    Case("strided", "conv", (64, 64, 32, 32), 128, 3, stride=2, pad=1),
+    Case("deep", "conv", (16, 256, 14, 14), 256, 3, pad=1),
+    Case("pointwise", "conv", (32, 256, 14, 14), 64, 1),
+    Case("alexnet-first", "conv", (8, 3, 224, 224), 96, 11, stride=4, pad=2),
+    Case("depthwise", "conv", (32, 64, 56, 56), 64, 3, pad=1, groups=64),
+    Case("dilated", "conv", (16, 64, 32, 32), 64, 3, pad=2, dilation=2),
+    Case("max-2x2-s2", "max", (64, 32, 32, 32), kernel=2, stride=2),
+    Case("max-3x3-s2-p1", "max", (32, 64, 56, 56), kernel=3, stride=2, pad=1),
+    Case("avg-2x2-s2", "avg", (64, 32, 32, 32), kernel=2, stride=2),
+    Case("avg-3x3-s1-p1-nopad", "avg", (32, 64, 28, 28), kernel=3, stride=1, pad=1,
+         count_include_pad=False),
+]
+QUICK = ("lenet-conv1", "resnet-c16", "depthwise", "max-2x2-s2", "avg-2x2-s2")
+LARGE_3X3 = ("resnet-c64", "deep", "strided")
+POOLING = ("max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad")
+
+
+# ------------------------------------------------------------------------------ the contenders
+def _fastconv_fns(case, x, w, b, impl):
+    """(forward, forward+backward) closures for fastconv (impl=functional) or its reference."""
+    if case.kind == "conv":
+        kw = case.conv_kwargs()
+
+        def fwd():
+            return impl.conv2d(x, w, b, **kw)
+
+        def fwd_bwd():
+            y = impl.conv2d(x, w, b, **kw)
+            return impl.conv2d_backward(np.ones_like(y), x, w, **kw)
+
+        return fwd, fwd_bwd
+    kw = case.pool_kwargs()
+    if case.kind == "max":
+        def fwd():
+            return impl.max_pool2d(x, **kw)
+
+        def fwd_bwd():
+            y, idx = impl.max_pool2d(x, return_indices=True, **kw)
+            return impl.max_pool2d_backward(np.ones_like(y), idx, x.shape)
+
+        return fwd, fwd_bwd
+
+    def fwd():
+        return impl.avg_pool2d(x, **kw)
+
+    def fwd_bwd():
+        y = impl.avg_pool2d(x, **kw)
+        return impl.avg_pool2d_backward(np.ones_like(y), x.shape, **kw)
+
+    return fwd, fwd_bwd
+
+
+def _torch_fns(torch, case, x, w, b):
+    F = torch.nn.functional
+    xt = torch.from_numpy(x)
+    xg = xt.clone().requires_grad_(True)
+    if case.kind == "conv":
+        kw = case.conv_kwargs()
+        wt, bt = torch.from_numpy(w), torch.from_numpy(b)
+        wg, bg = wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
+
+        def fwd():
+            with torch.no_grad():
+                return F.conv2d(xt, wt, bt, **kw)
+
+        def fwd_bwd():
+            y = F.conv2d(xg, wg, bg, **kw)
+            y.backward(torch.ones_like(y))
+            xg.grad = wg.grad = bg.grad = None
+
+        return fwd, fwd_bwd
+    kw = case.pool_kwargs()
+    op = F.max_pool2d if case.kind == "max" else F.avg_pool2d
+
+    def fwd():
+        with torch.no_grad():
+            return op(xt, **kw)
+
+    def fwd_bwd():
+        y = op(xg, **kw)
+        y.backward(torch.ones_like(y))
+        xg.grad = None
+
+    return fwd, fwd_bwd
+
+
+def _time_round_robin(fns, repeats, warmup=2):
+    """Median seconds of each closure; one call of each per round, after `warmup` rounds."""
+    times = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[name].append(dt)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _conv_flops(case, out_shape):
+    n, k, oh, ow = out_shape
+    return 2.0 * n * k * oh * ow * (case.shape[1] // case.groups) * case.kernel * case.kernel
+
+
+def _workspace_mb(fn):
+    """fastconv's workspace for one call: per-thread buffers + shared plan buffers, in MB."""
+    _kernels.workspace_bytes(reset_plan=True)
+    fn()
+    ws, plan = _kernels.workspace_bytes(reset_plan=True)
+    return (ws + plan) / 2**20
+
+
+def _batch_im2col_mb(case, out_shape, itemsize=4):
+    n, _, oh, ow = out_shape
+    return n * oh * ow * case.shape[1] * case.kernel * case.kernel * itemsize / 2**20
+
+
+# ------------------------------------------------------------------------------ one case
+@dataclass
+class Row:
+    case: str
+    kind: str
+    ms: dict = field(default_factory=dict)  # contender/pass -> median ms
+    gflops: dict = field(default_factory=dict)
+    ratio_fwd: float = float("nan")
+    ratio_fwd_bwd: float = float("nan")
+    workspace_mb: float = 0.0
+    batch_im2col_mb: float = 0.0
+    peak_fraction: float = float("nan")
+    f64_over_f32: float = float("nan")
+
+
+def run_case(case, torch, repeats, with_reference, peak, rng):
+    x = rng.standard_normal(case.shape).astype(np.float32)
+    w = b = None
+    if case.kind == "conv":
+        w = rng.standard_normal((case.k, case.shape[1] // case.groups, case.kernel, case.kernel))
+        w = (w / math.sqrt(w[0].size)).astype(np.float32)
+        b = rng.standard_normal(case.k).astype(np.float32)
+    fwd, fwd_bwd = _fastconv_fns(case, x, w, b, functional)
+    contenders = {"fastconv": (fwd, fwd_bwd)}
+    if torch is not None:
+        contenders["torch"] = _torch_fns(torch, case, x, w, b)
+    if with_reference:
+        contenders["reference"] = _fastconv_fns(case, x, w, b, reference)
+    row = Row(case.name, case.kind)
+    for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
+        fns = {name: pair[pass_index] for name, pair in contenders.items()}
+        slow = {"reference": fns.pop("reference")} if "reference" in fns else {}
+        med = _time_round_robin(fns, repeats)
+        if slow:  # the reference is 10-100x slower: fewer rounds, still in the same run
+            med.update(_time_round_robin(slow, max(1, repeats // 3), warmup=1))
+        for name, sec in med.items():
+            row.ms[f"{name} {pass_name}"] = sec * 1e3
+    out_shape = fwd().shape
+    if case.kind == "conv":
+        flops = _conv_flops(case, out_shape)
+        for key, ms in row.ms.items():
+            mult = 1 if key.endswith(" fwd") else 3
+            row.gflops[key] = mult * flops / (ms * 1e-3) / 1e9
+        row.peak_fraction = row.gflops["fastconv fwd"] / peak if peak else float("nan")
+        row.batch_im2col_mb = _batch_im2col_mb(case, out_shape)
+        x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
+        f64 = _fastconv_fns(case, x64, w64, b64, functional)[0]
+        med = _time_round_robin({"f32": fwd, "f64": f64}, max(3, repeats // 2), warmup=1)
+        row.f64_over_f32 = med["f64"] / med["f32"]
+    if torch is not None:
+        row.ratio_fwd = row.ms["fastconv fwd"] / row.ms["torch fwd"]
+        row.ratio_fwd_bwd = row.ms["fastconv fwd+bwd"] / row.ms["torch fwd+bwd"]
+    row.workspace_mb = max(_workspace_mb(fwd), _workspace_mb(fwd_bwd))
+    return row
+
+
+# ------------------------------------------------------------------------------ reporting
+def _fmt(v, spec=".2f"):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def format_table(rows, have_torch, with_reference):
+    cols = ["case", "fc fwd ms", "fc f+b ms"]
+    if have_torch:
+        cols += ["torch fwd", "torch f+b", "ratio fwd", "ratio f+b"]
+    if with_reference:
+        cols += ["ref fwd", "ref f+b"]
+    cols += ["fc GF/s", "%peak", "f64/f32", "ws MB", "im2col MB"]
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    for r in rows:
+        vals = [r.case, _fmt(r.ms["fastconv fwd"]), _fmt(r.ms["fastconv fwd+bwd"])]
+        if have_torch:
+            vals += [_fmt(r.ms["torch fwd"]), _fmt(r.ms["torch fwd+bwd"]),
+                     _fmt(r.ratio_fwd), _fmt(r.ratio_fwd_bwd)]
+        if with_reference:
+            vals += [_fmt(r.ms.get("reference fwd"), ".1f"), _fmt(r.ms.get("reference fwd+bwd"), ".1f")]
+        vals += [_fmt(r.gflops.get("fastconv fwd"), ".0f"), _fmt(100 * r.peak_fraction, ".0f"),
+                 _fmt(r.f64_over_f32), _fmt(r.workspace_mb, ".1f"),
+                 _fmt(r.batch_im2col_mb if r.kind == "conv" else None, ".0f")]
+        lines.append(" | ".join(vals))
+    return "\n".join(lines)
+
+
+def geomean(values):
+    values = [v for v in values if not math.isnan(v)]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def check_bar(rows, scaling):
+    """The criteria of issue 5 as (description, measured, passed) triples."""
+    by = {r.case: r for r in rows}
+    checks = []
+    full = len(rows) == len(CASES)
+    if full and not math.isnan(rows[0].ratio_fwd):
+        for label, attr in (("forward", "ratio_fwd"), ("forward+backward", "ratio_fwd_bwd")):
+            g = geomean([getattr(r, attr) for r in rows])
+            checks.append((f"geometric mean of fastconv/torch ({label}) <= 0.6", f"{g:.3f}", g <= 0.6))
+        worst = max(rows, key=lambda r: max(r.ratio_fwd, r.ratio_fwd_bwd))
+        w = max(worst.ratio_fwd, worst.ratio_fwd_bwd)
+        checks.append(("no case slower than 1.25x torch", f"{w:.2f} ({worst.case})", w <= 1.25))
+        for name in POOLING:
+            r = by[name]
+            m = max(r.ratio_fwd, r.ratio_fwd_bwd)
+            checks.append((f"{name}: <= 0.33x torch", f"{m:.2f}", m <= 0.33))
+        r = by["depthwise"]
+        m = max(r.ratio_fwd, r.ratio_fwd_bwd)
+        checks.append(("depthwise: <= 0.5x torch", f"{m:.2f}", m <= 0.5))
+    for name in LARGE_3X3:
+        if name in by:
+            f = by[name].peak_fraction
+            checks.append((f"{name}: forward >= 75% of FMA peak", f"{100 * f:.0f}%", f >= 0.75))
+    for name, s in scaling.items():
+        checks.append((f"{name}: 1 -> 2 thread speed-up >= 1.8x", f"{s:.2f}x", s >= 1.8))
+    convs = [r for r in rows if r.kind == "conv"]
+    if convs:
+        worst64 = max(convs, key=lambda r: r.f64_over_f32)
+        checks.append(("float64 no slower than half float32 speed (time ratio <= 2)",
+                       f"{worst64.f64_over_f32:.2f} ({worst64.case})", worst64.f64_over_f32 <= 2.0))
+        bounded = all(r.workspace_mb < 0.5 * r.batch_im2col_mb or r.workspace_mb < 64 for r in convs)
+        checks.append(("workspace bounded (well below the batch im2col)",
+                       f"max {max(r.workspace_mb for r in convs):.1f} MB", bounded))
+    return checks
+
+
+def thread_scaling(cases, threads, repeats, rng):
+    """Forward speed-up from 1 to `threads` threads for the given conv cases."""
+    result = {}
+    for case in cases:
+        x = rng.standard_normal(case.shape).astype(np.float32)
+        w = rng.standard_normal((case.k, case.shape[1] // case.groups, case.kernel, case.kernel))
+        w = w.astype(np.float32)
+        fwd = _fastconv_fns(case, x, w, None, functional)[0]
+        meds = {}
+        for t in (1, threads):
+            set_num_threads(t)
+            meds[t] = _time_round_robin({"f": fwd}, repeats)["f"]
+        set_num_threads(threads)
+        result[case.name] = meds[1] / meds[threads]
+    return result
+
+
+def machine_description(threads, peak):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {threads} threads, SIMD path "
+            f"{_kernels.get_isa()}, measured fp32 FMA peak {peak:.0f} GFLOP/s")
+
+
+# ------------------------------------------------------------------------------ CLI
+def add_arguments(parser):
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for fastconv and torch (default: OpenMP's default)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a subset ({', '.join(QUICK)}) in well under a minute")
+    parser.add_argument("--case", action="append", metavar="NAME",
+                        help="run only this case (repeatable); names: "
+                             + ", ".join(c.name for c in CASES))
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per contender (default 7, --quick 3)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
+    parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args):
+    names = [c.name for c in CASES]
+    if args.case:
+        unknown = [n for n in args.case if n not in names]
+        if unknown:
+            print(f"fastconv bench: unknown case(s) {unknown}; choose from: {', '.join(names)}")
+            return 2
+        cases = [c for c in CASES if c.name in args.case]
+    elif args.quick:
+        cases = [c for c in CASES if c.name in QUICK]
+    else:
+        cases = list(CASES)
+    if args.threads is not None:
+        if args.threads < 1:
+            print("fastconv bench: --threads must be >= 1")
+            return 2
+        set_num_threads(args.threads)
+    threads = get_num_threads()
+    repeats = args.repeats or (3 if args.quick else 7)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F811
+            torch.set_num_threads(threads)
+        except ImportError:
+            print("torch is not importable: timing fastconv against the reference only")
+    peak = _kernels.fma_peak_gflops()
+    print(machine_description(threads, peak))
+    if torch is not None:
+        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for case in cases:
+        rows.append(run_case(case, torch, repeats, not args.no_reference, peak, rng))
+        r = rows[-1]
+        print(f"  {case.name}: fastconv {r.ms['fastconv fwd']:.2f} / {r.ms['fastconv fwd+bwd']:.2f} ms"
+              + (f", ratio to torch {r.ratio_fwd:.2f} / {r.ratio_fwd_bwd:.2f}" if torch else ""),
+              flush=True)
+    scaling = {}
+    large = [c for c in cases if c.name in LARGE_3X3]
+    if large and threads > 1:
+        scaling = thread_scaling(large, threads, max(3, repeats // 2), rng)
+    print()
+    print(format_table(rows, torch is not None, not args.no_reference))
+    print()
+    if scaling:
+        print("1 -> %d thread forward speed-up: " % threads
+              + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
+    checks = check_bar(rows, scaling)
+    if checks:
+        print("\nThe performance bar (issue 5):")
+        for desc, measured, ok in checks:
+            print(f"  [{'PASS' if ok else 'FAIL'}] {desc}: {measured}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({
+                "machine": machine_description(threads, peak), "threads": threads,
+                "fma_peak_gflops": peak, "torch": getattr(torch, "__version__", None),
+                "rows": [asdict(r) for r in rows], "thread_speedup": scaling,
+                "bar": [{"criterion": d, "measured": m, "pass": ok} for d, m, ok in checks],
+            }, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastconv bench", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
