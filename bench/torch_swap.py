@@ -3,14 +3,22 @@
 LeNet-5 style (conv 1->6 5x5, relu, max 2x2, conv 6->16 5x5, relu, max 2x2, 400-120-84-10),
 batch 64 of 1x32x32, float32, cross-entropy, SGD with momentum. A step is zero_grad + forward +
 loss + backward + optimizer step. The variants share the same initial weights and are timed
-interleaved (A B C A B C ...) so that machine noise hits them alike; medians are reported.
+in rounds (5 steps of A, 5 of B, 5 of C, again ...) so that machine noise hits them alike;
+medians are reported.
 
-    python bench/torch_swap.py [--steps 40] [--batch 64] [--threads N]
+A swapped model alternates between two OpenMP runtimes (torch ships its own libgomp; fastconv uses
+the system's). libgomp's idle workers spin for a while before sleeping, so each runtime's spinning
+workers can hold the cores the other runtime's workers need. The script therefore measures every
+variant twice, each time in a fresh interpreter: with the default OMP_WAIT_POLICY and with
+OMP_WAIT_POLICY=PASSIVE (workers sleep at once; read by each runtime when it is loaded).
+
+    python bench/torch_swap.py [--steps 40] [--batch 64] [--threads N] [--policies default,passive]
 """
 import argparse
 import copy
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -87,7 +95,28 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both torch and fastconv (default: each library's own)")
+    ap.add_argument("--policies", default="default,passive",
+                    help="OMP_WAIT_POLICY values to measure, each in its own interpreter")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.child:
+        for policy in args.policies.split(","):
+            env = dict(os.environ)
+            env.pop("OMP_WAIT_POLICY", None)
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy.upper()
+            print(f"===== OMP_WAIT_POLICY={policy}", flush=True)
+            argv = [sys.executable, os.path.abspath(__file__), "--child",
+                    "--steps", str(args.steps), "--batch", str(args.batch)]
+            if args.threads:
+                argv += ["--threads", str(args.threads)]
+            subprocess.run(argv, env=env, check=True)
+            print(flush=True)
+        return
+    run(args)
+
+
+def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
         fastconv.set_num_threads(args.threads)
@@ -120,10 +149,18 @@ def main():
     for r in runners:
         r.times.clear()
         r.fwd_times.clear()
-    for _ in range(args.steps):
+    # Blocks of steps per variant, rounds over the variants: noise is shared, and the first step
+    # after a switch (the previous variant's idle OpenMP workers may still be spinning) is untimed.
+    block = 5
+    for _ in range(max(1, args.steps // block)):
         for r in runners:
             r.step()
             r.forward_only()
+            r.times.pop()
+            r.fwd_times.pop()
+            for _ in range(block):
+                r.step()
+                r.forward_only()
 
     ref = statistics.median(runners[0].times)
     ref_fwd = statistics.median(runners[0].fwd_times)

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as TF  # noqa: E402
 
+import fastconv  # noqa: E402
 import fastconv.functional  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
 from _pool_standin import use_if_missing  # noqa: E402
@@ -26,13 +27,24 @@ def seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """gradcheck makes hundreds of tiny kernel calls; on a loaded machine every multi-threaded
+    region can stall on a descheduled worker. Results are bitwise identical for any thread count,
+    so these run on one."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    yield
+    fastconv.set_num_threads(before)
+
+
 def rand(*shape, dtype=torch.float64, grad=True):
     return torch.randn(*shape, dtype=dtype).requires_grad_(grad)
 
 
 # ----------------------------------------------------------------------------- gradcheck (float64)
 CONV_CONFIGS = [  # input shape, weight shape, kwargs
-    ((2, 3, 6, 6), (4, 3, 3, 3), dict()),
+    ((2, 3, 5, 5), (3, 3, 3, 3), dict()),
     ((2, 4, 7, 6), (6, 2, 3, 2), dict(stride=2, padding=1, groups=2)),
     ((1, 3, 7, 7), (2, 3, 3, 3), dict(stride=(1, 2), padding=(2, 1), dilation=2)),
     ((2, 2, 5, 6), (3, 2, 2, 3), dict(padding="same", dilation=(2, 1))),
@@ -42,7 +54,7 @@ CONV_CONFIGS = [  # input shape, weight shape, kwargs
 
 @pytest.mark.parametrize("xs, ws, kw", CONV_CONFIGS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv2d_gradcheck(xs, ws, kw, bias):
+def test_conv2d_gradcheck(xs, ws, kw, bias, one_thread):
     x, w = rand(*xs), rand(*ws)
     b = rand(ws[0]) if bias else None
     fn = lambda x, w, b: fct.conv2d(x, w, b, **kw)  # noqa: E731
@@ -58,7 +70,7 @@ MAX_CONFIGS = [
 
 
 @pytest.mark.parametrize("kw", MAX_CONFIGS)
-def test_max_pool2d_gradcheck(kw):
+def test_max_pool2d_gradcheck(kw, one_thread):
     x = rand(2, 3, 7, 8)
     assert torch.autograd.gradcheck(lambda x: fct.max_pool2d(x, **kw), (x,))
 
@@ -72,7 +84,7 @@ AVG_CONFIGS = [
 
 
 @pytest.mark.parametrize("kw", AVG_CONFIGS)
-def test_avg_pool2d_gradcheck(kw):
+def test_avg_pool2d_gradcheck(kw, one_thread):
     x = rand(2, 3, 7, 8)
     assert torch.autograd.gradcheck(lambda x: fct.avg_pool2d(x, **kw), (x,))
 
