@@ -96,7 +96,13 @@ def _check_conv_arrays(input, weight, bias):
     return x4, unbatched, weight, bias
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _check_algorithm(algorithm):
+    if not (isinstance(algorithm, str) and algorithm in ("auto", "direct", "fft")):
+        raise ValueError(f"algorithm must be 'auto', 'direct' or 'fft', got {algorithm!r}")
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algorithm="auto"):
     r"""2-D convolution (cross-correlation) over an NCHW batch, as ``torch.nn.functional.conv2d``.
 
     Args:
@@ -110,6 +116,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         dilation: int or pair, spacing between kernel elements, >= 1. Default: 1.
         groups: int, splits the input channels and the output channels into ``groups`` blocks,
             each convolved on its own (``groups == C == K`` is a depthwise convolution). Default: 1.
+        algorithm: keyword-only; ``'direct'`` (the compiled kernels), ``'fft'`` (the convolution
+            theorem, :func:`fastconv.fft.conv2d_fft`) or ``'auto'``, which takes the FFT only
+            where its cost model (:func:`fastconv.fft.prefer_fft`) predicts it to be clearly
+            faster: large kernels (around 21x21 and up on 64x64 maps), stride 1.
+            Default: ``'auto'``.
 
     Returns:
         ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` for unbatched input), dtype of ``input``, with
@@ -117,17 +128,24 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Inputs are never modified; any memory layout (views, transposes) is accepted.
     """
+    _check_algorithm(algorithm)
+    if algorithm != "direct":
+        from . import fft  # lazy: fastconv.fft imports this module
+        if fft._wants_fft(algorithm, input, weight, stride, padding, dilation, groups):
+            return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
     x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     out = np.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), dtype=x4.dtype)
-    if out.size:
+    if out.size and weight.shape[1] == 0:  # no input channels: only the bias remains
+        out[...] = 0 if bias is None else bias[None, :, None, None]
+    elif out.size:
         _kernels.conv2d_forward(x4, np.ascontiguousarray(weight),
                                 None if bias is None else np.ascontiguousarray(bias), out, g)
     return out[0] if unbatched else out
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
-                    needs=(True, True, True)):
+                    needs=(True, True, True), *, algorithm="auto"):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Args:
@@ -138,12 +156,21 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         stride, padding, dilation, groups: as in :func:`conv2d`.
         needs: three booleans ``(input, weight, bias)``; an entry that is False is not computed
             and returned as ``None``. Default: ``(True, True, True)``.
+        algorithm: keyword-only, ``'auto'``, ``'direct'`` or ``'fft'`` as in :func:`conv2d`
+            (the FFT path is :func:`fastconv.fft.conv2d_backward_fft`). Default: ``'auto'``.
 
     Returns:
         ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
         ``(K,)``; grad_bias is ``grad_output`` summed over N, OH and OW. Each result is bitwise
         identical for any number of threads.
     """
+    _check_algorithm(algorithm)
+    if algorithm != "direct":
+        from . import fft  # lazy: fastconv.fft imports this module
+        if fft._wants_fft(algorithm, input, weight, stride, padding, dilation, groups,
+                          backward=True):
+            return fft.conv2d_backward_fft(grad_output, input, weight, stride, padding, dilation,
+                                           groups, needs)
     if len(needs) != 3:
         raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
     need_input, need_weight, need_bias = (bool(v) for v in needs)
@@ -160,13 +187,13 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     go4 = np.ascontiguousarray(go4)
     if need_input:
         grad_input = np.zeros(x4.shape, dtype=x4.dtype)
-        if grad_input.size and go4.size:
+        if grad_input.size and go4.size and weight.size:
             _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
         if unbatched:
             grad_input = grad_input[0]
     if need_weight:
         grad_weight = np.zeros(weight.shape, dtype=x4.dtype)
-        if go4.size:
+        if go4.size and weight.size:
             _kernels.conv2d_grad_weight(go4, x4, grad_weight, g)
     if need_bias:
         grad_bias = np.zeros(weight.shape[0], dtype=x4.dtype)

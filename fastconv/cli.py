@@ -10,6 +10,7 @@ import importlib
 COMMANDS = {
     "example": ("fastconv._example", "convolve a random batch and check it against the reference"),
     "bench": ("fastconv.bench", "time fastconv against the reference and PyTorch (issue 5's suite)"),
+    "filter": ("fastconv._filter_cli", "filter an image file with a classic kernel (blur, sharpen, edges)"),
 }
 
 

@@ -30,7 +30,7 @@ cdef extern from "conv_engine.h" nogil:
         const void *b
         const void *bias
         void *out
-        fc_idx nitems, nreduce
+        fc_idx nitems, nreduce, chunk
     int fc_job_prepare(fc_job *j, int nthreads)
     int fc_job_item(const fc_job *j, fc_idx i)
     int fc_job_reduce_item(const fc_job *j, fc_idx i)
@@ -102,17 +102,24 @@ cdef void _geometry(fc_job *job, Py_ssize_t *in_shape, Py_ssize_t *w_shape, obje
 
 
 cdef int _run(fc_job *job) except -1:
-    """Prepare the job, run its items in parallel (static schedule), then its reduction items."""
-    cdef fc_idx i
+    """Prepare the job, run its items in parallel, then its reduction items.
+
+    Items are independent, so the schedule cannot change any result; a dynamic schedule keeps
+    both cores busy when the machine is shared, in chunks of the items that reuse one image's
+    buffer.
+    """
+    cdef fc_idx i, chunk
     cdef int failed = 0, status
+    job.chunk = 1
     with nogil:
         status = fc_job_prepare(job, fc_get_max_threads())
+        chunk = job.chunk if job.chunk > 0 else 1
         if status == 0:
-            for i in prange(job.nitems, schedule="static"):
+            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
                 if fc_job_item(job, i) != 0:
                     failed = 1
             if not failed:
-                for i in prange(job.nreduce, schedule="static"):
+                for i in prange(job.nreduce, schedule="dynamic"):
                     if fc_job_reduce_item(job, i) != 0:
                         failed = 1
         fc_job_free(job)

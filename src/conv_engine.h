@@ -12,35 +12,41 @@
 #define ISA avx512
 #define VB 64
 #define MR 12
+#define NVW 2
 #define TR 12
 #define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #define ISA avx2
 #define VB 32
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET __attribute__((target("avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #endif
 #define ISA generic
 #define VB 16
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #include "conv_tmpl.h"
@@ -53,36 +59,42 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ISA avx512
 #define VB 64
-#define MR 12
+#define MR 6
+#define NVW 4
 #define TR 12
 #define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #define ISA avx2
 #define VB 32
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET __attribute__((target("avx2,fma")))
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #endif
 #define ISA generic
 #define VB 16
 #define MR 6
+#define NVW 2
 #define TR 6
 #define FC_TARGET
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
 #undef MR
+#undef NVW
 #undef TR
 #undef FC_TARGET
 #include "conv_tmpl.h"
@@ -106,6 +118,7 @@ typedef struct {
     const void *bias;   /* forward only, may be NULL */
     void *out;          /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
     fc_idx nitems, nreduce;
+    fc_idx chunk;       /* items handed out together: those that share one image's buffer */
     void *plan;
 } fc_job;
 
@@ -127,6 +140,7 @@ typedef struct {
             st = FC_CAT(fc_fwd_prepare, TN)(p, nthreads);                                      \
             j->nitems = p->nitems;                                                             \
             j->nreduce = 0;                                                                    \
+            j->chunk = p->nPB;                                                                 \
         } else if (j->pass == FC_PASS_GRAD_INPUT) {                                            \
             FC_CAT(fc_gin_plan, TN) *p = calloc(1, sizeof *p);                                 \
             if (!p) return -1;                                                                 \
@@ -138,6 +152,7 @@ typedef struct {
             st = FC_CAT(fc_gin_prepare, TN)(p, nthreads);                                      \
             j->nitems = p->nitems;                                                             \
             j->nreduce = 0;                                                                    \
+            j->chunk = p->nphase * p->nPB;                                                     \
         } else {                                                                               \
             FC_CAT(fc_gw_plan, TN) *p = calloc(1, sizeof *p);                                  \
             if (!p) return -1;                                                                 \
@@ -150,6 +165,7 @@ typedef struct {
             st = FC_CAT(fc_gw_prepare, TN)(p);                                                 \
             j->nitems = p->nitems;                                                             \
             j->nreduce = p->depthwise ? 0 : FC_CAT(fc_gw_reduce_items, TN)(p);                               \
+            j->chunk = 1;                                                                                    \
         }                                                                                      \
         return st;                                                                             \
     }                                                                                          \

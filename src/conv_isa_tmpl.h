@@ -1,7 +1,8 @@
 /* ISA-specific hot loops of the convolution engine, written once with GCC vector extensions and
  * compiled once per (dtype, ISA) by conv_engine.h, which defines before including this file:
  *   T (float/double), TN (f32/f64), ISA (avx512/avx2/generic), VB (vector bytes),
- *   MR (GEMM rows per micro-kernel), TR (taps per weight-gradient micro-kernel), FC_TARGET.
+ *   MR (GEMM rows per micro-kernel), NVW (vectors per pixel panel), TR (taps per
+ *   weight-gradient micro-kernel), FC_TARGET.
  * All functions here are leaf loops over caller-prepared buffers: no allocation, no threading.
  */
 #define VL ((int)(VB / sizeof(T)))
@@ -52,14 +53,19 @@ static inline __attribute__((always_inline)) void FN(ukernel_body)(
 #else
 #define FC_UK_MORE
 #endif
+#if NVW > 2
+#define FC_UK_5_6 FC_UK_CASE4(5) FC_UK_CASE4(6)
+#else
+#define FC_UK_5_6 FC_UK_CASE(5) FC_UK_CASE(6)
+#endif
 #define FC_UK_SWITCH \
     switch (mr) { \
-        FC_UK_CASE4(1) FC_UK_CASE4(2) FC_UK_CASE4(3) FC_UK_CASE4(4) FC_UK_CASE(5) FC_UK_CASE(6) \
+        FC_UK_CASE4(1) FC_UK_CASE4(2) FC_UK_CASE4(3) FC_UK_CASE4(4) FC_UK_5_6 \
         FC_UK_MORE \
         default: break; \
     }
 
-/* nv (vectors per panel) is 1 or 2, or up to 4 when mr <= 4: small row blocks need wider
+/* nv (vectors per panel) is 1 to NVW, or up to 4 when mr <= 4: small row blocks need wider
  * panels to have enough independent accumulators to hide the FMA latency. */
 static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A,
                                   const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
@@ -79,6 +85,7 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
 #undef FC_UK
 #undef FC_UK_SWITCH
 #undef FC_UK_MORE
+#undef FC_UK_5_6
 #undef FC_UK_CASE
 #undef FC_UK_CASE4
 
@@ -97,7 +104,7 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                                     const T *bias) {
     enum { KC = 128, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
-    const int nvmax = M <= 4 ? 4 : 2;
+    const int nvmax = M <= 4 ? 4 : NVW;
     T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
     fc_idx seg_src[MAXW], seg_dst[MAXW];
     fc_idx pend = FC_MIN(p1, P);

@@ -26,3 +26,33 @@ def arrays(draw, shape, dtype, layout="any"):
     elif kind == "negative" and a.ndim:
         a = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
     return a
+
+
+# ---- convolution problems with every hyper-parameter (FFT vs direct, issue 6) ----------------
+@st.composite
+def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5):
+    """A valid conv2d problem: ``dict(x=..., w=..., b=..., kwargs=dict(stride, padding,
+    dilation, groups))`` with random shapes, dtype and memory layouts (unbatched sometimes)."""
+    dtype = draw(DTYPES)
+    groups = draw(st.integers(1, 3))
+    cg = draw(st.integers(1, max(1, max_channels // groups)))
+    kg = draw(st.integers(1, max(1, max_channels // groups)))
+    n = draw(st.integers(1, 3))
+    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    same = draw(st.booleans()) and stride == (1, 1)
+    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    pads = (0, 0) if same else padding
+    # the input must hold at least one dilated kernel extent after padding
+    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
+    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
+    h = draw(st.integers(lo_h, max(lo_h, max_size)))
+    w = draw(st.integers(lo_w, max(lo_w, max_size)))
+    x = arrays(draw, (n, cg * groups, h, w), dtype)
+    if draw(st.booleans()):
+        x = x[0]  # unbatched (C, H, W)
+    weight = arrays(draw, (kg * groups, cg, r, s), dtype)
+    bias = arrays(draw, (kg * groups,), dtype) if draw(st.booleans()) else None
+    return dict(x=x, w=weight, b=bias,
+                kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
