@@ -7,12 +7,13 @@ in rounds (5 steps of A, 5 of B, 5 of C, again ...) so that machine noise hits t
 medians are reported.
 
 A swapped model alternates between two OpenMP runtimes (torch ships its own libgomp; fastconv uses
-the system's). libgomp's idle workers spin for a while before sleeping, so each runtime's spinning
-workers can hold the cores the other runtime's workers need. The script therefore measures every
-variant twice, each time in a fresh interpreter: with the default OMP_WAIT_POLICY and with
-OMP_WAIT_POLICY=PASSIVE (workers sleep at once; read by each runtime when it is loaded).
+the system's). libgomp's idle workers spin for a while before sleeping; on a machine whose cores
+are all busy, a spinning worker of one runtime can hold the core a worker of the other needs.
+``--policies default,passive`` measures every variant once per OMP_WAIT_POLICY value, each in a
+fresh interpreter (the policy is read when a runtime is loaded); PASSIVE makes workers sleep at
+once, which costs torch's own many small parallel regions far more than it saves.
 
-    python bench/torch_swap.py [--steps 40] [--batch 64] [--threads N] [--policies default,passive]
+    python bench/torch_swap.py [--steps 40] [--batch 64] [--threads N] [--policies default]
 """
 import argparse
 import copy
@@ -95,7 +96,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both torch and fastconv (default: each library's own)")
-    ap.add_argument("--policies", default="default,passive",
+    ap.add_argument("--policies", default="default",
                     help="OMP_WAIT_POLICY values to measure, each in its own interpreter")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
