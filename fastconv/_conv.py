@@ -68,6 +68,8 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
         )
     if r < 1 or s < 1:
         raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
+    if h < 1 or w < 1:  # as torch: only the batch or channel dimensions may be empty
+        raise ValueError(f"input must have non-empty spatial dimensions, got shape {tuple(input_shape)}")
     stride = positive_pair(stride, "stride")
     dilation = positive_pair(dilation, "dilation")
     pt, pb, pl, pr = _resolve_padding(padding, stride, dilation, (r, s))

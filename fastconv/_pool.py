@@ -1,17 +1,288 @@
-"""max_pool2d / avg_pool2d and their backward passes (issue 3: to be written)."""
+"""max_pool2d / avg_pool2d and their backward passes: argument rules of torch.nn.functional, then
+the compiled kernels of fastconv._pooling (src/pool_engine.h)."""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import _pooling
+from ._validation import (
+    as_bool,
+    as_float_array,
+    as_int,
+    batched,
+    nonnegative_pair,
+    pair,
+    positive_pair,
+)
 
 
-def max_pool2d(*args, **kwargs):
-    raise NotImplementedError
+class PoolGeometry(NamedTuple):
+    """Everything a pooling kernel needs besides the arrays (all pairs are (height, width))."""
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: Optional[int]
+    out_h: int
+    out_w: int
 
 
-def max_pool2d_backward(*args, **kwargs):
-    raise NotImplementedError
+def _pool_pair(value, name, kind):
+    """An int or a pair of ints (a 1-sequence counts as an int, as in torch) checked by ``kind``."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    return kind(value, name)
 
 
-def avg_pool2d(*args, **kwargs):
-    raise NotImplementedError
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """torch's ``pooling_output_shape``: with ceil_mode the last window must start inside the
+    input or the left padding, else it is dropped."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
 
 
-def avg_pool2d_backward(*args, **kwargs):
-    raise NotImplementedError
+def _empty_windows(size, kernel, stride, padding, dilation, out):
+    """Output positions (along one axis) whose dilated window holds no input element."""
+    start = np.arange(out) * stride - padding
+    first = np.where(start < 0, -(start // dilation) * dilation + start, start)  # first tap >= 0
+    first_tap = (first - start) // dilation
+    return np.flatnonzero((first_tap >= kernel) | (first >= size))
+
+
+def _check_input(input, name="input"):
+    x = as_float_array(input, name)
+    x4, unbatched = batched(x, name)
+    if 0 in x4.shape[1:]:
+        raise ValueError(f"{name} must have non-zero C, H and W (only N may be 0), got shape {x.shape}")
+    return x4, unbatched
+
+
+def _check_input_shape(input_shape):
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
+    shape = tuple(as_int(v, "input_shape") for v in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"input_shape must be (N, C, H, W) or (C, H, W), got {shape}")
+    unbatched = len(shape) == 3
+    shape4 = (1,) + shape if unbatched else shape
+    if shape4[0] < 0 or min(shape4[1:]) < 1:
+        raise ValueError(f"input_shape must have N >= 0 and C, H, W >= 1, got {shape}")
+    return shape4, unbatched
+
+
+def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
+                  count_include_pad=True, divisor_override=None, is_max=True):
+    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
+    _, _, h, w = input_shape
+    kernel = _pool_pair(kernel_size, "kernel_size", positive_pair)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride = kernel
+    else:
+        stride = _pool_pair(stride, "stride", positive_pair)
+    padding = _pool_pair(padding, "padding", nonnegative_pair)
+    dilation = _pool_pair(dilation, "dilation", positive_pair)
+    ceil_mode = as_bool(ceil_mode, "ceil_mode")
+    count_include_pad = as_bool(count_include_pad, "count_include_pad")
+    if divisor_override is not None:
+        divisor_override = as_int(divisor_override, "divisor_override")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must not be zero")
+    for p, k in zip(padding, kernel):
+        if p > k // 2:
+            raise ValueError(
+                f"padding must be at most half of kernel_size (padding <= kernel_size // 2), "
+                f"got padding={padding} and kernel_size={kernel}"
+            )
+    out = [pool_output_size(n, k, s, p, d, ceil_mode)
+           for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(
+            f"output size ({out[0]}, {out[1]}) is < 1: input {h}x{w} with padding {padding} is "
+            f"too small for a {kernel[0]}x{kernel[1]} kernel with dilation {dilation}"
+        )
+    if is_max and dilation != (1, 1):
+        for axis, (n, k, s, p, d, o) in enumerate(zip((h, w), kernel, stride, padding, dilation, out)):
+            empty = _empty_windows(n, k, s, p, d, o)
+            if empty.size:
+                raise ValueError(
+                    f"the pooling window at output {'row' if axis == 0 else 'column'} "
+                    f"{int(empty[0])} holds no input element (only padding): input {h}x{w}, "
+                    f"kernel_size={kernel}, stride={stride}, padding={padding}, "
+                    f"dilation={dilation}, ceil_mode={ceil_mode}; torch would return -inf there"
+                )
+    return PoolGeometry(kernel, stride, padding, dilation, ceil_mode, count_include_pad,
+                        divisor_override, out[0], out[1])
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    r"""2-D max pooling over an NCHW batch, as ``torch.nn.functional.max_pool2d``.
+
+    Args:
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64;
+            any memory layout (views, transposes, negative strides). N may be 0.
+        kernel_size: int or pair ``(kH, kW)``, the window size, >= 1.
+        stride: int or pair, the window step, >= 1. Default: ``None``, meaning ``kernel_size``.
+        padding: int or pair, implicit -inf padding added on both sides, at most
+            ``kernel_size // 2`` (torch's rule, checked on the undilated kernel). Default: 0.
+        dilation: int or pair, the spacing between window elements, >= 1. Default: 1.
+        ceil_mode: bool, round the output size up instead of down; the last window must then
+            still start inside the input or the left padding. Default: ``False``.
+        return_indices: bool, also return the argmax indices (for :func:`max_pool2d_backward`).
+            Default: ``False``.
+
+    Returns:
+        ``out`` of shape ``(N, C, OH, OW)`` (or ``(C, OH, OW)``), dtype of ``input``, with
+        ``OH = floor_or_ceil((H + 2*pH - dH*(kH-1) - 1) / sH) + 1`` (likewise OW); and with
+        ``return_indices``, ``(out, indices)`` where ``indices`` (int64, same shape) holds, for
+        each output, the position ``h * W + w`` of its maximum in its own ``(n, c)`` input plane.
+
+    As in torch: ties go to the first position in row-major order; a NaN in the window makes the
+    output NaN and the index that of the last NaN in row-major order; a window of only -inf
+    values reports its first in-bounds position. Results are bitwise identical to torch's CPU
+    kernel and for any number of threads. Inputs are never modified.
+
+    Windows that would contain no input element at all (possible only with ``dilation > 1``,
+    when a dilated window straddles a small input, e.g. H=1, kernel 2, dilation 2, padding 1)
+    are rejected with a ``ValueError``: torch returns -inf there, with an index outside the
+    plane (or on a neighbouring row) that no backward pass can use.
+    """
+    x4, unbatched = _check_input(input)
+    return_indices = as_bool(return_indices, "return_indices")
+    g = pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
+    shape = (x4.shape[0], x4.shape[1], g.out_h, g.out_w)
+    out = np.empty(shape, dtype=x4.dtype)
+    indices = np.empty(shape, dtype=np.int64) if return_indices else None
+    if out.size:
+        _pooling.pool2d_forward(x4, out, indices, True, g)
+    if unbatched:
+        out = out[0]
+        indices = None if indices is None else indices[0]
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    r"""Gradient of :func:`max_pool2d` with respect to its input.
+
+    Args:
+        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array, the gradient
+            of the loss with respect to the output of ``max_pool2d``; any memory layout.
+        indices: int64 array of the same shape, as returned by
+            ``max_pool2d(..., return_indices=True)``: each entry a position ``h * W + w`` inside
+            its ``(n, c)`` input plane, ``0 <= index < H * W``.
+        input_shape: the shape ``(N, C, H, W)`` (or ``(C, H, W)``) of the pooled input.
+
+    Returns:
+        ``grad_input`` of shape ``input_shape`` and dtype of ``grad_output``: each gradient added
+        to the input position its index names (summed where windows overlap). Bitwise identical
+        to torch's CPU kernel and for any number of threads.
+
+    Raises:
+        ValueError: if an index lies outside its plane (nothing is ever written out of bounds),
+            or the shapes disagree. TypeError: wrong dtypes.
+    """
+    grad_output = as_float_array(grad_output, "grad_output")
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices must be a NumPy int64 array, got {type(indices).__name__}")
+    if indices.dtype != np.int64:
+        raise TypeError(f"indices must have dtype int64, got {indices.dtype}")
+    shape4, unbatched = _check_input_shape(input_shape)
+    if grad_output.ndim != len(input_shape):
+        raise ValueError(
+            f"grad_output must be {len(input_shape)}-D like input_shape {tuple(input_shape)}, "
+            f"got shape {grad_output.shape}"
+        )
+    if indices.shape != grad_output.shape:
+        raise ValueError(
+            f"indices must have the shape of grad_output {grad_output.shape}, got {indices.shape}"
+        )
+    go4, _ = batched(grad_output, "grad_output")
+    ind4, _ = batched(indices, "indices")
+    if go4.shape[:2] != shape4[:2]:
+        raise ValueError(
+            f"grad_output shape {grad_output.shape} does not match input_shape "
+            f"{tuple(input_shape)} in N and C"
+        )
+    grad_input = np.empty(shape4, dtype=grad_output.dtype)
+    if grad_input.size:
+        if go4.size == 0:
+            grad_input.fill(0)
+        elif not _pooling.max_pool2d_backward(go4, ind4, grad_input):
+            hw = shape4[2] * shape4[3]
+            bad = ind4[(ind4 < 0) | (ind4 >= hw)]
+            raise ValueError(
+                f"indices must lie inside their {shape4[2]}x{shape4[3]} input plane "
+                f"(0 <= index < {hw}), found {int(bad[0])}"
+            )
+    return grad_input[0] if unbatched else grad_input
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    r"""2-D average pooling over an NCHW batch, as ``torch.nn.functional.avg_pool2d``.
+
+    Args:
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64;
+            any memory layout. N may be 0.
+        kernel_size: int or pair ``(kH, kW)``, the window size, >= 1.
+        stride: int or pair, the window step, >= 1. Default: ``None``, meaning ``kernel_size``.
+        padding: int or pair, implicit zero padding on both sides, at most ``kernel_size // 2``.
+            Default: 0.
+        ceil_mode: bool, round the output size up instead of down; the last window must then
+            still start inside the input or the left padding. Default: ``False``.
+        count_include_pad: bool, count the padding cells in the divisor. The part of a ceil_mode
+            window that runs past the padded input is never counted. Default: ``True``.
+        divisor_override: int (non-zero), divide every window sum by it instead. Default:
+            ``None``.
+
+    Returns:
+        ``(N, C, OH, OW)`` (or ``(C, OH, OW)``), dtype of ``input``, with
+        ``OH = floor_or_ceil((H + 2*pH - kH) / sH) + 1`` (likewise OW). Each output is the
+        window's sum, accumulated in row-major order, divided by the divisor: bitwise identical
+        to torch's CPU kernel and for any number of threads. Inputs are never modified. Every
+        window contains at least one input element (padding <= kernel_size // 2).
+    """
+    x4, unbatched = _check_input(input)
+    g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
+                      divisor_override, is_max=False)
+    out = np.empty((x4.shape[0], x4.shape[1], g.out_h, g.out_w), dtype=x4.dtype)
+    if out.size:
+        _pooling.pool2d_forward(x4, out, None, False, g)
+    return out[0] if unbatched else out
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    r"""Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Args:
+        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array, the gradient
+            of the loss with respect to the output of ``avg_pool2d``; any memory layout.
+        input_shape: the shape ``(N, C, H, W)`` (or ``(C, H, W)``) of the pooled input.
+        kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override: as given
+            to :func:`avg_pool2d`.
+
+    Returns:
+        ``grad_input`` of shape ``input_shape``: every input element receives
+        ``grad_output / divisor`` of each window containing it, summed in output row-major order
+        (torch's order; bitwise identical to torch's CPU kernel and for any number of threads).
+    """
+    grad_output = as_float_array(grad_output, "grad_output")
+    shape4, unbatched = _check_input_shape(input_shape)
+    g = pool_geometry(shape4, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
+                      divisor_override, is_max=False)
+    expected = (shape4[0], shape4[1], g.out_h, g.out_w)
+    want = expected[1:] if unbatched else expected
+    if grad_output.shape != want:
+        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    go4, _ = batched(grad_output, "grad_output")
+    grad_input = np.empty(shape4, dtype=grad_output.dtype)
+    if grad_input.size:
+        _pooling.avg_pool2d_backward(go4, grad_input, g)
+    return grad_input[0] if unbatched else grad_input

@@ -43,6 +43,13 @@ def as_int(value, name):
     return operator.index(value)
 
 
+def as_bool(value, name):
+    """A bool (Python or NumPy) or TypeError naming ``name`` (ints are not accepted, as in torch)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def pair(value, name):
     """Normalise an int or a pair of ints to a tuple ``(h, w)``; TypeError/ValueError naming ``name``."""
     if isinstance(value, (tuple, list)):

@@ -1,7 +1,7 @@
 """Benchmark suite: fastconv against fastconv.reference and PyTorch (when importable), in one run.
 
 ``python -m fastconv bench`` (or ``python bench/run.py``) times every case of issue 5 forward and
-forward+backward, alternating the contenders round-robin after a warm-up, and reports medians,
+forward+backward, alternating the contenders in blocks after a warm-up, and reports medians,
 GFLOP/s, the ratio to torch, fastconv's workspace per call, the fraction of this machine's measured
 fp32 FMA peak, float64 against float32, and the 1 -> N thread speed-up of the large 3x3 layers.
 It ends with the performance bar of issue 5, criterion by criterion.
@@ -138,16 +138,24 @@ def _torch_fns(torch, case, x, w, b):
     return fwd, fwd_bwd
 
 
-def _time_round_robin(fns, repeats, warmup=2):
-    """Median seconds of each closure; one call of each per round, after `warmup` rounds."""
+def _time_round_robin(fns, repeats, warmup=1, rounds=3):
+    """Median seconds of each closure over `repeats` timed calls, taken in `rounds` rounds; in
+    each round every contender runs a block of calls after `warmup` untimed ones.
+
+    Blocks, not single calls, alternate: torch and fastconv each bring an OpenMP runtime whose
+    idle threads spin for a while after a parallel region, and on a machine with as many cores
+    as threads, call-by-call alternation would time each runtime fighting the other's spinning.
+    """
     times = {name: [] for name in fns}
-    for r in range(warmup + repeats):
+    per_round = max(1, -(-repeats // rounds))
+    for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
+            for _ in range(warmup):
+                fn()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -203,7 +211,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
         slow = {"reference": fns.pop("reference")} if "reference" in fns else {}
         med = _time_round_robin(fns, repeats)
         if slow:  # the reference is 10-100x slower: fewer rounds, still in the same run
-            med.update(_time_round_robin(slow, max(1, repeats // 3), warmup=1))
+            med.update(_time_round_robin(slow, max(1, repeats // 3), warmup=0, rounds=1))
         for name, sec in med.items():
             row.ms[f"{name} {pass_name}"] = sec * 1e3
     out_shape = fwd().shape
@@ -216,7 +224,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
         row.batch_im2col_mb = _batch_im2col_mb(case, out_shape)
         x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
         f64 = _fastconv_fns(case, x64, w64, b64, functional)[0]
-        med = _time_round_robin({"f32": fwd, "f64": f64}, max(3, repeats // 2), warmup=1)
+        med = _time_round_robin({"f32": fwd, "f64": f64}, max(3, repeats // 2))
         row.f64_over_f32 = med["f64"] / med["f32"]
     if torch is not None:
         row.ratio_fwd = row.ms["fastconv fwd"] / row.ms["torch fwd"]

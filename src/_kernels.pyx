@@ -109,22 +109,20 @@ cdef int _run(fc_job *job) except -1:
     buffer.
     """
     cdef fc_idx i, chunk
-    cdef int failed = 0, status
+    cdef int failed = 0, status, nthreads = fc_get_max_threads()
     job.chunk = 1
     with nogil:
-        status = fc_job_prepare(job, fc_get_max_threads())
+        status = fc_job_prepare(job, nthreads)
         chunk = job.chunk if job.chunk > 0 else 1
         if status == 0:
-            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
+            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk, num_threads=nthreads):
                 if fc_job_item(job, i) != 0:
                     failed = 1
             if not failed:
-                for i in prange(job.nreduce, schedule="dynamic"):
+                for i in prange(job.nreduce, schedule="dynamic", num_threads=nthreads):
                     if fc_job_reduce_item(job, i) != 0:
                         failed = 1
         fc_job_free(job)
-    if status == -2:
-        raise ValueError("fastconv: grad_input supports strides up to 16 and kernels up to 64")
     if status != 0 or failed:
         raise MemoryError("fastconv: out of memory for a kernel workspace")
     return 0
@@ -183,8 +181,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
 def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
     """gb[k] = sum of dy[:, k], in a fixed order."""
     cdef fc_idx k, N = dy.shape[0], K = dy.shape[1], P = dy.shape[2] * dy.shape[3]
+    cdef int nthreads = fc_get_max_threads()
     with nogil:
-        for k in prange(K, schedule="static"):
+        for k in prange(K, schedule="static", num_threads=nthreads):
             if floating is float:
                 fc_grad_bias_item_f32(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
             else:

@@ -63,15 +63,10 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
  * (qh*sh + ph, qw*sw + pw), i.e. x[c][qh*sh + ph - pt][qw*sw + pw - pl] or 0 outside the image.
  * Tap (c, r, s) of output pixel p = oh*Wq + ow then sits at off[c, r, s] + p. */
 typedef struct {
-    fc_idx Hq, Wq, plane, chstride, bufsize;
+    fc_idx Hq, Wq, plane, chstride;
 } TF(fc_wide);
 
-static void TF(fc_wide_layout)(const TF(fc_geom) * g, fc_idx channels, fc_idx rows_out, int nr,
-                               fc_idx max_off, TF(fc_wide) * wl) {
-    (void)channels;
-    (void)rows_out;
-    (void)nr;
-    (void)max_off;
+static void TF(fc_wide_layout)(const TF(fc_geom) * g, TF(fc_wide) * wl) {
     fc_idx hneed = (g->OH - 1) * g->sh + (g->R - 1) * g->dh + 1;
     fc_idx wneed = (g->OW - 1) * g->sw + (g->S - 1) * g->dw + 1;
     wl->Hq = FC_CEIL_DIV(hneed, g->sh);
@@ -160,31 +155,25 @@ static void TF(fc_prefetch_channels)(const TF(fc_geom) * g, const T *x, const fc
         }
 }
 
-/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] (+ bias[m]) for the valid
- * pixels p = oh*Wq + ow (oh < OHv, ow < OWv) of [p0, p1). */
-static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx Wq,
-                             fc_idx OHv, fc_idx OWv, T *out, fc_idx ocs, fc_idx ors, fc_idx row0,
-                             fc_idx rstep, fc_idx col0, fc_idx cstep, const T *bias) {
+/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
+ * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)): a tile of one stride phase of grad_input. */
+static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
+                             fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
+                             fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
+    p1 = FC_MIN(p1, OHv * rowlen);
     for (fc_idx m = 0; m < M; m++) {
         const T *crow = Ct + m * ldc - p0;
         T *oc = out + m * ocs;
-        T b = bias ? bias[m] : (T)0;
         for (fc_idx p = p0; p < p1;) {
-            fc_idx oh = p / Wq, ow0 = p % Wq;
-            fc_idx seg_end = FC_MIN(p1, (oh + 1) * Wq);
-            if (oh >= OHv) break;
-            fc_idx ow1 = FC_MIN(OWv, seg_end - oh * Wq);
+            fc_idx oh = p / rowlen, ow0 = p % rowlen;
+            fc_idx ow1 = FC_MIN(rowlen, p1 - oh * rowlen);
             T *orow = oc + (row0 + oh * rstep) * ors + col0;
-            const T *src = crow + oh * Wq;
-            if (cstep == 1) {
-                if (bias)
-                    for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow] = src[ow] + b;
-                else if (ow1 > ow0)
-                    memcpy(orow + ow0, src + ow0, (size_t)(ow1 - ow0) * sizeof(T));
-            } else {
-                for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow] + b;
-            }
-            p = seg_end;
+            const T *src = crow + oh * rowlen;
+            if (cstep == 1)
+                memcpy(orow + ow0, src + ow0, (size_t)(ow1 - ow0) * sizeof(T));
+            else
+                for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow];
+            p = oh * rowlen + ow1;
         }
     }
 }
@@ -223,7 +212,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     fc_idx RS = g->R * g->S;
     pl->TT = pl->Cg * RS;
     pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
-    TF(fc_wide_layout)(g, pl->Cg, g->OH, nr, 0, &pl->wl);
+    TF(fc_wide_layout)(g, &pl->wl);
     pl->P = g->OH * g->OW;
     pl->Pr = FC_ROUND_UP(pl->P, nr);
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
@@ -298,12 +287,14 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
  * receives sum over taps r with (r*d) % s == phi of W[r] * dy[j - (r*d)/s]. For each phase phi
  * this is a stride-1 correlation of the padded grad_output with the taps of that phase. */
 typedef struct {
-    fc_idx ntaps, taps[64], u[64]; /* taps r of this phase and their row shifts (r*d)/s */
-    fc_idx j0, J;                  /* first phase row with a real input row, number of them */
+    fc_idx ntaps, *taps, *u; /* taps r of this phase and their row shifts (r*d)/s (R slots each) */
+    fc_idx j0, J;            /* first phase row with a real input row, number of them */
 } TF(fc_phase1d);
 
 static void TF(fc_phases_1d)(fc_idx R, fc_idx s, fc_idx d, fc_idx p, fc_idx H, fc_idx phi,
-                             TF(fc_phase1d) * ph) {
+                             TF(fc_phase1d) * ph, fc_idx *slots) {
+    ph->taps = slots;
+    ph->u = slots + R;
     ph->ntaps = 0;
     for (fc_idx r = 0; r < R; r++)
         if ((r * d) % s == phi) {
@@ -323,8 +314,9 @@ typedef struct {
     const T *w;  /* contiguous (K, Cg, R, S) */
     T *dx;       /* contiguous (N, C, H, W), zero-filled */
     fc_idx Cg, Kg, nmb, Uh, Uw, Hb, Wb, bufsize, Pr, PB, nPB, nphase, nitems;
-    TF(fc_phase1d) ph_h[16], ph_w[16];
-    fc_idx tap_start[257]; /* [phase] -> first tap of that phase in off / A */
+    TF(fc_phase1d) *ph_h, *ph_w; /* [sh], [sw] */
+    fc_idx *tap_start;           /* [phase] -> first tap of that phase in off / A; [nphase + 1] */
+    fc_idx *slots;               /* storage of the phases' tap lists */
     T *A;                  /* [G][phase taps...][nmb][Tphi][MR] */
     fc_idx *off;
     uint64_t call;
@@ -334,26 +326,33 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
     TF(fc_isa_table)(&pl->isa);
     int MRv = pl->isa.mr, nr = pl->isa.nr;
-    if (g->sh > 16 || g->sw > 16 || g->R > 64 || g->S > 64) return -2;
     pl->Cg = g->C / g->G;
+    pl->nphase = g->sh * g->sw;
+    pl->ph_h = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sh * sizeof(TF(fc_phase1d)));
+    pl->ph_w = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sw * sizeof(TF(fc_phase1d)));
+    pl->tap_start = (fc_idx *)fc_aligned_calloc((size_t)(pl->nphase + 1) * sizeof(fc_idx));
+    pl->slots = (fc_idx *)fc_aligned_calloc(
+        (size_t)(2 * (g->sh * g->R + g->sw * g->S)) * sizeof(fc_idx));
+    if (!pl->ph_h || !pl->ph_w || !pl->tap_start || !pl->slots) return -1;
     pl->Kg = g->K / g->G;
     pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->Uh = ((g->R - 1) * g->dh) / g->sh;
     pl->Uw = ((g->S - 1) * g->dw) / g->sw;
     fc_idx lastj_h = 0, lastj_w = 0, Jh = 0, Jw = 0;
     for (fc_idx a = 0; a < g->sh; a++) {
-        TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a]);
+        TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a],
+                         pl->slots + 2 * a * g->R);
         lastj_h = FC_MAX(lastj_h, pl->ph_h[a].j0 + pl->ph_h[a].J);
         Jh = FC_MAX(Jh, pl->ph_h[a].J);
     }
     for (fc_idx b = 0; b < g->sw; b++) {
-        TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b]);
+        TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b],
+                         pl->slots + 2 * (g->sh * g->R + b * g->S));
         lastj_w = FC_MAX(lastj_w, pl->ph_w[b].j0 + pl->ph_w[b].J);
         Jw = FC_MAX(Jw, pl->ph_w[b].J);
     }
     pl->Hb = pl->Uh + FC_MAX(lastj_h, g->OH) + 1;
     pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + 1;
-    pl->nphase = g->sh * g->sw;
     fc_idx RS = g->R * g->S, TTall = pl->Kg * RS;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
@@ -402,8 +401,14 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
 static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     free(pl->A);
     free(pl->off);
+    free(pl->ph_h);
+    free(pl->ph_w);
+    free(pl->tap_start);
+    free(pl->slots);
     pl->A = NULL;
     pl->off = NULL;
+    pl->ph_h = pl->ph_w = NULL;
+    pl->tap_start = pl->slots = NULL;
 }
 
 static void TF(fc_build_padded_dy)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx gi, T *buf) {
@@ -444,9 +449,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J, ww->J,
-                     pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw,
-                     NULL);
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J,
+                     pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw);
     return 0;
 }
 
@@ -474,7 +478,7 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     pl->RS = g->R * g->S;
     pl->depthwise = (pl->Cg == 1 && pl->Kg == 1);
     pl->ldm = FC_ROUND_UP(pl->Kg, vl);
-    TF(fc_wide_layout)(g, pl->Cg, g->OH, pl->isa.nr, 0, &pl->wl);
+    TF(fc_wide_layout)(g, &pl->wl);
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)(pl->Cg * pl->RS) * sizeof(fc_idx));
     if (!pl->off) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);

@@ -95,10 +95,21 @@ static inline int fc_set_isa(int requested) {
 }
 
 /* ---- OpenMP shims: the extension also builds (single-threaded) without OpenMP ---- */
+/* The thread count: the process-wide value of set_num_threads() (0 = not set), capped by the
+ * calling thread's OpenMP setting, which OMP_NUM_THREADS and threadpoolctl control. A global,
+ * because omp_set_num_threads() alone would only reach the Python thread that called it. */
+static int fc_num_threads = 0;
 #ifdef _OPENMP
 #include <omp.h>
-static inline int fc_get_max_threads(void) { return omp_get_max_threads(); }
-static inline void fc_set_num_threads(int n) { omp_set_num_threads(n); }
+static inline int fc_get_max_threads(void) {
+    int m = omp_get_max_threads();
+    int n = __atomic_load_n(&fc_num_threads, __ATOMIC_RELAXED);
+    return n > 0 && n < m ? n : m;
+}
+static inline void fc_set_num_threads(int n) {
+    __atomic_store_n(&fc_num_threads, n, __ATOMIC_RELAXED);
+    omp_set_num_threads(n); /* lets this thread go above the default, e.g. to oversubscribe */
+}
 static inline int fc_have_openmp(void) { return 1; }
 #else
 static inline int fc_get_max_threads(void) { return 1; }

@@ -9,3 +9,38 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+# ---------------------------------------------------------------- which fastconv is under test
+# `.ci/run` installs fastconv into a venv and sets FASTCONV_TEST_INSTALLED=1: the run must then
+# test that installed copy, never the source folder next to tests/ (a file missing from the wheel
+# would go unnoticed). The header of every run says which copy was imported.
+def _fastconv_location():
+    import pathlib
+
+    import fastconv
+
+    return pathlib.Path(fastconv.__file__).resolve().parent
+
+
+def pytest_report_header(config):
+    import fastconv
+    from fastconv import _kernels
+
+    return [f"fastconv {fastconv.__version__} from {_fastconv_location()} (OpenMP "
+            f"{'on' if _kernels.openmp_enabled() else 'OFF'}, {fastconv.get_num_threads()} "
+            f"threads, SIMD path {_kernels.get_isa()})"]
+
+
+def pytest_configure(config):
+    if os.environ.get("FASTCONV_TEST_INSTALLED") == "1":
+        import pathlib
+
+        import pytest
+
+        source = pathlib.Path(__file__).resolve().parent.parent / "fastconv"
+        loaded = _fastconv_location()
+        if loaded == source.resolve() or "site-packages" not in loaded.parts:
+            raise pytest.UsageError(
+                f"FASTCONV_TEST_INSTALLED=1 but fastconv was imported from {loaded}, not from an "
+                f"installed copy in site-packages: the source folder is on sys.path")

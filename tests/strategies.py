@@ -56,3 +56,253 @@ def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5):
     bias = arrays(draw, (kg * groups,), dtype) if draw(st.booleans()) else None
     return dict(x=x, w=weight, b=bias,
                 kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
+
+# --------------------------------------------------------------------------------- conv2d cases
+# Small shapes, every argument form: the properties run hundreds of examples each, so an example
+# must cost well under a millisecond of arithmetic.
+
+def conv_output_size(size, pad_lo, pad_hi, kernel, stride, dilation):
+    """torch's output-size formula, written out here independently of fastconv."""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def same_padding(kernel, dilation):
+    """(before, after) of torch's padding='same': an odd total puts the extra after."""
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+def int_or_pair(draw, h, w):
+    """``h`` as an int when both are equal (sometimes), else a tuple or a list (h, w)."""
+    if h == w and draw(st.booleans()):
+        return h
+    return draw(st.sampled_from([tuple, list]))((h, w))
+
+
+def any_layout(draw, a, readonly=True):
+    """The values of ``a`` in a layout drawn at random: C order, Fortran order, a strided slice of
+    a bigger buffer, negative strides on every axis, a transposed view, all optionally read-only."""
+    kind = draw(st.sampled_from(["c", "f", "sliced", "negative", "transposed"]))
+    if kind == "f":
+        a = np.asfortranarray(a)
+    elif kind == "sliced":
+        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, dtype=a.dtype)
+        view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+        view[...] = a
+        a = view
+    elif kind == "negative":
+        flip = tuple(slice(None, None, -1) for _ in a.shape)
+        a = np.ascontiguousarray(a[flip])[flip]
+    elif kind == "transposed" and a.ndim > 1:
+        order = draw(st.permutations(range(a.ndim)))
+        inverse = np.argsort(order)
+        a = np.ascontiguousarray(a.transpose(order)).transpose(inverse)
+    if readonly and draw(st.booleans()):
+        a.flags.writeable = False
+    return a
+
+
+def random_array(draw, shape, dtype, layout=True):
+    """A standard-normal array of ``shape`` (values from a drawn seed), in a drawn layout."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return any_layout(draw, a) if layout else a
+
+
+class ConvCase:
+    """One drawn conv2d call: arrays, keyword arguments and the expected output shape."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __repr__(self):
+        arr = lambda a: None if a is None else f"{a.dtype}{a.shape} strides={a.strides}"
+        return (f"ConvCase(x={arr(self.x)}, w={arr(self.w)}, b={arr(self.b)}, "
+                f"kwargs={self.kwargs}, out_shape={self.out_shape})")
+
+
+@st.composite
+def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_kernel=5,
+               max_stride=3, max_dilation=3, max_extra=6, layout=True, allow_unbatched=True,
+               allow_bias=True):
+    """A valid conv2d call. N may be 0; groups include depthwise (C == K == groups) and depthwise
+    with a multiplier; kernels are non-square; stride, padding and dilation are ints, pairs,
+    'valid' or 'same' (including an odd total padding); inputs may be unbatched, non-contiguous
+    or read-only. The input size is drawn from the smallest one that gives an output of >= 1."""
+    dtype = np.dtype(draw(dtypes))
+    groups = draw(st.integers(1, max_groups))
+    if draw(st.integers(0, 3)) == 0:  # depthwise, sometimes with a channel multiplier
+        cg, kg = 1, draw(st.sampled_from([1, 1, 2]))
+    else:
+        cg, kg = draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
+    c, k = cg * groups, kg * groups
+    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
+    dh, dw = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
+    pad_kind = draw(st.sampled_from(["int", "pair", "valid", "same"]))
+    if pad_kind == "same":
+        sh = sw = 1
+        pads = same_padding(r, dh) + same_padding(s, dw)
+        padding = "same"
+    elif pad_kind == "valid":
+        pads = (0, 0, 0, 0)
+        padding = "valid"
+    else:
+        ph = draw(st.integers(0, 3))
+        pw = ph if pad_kind == "int" else draw(st.integers(0, 3))
+        pads = (ph, ph, pw, pw)
+        padding = ph if pad_kind == "int" else draw(st.sampled_from([tuple, list]))((ph, pw))
+    h = max(1, dh * (r - 1) + 1 - pads[0] - pads[1]) + draw(st.integers(0, max_extra))
+    w = max(1, dw * (s - 1) + 1 - pads[2] - pads[3]) + draw(st.integers(0, max_extra))
+    oh = conv_output_size(h, pads[0], pads[1], r, sh, dh)
+    ow = conv_output_size(w, pads[2], pads[3], s, sw, dw)
+    assert oh >= 1 and ow >= 1
+    n = draw(st.integers(0, max_n))
+    unbatched = allow_unbatched and draw(st.integers(0, 4)) == 0
+    x_shape = (c, h, w) if unbatched else (n, c, h, w)
+    out_shape = (k, oh, ow) if unbatched else (n, k, oh, ow)
+    x = random_array(draw, x_shape, dtype, layout)
+    wt = random_array(draw, (k, cg, r, s), dtype, layout)
+    b = random_array(draw, (k,), dtype, layout) if allow_bias and draw(st.booleans()) else None
+    kwargs = {"stride": int_or_pair(draw, sh, sw), "padding": padding,
+              "dilation": int_or_pair(draw, dh, dw)}
+    if groups > 1 or draw(st.booleans()):
+        kwargs["groups"] = groups
+    return ConvCase(x=x, w=wt, b=b, kwargs=kwargs, out_shape=out_shape, dtype=dtype, groups=groups,
+                    pads=pads, stride=(sh, sw), dilation=(dh, dw), unbatched=unbatched)
+
+
+@st.composite
+def conv_backward_cases(draw, **kwargs):
+    """A conv_cases() draw plus a grad_output of the output's shape (any layout) and ``needs``."""
+    case = draw(conv_cases(**kwargs))
+    case.gy = random_array(draw, case.out_shape, case.dtype, kwargs.get("layout", True))
+    case.needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    return case
+
+
+
+# -------------------------------------------------------------------------------- pooling cases
+# Small planes, every argument form of max_pool2d / avg_pool2d, and value kinds that exercise the
+# tie, NaN and -inf rules. The geometry is computed here independently of fastconv.
+
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """torch's pooling_output_shape, written out independently of fastconv."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def has_empty_window(size, out, kernel, stride, padding, dilation):
+    """True when some window (along one axis) holds only padding (torch gives -inf there)."""
+    for o in range(out):
+        taps = [o * stride - padding + i * dilation for i in range(kernel)]
+        if not any(0 <= t < size for t in taps):
+            return True
+    return False
+
+
+def pool_values(draw, shape, dtype, kind):
+    """'normal' values, 'ties' (a few small integers), or 'special' (normal with NaN, -inf and
+    +inf sprinkled in, sometimes whole regions of -inf)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "ties":
+        return rng.integers(-2, 3, size=shape).astype(dtype)
+    a = rng.standard_normal(shape).astype(dtype)
+    if kind == "special":
+        u = rng.random(shape)
+        a[u < 0.25] = -np.inf
+        a[(u >= 0.25) & (u < 0.3)] = np.nan
+        a[(u >= 0.3) & (u < 0.33)] = np.inf
+        if a.ndim == 4 and a.shape[2] > 1 and draw(st.booleans()):
+            a[:, :, : a.shape[2] // 2] = -np.inf
+    return a
+
+
+def pool_layout(draw, a):
+    """The values of ``a`` in a random layout: C order, Fortran order, a strided slice, negative
+    strides, the last two axes transposed (column stride != 1), or read-only."""
+    kind = draw(st.sampled_from(["c", "f", "sliced", "negative", "transposed", "readonly"]))
+    if kind == "f":
+        a = np.asfortranarray(a)
+    elif kind == "sliced":
+        big = np.full(tuple(2 * s + 1 for s in a.shape), 7.0, dtype=a.dtype)
+        view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+        view[...] = a
+        a = view
+    elif kind == "negative":
+        flip = tuple(slice(None, None, -1) for _ in a.shape)
+        a = np.ascontiguousarray(a[flip])[flip]
+    elif kind == "transposed" and a.ndim >= 2:
+        a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+    elif kind == "readonly":
+        a = a.copy()
+        a.flags.writeable = False
+    return a
+
+
+def int_or_pair_form(draw, h, w):
+    """``(h, w)`` as an int (when equal, sometimes), a tuple, a list, or a 1-tuple."""
+    if h == w:
+        form = draw(st.sampled_from(["int", "tuple", "list", "one"]))
+        if form == "int":
+            return h
+        if form == "one":
+            return (h,)
+    return draw(st.sampled_from([tuple, list]))((h, w))
+
+
+@st.composite
+def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special"), max_kernel=4,
+               max_stride=4, max_dilation=3, max_extra=9, max_n=3, max_c=3, layout=True):
+    """A dict: ``x`` (input), ``kwargs`` (for max_pool2d / avg_pool2d), ``g`` (a gradient of the
+    output's shape, or None when the geometry is invalid), ``out_shape``, ``empty`` (max only:
+    some window holds only padding, which fastconv rejects)."""
+    dtype = draw(dtypes)
+    kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    if draw(st.booleans()):
+        kw = kh
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, max_stride), st.integers(1, max_stride))))
+    sh, sw = (kh, kw) if stride is None else stride
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    if op == "max":
+        dh, dw = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
+    else:
+        dh = dw = 1
+    ceil_mode = draw(st.booleans())
+    # an input just large enough for one window, plus a little
+    h = max(1, dh * (kh - 1) + 1 - 2 * ph) + draw(st.integers(0, max_extra))
+    w = max(1, dw * (kw - 1) + 1 - 2 * pw) + draw(st.integers(0, max_extra))
+    n, c = draw(st.integers(0, max_n)), draw(st.integers(1, max_c))
+    unbatched = draw(st.integers(0, 4)) == 0
+    shape = (c, h, w) if unbatched else (n, c, h, w)
+    kind = draw(st.sampled_from(values))
+    x = pool_values(draw, shape, dtype, kind)
+    if layout:
+        x = pool_layout(draw, x)
+    oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
+    kwargs = dict(kernel_size=int_or_pair_form(draw, kh, kw), ceil_mode=ceil_mode)
+    if stride is not None:
+        kwargs["stride"] = int_or_pair_form(draw, sh, sw)
+    if (ph, pw) != (0, 0) or draw(st.booleans()):
+        kwargs["padding"] = int_or_pair_form(draw, ph, pw)
+    if op == "max":
+        if (dh, dw) != (1, 1) or draw(st.booleans()):
+            kwargs["dilation"] = int_or_pair_form(draw, dh, dw)
+    else:
+        kwargs["count_include_pad"] = draw(st.booleans())
+        kwargs["divisor_override"] = draw(
+            st.one_of(st.none(), st.integers(-6, 9).filter(lambda v: v != 0)))
+    empty = op == "max" and (has_empty_window(h, oh, kh, sh, ph, dh)
+                             or has_empty_window(w, ow, kw, sw, pw, dw))
+    out_shape = (c, oh, ow) if unbatched else (n, c, oh, ow)
+    g = None
+    if not empty:
+        g = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(out_shape)
+        g = g.astype(dtype)
+        if layout:
+            g = pool_layout(draw, g)
+    return dict(x=x, kwargs=kwargs, g=g, out_shape=out_shape, empty=empty, kind=kind)
