@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as TF
@@ -53,14 +52,6 @@ def swap_convs_only(model):
         if type(m) in (fct.MaxPool2d, fct.AvgPool2d):
             fct.unswap_modules(m)
     return model
-
-
-def pooling_available():
-    try:
-        fastconv.max_pool2d(np.zeros((1, 1, 2, 2), np.float32), 2)
-    except NotImplementedError:
-        return False
-    return True
 
 
 class Runner:
@@ -127,12 +118,8 @@ def run(args):
     x = torch.randn(args.batch, 1, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
     runners = [Runner("torch", copy.deepcopy(base), x, y),
-               Runner("fastconv: conv only", swap_convs_only(copy.deepcopy(base)), x, y)]
-    if pooling_available():
-        runners.append(Runner("fastconv: swap_modules", fct.swap_modules(copy.deepcopy(base)), x, y))
-    else:
-        print("note: fastconv's pooling kernels are not built yet (issue 3); swap_modules would "
-              "fail on MaxPool2d, so only the convolutions are swapped.")
+               Runner("fastconv: swap_modules", fct.swap_modules(copy.deepcopy(base)), x, y),
+               Runner("fastconv: convs only", swap_convs_only(copy.deepcopy(base)), x, y)]
 
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), fastconv "
           f"{fastconv.__version__} ({fastconv.get_num_threads()} OpenMP threads), batch "

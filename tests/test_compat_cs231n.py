@@ -4,13 +4,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from _pool_standin import use_if_missing
 from fastconv.compat import cs231n as L
-
-
-@pytest.fixture(autouse=True)
-def pooling(monkeypatch):
-    return use_if_missing(monkeypatch)
 
 
 # ------------------------------------------------------------------------- naive layers (oracle)

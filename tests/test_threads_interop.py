@@ -37,6 +37,10 @@ def n_threads():
 
 def run():
     return fastconv.conv2d(x, w, padding=1)
+
+def run_pool():
+    out, idx = fastconv.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)
+    return out, fastconv.max_pool2d_backward(out, idx, x.shape)
 """
 
 
@@ -90,21 +94,23 @@ def test_threadpool_limits_in_process():
 
 @linux_only
 @needs_openmp
-def test_threadpool_limits_take_effect_in_the_kernels():
+@pytest.mark.parametrize("kernel", ["run", "run_pool"])
+def test_threadpool_limits_take_effect_in_the_kernels(kernel):
     """Team sizes seen from the thread count: limit 1 starts no worker, limit 2 one, the
-    OMP_NUM_THREADS=4 default three."""
-    out = run_script("""
+    OMP_NUM_THREADS=4 default three; for the convolution and the pooling kernels alike."""
+    out = run_script(f"""
         from threadpoolctl import threadpool_limits
         base = n_threads()
         ref = None
         deltas = []
         for limit in (1, 2, None):
             if limit is None:
-                y = run()
+                y = {kernel}()
             else:
                 with threadpool_limits(limits=limit, user_api="openmp"):
-                    y = run()
+                    y = {kernel}()
             deltas.append(n_threads() - base)
+            y = np.concatenate([np.ravel(a) for a in (y if isinstance(y, tuple) else (y,))])
             ref = y if ref is None else ref
             assert np.array_equal(y, ref)  # bitwise identical for any team size
         print(deltas)
@@ -138,7 +144,8 @@ def test_omp_num_threads_and_set_num_threads(omp, call, expect_count, expect_wor
 def test_forked_children_do_not_hang():
     """The parent runs multi-threaded kernels (its libgomp pool exists: one worker thread), then
     forks: through multiprocessing's 'fork' pool, with os.fork from the main thread, and with
-    os.fork from another thread that ran kernels too. Every child computes the same bits."""
+    os.fork from another thread that ran kernels too. Every child runs single-threaded, refuses
+    to go multi-threaded on its forking thread, and computes the same bits."""
     out = run_script("""
         import multiprocessing as mp
 
@@ -154,18 +161,30 @@ def test_forked_children_do_not_hang():
             results = pool.map(child_work, range(4))
         assert all(r == (1, ref) for r in results), [r[0] for r in results]
 
-        # 2. os.fork from the main thread, then a new thread in the child
+        # 2. os.fork from the main thread; in the child, set_num_threads on the forking thread
+        #    is refused (it would hang), while a new thread of the child can use more threads
         def fork_and_check():
             pid = os.fork()
             if pid == 0:
+                import warnings
                 ok = run().tobytes() == ref and fastconv.get_num_threads() == 1
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    fastconv.set_num_threads(2)
+                ok = ok and len(caught) == 1 and fastconv.get_num_threads() == 1
+                ok = ok and run().tobytes() == ref
                 seen = {}
-                def in_new_thread():  # a new thread has no stale pool: default count, works
-                    seen["n"] = fastconv.get_num_threads()
+                def in_new_thread():  # no stale pool on a new thread
+                    seen["before"] = fastconv.get_num_threads()
+                    fastconv.set_num_threads(2)
+                    base = n_threads()
                     seen["ok"] = run().tobytes() == ref
+                    seen["workers"] = n_threads() - base
                 t = threading.Thread(target=in_new_thread)
                 t.start(); t.join()
-                os._exit(0 if ok and seen == {"n": 2, "ok": True} else 3)
+                ok = ok and seen == {"before": 1, "ok": True, "workers": 1}
+                ok = ok and fastconv.get_num_threads() == 1 and run().tobytes() == ref
+                os._exit(0 if ok else 3)
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0, status
 

@@ -14,12 +14,6 @@ import torch.nn.functional as TF  # noqa: E402
 import fastconv  # noqa: E402
 import fastconv.functional  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
-from _pool_standin import use_if_missing  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def pooling(monkeypatch):
-    return use_if_missing(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
