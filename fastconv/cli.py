@@ -11,6 +11,7 @@ COMMANDS = {
     "example": ("fastconv._example", "convolve a random batch and check it against the reference"),
     "bench": ("fastconv.bench", "time fastconv against the reference and PyTorch (issue 5's suite)"),
     "filter": ("fastconv._filter_cli", "filter an image file with a classic kernel (blur, sharpen, edges)"),
+    "demo": ("fastconv._demo", "train the CNN of the notes on handwritten digits; draw its filters"),
 }
 
 

@@ -3,6 +3,7 @@
 Arrays are NCHW (or unbatched CHW), float32 or float64; the convolution is a cross-correlation,
 as in every deep-learning framework. Each ``*_backward`` returns the gradients that autograd would.
 """
+from ._activations import log_softmax, softmax
 from ._conv import conv2d, conv2d_backward
 from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from ._threads import get_num_threads, set_num_threads
@@ -16,4 +17,6 @@ __all__ = [
     "avg_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
+    "softmax",
+    "log_softmax",
 ]

@@ -101,6 +101,33 @@ cdef void _geometry(fc_job *job, Py_ssize_t *in_shape, Py_ssize_t *w_shape, obje
     v[14], v[15] = g.out_h, g.out_w
 
 
+# Below this many flops per thread a parallel region costs more than it saves (waking a team
+# takes microseconds, much more when the cores are shared); the result is the same either way.
+cdef double _grain = 2e6
+
+
+def get_parallel_grain():
+    """Flops (pooling: 16 per input element) a call needs per thread before it uses one more."""
+    return _grain
+
+
+def set_parallel_grain(double flops):
+    """Set the grain (0: always use every thread, as the determinism tests do); returns the old one."""
+    global _grain
+    old, _grain = _grain, max(0.0, flops)
+    return old
+
+
+cdef int _threads_for(fc_job *job) noexcept nogil:
+    cdef fc_idx *v = job.geom
+    cdef double flops = 2.0 * v[0] * v[4] * v[14] * v[15] * (v[1] // v[7]) * v[5] * v[6]
+    cdef int nthreads = fc_get_max_threads()
+    if _grain <= 0:
+        return nthreads
+    cdef double useful = flops / _grain
+    return nthreads if useful >= nthreads else (1 if useful < 1 else <int>useful)
+
+
 cdef int _run(fc_job *job) except -1:
     """Prepare the job, run its items in parallel, then its reduction items.
 
@@ -109,7 +136,7 @@ cdef int _run(fc_job *job) except -1:
     buffer.
     """
     cdef fc_idx i, chunk
-    cdef int failed = 0, status, nthreads = fc_get_max_threads()
+    cdef int failed = 0, status, nthreads = _threads_for(job)
     job.chunk = 1
     with nogil:
         status = fc_job_prepare(job, nthreads)

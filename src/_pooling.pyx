@@ -75,6 +75,11 @@ cdef int _run(fc_pool_job *job) except -1:
     has its own copy of the C globals)."""
     cdef fc_idx i
     cdef int failed = 0, status, nthreads = _kernels.get_num_threads()
+    # small planes: fewer threads (waking a team costs more than the pass; same result anyway)
+    cdef double grain = _kernels.get_parallel_grain()
+    cdef double useful = 16.0 * job.N * job.C * job.H * job.W / grain if grain > 0 else nthreads
+    if useful < nthreads:
+        nthreads = 1 if useful < 1 else <int>useful
     with nogil:
         status = fc_pool_prepare(job, nthreads)
         if status == 0:

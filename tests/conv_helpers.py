@@ -32,13 +32,16 @@ def using_isa(name):
 
 @contextlib.contextmanager
 def num_threads(n):
-    """Run the kernels with ``n`` OpenMP threads (in this Python thread), then restore."""
+    """Run the kernels with exactly ``n`` OpenMP threads, then restore: the parallel grain is
+    set to 0 so that even small test shapes are split across all ``n`` threads."""
     previous = fastconv.get_num_threads()
     fastconv.set_num_threads(n)
+    grain = _kernels.set_parallel_grain(0)
     try:
         yield
     finally:
         fastconv.set_num_threads(previous)
+        _kernels.set_parallel_grain(grain)
 
 
 def snapshot(*arrays):

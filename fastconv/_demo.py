@@ -1,0 +1,521 @@
+"""Train the CNN of the notes (Fig. 1.14: conv -> ReLU -> pool, twice, -> flatten -> fully
+connected -> softmax) on handwritten digits with fastconv's kernels, then draw what it learned.
+
+By default it trains on the 1,797 8x8 digits embedded in the package (UCI "Optical Recognition of
+Handwritten Digits", as bundled by scikit-learn; fixed stratified split of 1,438 train / 359 test
+images), offline, in a few seconds. --data DIR trains on MNIST-format IDX files instead.
+
+It shows a progress bar per epoch (batches/s, loss, ETA), prints a line per epoch (train loss,
+train accuracy over the epoch's batches, test accuracy, seconds), and writes to --out: weights.npz
+(the model, loadable with --load), filters.png (the first-layer filters, as in Fig. 1.15),
+feature_maps.png (a test digit and its feature maps after each conv layer) and training.png (loss
+and accuracy per epoch). The same --seed gives the same numbers whatever --threads is.
+
+Needs the demo extra: pip install "fastconv[demo]" (tqdm, matplotlib, Pillow).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import datasets, nn, optim
+from . import functional as F
+from ._threads import get_num_threads, set_num_threads
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
+SGD_MOMENTUM = 0.9
+CHANNELS = (16, 32)
+NUM_CLASSES = 10
+WEIGHTS_FILE = "weights.npz"
+PICTURES = ("filters.png", "feature_maps.png", "training.png")
+SMALL_IMAGE = 16
+
+
+def add_arguments(parser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "examples:\n"
+        "  fastconv demo                              # embedded 8x8 digits, defaults\n"
+        "  fastconv demo --optimizer adam --epochs 30 # Adam instead of SGD\n"
+        "  fastconv demo --data ~/mnist --epochs 3    # MNIST IDX files (gzipped or not)\n"
+        "  fastconv demo --load fastconv-demo/weights.npz   # evaluate a saved model"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=15,
+        help="passes over the training set (default: 15)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="images per optimisation step (default: 32)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="initial learning rate, decayed to 0 along a cosine over the epochs "
+        "(default: 0.05 for sgd, 0.005 for adam)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help=f"sgd (with momentum {SGD_MOMENTUM}) or adam (default: sgd)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="OpenMP threads of the kernels (default: 1 for images of at most "
+        f"{SMALL_IMAGE}x{SMALL_IMAGE} pixels, whose kernel calls are too "
+        "small to share, else all cores or OMP_NUM_THREADS); the results "
+        "do not depend on it",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights and of the shuffling (default: 0)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="train on the MNIST-format IDX files in DIR (train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+        "t10k-labels-idx1-ubyte, each optionally .gz) instead of the "
+        "embedded 8x8 digits",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="fastconv-demo",
+        help="where to write weights.npz and the pictures (default: ./fastconv-demo/)",
+    )
+    parser.add_argument(
+        "--load",
+        metavar="WEIGHTS",
+        default=None,
+        help="evaluate the model saved in WEIGHTS (a weights.npz of an earlier run) "
+        "on the test set instead of training; still draws filters.png and "
+        "feature_maps.png",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no per-epoch lines: only the final summary",
+    )
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+# -- the model -----------------------------------------------------------------------------------
+def build_model(
+    image_size,
+    in_channels=1,
+    num_classes=NUM_CLASSES,
+    channels=CHANNELS,
+    rng=None,
+    dtype=np.float32,
+):
+    """The CNN of Fig. 1.14 for ``image_size = (H, W)`` inputs: per entry of ``channels``, a 3x3
+    convolution (padding 1, size kept) -> ReLU -> 2x2 max pooling (size halved); then flatten ->
+    one fully connected layer to ``num_classes`` logits (the softmax is in the loss).
+
+    8x8 digits: 1x8x8 -> 16x4x4 -> 32x2x2 -> 128 -> 10 (6,090 parameters).
+    """
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    h, w = image_size
+    layers, c = [], in_channels
+    for k in channels:
+        if h < 2 or w < 2:
+            raise ValueError(
+                f"images of size {image_size} are too small for {len(channels)} conv/pool stages"
+            )
+        layers += [nn.Conv2d(c, k, 3, padding=1, dtype=dtype, rng=rng), nn.ReLU(), nn.MaxPool2d(2)]
+        c, h, w = k, h // 2, w // 2
+    layers += [nn.Flatten(), nn.Linear(c * h * w, num_classes, dtype=dtype, rng=rng)]
+    return nn.Sequential(*layers)
+
+
+def describe(model):
+    parts = []
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            parts.append(
+                f"conv{m.kernel_size[0]}x{m.kernel_size[1]}({m.in_channels}->{m.out_channels})"
+            )
+        elif isinstance(m, nn.MaxPool2d):
+            parts.append(f"maxpool{m.kernel_size[0]}")
+        elif isinstance(m, nn.Linear):
+            parts.append(f"linear({m.in_features}->{m.out_features})")
+        else:
+            parts.append(type(m).__name__.lower())
+    n = sum(p.data.size for p in model.parameters())
+    return " -> ".join(parts + ["softmax"]) + f"  ({n:,} parameters)"
+
+
+def predict(model, x, batch_size=500):
+    """Class predictions for the float images ``x`` (eval mode, in batches)."""
+    model.eval()
+    out = [np.argmax(model(x[i : i + batch_size]), axis=1) for i in range(0, len(x), batch_size)]
+    model.train()
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _feature_maps(model, image):
+    """``([(name, maps)], probs)``: the activations after each conv layer (after its ReLU when
+    one follows) for one ``(C, H, W)`` image, and the softmax output."""
+    x, found, layers = image[None], [], list(model)
+    model.eval()
+    for i, m in enumerate(layers):
+        x = m(x)
+        relu_next = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+        if isinstance(m, nn.ReLU) and i > 0 and isinstance(layers[i - 1], nn.Conv2d):
+            found.append((f"conv{len(found) + 1} + ReLU", x[0]))
+        elif isinstance(m, nn.Conv2d) and not relu_next:
+            found.append((f"conv{len(found) + 1}", x[0]))
+    model.train()
+    return found, F.softmax(x[0].astype(np.float64))
+
+
+def cosine_lr(lr, epoch, epochs):
+    """The learning rate of epoch ``epoch`` (0-based): torch's CosineAnnealingLR with
+    ``T_max=epochs`` and ``eta_min=0``, stepped once per epoch."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+# -- data ----------------------------------------------------------------------------------------
+def load_data(data_dir):
+    """(name, x_train, y_train, x_test, y_test) with float32 images (N, 1, H, W) in [0, 1]."""
+    if data_dir is None:
+        (xtr, ytr), (xte, yte) = datasets.load_digits("train"), datasets.load_digits("test")
+        name, top = "embedded UCI digits", datasets.DIGITS_MAX_VALUE
+    else:
+        (xtr, ytr), (xte, yte) = (
+            datasets.load_mnist(data_dir, "train"),
+            datasets.load_mnist(data_dir, "test"),
+        )
+        name, top = f"IDX files in {data_dir}", datasets.MNIST_MAX_VALUE
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise ValueError(f"train images are {xtr.shape[1:]} but test images are {xte.shape[1:]}")
+    return name, datasets.to_float(xtr, top), ytr, datasets.to_float(xte, top), yte
+
+
+# -- pictures (matplotlib's object API: no pyplot, no display needed) -----------------------------
+def _save(fig, path):
+    fig.savefig(path, dpi=120)
+
+
+def draw_filters(model, path, title):
+    from matplotlib.figure import Figure
+
+    w = next(m for m in model if isinstance(m, nn.Conv2d)).weight.data
+    k = w.shape[0]
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    fig = Figure(figsize=(1.2 * cols, 1.2 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= k:
+            continue
+        f = w[i]
+        if f.shape[0] == 3:  # an RGB filter, drawn as in Fig. 1.15
+            img = np.transpose(f, (1, 2, 0))
+            img = (img - img.min()) / max(float(np.ptp(img)), 1e-12)
+            ax.imshow(img, interpolation="nearest")
+        else:
+            m = max(float(np.abs(f[0]).max()), 1e-12)
+            ax.imshow(f[0], cmap="gray", vmin=-m, vmax=m, interpolation="nearest")
+        ax.set_title(str(i), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def draw_feature_maps(model, image, label, path):
+    from matplotlib.figure import Figure
+
+    stages, probs = _feature_maps(model, image)
+    cols = 16
+    rows_per_stage = [int(np.ceil(len(maps) / cols)) for _, maps in stages]
+    fig = Figure(figsize=(cols * 0.8, 2.2 + 0.9 * sum(rows_per_stage) + 0.4 * len(stages)))
+    subfigs = fig.subfigures(
+        1 + len(stages), 1, height_ratios=[2.2] + [0.9 * r + 0.4 for r in rows_per_stage]
+    )
+    top = subfigs[0].subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})
+    top[0].imshow(image[0], cmap="gray_r", interpolation="nearest")
+    top[0].set_axis_off()
+    pred = int(np.argmax(probs))
+    top[0].set_title(f"test digit (label {label})", fontsize=9)
+    top[1].bar(
+        range(len(probs)),
+        probs,
+        color=["tab:green" if i == pred else "tab:gray" for i in range(len(probs))],
+    )
+    top[1].set_xticks(range(len(probs)))
+    top[1].set_ylim(0, 1)
+    top[1].set_title(f"softmax output: predicted {pred} ({probs[pred]:.1%})", fontsize=9)
+    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):
+        axes = sf.subplots(r, cols, squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.set_axis_off()
+            if i < len(maps):
+                ax.imshow(maps[i], cmap="viridis", interpolation="nearest")
+        sf.suptitle(
+            f"after {name}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}", fontsize=9
+        )
+    _save(fig, path)
+
+
+def draw_training(history, path):
+    from matplotlib.figure import Figure
+
+    epochs = np.arange(1, len(history) + 1)
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# -- the command ---------------------------------------------------------------------------------
+def _missing_extras(quiet):
+    missing = []
+    for module in (["tqdm"] if not quiet else []) + ["matplotlib"]:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
+def _save_weights(model, path, meta):
+    state = model.state_dict()
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **state)
+
+
+def _load_weights(path):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--load: no such file: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--load: {path} is not a weights .npz file ({exc})") from None
+    if "__meta__" not in arrays:
+        raise ValueError(
+            f"--load: {path} has no __meta__ entry; it was not written by fastconv demo"
+        )
+    meta = json.loads(str(arrays.pop("__meta__")))
+    return meta, arrays
+
+
+def run(args):
+    missing = _missing_extras(args.quiet)
+    if missing:
+        print(
+            f"fastconv demo needs {' and '.join(missing)}: install the demo extra with\n"
+            f'    pip install "fastconv[demo]"',
+            file=sys.stderr,
+        )
+        return 2
+    previous_threads = get_num_threads()
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fastconv demo: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        set_num_threads(previous_threads)
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _say(args, *text):
+    if not args.quiet:
+        print(*text, flush=True)
+
+
+def _run(args):
+    t_start = time.perf_counter()
+    name, xtr, ytr, xte, yte = load_data(args.data)
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    elif max(xtr.shape[2:]) <= SMALL_IMAGE:
+        set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    out = {p: os.path.join(args.out, p) for p in (WEIGHTS_FILE,) + PICTURES}
+    _say(
+        args,
+        f"data: {name}: {len(xtr):,} train / {len(xte):,} test images of "
+        f"{xtr.shape[2]}x{xtr.shape[3]}; threads: {get_num_threads()}",
+    )
+
+    if args.load is not None:
+        meta, state = _load_weights(args.load)
+        model = build_model(
+            tuple(meta["image_size"]),
+            meta["in_channels"],
+            meta["num_classes"],
+            tuple(meta["channels"]),
+            rng=0,
+        )
+        if tuple(meta["image_size"]) != xte.shape[2:]:
+            raise ValueError(
+                f"--load: the model in {args.load} is for {tuple(meta['image_size'])} "
+                f"images but the data has {xte.shape[2:]} images"
+            )
+        model.load_state_dict(state)
+        _say(args, f"model: {describe(model)}, loaded from {args.load}")
+        correct = int(np.sum(predict(model, xte) == yte))
+        _draw_model_pictures(model, xte, yte, out)
+        print(
+            f"test accuracy {correct / len(yte):.2%} ({correct}/{len(yte)}) of {args.load} "
+            f"in {time.perf_counter() - t_start:.1f} s; wrote {out['filters.png']}, "
+            f"{out['feature_maps.png']}"
+        )
+        return 0
+
+    rng = np.random.default_rng(args.seed)
+    model = build_model(xtr.shape[2:], xtr.shape[1], NUM_CLASSES, CHANNELS, rng=rng)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    if args.optimizer == "adam":
+        opt = optim.Adam(model.parameters(), lr=lr)
+    else:
+        opt = optim.SGD(model.parameters(), lr=lr, momentum=SGD_MOMENTUM)
+    loss_fn = nn.CrossEntropyLoss()
+    _say(args, f"model: {describe(model)}")
+    what = f"sgd (momentum {SGD_MOMENTUM})" if args.optimizer == "sgd" else "adam"
+    _say(
+        args,
+        f"training: {_plural(args.epochs, 'epoch')}, batch {args.batch_size}, {what}, lr {lr:g} "
+        f"with cosine decay, seed {args.seed}",
+    )
+    if not args.quiet:
+        from tqdm import tqdm
+
+    n, bs = len(xtr), args.batch_size
+    n_batches = -(-n // bs)
+    history = []
+    t_train = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.perf_counter()
+        opt.lr = cosine_lr(lr, epoch - 1, args.epochs)
+        order = rng.permutation(n)
+        bar = (
+            None
+            if args.quiet
+            else tqdm(
+                total=n_batches,
+                desc=f"epoch {epoch}/{args.epochs}",
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+        )
+        loss_sum, correct = 0.0, 0
+        for b in range(n_batches):
+            idx = order[b * bs : (b + 1) * bs]
+            xb, yb = xtr[idx], ytr[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_sum / min((b + 1) * bs, n):.4f}", refresh=False)
+                bar.update()
+        if bar is not None:
+            bar.close()
+        test_acc = float(np.mean(predict(model, xte) == yte))
+        secs = time.perf_counter() - t0
+        history.append(
+            dict(
+                epoch=epoch,
+                train_loss=loss_sum / n,
+                train_acc=correct / n,
+                test_acc=test_acc,
+                seconds=secs,
+            )
+        )
+        _say(
+            args,
+            f"epoch {epoch:>{len(str(args.epochs))}}/{args.epochs}  "
+            f"train loss {loss_sum / n:.4f}  train acc {correct / n:7.2%}  "
+            f"test acc {test_acc:7.2%}  {secs:5.2f} s",
+        )
+    train_secs = time.perf_counter() - t_train
+
+    meta = dict(
+        image_size=list(xtr.shape[2:]),
+        in_channels=int(xtr.shape[1]),
+        num_classes=NUM_CLASSES,
+        channels=list(CHANNELS),
+        data=name,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=bs,
+        optimizer=args.optimizer,
+        lr=lr,
+    )
+    _save_weights(model, out[WEIGHTS_FILE], meta)
+    _draw_model_pictures(model, xte, yte, out)
+    draw_training(history, out["training.png"])
+    correct = int(round(history[-1]["test_acc"] * len(yte))) if history else 0
+    per_epoch = train_secs / max(args.epochs, 1)
+    print(
+        f"test accuracy {correct / max(len(yte), 1):.2%} ({correct}/{len(yte)}) after "
+        f"{_plural(args.epochs, 'epoch')}; training {train_secs:.1f} s ({per_epoch:.2f} s/epoch), "
+        f"total {time.perf_counter() - t_start:.1f} s"
+    )
+    print(f"wrote {', '.join(out[p] for p in (WEIGHTS_FILE,) + PICTURES)}")
+    return 0
+
+
+def _draw_model_pictures(model, xte, yte, out):
+    k = next(m for m in model if isinstance(m, nn.Conv2d))
+    draw_filters(
+        model,
+        out["filters.png"],
+        f"first-layer filters: {k.out_channels} of {k.kernel_size[0]}x{k.kernel_size[1]}\n"
+        "(grey = 0, darker = negative, lighter = positive weights)",
+    )
+    draw_feature_maps(model, xte[0], int(yte[0]), out["feature_maps.png"])

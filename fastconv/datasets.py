@@ -1,0 +1,193 @@
+"""Data for the demo: the embedded 8x8 digits, and a reader for MNIST-format IDX files.
+
+The embedded set, ``fastconv/data/digits.npz`` (46 KB), holds the 1,797 8x8 handwritten digits of
+the UCI "Optical Recognition of Handwritten Digits" data set (E. Alpaydin and C. Kaynak, 1998;
+licence CC BY 4.0), exactly as scikit-learn bundles them (``sklearn/datasets/data/digits.csv.gz``):
+pixel values 0..16 (each pixel counts the "on" pixels of a 4x4 block of a 32x32 bitmap), labels
+0..9. It was converted once by ``tools/make_digits_npz.py``, which also drew the fixed stratified
+split stored in the file (20 % of each class is the test set: 359 test, 1,438 train images).
+
+Every loader returns ``(images, labels)``: ``images`` a uint8 array ``(N, H, W)``, ``labels`` an
+int64 array ``(N,)``. Scale the images to floats with :func:`to_float`.
+"""
+
+import gzip
+import os
+from importlib import resources
+
+import numpy as np
+
+DIGITS_MAX_VALUE = 16
+MNIST_MAX_VALUE = 255
+
+# The four standard MNIST file names; each may also be gzipped (name + ".gz").
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# IDX type codes (third byte of the magic number) -> big-endian dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _check_split(split):
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+
+
+def load_digits(split="train"):
+    """The embedded 8x8 digits: ``(images, labels)`` of the fixed stratified split.
+
+    Args:
+        split: ``'train'`` (1,438 images), ``'test'`` (359) or ``'all'`` (1,797, file order).
+
+    Returns:
+        ``images``: uint8 ``(N, 8, 8)`` with values 0..16 (:data:`DIGITS_MAX_VALUE`);
+        ``labels``: int64 ``(N,)`` with values 0..9.
+    """
+    _check_split(split)
+    with resources.files("fastconv").joinpath("data/digits.npz").open("rb") as f:
+        with np.load(f, allow_pickle=False) as npz:
+            images, labels, test_index = npz["images"], npz["labels"], npz["test_index"]
+    labels = labels.astype(np.int64)
+    if split == "all":
+        return images, labels
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_index] = True
+    keep = is_test if split == "test" else ~is_test
+    return images[keep], labels[keep]
+
+
+def _open_maybe_gzipped(path):
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def read_idx(path):
+    """Read one IDX file (the MNIST format), gzipped or not (detected from its first bytes).
+
+    Returns:
+        An ndarray of the shape and type the header declares (uint8 for MNIST), native byte order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an IDX file (bad magic number or type code), or truncated (fewer bytes
+            than the header declares, including a cut gzip stream), or with trailing bytes.
+    """
+    path = os.fspath(path)
+    try:
+        with _open_maybe_gzipped(path) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"IDX file not found: {path}") from None
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:  # cut or corrupt gzip stream
+        raise ValueError(f"{path}: truncated or corrupt gzip data ({exc})") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, not even a 4-byte header")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"{path}: not an IDX file (magic number bytes {raw[:4].hex(' ')}; expected "
+            "00 00 <type code> <ndim>, e.g. 00 00 08 03 for MNIST images)"
+        )
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(
+            f"{path}: truncated IDX file: header of {ndim} dimensions needs "
+            f"{header} bytes, file has {len(raw)}"
+        )
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) < expected:
+        raise ValueError(
+            f"{path}: truncated IDX file: shape {shape} needs {expected} bytes, file has {len(raw)}"
+        )
+    if len(raw) > expected:
+        raise ValueError(
+            f"{path}: {len(raw) - expected} unexpected bytes after the data of "
+            f"shape {shape} (not a valid IDX file)"
+        )
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _find(directory, name):
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"MNIST file {name!r} (or {name + '.gz'!r}) not found in {directory!r}; the directory "
+        f"must hold the four standard files: "
+        f"{', '.join(n for p in MNIST_FILES.values() for n in p)}"
+    )
+
+
+def load_mnist(directory, split="train"):
+    """MNIST (or any data set in its format, e.g. Fashion-MNIST) from the four IDX files.
+
+    Args:
+        directory: the folder holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+            ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each possibly ``.gz``.
+        split: ``'train'``, ``'test'`` or ``'all'`` (train then test).
+
+    Returns:
+        ``images``: uint8 ``(N, H, W)`` (28x28 for MNIST) with values 0..255;
+        ``labels``: int64 ``(N,)`` with values 0..9.
+
+    Raises:
+        FileNotFoundError for a missing file; ValueError for a truncated file, an image file that
+        is not 3-D uint8, a label file that is not 1-D uint8 (e.g. the two swapped), label values
+        outside 0..9, or image and label files of different lengths.
+    """
+    _check_split(split)
+    if split == "all":
+        parts = [load_mnist(directory, s) for s in ("train", "test")]
+        if parts[0][0].shape[1:] != parts[1][0].shape[1:]:
+            raise ValueError(
+                f"{directory}: train images are {parts[0][0].shape[1:]} but test "
+                f"images are {parts[1][0].shape[1:]}"
+            )
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"MNIST directory not found: {directory!r}")
+    image_path, label_path = (_find(directory, n) for n in MNIST_FILES[split])
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{image_path}: expected an image file (3-D uint8, IDX magic 00 00 08 03), "
+            f"got a {images.ndim}-D {images.dtype} array of shape {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise ValueError(
+            f"{label_path}: expected a label file (1-D uint8, IDX magic 00 00 08 01), "
+            f"got a {labels.ndim}-D {labels.dtype} array of shape {labels.shape}"
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels"
+        )
+    if labels.size and labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise ValueError(
+            f"{label_path}: label {int(labels[bad])} at position {bad} is not a digit 0..9"
+        )
+    return images, labels.astype(np.int64)
+
+
+def to_float(images, max_value, dtype=np.float32):
+    """uint8 images ``(N, H, W)`` -> ``(N, 1, H, W)`` floats in [0, 1] (divided by
+    ``max_value``)."""
+    dtype = np.dtype(dtype)
+    out = np.asarray(images).astype(dtype)
+    out /= dtype.type(max_value)
+    return out[:, None, :, :]

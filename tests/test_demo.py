@@ -1,0 +1,177 @@
+"""`fastconv demo` end to end (in-process, short runs): files written, --load, --quiet, --data,
+the same numbers for any --threads, clear errors, and the default run's accuracy."""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_datasets import fake_mnist
+
+import fastconv
+from fastconv import _demo, cli
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TIMING = re.compile(r"\d+\.\d+ s(/epoch)?|[\d.]+ s\)|total [\d.]+ s")
+
+
+def demo(*argv):
+    parser = argparse.ArgumentParser(prog="fastconv demo")
+    _demo.add_arguments(parser)
+    return _demo.run(parser.parse_args([str(a) for a in argv]))
+
+
+def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert demo("--epochs", 1, "--batch-size", 64, "--out", out) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "embedded UCI digits: 1,438 train / 359 test images of 8x8; threads: 1" in stdout
+    assert "conv3x3(1->16) -> relu -> maxpool2 -> conv3x3(16->32)" in stdout
+    assert re.search(
+        r"epoch 1/1  train loss \d\.\d{4}  train acc +\d+\.\d\d%  test acc +\d+\.\d\d%", stdout
+    )
+    assert re.search(r"test accuracy \d+\.\d\d% \(\d+/359\) after 1 epoch;", stdout)
+    assert "epoch 1/1:" in stderr and "batch/s" in stderr  # the tqdm bar
+    for name in ("filters.png", "feature_maps.png", "training.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, name
+    with np.load(out / "weights.npz") as npz:
+        assert sorted(npz.files) == sorted(
+            ["__meta__", "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"]
+        )
+        assert npz["0.weight"].shape == (16, 1, 3, 3) and npz["7.weight"].shape == (10, 128)
+
+    # --load evaluates the saved model: the same test accuracy as the run's last epoch
+    acc = re.search(r"test accuracy (\d+\.\d\d%) \((\d+)/359\)", stdout).group(1, 2)
+    assert demo("--load", out / "weights.npz", "--out", tmp_path / "eval") == 0
+    stdout = capsys.readouterr().out
+    assert f"test accuracy {acc[0]} ({acc[1]}/359) of {out / 'weights.npz'}" in stdout
+    assert (tmp_path / "eval" / "filters.png").exists()
+
+
+def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys):
+    runs = []
+    for threads in (1, 2):
+        before = fastconv.get_num_threads()
+        out = tmp_path / f"t{threads}"
+        assert (
+            demo(
+                "--epochs",
+                1,
+                "--batch-size",
+                128,
+                "--seed",
+                5,
+                "--threads",
+                threads,
+                "--optimizer",
+                "adam",
+                "--out",
+                out,
+            )
+            == 0
+        )
+        assert fastconv.get_num_threads() == before  # restored
+        text = capsys.readouterr().out
+        assert f"threads: {threads}" in text
+        with np.load(out / "weights.npz") as npz:
+            text = text.replace(f"threads: {threads}", "").replace(str(out), "OUT")
+            runs.append((TIMING.sub("", text), {k: npz[k] for k in npz.files}))
+    assert runs[0][0] == runs[1][0]
+    for k, v in runs[0][1].items():
+        assert np.array_equal(v, runs[1][1][k]), k  # bitwise
+
+
+def test_quiet_prints_only_the_summary(tmp_path, capsys):
+    assert demo("--epochs", 1, "--batch-size", 256, "--quiet", "--out", tmp_path) == 0
+    stdout, stderr = capsys.readouterr()
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("test accuracy") and lines[1].startswith("wrote")
+    assert stderr == ""
+
+
+def test_mnist_format_data_dir(tmp_path, capsys):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    fake_mnist(data, n_train=64, n_test=16, size=(12, 12), gz=True)
+    assert demo("--data", data, "--epochs", 1, "--out", tmp_path / "out", "--quiet") == 0
+    assert re.search(r"test accuracy [\d.]+% \(\d+/16\)", capsys.readouterr().out)
+    with np.load(tmp_path / "out" / "weights.npz") as npz:
+        assert npz["7.weight"].shape == (10, 32 * 3 * 3)
+    # the 12x12 model cannot evaluate the 8x8 digits
+    assert demo("--load", tmp_path / "out" / "weights.npz", "--out", tmp_path / "e") == 1
+    assert "is for (12, 12) images but the data has (8, 8)" in capsys.readouterr().err
+
+
+def test_errors(tmp_path, capsys):
+    assert demo("--data", tmp_path / "nowhere", "--out", tmp_path) == 1
+    assert "fastconv demo: error: MNIST directory not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros(3))
+    assert demo("--load", bad, "--out", tmp_path) == 1
+    assert "has no __meta__ entry" in capsys.readouterr().err
+    assert demo("--load", tmp_path / "missing.npz", "--out", tmp_path) == 1
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo("--epochs", 0)
+    assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_missing_extras_message(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    assert demo("--out", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "needs tqdm" in err and 'pip install "fastconv[demo]"' in err
+
+
+def test_registered_with_help():
+    assert cli.COMMANDS["demo"][0] == "fastconv._demo"
+    parser = argparse.ArgumentParser(prog="fastconv demo", description=_demo.__doc__)
+    _demo.add_arguments(parser)
+    text = parser.format_help()
+    for option in (
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--optimizer",
+        "--threads",
+        "--seed",
+        "--data",
+        "--out",
+        "--quiet",
+        "--load",
+        "pip install",
+    ):
+        assert option in text
+
+
+def test_console_help(tmp_path):
+    """`python -m fastconv demo --help`, run on the copy of fastconv under test, from elsewhere."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_parent)
+    for argv in (["--help"], ["demo", "--help"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "fastconv", *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            env=env,
+        ).stdout
+        assert "demo" in out
+    assert "--optimizer" in out and "Fig. 1.14" in out and 'pip install "fastconv[demo]"' in out
+
+
+def test_default_run_reaches_97_percent(tmp_path, capsys):
+    """The main job: default options on the embedded digits, >= 97 % test accuracy in < 60 s."""
+    assert demo("--out", tmp_path, "--quiet") == 0
+    stdout = capsys.readouterr().out
+    m = re.search(r"test accuracy (\d+\.\d\d)% .*after 15 epochs.*total ([\d.]+) s", stdout)
+    assert m, stdout
+    assert float(m.group(1)) >= 97.0 and float(m.group(2)) < 60, stdout

@@ -1,0 +1,475 @@
+"""fastconv.nn: finite-difference gradient checks of every layer and the loss (float64), one
+training step against torch (same weights, same batch), state_dict round-trips, init, errors."""
+
+import numpy as np
+import pytest
+
+import fastconv
+import fastconv.functional as F
+from fastconv import nn, optim
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: these calls are tiny and the machine is shared (that results do not depend on
+    the thread count is tested by the kernels' own tests, and by test_demo)."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    yield
+    fastconv.set_num_threads(before)
+
+
+# -- finite differences --------------------------------------------------------------------------
+def numeric_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f() with respect to every element of x (in place)."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def check_module_grads(module, x, before_forward=lambda: None, rtol=1e-6, atol=1e-8, seed=0):
+    """d sum(module(x) * g) / d(x, parameters) by backward() == by finite differences."""
+    x = x.astype(np.float64)
+    before_forward()
+    out = module(x)
+    g = np.random.default_rng(seed).standard_normal(out.shape)
+    module.zero_grad()
+    gx = module.backward(g)
+    assert gx.shape == x.shape and gx.dtype == np.float64
+
+    def loss():
+        before_forward()
+        return float(np.sum(module(x) * g))
+
+    np.testing.assert_allclose(gx, numeric_grad(loss, x), rtol=rtol, atol=atol)
+    for name, p in module.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.data.shape and p.grad.dtype == np.float64
+        np.testing.assert_allclose(
+            p.grad, numeric_grad(loss, p.data), rtol=rtol, atol=atol, err_msg=name
+        )
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(in_channels=3, out_channels=4, kernel_size=3), (2, 3, 6, 5)),
+        (dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, stride=2), (2, 2, 7, 6)),
+        (
+            dict(
+                in_channels=4, out_channels=6, kernel_size=(2, 3), dilation=2, groups=2, bias=False
+            ),
+            (1, 4, 7, 8),
+        ),
+        (
+            dict(in_channels=2, out_channels=2, kernel_size=3, padding="same"),
+            (2, 6, 5),
+        ),  # unbatched
+    ],
+)
+def test_conv2d_gradients(kwargs, shape):
+    layer = nn.Conv2d(**kwargs, dtype=np.float64, rng=1)
+    check_module_grads(layer, rand(*shape))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=(2, 3), stride=1),  # overlapping windows: gradients add up
+        dict(kernel_size=2, stride=1, dilation=2),
+    ],
+)
+def test_max_pool2d_gradients(kwargs):
+    # distinct values far apart: no ties and no argmax switch within +-eps
+    x = np.random.default_rng(3).permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) * 0.01
+    check_module_grads(nn.MaxPool2d(**kwargs), x)
+
+
+def test_max_pool2d_ceil_mode_gradients():
+    x = np.random.default_rng(3).permutation(2 * 2 * 7 * 7).reshape(2, 2, 7, 7) * 0.01
+    check_module_grads(nn.MaxPool2d(2, ceil_mode=True), x)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=3, stride=1, padding=1, divisor_override=5),
+    ],
+)
+def test_avg_pool2d_gradients(kwargs):
+    check_module_grads(nn.AvgPool2d(**kwargs), rand(2, 3, 6, 7))
+
+
+def test_relu_gradients():
+    x = rand(3, 4, 5)
+    x[np.abs(x) < 1e-3] = 0.5  # away from the kink
+    check_module_grads(nn.ReLU(), x)
+
+
+def test_flatten_gradients_and_shapes():
+    layer = nn.Flatten()
+    check_module_grads(layer, rand(2, 3, 4, 5))
+    assert layer(rand(2, 3, 4, 5)).shape == (2, 60)
+    assert nn.Flatten(0, 1)(rand(2, 3, 4)).shape == (6, 4)
+    assert nn.Flatten(1, 2)(rand(2, 3, 4, 5)).shape == (2, 12, 5)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (7,)])
+def test_linear_gradients(shape):
+    check_module_grads(nn.Linear(7, 4, dtype=np.float64, rng=2), rand(*shape))
+    check_module_grads(nn.Linear(7, 3, bias=False, dtype=np.float64, rng=2), rand(*shape))
+
+
+def test_dropout_gradients_and_scaling():
+    layer = nn.Dropout(0.3)
+
+    def same_mask():
+        layer.rng = np.random.default_rng(7)
+
+    check_module_grads(layer, rand(4, 50), before_forward=same_mask)
+    same_mask()
+    x = np.ones((200, 200))
+    y = layer(x)
+    kept = y != 0
+    assert set(np.unique(y)) == {0.0, 1 / 0.7}
+    assert abs(kept.mean() - 0.7) < 0.01
+    layer.eval()
+    assert layer(x) is x and np.array_equal(layer.backward(x), x)
+    assert np.array_equal(nn.Dropout(1.0)(x), np.zeros_like(x))
+
+
+def small_cnn(dtype=np.float64, rng=0):
+    rng = np.random.default_rng(rng)
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, dtype=dtype, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1, dtype=dtype, rng=rng),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 5, dtype=dtype, rng=rng),
+    )
+
+
+def test_sequential_cnn_gradients():
+    check_module_grads(small_cnn(), rand(3, 2, 8, 8), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_gradients(reduction):
+    logits = rand(6, 5) * 3
+    target = np.array([0, 4, 2, 2, 1, 3])
+    loss_fn = nn.CrossEntropyLoss(reduction)
+    g = rand(6, seed=1) if reduction == "none" else np.float64(1.7)
+    loss_fn(logits, target)
+    analytic = loss_fn.backward(g)
+    numeric = numeric_grad(lambda: float(np.sum(loss_fn(logits, target) * g)), logits)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_cross_entropy_values():
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    loss = nn.CrossEntropyLoss()(logits, np.array([0, 2]))
+    assert loss.dtype == np.float32
+    np.testing.assert_allclose(loss, np.log(3) / 2, rtol=1e-6)  # no overflow on the 1000s
+    unbatched = nn.CrossEntropyLoss()(np.array([0.0, 1.0, 2.0]), np.int64(2))
+    np.testing.assert_allclose(unbatched, -np.log(np.exp(2) / np.exp([0, 1, 2]).sum()))
+
+
+# -- against torch -------------------------------------------------------------------------------
+def _torch_twin(model, torch):
+    """The torch Sequential with the same layers and a copy of the same weights."""
+    t = torch.nn
+    layers = []
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            layers.append(
+                t.Conv2d(
+                    m.in_channels,
+                    m.out_channels,
+                    m.kernel_size,
+                    m.stride,
+                    m.padding,
+                    m.dilation,
+                    m.groups,
+                    m.bias is not None,
+                )
+            )
+        elif isinstance(m, nn.Linear):
+            layers.append(t.Linear(m.in_features, m.out_features, m.bias is not None))
+        elif isinstance(m, nn.MaxPool2d):
+            layers.append(t.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation))
+        elif isinstance(m, nn.AvgPool2d):
+            layers.append(t.AvgPool2d(m.kernel_size, m.stride, m.padding))
+        elif isinstance(m, nn.ReLU):
+            layers.append(t.ReLU())
+        elif isinstance(m, nn.Flatten):
+            layers.append(t.Flatten())
+    twin = t.Sequential(*layers).to(getattr(torch, str(model.dtype)))
+    assert list(twin.state_dict()) == list(model.state_dict())  # same names as torch
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return twin
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("opt", ["sgd", "sgd-nesterov", "adam", "adam-amsgrad"])
+def test_training_steps_match_torch(dtype, opt):
+    torch = pytest.importorskip("torch")
+    model = small_cnn(dtype, rng=4)
+    twin = _torch_twin(model, torch)
+    make = {
+        "sgd": lambda ps, o: o.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        "sgd-nesterov": lambda ps, o: o.SGD(ps, lr=0.1, momentum=0.8, nesterov=True),
+        "adam": lambda ps, o: o.Adam(ps, lr=0.01, weight_decay=1e-3),
+        "adam-amsgrad": lambda ps, o: o.Adam(ps, lr=0.01, betas=(0.8, 0.9), amsgrad=True),
+    }[opt]
+    ours_opt, their_opt = (
+        make(list(model.parameters()), optim),
+        make(twin.parameters(), torch.optim),
+    )
+    loss_fn, their_loss_fn = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    tight = np.dtype(dtype) == np.float64
+    rtol, atol = (1e-10, 1e-12) if tight else (2e-4, 2e-6)
+    rng = np.random.default_rng(5)
+    for step in range(3):  # several steps, so that momentum and Adam's moments matter
+        x = rng.standard_normal((8, 2, 8, 8)).astype(dtype)
+        y = rng.integers(0, 5, size=8)
+        loss = loss_fn(model(x), y)
+        ours_opt.zero_grad()
+        model.backward(loss_fn.backward())
+        ours_opt.step()
+        their_opt.zero_grad()
+        their_loss = their_loss_fn(twin(torch.from_numpy(x)), torch.from_numpy(y))
+        their_loss.backward()
+        their_opt.step()
+        np.testing.assert_allclose(loss, their_loss.item(), rtol=rtol, atol=atol)
+        for (name, p), tp in zip(model.named_parameters(), twin.parameters()):
+            np.testing.assert_allclose(
+                p.grad,
+                tp.grad.numpy(),
+                rtol=rtol,
+                atol=atol,
+                err_msg=f"grad of {name}, step {step}",
+            )
+            np.testing.assert_allclose(
+                p.data,
+                tp.detach().numpy(),
+                rtol=rtol,
+                atol=atol,
+                err_msg=f"{name} after step {step}",
+            )
+
+
+def test_default_init_is_torch_kaiming_uniform():
+    conv = nn.Conv2d(6, 8, (3, 5), groups=2, rng=0)
+    fan_in = 3 * 3 * 5
+    for p in (conv.weight, conv.bias):
+        assert p.dtype == np.float32
+        assert np.all(np.abs(p.data) <= 1 / np.sqrt(fan_in))
+    assert np.abs(conv.weight.data).max() > 0.9 / np.sqrt(fan_in)
+    lin = nn.Linear(400, 300, rng=0)
+    b = 1 / np.sqrt(400)
+    assert np.all(np.abs(lin.weight.data) <= b) and np.all(np.abs(lin.bias.data) <= b)
+    np.testing.assert_allclose(lin.weight.data.std(), b / np.sqrt(3), rtol=0.02)  # U(-b, b)
+    # seeded: same seed, same weights; a shared Generator gives each layer its own draws
+    assert np.array_equal(nn.Linear(4, 3, rng=7).weight.data, nn.Linear(4, 3, rng=7).weight.data)
+    g = np.random.default_rng(7)
+    assert not np.array_equal(
+        nn.Linear(4, 3, rng=g).weight.data, nn.Linear(4, 3, rng=g).weight.data
+    )
+    torch = pytest.importorskip("torch")
+    tl = torch.nn.Linear(400, 300)
+    assert abs(tl.weight.detach().numpy().std() - lin.weight.data.std()) < 0.02 * b
+
+
+def test_float64_on_request_and_astype():
+    model = small_cnn(np.float64)
+    assert all(p.dtype == np.float64 for p in model.parameters())
+    assert model(rand(2, 2, 8, 8)).dtype == np.float64
+    model.astype(np.float32)
+    assert model.dtype == np.float32
+    assert model(rand(2, 2, 8, 8).astype(np.float32)).dtype == np.float32
+    with pytest.raises(TypeError, match="float32 or float64"):
+        nn.Linear(2, 2, dtype=np.int32)
+
+
+def test_gradients_accumulate_until_zero_grad():
+    layer = nn.Linear(3, 2, dtype=np.float64, rng=0)
+    x, g = rand(4, 3), rand(4, 2)
+    layer(x)
+    layer.backward(g)
+    first = layer.weight.grad.copy()
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, 2 * first)
+    layer.zero_grad(set_to_none=False)
+    assert np.all(layer.weight.grad == 0)
+    layer.zero_grad()
+    assert layer.weight.grad is None
+
+
+def test_train_eval_propagate():
+    model = nn.Sequential(nn.Linear(2, 2, rng=0), nn.Sequential(nn.Dropout(0.5), nn.ReLU()))
+    assert all(m.training for m in model.modules())
+    assert model.eval() is model and not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+# -- state_dict ----------------------------------------------------------------------------------
+def test_state_dict_round_trip(tmp_path):
+    model = small_cnn(np.float32, rng=1)
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"]
+    x = rand(3, 2, 8, 8).astype(np.float32)
+    expected = model(x)
+    path = tmp_path / "w.npz"
+    np.savez(path, **model.state_dict())
+    other = small_cnn(np.float32, rng=2)
+    assert not np.array_equal(other(x), expected)
+    with np.load(path) as npz:
+        other.load_state_dict(npz)
+    assert np.array_equal(other(x), expected)
+    # the convenience pair, and a copy that does not alias
+    model.save(tmp_path / "m.npz")
+    third = small_cnn(np.float32, rng=3).load(tmp_path / "m.npz")
+    assert np.array_equal(third(x), expected)
+    state = model.state_dict()
+    state["0.weight"][...] = 0
+    assert np.array_equal(model(x), expected)
+
+
+def test_load_state_dict_errors_leave_model_unchanged():
+    model = small_cnn(np.float32, rng=1)
+    before = model.state_dict()
+    state = model.state_dict()
+    del state["3.bias"]
+    state["extra"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"missing keys \['3.bias'\].*unexpected keys \['extra'\]"):
+        model.load_state_dict(state)
+    state = {k: v + 1 for k, v in before.items()}
+    state["7.weight"] = np.zeros((5, 23))
+    with pytest.raises(ValueError, match=r"'7.weight'.*\(5, 23\).*\(5, 24\)"):
+        model.load_state_dict(state)
+    for k, v in model.state_dict().items():
+        assert np.array_equal(v, before[k])
+    model.load_state_dict({"0.bias": np.ones(4)}, strict=False)
+    assert np.array_equal(model[0].bias.data, np.ones(4, np.float32))
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_wrong_input_shape_errors_name_layer_and_shapes():
+    conv = nn.Conv2d(1, 16, 3, padding=1, rng=0)
+    with pytest.raises(
+        ValueError, match=r"Conv2d\(1, 16, kernel_size=\(3, 3\).*\(N, 1, H, W\).*\(4, 3, 8, 8\)"
+    ):
+        conv(np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d\(1, 4.*\(1, 1, 2, 2\).*output size"):
+        nn.Conv2d(1, 4, 5, rng=0)(np.zeros((1, 1, 2, 2), np.float32))
+    with pytest.raises(
+        ValueError, match=r"Linear\(in_features=128, out_features=10.*\(\.\.\., 128\).*\(2, 64\)"
+    ):
+        nn.Linear(128, 10, rng=0)(np.zeros((2, 64), np.float32))
+    with pytest.raises(
+        ValueError, match=r"MaxPool2d\(kernel_size=\(2, 2\).*\(N, C, H, W\).*\(8, 8\)"
+    ):
+        nn.MaxPool2d(2)(np.zeros((8, 8), np.float32))
+    model = small_cnn(np.float32)
+    with pytest.raises(ValueError, match=r"Sequential layer 0: Conv2d\(2, 4.*got \(5, 1, 8, 8\)"):
+        model(np.zeros((5, 1, 8, 8), np.float32))
+    with pytest.raises(
+        ValueError, match=r"Sequential layer 7: Linear\(in_features=24.*got \(5, 54\)"
+    ):
+        model(np.zeros((5, 2, 12, 12), np.float32))
+
+
+def test_dtype_errors():
+    conv = nn.Conv2d(1, 2, 3, rng=0)
+    with pytest.raises(
+        TypeError, match=r"Conv2d.*input has dtype float64 but the parameters are float32"
+    ):
+        conv(np.zeros((1, 1, 5, 5)))
+    with pytest.raises(TypeError, match=r"ReLU.*float32 or float64, got uint8"):
+        nn.ReLU()(np.zeros((2, 2), np.uint8))
+
+
+def test_backward_errors():
+    with pytest.raises(RuntimeError, match=r"Linear.*backward\(\) called before forward\(\)"):
+        nn.Linear(2, 3, rng=0).backward(np.zeros((1, 3), np.float32))
+    relu = nn.ReLU()
+    relu(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"ReLU.*grad_output has shape \(3, 2\).*\(2, 3\)"):
+        relu.backward(np.zeros((3, 2), np.float32))
+
+
+def test_cross_entropy_errors():
+    loss_fn = nn.CrossEntropyLoss()
+    logits = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"target label 4 is outside \[0, 4\)"):
+        loss_fn(logits, np.array([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"target has shape \(2,\).*\(3, 4\)"):
+        loss_fn(logits, np.array([0, 1]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        loss_fn(logits, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="reduction"):
+        nn.CrossEntropyLoss("avg")
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="groups=3"):
+        nn.Conv2d(4, 6, 3, groups=3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        nn.Conv2d(1, 1, 0)
+    with pytest.raises(ValueError, match="p must be in"):
+        nn.Dropout(1.5)
+    with pytest.raises(TypeError, match="rng"):
+        nn.Linear(1, 1, rng="seed")
+    with pytest.raises(TypeError, match="argument 1"):
+        nn.Sequential(nn.ReLU(), lambda x: x)
+
+
+def test_repr():
+    r = repr(small_cnn(np.float32))
+    assert "(0): Conv2d(2, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))" in r
+    assert "(7): Linear(in_features=24, out_features=5, bias=True)" in r
+
+
+# -- softmax / log_softmax -----------------------------------------------------------------------
+def test_softmax_log_softmax():
+    x = np.array([[1e4, 0.0, -1e4], [1.0, 2.0, 3.0]], dtype=np.float32)
+    s, ls = F.softmax(x, dim=1), F.log_softmax(x, dim=1)
+    assert s.dtype == ls.dtype == np.float32 and np.all(np.isfinite(ls[1]))
+    np.testing.assert_allclose(s.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(ls[0], [0, -1e4, -2e4])
+    np.testing.assert_allclose(np.exp(ls), s, rtol=1e-6)
+    np.testing.assert_allclose(F.softmax(x.T, dim=0), s.T)
+    with pytest.raises(ValueError, match="dim"):
+        F.softmax(x, dim=2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        F.log_softmax(np.array([1, 2]))
+    torch = pytest.importorskip("torch")
+    special = np.array([[-np.inf, 0, 1], [-np.inf, -np.inf, -np.inf], [np.inf, 1, 2]])
+    for arr in (rand(4, 7) * 10, special):
+        for dim in (0, 1, -1):
+            np.testing.assert_allclose(
+                F.log_softmax(arr, dim), torch.log_softmax(torch.tensor(arr), dim).numpy()
+            )
+            np.testing.assert_allclose(
+                F.softmax(arr, dim), torch.softmax(torch.tensor(arr), dim).numpy()
+            )
