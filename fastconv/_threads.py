@@ -1,6 +1,33 @@
-"""The number of OpenMP threads the kernels use."""
+"""The number of OpenMP threads the kernels use, and what happens to it across ``fork``.
+
+The kernels run on the OpenMP runtime they were linked with (libgomp with GCC). Their thread
+count is :func:`set_num_threads`'s process-wide value, capped by the calling thread's OpenMP limit
+(``omp_get_max_threads``), so every tool that drives that runtime works: ``OMP_NUM_THREADS`` and
+``threadpoolctl.threadpool_limits(n, user_api="openmp")`` (which, like any OpenMP setting, apply
+to the Python thread that set them).
+
+Fork: libgomp keeps the worker threads of a parallel region alive (docked at a barrier) for the
+next region, and it has no fork handler. A child created by ``fork()`` (multiprocessing's 'fork'
+start method) inherits that pool's bookkeeping but not its threads, so the child's first parallel
+region waits forever for workers that do not exist (GCC bug 60035, never fixed). The pool belongs
+to the thread that ran the region, and the forking thread is the only thread of the child. So a
+forked child runs fastconv on one thread (``os.register_at_fork`` calls ``set_num_threads(1)``
+there): a team of one never touches the stale pool, and results are the same bits (they never
+depend on the thread count). ``threadpool_limits`` cannot raise the count above that;
+``set_num_threads(n)`` on the forking thread of a child is ignored with a RuntimeWarning (it is
+the one call that could bring the hang back). From a thread the child starts itself (no stale
+pool), ``set_num_threads(n)`` works. For multi-threaded worker processes, prefer the 'spawn' or
+'forkserver' start method.
+"""
+import os
+import threading
+import warnings
+
 from . import _kernels
 from ._validation import as_int
+
+# In a forked child: the identifier of the thread that forked (it holds libgomp's stale pool).
+_forked_thread = None
 
 
 def set_num_threads(n):
@@ -11,6 +38,14 @@ def set_num_threads(n):
     n = as_int(n, "n")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if n > 1 and _forked_thread is not None and threading.get_ident() == _forked_thread:
+        warnings.warn(
+            f"fastconv.set_num_threads({n}) ignored: this thread forked this process, and libgomp "
+            "cannot run a multi-threaded region on it again (it would hang). Call it from a new "
+            "thread, or start worker processes with 'spawn' or 'forkserver'.",
+            RuntimeWarning, stacklevel=2,
+        )
+        return
     _kernels.set_num_threads(n)
 
 
@@ -18,3 +53,13 @@ def get_num_threads():
     """The number of OpenMP threads the kernels will use (default: OpenMP's, i.e. OMP_NUM_THREADS
     or the number of cores)."""
     return _kernels.get_num_threads()
+
+
+def _single_threaded_after_fork():
+    global _forked_thread
+    _forked_thread = threading.get_ident()
+    _kernels.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_single_threaded_after_fork)

@@ -1,0 +1,290 @@
+r"""fastconv behind PyTorch's autograd: functions, modules, and a one-call swap for CPU models.
+
+Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. Three layers::
+
+    import fastconv.torch as fct
+
+    y = fct.conv2d(x, w, b, stride=1, padding=1)     # like torch.nn.functional.conv2d
+    conv = fct.Conv2d(3, 16, 3, padding=1)           # a torch.nn.Conv2d running on fastconv
+    model = fct.swap_modules(model)                  # every supported layer of a model, in place
+    # equivalently: model.apply(fct.swap_modules)
+
+- :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the signatures of their
+  ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
+  (:class:`Conv2dFunction`, ...): gradients flow to every input that requires one, and
+  ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
+  not implemented: a backward pass with ``create_graph=True`` through them raises instead of
+  silently dropping the second-order terms.
+- :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d` subclass ``torch.nn.Conv2d``, ... and
+  add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
+  saved from either class loads into the other.
+- :func:`swap_modules` changes the class of every ``torch.nn.Conv2d`` / ``MaxPool2d`` /
+  ``AvgPool2d`` in a model to its fastconv subclass, in place (the parameters stay the same
+  objects, so an optimizer built before the swap keeps working). :func:`unswap_modules` undoes it.
+  Left on torch: subclasses of those modules (they may override ``forward``), convolutions with
+  ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
+  convolutions called through ``torch.nn.functional`` inside a custom ``forward``.
+
+Tensors must be float32 or float64, strided, on the CPU: a CUDA (or other device) tensor raises
+``RuntimeError``, another dtype raises ``TypeError``, both saying so (unswap a model before moving
+it to a GPU). No copies are made at the boundary: CPU tensors are viewed as NumPy arrays
+(``Tensor.numpy()``, any strides) and results are wrapped with ``torch.from_numpy``.
+
+fastconv's kernels use their own OpenMP runtime: set their threads with
+``fastconv.set_num_threads`` or ``threadpoolctl.threadpool_limits(n, user_api='openmp')`` (which
+also limits torch's); ``torch.set_num_threads`` does not reach them.
+"""
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "fastconv.torch needs PyTorch, which is not installed (pip install torch). The rest of "
+        "fastconv (fastconv.functional, fastconv.compat.cs231n) works without it."
+    ) from exc
+
+from . import functional as F
+
+__all__ = [
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "Conv2dFunction",
+    "MaxPool2dFunction",
+    "AvgPool2dFunction",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "swap_modules",
+    "unswap_modules",
+]
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------------------------ tensor <-> array
+def _check_tensor(t, name):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"fastconv.torch: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise RuntimeError(
+            f"fastconv.torch: {name} is on {t.device}, but fastconv runs on the CPU only. Keep "
+            "torch's own layer for this device (fastconv.torch.unswap_modules(model) undoes "
+            "swap_modules) or move the tensor with .cpu()."
+        )
+    if t.layout != torch.strided:
+        raise TypeError(f"fastconv.torch: {name} must be a dense (strided) tensor, got {t.layout}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"fastconv.torch: {name} has dtype {t.dtype}; fastconv supports torch.float32 and "
+            "torch.float64 only (convert with .float() / .double(), or keep torch's layer)."
+        )
+
+
+def _array(t, name):
+    """A NumPy view of a CPU tensor (no copy, any strides)."""
+    _check_tensor(t, name)
+    return t.detach().resolve_neg().numpy()
+
+
+def _tensor(a):
+    return None if a is None else torch.from_numpy(a)
+
+
+def _refuse_double_backward(name, *tensors):
+    """Backward runs with grad mode on only under create_graph=True; the gradients computed here
+    are not differentiable, so refuse instead of silently dropping second-order terms."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError(
+            f"fastconv.torch.{name}: double backward (create_graph=True) is not implemented; use "
+            f"torch.nn.functional.{name} where second derivatives are needed."
+        )
+
+
+def _default_stride(stride):
+    # torch accepts None or an empty list for "stride = kernel_size".
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        return None
+    return stride
+
+
+# ------------------------------------------------------------------------------ autograd Functions
+class Conv2dFunction(torch.autograd.Function):
+    """``conv2d`` with fastconv's forward and backward kernels.
+
+    ``Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)``; use
+    :func:`conv2d` for torch's defaults.
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, dilation, groups):
+        x = _array(input, "input")
+        w = _array(weight, "weight")
+        b = None if bias is None else _array(bias, "bias")
+        out = F.conv2d(x, w, b, stride, padding, dilation, groups)
+        ctx.save_for_backward(input, weight)
+        ctx.conf = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        _refuse_double_backward("conv2d", grad_output, input, weight)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx, gw, gb = F.conv2d_backward(
+            _array(grad_output, "grad_output"), _array(input, "input"), _array(weight, "weight"),
+            *ctx.conf, needs=(need_x, need_w, need_b and ctx.has_bias),
+        )
+        return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None
+
+
+class MaxPool2dFunction(torch.autograd.Function):
+    """``max_pool2d`` with fastconv's kernels; the backward routes through the cached argmax.
+
+    ``MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode,
+    return_indices)``; use :func:`max_pool2d` for torch's defaults.
+    """
+
+    @staticmethod
+    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+        x = _array(input, "input")
+        out, indices = F.max_pool2d(x, kernel_size, _default_stride(stride), padding, dilation,
+                                    ceil_mode, return_indices=True)
+        indices = torch.from_numpy(indices)
+        ctx.save_for_backward(indices)
+        ctx.input_shape = x.shape
+        out = torch.from_numpy(out)
+        if return_indices:
+            ctx.mark_non_differentiable(indices)
+            return out, indices
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output, *unused):
+        _refuse_double_backward("max_pool2d", grad_output)
+        (indices,) = ctx.saved_tensors
+        gx = F.max_pool2d_backward(_array(grad_output, "grad_output"), indices.numpy(),
+                                   ctx.input_shape)
+        return torch.from_numpy(gx), None, None, None, None, None, None
+
+
+class AvgPool2dFunction(torch.autograd.Function):
+    """``avg_pool2d`` with fastconv's kernels.
+
+    ``AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+    divisor_override)``; use :func:`avg_pool2d` for torch's defaults.
+    """
+
+    @staticmethod
+    def forward(ctx, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor_override):
+        x = _array(input, "input")
+        conf = (kernel_size, _default_stride(stride), padding, ceil_mode, count_include_pad,
+                divisor_override)
+        out = F.avg_pool2d(x, *conf)
+        ctx.conf = conf
+        ctx.input_shape = x.shape
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        _refuse_double_backward("avg_pool2d", grad_output)
+        gx = F.avg_pool2d_backward(_array(grad_output, "grad_output"), ctx.input_shape, *ctx.conf)
+        return torch.from_numpy(gx), None, None, None, None, None, None
+
+
+# ------------------------------------------------------------------------------ functional
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
+    'same')."""
+    return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """``torch.nn.functional.max_pool2d`` on fastconv; the indices (if returned) are torch's:
+    int64 flat positions ``h * W + w`` in each input plane."""
+    return MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                   return_indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """``torch.nn.functional.avg_pool2d`` on fastconv."""
+    return AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode,
+                                   count_include_pad, divisor_override)
+
+
+# ------------------------------------------------------------------------------ modules
+class Conv2d(torch.nn.Conv2d):
+    """``torch.nn.Conv2d`` computed by fastconv (same constructor, parameters and state_dict).
+
+    ``padding_mode`` other than ``'zeros'`` runs on torch, as ``torch.nn.Conv2d`` would.
+    """
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            return super()._conv_forward(input, weight, bias)
+        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` computed by fastconv (same constructor and behaviour)."""
+
+    def forward(self, input):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool2d(torch.nn.AvgPool2d):
+    """``torch.nn.AvgPool2d`` computed by fastconv (same constructor and behaviour)."""
+
+    def forward(self, input):
+        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                          self.count_include_pad, self.divisor_override)
+
+
+_TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d,
+                torch.nn.AvgPool2d: AvgPool2d}
+_TO_TORCH = {v: k for k, v in _TO_FASTCONV.items()}
+
+
+def _swappable(module):
+    if isinstance(module, torch.nn.Conv2d):
+        if module.padding_mode != "zeros":
+            return False
+        return all(p.device.type == "cpu" and p.dtype in SUPPORTED_DTYPES and
+                   p.layout == torch.strided for p in module.parameters(recurse=False))
+    return True
+
+
+def swap_modules(model):
+    """Run every supported layer of ``model`` on fastconv; returns ``model`` (changed in place).
+
+    Each ``torch.nn.Conv2d``, ``torch.nn.MaxPool2d`` and ``torch.nn.AvgPool2d`` in ``model`` (the
+    model itself included; exact classes only, not subclasses) becomes an instance of
+    :class:`Conv2d`, :class:`MaxPool2d` or :class:`AvgPool2d`. Nothing else changes: parameters,
+    buffers, hooks, state_dict keys and the optimizer's references are the same objects. A
+    convolution with ``padding_mode != 'zeros'`` or with parameters that are not float32/float64
+    CPU tensors stays on torch. Call it after moving the model to its final device and dtype;
+    ``model.apply(swap_modules)`` is equivalent.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"swap_modules expects a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        cls = _TO_FASTCONV.get(type(module))
+        if cls is not None and _swappable(module):
+            module.__class__ = cls
+    return model
+
+
+def unswap_modules(model):
+    """Undo :func:`swap_modules`: every fastconv module in ``model`` becomes torch's again (in
+    place); returns ``model``."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"unswap_modules expects a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        cls = _TO_TORCH.get(type(module))
+        if cls is not None:
+            module.__class__ = cls
+    return model
