@@ -13,11 +13,11 @@ region waits forever for workers that do not exist (GCC bug 60035, never fixed).
 to the thread that ran the region, and the forking thread is the only thread of the child. So a
 forked child runs fastconv on one thread (``os.register_at_fork`` calls ``set_num_threads(1)``
 there): a team of one never touches the stale pool, and results are the same bits (they never
-depend on the thread count). ``threadpool_limits`` cannot raise the count above that;
-``set_num_threads(n)`` on the forking thread of a child is ignored with a RuntimeWarning (it is
-the one call that could bring the hang back). From a thread the child starts itself (no stale
-pool), ``set_num_threads(n)`` works. For multi-threaded worker processes, prefer the 'spawn' or
-'forkserver' start method.
+depend on the thread count). The compiled kernels also enforce it (a ``pthread_atfork`` handler
+in src/fc_common.h): on the forking thread of a child they always run on one thread, whatever
+``threadpool_limits`` or ``set_num_threads`` say; ``set_num_threads(n)`` there is ignored with a
+RuntimeWarning. From a thread the child starts itself (no stale pool), ``set_num_threads(n)``
+works. For multi-threaded worker processes, prefer the 'spawn' or 'forkserver' start method.
 """
 import os
 import threading

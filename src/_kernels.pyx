@@ -18,6 +18,7 @@ cdef extern from "conv_engine.h" nogil:
     int fc_have_openmp()
     int fc_set_isa(int requested)
     int fc_isa_supported()
+    void fc_register_fork_handler()
     long long fc_ws_bytes_total, fc_plan_bytes_peak
     int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
 
@@ -41,6 +42,7 @@ cdef extern from "conv_engine.h" nogil:
 
 
 # ------------------------------------------------------------------------------ threads and ISA
+fc_register_fork_handler()
 ISA_NAMES = ("generic", "avx2", "avx512")
 cdef int _isa_level = fc_set_isa(
     ISA_NAMES.index(os.environ["FASTCONV_ISA"])

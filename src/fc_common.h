@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 
 typedef ptrdiff_t fc_idx;
 
@@ -32,18 +33,47 @@ typedef struct {
     fc_idx cached_key;
 } fc_workspace;
 
-static __thread fc_workspace fc_tls_ws;
 static uint64_t fc_call_counter = 0;
 /* Bytes held by all threads' workspaces, and by the current call's shared plan buffers (packed
  * weights, offsets, partial sums): what the benchmark reports as workspace. */
 static int64_t fc_ws_bytes_total = 0;
 static int64_t fc_plan_bytes_peak = 0;
 
-static inline fc_workspace *fc_ws(void) { return &fc_tls_ws; }
+/* The workspace lives as long as its thread: a pthread key's destructor frees it when the thread
+ * exits (a short-lived Python thread must not leak its buffers); the __thread pointer is only a
+ * fast path to it. */
+static pthread_key_t fc_ws_key;
+static pthread_once_t fc_ws_key_once = PTHREAD_ONCE_INIT;
+static __thread fc_workspace *fc_tls_ws = NULL;
+
+static void fc_ws_destroy(void *p) {
+    fc_workspace *ws = (fc_workspace *)p;
+    for (int i = 0; i < FC_WS_SLOTS; i++) {
+        free(ws->ptr[i]);
+        __atomic_add_fetch(&fc_ws_bytes_total, -(int64_t)ws->size[i], __ATOMIC_RELAXED);
+    }
+    free(ws);
+}
+
+static void fc_ws_key_create(void) { pthread_key_create(&fc_ws_key, fc_ws_destroy); }
+
+/* This thread's workspace (NULL if out of memory). */
+static inline fc_workspace *fc_ws(void) {
+    fc_workspace *ws = fc_tls_ws;
+    if (!ws) {
+        pthread_once(&fc_ws_key_once, fc_ws_key_create);
+        ws = (fc_workspace *)calloc(1, sizeof *ws);
+        if (!ws) return NULL;
+        pthread_setspecific(fc_ws_key, ws);
+        fc_tls_ws = ws;
+    }
+    return ws;
+}
 
 /* A buffer of at least `bytes` in slot `slot` of this thread's workspace (NULL if out of memory). */
 static inline void *fc_ws_get(int slot, size_t bytes) {
-    fc_workspace *ws = &fc_tls_ws;
+    fc_workspace *ws = fc_ws();
+    if (!ws) return NULL;
     if (ws->size[slot] < bytes) {
         size_t want = FC_ROUND_UP(bytes + bytes / 4, 4096);
         void *p = NULL;
@@ -99,9 +129,22 @@ static inline int fc_set_isa(int requested) {
  * calling thread's OpenMP setting, which OMP_NUM_THREADS and threadpoolctl control. A global,
  * because omp_set_num_threads() alone would only reach the Python thread that called it. */
 static int fc_num_threads = 0;
+/* In a forked child, the thread that called fork() inherits libgomp's bookkeeping of a worker
+ * pool whose threads were not copied: a parallel region of more than one thread on it would wait
+ * for them forever (libgomp has no fork handler). That thread runs the kernels on one thread. */
+static int fc_forked = 0;
+static pthread_t fc_fork_thread;
+static void fc_after_fork_in_child(void) {
+    fc_fork_thread = pthread_self();
+    fc_forked = 1;
+}
+static inline void fc_register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, fc_after_fork_in_child);
+}
 #ifdef _OPENMP
 #include <omp.h>
 static inline int fc_get_max_threads(void) {
+    if (fc_forked && pthread_equal(pthread_self(), fc_fork_thread)) return 1;
     int m = omp_get_max_threads();
     int n = __atomic_load_n(&fc_num_threads, __ATOMIC_RELAXED);
     return n > 0 && n < m ? n : m;

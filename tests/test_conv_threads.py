@@ -290,3 +290,21 @@ def test_element_offsets_beyond_int32(dtype, axis):
                                   fastconv.conv2d(np.ascontiguousarray(flipped), w, padding=1),
                                   strict=True)
     del x, flipped, buf
+
+
+def test_workspaces_of_exited_threads_are_freed():
+    """Each thread keeps its workspace between calls; a thread that exits must give it back (a
+    program that runs kernels from many short-lived threads must not grow without bound)."""
+    x = np.ones((4, 16, 32, 32), np.float32)
+    w = np.ones((16, 16, 3, 3), np.float32)
+    with num_threads(1):
+        fastconv.conv2d(x, w, padding=1)
+        held_before, _ = _kernels.workspace_bytes()
+        for _ in range(12):
+            t = threading.Thread(target=lambda: fastconv.conv2d_backward(x, x, w, padding=1))
+            t.start()
+            t.join()
+        held_after, _ = _kernels.workspace_bytes()
+    per_thread = held_before  # at least what one conv2d of this size needs
+    assert per_thread > 0
+    assert held_after <= held_before + per_thread, (held_before, held_after)
