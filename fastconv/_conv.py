@@ -146,6 +146,27 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return out[0] if unbatched else out
 
 
+def check_backward_args(grad_output, input, weight, stride, padding, dilation, groups, needs):
+    """Validate the arguments of a conv2d backward pass (any algorithm).
+
+    Returns ``(grad_output4, input4, unbatched, weight, geometry, (need_input, need_weight,
+    need_bias))`` with 4-D views of grad_output and input.
+    """
+    if len(needs) != 3:
+        raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
+    needs = tuple(bool(v) for v in needs)
+    grad_output = as_float_array(grad_output, "grad_output")
+    x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
+    check_same_dtype("input", x4, grad_output=grad_output)
+    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    go4, go_unbatched = batched(grad_output, "grad_output")
+    expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
+    if go4.shape != expected or go_unbatched != unbatched:
+        want = expected[1:] if unbatched else expected
+        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    return go4, x4, unbatched, weight, g, needs
+
+
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
                     needs=(True, True, True), *, algorithm="auto"):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -173,18 +194,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
                           backward=True):
             return fft.conv2d_backward_fft(grad_output, input, weight, stride, padding, dilation,
                                            groups, needs)
-    if len(needs) != 3:
-        raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
-    need_input, need_weight, need_bias = (bool(v) for v in needs)
-    grad_output = as_float_array(grad_output, "grad_output")
-    x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
-    check_same_dtype("input", x4, grad_output=grad_output)
-    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    go4, go_unbatched = batched(grad_output, "grad_output")
-    expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
-    if go4.shape != expected or go_unbatched != unbatched:
-        want = expected[1:] if unbatched else expected
-        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    go4, x4, unbatched, weight, g, (need_input, need_weight, need_bias) = check_backward_args(
+        grad_output, input, weight, stride, padding, dilation, groups, needs)
     grad_input = grad_weight = grad_bias = None
     go4 = np.ascontiguousarray(go4)
     if need_input:

@@ -32,9 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._conv import _check_conv_arrays, conv_geometry
+from ._conv import _check_conv_arrays, check_backward_args, conv_geometry
 from ._threads import get_num_threads
-from ._validation import as_float_array, batched, check_same_dtype
 
 __all__ = ["conv2d_fft", "conv2d_backward_fft", "prefer_fft", "fft_size"]
 
@@ -281,18 +280,8 @@ def conv2d_backward_fft(grad_output, input, weight, stride=1, padding=0, dilatio
         ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
         ``(K,)``, dtype of ``input``.
     """
-    if len(needs) != 3:
-        raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
-    need_input, need_weight, need_bias = (bool(v) for v in needs)
-    grad_output = as_float_array(grad_output, "grad_output")
-    x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
-    check_same_dtype("input", x4, grad_output=grad_output)
-    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    go4, go_unbatched = batched(grad_output, "grad_output")
-    expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
-    if go4.shape != expected or go_unbatched != unbatched:
-        want = expected[1:] if unbatched else expected
-        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    go4, x4, unbatched, weight, g, (need_input, need_weight, need_bias) = check_backward_args(
+        grad_output, input, weight, stride, padding, dilation, groups, needs)
     gi, gw, gb = _backward(go4, x4, weight, g, need_input, need_weight, need_bias)
     if gi is not None and unbatched:
         gi = gi[0]

@@ -5,102 +5,20 @@
 
 #include "fc_common.h"
 
-/* -------- float32 -------- */
+/* One dtype: its three ISA instantiations, then the passes (conv_dtype.h). The AVX-512 register
+ * block is 12 rows x 2 vectors for float32 and 6 x 4 for float64 (panels of the same width in
+ * pixels); AVX2 and the portable path use 6 x 2 (16 vector registers). */
 #define T float
 #define TN f32
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ISA avx512
-#define VB 64
-#define MR 12
-#define NVW 2
-#define TR 12
-#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-#include "conv_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef MR
-#undef NVW
-#undef TR
-#undef FC_TARGET
-#define ISA avx2
-#define VB 32
-#define MR 6
-#define NVW 2
-#define TR 6
-#define FC_TARGET __attribute__((target("avx2,fma")))
-#include "conv_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef MR
-#undef NVW
-#undef TR
-#undef FC_TARGET
-#endif
-#define ISA generic
-#define VB 16
-#define MR 6
-#define NVW 2
-#define TR 6
-#define FC_TARGET
-#include "conv_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef MR
-#undef NVW
-#undef TR
-#undef FC_TARGET
-#include "conv_tmpl.h"
-#undef T
-#undef TN
+#define MR_AVX512 12
+#define NVW_AVX512 2
+#include "conv_dtype.h"
 
-/* -------- float64 -------- */
 #define T double
 #define TN f64
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ISA avx512
-#define VB 64
-#define MR 6
-#define NVW 4
-#define TR 12
-#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-#include "conv_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef MR
-#undef NVW
-#undef TR
-#undef FC_TARGET
-#define ISA avx2
-#define VB 32
-#define MR 6
-#define NVW 2
-#define TR 6
-#define FC_TARGET __attribute__((target("avx2,fma")))
-#include "conv_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef MR
-#undef NVW
-#undef TR
-#undef FC_TARGET
-#endif
-#define ISA generic
-#define VB 16
-#define MR 6
-#define NVW 2
-#define TR 6
-#define FC_TARGET
-#include "conv_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef MR
-#undef NVW
-#undef TR
-#undef FC_TARGET
-#include "conv_tmpl.h"
-#undef T
-#undef TN
-
+#define MR_AVX512 6
+#define NVW_AVX512 4
+#include "conv_dtype.h"
 
 /* ---------------------------------------------------------------------------------------------
  * A dtype-agnostic job API for the Cython layer: fill an fc_job, prepare it for one pass, run

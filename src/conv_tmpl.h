@@ -36,8 +36,7 @@ typedef struct {
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (fc_isa_level >= FC_ISA_AVX512) {
-        /* float64 uses 6 x 4-vector register blocks: panels as wide in pixels as float32's */
-        *t = (TF(fc_isa)){sizeof(T) == 4 ? 12 : 6, 2 * (int)(64 / sizeof(T)), 12,
+        *t = (TF(fc_isa)){MR_AVX512, 2 * (int)(64 / sizeof(T)), 12,
                           (int)(64 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),

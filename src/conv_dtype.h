@@ -1,0 +1,51 @@
+/* Instantiates the convolution engine for one dtype: conv_engine.h defines T, TN, MR_AVX512 and
+ * NVW_AVX512, includes this file, and everything defined here is undefined again at the end. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ISA avx512
+#define VB 64
+#define MR MR_AVX512
+#define NVW NVW_AVX512
+#define TR 12
+#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef NVW
+#undef TR
+#undef FC_TARGET
+
+#define ISA avx2
+#define VB 32
+#define MR 6
+#define NVW 2
+#define TR 6
+#define FC_TARGET __attribute__((target("avx2,fma")))
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef NVW
+#undef TR
+#undef FC_TARGET
+#endif
+
+#define ISA generic
+#define VB 16
+#define MR 6
+#define NVW 2
+#define TR 6
+#define FC_TARGET
+#include "conv_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef MR
+#undef NVW
+#undef TR
+#undef FC_TARGET
+
+#include "conv_tmpl.h"
+#undef T
+#undef TN
+#undef MR_AVX512
+#undef NVW_AVX512
