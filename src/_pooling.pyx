@@ -68,14 +68,31 @@ cdef int _init(fc_pool_job *job, int pass_, int op, bint f64, Py_ssize_t *in_sha
     return 0
 
 
+# Below this many bytes touched (input + output) a call runs on the calling thread alone: waking
+# the OpenMP team costs more than the work (tests lower it to run small cases threaded).
+cdef double _serial_bytes = 128 * 1024
+
+
+def set_serial_bytes(double nbytes):
+    """Testing hook: calls touching fewer bytes run single-threaded; returns the previous value."""
+    global _serial_bytes
+    previous, _serial_bytes = _serial_bytes, nbytes
+    return previous
+
+
 cdef int _run(fc_pool_job *job) except -1:
     """Prepare the job, run its items in parallel (static schedule), free it."""
     cdef fc_idx i
     cdef int failed = 0, status
+    cdef int nthreads = fc_get_max_threads()
+    cdef double touched = (<double>job.N * job.C * (job.H * job.W + job.OH * job.OW)
+                           * (8 if job.f64 else 4))
+    if touched < _serial_bytes:
+        nthreads = 1
     with nogil:
-        status = fc_pool_prepare(job, fc_get_max_threads())
+        status = fc_pool_prepare(job, nthreads)
         if status == 0:
-            for i in prange(job.nitems, schedule="static"):
+            for i in prange(job.nitems, schedule="static", num_threads=nthreads):
                 if fc_pool_item(job, i) != 0:
                     failed = 1
         fc_pool_free(job)
