@@ -81,8 +81,8 @@ def set_serial_bytes(double nbytes):
 
 
 cdef int _run(fc_pool_job *job) except -1:
-    """Prepare the job, run its items in parallel (static schedule), free it."""
-    cdef fc_idx i
+    """Prepare the job, run its items in parallel (dynamic chunks), free it."""
+    cdef fc_idx i, chunk
     cdef int failed = 0, status
     cdef int nthreads = fc_get_max_threads()
     cdef double touched = (<double>job.N * job.C * (job.H * job.W + job.OH * job.OW)
@@ -91,8 +91,11 @@ cdef int _run(fc_pool_job *job) except -1:
         nthreads = 1
     with nogil:
         status = fc_pool_prepare(job, nthreads)
+        # dynamic chunks of consecutive items (about 8 per thread): a thread the OS delays
+        # (cores shared with other processes) leaves its share to the others
+        chunk = max(1, job.nitems // (8 * nthreads))
         if status == 0:
-            for i in prange(job.nitems, schedule="static", num_threads=nthreads):
+            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk, num_threads=nthreads):
                 if fc_pool_item(job, i) != 0:
                     failed = 1
         fc_pool_free(job)
