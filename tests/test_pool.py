@@ -354,6 +354,28 @@ def test_bitwise_identical_for_any_thread_count_and_simd_path(case, avg):
             assert a.tobytes() == b.tobytes()
 
 
+def test_concurrent_calls_from_python_threads():
+    """The GIL is released and every workspace is per thread: calls from several Python threads
+    at once give the results of the same calls made one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((4, 8, 40, 40 + i)).astype(np.float32) for i in range(8)]
+
+    def work(x):
+        out, ind = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+        avg = fastconv.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return (out, ind, fastconv.max_pool2d_backward(out, ind, x.shape),
+                avg, fastconv.avg_pool2d_backward(avg, x.shape, 3, 1, 1, count_include_pad=False))
+
+    serial = [work(x) for x in xs]
+    with threads(2), ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(work, xs * 2))
+    for a, b in zip(serial * 2, concurrent):
+        for u, v in zip(a, b):
+            assert u.tobytes() == v.tobytes()
+
+
 # ------------------------------------------------------------------------------------- errors
 
 X = np.zeros((2, 3, 8, 8), dtype=np.float32)

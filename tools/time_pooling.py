@@ -2,6 +2,10 @@
 
     python3 tools/time_pooling.py [--threads 1 2] [--repeats 21] [--dtype float32] [--no-ref]
 
+(with fastconv importable: installed, or ``PYTHONPATH=.`` after ``setup.py build_ext --inplace``).
+On cores shared with other busy processes, 2-thread timings of both fastconv and torch collapse
+into scheduler ticks (multiples of 4 ms): measure on a quiet machine.
+
 Forward and forward+backward (grad of the input) for the four pooling cases of issue 5;
 fastconv and torch alternate within every repeat, each time is the median over the repeats (ms);
 the NumPy reference is timed 3 times after them.
