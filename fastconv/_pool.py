@@ -150,8 +150,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     Windows that would contain no input element at all (possible only with ``dilation > 1``,
     when a dilated window straddles a small input, e.g. H=1, kernel 2, dilation 2, padding 1)
-    are rejected with a ``ValueError``: torch returns -inf there, with an index outside the
-    plane (or on a neighbouring row) that no backward pass can use.
+    are rejected with a ``ValueError``. torch returns -inf there with an index that is either
+    past the plane or the first element of the next row (whose value is not -inf), so its
+    backward would route the gradient to the wrong element or out of bounds.
     """
     x4, unbatched = _check_input(input)
     return_indices = as_bool(return_indices, "return_indices")

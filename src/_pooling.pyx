@@ -68,22 +68,37 @@ cdef int _init(fc_pool_job *job, int pass_, int op, bint f64, Py_ssize_t *in_sha
     return 0
 
 
-cdef int _run(fc_pool_job *job) except -1:
-    """Prepare the job, run its items in parallel (static schedule), free it.
+# Below this many bytes touched (input + output) a call runs on the calling thread alone: waking
+# the OpenMP team costs more than the work (tests lower it to run small cases threaded).
+cdef double _serial_bytes = 128 * 1024
 
-    The thread count is the convolution module's (one setting for the package: this extension
-    has its own copy of the C globals)."""
-    cdef fc_idx i
-    cdef int failed = 0, status, nthreads = _kernels.get_num_threads()
-    # small planes: fewer threads (waking a team costs more than the pass; same result anyway)
-    cdef double grain = _kernels.get_parallel_grain()
-    cdef double useful = 16.0 * job.N * job.C * job.H * job.W / grain if grain > 0 else nthreads
-    if useful < nthreads:
-        nthreads = 1 if useful < 1 else <int>useful
+
+def set_serial_bytes(double nbytes):
+    """Testing hook: calls touching fewer bytes run single-threaded; returns the previous value."""
+    global _serial_bytes
+    previous, _serial_bytes = _serial_bytes, nbytes
+    return previous
+
+
+cdef int _run(fc_pool_job *job) except -1:
+    """Prepare the job, run its items in parallel (dynamic chunks), free it.
+
+    The thread count is the convolution module's: one setting for the package (this extension
+    has its own copy of the C globals, so it asks fastconv._kernels)."""
+    cdef fc_idx i, chunk
+    cdef int failed = 0, status
+    cdef int nthreads = _kernels.get_num_threads()
+    cdef double touched = (<double>job.N * job.C * (job.H * job.W + job.OH * job.OW)
+                           * (8 if job.f64 else 4))
+    if touched < _serial_bytes:
+        nthreads = 1
     with nogil:
         status = fc_pool_prepare(job, nthreads)
+        # dynamic chunks of consecutive items (about 8 per thread): a thread the OS delays
+        # (cores shared with other processes) leaves its share to the others
+        chunk = max(1, job.nitems // (8 * nthreads))
         if status == 0:
-            for i in prange(job.nitems, schedule="static", num_threads=nthreads):
+            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk, num_threads=nthreads):
                 if fc_pool_item(job, i) != 0:
                     failed = 1
         fc_pool_free(job)

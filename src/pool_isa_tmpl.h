@@ -35,27 +35,34 @@ typedef int64_t VL64U __attribute__((vector_size(VLN * 8), aligned(8)));
 #define SELI(m, a, b) (((a) & (m)) | ((b) & ~(m)))
 
 #if VLN == 2
-#define FC_EVEN {0, 2}
-#define FC_ODD {1, 3}
-#define FC_ILO {0, 2}
-#define FC_IHI {1, 3}
+#define FC_EVEN 0, 2
+#define FC_ODD 1, 3
+#define FC_ILO 0, 2
+#define FC_IHI 1, 3
 #elif VLN == 4
-#define FC_EVEN {0, 2, 4, 6}
-#define FC_ODD {1, 3, 5, 7}
-#define FC_ILO {0, 4, 1, 5}
-#define FC_IHI {2, 6, 3, 7}
+#define FC_EVEN 0, 2, 4, 6
+#define FC_ODD 1, 3, 5, 7
+#define FC_ILO 0, 4, 1, 5
+#define FC_IHI 2, 6, 3, 7
 #elif VLN == 8
-#define FC_EVEN {0, 2, 4, 6, 8, 10, 12, 14}
-#define FC_ODD {1, 3, 5, 7, 9, 11, 13, 15}
-#define FC_ILO {0, 8, 1, 9, 2, 10, 3, 11}
-#define FC_IHI {4, 12, 5, 13, 6, 14, 7, 15}
+#define FC_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define FC_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#define FC_ILO 0, 8, 1, 9, 2, 10, 3, 11
+#define FC_IHI 4, 12, 5, 13, 6, 14, 7, 15
 #elif VLN == 16
-#define FC_EVEN {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
-#define FC_ODD {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}
-#define FC_ILO {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23}
-#define FC_IHI {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31}
+#define FC_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define FC_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define FC_ILO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define FC_IHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
 #else
 #error "VLN must be 2, 4, 8 or 16"
+#endif
+/* two-vector shuffle with a constant index list: clang (and GCC >= 12) spell it
+ * __builtin_shufflevector, older GCC __builtin_shuffle with a mask vector */
+#if defined(__clang__)
+#define SHUF2(a, b, LIST) __builtin_shufflevector(a, b, LIST)
+#else
+#define SHUF2(a, b, LIST) __builtin_shuffle(a, b, (VI){LIST})
 #endif
 
 /* Store the first nv (1..VL) lanes of v at p. */
@@ -89,7 +96,6 @@ static FC_TARGET void FN(build_row)(T *restrict dst, const T *restrict src, fc_i
         /* Deinterleave pairs of vectors: the body covers m in [m0, m1] where both columns of the
          * pair are inside the row; the last step overlaps the previous one (same values). */
         T *restrict d0 = dst, *restrict d1 = dst + LQS;
-        const VI even = FC_EVEN, odd = FC_ODD;
         fc_idx m0 = (pw + 1) / 2;               /* first m with 2m - pw >= 0 */
         fc_idx mend = FC_MIN(LQ, (W + pw) / 2); /* m < mend: 2m + 1 - pw <= W - 1 */
         fc_idx m = 0;
@@ -101,14 +107,14 @@ static FC_TARGET void FN(build_row)(T *restrict dst, const T *restrict src, fc_i
         if (mend - m0 >= VL) {
             for (m = m0; m + VL <= mend; m += VL) {
                 VEC a = LOADU(src + 2 * m - pw), b = LOADU(src + 2 * m - pw + VL);
-                STOREU(d0 + m, __builtin_shuffle(a, b, even));
-                STOREU(d1 + m, __builtin_shuffle(a, b, odd));
+                STOREU(d0 + m, SHUF2(a, b, FC_EVEN));
+                STOREU(d1 + m, SHUF2(a, b, FC_ODD));
             }
             if (m < mend) {
                 fc_idx mt = mend - VL;
                 VEC a = LOADU(src + 2 * mt - pw), b = LOADU(src + 2 * mt - pw + VL);
-                STOREU(d0 + mt, __builtin_shuffle(a, b, even));
-                STOREU(d1 + mt, __builtin_shuffle(a, b, odd));
+                STOREU(d0 + mt, SHUF2(a, b, FC_EVEN));
+                STOREU(d1 + mt, SHUF2(a, b, FC_ODD));
                 m = mend;
             }
         }
@@ -137,7 +143,6 @@ static FC_TARGET void FN(unsplit_row)(T *restrict dst, const T *restrict src, fc
     }
     if (sw == 2 && W >= 2 * VL) {
         const T *restrict s0 = src, *restrict s1 = src + LQS;
-        const VI lo = FC_ILO, hi = FC_IHI;
         fc_idx iw = 0;
         if (pw & 1) { /* column 0 is phase 1 */
             dst[0] = s1[(pw - 1) / 2];
@@ -147,8 +152,8 @@ static FC_TARGET void FN(unsplit_row)(T *restrict dst, const T *restrict src, fc
         for (; iw + 2 * VL <= W; iw += 2 * VL) {
             fc_idx m = (iw + pw) / 2;
             VEC a = LOADU(s0 + m), b = LOADU(s1 + m);
-            STOREU(dst + iw, __builtin_shuffle(a, b, lo));
-            STOREU(dst + iw + VL, __builtin_shuffle(a, b, hi));
+            STOREU(dst + iw, SHUF2(a, b, FC_ILO));
+            STOREU(dst + iw + VL, SHUF2(a, b, FC_IHI));
         }
         for (; iw < W; iw++) {
             fc_idx c = iw + pw;
@@ -311,9 +316,21 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
         for (fc_idx i = j->rowtaps[2 * oh]; i < j->rowtaps[2 * oh + 1]; i++)
             built[hs + i * dh - r_lo] = 1;
     }
-    for (fc_idx r = 0; r < r_hi - r_lo; r++)
+    /* For inputs too large to stay in the cache, the next item's plane (same rows) is fetched
+     * a row at a time alongside, so that memory stays busy while this item computes. */
+    const T *xn = NULL;
+    if (j->prefetch && j->ss[3] == 1 && plane + 1 < j->N * j->C && blk == j->nblocks - 1) {
+        fc_idx pn = plane + 1;
+        xn = (const T *)j->src + (pn / j->C) * j->ss[0] + (pn % j->C) * j->ss[1];
+    }
+    for (fc_idx r = 0; r < r_hi - r_lo; r++) {
+        if (xn) {
+            const char *pr = (const char *)(xn + r * j->ss[2]);
+            for (fc_idx b = 0; b < W * (fc_idx)sizeof(T); b += 64) __builtin_prefetch(pr + b);
+        }
         if (built[r])
             FN(build_row)(buf + r * RS, x + (r + r_lo) * j->ss[2], j->ss[3], W, pw, sw, LQ, LQS, pad);
+    }
 
     /* rows whose whole window is inside go FC_GROUP at a time */
     const fc_idx full_lo = FC_MAX(oh0, j->full_lo), full_hi = FC_MIN(oh1, j->full_hi);
@@ -410,14 +427,13 @@ static FC_TARGET int FN(avg_bwd_item)(const fc_pool_job *j, fc_idx item) {
             if (oh != oh_prev) {
                 const T *gr = gdb + (oh - oh_lo) * LG + GP;
                 if (sw == 2) {
-                    const VI lo = FC_ILO, hi = FC_IHI;
-                    for (fc_idx ow = 0; 2 * ow < pw + W; ow += VL) {
+                                for (fc_idx ow = 0; 2 * ow < pw + W; ow += VL) {
                         VEC a = LOADU(gr + ow) + (T)0;
-                        STOREU(I + 2 * ow, __builtin_shuffle(a, a, lo));
-                        STOREU(I + 2 * ow + VL, __builtin_shuffle(a, a, hi));
+                        STOREU(I + 2 * ow, SHUF2(a, a, FC_ILO));
+                        STOREU(I + 2 * ow + VL, SHUF2(a, a, FC_IHI));
                     }
                 } else {
-                    for (fc_idx c = 0; c < pw + W; c++) I[c] = gr[c / sw] + (T)0;
+                    for (fc_idx col = 0; col < pw + W; col++) I[col] = gr[col / sw] + (T)0;
                 }
                 oh_prev = oh;
             }
@@ -502,6 +518,7 @@ static FC_TARGET int FN(avg_bwd_item)(const fc_pool_job *j, fc_idx item) {
 #undef FC_ODD
 #undef FC_ILO
 #undef FC_IHI
+#undef SHUF2
 #undef SEL
 #undef SELI
 #undef LOADU

@@ -91,14 +91,21 @@ static int FD(fc_pool_maxbwd_item)(fc_pool_job *j, fc_idx plane) {
     int bad = 0;
     memset(gi, 0, (size_t)HW * sizeof(T));
     if (j->ss[3] == 1 && j->is[3] == 1) {
+        /* check a row (a vectorisable reduction), then scatter it without a branch per element */
         for (fc_idx oh = 0; oh < OH; oh++) {
-            const T *g = go + oh * j->ss[2];
-            const int64_t *id = ind + oh * j->is[2];
-            for (fc_idx ow = 0; ow < OW; ow++) {
-                uint64_t k = (uint64_t)id[ow];
-                if (k < (uint64_t)HW) gi[k] += g[ow];
-                else bad = 1;
+            const T *restrict g = go + oh * j->ss[2];
+            const int64_t *restrict id = ind + oh * j->is[2];
+            uint64_t out_of_plane = 0;
+            for (fc_idx ow = 0; ow < OW; ow++) out_of_plane |= (uint64_t)id[ow] >= (uint64_t)HW;
+            if (out_of_plane) {
+                for (fc_idx ow = 0; ow < OW; ow++) {
+                    uint64_t k = (uint64_t)id[ow];
+                    if (k < (uint64_t)HW) gi[k] += g[ow];
+                }
+                bad = 1;
+                continue;
             }
+            for (fc_idx ow = 0; ow < OW; ow++) gi[id[ow]] += g[ow];
         }
     } else {
         for (fc_idx oh = 0; oh < OH; oh++) {

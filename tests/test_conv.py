@@ -126,7 +126,7 @@ def _run_isolated(code):
     kernels fails one test instead of killing the whole session."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -44,11 +44,14 @@ def path(name):
 
 @contextlib.contextmanager
 def threads(n):
+    """Run with ``n`` OpenMP threads, even on inputs small enough to be run serially."""
     previous = fastconv.get_num_threads()
     fastconv.set_num_threads(n)
+    serial = _pooling.set_serial_bytes(0)
     try:
         yield
     finally:
+        _pooling.set_serial_bytes(serial)
         fastconv.set_num_threads(previous)
 
 
@@ -65,7 +68,7 @@ def assert_unchanged(before, *arrays):
 # ------------------------------------------------------------------------ properties vs reference
 
 @pytest.mark.parametrize("name", PATHS)
-@settings(max_examples=150)
+@settings(max_examples=200)
 @given(case=pool_cases("max"), nthreads=THREADS)
 def test_max_pool2d_matches_reference(name, case, nthreads):
     x, kw = case["x"], case["kwargs"]
@@ -92,10 +95,15 @@ def test_max_pool2d_matches_reference(name, case, nthreads):
     ref_gi = reference.max_pool2d_backward(case["g"], ind, x.shape)
     assert gi.shape == x.shape and gi.dtype == x.dtype and gi.flags.c_contiguous
     np.testing.assert_array_equal(gi, ref_gi, strict=True)
+    # indices in any layout too (here: Fortran order, and negative strides on the last axis)
+    for ind_view in (np.asfortranarray(ind), np.ascontiguousarray(ind[..., ::-1])[..., ::-1]):
+        with path(name), threads(nthreads):
+            gi_view = fastconv.max_pool2d_backward(case["g"], ind_view, x.shape)
+        np.testing.assert_array_equal(gi_view, gi, strict=True)
 
 
 @pytest.mark.parametrize("name", PATHS)
-@settings(max_examples=150)
+@settings(max_examples=200)
 @given(case=pool_cases("avg"), nthreads=THREADS)
 def test_avg_pool2d_matches_reference(name, case, nthreads):
     x, kw, g = case["x"], case["kwargs"], case["g"]
@@ -111,6 +119,66 @@ def test_avg_pool2d_matches_reference(name, case, nthreads):
     np.testing.assert_allclose(out, reference.avg_pool2d(x, **kw), rtol=rtol, atol=atol * scale)
     np.testing.assert_allclose(gi, reference.avg_pool2d_backward(g, x.shape, **kw),
                                rtol=rtol, atol=atol * np.max(np.abs(g), initial=1.0))
+
+
+# Wider rows: the vector deinterleave (W >= 2 vectors), several vector chunks per output row
+# with an overlapping last one, groups of 4 output rows. Fewer examples, larger shapes.
+MEDIUM = dict(max_extra=48, max_n=2, max_c=2)
+
+
+@pytest.mark.parametrize("name", PATHS)
+@settings(max_examples=40)
+@given(case=pool_cases("max", **MEDIUM), avg=pool_cases("avg", **MEDIUM), nthreads=THREADS)
+def test_medium_shapes_match_reference(name, case, avg, nthreads):
+    with path(name), threads(nthreads):
+        if not case["empty"]:
+            out, ind = fastconv.max_pool2d(case["x"], **case["kwargs"], return_indices=True)
+            gi = fastconv.max_pool2d_backward(case["g"], ind, case["x"].shape)
+        aout = fastconv.avg_pool2d(avg["x"], **avg["kwargs"])
+        agi = fastconv.avg_pool2d_backward(avg["g"], avg["x"].shape, **avg["kwargs"])
+    if not case["empty"]:
+        ref_out, ref_ind = reference.max_pool2d(case["x"], **case["kwargs"], return_indices=True)
+        np.testing.assert_array_equal(out, ref_out, strict=True)
+        np.testing.assert_array_equal(ind, ref_ind, strict=True)
+        np.testing.assert_array_equal(
+            gi, reference.max_pool2d_backward(case["g"], ind, case["x"].shape), strict=True)
+    rtol, atol = tolerance(avg["x"].dtype)
+    np.testing.assert_allclose(aout, reference.avg_pool2d(avg["x"], **avg["kwargs"]),
+                               rtol=rtol, atol=atol * 10)
+    np.testing.assert_allclose(
+        agi, reference.avg_pool2d_backward(avg["g"], avg["x"].shape, **avg["kwargs"]),
+        rtol=rtol, atol=atol * 10)
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_every_row_width(name):
+    """Widths 1..70 under the common geometries: every split of a row into vector chunks, the
+    scalar edges of the deinterleave and of its inverse, on every path."""
+    rng = np.random.default_rng(7)
+    geometries = [dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1),
+                  dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=(1, 3), stride=(1, 3)),
+                  dict(kernel_size=2, stride=(1, 2), padding=1, ceil_mode=True)]
+    for width in range(1, 71):
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((1, 2, 6, width)).astype(dtype)
+            for kw in geometries:
+                try:
+                    ref_out, ref_ind = reference.max_pool2d(x, **kw, return_indices=True)
+                except ValueError:
+                    continue
+                g = rng.standard_normal(ref_out.shape).astype(dtype)
+                with path(name):
+                    out, ind = fastconv.max_pool2d(x, **kw, return_indices=True)
+                    gi = fastconv.max_pool2d_backward(g, ind, x.shape)
+                    aout = fastconv.avg_pool2d(x, **kw)
+                    agi = fastconv.avg_pool2d_backward(g, x.shape, **kw)
+                np.testing.assert_array_equal(out, ref_out)
+                np.testing.assert_array_equal(ind, ref_ind)
+                np.testing.assert_array_equal(gi, reference.max_pool2d_backward(g, ind, x.shape))
+                rtol, atol = tolerance(dtype)
+                np.testing.assert_allclose(aout, reference.avg_pool2d(x, **kw), rtol=rtol, atol=atol)
+                np.testing.assert_allclose(agi, reference.avg_pool2d_backward(g, x.shape, **kw),
+                                           rtol=rtol, atol=atol)
 
 
 # ------------------------------------------------------------------------------ gradient identities
@@ -208,6 +276,11 @@ def test_windows_with_no_input_element_are_rejected():
         fastconv.max_pool2d(np.ones((1, 1, 1, 5)), 2, stride=1, padding=1, dilation=2)
     with pytest.raises(ValueError, match="output column 0 holds no input element"):
         fastconv.max_pool2d(np.ones((1, 1, 5, 2)), 2, stride=1, padding=1, dilation=3)
+    # W=1, taps at columns -1 and 1: torch reports -inf with indices 1, 2, 3 -- the next row's
+    # element, then one past the plane -- which a backward pass would follow
+    with pytest.raises(ValueError, match="output column 0 holds no input element"):
+        fastconv.max_pool2d(np.arange(3.0).reshape(1, 1, 3, 1), (1, 2), stride=1,
+                            padding=(0, 1), dilation=(1, 2), return_indices=True)
 
 
 def test_unbatched_and_empty_batches():
@@ -279,6 +352,28 @@ def test_bitwise_identical_for_any_thread_count_and_simd_path(case, avg):
     for r in results[1:]:
         for a, b in zip(results[0], r):
             assert a.tobytes() == b.tobytes()
+
+
+def test_concurrent_calls_from_python_threads():
+    """The GIL is released and every workspace is per thread: calls from several Python threads
+    at once give the results of the same calls made one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((4, 8, 40, 40 + i)).astype(np.float32) for i in range(8)]
+
+    def work(x):
+        out, ind = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+        avg = fastconv.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return (out, ind, fastconv.max_pool2d_backward(out, ind, x.shape),
+                avg, fastconv.avg_pool2d_backward(avg, x.shape, 3, 1, 1, count_include_pad=False))
+
+    serial = [work(x) for x in xs]
+    with threads(2), ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(work, xs * 2))
+    for a, b in zip(serial * 2, concurrent):
+        for u, v in zip(a, b):
+            assert u.tobytes() == v.tobytes()
 
 
 # ------------------------------------------------------------------------------------- errors

@@ -17,7 +17,10 @@ import fastconv
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # the copy under test
+# a neutral working directory: "-c" scripts put it first on sys.path, and the source folder
+# (without compiled kernels) must not shadow the package under test
+HERE = os.path.dirname(os.path.abspath(__file__))
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 posix_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 needs_openmp = pytest.mark.skipif(not fastconv._kernels.openmp_enabled(),
@@ -56,7 +59,7 @@ def run_script(body, omp_threads=None, timeout=60):
         env["OMP_NUM_THREADS"] = str(omp_threads)
     code = PRELUDE + textwrap.dedent(body)
     # Own process group: on a hang, the script and any child it forked are killed together.
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, cwd=HERE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -131,10 +134,10 @@ def test_threadpool_limits_take_effect_in_the_kernels(kernel):
     (None, 1, 1, 0),
 ])
 def test_omp_num_threads_and_set_num_threads(omp, call, expect_count, expect_workers):
+    set_call = "pass" if call is None else f"fastconv.set_num_threads({call})"
     out = run_script(f"""
         base = n_threads()
-        if {call!r} is not None:
-            fastconv.set_num_threads({call!r})
+        {set_call}
         run()
         print(fastconv.get_num_threads(), n_threads() - base)
     """, omp_threads=omp)

@@ -6,7 +6,10 @@ import textwrap
 
 import fastconv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # the copy under test
+# a neutral working directory: "-c" scripts put it first on sys.path, and the source folder
+# (without compiled kernels) must not shadow the package under test
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_fastconv_torch_without_torch_raises_a_clear_import_error():
@@ -22,7 +25,7 @@ def test_fastconv_torch_without_torch_raises_a_clear_import_error():
             raise SystemExit("no ImportError")
     """)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=HERE,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fastconv.torch needs PyTorch" in proc.stdout
@@ -31,6 +34,6 @@ def test_fastconv_torch_without_torch_raises_a_clear_import_error():
 def test_importing_fastconv_does_not_import_torch():
     code = "import sys, fastconv, fastconv.compat.cs231n; print('torch' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=HERE,
                           timeout=60)
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr

@@ -2,8 +2,13 @@
 
     python3 tools/time_pooling.py [--threads 1 2] [--repeats 21] [--dtype float32] [--no-ref]
 
-Forward and forward+backward (grad of the input) for the four pooling cases of issue 5; the
-contenders alternate within every repeat, and each time is the median over the repeats (ms).
+(with fastconv importable: installed, or ``PYTHONPATH=.`` after ``setup.py build_ext --inplace``).
+On cores shared with other busy processes, 2-thread timings of both fastconv and torch collapse
+into scheduler ticks (multiples of 4 ms): measure on a quiet machine.
+
+Forward and forward+backward (grad of the input) for the four pooling cases of issue 5;
+fastconv and torch alternate within every repeat, each time is the median over the repeats (ms);
+the NumPy reference is timed 3 times after them.
 Not a test: a quick way to see the ratios while working on src/pool_engine.h.
 """
 import argparse
@@ -93,17 +98,25 @@ def main():
             if args.no_ref:
                 cs.pop("reference")
             times = {(n, p): [] for n in cs for p in (0, 1)}
-            for name, fns in cs.items():  # warm-up
-                for fn in fns:
-                    fn()
+            for name, fns in cs.items():  # warm-up (the reference: once, below)
+                if name != "reference":
+                    for fn in fns:
+                        fn()
+            # fastconv and torch alternate; the reference (slow, and its big temporaries evict
+            # the caches) runs 3 times afterwards
             for r in range(args.repeats):
                 for name, fns in cs.items():
-                    if name == "reference" and r >= 3:
+                    if name == "reference":
                         continue
                     for p, fn in enumerate(fns):
                         t0 = time.perf_counter()
                         fn()
                         times[name, p].append(time.perf_counter() - t0)
+            for r in range(3 if "reference" in cs else 0):
+                for p, fn in enumerate(cs["reference"]):
+                    t0 = time.perf_counter()
+                    fn()
+                    times["reference", p].append(time.perf_counter() - t0)
             med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
 
             def cell(name, p, width):
