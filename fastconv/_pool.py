@@ -11,7 +11,6 @@ from ._validation import (
     as_int,
     batched,
     nonnegative_pair,
-    pair,
     positive_pair,
 )
 

@@ -54,79 +54,23 @@ typedef struct {
 } fc_pool_job;
 
 /* ---------------------------------------------------------------------------- instantiation */
+/* pool_dtype.h instantiates the ISA paths and the passes for one dtype (T, TN, IT: the integer
+ * type of a vector lane's index, VLN_*: lanes per vector of each ISA). */
 #define T float
 #define TN f32
 #define IT int32_t
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ISA avx512
-#define VB 64
-#define VLN 16
-#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
-#include "pool_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef VLN
-#undef FC_TARGET
-#define ISA avx2
-#define VB 32
-#define VLN 8
-#define FC_TARGET __attribute__((target("avx2,fma")))
-#include "pool_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef VLN
-#undef FC_TARGET
-#endif
-#define ISA generic
-#define VB 16
-#define VLN 4
-#define FC_TARGET
-#include "pool_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef VLN
-#undef FC_TARGET
-#include "pool_tmpl.h"
-#undef T
-#undef TN
-#undef IT
+#define VLN_AVX512 16
+#define VLN_AVX2 8
+#define VLN_GENERIC 4
+#include "pool_dtype.h"
 
 #define T double
 #define TN f64
 #define IT int64_t
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ISA avx512
-#define VB 64
-#define VLN 8
-#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
-#include "pool_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef VLN
-#undef FC_TARGET
-#define ISA avx2
-#define VB 32
-#define VLN 4
-#define FC_TARGET __attribute__((target("avx2,fma")))
-#include "pool_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef VLN
-#undef FC_TARGET
-#endif
-#define ISA generic
-#define VB 16
-#define VLN 2
-#define FC_TARGET
-#include "pool_isa_tmpl.h"
-#undef ISA
-#undef VB
-#undef VLN
-#undef FC_TARGET
-#include "pool_tmpl.h"
-#undef T
-#undef TN
-#undef IT
+#define VLN_AVX512 8
+#define VLN_AVX2 4
+#define VLN_GENERIC 2
+#include "pool_dtype.h"
 
 /* ------------------------------------------------------------------------- the job API */
 enum { FC_POOL_BUFFER_BUDGET = 256 * 1024 }; /* bytes of row buffer per work item */

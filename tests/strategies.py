@@ -221,28 +221,6 @@ def pool_values(draw, shape, dtype, kind):
     return a
 
 
-def pool_layout(draw, a):
-    """The values of ``a`` in a random layout: C order, Fortran order, a strided slice, negative
-    strides, the last two axes transposed (column stride != 1), or read-only."""
-    kind = draw(st.sampled_from(["c", "f", "sliced", "negative", "transposed", "readonly"]))
-    if kind == "f":
-        a = np.asfortranarray(a)
-    elif kind == "sliced":
-        big = np.full(tuple(2 * s + 1 for s in a.shape), 7.0, dtype=a.dtype)
-        view = big[tuple(slice(1, None, 2) for _ in a.shape)]
-        view[...] = a
-        a = view
-    elif kind == "negative":
-        flip = tuple(slice(None, None, -1) for _ in a.shape)
-        a = np.ascontiguousarray(a[flip])[flip]
-    elif kind == "transposed" and a.ndim >= 2:
-        a = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
-    elif kind == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-    return a
-
-
 def int_or_pair_form(draw, h, w):
     """``(h, w)`` as an int (when equal, sometimes), a tuple, a list, or a 1-tuple."""
     if h == w:
@@ -281,7 +259,7 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
     kind = draw(st.sampled_from(values))
     x = pool_values(draw, shape, dtype, kind)
     if layout:
-        x = pool_layout(draw, x)
+        x = any_layout(draw, x)
     oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
     ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
     kwargs = dict(kernel_size=int_or_pair_form(draw, kh, kw), ceil_mode=ceil_mode)
@@ -304,5 +282,5 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
         g = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(out_shape)
         g = g.astype(dtype)
         if layout:
-            g = pool_layout(draw, g)
+            g = any_layout(draw, g)
     return dict(x=x, kwargs=kwargs, g=g, out_shape=out_shape, empty=empty, kind=kind)
