@@ -107,6 +107,7 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     const int nvmax = M <= 4 ? 4 : NVW;
     T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
     fc_idx seg_src[MAXW], seg_dst[MAXW];
+    int seg_nv[MAXW];
     fc_idx pend = FC_MIN(p1, P);
     if (TT == 0) {
         for (fc_idx m = 0; m < M; m++)
@@ -143,17 +144,26 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                 fc_idx len = FC_MIN(w - d, rowlen - ow);
                 seg_src[nseg] = oh * Wq + ow;
                 seg_dst[nseg] = d;
+                seg_nv[nseg] = (int)FC_CEIL_DIV(len, (fc_idx)VL);
                 d += len;
                 q += len;
             }
-            /* full-width copies in increasing destination order: each segment's overrun is
-             * overwritten by the next segment, or the next tap's row (Bp has a spare row) */
-            for (fc_idx t = 0; t < kc; t++) {
-                const T *src = B + off[t0 + t];
-                T *dst = Bp + t * w;
-                for (int sg = 0; sg < nseg; sg++)
-                    for (int v = 0; v < nv; v++)
-                        STOREU(dst + seg_dst[sg] + v * VL, LOADU(src + seg_src[sg] + v * VL));
+            /* whole-vector copies in increasing destination order: each segment's overrun (less
+             * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
+             * has a spare row) */
+            if (nseg == 1 && seg_nv[0] == nv) {
+                for (fc_idx t = 0; t < kc; t++) {
+                    const T *src = B + off[t0 + t] + seg_src[0];
+                    for (int v = 0; v < nv; v++) STOREU(Bp + t * w + v * VL, LOADU(src + v * VL));
+                }
+            } else {
+                for (fc_idx t = 0; t < kc; t++) {
+                    const T *src = B + off[t0 + t];
+                    T *dst = Bp + t * w;
+                    for (int sg = 0; sg < nseg; sg++)
+                        for (int v = 0; v < seg_nv[sg]; v++)
+                            STOREU(dst + seg_dst[sg] + v * VL, LOADU(src + seg_src[sg] + v * VL));
+                }
             }
             for (fc_idx mb = 0; mb < nmb; mb++) {
                 int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);

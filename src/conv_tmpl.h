@@ -114,6 +114,9 @@ static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, con
                     fc_idx w0 = q_lo * g->sw + pw - g->pl;
                     if (g->sw == 1 && xs[3] == 1) {
                         memcpy(row + q_lo, src + w0, (size_t)(q_hi - q_lo) * sizeof(T));
+                    } else if (g->sw == 2 && xs[3] == 1) { /* constant stride: vectorised */
+                        const T *sp = src + w0 - 2 * q_lo;
+                        for (fc_idx q = q_lo; q < q_hi; q++) row[q] = sp[2 * q];
                     } else {
                         fc_idx step = g->sw * xs[3];
                         const T *sp = src + w0 * xs[3];
