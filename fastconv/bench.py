@@ -64,6 +64,7 @@ CASES = [
     Case("avg-3x3-s1-p1-nopad", "avg", (32, 64, 28, 28), kernel=3, stride=1, pad=1,
          count_include_pad=False),
 ]
+BLAS_COOLDOWN_S = 0.5
 QUICK = ("lenet-conv1", "resnet-c16", "depthwise", "max-2x2-s2", "avg-2x2-s2")
 LARGE_3X3 = ("resnet-c64", "deep", "strided")
 POOLING = ("max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad")
@@ -206,14 +207,21 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
     if with_reference:
         contenders["reference"] = _fastconv_fns(case, x, w, b, reference)
     row = Row(case.name, case.kind)
+    slow = contenders.pop("reference", None)
     for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
-        fns = {name: pair[pass_index] for name, pair in contenders.items()}
-        slow = {"reference": fns.pop("reference")} if "reference" in fns else {}
-        med = _time_round_robin(fns, repeats)
-        if slow:  # the reference is 10-100x slower: fewer rounds, still in the same run
-            med.update(_time_round_robin(slow, max(1, repeats // 3), warmup=0, rounds=1))
+        med = _time_round_robin({name: pair[pass_index] for name, pair in contenders.items()},
+                                repeats)
         for name, sec in med.items():
             row.ms[f"{name} {pass_name}"] = sec * 1e3
+    if slow:
+        # The reference is 10-100x slower: fewer calls, same run, after the fast contenders.
+        # Its BLAS (OpenBLAS) leaves worker threads spinning for a while after each call; they
+        # would steal the cores from whatever is timed next, so let them fall asleep first.
+        for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
+            sec = _time_round_robin({"r": slow[pass_index]}, max(1, repeats // 3), warmup=0,
+                                    rounds=1)["r"]
+            row.ms[f"reference {pass_name}"] = sec * 1e3
+        time.sleep(BLAS_COOLDOWN_S)
     out_shape = fwd().shape
     if case.kind == "conv":
         flops = _conv_flops(case, out_shape)

@@ -102,7 +102,7 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
                                     fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
                                     const T *bias) {
-    enum { KC = 128, MAXW = 4 * VL };
+    enum { KC = 256, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : NVW;
     T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
