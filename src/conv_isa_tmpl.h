@@ -130,8 +130,7 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
         }
         return;
     }
-    if ((pend - p0) % VL) /* the last vector has lanes past P: keep what they read finite */
-        memset(Bp, 0, sizeof Bp);
+    memset(Bp, 0, sizeof Bp); /* lanes past P read this: keep them finite */
     for (fc_idx t0 = 0; t0 < TT; t0 += KC) {
         fc_idx kc = FC_MIN((fc_idx)KC, TT - t0);
         int nv;
