@@ -139,7 +139,7 @@ def _torch_fns(torch, case, x, w, b):
     return fwd, fwd_bwd
 
 
-def _time_round_robin(fns, repeats, warmup=1, rounds=3):
+def _time_round_robin(fns, repeats, warmup=2, rounds=5):
     """Median seconds of each closure over `repeats` timed calls, taken in `rounds` rounds; in
     each round every contender runs a block of calls after `warmup` untimed ones.
 
@@ -317,10 +317,16 @@ def thread_scaling(cases, threads, repeats, rng):
         w = rng.standard_normal((case.k, case.shape[1] // case.groups, case.kernel, case.kernel))
         w = w.astype(np.float32)
         fwd = _fastconv_fns(case, x, w, None, functional)[0]
-        meds = {}
-        for t in (1, threads):
-            set_num_threads(t)
-            meds[t] = _time_round_robin({"f": fwd}, repeats)["f"]
+
+        def with_threads(n):
+            def call():
+                set_num_threads(n)
+                return fwd()
+            return call
+
+        # rounds alternate the two counts, so that a slow spell of the machine hits both
+        meds = _time_round_robin({1: with_threads(1), threads: with_threads(threads)}, repeats,
+                                 rounds=5)
         set_num_threads(threads)
         result[case.name] = meds[1] / meds[threads]
     return result
@@ -376,6 +382,8 @@ def run(args):
         set_num_threads(args.threads)
     threads = get_num_threads()
     repeats = args.repeats or (3 if args.quick else 7)
+    # The FMA peak first: once torch is imported, its own OpenMP threads may spin on the cores.
+    peak = _kernels.fma_peak_gflops()
     torch = None
     if not args.no_torch:
         try:
@@ -383,7 +391,6 @@ def run(args):
             torch.set_num_threads(threads)
         except ImportError:
             print("torch is not importable: timing fastconv against the reference only")
-    peak = _kernels.fma_peak_gflops()
     print(machine_description(threads, peak))
     if torch is not None:
         print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
