@@ -137,7 +137,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
     x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    out = np.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), dtype=x4.dtype)
+    out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
     if out.size and weight.shape[1] == 0:  # no input channels: only the bias remains
         out[...] = 0 if bias is None else bias[None, :, None, None]
     elif out.size:
@@ -199,8 +199,11 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     grad_input = grad_weight = grad_bias = None
     go4 = np.ascontiguousarray(go4)
     if need_input:
-        grad_input = np.zeros(x4.shape, dtype=x4.dtype)
-        if grad_input.size and go4.size and weight.size:
+        runs = x4.size and go4.size and weight.size
+        # with stride 1 the kernel writes every element; with a stride, the positions that no
+        # tap reaches keep the zeros
+        grad_input = _kernels.empty(x4.shape, x4.dtype, zero=not runs or g.stride != (1, 1))
+        if runs:
             _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
         if unbatched:
             grad_input = grad_input[0]

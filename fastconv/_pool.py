@@ -4,7 +4,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _pooling
+from . import _kernels, _pooling
 from ._validation import (
     as_bool,
     as_float_array,
@@ -157,8 +157,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return_indices = as_bool(return_indices, "return_indices")
     g = pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
     shape = (x4.shape[0], x4.shape[1], g.out_h, g.out_w)
-    out = np.empty(shape, dtype=x4.dtype)
-    indices = np.empty(shape, dtype=np.int64) if return_indices else None
+    out = _kernels.empty(shape, x4.dtype)
+    indices = _kernels.empty(shape, np.int64) if return_indices else None
     if out.size:
         _pooling.pool2d_forward(x4, out, indices, True, g)
     if unbatched:
@@ -209,7 +209,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             f"grad_output shape {grad_output.shape} does not match input_shape "
             f"{tuple(input_shape)} in N and C"
         )
-    grad_input = np.empty(shape4, dtype=grad_output.dtype)
+    grad_input = _kernels.empty(shape4, grad_output.dtype)
     if grad_input.size:
         if go4.size == 0:
             grad_input.fill(0)
@@ -251,7 +251,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     x4, unbatched = _check_input(input)
     g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                       divisor_override, is_max=False)
-    out = np.empty((x4.shape[0], x4.shape[1], g.out_h, g.out_w), dtype=x4.dtype)
+    out = _kernels.empty((x4.shape[0], x4.shape[1], g.out_h, g.out_w), x4.dtype)
     if out.size:
         _pooling.pool2d_forward(x4, out, None, False, g)
     return out[0] if unbatched else out
@@ -282,7 +282,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     if grad_output.shape != want:
         raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
     go4, _ = batched(grad_output, "grad_output")
-    grad_input = np.empty(shape4, dtype=grad_output.dtype)
+    grad_input = _kernels.empty(shape4, grad_output.dtype)
     if grad_input.size:
         _pooling.avg_pool2d_backward(go4, grad_input, g)
     return grad_input[0] if unbatched else grad_input

@@ -8,6 +8,9 @@ import os
 
 import numpy as np
 
+cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_New
+
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -39,6 +42,61 @@ cdef extern from "conv_engine.h" nogil:
     void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
     void fc_grad_bias_item_f64(const double *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k,
                                double *gb)
+
+
+# ------------------------------------------------------------------------------ output buffers
+cnp.import_array()
+
+cdef extern from "fc_alloc.h" nogil:
+    void *fc_handler_malloc(void *ctx, size_t size)
+    void *fc_handler_calloc(void *ctx, size_t nelem, size_t elsize)
+    void *fc_handler_realloc(void *ctx, void *ptr, size_t new_size)
+    void fc_handler_free(void *ctx, void *ptr, size_t size)
+    void fc_cache_set_limit(size_t limit)
+    size_t fc_cache_held()
+
+cdef extern from "numpy/arrayobject.h":
+    ctypedef struct PyDataMemAllocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
+    ctypedef struct PyDataMem_Handler:
+        char name[127]
+        unsigned char version
+        PyDataMemAllocator allocator
+    object PyDataMem_SetHandler(object handler)
+
+cdef PyDataMem_Handler _handler
+_handler.name[:17] = b"fastconv_outputs\0"
+_handler.version = 1
+_handler.allocator.ctx = NULL
+_handler.allocator.malloc = fc_handler_malloc
+_handler.allocator.calloc = fc_handler_calloc
+_handler.allocator.realloc = fc_handler_realloc
+_handler.allocator.free = fc_handler_free
+_handler_capsule = PyCapsule_New(&_handler, "mem_handler", NULL)
+
+
+def empty(shape, dtype, zero=False):
+    """A new array for a kernel's output, from the recycling handler of src/fc_alloc.h (large
+    blocks freed by earlier outputs are reused instead of page-faulted in again)."""
+    old = PyDataMem_SetHandler(_handler_capsule)
+    try:
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+    finally:
+        PyDataMem_SetHandler(old)
+
+
+def set_output_cache_limit(size_t nbytes):
+    """Bytes of freed output buffers kept for reuse (default 512 MiB; 0 disables); empties it."""
+    fc_cache_set_limit(nbytes)
+
+
+def output_cache_bytes():
+    """Bytes of freed output buffers currently kept for reuse."""
+    return fc_cache_held()
 
 
 # ------------------------------------------------------------------------------ threads and ISA
