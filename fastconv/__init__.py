@@ -48,9 +48,12 @@ Memory
 ------
 Each thread keeps a few 64-byte-aligned workspaces (the wide buffer of one image, a scratch
 tile, a transposed grad_output of one image) that grow to the largest size requested and are
-reused by later calls, so a training loop does not page-fault on every call. Shared per-call
-buffers are the packed weights and, for grad_weight, one partial gradient per batch chunk (at
-most 8): all are bounded by the size of one image or of the weights, never by the batch.
+reused by later calls (and freed when the thread exits), so a training loop does not page-fault
+on every call. Shared per-call buffers are the packed weights and, for grad_weight, one partial
+gradient per batch chunk (at most 8): all are bounded by the size of one image or of the
+weights, never by the batch. Large outputs (8 MiB and up) come from a NumPy memory handler
+(src/fc_alloc.h) that keeps up to 512 MiB of freed output blocks for reuse, so that the kernel
+does not zero fresh pages for every call (``_kernels.set_output_cache_limit(0)`` turns it off).
 
 SIMD
 ----
