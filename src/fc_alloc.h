@@ -4,7 +4,8 @@
  * large output allocated on every call pays for the kernel to zero all its pages again (9 ms of
  * a 17 ms float64 depthwise forward here). fastconv allocates its large outputs through this
  * handler: a freed block of at least FC_CACHE_MIN bytes is kept (up to fc_cache_limit bytes in
- * FC_CACHE_SLOTS blocks) and handed out again for a request of the same size or slightly less.
+ * FC_CACHE_SLOTS blocks, the oldest evicted first) and handed out again for a request of the same
+ * size or slightly less.
  * Everything else is plain malloc/calloc/realloc/free, so any block can be freed or resized by
  * NumPy as usual. Only arrays that fastconv itself allocates use it.
  */
@@ -21,7 +22,9 @@ enum { FC_CACHE_SLOTS = 8 };
 static struct {
     void *ptr[FC_CACHE_SLOTS];
     size_t size[FC_CACHE_SLOTS];
+    unsigned long stamp[FC_CACHE_SLOTS]; /* when the block was kept: the oldest goes first */
     size_t held;
+    unsigned long clock;
 } fc_cache;
 static size_t fc_cache_limit = (size_t)512 << 20;
 static pthread_mutex_t fc_cache_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -44,20 +47,36 @@ static void *fc_cache_take(size_t size) {
     return p;
 }
 
-/* Keep a freed block if there is room; returns 0 if the caller must free it. */
+/* Keep a freed block, evicting the blocks kept longest ago until it fits (so the cache follows
+ * the sizes in use now); returns 0 if the caller must free it (larger than the limit). */
 static int fc_cache_keep(void *p, size_t size) {
-    int kept = 0;
+    void *evicted[FC_CACHE_SLOTS];
+    int nev = 0, slot = -1;
     pthread_mutex_lock(&fc_cache_lock);
-    if (fc_cache.held + size <= fc_cache_limit)
-        for (int i = 0; i < FC_CACHE_SLOTS && !kept; i++)
-            if (!fc_cache.ptr[i]) {
-                fc_cache.ptr[i] = p;
-                fc_cache.size[i] = size;
-                fc_cache.held += size;
-                kept = 1;
+    if (size <= fc_cache_limit) {
+        for (;;) {
+            slot = -1;
+            int oldest = -1;
+            for (int i = 0; i < FC_CACHE_SLOTS; i++) {
+                if (!fc_cache.ptr[i]) {
+                    if (slot < 0) slot = i;
+                } else if (oldest < 0 || fc_cache.stamp[i] < fc_cache.stamp[oldest]) {
+                    oldest = i;
+                }
             }
+            if (slot >= 0 && fc_cache.held + size <= fc_cache_limit) break;
+            evicted[nev++] = fc_cache.ptr[oldest]; /* oldest >= 0: something is held */
+            fc_cache.held -= fc_cache.size[oldest];
+            fc_cache.ptr[oldest] = NULL;
+        }
+        fc_cache.ptr[slot] = p;
+        fc_cache.size[slot] = size;
+        fc_cache.stamp[slot] = ++fc_cache.clock;
+        fc_cache.held += size;
+    }
     pthread_mutex_unlock(&fc_cache_lock);
-    return kept;
+    for (int i = 0; i < nev; i++) free(evicted[i]);
+    return slot >= 0;
 }
 
 /* Release every cached block (and set the limit: 0 disables the cache). */

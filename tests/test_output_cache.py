@@ -61,3 +61,14 @@ def test_small_outputs_bypass_the_cache(fresh_cache):
     assert not a.any()
     del a
     assert _kernels.output_cache_bytes() == 0
+
+
+def test_the_oldest_blocks_make_room_for_new_sizes(fresh_cache):
+    """A cache full of blocks of sizes no longer in use must not keep out the sizes in use now."""
+    old = [_kernels.empty((8 << 20) // 4 + 1024 * i, np.float32) for i in range(8)]
+    del old  # eight kept blocks of other sizes
+    new = _kernels.empty((12 << 20) // 4, np.float32)
+    address = new.ctypes.data
+    del new
+    again = _kernels.empty((12 << 20) // 4, np.float32)
+    assert again.ctypes.data == address
