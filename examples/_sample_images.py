@@ -57,3 +57,24 @@ def load_image(path=None, small=False):
         except Exception:  # not installed, no data file, a download that failed, a changed API
             continue
     return _synthetic(small)
+
+
+def parse_example_args(doc, default_out, argv=None):
+    """The options both examples share: --out, --small, --image."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", default=default_out, help="PNG file to write")
+    ap.add_argument("--small", action="store_true", help="a small image (fast; for tests)")
+    ap.add_argument("--image", default=None, help="use this image file instead (needs Pillow)")
+    return ap.parse_args(argv)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no screen needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

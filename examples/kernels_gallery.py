@@ -6,7 +6,6 @@ results are shown side by side, each with its kernel, and saved as a PNG.
 
     python3 examples/kernels_gallery.py [--out kernels_gallery.png] [--small] [--image PATH]
 """
-import argparse
 import os
 import sys
 
@@ -19,7 +18,7 @@ except ImportError:  # run from a source checkout
     import fastconv  # noqa: F401
 from fastconv import filters
 
-from _sample_images import load_image
+from _sample_images import load_image, parse_example_args, pyplot
 
 PANELS = [  # (title, kernel)
     ("identity", filters.identity),
@@ -44,15 +43,8 @@ def kernel_text(k):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="kernels_gallery.png", help="PNG file to write")
-    ap.add_argument("--small", action="store_true", help="a small image (fast; for tests)")
-    ap.add_argument("--image", default=None, help="use this image file instead (needs Pillow)")
-    args = ap.parse_args(argv)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    args = parse_example_args(__doc__, "kernels_gallery.png", argv)
+    plt = pyplot()
 
     image, source = load_image(args.image, args.small)
     print(f"image: {source}")

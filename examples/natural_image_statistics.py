@@ -13,7 +13,6 @@ digits embedded in fastconv, else a synthetic dead-leaves image (or ``--image PA
 
     python3 examples/natural_image_statistics.py [--out natural_image_statistics.png] [--small]
 """
-import argparse
 import os
 import sys
 
@@ -26,19 +25,12 @@ except ImportError:  # run from a source checkout
     import fastconv  # noqa: F401
 from fastconv import stats
 
-from _sample_images import load_image
+from _sample_images import load_image, parse_example_args, pyplot
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="natural_image_statistics.png", help="PNG file to write")
-    ap.add_argument("--small", action="store_true", help="a small image (fast; for tests)")
-    ap.add_argument("--image", default=None, help="use this image file instead (needs Pillow)")
-    args = ap.parse_args(argv)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    args = parse_example_args(__doc__, "natural_image_statistics.png", argv)
+    plt = pyplot()
 
     image, source = load_image(args.image, args.small)
     print(f"image: {source}")

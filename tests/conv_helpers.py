@@ -4,7 +4,7 @@ import contextlib
 import numpy as np
 
 import fastconv
-from fastconv import _kernels, reference
+from fastconv import _kernels, _pooling, reference
 
 
 def supported_isas():
@@ -32,16 +32,19 @@ def using_isa(name):
 
 @contextlib.contextmanager
 def num_threads(n):
-    """Run the kernels with exactly ``n`` OpenMP threads, then restore: the parallel grain is
-    set to 0 so that even small test shapes are split across all ``n`` threads."""
+    """Run the kernels (convolution and pooling) with exactly ``n`` OpenMP threads, then restore:
+    the size below which they would run serially is set to 0, so that even small test shapes
+    are split across all ``n`` threads."""
     previous = fastconv.get_num_threads()
     fastconv.set_num_threads(n)
     grain = _kernels.set_parallel_grain(0)
+    serial = _pooling.set_serial_bytes(0)
     try:
         yield
     finally:
         fastconv.set_num_threads(previous)
         _kernels.set_parallel_grain(grain)
+        _pooling.set_serial_bytes(serial)
 
 
 def snapshot(*arrays):

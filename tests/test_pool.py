@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _kernels, _pooling, reference
+from conv_helpers import assert_unchanged, snapshot
+from conv_helpers import num_threads as threads
 from strategies import pool_cases, tolerance
 
 
@@ -40,29 +42,6 @@ def path(name):
     finally:
         _pooling.set_scalar(False)
         _kernels.set_isa(previous)
-
-
-@contextlib.contextmanager
-def threads(n):
-    """Run with ``n`` OpenMP threads, even on inputs small enough to be run serially."""
-    previous = fastconv.get_num_threads()
-    fastconv.set_num_threads(n)
-    serial = _pooling.set_serial_bytes(0)
-    try:
-        yield
-    finally:
-        _pooling.set_serial_bytes(serial)
-        fastconv.set_num_threads(previous)
-
-
-def snapshot(*arrays):
-    return [(a.copy(), a.strides, a.flags.writeable) for a in arrays]
-
-
-def assert_unchanged(before, *arrays):
-    for (values, strides, writeable), a in zip(before, arrays):
-        assert a.strides == strides and a.flags.writeable == writeable
-        np.testing.assert_array_equal(a, values, strict=True)
 
 
 # ------------------------------------------------------------------------ properties vs reference
