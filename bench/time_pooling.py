@@ -1,6 +1,6 @@
 """Time fastconv's pooling against fastconv.reference and torch (when importable), in one run.
 
-    python3 tools/time_pooling.py [--threads 1 2] [--repeats 21] [--dtype float32] [--no-ref]
+    python3 bench/time_pooling.py [--threads 1 2] [--repeats 21] [--dtype float32] [--no-ref]
 
 (with fastconv importable: installed, or ``PYTHONPATH=.`` after ``setup.py build_ext --inplace``).
 On cores shared with other busy processes, 2-thread timings of both fastconv and torch collapse
