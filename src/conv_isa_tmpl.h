@@ -93,11 +93,12 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
  * where pixel p = (p / rowlen, p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the
  * wide buffer B; only pixels below P are meaningful (Ct needs room up to p1 rounded up to VL).
  * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
- * A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC; for each block and panel of
- * up to 4 vectors of pixels the B values are first gathered into a contiguous [KC][panel] buffer
- * -- an im2col of just that panel, L1-resident, with no wasted columns at row ends. The gather
- * has no dependency chain, so its cache misses overlap; the micro-kernel then streams it for
- * every row block of A. */
+ * A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC. A panel of up to 4
+ * vectors of pixels that lies within one output row is read by the micro-kernel straight from
+ * the wide buffer, at each tap's offset (measured 4-7% faster than packing it on the large 3x3
+ * layers). A panel that spans several rows is first gathered into a contiguous [KC][panel]
+ * buffer -- an im2col of just that panel, L1-resident, with no wasted columns at row ends --
+ * which the micro-kernel then streams for every row block of A. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
                                     fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
@@ -152,10 +153,13 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
              * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
              * has a spare row) */
             if (nseg == 1 && seg_nv[0] == nv) {
-                for (fc_idx t = 0; t < kc; t++) {
-                    const T *src = B + off[t0 + t] + seg_src[0];
-                    for (int v = 0; v < nv; v++) STOREU(Bp + t * w + v * VL, LOADU(src + v * VL));
+                for (fc_idx mb = 0; mb < nmb; mb++) {
+                    int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);
+                    FN(ukernel_direct)(mr, nv, kc, A + (mb * TT + t0) * MR, B + seg_src[0],
+                                       off + t0, Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0,
+                                       bias ? bias + mb * MR : NULL);
                 }
+                continue;
             } else {
                 for (fc_idx t = 0; t < kc; t++) {
                     const T *src = B + off[t0 + t];
