@@ -139,7 +139,7 @@ def _torch_fns(torch, case, x, w, b):
     return fwd, fwd_bwd
 
 
-def _time_round_robin(fns, repeats, warmup=2, rounds=5):
+def _time_in_blocks(fns, repeats, warmup=2, rounds=5):
     """Median seconds of each closure over `repeats` timed calls, taken in `rounds` rounds; in
     each round every contender runs a block of calls after `warmup` untimed ones.
 
@@ -209,7 +209,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
     row = Row(case.name, case.kind)
     slow = contenders.pop("reference", None)
     for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
-        med = _time_round_robin({name: pair[pass_index] for name, pair in contenders.items()},
+        med = _time_in_blocks({name: pair[pass_index] for name, pair in contenders.items()},
                                 repeats)
         for name, sec in med.items():
             row.ms[f"{name} {pass_name}"] = sec * 1e3
@@ -218,7 +218,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
         # Its BLAS (OpenBLAS) leaves worker threads spinning for a while after each call; they
         # would steal the cores from whatever is timed next, so let them fall asleep first.
         for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
-            sec = _time_round_robin({"r": slow[pass_index]}, max(1, repeats // 3), warmup=0,
+            sec = _time_in_blocks({"r": slow[pass_index]}, max(1, repeats // 3), warmup=0,
                                     rounds=1)["r"]
             row.ms[f"reference {pass_name}"] = sec * 1e3
         time.sleep(BLAS_COOLDOWN_S)
@@ -232,7 +232,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
         row.batch_im2col_mb = _batch_im2col_mb(case, out_shape)
     as64 = [None if a is None else a.astype(np.float64) for a in (x, w, b)]
     f64 = _fastconv_fns(case, *as64, functional)[0]
-    med = _time_round_robin({"f32": fwd, "f64": f64}, max(3, repeats // 2))
+    med = _time_in_blocks({"f32": fwd, "f64": f64}, max(3, repeats // 2))
     row.f64_over_f32 = med["f64"] / med["f32"]
     if torch is not None:
         row.ratio_fwd = row.ms["fastconv fwd"] / row.ms["torch fwd"]
@@ -326,7 +326,7 @@ def thread_scaling(cases, threads, repeats, rng):
             return call
 
         # rounds alternate the two counts, so that a slow spell of the machine hits both
-        meds = _time_round_robin({1: with_threads(1), threads: with_threads(threads)}, repeats,
+        meds = _time_in_blocks({1: with_threads(1), threads: with_threads(threads)}, repeats,
                                  rounds=5)
         set_num_threads(threads)
         result[case.name] = meds[1] / meds[threads]
