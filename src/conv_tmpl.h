@@ -31,6 +31,7 @@ typedef struct {
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                          fc_idx, T *);
     void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
+    void (*deint2)(const T *, fc_idx, T *, fc_idx, T *, fc_idx);
 } TF(fc_isa);
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
@@ -40,21 +41,24 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                           (int)(64 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
-                          FC_CAT(transpose, FC_CAT(TN, avx512))};
+                          FC_CAT(transpose, FC_CAT(TN, avx512)),
+                          FC_CAT(deint2, FC_CAT(TN, avx512))};
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
         *t = (TF(fc_isa)){6, 2 * (int)(32 / sizeof(T)), 6, (int)(32 / sizeof(T)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
-                          FC_CAT(transpose, FC_CAT(TN, avx2))};
+                          FC_CAT(transpose, FC_CAT(TN, avx2)),
+                          FC_CAT(deint2, FC_CAT(TN, avx2))};
         return;
     }
 #endif
     *t = (TF(fc_isa)){6, 2 * (int)(16 / sizeof(T)), 6, (int)(16 / sizeof(T)),
                       FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
                       FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
-                          FC_CAT(transpose, FC_CAT(TN, generic))};
+                          FC_CAT(transpose, FC_CAT(TN, generic)),
+                          FC_CAT(deint2, FC_CAT(TN, generic))};
 }
 
 /* ---------- the wide input buffer ----------
@@ -87,12 +91,54 @@ static void TF(fc_tap_offsets)(const TF(fc_geom) * g, const TF(fc_wide) * wl, fc
             }
 }
 
+/* Zero row[0, min(a, Wq)) and row[b, Wq) (b >= a): the padding columns of a phase row. */
+static inline void TF(fc_zero_outside)(T *row, fc_idx a, fc_idx b, fc_idx Wq) {
+    a = FC_MIN(a, Wq);
+    b = FC_MIN(FC_MAX(b, a), Wq);
+    if (a) memset(row, 0, (size_t)a * sizeof(T));
+    if (b < Wq) memset(row + b, 0, (size_t)(Wq - b) * sizeof(T));
+}
+
+/* Both column phases of one phase row qh of channel plane dst (ph fixed), for sw == 2 and a
+ * contiguous input row src (NULL: a padding row): even input columns w = 2j land in phase
+ * pe = pl % 2 at column j + pl / 2, odd ones in the other phase at j + (pl + 1) / 2. */
+static void TF(fc_wide_rows_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
+                                const TF(fc_wide) * wl, const T *src, T *dst0, T *dst1) {
+    fc_idx Wq = wl->Wq;
+    if (!src) {
+        memset(dst0, 0, (size_t)Wq * sizeof(T));
+        memset(dst1, 0, (size_t)Wq * sizeof(T));
+        return;
+    }
+    int pe = (int)(g->pl & 1);
+    T *re = pe ? dst1 : dst0, *ro = pe ? dst0 : dst1;
+    fc_idx qe = g->pl / 2, qo = (g->pl + 1) / 2, np = g->W / 2;
+    fc_idx ne = FC_MAX((fc_idx)0, FC_MIN((g->W + 1) / 2, Wq - qe));
+    fc_idx no = FC_MAX((fc_idx)0, FC_MIN(np, Wq - qo));
+    isa->deint2(src, np, re + qe, FC_MIN(ne, np), ro + qo, no);
+    if (ne > np) re[qe + np] = src[2 * np]; /* odd W: the last even column */
+    TF(fc_zero_outside)(re, qe, qe + ne, Wq);
+    TF(fc_zero_outside)(ro, qo, qo + no, Wq);
+}
+
 /* Fill buf with channels [c0, c0 + nc) of image n (x has element strides xs), zero the slack. */
-static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, const T *x,
-                              const fc_idx *xs, fc_idx n, fc_idx c0, fc_idx nc, T *buf,
-                              fc_idx bufsize) {
+static void TF(fc_build_wide)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
+                              const TF(fc_wide) * wl, const T *x, const fc_idx *xs, fc_idx n,
+                              fc_idx c0, fc_idx nc, T *buf, fc_idx bufsize) {
     for (fc_idx c = 0; c < nc; c++) {
         const T *xc = x + n * xs[0] + (c0 + c) * xs[1];
+        if (g->sw == 2 && xs[3] == 1) {
+            for (fc_idx ph = 0; ph < g->sh; ph++) {
+                T *dst = buf + c * wl->chstride + ph * 2 * wl->plane;
+                for (fc_idx qh = 0; qh < wl->Hq; qh++) {
+                    fc_idx h = qh * g->sh + ph - g->pt;
+                    const T *src = h >= 0 && h < g->H ? xc + h * xs[2] : NULL;
+                    TF(fc_wide_rows_s2)(isa, g, wl, src, dst + qh * wl->Wq,
+                                        dst + wl->plane + qh * wl->Wq);
+                }
+            }
+            continue;
+        }
         for (fc_idx ph = 0; ph < g->sh; ph++)
             for (fc_idx pw = 0; pw < g->sw; pw++) {
                 T *dst = buf + c * wl->chstride + (ph * g->sw + pw) * wl->plane;
@@ -110,19 +156,15 @@ static void TF(fc_build_wide)(const TF(fc_geom) * g, const TF(fc_wide) * wl, con
                         continue;
                     }
                     const T *src = xc + h * xs[2];
-                    if (q_lo) memset(row, 0, (size_t)q_lo * sizeof(T));
                     fc_idx w0 = q_lo * g->sw + pw - g->pl;
                     if (g->sw == 1 && xs[3] == 1) {
                         memcpy(row + q_lo, src + w0, (size_t)(q_hi - q_lo) * sizeof(T));
-                    } else if (g->sw == 2 && xs[3] == 1) { /* constant stride: vectorised */
-                        const T *sp = src + w0 - 2 * q_lo;
-                        for (fc_idx q = q_lo; q < q_hi; q++) row[q] = sp[2 * q];
                     } else {
                         fc_idx step = g->sw * xs[3];
                         const T *sp = src + w0 * xs[3];
                         for (fc_idx q = q_lo; q < q_hi; q++, sp += step) row[q] = *sp;
                     }
-                    if (q_hi < wl->Wq) memset(row + q_hi, 0, (size_t)(wl->Wq - q_hi) * sizeof(T));
+                    TF(fc_zero_outside)(row, q_lo, q_hi, wl->Wq);
                 }
             }
     }
@@ -263,7 +305,8 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     if ((!view && !buf) || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (!view && (ws->cached_call != pl->call || ws->cached_key != ng)) {
-        TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->Cg, buf, pl->bufsize);
+        TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->Cg, buf,
+                          pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
@@ -544,7 +587,7 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
         if (!dyp) return -1;
         T *res = pl->dw + gi * pl->RS;
         for (fc_idx n = n0; n < n1; n++) {
-            TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi, 1, buf, pl->bufsize);
+            TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n, gi, 1, buf, pl->bufsize);
             const T *src = pl->dy + (n * g->K + gi) * g->OH * g->OW;
             for (fc_idx oh = 0; oh < g->OH; oh++) {
                 memcpy(dyp + oh * pl->ldy, src + oh * g->OW, (size_t)g->OW * sizeof(T));
@@ -562,7 +605,8 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
         const T *src =
             TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, pl->bufsize);
         if (!src) {
-            TF(fc_build_wide)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf, pl->bufsize);
+            TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf,
+                              pl->bufsize);
             src = buf;
         }
         TF(fc_transpose_dy)(pl, n, gi, DYT);

@@ -124,11 +124,12 @@ class ConvCase:
 @st.composite
 def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_kernel=5,
                max_stride=3, max_dilation=3, max_extra=6, layout=True, allow_unbatched=True,
-               allow_bias=True):
+               allow_bias=True, min_extra_width=0):
     """A valid conv2d call. N may be 0; groups include depthwise (C == K == groups) and depthwise
     with a multiplier; kernels are non-square; stride, padding and dilation are ints, pairs,
     'valid' or 'same' (including an odd total padding); inputs may be unbatched, non-contiguous
-    or read-only. The input size is drawn from the smallest one that gives an output of >= 1."""
+    or read-only. The input size is drawn from the smallest one that gives an output of >= 1,
+    plus 0..max_extra (min_extra_width..max_extra for the width)."""
     dtype = np.dtype(draw(dtypes))
     groups = draw(st.integers(1, max_groups))
     if draw(st.integers(0, 3)) == 0:  # depthwise, sometimes with a channel multiplier
@@ -153,7 +154,8 @@ def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_k
         pads = (ph, ph, pw, pw)
         padding = ph if pad_kind == "int" else draw(st.sampled_from([tuple, list]))((ph, pw))
     h = max(1, dh * (r - 1) + 1 - pads[0] - pads[1]) + draw(st.integers(0, max_extra))
-    w = max(1, dw * (s - 1) + 1 - pads[2] - pads[3]) + draw(st.integers(0, max_extra))
+    w = max(1, dw * (s - 1) + 1 - pads[2] - pads[3]) + draw(
+        st.integers(min_extra_width, max(min_extra_width, max_extra)))
     oh = conv_output_size(h, pads[0], pads[1], r, sh, dh)
     ow = conv_output_size(w, pads[2], pads[3], s, sw, dw)
     assert oh >= 1 and ow >= 1

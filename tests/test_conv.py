@@ -66,6 +66,23 @@ def test_medium_shapes_match_reference(isa, case, threads):
     check_backward(case, grads)
 
 
+# Rows wide enough for the whole-vector stride-2 split of the input (a vector of pairs is 32
+# float32 on AVX-512): widths around the block sizes, every padding parity, odd and even widths.
+WIDE_ROWS = dict(max_n=2, max_channels=3, max_groups=2, max_kernel=4, max_stride=2,
+                 max_dilation=2, min_extra_width=20, max_extra=75)
+
+
+@pytest.mark.parametrize("isa", SUPPORTED_ISAS)
+@settings(max_examples=60)
+@given(case=conv_backward_cases(**WIDE_ROWS))
+def test_wide_rows_match_reference(isa, case):
+    with using_isa(isa):
+        out = fastconv.conv2d(case.x, case.w, case.b, **case.kwargs)
+        grads = fastconv.conv2d_backward(case.gy, case.x, case.w, needs=case.needs, **case.kwargs)
+    check_forward(case, out)
+    check_backward(case, grads)
+
+
 @settings(max_examples=100)
 @given(case=conv_backward_cases(dtypes=st.just(np.float64), layout=False))
 def test_backward_is_the_adjoint_of_forward(case):
