@@ -291,42 +291,60 @@ static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const T *restrict X,
     }
 }
 
-/* Stride-2 split of one input row: e[j] = src[2j] for j < ne and o[j] = src[2j+1] for j < no,
- * reading src[0, 2*np) only (ne, no <= np) and writing nothing past e[ne) or o[no). One pair of
- * loads and two two-input shuffles per VL pairs; the last block overlaps the one before it rather
- * than falling back to scalar code. The scalar gather this replaces took a sixth of the strided
- * layer's forward. */
-static FC_TARGET void FN(deint2)(const T *restrict src, fc_idx np, T *restrict e, fc_idx ne,
-                                 T *restrict o, fc_idx no) {
+/* Stride-2 column split of input rows h < nrows (row h at src + h*lds, W contiguous elements),
+ * in input order so that the reads stream: row h lands in row qh = (h + r0) / sh of row phase
+ * ph = (h + r0) % sh, at dst + ph*phs + qh*Wq, even input columns 2j in the column-phase plane
+ * of offset pe*pws at column qe + j and odd ones in the other at qo + j. Every other column of
+ * those rows is zeroed, nothing past column Wq is written and nothing past a row's W elements
+ * read. One pair of loads and two two-input shuffles per VL column pairs; a row's last block
+ * overlaps the one before it instead of falling back to scalar code. (The per-row scalar gather
+ * this replaces took a sixth of the strided layer's forward.) */
+static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx nrows, fc_idx W,
+                                      T *restrict dst, fc_idx r0, fc_idx sh, fc_idx phs,
+                                      fc_idx pws, int pe, fc_idx qe, fc_idx qo, fc_idx Wq) {
     typedef __typeof__((VEC){0} < (VEC){0}) MASK;
-    if (np < VL) {
-        for (fc_idx j = 0; j < ne; j++) e[j] = src[2 * j];
-        for (fc_idx j = 0; j < no; j++) o[j] = src[2 * j + 1];
-        return;
-    }
+    const fc_idx np = W / 2;
+    const fc_idx ne = FC_MAX((fc_idx)0, FC_MIN((W + 1) / 2, Wq - qe));
+    const fc_idx no = FC_MAX((fc_idx)0, FC_MIN(np, Wq - qo));
+    const fc_idx nev = FC_MIN(ne, np), qe0 = FC_MIN(qe, Wq), qo0 = FC_MIN(qo, Wq);
     MASK ev, od;
     for (int i = 0; i < VL; i++) {
         ev[i] = 2 * i;
         od[i] = 2 * i + 1;
     }
-    for (fc_idx j = 0;; j += VL) {
-        if (j + VL > np) j = np - VL;
-        VEC a = LOADU(src + 2 * j), b = LOADU(src + 2 * j + VL);
-        VEC ve = __builtin_shuffle(a, b, ev), vo = __builtin_shuffle(a, b, od);
-        T lanes[VL];
-        if (j + VL <= ne) {
-            STOREU(e + j, ve);
-        } else if (j < ne) {
-            STOREU(lanes, ve);
-            for (fc_idx l = 0; l < ne - j; l++) e[j + l] = lanes[l];
+    for (fc_idx h = 0; h < nrows; h++) {
+        const T *s = src + h * lds;
+        T *row = dst + ((h + r0) % sh) * phs + ((h + r0) / sh) * Wq;
+        T *restrict e = row + (pe ? pws : 0), *restrict o = row + (pe ? 0 : pws);
+        for (fc_idx q = 0; q < qe0; q++) e[q] = 0;
+        for (fc_idx q = 0; q < qo0; q++) o[q] = 0;
+        if (np < VL) {
+            for (fc_idx j = 0; j < nev; j++) e[qe + j] = s[2 * j];
+            for (fc_idx j = 0; j < no; j++) o[qo + j] = s[2 * j + 1];
+        } else {
+            for (fc_idx j = 0;; j += VL) {
+                if (j + VL > np) j = np - VL;
+                VEC a = LOADU(s + 2 * j), b = LOADU(s + 2 * j + VL);
+                VEC ve = __builtin_shuffle(a, b, ev), vo = __builtin_shuffle(a, b, od);
+                T lanes[VL];
+                if (j + VL <= nev) {
+                    STOREU(e + qe + j, ve);
+                } else if (j < nev) {
+                    STOREU(lanes, ve);
+                    for (fc_idx l = 0; l < nev - j; l++) e[qe + j + l] = lanes[l];
+                }
+                if (j + VL <= no) {
+                    STOREU(o + qo + j, vo);
+                } else if (j < no) {
+                    STOREU(lanes, vo);
+                    for (fc_idx l = 0; l < no - j; l++) o[qo + j + l] = lanes[l];
+                }
+                if (j + VL >= np) break;
+            }
         }
-        if (j + VL <= no) {
-            STOREU(o + j, vo);
-        } else if (j < no) {
-            STOREU(lanes, vo);
-            for (fc_idx l = 0; l < no - j; l++) o[j + l] = lanes[l];
-        }
-        if (j + VL >= np) break;
+        if (ne > np) e[qe + np] = s[2 * np]; /* odd W: the last even column */
+        for (fc_idx q = qe0 + ne; q < Wq; q++) e[q] = 0;
+        for (fc_idx q = qo0 + no; q < Wq; q++) o[q] = 0;
     }
 }
 

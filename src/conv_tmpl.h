@@ -31,7 +31,8 @@ typedef struct {
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                          fc_idx, T *);
     void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
-    void (*deint2)(const T *, fc_idx, T *, fc_idx, T *, fc_idx);
+    void (*split2_rows)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx, fc_idx, fc_idx, fc_idx,
+                        int, fc_idx, fc_idx, fc_idx);
 } TF(fc_isa);
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
@@ -42,7 +43,7 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
                           FC_CAT(transpose, FC_CAT(TN, avx512)),
-                          FC_CAT(deint2, FC_CAT(TN, avx512))};
+                          FC_CAT(split2_rows, FC_CAT(TN, avx512))};
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
@@ -50,7 +51,7 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                           FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
                           FC_CAT(transpose, FC_CAT(TN, avx2)),
-                          FC_CAT(deint2, FC_CAT(TN, avx2))};
+                          FC_CAT(split2_rows, FC_CAT(TN, avx2))};
         return;
     }
 #endif
@@ -58,7 +59,7 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                       FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
                       FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
                           FC_CAT(transpose, FC_CAT(TN, generic)),
-                          FC_CAT(deint2, FC_CAT(TN, generic))};
+                          FC_CAT(split2_rows, FC_CAT(TN, generic))};
 }
 
 /* ---------- the wide input buffer ----------
@@ -95,30 +96,31 @@ static void TF(fc_tap_offsets)(const TF(fc_geom) * g, const TF(fc_wide) * wl, fc
 static inline void TF(fc_zero_outside)(T *row, fc_idx a, fc_idx b, fc_idx Wq) {
     a = FC_MIN(a, Wq);
     b = FC_MIN(FC_MAX(b, a), Wq);
-    if (a) memset(row, 0, (size_t)a * sizeof(T));
-    if (b < Wq) memset(row + b, 0, (size_t)(Wq - b) * sizeof(T));
+    for (fc_idx q = 0; q < a; q++) row[q] = 0; /* a column or two: no memset call */
+    for (fc_idx q = b; q < Wq; q++) row[q] = 0;
 }
 
-/* Both column phases of one phase row qh of channel plane dst (ph fixed), for sw == 2 and a
- * contiguous input row src (NULL: a padding row): even input columns w = 2j land in phase
- * pe = pl % 2 at column j + pl / 2, odd ones in the other phase at j + (pl + 1) / 2. */
-static void TF(fc_wide_rows_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
-                                const TF(fc_wide) * wl, const T *src, T *dst0, T *dst1) {
-    fc_idx Wq = wl->Wq;
-    if (!src) {
-        memset(dst0, 0, (size_t)Wq * sizeof(T));
-        memset(dst1, 0, (size_t)Wq * sizeof(T));
-        return;
+/* Channel plane xc (rows hs apart, contiguous) split for sw == 2 into dst's sh * 2 phase planes:
+ * input column w = 2j lands in column phase pl % 2 at column j + pl / 2, w = 2j + 1 in the other
+ * phase at j + (pl + 1) / 2; the rows of padding are zeroed. */
+static void TF(fc_wide_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g, const TF(fc_wide) * wl,
+                           const T *xc, fc_idx hs, T *dst) {
+    fc_idx Wq = wl->Wq, plane = wl->plane;
+    for (fc_idx ph = 0; ph < g->sh; ph++) {
+        fc_idx q_lo = g->pt - ph > 0 ? FC_CEIL_DIV(g->pt - ph, g->sh) : 0;
+        fc_idx q_hi = g->H - 1 + g->pt - ph >= 0 ? (g->H - 1 + g->pt - ph) / g->sh + 1 : 0;
+        q_lo = FC_MIN(q_lo, wl->Hq);
+        q_hi = FC_MAX(FC_MIN(q_hi, wl->Hq), q_lo);
+        for (fc_idx pw = 0; pw < 2; pw++) {
+            T *p = dst + (ph * 2 + pw) * plane;
+            memset(p, 0, (size_t)(q_lo * Wq) * sizeof(T));
+            memset(p + q_hi * Wq, 0, (size_t)((wl->Hq - q_hi) * Wq) * sizeof(T));
+        }
     }
-    int pe = (int)(g->pl & 1);
-    T *re = pe ? dst1 : dst0, *ro = pe ? dst0 : dst1;
-    fc_idx qe = g->pl / 2, qo = (g->pl + 1) / 2, np = g->W / 2;
-    fc_idx ne = FC_MAX((fc_idx)0, FC_MIN((g->W + 1) / 2, Wq - qe));
-    fc_idx no = FC_MAX((fc_idx)0, FC_MIN(np, Wq - qo));
-    isa->deint2(src, np, re + qe, FC_MIN(ne, np), ro + qo, no);
-    if (ne > np) re[qe + np] = src[2 * np]; /* odd W: the last even column */
-    TF(fc_zero_outside)(re, qe, qe + ne, Wq);
-    TF(fc_zero_outside)(ro, qo, qo + no, Wq);
+    fc_idx nrows = FC_MIN(g->H, wl->Hq * g->sh - g->pt); /* input rows that land in a phase row */
+    if (nrows > 0)
+        isa->split2_rows(xc, hs, nrows, g->W, dst, g->pt, g->sh, 2 * plane, plane,
+                         (int)(g->pl & 1), g->pl / 2, (g->pl + 1) / 2, Wq);
 }
 
 /* Fill buf with channels [c0, c0 + nc) of image n (x has element strides xs), zero the slack. */
@@ -128,15 +130,7 @@ static void TF(fc_build_wide)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
     for (fc_idx c = 0; c < nc; c++) {
         const T *xc = x + n * xs[0] + (c0 + c) * xs[1];
         if (g->sw == 2 && xs[3] == 1) {
-            for (fc_idx ph = 0; ph < g->sh; ph++) {
-                T *dst = buf + c * wl->chstride + ph * 2 * wl->plane;
-                for (fc_idx qh = 0; qh < wl->Hq; qh++) {
-                    fc_idx h = qh * g->sh + ph - g->pt;
-                    const T *src = h >= 0 && h < g->H ? xc + h * xs[2] : NULL;
-                    TF(fc_wide_rows_s2)(isa, g, wl, src, dst + qh * wl->Wq,
-                                        dst + wl->plane + qh * wl->Wq);
-                }
-            }
+            TF(fc_wide_s2)(isa, g, wl, xc, xs[2], buf + c * wl->chstride);
             continue;
         }
         for (fc_idx ph = 0; ph < g->sh; ph++)
@@ -183,20 +177,6 @@ static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, 
         return NULL;
     fc_idx start = n * xs[0] + c0 * hw;
     return start + need <= g->N * xs[0] ? x + start : NULL;
-}
-
-/* Prefetch channels [c0, c0 + nc) of image n (rows of W elements, any strides). */
-static void TF(fc_prefetch_channels)(const TF(fc_geom) * g, const T *x, const fc_idx *xs, fc_idx n,
-                                     fc_idx c0, fc_idx nc) {
-    const fc_idx per_line = 64 / (fc_idx)sizeof(T);
-    for (fc_idx c = c0; c < c0 + nc; c++)
-        for (fc_idx h = 0; h < g->H; h++) {
-            const T *row = x + n * xs[0] + c * xs[1] + h * xs[2];
-            if (xs[3] == 1)
-                for (fc_idx w = 0; w < g->W; w += per_line) __builtin_prefetch(row + w, 0, 2);
-            else
-                for (fc_idx w = 0; w < g->W; w++) __builtin_prefetch(row + w * xs[3], 0, 2);
-        }
 }
 
 /* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
@@ -312,11 +292,6 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     }
     const T *src = view ? view : buf;
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
-    /* While this tile computes, pull a share of the next image's channels towards the cache:
-     * its buffer build would otherwise stall on memory latency. */
-    if (n + 1 < g->N)
-        TF(fc_prefetch_channels)(g, pl->x, pl->xs, n + 1, gi * pl->Cg + pb * pl->Cg / pl->nPB,
-                                 (pb + 1) * pl->Cg / pl->nPB - pb * pl->Cg / pl->nPB);
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
                       g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias);
     if (!direct) {

@@ -124,12 +124,13 @@ class ConvCase:
 @st.composite
 def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_kernel=5,
                max_stride=3, max_dilation=3, max_extra=6, layout=True, allow_unbatched=True,
-               allow_bias=True, min_extra_width=0):
+               allow_bias=True, min_extra_width=0, min_stride_width=1):
     """A valid conv2d call. N may be 0; groups include depthwise (C == K == groups) and depthwise
     with a multiplier; kernels are non-square; stride, padding and dilation are ints, pairs,
     'valid' or 'same' (including an odd total padding); inputs may be unbatched, non-contiguous
     or read-only. The input size is drawn from the smallest one that gives an output of >= 1,
-    plus 0..max_extra (min_extra_width..max_extra for the width)."""
+    plus 0..max_extra (min_extra_width..max_extra for the width); the width's stride is at least
+    min_stride_width."""
     dtype = np.dtype(draw(dtypes))
     groups = draw(st.integers(1, max_groups))
     if draw(st.integers(0, 3)) == 0:  # depthwise, sometimes with a channel multiplier
@@ -138,7 +139,7 @@ def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_k
         cg, kg = draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
     c, k = cg * groups, kg * groups
     r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
-    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
+    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(min_stride_width, max_stride))
     dh, dw = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
     pad_kind = draw(st.sampled_from(["int", "pair", "valid", "same"]))
     if pad_kind == "same":

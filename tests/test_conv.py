@@ -66,10 +66,12 @@ def test_medium_shapes_match_reference(isa, case, threads):
     check_backward(case, grads)
 
 
-# Rows wide enough for the whole-vector stride-2 split of the input (a vector of pairs is 32
-# float32 on AVX-512): widths around the block sizes, every padding parity, odd and even widths.
+# Contiguous rows wide enough for the whole-vector stride-2 split of the input (a vector of pairs
+# is 32 float32 on AVX-512): widths around the block sizes, every padding parity, odd and even
+# widths, row strides 1 and 2.
 WIDE_ROWS = dict(max_n=2, max_channels=3, max_groups=2, max_kernel=4, max_stride=2,
-                 max_dilation=2, min_extra_width=20, max_extra=75)
+                 min_stride_width=2, max_dilation=2, min_extra_width=20, max_extra=75,
+                 layout=False)
 
 
 @pytest.mark.parametrize("isa", SUPPORTED_ISAS)
