@@ -4,6 +4,15 @@
 #define FC_CONV_ENGINE_H
 
 #include "fc_common.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FC_SFENCE() _mm_sfence() /* order the non-temporal stores before the item ends */
+#else
+#define FC_SFENCE() ((void)0)
+#endif
+/* Forward outputs at least this large are written with non-temporal stores: they cannot stay in
+ * the cache for whoever reads them next, and the stores then skip the read for ownership. */
+#define FC_STREAM_BYTES ((fc_idx)8 << 20)
 
 /* One dtype: its three ISA instantiations, then the passes (conv_dtype.h). The AVX-512 register
  * block is 12 rows x 2 vectors for float32 and 6 x 4 for float64 (panels of the same width in

@@ -16,15 +16,31 @@ typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
 
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
+/* A non-temporal store of a whole aligned vector (no read for ownership, no cache pollution):
+ * for the final write of outputs too large to be read back from the cache. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#if VB == 64
+#define STREAM(p, v) (sizeof(T) == 4 ? _mm512_stream_ps((float *)(p), (__m512)(v)) \
+                                     : _mm512_stream_pd((double *)(p), (__m512d)(v)))
+#elif VB == 32
+#define STREAM(p, v) (sizeof(T) == 4 ? _mm256_stream_ps((float *)(p), (__m256)(v)) \
+                                     : _mm256_stream_pd((double *)(p), (__m256d)(v)))
+#else
+#define STREAM(p, v) (sizeof(T) == 4 ? _mm_stream_ps((float *)(p), (__m128)(v)) \
+                                     : _mm_stream_pd((double *)(p), (__m128d)(v)))
+#endif
+#else
+#define STREAM(p, v) STOREU(p, v)
+#endif
 
 /* C[i][0:nv*VL] (+)= sum_t A[t][i] * B[t*ldb + 0:nv*VL] for i < mr: a register block of
  * mr x nv vectors. A is packed [kc][MR] (weights, broadcast), B a packed pixel panel -- or, with
  * `off`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v]. mr,
  * nv and whether `off` is NULL are compile-time constants in every instantiation (see ukernel). */
-static inline __attribute__((always_inline)) void FN(ukernel_body)(
+static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
     const int mr, const int nv, fc_idx kc, const T *restrict A, const T *restrict B, fc_idx ldb,
     const fc_idx *restrict off, const fc_idx *restrict vofs, T *restrict C, fc_idx ldc,
-    int accumulate, const T *bias) {
+    int accumulate, const T *bias, int stream) {
     VEC c[MR][4];
     for (int i = 0; i < mr; i++)
         for (int v = 0; v < nv; v++)
@@ -38,11 +54,17 @@ static inline __attribute__((always_inline)) void FN(ukernel_body)(
         for (int i = 0; i < mr; i++)
             for (int v = 0; v < nv; v++) c[i][v] += a[i] * bv[v];
     }
-    for (int i = 0; i < mr; i++)
-        for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
+    if (stream) {
+        for (int i = 0; i < mr; i++)
+            for (int v = 0; v < nv; v++) STREAM(C + i * ldc + v * VL, c[i][v]);
+    } else {
+        for (int i = 0; i < mr; i++)
+            for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
+    }
 }
 
-#define FC_UK(m, v) FN(ukernel_body)(m, v, kc, A, B, ldb, off, vofs, C, ldc, accumulate, bias)
+#define FC_UK(m, v) \
+    FN(ukernel_body)(m, v, kc, A, B, ldb, off, vofs, C, ldc, accumulate, bias, stream)
 #define FC_UK_CASE(m) \
     case m: if (nv == 1) FC_UK(m, 1); else FC_UK(m, 2); break;
 #define FC_UK_CASE4(m) \
@@ -70,7 +92,7 @@ static inline __attribute__((always_inline)) void FN(ukernel_body)(
  * panels to have enough independent accumulators to hide the FMA latency. */
 static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A,
                                   const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
-                                  int accumulate, const T *bias) {
+                                  int accumulate, const T *bias, int stream) {
     const fc_idx *off = NULL, *vofs = NULL;
     FC_UK_SWITCH
 }
@@ -80,7 +102,7 @@ static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A
 static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *restrict A,
                                          const T *restrict B, const fc_idx *restrict off,
                                          const fc_idx *restrict vofs, T *restrict C, fc_idx ldc,
-                                         int accumulate, const T *bias) {
+                                         int accumulate, const T *bias, int stream) {
     const fc_idx ldb = 0;
     FC_UK_SWITCH
 }
@@ -95,24 +117,29 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
  * where pixel p = (p / rowlen, p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the
  * wide buffer B; only pixels below P are meaningful (Ct needs room up to p1 rounded up to VL).
  * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
- * A is packed [ceil(M/MR)][TT][MR]. The taps are cut in blocks of KC. A panel of up to 4
- * vectors of pixels whose every vector lies within one output row is read by the micro-kernel
- * straight from the wide buffer, at each tap's offset (measured 4-10% faster than packing it on
- * the large 3x3 layers). Any other panel is first gathered into a contiguous [KC][panel]
- * buffer -- an im2col of just that panel, L1-resident, with no wasted columns at row ends --
- * which the micro-kernel then streams for every row block of A. */
+ * A is packed [ceil(M/MR)][TT][MR], rows in the blocks of fc_row_block. The taps are cut in
+ * blocks of KC. A panel of up to 4 vectors of pixels whose every vector lies within one output
+ * row is read by the micro-kernel straight from the wide buffer, at each tap's offset (measured
+ * 4-10% faster than packing it on the large 3x3 layers). Any other panel is first gathered into
+ * a contiguous [KC][panel] buffer -- an im2col of just that panel, L1-resident, with no wasted
+ * columns at row ends -- which the micro-kernel then streams for every row block of A. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
                                     fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
-                                    const T *bias) {
+                                    const T *bias, int stream) {
     enum { KC = 256, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : NVW;
     T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
+    /* tap blocks of equal size (576 taps: 2 x 288, not 256 + 256 + 64): fewer passes over Ct */
+    const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, (fc_idx)KC)));
     fc_idx seg_src[MAXW], seg_dst[MAXW], seg_len[MAXW], vofs[4];
     const fc_idx row_vofs[4] = {0, VL, 2 * VL, 3 * VL};
     int seg_nv[MAXW];
     fc_idx pend = FC_MIN(p1, P);
+    /* stream the last tap block's stores where every vector store is aligned */
+    stream = stream && ((uintptr_t)Ct % VB == 0) && (ldc * (fc_idx)sizeof(T)) % VB == 0;
+#define FC_STREAM_AT(t0, kc, p) (stream && (t0) + (kc) == TT && ((p) - p0) % VL == 0)
     if (TT == 0) {
         for (fc_idx m = 0; m < M; m++)
             for (fc_idx p = p0; p < pend; p++) Ct[m * ldc + p - p0] = bias ? bias[m] : (T)0;
@@ -127,16 +154,19 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
             fc_idx avail = FC_MIN(rowlen - ow, pend - p);
             int nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(avail, (fc_idx)VL));
             const T *b = B + oh * Wq + ow;
-            for (fc_idx t0 = 0; t0 < TT; t0 += KC)
-                FN(ukernel_direct)((int)M, nv, FC_MIN((fc_idx)KC, TT - t0), A + t0 * MR, b,
-                                   off + t0, row_vofs, Ct + (p - p0), ldc, t0 > 0, bias);
+            for (fc_idx t0 = 0; t0 < TT; t0 += KB) {
+                fc_idx kc = FC_MIN(KB, TT - t0);
+                FN(ukernel_direct)((int)M, nv, kc, A + t0 * MR, b, off + t0, row_vofs,
+                                   Ct + (p - p0), ldc, t0 > 0, bias, FC_STREAM_AT(t0, kc, p));
+            }
             p += FC_MIN(avail, (fc_idx)nv * VL);
         }
+        if (stream) FC_SFENCE();
         return;
     }
     int bp_clear = 0; /* lanes past P read Bp: zero it once, before the first packed panel */
-    for (fc_idx t0 = 0; t0 < TT; t0 += KC) {
-        fc_idx kc = FC_MIN((fc_idx)KC, TT - t0);
+    for (fc_idx t0 = 0; t0 < TT; t0 += KB) {
+        fc_idx kc = FC_MIN(KB, TT - t0);
         int nv;
         for (fc_idx p = p0; p < pend; p += nv * VL) {
             nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(pend - p, (fc_idx)VL));
@@ -168,10 +198,12 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
              * has a spare row) */
             if (inplace) {
                 for (fc_idx mb = 0; mb < nmb; mb++) {
-                    int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);
+                    fc_idx m0;
+                    int mr;
+                    fc_row_block(M, MR, mb, &m0, &mr);
                     FN(ukernel_direct)(mr, nv, kc, A + (mb * TT + t0) * MR, B, off + t0, vofs,
-                                       Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0,
-                                       bias ? bias + mb * MR : NULL);
+                                       Ct + m0 * ldc + (p - p0), ldc, t0 > 0,
+                                       bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
                 }
                 continue;
             } else {
@@ -186,13 +218,16 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                 }
             }
             for (fc_idx mb = 0; mb < nmb; mb++) {
-                int mr = (int)FC_MIN((fc_idx)MR, M - mb * MR);
-                FN(ukernel)(mr, nv, kc, A + (mb * TT + t0) * MR, Bp, w,
-                            Ct + mb * MR * ldc + (p - p0), ldc, t0 > 0,
-                            bias ? bias + mb * MR : NULL);
+                fc_idx m0;
+                int mr;
+                fc_row_block(M, MR, mb, &m0, &mr);
+                FN(ukernel)(mr, nv, kc, A + (mb * TT + t0) * MR, Bp, w, Ct + m0 * ldc + (p - p0),
+                            ldc, t0 > 0, bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
             }
         }
     }
+    if (stream) FC_SFENCE();
+#undef FC_STREAM_AT
 }
 
 /* Weight-gradient micro-kernel: C[i][0:nv*VL] += sum over valid (oh, ow) of
@@ -391,3 +426,4 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 #undef VECU
 #undef LOADU
 #undef STOREU
+#undef STREAM

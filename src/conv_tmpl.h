@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
     int mr, nr, tr, vl;
     void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, T *, fc_idx, const T *);
+                      fc_idx, fc_idx, T *, fc_idx, const T *, int);
     void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
@@ -221,6 +221,7 @@ typedef struct {
     const T *bias;
     T *out; /* contiguous (N, K, OH, OW) */
     fc_idx Cg, Kg, TT, nmb, P, Pr, PB, nPB, nitems, bufsize;
+    int stream; /* non-temporal final stores (large outputs) */
     TF(fc_wide) wl;
     T *A;        /* [G][nmb][TT][MR] */
     fc_idx *off; /* [TT] */
@@ -249,13 +250,16 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     for (fc_idx gi = 0; gi < g->G; gi++)
         for (fc_idx k = 0; k < pl->Kg; k++) {
             const T *wk = pl->w + (gi * pl->Kg + k) * pl->TT;
-            T *a = pl->A + ((gi * pl->nmb + k / MRv) * pl->TT) * MRv + k % MRv;
+            int lane;
+            fc_idx mb = fc_row_slot(pl->Kg, MRv, k, &lane);
+            T *a = pl->A + ((gi * pl->nmb + mb) * pl->TT) * MRv + lane;
             for (fc_idx t = 0; t < pl->TT; t++) a[t * MRv] = wk[t];
         }
     pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, g->N * g->G, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = g->N * g->G * pl->nPB;
     pl->call = fc_next_call_id();
+    pl->stream = g->N * g->K * pl->P * (fc_idx)sizeof(T) >= FC_STREAM_BYTES;
     return 0;
 }
 
@@ -293,7 +297,7 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const T *src = view ? view : buf;
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
-                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias);
+                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias, direct && pl->stream);
     if (!direct) {
         fc_idx len = FC_MIN(p1, pl->P) - p0;
         for (fc_idx m = 0; m < pl->Kg; m++)
@@ -403,10 +407,13 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
                 for (fc_idx k = 0; k < pl->Kg; k++)
                     for (fc_idx i = 0; i < hh->ntaps; i++)
                         for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
-                            for (fc_idx c = 0; c < pl->Cg; c++)
-                                Af[((c / MRv) * Tf + tt) * MRv + c % MRv] =
+                            for (fc_idx c = 0; c < pl->Cg; c++) {
+                                int lane;
+                                fc_idx mb = fc_row_slot(pl->Cg, MRv, c, &lane);
+                                Af[(mb * Tf + tt) * MRv + lane] =
                                     pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R + hh->taps[i]) *
                                               g->S + ww->taps[j]];
+                            }
             }
     fc_idx P = Jh * Jw;
     pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
@@ -465,7 +472,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc, NULL);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc, NULL, 0);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;

@@ -98,10 +98,14 @@ static size_t fc_cache_held(void) {
     return h;
 }
 
+/* Large blocks are 64-byte aligned (glibc's mmap'd blocks start 16 bytes into a page): whole
+ * cache lines per vector, so the forward can write them with non-temporal stores. */
 static void *fc_handler_malloc(void *ctx, size_t size) {
     (void)ctx;
-    void *p = size >= FC_CACHE_MIN ? fc_cache_take(size) : NULL;
-    return p ? p : malloc(size ? size : 1);
+    if (size < FC_CACHE_MIN) return malloc(size ? size : 1);
+    void *p = fc_cache_take(size);
+    if (!p && posix_memalign(&p, 64, size) != 0) p = NULL;
+    return p;
 }
 
 static void *fc_handler_calloc(void *ctx, size_t nelem, size_t elsize) {

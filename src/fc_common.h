@@ -90,6 +90,34 @@ static inline void *fc_ws_get(int slot, size_t bytes) {
     return ws->ptr[slot];
 }
 
+/* The GEMM's row blocks: M rows in blocks of MR, except that a remainder under MR/2 is merged
+ * with the block before it and the two split evenly (64 = 5*12 + 4 runs as 4*12 + 8 + 8): a
+ * block of a few rows has too few accumulators to hide the FMA latency. Block mb starts at
+ * row *start and has *rows rows. */
+static inline void fc_row_block(fc_idx M, int MR, fc_idx mb, fc_idx *start, int *rows) {
+    fc_idx nmb = (M + MR - 1) / MR, rem = M % MR;
+    if (rem && 2 * rem < MR && nmb >= 2 && mb >= nmb - 2) {
+        fc_idx base = (nmb - 2) * MR, first = (MR + rem + 1) / 2;
+        *start = mb == nmb - 2 ? base : base + first;
+        *rows = (int)(mb == nmb - 2 ? first : MR + rem - first);
+        return;
+    }
+    *start = mb * MR;
+    *rows = (int)(M - mb * MR < MR ? M - mb * MR : MR);
+}
+
+/* The block holding row k, and k's lane in it. */
+static inline fc_idx fc_row_slot(fc_idx M, int MR, fc_idx k, int *lane) {
+    fc_idx mb = k / MR, start;
+    int rows;
+    for (mb = mb > 0 ? mb - 1 : 0;; mb++) { /* balancing moves rows by less than one block */
+        fc_row_block(M, MR, mb, &start, &rows);
+        if (k < start + rows) break;
+    }
+    *lane = (int)(k - start);
+    return mb;
+}
+
 static inline uint64_t fc_next_call_id(void) {
     return __atomic_add_fetch(&fc_call_counter, 1, __ATOMIC_RELAXED);
 }

@@ -180,6 +180,27 @@ def test_large_strides_and_kernels(xs, ws, kw):
     np.testing.assert_allclose(gx, want[0], rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("isa", SUPPORTED_ISAS)
+@pytest.mark.parametrize("dtype,x_shape,k", [
+    (np.float32, (64, 1, 34, 34), 32),   # several row blocks, bias
+    (np.float64, (32, 1, 34, 34), 32),
+    (np.float32, (8, 1, 514, 514), 1),   # one row block, written row by row
+], ids=["f32-blocks", "f64-blocks", "f32-rows"])
+def test_outputs_of_8mib_and_more_match_reference(isa, dtype, x_shape, k):
+    """Forward outputs of at least 8 MiB are written with non-temporal stores (aligned vectors,
+    the last tap block only)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((k, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    with using_isa(isa), num_threads(2):
+        out = fastconv.conv2d(x, w, b)
+    assert out.nbytes >= 8 << 20 and out.ctypes.data % 64 == 0
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_unbatched_is_batch_of_one(dtype):
     rng = np.random.default_rng(1)
