@@ -133,7 +133,7 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
     /* tap blocks of equal size (576 taps: 2 x 288, not 256 + 256 + 64): fewer passes over Ct */
     const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, (fc_idx)KC)));
-    fc_idx seg_src[MAXW], seg_dst[MAXW], seg_len[MAXW], vofs[4];
+    fc_idx seg_src[MAXW], seg_dst[MAXW], seg_len[MAXW], vofs[4], vsrc[MAXW], vdst[MAXW];
     const fc_idx row_vofs[4] = {0, VL, 2 * VL, 3 * VL};
     int seg_nv[MAXW];
     fc_idx pend = FC_MIN(p1, P);
@@ -164,7 +164,6 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
         if (stream) FC_SFENCE();
         return;
     }
-    int bp_clear = 0; /* lanes past P read Bp: zero it once, before the first packed panel */
     for (fc_idx t0 = 0; t0 < TT; t0 += KB) {
         fc_idx kc = FC_MIN(KB, TT - t0);
         int nv;
@@ -193,9 +192,6 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                 inplace = FC_MIN(start + VL, valid) <= seg_dst[sg] + seg_len[sg];
                 vofs[v] = seg_src[sg] + (start - seg_dst[sg]);
             }
-            /* whole-vector copies in increasing destination order: each segment's overrun (less
-             * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
-             * has a spare row) */
             if (inplace) {
                 for (fc_idx mb = 0; mb < nmb; mb++) {
                     fc_idx m0;
@@ -206,16 +202,22 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                                        bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
                 }
                 continue;
-            } else {
-                if (!bp_clear) memset(Bp, 0, sizeof Bp);
-                bp_clear = 1;
-                for (fc_idx t = 0; t < kc; t++) {
-                    const T *src = B + off[t0 + t];
-                    T *dst = Bp + t * w;
-                    for (int sg = 0; sg < nseg; sg++)
-                        for (int v = 0; v < seg_nv[sg]; v++)
-                            STOREU(dst + seg_dst[sg] + v * VL, LOADU(src + seg_src[sg] + v * VL));
+            }
+            /* whole-vector copies in increasing destination order: each segment's overrun (less
+             * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
+             * has a spare row); lanes past the last pixel are zeroed (the micro-kernel reads
+             * them: keep them finite) */
+            int nvc = 0;
+            for (int sg = 0; sg < nseg; sg++)
+                for (int v = 0; v < seg_nv[sg]; v++, nvc++) {
+                    vsrc[nvc] = seg_src[sg] + v * VL;
+                    vdst[nvc] = seg_dst[sg] + v * VL;
                 }
+            for (fc_idx t = 0; t < kc; t++) {
+                const T *src = B + off[t0 + t];
+                T *dst = Bp + t * w;
+                for (int i = 0; i < nvc; i++) STOREU(dst + vdst[i], LOADU(src + vsrc[i]));
+                for (fc_idx q = valid; q < w; q++) dst[q] = 0;
             }
             for (fc_idx mb = 0; mb < nmb; mb++) {
                 fc_idx m0;
