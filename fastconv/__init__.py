@@ -19,14 +19,17 @@ The forward pass is an *implicit GEMM*: out[k, p] = sum over taps t = (c, r, s) 
 W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
 
 1. per (image, group), the input is copied once into a zero-padded "wide" buffer; a stride is
-   split into stride x stride phase planes, so every tap of every output row reads a contiguous
-   run of that buffer, at an offset that depends on the tap only (``off[t]``);
-2. the weights are packed once per call into row blocks of MR output channels;
-3. output pixels are cut into panels of 16-64 values; for each block of 128 taps a panel's
-   inputs are gathered into an L1-resident [taps][panel] buffer (an im2col of one panel), and a
-   register-blocked micro-kernel (MR x up to 4 vectors of accumulators, broadcast weights,
-   FMA) runs over it for every row block. Results go straight into the output array, with the
-   bias as the accumulators' start value.
+   split into stride x stride phase planes (stride 2: whole-vector shuffles, input rows read in
+   order), so every tap of every output row reads a contiguous run of that buffer, at an offset
+   that depends on the tap only (``off[t]``);
+2. the weights are packed once per call into row blocks of MR output channels (a small last
+   block is merged with the one before and the two split evenly);
+3. output pixels are cut into panels of 16-64 values and the taps into equal blocks of at most
+   256. A register-blocked micro-kernel (MR x up to 4 vectors of accumulators, broadcast
+   weights, FMA) runs over a panel for every row block: reading the wide buffer in place when
+   each vector of the panel lies in one output row, otherwise an L1-resident [taps][panel]
+   copy (an im2col of one panel). Results go straight into the output array, with the bias as
+   the accumulators' start value; outputs of 8 MiB and more with non-temporal stores.
 
 grad_input is the same GEMM on the padded grad_output with the kernel flipped and transposed,
 once per stride phase of the input (a transposed convolution with no zero insertion).
@@ -36,7 +39,7 @@ fixed-order sum.
 
 Threads and determinism
 -----------------------
-Every pass is a list of independent work items run by an OpenMP ``prange`` (static schedule)
+Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule)
 with the GIL released: forward = (image, group, pixel block), grad_input = (image, group, phase,
 pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes. An item
 writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
@@ -53,7 +56,8 @@ on every call. Shared per-call buffers are the packed weights and, for grad_weig
 gradient per batch chunk (at most 8): all are bounded by the size of one image or of the
 weights, never by the batch. Large outputs (8 MiB and up) come from a NumPy memory handler
 (src/fc_alloc.h) that keeps up to 512 MiB of freed output blocks for reuse, so that the kernel
-does not zero fresh pages for every call (``_kernels.set_output_cache_limit(0)`` turns it off).
+does not zero fresh pages for every call (``_kernels.set_output_cache_limit(0)`` turns it off);
+its blocks are 64-byte aligned, which the forward's non-temporal stores need.
 
 SIMD
 ----
