@@ -117,8 +117,8 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
  * where pixel p = (p / rowlen, p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the
  * wide buffer B; only pixels below P are meaningful (Ct needs room up to p1 rounded up to VL).
  * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
- * A is packed [ceil(M/MR)][TT][MR], rows in the blocks of fc_row_block. The taps are cut in
- * blocks of KC. A panel of up to 4 vectors of pixels whose every vector lies within one output
+ * A is packed [ceil(M/MR)][TT][MR], rows in the blocks of fc_row_block. The taps are cut in equal
+ * blocks of at most KC. A panel of up to 4 vectors of pixels whose every vector lies in one output
  * row is read by the micro-kernel straight from the wide buffer, at each tap's offset (measured
  * 4-10% faster than packing it on the large 3x3 layers). Any other panel is first gathered into
  * a contiguous [KC][panel] buffer -- an im2col of just that panel, L1-resident, with no wasted
