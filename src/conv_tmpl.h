@@ -296,8 +296,11 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     }
     const T *src = view ? view : buf;
     fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
+    /* rows without gaps between them (Wq == OW, e.g. a 1x1 kernel) make one long row: every
+     * panel is then read in place */
+    fc_idx rowlen = pl->wl.Wq == g->OW ? pl->P : g->OW;
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
-                      g->OW, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias, direct && pl->stream);
+                      rowlen, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias, direct && pl->stream);
     if (!direct) {
         fc_idx len = FC_MIN(p1, pl->P) - p0;
         for (fc_idx m = 0; m < pl->Kg; m++)
