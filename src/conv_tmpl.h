@@ -185,6 +185,11 @@ static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_id
                              fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
                              fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
     p1 = FC_MIN(p1, OHv * rowlen);
+    if (cstep == 1 && rstep == 1 && col0 == 0 && ors == rowlen) { /* whole rows: one run */
+        for (fc_idx m = 0; m < M; m++)
+            memcpy(out + m * ocs + row0 * ors + p0, Ct + m * ldc, (size_t)(p1 - p0) * sizeof(T));
+        return;
+    }
     for (fc_idx m = 0; m < M; m++) {
         const T *crow = Ct + m * ldc - p0;
         T *oc = out + m * ocs;
@@ -379,7 +384,9 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
         Jw = FC_MAX(Jw, pl->ph_w[b].J);
     }
     pl->Hb = pl->Uh + FC_MAX(lastj_h, g->OH) + 1;
-    pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + 1;
+    /* a spare zero column between rows, except where no tap reaches across a row end (Uw == 0):
+     * rows without gaps are one long row for gemm_tile */
+    pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + (pl->Uw > 0);
     fc_idx RS = g->R * g->S, TTall = pl->Kg * RS;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
@@ -475,7 +482,9 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, ww->J, pl->Wb, P, p0, p1, Ct, ldc, NULL, 0);
+    fc_idx rowlen = pl->Wb == ww->J ? P : ww->J; /* rows without gaps: one long row */
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, p0, p1, Ct, ldc, NULL,
+                      0);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
