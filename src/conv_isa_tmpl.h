@@ -127,7 +127,10 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
                                     fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
                                     const T *bias, int stream) {
-    enum { KC = 256, MAXW = 4 * VL };
+    /* a tap block of a full-width panel is 32 KB (BLIS's rule: the B micro-panel fills half of
+     * L1 and stays there while every row block of A streams past it): 256 taps of float32 on
+     * AVX-512, 128 of float64 */
+    enum { KC = 32768 / (NVW * VB), MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : NVW;
     T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
