@@ -405,7 +405,16 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
                     }
         }
     pl->tap_start[pl->nphase] = t;
-    /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s). */
+    /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s);
+     * row c's block and lane are computed once here, not per weight. */
+    fc_idx *cblk = (fc_idx *)malloc((size_t)(2 * pl->Cg + 1) * sizeof(fc_idx));
+    if (!cblk) return -1;
+    fc_idx *clane = cblk + pl->Cg;
+    for (fc_idx c = 0; c < pl->Cg; c++) {
+        int lane;
+        cblk[c] = fc_row_slot(pl->Cg, MRv, c, &lane);
+        clane[c] = lane;
+    }
     for (fc_idx gi = 0; gi < g->G; gi++)
         for (fc_idx a = 0; a < g->sh; a++)
             for (fc_idx b = 0; b < g->sw; b++) {
@@ -417,14 +426,12 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
                 for (fc_idx k = 0; k < pl->Kg; k++)
                     for (fc_idx i = 0; i < hh->ntaps; i++)
                         for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
-                            for (fc_idx c = 0; c < pl->Cg; c++) {
-                                int lane;
-                                fc_idx mb = fc_row_slot(pl->Cg, MRv, c, &lane);
-                                Af[(mb * Tf + tt) * MRv + lane] =
+                            for (fc_idx c = 0; c < pl->Cg; c++)
+                                Af[(cblk[c] * Tf + tt) * MRv + clane[c]] =
                                     pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R + hh->taps[i]) *
                                               g->S + ww->taps[j]];
-                            }
             }
+    free(cblk);
     fc_idx P = Jh * Jw;
     pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
     pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
