@@ -34,22 +34,26 @@ typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
 #endif
 
 /* C[i][0:nv*VL] (+)= sum_t A[t][i] * B[t*ldb + 0:nv*VL] for i < mr: a register block of
- * mr x nv vectors. A is packed [kc][MR] (weights, broadcast), B a packed pixel panel -- or, with
- * `off`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v]. mr,
- * nv and whether `off` is NULL are compile-time constants in every instantiation (see ukernel). */
+ * mr x nv vectors. A is packed [kc][MR] (weights, broadcast), B a packed pixel panel -- or, when
+ * `direct`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v].
+ * mr, nv and direct are compile-time constants in every instantiation (see ukernel), and each
+ * vector's base pointer is computed once, outside the tap loop: with 4 vectors, reloading vofs
+ * every tap cost float64 a tenth of its time on the 1x1 layer. */
 static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
-    const int mr, const int nv, fc_idx kc, const T *restrict A, const T *restrict B, fc_idx ldb,
-    const fc_idx *restrict off, const fc_idx *restrict vofs, T *restrict C, fc_idx ldc,
-    int accumulate, const T *bias, int stream) {
+    const int mr, const int nv, const int direct, fc_idx kc, const T *restrict A,
+    const T *restrict B, fc_idx ldb, const fc_idx *restrict off, const fc_idx *restrict vofs,
+    T *restrict C, fc_idx ldc, int accumulate, const T *bias, int stream) {
     VEC c[MR][4];
     for (int i = 0; i < mr; i++)
         for (int v = 0; v < nv; v++)
             c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0} + (bias ? bias[i] : (T)0);
+    const T *base[4];
+    for (int v = 0; v < nv; v++) base[v] = direct ? B + vofs[v] : B + v * VL;
     for (fc_idx t = 0; t < kc; t++) {
-        const T *b = off ? B + off[t] : B + t * ldb;
+        const fc_idx o = direct ? off[t] : t * ldb;
         const T *a = A + t * MR;
         VEC bv[4];
-        for (int v = 0; v < nv; v++) bv[v] = LOADU(b + (off ? vofs[v] : v * VL));
+        for (int v = 0; v < nv; v++) bv[v] = LOADU(base[v] + o);
 #pragma GCC unroll 16
         for (int i = 0; i < mr; i++)
             for (int v = 0; v < nv; v++) c[i][v] += a[i] * bv[v];
@@ -64,7 +68,7 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
 }
 
 #define FC_UK(m, v) \
-    FN(ukernel_body)(m, v, kc, A, B, ldb, off, vofs, C, ldc, accumulate, bias, stream)
+    FN(ukernel_body)(m, v, direct, kc, A, B, ldb, off, vofs, C, ldc, accumulate, bias, stream)
 #define FC_UK_CASE(m) \
     case m: if (nv == 1) FC_UK(m, 1); else FC_UK(m, 2); break;
 #define FC_UK_CASE4(m) \
@@ -94,6 +98,7 @@ static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A
                                   const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
                                   int accumulate, const T *bias, int stream) {
     const fc_idx *off = NULL, *vofs = NULL;
+    const int direct = 0;
     FC_UK_SWITCH
 }
 
@@ -104,6 +109,7 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
                                          const fc_idx *restrict vofs, T *restrict C, fc_idx ldc,
                                          int accumulate, const T *bias, int stream) {
     const fc_idx ldb = 0;
+    const int direct = 1;
     FC_UK_SWITCH
 }
 #undef FC_UK
