@@ -24,12 +24,14 @@ W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
    that depends on the tap only (``off[t]``);
 2. the weights are packed once per call into row blocks of MR output channels (a small last
    block is merged with the one before and the two split evenly);
-3. output pixels are cut into panels of 16-64 values and the taps into equal blocks of at most
-   256. A register-blocked micro-kernel (MR x up to 4 vectors of accumulators, broadcast
-   weights, FMA) runs over a panel for every row block: reading the wide buffer in place when
-   each vector of the panel lies in one output row, otherwise an L1-resident [taps][panel]
-   copy (an im2col of one panel). Results go straight into the output array, with the bias as
-   the accumulators' start value; outputs of 8 MiB and more with non-temporal stores.
+3. output pixels are cut into panels of 16-64 values and the taps into equal blocks (a block of
+   a panel is at most 32 KB: 256 float32 taps, 128 float64 on AVX-512). A register-blocked
+   micro-kernel (MR x up to 4 vectors of accumulators, broadcast weights, FMA) runs over a
+   panel for every row block: reading the wide buffer in place when each vector of the panel
+   lies in one output row (or rows follow each other without a gap, as for 1x1 kernels),
+   otherwise an L1-resident [taps][panel] copy (an im2col of one panel). Results go straight
+   into the output array, with the bias as the accumulators' start value; outputs of 8 MiB and
+   more with non-temporal stores.
 
 grad_input is the same GEMM on the padded grad_output with the kernel flipped and transposed,
 once per stride phase of the input (a transposed convolution with no zero insertion).
