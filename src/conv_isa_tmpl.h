@@ -120,8 +120,10 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
 #undef FC_UK_CASE4
 
 /* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1),
- * where pixel p = (p / rowlen, p % rowlen) sits at pos(p) = (p / rowlen) * Wq + p % rowlen of the
- * wide buffer B; only pixels below P are meaningful (Ct needs room up to p1 rounded up to VL).
+ * where pixel p of image i = p / Pimg, row oh and column ow of that image (q = p % Pimg =
+ * oh*rowlen + ow) sits at pos(p) = i*imgs + oh*Wq + ow of the wide buffers B (several images
+ * side by side, so that no panel is left mostly empty at the end of a small image); only pixels
+ * below P are meaningful (Ct needs room up to p1 rounded up to VL).
  * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
  * A is packed [ceil(M/MR)][TT][MR], rows in the blocks of fc_row_block. The taps are cut in equal
  * blocks of at most KC. A panel of up to 4 vectors of pixels whose every vector lies in one output
@@ -131,8 +133,8 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
  * columns at row ends -- which the micro-kernel then streams for every row block of A. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
-                                    fc_idx P, fc_idx p0, fc_idx p1, T *restrict Ct, fc_idx ldc,
-                                    const T *bias, int stream) {
+                                    fc_idx Pimg, fc_idx imgs, fc_idx P, fc_idx p0, fc_idx p1,
+                                    T *restrict Ct, fc_idx ldc, const T *bias, int stream) {
     /* a tap block of a full-width panel is 32 KB (BLIS's rule: the B micro-panel fills half of
      * L1 and stays there while every row block of A streams past it): 256 taps of float32 on
      * AVX-512, 128 of float64 */
@@ -159,10 +161,10 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
          * one row segment at a time (lanes past the row end are computed, then overwritten by
          * the next segment or land in Ct's slack: ldc >= p1 - p0 + 4*VL). */
         for (fc_idx p = p0; p < pend;) {
-            fc_idx oh = p / rowlen, ow = p % rowlen;
+            fc_idx img = p / Pimg, q = p - img * Pimg, oh = q / rowlen, ow = q % rowlen;
             fc_idx avail = FC_MIN(rowlen - ow, pend - p);
             int nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(avail, (fc_idx)VL));
-            const T *b = B + oh * Wq + ow;
+            const T *b = B + img * imgs + oh * Wq + ow;
             for (fc_idx t0 = 0; t0 < TT; t0 += KB) {
                 fc_idx kc = FC_MIN(KB, TT - t0);
                 FN(ukernel_direct)((int)M, nv, kc, A + t0 * MR, b, off + t0, row_vofs,
@@ -182,9 +184,9 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
             /* the panel's row segments: its pixels may span several output rows */
             int nseg = 0;
             for (fc_idx q = p, d = 0; d < w && q < pend; nseg++) {
-                fc_idx oh = q / rowlen, ow = q % rowlen;
+                fc_idx img = q / Pimg, qi = q - img * Pimg, oh = qi / rowlen, ow = qi % rowlen;
                 fc_idx len = FC_MIN(w - d, rowlen - ow);
-                seg_src[nseg] = oh * Wq + ow;
+                seg_src[nseg] = img * imgs + oh * Wq + ow;
                 seg_dst[nseg] = d;
                 seg_nv[nseg] = (int)FC_CEIL_DIV(len, (fc_idx)VL);
                 seg_len[nseg] = len;

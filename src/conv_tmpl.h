@@ -4,10 +4,12 @@
  * An item writes only its own part of the result, always in the same order, so results are
  * bitwise identical for any number of threads.
  *
- * forward      item (n, g, p-block): build the "wide" buffer of image n, group g (zero padding
- *              applied, the stride split into phase planes so every tap reads a contiguous run),
- *              then an implicit GEMM out[k][p] = sum_t W[k][t] * buf[off[t] + p] over a tile of
- *              output pixels p, with register-blocked micro-kernels (gemm_tile).
+ * forward      item (image group, g, p-block): build the "wide" buffer of each image of the
+ *              group (usually one image; a few for small images whose pixels do not fill whole
+ *              vectors), group g (zero padding applied, the stride split into phase planes so
+ *              every tap reads a contiguous run), then an implicit GEMM
+ *              out[k][p] = sum_t W[k][t] * buf[off[t] + p] over a tile of output pixels p, with
+ *              register-blocked micro-kernels (gemm_tile).
  * grad_input   the same GEMM on the padded grad_output with the kernel flipped and transposed,
  *              once per stride phase of the input (a transposed convolution without zero
  *              insertion): item (n, g, phase, p-block).
@@ -25,7 +27,7 @@ typedef struct {
 typedef struct {
     int mr, nr, tr, vl;
     void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, T *, fc_idx, const T *, int);
+                      fc_idx, fc_idx, fc_idx, fc_idx, T *, fc_idx, const T *, int);
     void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
@@ -217,6 +219,21 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
 }
 
 /* =============================== forward =============================== */
+/* How many images one item puts side by side in its pixel range: 1, unless an image's P pixels
+ * leave more than 1% of the lanes of its vectors empty (196 = 12.25 x 16 for a 14 x 14 output)
+ * and a few images fill whole vectors (4 x 196 = 49 x 16), with their wide buffers (bufsize
+ * elements each) together at most 4 MiB. */
+static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
+    fc_idx best = 1;
+    if (P <= 0 || 100 * (FC_ROUND_UP(P, (fc_idx)vl) - P) <= FC_ROUND_UP(P, (fc_idx)vl)) return 1;
+    const fc_idx cap = ((fc_idx)4 << 20) / (fc_idx)sizeof(T);
+    for (fc_idx k = 2; k <= 8 && k <= N && k * bufsize <= cap; k++)
+        if ((k * P) % vl == 0) {
+            best = k;
+            break;
+        }
+    return best;
+}
 typedef struct {
     TF(fc_geom) g;
     TF(fc_isa) isa;
@@ -226,7 +243,8 @@ typedef struct {
     const T *bias;
     T *out; /* contiguous (N, K, OH, OW) */
     fc_idx Cg, Kg, TT, nmb, P, Pr, PB, nPB, nitems, bufsize;
-    int stream; /* non-temporal final stores (large outputs) */
+    fc_idx NB, ngroups; /* images side by side in one item's pixel range, groups of them */
+    int stream;         /* non-temporal final stores (large outputs) */
     TF(fc_wide) wl;
     T *A;        /* [G][nmb][TT][MR] */
     fc_idx *off; /* [TT] */
@@ -244,7 +262,6 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
     TF(fc_wide_layout)(g, &pl->wl);
     pl->P = g->OH * g->OW;
-    pl->Pr = FC_ROUND_UP(pl->P, nr);
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * pl->TT * MRv) * sizeof(T));
     if (!pl->off || !pl->A) return -1;
@@ -260,9 +277,12 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
             T *a = pl->A + ((gi * pl->nmb + mb) * pl->TT) * MRv + lane;
             for (fc_idx t = 0; t < pl->TT; t++) a[t * MRv] = wk[t];
         }
-    pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, g->N * g->G, nthreads);
+    pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, g->N, pl->bufsize);
+    pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
+    pl->Pr = FC_ROUND_UP(pl->NB * pl->P, nr);
+    pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, pl->ngroups * g->G, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
-    pl->nitems = g->N * g->G * pl->nPB;
+    pl->nitems = pl->ngroups * g->G * pl->nPB;
     pl->call = fc_next_call_id();
     pl->stream = g->N * g->K * pl->P * (fc_idx)sizeof(T) >= FC_STREAM_BYTES;
     return 0;
@@ -279,38 +299,49 @@ static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
 static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
-    fc_idx gi = ng % g->G, n = ng / g->G;
-    const T *view = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->bufsize);
-    T *buf = view ? NULL : (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    fc_idx gi = ng % g->G, n0 = (ng / g->G) * pl->NB, nb = FC_MIN(pl->NB, g->N - n0);
+    fc_idx P = pl->P, Ptot = nb * P, p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
+    if (p0 >= Ptot) return 0; /* a block past the pixels of a last, smaller group */
+    const T *view = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n0, gi * pl->Cg, pl->bufsize);
+    if (view && nb > 1 &&
+        !TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n0 + nb - 1, gi * pl->Cg, pl->bufsize))
+        view = NULL;
+    fc_idx imgs = view ? pl->xs[0] : pl->bufsize; /* image stride in the wide buffers */
+    T *buf = view ? NULL : (T *)fc_ws_get(0, (size_t)(pl->NB * pl->bufsize) * sizeof(T));
     /* When no vector store can run past the plane (see gemm_tile's two modes), the tile is
      * written straight into the output, bias as the accumulators' start value; otherwise into a
      * scratch tile with room for the overrun, then copied. */
-    const int direct = pl->nmb > 1 ? pl->P % pl->isa.vl == 0 : g->OW % pl->isa.vl == 0;
+    const int direct =
+        pl->NB == 1 && (pl->nmb > 1 ? P % pl->isa.vl == 0 : g->OW % pl->isa.vl == 0);
     fc_idx ocs = g->OH * g->OW;
-    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs;
+    T *out = pl->out + (n0 * g->K + gi * pl->Kg) * ocs;
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
     fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
-    T *Ct = direct ? out + pb * pl->PB : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
+    T *Ct = direct ? out + p0 : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     if ((!view && !buf) || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (!view && (ws->cached_call != pl->call || ws->cached_key != ng)) {
-        TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg, pl->Cg, buf,
-                          pl->bufsize);
+        for (fc_idx i = 0; i < nb; i++)
+            TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n0 + i, gi * pl->Cg, pl->Cg,
+                              buf + i * pl->bufsize, pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
     const T *src = view ? view : buf;
-    fc_idx p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
     /* rows without gaps between them (Wq == OW, e.g. a 1x1 kernel) make one long row: every
      * panel is then read in place */
-    fc_idx rowlen = pl->wl.Wq == g->OW ? pl->P : g->OW;
+    fc_idx rowlen = pl->wl.Wq == g->OW ? P : g->OW;
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
-                      rowlen, pl->wl.Wq, pl->P, p0, p1, Ct, ldc, bias, direct && pl->stream);
-    if (!direct) {
-        fc_idx len = FC_MIN(p1, pl->P) - p0;
-        for (fc_idx m = 0; m < pl->Kg; m++)
-            memcpy(out + m * ocs + p0, Ct + m * ldc, (size_t)len * sizeof(T));
-    }
+                      rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
+                      direct && pl->stream);
+    if (!direct) /* copy out, image by image */
+        for (fc_idx p = p0, pend = FC_MIN(p1, Ptot); p < pend;) {
+            fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, pend - p);
+            for (fc_idx m = 0; m < pl->Kg; m++)
+                memcpy(out + (i * g->K + m) * ocs + q, Ct + m * ldc + (p - p0),
+                       (size_t)len * sizeof(T));
+            p += len;
+        }
     return 0;
 }
 
@@ -490,8 +521,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
     fc_idx rowlen = pl->Wb == ww->J ? P : ww->J; /* rows without gaps: one long row */
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, p0, p1, Ct, ldc, NULL,
-                      0);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, 0, P, p0, p1, Ct, ldc,
+                      NULL, 0);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
