@@ -377,6 +377,7 @@ typedef struct {
     const T *w;  /* contiguous (K, Cg, R, S) */
     T *dx;       /* contiguous (N, C, H, W), zero-filled */
     fc_idx Cg, Kg, nmb, Uh, Uw, Hb, Wb, bufsize, Pr, PB, nPB, nphase, nitems;
+    fc_idx NB, ngroups; /* images side by side (stride 1 only, as in the forward) */
     TF(fc_phase1d) *ph_h, *ph_w; /* [sh], [sw] */
     fc_idx *tap_start;           /* [phase] -> first tap of that phase in off / A; [nphase + 1] */
     fc_idx *slots;               /* storage of the phases' tap lists */
@@ -464,11 +465,13 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
             }
     free(cblk);
     fc_idx P = Jh * Jw;
-    pl->Pr = FC_ROUND_UP(FC_MAX(P, (fc_idx)1), nr);
     pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
-    pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, g->N * g->G * pl->nphase, nthreads);
+    pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, g->N, pl->bufsize) : 1;
+    pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
+    pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), nr);
+    pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, pl->ngroups * g->G * pl->nphase, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
-    pl->nitems = g->N * g->G * pl->nphase * pl->nPB;
+    pl->nitems = pl->ngroups * g->G * pl->nphase * pl->nPB;
     pl->call = fc_next_call_id();
     return 0;
 }
@@ -502,32 +505,38 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, rest = item / pl->nPB;
     fc_idx f = rest % pl->nphase, ng = rest / pl->nphase;
-    fc_idx gi = ng % g->G, n = ng / g->G;
+    fc_idx gi = ng % g->G, n0 = (ng / g->G) * pl->NB, nb = FC_MIN(pl->NB, g->N - n0);
     const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
     fc_idx P = hh->J * ww->J, p0 = pb * pl->PB;
-    fc_idx p1 = FC_MIN(FC_ROUND_UP(P, pl->isa.nr), p0 + pl->PB);
+    fc_idx p1 = FC_MIN(FC_ROUND_UP(nb * P, pl->isa.nr), p0 + pl->PB);
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
-    T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
+    T *buf = (T *)fc_ws_get(0, (size_t)(pl->NB * pl->bufsize) * sizeof(T));
     fc_idx ldc = pl->PB + 4 * pl->isa.vl;
     T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     if (!buf || !Ct) return -1;
     fc_workspace *ws = fc_ws();
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
-        TF(fc_build_padded_dy)(pl, n, gi, buf);
+        for (fc_idx i = 0; i < nb; i++)
+            TF(fc_build_padded_dy)(pl, n0 + i, gi, buf + i * pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
     fc_idx rowlen = pl->Wb == ww->J ? P : ww->J; /* rows without gaps: one long row */
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, 0, P, p0, p1, Ct, ldc,
-                      NULL, 0);
+    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, pl->bufsize, nb * P,
+                      p0, p1, Ct, ldc, NULL, 0);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, p1, ww->J, hh->J,
-                     pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0, g->sw);
+    for (fc_idx p = p0, pend = FC_MIN(p1, nb * P); p < pend;) { /* image by image */
+        fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, pend - p);
+        TF(fc_writeback)(Ct + (p - p0), ldc, pl->Cg, q, q + len, ww->J, hh->J,
+                         pl->dx + ((n0 + i) * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh,
+                         col0, g->sw);
+        p += len;
+    }
     return 0;
 }
 
