@@ -18,7 +18,8 @@ Data flow of a convolution (src/conv_tmpl.h)
 The forward pass is an *implicit GEMM*: out[k, p] = sum over taps t = (c, r, s) of
 W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
 
-1. per (image, group), the input is copied once into a zero-padded "wide" buffer; a stride is
+1. per (image, group), the input is copied once into a zero-padded "wide" buffer (small images
+   whose pixels leave vector lanes empty go a few to an item, side by side); a stride is
    split into stride x stride phase planes (stride 2: whole-vector shuffles, input rows read in
    order), so every tap of every output row reads a contiguous run of that buffer, at an offset
    that depends on the tap only (``off[t]``);
