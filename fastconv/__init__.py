@@ -43,7 +43,7 @@ fixed-order sum.
 Threads and determinism
 -----------------------
 Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule)
-with the GIL released: forward = (image, group, pixel block), grad_input = (image, group, phase,
+with the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
 pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes. An item
 writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
 over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
