@@ -14,6 +14,12 @@
 typedef T VEC __attribute__((vector_size(VB)));
 typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
 
+/* The packed-panel buffer of gemm_tile: (GEMM_KC + 1) taps (a spare row) of up to 4 vectors.
+ * The caller provides it from its thread's workspace, not the stack (65 KB: a Python thread
+ * started with a small stack would overflow). */
+#define GEMM_KC (32768 / (NVW * VB))
+static const fc_idx FN(gemm_bp_elems) = (GEMM_KC + 1) * 4 * VL;
+
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
 /* A non-temporal store of a whole aligned vector (no read for ownership, no cache pollution):
@@ -134,17 +140,17 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
                                     fc_idx Pimg, fc_idx imgs, fc_idx P, fc_idx p0, fc_idx p1,
-                                    T *restrict Ct, fc_idx ldc, const T *bias, int stream) {
+                                    T *restrict Ct, fc_idx ldc, const T *bias, int stream,
+                                    T *restrict Bp) {
     /* Tap blocks. A packed panel's block is at most 32 KB (BLIS's rule: the B micro-panel fills
      * half of L1 and stays there while every row block of A streams past it): 256 taps of
      * float32 on AVX-512, 128 of float64. Panels read in place share most of their lines between
      * taps, so when every panel is (rows of whole vectors, or one long row), blocks are 4x
      * longer: fewer micro-kernel calls, each filling and draining its FMA chains once (576 taps
      * in one block, not 3 x 192: resnet-c64 -6%). Blocks are of equal size. */
-    enum { KC = 32768 / (NVW * VB), MAXW = 4 * VL };
+    enum { KC = GEMM_KC, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : NVW;
-    T Bp[(KC + 1) * MAXW] __attribute__((aligned(64)));
     const int all_inplace = rowlen % VL == 0 || (rowlen == Pimg && P <= Pimg) || nmb == 1;
     const fc_idx kcap = all_inplace ? 4 * (fc_idx)KC : (fc_idx)KC;
     const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
@@ -450,3 +456,4 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 #undef LOADU
 #undef STOREU
 #undef STREAM
+#undef GEMM_KC

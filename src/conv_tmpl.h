@@ -26,8 +26,9 @@ typedef struct {
 /* ---------- ISA function table ---------- */
 typedef struct {
     int mr, nr, tr, vl;
+    fc_idx bp_elems; /* size of gemm_tile's packed-panel buffer */
     void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, fc_idx, fc_idx, T *, fc_idx, const T *, int);
+                      fc_idx, fc_idx, fc_idx, fc_idx, T *, fc_idx, const T *, int, T *);
     void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
                       fc_idx, T *, fc_idx);
     void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
@@ -41,7 +42,7 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (fc_isa_level >= FC_ISA_AVX512) {
         *t = (TF(fc_isa)){MR_AVX512, 2 * (int)(64 / sizeof(T)), 12,
-                          (int)(64 / sizeof(T)),
+                          (int)(64 / sizeof(T)), FC_CAT(gemm_bp_elems, FC_CAT(TN, avx512)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
                           FC_CAT(transpose, FC_CAT(TN, avx512)),
@@ -50,6 +51,7 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
         *t = (TF(fc_isa)){6, 2 * (int)(32 / sizeof(T)), 6, (int)(32 / sizeof(T)),
+                          FC_CAT(gemm_bp_elems, FC_CAT(TN, avx2)),
                           FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
                           FC_CAT(transpose, FC_CAT(TN, avx2)),
@@ -58,6 +60,7 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
     }
 #endif
     *t = (TF(fc_isa)){6, 2 * (int)(16 / sizeof(T)), 6, (int)(16 / sizeof(T)),
+                      FC_CAT(gemm_bp_elems, FC_CAT(TN, generic)),
                       FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
                       FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
                           FC_CAT(transpose, FC_CAT(TN, generic)),
@@ -322,7 +325,8 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
     fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
     T *Ct = direct ? out + p0 : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
-    if ((!view && !buf) || !Ct) return -1;
+    T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
+    if ((!view && !buf) || !Ct || !Bp) return -1;
     fc_workspace *ws = fc_ws();
     if (!view && (ws->cached_call != pl->call || ws->cached_key != ng)) {
         for (fc_idx i = 0; i < nb; i++)
@@ -337,7 +341,7 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx rowlen = pl->wl.Wq == g->OW ? P : g->OW;
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
                       rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
-                      direct && pl->stream);
+                      direct && pl->stream, Bp);
     if (!direct) /* copy out, image by image */
         for (fc_idx p = p0, pend = FC_MIN(p1, Ptot); p < pend;) {
             fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, pend - p);
@@ -518,7 +522,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     T *buf = (T *)fc_ws_get(0, (size_t)(pl->NB * pl->bufsize) * sizeof(T));
     fc_idx ldc = pl->PB + 4 * pl->isa.vl;
     T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
-    if (!buf || !Ct) return -1;
+    T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
+    if (!buf || !Ct || !Bp) return -1;
     fc_workspace *ws = fc_ws();
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
         for (fc_idx i = 0; i < nb; i++)
@@ -530,7 +535,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
     fc_idx rowlen = pl->Wb == ww->J ? P : ww->J; /* rows without gaps: one long row */
     pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, pl->bufsize, nb * P,
-                      p0, p1, Ct, ldc, NULL, 0);
+                      p0, p1, Ct, ldc, NULL, 0, Bp);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;

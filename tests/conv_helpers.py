@@ -1,5 +1,8 @@
 """Helpers shared by the conv test modules (not strategies: those live in strategies.py)."""
 import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -116,3 +119,11 @@ def check_backward(case, grads):
         assert gw.shape == case.w.shape
     if gb is not None:
         assert gb.shape == (case.w.shape[0],)
+
+
+def run_isolated(code):
+    """Run ``code`` in a fresh interpreter with this same fastconv, so that a crash of the
+    kernels fails one test instead of killing the whole session."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))

@@ -1,8 +1,6 @@
 """fastconv.conv2d / conv2d_backward held to fastconv.reference (property tests), on every SIMD
 path this CPU supports, plus the edge cases that a random draw rarely hits."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import fastconv
 from fastconv import reference
 from conv_helpers import (
     SUPPORTED_ISAS,
+    run_isolated,
     assert_unchanged,
     check_backward,
     check_forward,
@@ -140,17 +139,9 @@ def test_zero_input_channels_forward():
     np.testing.assert_array_equal(out, np.broadcast_to(np.arange(3.0)[:, None, None], (2, 3, 3, 3)))
 
 
-def _run_isolated(code):
-    """Run ``code`` in a fresh interpreter with this same fastconv, so that a crash of the
-    kernels fails one test instead of killing the whole session."""
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_zero_input_channels_backward(dtype):
-    proc = _run_isolated(
+    proc = run_isolated(
         "import numpy as np, fastconv\n"
         f"gy, x, w = np.ones((1, 2, 3, 3), '{dtype}'), np.ones((1, 0, 5, 5), '{dtype}'), "
         f"np.ones((2, 0, 3, 3), '{dtype}')\n"

@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 
 import fastconv
 from fastconv import _kernels
-from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa
+from conv_helpers import SUPPORTED_ISAS, num_threads, run_isolated, using_isa
 
 # Shapes with enough work items for every thread: several images (forward, grad_input items are
 # per image / group / pixel block), a single large image (items are pixel blocks only), groups,
@@ -308,3 +308,44 @@ def test_workspaces_of_exited_threads_are_freed():
     per_thread = held_before  # at least what one conv2d of this size needs
     assert per_thread > 0
     assert held_after <= held_before + per_thread, (held_before, held_after)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_python_thread_with_a_small_stack(threads):
+    """The kernels keep their buffers off the stack: a Python thread started with a 64 KiB stack
+    runs every pass and gets the reference's numbers (a 65 KB packing buffer on the stack used
+    to overflow it: a segfault). Panels that need packing (14-wide outputs) included."""
+    proc = run_isolated(
+        "import threading, numpy as np, fastconv\n"
+        "from fastconv import functional as F, reference as R\n"
+        f"fastconv.set_num_threads({threads})\n"
+        "threading.stack_size(64 * 1024)\n"
+        "done = []\n"
+        "def passes():\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    for dt in (np.float32, np.float64):\n"
+        "        x = rng.standard_normal((3, 20, 14, 14)).astype(dt)\n"
+        "        w = rng.standard_normal((16, 20, 3, 3)).astype(dt)\n"
+        "        y = F.conv2d(x, w, padding=1)\n"
+        "        gy = np.ones_like(y)\n"
+        "        got = F.conv2d_backward(gy, x, w, padding=1)\n"
+        "        want = R.conv2d_backward(gy, x, w, padding=1)\n"
+        "        tol = 1e-3 if dt == np.float32 else 1e-9\n"
+        "        np.testing.assert_allclose(y, R.conv2d(x, w, padding=1), rtol=tol, atol=tol)\n"
+        "        for a, b in zip(got, want):\n"
+        "            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)\n"
+        "        p, i = F.max_pool2d(x, 3, 2, 1, return_indices=True)\n"
+        "        np.testing.assert_array_equal(p, R.max_pool2d(x, 3, 2, 1))\n"
+        "        F.max_pool2d_backward(np.ones_like(p), i, x.shape)\n"
+        "        a = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)\n"
+        "        F.avg_pool2d_backward(np.ones_like(a), x.shape, 3, 1, 1, count_include_pad=False)\n"
+        "def run():\n"
+        "    try:\n"
+        "        passes()\n"
+        "        done.append('ok')\n"
+        "    except BaseException as e:\n"
+        "        done.append(repr(e))\n"
+        "t = threading.Thread(target=run)\n"
+        "t.start(); t.join()\n"
+        "assert done == ['ok'], done\n")
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr[-800:]}"
