@@ -145,14 +145,15 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     /* Tap blocks. A packed panel's block is at most 32 KB (BLIS's rule: the B micro-panel fills
      * half of L1 and stays there while every row block of A streams past it): 256 taps of
      * float32 on AVX-512, 128 of float64. Panels read in place share most of their lines between
-     * taps, so when every panel is (rows of whole vectors, or one long row), blocks are 4x
-     * longer: fewer micro-kernel calls, each filling and draining its FMA chains once (576 taps
-     * in one block, not 3 x 192: resnet-c64 -6%). Blocks are of equal size. */
+     * taps, so when every panel is (rows of whole vectors, or one long row), blocks are up to
+     * 1024 taps for either type: fewer micro-kernel calls, each filling and draining its FMA
+     * chains once (576 taps in one block, not 3 x 192: resnet-c64 -6% in float32, -7% in
+     * float64). Blocks are of equal size. */
     enum { KC = GEMM_KC, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : NVW;
     const int all_inplace = rowlen % VL == 0 || (rowlen == Pimg && P <= Pimg) || nmb == 1;
-    const fc_idx kcap = all_inplace ? 4 * (fc_idx)KC : (fc_idx)KC;
+    const fc_idx kcap = all_inplace ? 1024 : (fc_idx)KC;
     const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
     fc_idx seg_src[MAXW], seg_dst[MAXW], seg_len[MAXW], vofs[4], vsrc[MAXW], vdst[MAXW];
     const fc_idx row_vofs[4] = {0, VL, 2 * VL, 3 * VL};
