@@ -26,7 +26,8 @@ W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
 2. the weights are packed once per call into row blocks of MR output channels (a small last
    block is merged with the one before and the two split evenly);
 3. output pixels are cut into panels of 16-64 values and the taps into equal blocks (a block of
-   a panel is at most 32 KB: 256 float32 taps, 128 float64 on AVX-512). A register-blocked
+   a packed panel is at most 32 KB: 256 float32 taps, 128 float64 on AVX-512; up to 1024 taps
+   when every panel is read in place). A register-blocked
    micro-kernel (MR x up to 4 vectors of accumulators, broadcast weights, FMA) runs over a
    panel for every row block: reading the wide buffer in place when each vector of the panel
    lies in one output row (or rows follow each other without a gap, as for 1x1 kernels),
