@@ -152,6 +152,9 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     enum { KC = GEMM_KC, MAXW = 4 * VL };
     const fc_idx nmb = FC_CEIL_DIV(M, MR);
     const int nvmax = M <= 4 ? 4 : NVW;
+    /* Invariant: no panel is packed when all_inplace (Bp holds KC taps only). Panels start at
+     * multiples of VL pixels of one image (p0 is a multiple of nr), so with whole-vector rows or
+     * a single long row every vector lies in one row; nmb == 1 never packs. */
     const int all_inplace = rowlen % VL == 0 || (rowlen == Pimg && P <= Pimg) || nmb == 1;
     const fc_idx kcap = all_inplace ? 1024 : (fc_idx)KC;
     const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
