@@ -189,10 +189,10 @@ static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, 
 }
 
 /* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
- * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)): a tile of one stride phase of grad_input. */
-static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
-                             fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
-                             fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
+ * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image (see fc_writeback). */
+static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
+                                   fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
+                                   fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
     p1 = FC_MIN(p1, OHv * rowlen);
     if (cstep == 1 && rstep == 1 && col0 == 0 && ors == rowlen) { /* whole rows: one run */
         for (fc_idx m = 0; m < M; m++)
@@ -216,6 +216,20 @@ static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_id
     }
 }
 
+/* A scratch tile Ct of pixels [p0, p1) of images side by side, P pixels each, written back
+ * image by image: image i's part goes to out + i*imgs through fc_writeback_image (the forward
+ * passes its plain layout, grad_input one stride phase). */
+static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx P,
+                             fc_idx imgs, fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs,
+                             fc_idx ors, fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
+    for (fc_idx p = p0; p < p1;) {
+        fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, p1 - p);
+        TF(fc_writeback_image)(Ct + (p - p0), ldc, M, q, q + len, rowlen, OHv, out + i * imgs,
+                               ocs, ors, row0, rstep, col0, cstep);
+        p += len;
+    }
+}
+
 /* Choose the pixel-block width: a [M][PB] tile of about 128 KiB (L2-resident while every tap
  * block passes over it), and enough items to keep the threads busy. */
 static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items, int nthreads) {
@@ -231,15 +245,11 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
  * and a few images fill whole vectors (4 x 196 = 49 x 16), with their wide buffers (bufsize
  * elements each) together at most 4 MiB. */
 static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
-    fc_idx best = 1;
     if (P <= 0 || 100 * (FC_ROUND_UP(P, (fc_idx)vl) - P) <= FC_ROUND_UP(P, (fc_idx)vl)) return 1;
     const fc_idx cap = ((fc_idx)4 << 20) / (fc_idx)sizeof(T);
     for (fc_idx k = 2; k <= 8 && k <= N && k * bufsize <= cap; k++)
-        if ((k * P) % vl == 0) {
-            best = k;
-            break;
-        }
-    return best;
+        if ((k * P) % vl == 0) return k;
+    return 1;
 }
 typedef struct {
     TF(fc_geom) g;
@@ -342,14 +352,9 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
                       rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
                       direct && pl->stream, Bp);
-    if (!direct) /* copy out, image by image */
-        for (fc_idx p = p0, pend = FC_MIN(p1, Ptot); p < pend;) {
-            fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, pend - p);
-            for (fc_idx m = 0; m < pl->Kg; m++)
-                memcpy(out + (i * g->K + m) * ocs + q, Ct + m * ldc + (p - p0),
-                       (size_t)len * sizeof(T));
-            p += len;
-        }
+    if (!direct)
+        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
+                         ocs, g->OW, 0, 1, 0, 1);
     return 0;
 }
 
@@ -539,13 +544,9 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    for (fc_idx p = p0, pend = FC_MIN(p1, nb * P); p < pend;) { /* image by image */
-        fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, pend - p);
-        TF(fc_writeback)(Ct + (p - p0), ldc, pl->Cg, q, q + len, ww->J, hh->J,
-                         pl->dx + ((n0 + i) * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh,
-                         col0, g->sw);
-        p += len;
-    }
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, g->C * ocs, ww->J, hh->J,
+                     pl->dx + (n0 * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
+                     g->sw);
     return 0;
 }
 

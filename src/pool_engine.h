@@ -76,6 +76,12 @@ typedef struct {
 enum { FC_POOL_BUFFER_BUDGET = 256 * 1024 }; /* bytes of row buffer per work item */
 #define FC_POOL_PREFETCH_BYTES (16.0 * 1024 * 1024)
 
+/* No tables held: what fc_pool_prepare starts from and fc_pool_free leaves. */
+static void fc_pool_no_tables(fc_pool_job *j) {
+    j->qoff = j->rowtaps = j->qrange = j->qtaps = j->rowsrc = NULL;
+    j->dcol = j->drow = j->colbase = j->colfirst = NULL;
+}
+
 static void fc_pool_free(fc_pool_job *j) {
     free(j->qoff);
     free(j->rowtaps);
@@ -86,12 +92,7 @@ static void fc_pool_free(fc_pool_job *j) {
     free(j->drow);
     free(j->colbase);
     free(j->colfirst);
-    j->qoff = NULL;
-    j->rowtaps = NULL;
-    j->qrange = NULL;
-    j->qtaps = NULL;
-    j->rowsrc = NULL;
-    j->dcol = j->drow = j->colbase = j->colfirst = NULL;
+    fc_pool_no_tables(j);
 }
 
 /* Rows per item so that there are about 4 items per thread when planes are few, and one item's
@@ -113,12 +114,7 @@ static void fc_pool_blocks(fc_pool_job *j, fc_idx rows, fc_idx row_bytes, fc_idx
 /* Validate nothing (the Python layer did), derive the layout and tables. 0 or -1 (no memory). */
 static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
     fc_idx tsize = j->f64 ? 8 : 4;
-    j->qoff = NULL;
-    j->rowtaps = NULL;
-    j->qrange = NULL;
-    j->qtaps = NULL;
-    j->rowsrc = NULL;
-    j->dcol = j->drow = j->colbase = j->colfirst = NULL;
+    fc_pool_no_tables(j);
     j->bad_index = 0;
     j->prefetch = 0;
     j->OWP = FC_ROUND_UP(j->OW, 16);
