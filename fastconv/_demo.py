@@ -26,6 +26,7 @@ import numpy as np
 from . import datasets, nn, optim
 from . import functional as F
 from ._threads import get_num_threads, set_num_threads
+from .cli import positive_int
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
 SGD_MOMENTUM = 0.9
@@ -47,13 +48,13 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=15,
         help="passes over the training set (default: 15)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=32,
         help="images per optimisation step (default: 32)",
     )
@@ -72,7 +73,7 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="OpenMP threads of the kernels (default: 1 for images of at most "
         f"{SMALL_IMAGE}x{SMALL_IMAGE} pixels, whose kernel calls are too "
@@ -113,13 +114,6 @@ def add_arguments(parser):
         action="store_true",
         help="no progress bar and no per-epoch lines: only the final summary",
     )
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _positive_float(text):

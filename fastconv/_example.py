@@ -7,25 +7,19 @@ import numpy as np
 from . import _kernels, reference
 from ._conv import conv2d
 from ._threads import get_num_threads, set_num_threads
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+from .cli import positive_int
 
 
 def add_arguments(parser):
-    parser.add_argument("--threads", type=_positive, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="OpenMP threads (default: OMP_NUM_THREADS, else all cores)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="dtype of the arrays (default: float32)")
-    parser.add_argument("--shape", type=_positive, nargs=4, default=(32, 16, 32, 32),
+    parser.add_argument("--shape", type=positive_int, nargs=4, default=(32, 16, 32, 32),
                         metavar=("N", "C", "H", "W"), help="input shape (default: 32 16 32 32)")
-    parser.add_argument("--out-channels", type=_positive, default=32, help="K (default: 32)")
-    parser.add_argument("--repeats", type=_positive, default=5,
+    parser.add_argument("--out-channels", type=positive_int, default=32, help="K (default: 32)")
+    parser.add_argument("--repeats", type=positive_int, default=5,
                         help="timed runs of each (default: 5)")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _kernels, functional, reference
 from ._threads import get_num_threads, set_num_threads
+from .cli import positive_int
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,29 @@ def _time_in_blocks(fns, repeats, warmup=2, rounds=5):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+def _ratio_in_rounds(num, den, calls, rounds=11, warmup=2):
+    """Median over `rounds` of (median time of `num` / median time of `den`) in that round.
+
+    Each round times a block of `calls` of each closure, back to back, the first one alternating
+    between rounds: a ratio is formed from calls made moments apart, so a slow spell of the
+    machine (minutes of drift across a run) scales both sides of it instead of one.
+    """
+    ratios = []
+    for i in range(rounds):
+        times = {}
+        for name, fn in ((("num", num), ("den", den)) if i % 2 else (("den", den), ("num", num))):
+            for _ in range(warmup):
+                fn()
+            block = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                fn()
+                block.append(time.perf_counter() - t0)
+            times[name] = statistics.median(block)
+        ratios.append(times["num"] / times["den"])
+    return statistics.median(ratios)
+
+
 def _conv_flops(case, out_shape):
     n, k, oh, ow = out_shape
     return 2.0 * n * k * oh * ow * (case.shape[1] // case.groups) * case.kernel * case.kernel
@@ -232,10 +256,9 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
         row.batch_im2col_mb = _batch_im2col_mb(case, out_shape)
     as64 = [None if a is None else a.astype(np.float64) for a in (x, w, b)]
     f64 = _fastconv_fns(case, *as64, functional)[0]
-    # twice the repeats: on compute-bound layers the ratio sits at 2 (half the SIMD lanes), so a
-    # median of a few noisy calls would decide the criterion by chance
-    med = _time_in_blocks({"f32": fwd, "f64": f64}, 2 * repeats)
-    row.f64_over_f32 = med["f64"] / med["f32"]
+    # On compute-bound layers the ratio sits at 2 (half the SIMD lanes, the same fraction of
+    # peak), so it is measured in pairs of blocks, over more calls than the torch comparison.
+    row.f64_over_f32 = _ratio_in_rounds(f64, fwd, calls=max(1, (6 * repeats) // 11))
     if torch is not None:
         row.ratio_fwd = row.ms["fastconv fwd"] / row.ms["torch fwd"]
         row.ratio_fwd_bwd = row.ms["fastconv fwd+bwd"] / row.ms["torch fwd+bwd"]
@@ -351,14 +374,14 @@ def machine_description(threads, peak):
 
 # ------------------------------------------------------------------------------ CLI
 def add_arguments(parser):
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for fastconv and torch (default: OpenMP's default)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a subset ({', '.join(QUICK)}) in well under a minute")
     parser.add_argument("--case", action="append", metavar="NAME",
                         help="run only this case (repeatable); names: "
                              + ", ".join(c.name for c in CASES))
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed rounds per contender (default 7, --quick 3)")
     parser.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
@@ -379,9 +402,6 @@ def run(args):
     else:
         cases = list(CASES)
     if args.threads is not None:
-        if args.threads < 1:
-            print("fastconv bench: --threads must be >= 1")
-            return 2
         set_num_threads(args.threads)
     threads = get_num_threads()
     repeats = args.repeats or (3 if args.quick else 7)

@@ -6,6 +6,14 @@ imported lazily so that ``fastconv --help`` stays fast and optional extras stay 
 import argparse
 import importlib
 
+def positive_int(text):
+    """argparse type of the counts every sub-command takes (threads, repeats, sizes)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 # name -> (module, one-line help)
 COMMANDS = {
     "example": ("fastconv._example", "convolve a random batch and check it against the reference"),

@@ -1,0 +1,305 @@
+"""fastconv.bench, the suite of issue 5. No speed is asserted here (timings belong to the
+benchmark run): these tests hold its statistics, its judgement of the bar and every option of
+`fastconv bench` to what they say, with tiny cases, one timed call per contender."""
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import bench, cli
+from conv_helpers import num_threads
+
+TINY_CONV = bench.Case("tiny-conv", "conv", (2, 3, 9, 8), 4, 3, pad=1)
+TINY_MAX = bench.Case("tiny-max", "max", (2, 3, 9, 8), kernel=3, stride=2, pad=1)
+TINY_AVG = bench.Case("tiny-avg", "avg", (2, 3, 9, 8), kernel=3, stride=1, pad=1,
+                      count_include_pad=False)
+ONE_CALL = ["--repeats", "1", "--no-reference", "--no-torch", "--threads", "1"]
+
+
+@pytest.fixture
+def tiny_cases(monkeypatch):
+    """The suite with three tiny cases in place of issue 5's: runs in well under a second."""
+    monkeypatch.setattr(bench, "CASES", [TINY_CONV, TINY_MAX, TINY_AVG])
+    monkeypatch.setattr(bench, "QUICK", ("tiny-max",))
+    monkeypatch.setattr(bench, "BLAS_COOLDOWN_S", 0.0)
+    with num_threads(fastconv.get_num_threads()):  # --threads changes the count: restore it
+        yield
+
+
+class FakeClock:
+    """perf_counter for closures that each take a fixed number of fake seconds."""
+
+    def __init__(self, monkeypatch):
+        self.now = 0.0
+        self.calls = []
+        monkeypatch.setattr(bench.time, "perf_counter", lambda: self.now)
+
+    def closure(self, name, seconds):
+        def call():
+            self.calls.append(name)
+            self.now += seconds(len(self.calls)) if callable(seconds) else seconds
+        return call
+
+
+# ------------------------------------------------------------------------------ statistics
+def test_time_in_blocks_takes_medians_of_alternating_blocks(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    costs = iter([1, 9, 1, 1, 1] * 10)  # an outlier per block of `a`: the median ignores it
+    fns = {"a": clock.closure("a", lambda _: next(costs)), "b": clock.closure("b", 2.0)}
+    med = bench._time_in_blocks(fns, repeats=10, warmup=1, rounds=2)
+    assert med == {"a": 1, "b": 2.0}
+    # a warm-up call and 5 timed calls of one contender, then of the other, twice
+    assert clock.calls == (["a"] * 6 + ["b"] * 6) * 2
+
+
+def test_ratio_in_rounds_pairs_blocks_and_alternates_their_order(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    # the machine slows down 10x halfway through: every pair still sees the same slowdown
+    slow = lambda n: 10.0 if n > 40 else 1.0  # noqa: E731
+    num = clock.closure("num", lambda n: 2.0 * slow(n))
+    den = clock.closure("den", lambda n: slow(n))
+    assert bench._ratio_in_rounds(num, den, calls=2, rounds=5, warmup=1) == pytest.approx(2.0)
+    firsts = clock.calls[::6]  # each round: 1 + 2 calls of one closure, then of the other
+    assert firsts == ["den", "num", "den", "num", "den"]
+
+
+def test_ratio_in_rounds_is_the_median_over_rounds(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    per_round = iter([3.0, 1.5, 1.0, 2.0, 2.5])  # num's cost in each round; den's is 1
+    num = clock.closure("num", lambda _: next(per_round))
+    den = clock.closure("den", 1.0)
+    assert bench._ratio_in_rounds(num, den, calls=1, rounds=5, warmup=0) == 2.0
+
+
+def test_geomean_ignores_missing_values():
+    assert bench.geomean([1.0, 4.0]) == pytest.approx(2.0)
+    assert bench.geomean([0.5, float("nan"), 2.0]) == pytest.approx(1.0)
+    assert math.isnan(bench.geomean([]))
+
+
+# ------------------------------------------------------------------------------ the bar
+def passing_rows():
+    """Rows for issue 5's cases that meet every criterion (with torch)."""
+    rows = []
+    for case in bench.CASES:
+        r = bench.Row(case.name, case.kind, ratio_fwd=0.3, ratio_fwd_bwd=0.3, workspace_mb=2.0,
+                      batch_im2col_mb=100.0, f64_over_f32=1.9)
+        if case.name in bench.LARGE_3X3:
+            r.peak_fraction = 0.8
+        rows.append(r)
+    return rows
+
+
+SPEEDUPS = {name: 1.9 for name in bench.LARGE_3X3}
+
+
+def verdicts(rows, scaling=SPEEDUPS):
+    return {desc: ok for desc, _, ok in bench.check_bar(rows, scaling)}
+
+
+def test_the_bar_passes_when_every_criterion_holds():
+    v = verdicts(passing_rows())
+    # 2 geometric means, worst case, 4 pooling, depthwise, 3 peak, 3 speed-up, float64, workspace
+    assert len(v) == 16 and all(v.values())
+
+
+@pytest.mark.parametrize("case,field,value,criterion", [
+    ("pointwise", "ratio_fwd", 1.26, "no case slower than 1.25x torch"),
+    ("lenet-conv1", "ratio_fwd_bwd", 1.3, "no case slower than 1.25x torch"),
+    ("max-3x3-s2-p1", "ratio_fwd", 0.34, "max-3x3-s2-p1: <= 0.33x torch"),
+    ("avg-2x2-s2", "ratio_fwd_bwd", 0.34, "avg-2x2-s2: <= 0.33x torch"),
+    ("depthwise", "ratio_fwd_bwd", 0.51, "depthwise: <= 0.5x torch"),
+    ("deep", "peak_fraction", 0.74, "deep: forward >= 75% of FMA peak"),
+    ("alexnet-first", "f64_over_f32", 2.01,
+     "float64 no slower than half float32 speed (forward time ratio <= 2)"),
+    ("strided", "workspace_mb", 80.0, "workspace bounded (well below the batch im2col)"),
+])
+def test_one_case_past_its_limit_fails_its_criterion_only(case, field, value, criterion):
+    rows = passing_rows()
+    setattr(next(r for r in rows if r.case == case), field, value)
+    v = verdicts(rows)
+    assert v.pop(criterion) is False
+    assert all(v.values())
+
+
+def test_the_geometric_means_are_judged_over_all_cases():
+    rows = passing_rows()
+    for r in rows:
+        r.ratio_fwd = 0.61
+    v = verdicts(rows)
+    assert not v["geometric mean of fastconv/torch (forward) <= 0.6"]
+    assert v["geometric mean of fastconv/torch (forward+backward) <= 0.6"]
+
+
+def test_a_slow_thread_speed_up_fails():
+    v = verdicts(passing_rows(), dict(SPEEDUPS, strided=1.79))
+    assert not v["strided: 1 -> 2 thread speed-up >= 1.8x"]
+    assert v["deep: 1 -> 2 thread speed-up >= 1.8x"]
+
+
+def test_without_torch_or_all_cases_only_fastconv_criteria_are_judged():
+    rows = [dataclasses.replace(r, ratio_fwd=float("nan"), ratio_fwd_bwd=float("nan"))
+            for r in passing_rows()]
+    v = verdicts(rows, {})
+    assert not any("torch" in d for d in v) and not any("speed-up" in d for d in v)
+    assert len(verdicts(passing_rows()[:3], {})) == 2  # float64 and workspace
+
+
+# ------------------------------------------------------------------------------ the suite
+def test_run_case_times_every_contender_and_measures_the_rest():
+    rng = np.random.default_rng(0)
+    row = bench.run_case(TINY_CONV, None, repeats=1, with_reference=True, peak=100.0, rng=rng)
+    assert set(row.ms) == {"fastconv fwd", "fastconv fwd+bwd", "reference fwd",
+                           "reference fwd+bwd"}
+    assert all(ms > 0 for ms in row.ms.values())
+    flops = 2 * 2 * 4 * 9 * 8 * 3 * 9
+    assert row.gflops["fastconv fwd"] == pytest.approx(flops / row.ms["fastconv fwd"] / 1e6)
+    assert row.gflops["fastconv fwd+bwd"] == pytest.approx(
+        3 * flops / row.ms["fastconv fwd+bwd"] / 1e6)
+    assert row.peak_fraction == pytest.approx(row.gflops["fastconv fwd"] / 100.0)
+    assert row.f64_over_f32 > 0 and row.workspace_mb > 0
+    assert row.batch_im2col_mb == pytest.approx(2 * 9 * 8 * 3 * 9 * 4 / 2**20)  # MiB
+    assert math.isnan(row.ratio_fwd)  # no torch
+
+
+@pytest.mark.parametrize("case", [TINY_CONV, TINY_MAX], ids=["conv", "max"])
+def test_float64_is_timed_against_float32_on_the_same_forward(case, monkeypatch):
+    pairs = []
+    monkeypatch.setattr(bench, "_ratio_in_rounds", lambda num, den, calls: pairs.append(
+        (num(), den())) or 2.0)
+    row = bench.run_case(case, None, repeats=7, with_reference=False, peak=100.0,
+                         rng=np.random.default_rng(0))
+    (y64, y32), = pairs
+    assert y64.dtype == np.float64 and y32.dtype == np.float32 and row.f64_over_f32 == 2.0
+    np.testing.assert_allclose(y64, y32, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [TINY_MAX, TINY_AVG], ids=["max", "avg"])
+def test_run_case_times_pooling(case):
+    row = bench.run_case(case, None, repeats=1, with_reference=False, peak=100.0,
+                         rng=np.random.default_rng(0))
+    assert set(row.ms) == {"fastconv fwd", "fastconv fwd+bwd"}
+    assert not row.gflops and math.isnan(row.peak_fraction) and row.f64_over_f32 > 0
+
+
+@pytest.mark.parametrize("case", [TINY_CONV, TINY_MAX, TINY_AVG], ids=["conv", "max", "avg"])
+def test_the_timed_closures_compute_what_they_time(case):
+    """fastconv's and the reference's closures agree: each contender does the same work."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(case.shape)
+    w = b = None
+    if case.kind == "conv":
+        w, b = rng.standard_normal((case.k, case.shape[1], 3, 3)), rng.standard_normal(case.k)
+    fast = bench._fastconv_fns(case, x, w, b, fastconv.functional)
+    ref = bench._fastconv_fns(case, x, w, b, fastconv.reference)
+    for f, r in zip(fast, ref):
+        got, want = f(), r()
+        for g, e in zip(*(v if isinstance(v, tuple) else (v,) for v in (got, want))):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_thread_scaling_reports_each_case():
+    speedups = bench.thread_scaling([TINY_CONV], 2, repeats=1, rng=np.random.default_rng(0))
+    assert list(speedups) == ["tiny-conv"] and speedups["tiny-conv"] > 0
+
+
+# ------------------------------------------------------------------------------ the command
+def test_bench_runs_the_cases_asked_and_writes_json(tiny_cases, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--case", "tiny-max", "--case", "tiny-conv", "--json", str(out)] + ONE_CALL
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "tiny-conv" in text and "tiny-max" in text and "tiny-avg" not in text
+    assert "1 threads" in text and "fp32 FMA peak" in text
+    result = json.loads(out.read_text())
+    assert [r["case"] for r in result["rows"]] == ["tiny-conv", "tiny-max"]  # suite order
+    assert result["threads"] == 1 and result["torch"] is None and result["fma_peak_gflops"] > 0
+    assert result["thread_speedup"] == {}
+    assert {b["criterion"] for b in result["bar"]} == {
+        "float64 no slower than half float32 speed (forward time ratio <= 2)",
+        "workspace bounded (well below the batch im2col)"}
+
+
+def test_quick_runs_the_quick_subset(tiny_cases, capsys):
+    assert cli.main(["bench", "--quick"] + ONE_CALL) == 0
+    text = capsys.readouterr().out
+    assert "tiny-max:" in text and "tiny-conv:" not in text
+
+
+def test_reference_runs_unless_no_reference(tiny_cases, capsys):
+    argv = ["bench", "--case", "tiny-conv", "--repeats", "1", "--no-torch"]
+    assert cli.main(argv) == 0
+    assert "ref fwd" in capsys.readouterr().out
+    assert cli.main(argv + ["--no-reference"]) == 0
+    assert "ref fwd" not in capsys.readouterr().out
+
+
+def test_repeats_sets_the_number_of_timed_calls(tiny_cases, monkeypatch):
+    seen = []
+    real = bench.run_case
+    monkeypatch.setattr(bench, "run_case", lambda case, torch, repeats, *a: seen.append(repeats)
+                        or real(case, torch, 1, *a))
+    argv = ["bench", "--case", "tiny-max", "--no-reference", "--no-torch"]
+    for extra in (["--repeats", "4"], [], ["--quick"]):
+        assert cli.main(argv + extra) == 0
+    assert seen == [4, 7, 3]
+
+
+def test_seed_sets_the_inputs(tiny_cases, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(bench, "run_case",
+                        lambda case, torch, repeats, with_ref, peak, rng: drawn.append(rng.random())
+                        or bench.Row(case.name, case.kind, ms={"fastconv fwd": 1.0,
+                                                               "fastconv fwd+bwd": 1.0}))
+    for seed in ("3", "3", "4"):
+        assert cli.main(["bench", "--case", "tiny-max", "--seed", seed] + ONE_CALL) == 0
+    assert drawn[0] == drawn[1] != drawn[2]
+
+
+def test_threads_sets_fastconv_threads(tiny_cases, capsys):
+    assert cli.main(["bench", "--case", "tiny-max", "--threads", "2", "--repeats", "1",
+                     "--no-reference", "--no-torch"]) == 0
+    assert "2 threads" in capsys.readouterr().out
+    assert fastconv.get_num_threads() == 2
+
+
+def test_torch_is_timed_side_by_side_unless_no_torch(tiny_cases, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--case", "tiny-conv", "--case", "tiny-avg", "--repeats", "1",
+                     "--no-reference", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["torch"] == torch.__version__
+    for r in result["rows"]:
+        assert r["ratio_fwd"] > 0 and r["ratio_fwd_bwd"] > 0
+        assert r["ratio_fwd"] == pytest.approx(r["ms"]["fastconv fwd"] / r["ms"]["torch fwd"])
+    capsys.readouterr()
+    assert cli.main(["bench", "--case", "tiny-conv"] + ONE_CALL) == 0
+    assert "torch fwd" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [["--threads", "0"], ["--repeats", "0"], ["--repeats", "-2"],
+                                 ["--threads", "two"]])
+def test_bad_counts_are_rejected(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench"] + bad)
+    assert exc.value.code == 2
+    assert bad[0] in capsys.readouterr().err
+
+
+def test_an_unknown_case_is_rejected_with_the_names(capsys):
+    assert cli.main(["bench", "--case", "resnet-c65"] + ONE_CALL) == 2
+    text = capsys.readouterr().out
+    assert "resnet-c65" in text and all(c.name in text for c in bench.CASES)
+
+
+def test_every_case_of_issue_5_is_in_the_suite():
+    names = [c.name for c in bench.CASES]
+    assert names == ["lenet-conv1", "lenet-conv2", "cifar-first", "resnet-c16", "resnet-c64",
+                     "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated",
+                     "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad"]
+    assert set(bench.QUICK) <= set(names) and set(bench.LARGE_3X3) <= set(names)
+    assert set(bench.POOLING) == {c.name for c in bench.CASES if c.kind != "conv"}
