@@ -69,6 +69,8 @@ The hot loops are written once with GCC vector extensions and compiled for AVX-5
 and a portable baseline with ``target`` attributes; the best path the CPU supports is picked at
 import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` force a lower one;
 the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
+GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);
+without OpenMP (Apple's clang) the kernels run on one thread.
 """
 from .functional import (
     avg_pool2d,

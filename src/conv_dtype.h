@@ -1,8 +1,10 @@
-/* Instantiates the convolution engine for one dtype: conv_engine.h defines T, TN, MR_AVX512 and
+/* Instantiates the convolution engine for one dtype: conv_engine.h defines T, TN, IT (the integer
+ * type of T's width), the lane counts VLN_AVX512, VLN_AVX2, VLN_GENERIC, and MR_AVX512,
  * NVW_AVX512, includes this file, and everything defined here is undefined again at the end. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ISA avx512
 #define VB 64
+#define VLN VLN_AVX512
 #define MR MR_AVX512
 #define NVW NVW_AVX512
 #define TR 12
@@ -10,6 +12,7 @@
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
+#undef VLN
 #undef MR
 #undef NVW
 #undef TR
@@ -17,6 +20,7 @@
 
 #define ISA avx2
 #define VB 32
+#define VLN VLN_AVX2
 #define MR 6
 #define NVW 2
 #define TR 6
@@ -24,6 +28,7 @@
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
+#undef VLN
 #undef MR
 #undef NVW
 #undef TR
@@ -32,6 +37,7 @@
 
 #define ISA generic
 #define VB 16
+#define VLN VLN_GENERIC
 #define MR 6
 #define NVW 2
 #define TR 6
@@ -39,6 +45,7 @@
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
+#undef VLN
 #undef MR
 #undef NVW
 #undef TR
@@ -47,5 +54,9 @@
 #include "conv_tmpl.h"
 #undef T
 #undef TN
+#undef IT
+#undef VLN_AVX512
+#undef VLN_AVX2
+#undef VLN_GENERIC
 #undef MR_AVX512
 #undef NVW_AVX512

@@ -19,12 +19,20 @@
  * pixels); AVX2 and the portable path use 6 x 2 (16 vector registers). */
 #define T float
 #define TN f32
+#define IT int32_t
+#define VLN_AVX512 16
+#define VLN_AVX2 8
+#define VLN_GENERIC 4
 #define MR_AVX512 12
 #define NVW_AVX512 2
 #include "conv_dtype.h"
 
 #define T double
 #define TN f64
+#define IT int64_t
+#define VLN_AVX512 8
+#define VLN_AVX2 4
+#define VLN_GENERIC 2
 #define MR_AVX512 6
 #define NVW_AVX512 4
 #include "conv_dtype.h"

@@ -5,14 +5,16 @@
  *   weight-gradient micro-kernel), FC_TARGET.
  * All functions here are leaf loops over caller-prepared buffers: no allocation, no threading.
  */
-#define VL ((int)(VB / sizeof(T)))
+#define VL VLN
 #define NR (2 * VL)
 #define FN(name) FC_CAT(FC_CAT(name, TN), ISA)
 #define VEC FN(vec)
 #define VECU FN(vecu)
+#define VI FN(veci)
 
 typedef T VEC __attribute__((vector_size(VB)));
 typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
+typedef IT VI __attribute__((vector_size(VB))); /* lane masks and shuffle indices */
 
 /* The packed-panel buffer of gemm_tile: (GEMM_KC + 1) taps (a spare row) of up to 4 vectors.
  * The caller provides it from its thread's workspace, not the stack (65 KB: a Python thread
@@ -22,6 +24,8 @@ static const fc_idx FN(gemm_bp_elems) = (GEMM_KC + 1) * 4 * VL;
 
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
+#include "fc_shuffle.h"
+_Static_assert(VLN * sizeof(T) == VB, "VLN lanes of T must fill a VB-byte vector");
 /* A non-temporal store of a whole aligned vector (no read for ownership, no cache pollution):
  * for the final write of outputs too large to be read back from the cache. */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -60,8 +64,9 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
         const T *a = A + t * MR;
         VEC bv[4];
         for (int v = 0; v < nv; v++) bv[v] = LOADU(base[v] + o);
-#pragma GCC unroll 16
+        FC_UNROLL
         for (int i = 0; i < mr; i++)
+            FC_UNROLL
             for (int v = 0; v < nv; v++) c[i][v] += a[i] * bv[v];
     }
     if (stream) {
@@ -275,7 +280,7 @@ static inline __attribute__((always_inline)) void FN(dw_body)(
         for (fc_idx ow = 0; ow < OW; ow++) {
             VEC b0 = LOADU(dy + ow * ldm);
             VEC b1 = nv > 1 ? LOADU(dy + ow * ldm + VL) : (VEC){0};
-#pragma GCC unroll 16
+            FC_UNROLL
             for (int i = 0; i < tr; i++) {
                 T a = xrow[off[i] + ow];
                 c0[i] += a * b0;
@@ -364,16 +369,10 @@ static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const T *restrict X,
 static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx nrows, fc_idx W,
                                       T *restrict dst, fc_idx r0, fc_idx sh, fc_idx phs,
                                       fc_idx pws, int pe, fc_idx qe, fc_idx qo, fc_idx Wq) {
-    typedef __typeof__((VEC){0} < (VEC){0}) MASK;
     const fc_idx np = W / 2;
     const fc_idx ne = FC_MAX((fc_idx)0, FC_MIN((W + 1) / 2, Wq - qe));
     const fc_idx no = FC_MAX((fc_idx)0, FC_MIN(np, Wq - qo));
     const fc_idx nev = FC_MIN(ne, np), qe0 = FC_MIN(qe, Wq), qo0 = FC_MIN(qo, Wq);
-    MASK ev, od;
-    for (int i = 0; i < VL; i++) {
-        ev[i] = 2 * i;
-        od[i] = 2 * i + 1;
-    }
     /* rows about 2 KB ahead are prefetched: more misses in flight than the hardware prefetcher
      * alone keeps, on an input that is read from DRAM exactly once (measured -3% on the strided
      * layer's forward) */
@@ -393,7 +392,7 @@ static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx 
             for (fc_idx j = 0;; j += VL) {
                 if (j + VL > np) j = np - VL;
                 VEC a = LOADU(s + 2 * j), b = LOADU(s + 2 * j + VL);
-                VEC ve = __builtin_shuffle(a, b, ev), vo = __builtin_shuffle(a, b, od);
+                VEC ve = SHUF2(a, b, FC_EVEN), vo = SHUF2(a, b, FC_ODD);
                 T lanes[VL];
                 if (j + VL <= nev) {
                     STOREU(e + qe + j, ve);
@@ -422,14 +421,6 @@ static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx 
 static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx rows, fc_idx cols,
                                     T *restrict dst, fc_idx ldd) {
     enum { n = VL };
-    typedef __typeof__((VEC){0} < (VEC){0}) MASK; /* the integer vector matching VEC */
-    MASK lo, hi;
-    for (int i = 0; i < n / 2; i++) {
-        lo[2 * i] = i;
-        lo[2 * i + 1] = i + n;
-        hi[2 * i] = i + n / 2;
-        hi[2 * i + 1] = i + n / 2 + n;
-    }
     fc_idx r0 = 0;
     for (; r0 + n <= rows; r0 += n) {
         fc_idx c0 = 0;
@@ -438,8 +429,8 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
             for (int i = 0; i < n; i++) v[i] = LOADU(src + (r0 + i) * lds + c0);
             for (int stage = 1; stage < n; stage *= 2) {
                 for (int i = 0; i < n / 2; i++) {
-                    w[2 * i] = __builtin_shuffle(v[i], v[i + n / 2], lo);
-                    w[2 * i + 1] = __builtin_shuffle(v[i], v[i + n / 2], hi);
+                    w[2 * i] = SHUF2(v[i], v[i + n / 2], FC_ILO);
+                    w[2 * i + 1] = SHUF2(v[i], v[i + n / 2], FC_IHI);
                 }
                 for (int i = 0; i < n; i++) v[i] = w[i];
             }
@@ -457,7 +448,13 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 #undef FN
 #undef VEC
 #undef VECU
+#undef VI
 #undef LOADU
 #undef STOREU
 #undef STREAM
 #undef GEMM_KC
+#undef SHUF2
+#undef FC_EVEN
+#undef FC_ODD
+#undef FC_ILO
+#undef FC_IHI

@@ -19,6 +19,15 @@ typedef ptrdiff_t fc_idx;
 #define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define FC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define FC_ROUND_UP(a, b) (FC_CEIL_DIV(a, b) * (b))
+/* Before a loop over a register block (a trip count that inlining makes a compile-time
+ * constant): unroll it fully, so that the block's accumulators live in registers. GCC needs the
+ * hint at -O3; clang ignores GCC's spelling and, without its own, kept a 12 x 2 block in memory
+ * (resnet-c64 3x slower). */
+#if defined(__clang__)
+#define FC_UNROLL _Pragma("unroll")
+#else
+#define FC_UNROLL _Pragma("GCC unroll 16")
+#endif
 #define FC_CAT2(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT2(a, b)
 

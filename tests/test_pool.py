@@ -316,7 +316,10 @@ def test_a_few_large_planes_split_into_row_blocks():
        avg=pool_cases("avg", max_n=2, max_c=4, max_extra=40, layout=False))
 def test_bitwise_identical_for_any_thread_count_and_simd_path(case, avg):
     """Every element is computed by one work item in a fixed order, and every SIMD path does the
-    same arithmetic in the same order: 1, 2 or 3 threads, any path, same bits."""
+    same arithmetic in the same order: 1, 2 or 3 threads, any path, same bits -- except that
+    which of two NaN operands a sum passes on (and so a NaN's sign) is the compiler's choice of
+    operand order, not ours (IEEE 754 leaves it open; clang and GCC differ on the portable path),
+    so across paths NaNs only have to be NaNs."""
     results = []
     for name in PATHS:
         for n in (1, 2, 3):
@@ -328,9 +331,15 @@ def test_bitwise_identical_for_any_thread_count_and_simd_path(case, avg):
                 r.append(fastconv.avg_pool2d(avg["x"], **avg["kwargs"]))
                 r.append(fastconv.avg_pool2d_backward(avg["g"], avg["x"].shape, **avg["kwargs"]))
             results.append(r)
-    for r in results[1:]:
-        for a, b in zip(results[0], r):
-            assert a.tobytes() == b.tobytes()
+    for i, r in enumerate(results):
+        first_of_path = results[i - i % 3]
+        for a, b, c in zip(first_of_path, r, results[0]):
+            assert a.tobytes() == b.tobytes()  # thread counts: every bit
+            assert _nan_canonical(b).tobytes() == _nan_canonical(c).tobytes()  # SIMD paths
+
+
+def _nan_canonical(a):
+    return np.where(np.isnan(a), np.nan, a) if a.dtype.kind == "f" else a
 
 
 def test_concurrent_calls_from_python_threads():
