@@ -236,17 +236,26 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
             /* whole-vector copies in increasing destination order: each segment's overrun (less
              * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
              * has a spare row); lanes past the last pixel are zeroed (the micro-kernel reads
-             * them: keep them finite) */
-            int nvc = 0;
-            for (int sg = 0; sg < nseg; sg++)
+             * them: keep them finite). When every segment fits in half a vector (rows of 8
+             * float32 on AVX-512), half vectors are copied instead: whole ones overlapped and
+             * split cache lines there (lenet-conv2 forward -13% on 2 threads, -16% on one). */
+            int nvc = 0, half = 1;
+            for (int sg = 0; sg < nseg; sg++) {
+                half = half && seg_len[sg] <= VL / 2;
                 for (int v = 0; v < seg_nv[sg]; v++, nvc++) {
                     vsrc[nvc] = seg_src[sg] + v * VL;
                     vdst[nvc] = seg_dst[sg] + v * VL;
                 }
+            }
             for (fc_idx t = 0; t < kc; t++) {
                 const T *src = B + off[t0 + t];
                 T *dst = Bp + t * w;
-                for (int i = 0; i < nvc; i++) STOREU(dst + vdst[i], LOADU(src + vsrc[i]));
+                if (half) {
+                    for (int i = 0; i < nvc; i++)
+                        memcpy(dst + vdst[i], src + vsrc[i], VL / 2 * sizeof(T));
+                } else {
+                    for (int i = 0; i < nvc; i++) STOREU(dst + vdst[i], LOADU(src + vsrc[i]));
+                }
                 for (fc_idx q = valid; q < w; q++) dst[q] = 0;
             }
             for (fc_idx mb = 0; mb < nmb; mb++) {

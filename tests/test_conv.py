@@ -84,6 +84,28 @@ def test_wide_rows_match_reference(isa, case):
     check_backward(case, grads)
 
 
+@pytest.mark.parametrize("isa", SUPPORTED_ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_narrow_rows_match_reference(isa, dtype):
+    """Output rows of 1 to 10 pixels and 20 channels (several row blocks): gemm_tile packs each
+    panel from pieces of rows, as half vectors when every piece fits in one (rows up to 8 float32
+    on AVX-512, 4 on AVX2, ...), as whole vectors from one pixel more; grad_input likewise."""
+    rng = np.random.default_rng(7)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for ow in range(1, 11):
+        x = rng.standard_normal((3, 20, 4, ow + 2)).astype(dtype)
+        w = rng.standard_normal((20, 20, 3, 3)).astype(dtype)
+        gy = rng.standard_normal((3, 20, 2, ow)).astype(dtype)
+        with using_isa(isa):
+            out = fastconv.conv2d(x, w)
+            gx = fastconv.conv2d_backward(gy, x, w, needs=(True, False, False))[0]
+        x64, w64 = x.astype(np.float64), w.astype(np.float64)
+        np.testing.assert_allclose(out, reference.conv2d(x64, w64), rtol=tol, atol=tol)
+        want = reference.conv2d_backward(gy.astype(np.float64), x64, w64,
+                                         needs=(True, False, False))[0]
+        np.testing.assert_allclose(gx, want, rtol=tol, atol=tol)
+
+
 @settings(max_examples=100)
 @given(case=conv_backward_cases(dtypes=st.just(np.float64), layout=False))
 def test_backward_is_the_adjoint_of_forward(case):
