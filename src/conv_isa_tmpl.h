@@ -424,6 +424,17 @@ static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx 
     }
 }
 
+/* dst[0:n] = src[0:n] (dst aligned to T), the whole VB-aligned vectors of dst written with
+ * non-temporal stores and the partial ones at either end with plain stores: the write-back of a
+ * forward output too large to stay in the cache (FC_STREAM_BYTES), when it goes through a scratch
+ * tile. The caller fences (FC_SFENCE) when its item is done. */
+static FC_TARGET void FN(stream_copy)(T *restrict dst, const T *restrict src, fc_idx n) {
+    fc_idx i = FC_MIN(n, (fc_idx)(((VB - (uintptr_t)dst % VB) % VB) / sizeof(T)));
+    memcpy(dst, src, (size_t)i * sizeof(T));
+    for (; i + VL <= n; i += VL) STREAM(dst + i, LOADU(src + i));
+    memcpy(dst + i, src + i, (size_t)(n - i) * sizeof(T));
+}
+
 /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols: VL x VL blocks transposed in registers
  * by log2(VL) rounds of perfect-shuffle interleaves (n log n two-input shuffles), scalar edges.
  * Strided scalar stores (one cache line per element) are what this replaces. */

@@ -36,6 +36,7 @@ typedef struct {
     void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
     void (*split2_rows)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx, fc_idx, fc_idx, fc_idx,
                         int, fc_idx, fc_idx, fc_idx);
+    void (*stream_copy)(T *, const T *, fc_idx);
 } TF(fc_isa);
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
@@ -46,7 +47,8 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                           FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
                           FC_CAT(transpose, FC_CAT(TN, avx512)),
-                          FC_CAT(split2_rows, FC_CAT(TN, avx512))};
+                          FC_CAT(split2_rows, FC_CAT(TN, avx512)),
+                          FC_CAT(stream_copy, FC_CAT(TN, avx512))};
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
@@ -55,7 +57,8 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                           FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
                           FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
                           FC_CAT(transpose, FC_CAT(TN, avx2)),
-                          FC_CAT(split2_rows, FC_CAT(TN, avx2))};
+                          FC_CAT(split2_rows, FC_CAT(TN, avx2)),
+                          FC_CAT(stream_copy, FC_CAT(TN, avx2))};
         return;
     }
 #endif
@@ -64,7 +67,8 @@ static void TF(fc_isa_table)(TF(fc_isa) * t) {
                       FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
                       FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
                           FC_CAT(transpose, FC_CAT(TN, generic)),
-                          FC_CAT(split2_rows, FC_CAT(TN, generic))};
+                          FC_CAT(split2_rows, FC_CAT(TN, generic)),
+                          FC_CAT(stream_copy, FC_CAT(TN, generic))};
 }
 
 /* ---------- the wide input buffer ----------
@@ -188,15 +192,20 @@ static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, 
     return start + need <= g->N * xs[0] ? x + start : NULL;
 }
 
+typedef void (*TF(fc_copy_fn))(T *, const T *, fc_idx);
+static void TF(fc_copy)(T *dst, const T *src, fc_idx n) { memcpy(dst, src, (size_t)n * sizeof(T)); }
+
 /* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
- * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image (see fc_writeback). */
+ * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image (see fc_writeback); contiguous
+ * runs are written by `copy` (fc_copy, or the ISA's stream_copy for outputs too large to stay in
+ * the cache). */
 static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
                                    fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
-                                   fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
+                                   fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep,
+                                   TF(fc_copy_fn) copy) {
     p1 = FC_MIN(p1, OHv * rowlen);
     if (cstep == 1 && rstep == 1 && col0 == 0 && ors == rowlen) { /* whole rows: one run */
-        for (fc_idx m = 0; m < M; m++)
-            memcpy(out + m * ocs + row0 * ors + p0, Ct + m * ldc, (size_t)(p1 - p0) * sizeof(T));
+        for (fc_idx m = 0; m < M; m++) copy(out + m * ocs + row0 * ors + p0, Ct + m * ldc, p1 - p0);
         return;
     }
     for (fc_idx m = 0; m < M; m++) {
@@ -208,7 +217,7 @@ static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0,
             T *orow = oc + (row0 + oh * rstep) * ors + col0;
             const T *src = crow + oh * rowlen;
             if (cstep == 1)
-                memcpy(orow + ow0, src + ow0, (size_t)(ow1 - ow0) * sizeof(T));
+                copy(orow + ow0, src + ow0, ow1 - ow0);
             else
                 for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow];
             p = oh * rowlen + ow1;
@@ -221,11 +230,12 @@ static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0,
  * passes its plain layout, grad_input one stride phase). */
 static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx P,
                              fc_idx imgs, fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs,
-                             fc_idx ors, fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep) {
+                             fc_idx ors, fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep,
+                             TF(fc_copy_fn) copy) {
     for (fc_idx p = p0; p < p1;) {
         fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, p1 - p);
         TF(fc_writeback_image)(Ct + (p - p0), ldc, M, q, q + len, rowlen, OHv, out + i * imgs,
-                               ocs, ors, row0, rstep, col0, cstep);
+                               ocs, ors, row0, rstep, col0, cstep, copy);
         p += len;
     }
 }
@@ -364,9 +374,14 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
                       rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
                       direct && pl->stream, Bp);
-    if (!direct)
+    if (!direct && pl->stream) {
         TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
-                         ocs, g->OW, 0, 1, 0, 1);
+                         ocs, g->OW, 0, 1, 0, 1, pl->isa.stream_copy);
+        FC_SFENCE();
+    } else if (!direct) {
+        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
+                         ocs, g->OW, 0, 1, 0, 1, TF(fc_copy));
+    }
     return 0;
 }
 
@@ -558,7 +573,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx ocs = g->H * g->W;
     TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, g->C * ocs, ww->J, hh->J,
                      pl->dx + (n0 * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
-                     g->sw);
+                     g->sw, TF(fc_copy));
     return 0;
 }
 

@@ -198,13 +198,17 @@ def test_large_strides_and_kernels(xs, ws, kw):
     (np.float32, (64, 1, 34, 34), 32),   # several row blocks, bias
     (np.float64, (32, 1, 34, 34), 32),
     (np.float32, (8, 1, 514, 514), 1),   # one row block, written row by row
-], ids=["f32-blocks", "f64-blocks", "f32-rows"])
+    (np.float32, (1, 1, 1452, 1452), 1),  # rows of 1450: through a scratch tile, streamed out
+    (np.float64, (1, 1, 1027, 1027), 1),
+    (np.float32, (600, 2, 16, 16), 20),  # 4 images of 14 x 14 side by side in the tile
+], ids=["f32-blocks", "f64-blocks", "f32-rows", "f32-tile", "f64-tile", "f32-tile-images"])
 def test_outputs_of_8mib_and_more_match_reference(isa, dtype, x_shape, k):
-    """Forward outputs of at least 8 MiB are written with non-temporal stores (aligned vectors,
-    the last tap block only)."""
+    """Forward outputs of at least 8 MiB are written with non-temporal stores: aligned vectors in
+    the last tap block when the tile is the output itself, else the scratch tile's write-back
+    (aligned vectors streamed, the partial ones at either end of a run stored)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal((k, 1, 3, 3)).astype(dtype)
+    w = rng.standard_normal((k, x_shape[1], 3, 3)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
     with using_isa(isa), num_threads(2):
         out = fastconv.conv2d(x, w, b)
