@@ -6,6 +6,7 @@ imported lazily so that ``fastconv --help`` stays fast and optional extras stay 
 import argparse
 import importlib
 
+
 def positive_int(text):
     """argparse type of the counts every sub-command takes (threads, repeats, sizes)."""
     value = int(text)

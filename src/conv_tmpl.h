@@ -374,13 +374,10 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
                       rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
                       direct && pl->stream, Bp);
-    if (!direct && pl->stream) {
+    if (!direct) {
         TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
-                         ocs, g->OW, 0, 1, 0, 1, pl->isa.stream_copy);
-        FC_SFENCE();
-    } else if (!direct) {
-        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
-                         ocs, g->OW, 0, 1, 0, 1, TF(fc_copy));
+                         ocs, g->OW, 0, 1, 0, 1, pl->stream ? pl->isa.stream_copy : TF(fc_copy));
+        if (pl->stream) FC_SFENCE();
     }
     return 0;
 }

@@ -1,7 +1,7 @@
 /* Two-vector shuffles with constant index lists, for the ISA templates of the convolution and
  * pooling engines. The including template defines VLN (lanes per vector, as a literal) and VI
- * (the integer vector type of its vectors' lane width and count);
- * it includes this once per (T, ISA), hence no include guard, and #undefs these at its end.
+ * (the integer vector of as many lanes of T's width); it includes this once per (T, ISA), hence
+ * no include guard, and #undefs these at its end.
  *   SHUF2(a, b, LIST): lane i of the result is lane LIST[i] of the 2*VLN lanes of (a, b);
  *   FC_EVEN / FC_ODD:  the even / odd lanes of (a, b)      (split column pairs);
  *   FC_ILO / FC_IHI:   a and b's low / high halves interleaved (transpose rounds).

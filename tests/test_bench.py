@@ -57,8 +57,9 @@ def test_time_in_blocks_takes_medians_of_alternating_blocks(monkeypatch):
 
 def test_ratio_in_rounds_pairs_blocks_and_alternates_their_order(monkeypatch):
     clock = FakeClock(monkeypatch)
-    # the machine slows down 10x halfway through: every pair still sees the same slowdown
-    slow = lambda n: 10.0 if n > 40 else 1.0  # noqa: E731
+    # the machine slows down 10x halfway through the 30 calls: the pairs after it see the same
+    # slowdown on both sides, and the one round it splits is outvoted by the median
+    slow = lambda n: 10.0 if n > 15 else 1.0  # noqa: E731
     num = clock.closure("num", lambda n: 2.0 * slow(n))
     den = clock.closure("den", lambda n: slow(n))
     assert bench._ratio_in_rounds(num, den, calls=2, rounds=5, warmup=1) == pytest.approx(2.0)
