@@ -30,8 +30,9 @@ W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
    when every panel is read in place). A register-blocked
    micro-kernel (MR x up to 4 vectors of accumulators, broadcast weights, FMA) runs over a
    panel for every row block: reading the wide buffer in place when each vector of the panel
-   lies in one output row (or rows follow each other without a gap, as for 1x1 kernels),
-   otherwise an L1-resident [taps][panel] copy (an im2col of one panel). Results go straight
+   lies in one output row (or rows follow each other without a gap, as for 1x1 kernels) or in
+   two (two loads merged by a lane mask), otherwise an L1-resident [taps][panel] copy (an
+   im2col of one panel). Results go straight
    into the output array, with the bias as the accumulators' start value, or through a scratch
    tile when vectors would run past the end of a plane; outputs of 8 MiB and more are written
    with non-temporal stores either way.

@@ -45,25 +45,35 @@ _Static_assert(VLN * sizeof(T) == VB, "VLN lanes of T must fill a VB-byte vector
 
 /* C[i][0:nv*VL] (+)= sum_t A[t][i] * B[t*ldb + 0:nv*VL] for i < mr: a register block of
  * mr x nv vectors. A is packed [kc][MR] (weights, broadcast), B a packed pixel panel -- or, when
- * `direct`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v].
+ * `direct`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v];
+ * with direct == 2, the lanes of vector v set in vmask[v] come from a second load, vgap[v]
+ * further on (a vector across the end of an output row: the next row's pixels).
  * mr, nv and direct are compile-time constants in every instantiation (see ukernel), and each
  * vector's base pointer is computed once, outside the tap loop: with 4 vectors, reloading vofs
  * every tap cost float64 a tenth of its time on the 1x1 layer. */
 static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
     const int mr, const int nv, const int direct, fc_idx kc, const T *restrict A,
     const T *restrict B, fc_idx ldb, const fc_idx *restrict off, const fc_idx *restrict vofs,
-    T *restrict C, fc_idx ldc, int accumulate, const T *bias, int stream) {
+    const fc_idx *restrict vgap, const VI *restrict vmask, T *restrict C, fc_idx ldc,
+    int accumulate, const T *bias, int stream) {
     VEC c[MR][4];
     for (int i = 0; i < mr; i++)
         for (int v = 0; v < nv; v++)
             c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0} + (bias ? bias[i] : (T)0);
-    const T *base[4];
-    for (int v = 0; v < nv; v++) base[v] = direct ? B + vofs[v] : B + v * VL;
+    const T *base[4], *base2[4];
+    for (int v = 0; v < nv; v++) {
+        base[v] = direct ? B + vofs[v] : B + v * VL;
+        base2[v] = direct == 2 ? base[v] + vgap[v] : base[v];
+    }
     for (fc_idx t = 0; t < kc; t++) {
         const fc_idx o = direct ? off[t] : t * ldb;
         const T *a = A + t * MR;
         VEC bv[4];
-        for (int v = 0; v < nv; v++) bv[v] = LOADU(base[v] + o);
+        for (int v = 0; v < nv; v++) {
+            bv[v] = LOADU(base[v] + o);
+            if (direct == 2)
+                bv[v] = (VEC)(((VI)LOADU(base2[v] + o) & vmask[v]) | ((VI)bv[v] & ~vmask[v]));
+        }
         FC_UNROLL
         for (int i = 0; i < mr; i++)
             FC_UNROLL
@@ -79,7 +89,8 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
 }
 
 #define FC_UK(m, v) \
-    FN(ukernel_body)(m, v, direct, kc, A, B, ldb, off, vofs, C, ldc, accumulate, bias, stream)
+    FN(ukernel_body)(m, v, direct, kc, A, B, ldb, off, vofs, vgap, vmask, C, ldc, accumulate, \
+                     bias, stream)
 #define FC_UK_CASE(m) \
     case m: if (nv == 1) FC_UK(m, 1); else FC_UK(m, 2); break;
 #define FC_UK_CASE4(m) \
@@ -108,7 +119,8 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
 static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A,
                                   const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
                                   int accumulate, const T *bias, int stream) {
-    const fc_idx *off = NULL, *vofs = NULL;
+    const fc_idx *off = NULL, *vofs = NULL, *vgap = NULL;
+    const VI *vmask = NULL;
     const int direct = 0;
     FC_UK_SWITCH
 }
@@ -119,8 +131,21 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
                                          const T *restrict B, const fc_idx *restrict off,
                                          const fc_idx *restrict vofs, T *restrict C, fc_idx ldc,
                                          int accumulate, const T *bias, int stream) {
-    const fc_idx ldb = 0;
+    const fc_idx ldb = 0, *vgap = NULL;
+    const VI *vmask = NULL;
     const int direct = 1;
+    FC_UK_SWITCH
+}
+
+/* The same for panels with vectors across the end of an output row: the lanes of vector v set
+ * in vmask[v] are read vgap[v] further on (no packing). */
+static FC_TARGET void FN(ukernel_split)(int mr, int nv, fc_idx kc, const T *restrict A,
+                                        const T *restrict B, const fc_idx *restrict off,
+                                        const fc_idx *restrict vofs, const fc_idx *restrict vgap,
+                                        const VI *restrict vmask, T *restrict C, fc_idx ldc,
+                                        int accumulate, const T *bias, int stream) {
+    const fc_idx ldb = 0;
+    const int direct = 2;
     FC_UK_SWITCH
 }
 #undef FC_UK
@@ -139,9 +164,11 @@ static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *res
  * A is packed [ceil(M/MR)][TT][MR], rows in the blocks of fc_row_block. The taps are cut in equal
  * blocks of at most KC. A panel of up to 4 vectors of pixels whose every vector lies in one output
  * row is read by the micro-kernel straight from the wide buffer, at each tap's offset (measured
- * 4-10% faster than packing it on the large 3x3 layers). Any other panel is first gathered into
- * a contiguous [KC][panel] buffer -- an im2col of just that panel, L1-resident, with no wasted
- * columns at row ends -- which the micro-kernel then streams for every row block of A. */
+ * 4-10% faster than packing it on the large 3x3 layers); so is one whose vectors lie in at most
+ * two rows, each such vector by two loads merged by a lane mask. Any other panel (rows shorter
+ * than half a vector) is first gathered into a contiguous [KC][panel] buffer -- an im2col of
+ * just that panel, L1-resident, with no wasted columns at row ends -- which the micro-kernel
+ * then streams for every row block of A. */
 static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
                                     const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
                                     fc_idx Pimg, fc_idx imgs, fc_idx P, fc_idx p0, fc_idx p1,
@@ -150,8 +177,8 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     /* Tap blocks. A packed panel's block is at most 32 KB (BLIS's rule: the B micro-panel fills
      * half of L1 and stays there while every row block of A streams past it): 256 taps of
      * float32 on AVX-512, 128 of float64. Panels read in place share most of their lines between
-     * taps, so when every panel is (rows of whole vectors, or one long row), blocks are up to
-     * 1024 taps for either type: fewer micro-kernel calls, each filling and draining its FMA
+     * taps, so when every panel is (rows of whole vectors or of at least one, or one long row),
+     * blocks are up to 1024 taps for either type: fewer micro-kernel calls, each filling and draining its FMA
      * chains once (576 taps in one block, not 3 x 192: resnet-c64 -6% in float32, -7% in
      * float64). Blocks are of equal size. */
     enum { KC = GEMM_KC, MAXW = 4 * VL };
@@ -159,8 +186,10 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
     const int nvmax = M <= 4 ? 4 : NVW;
     /* Invariant: no panel is packed when all_inplace (Bp holds KC taps only). Panels start at
      * multiples of VL pixels of one image (p0 is a multiple of nr), so with whole-vector rows or
-     * a single long row every vector lies in one row; nmb == 1 never packs. */
-    const int all_inplace = rowlen % VL == 0 || (rowlen == Pimg && P <= Pimg) || nmb == 1;
+     * a single long row every vector lies in one row, with rows of at least a vector in at most
+     * two; nmb == 1 never packs. */
+    const int all_inplace = rowlen % VL == 0 || rowlen >= VL || (rowlen == Pimg && P <= Pimg) ||
+                            nmb == 1;
     const fc_idx kcap = all_inplace ? 1024 : (fc_idx)KC;
     const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
     fc_idx seg_src[MAXW], seg_dst[MAXW], seg_len[MAXW], vofs[4], vsrc[MAXW], vdst[MAXW];
@@ -213,32 +242,51 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
                 q += len;
             }
             /* read in place when every vector's pixels lie in one row segment (always for a
-             * panel within one row; e.g. two rows of 16 for a 16-wide output) */
+             * panel within one row; e.g. two rows of 16 for a 16-wide output), or in two: the
+             * lanes in the second then come from a second load, at that segment's offset
+             * (always possible with rows of at least a vector, whose middle segments are whole
+             * rows). Against packing such panels, float32 forward: a 28-wide output -24%,
+             * lenet-conv2 (rows of 8, two to a vector) -24%, alexnet-first -7%. */
             const fc_idx valid = FC_MIN(w, pend - p);
-            int inplace = 1;
+            int inplace = 1, split = 0;
+            fc_idx vgap[4];
+            VI vmask[4];
             for (int v = 0, sg = 0; v < nv && inplace; v++) {
-                fc_idx start = (fc_idx)v * VL;
+                const fc_idx start = (fc_idx)v * VL, end = FC_MIN(start + VL, valid);
                 while (sg + 1 < nseg && start >= seg_dst[sg] + seg_len[sg]) sg++;
-                inplace = FC_MIN(start + VL, valid) <= seg_dst[sg] + seg_len[sg];
+                const fc_idx cut = seg_dst[sg] + seg_len[sg]; /* where segment sg + 1 starts */
                 vofs[v] = seg_src[sg] + (start - seg_dst[sg]);
+                vgap[v] = 0;
+                vmask[v] = (VI){0};
+                if (end <= cut) continue;
+                inplace = sg + 1 < nseg && end <= cut + seg_len[sg + 1];
+                vgap[v] = (seg_src[sg + 1] - cut) - (seg_src[sg] - seg_dst[sg]);
+                for (int j = 0; j < VL; j++) vmask[v][j] = start + j >= cut ? -1 : 0;
+                split = 1;
             }
             if (inplace) {
                 for (fc_idx mb = 0; mb < nmb; mb++) {
                     fc_idx m0;
                     int mr;
                     fc_row_block(M, MR, mb, &m0, &mr);
-                    FN(ukernel_direct)(mr, nv, kc, A + (mb * TT + t0) * MR, B, off + t0, vofs,
-                                       Ct + m0 * ldc + (p - p0), ldc, t0 > 0,
-                                       bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
+                    if (split)
+                        FN(ukernel_split)(mr, nv, kc, A + (mb * TT + t0) * MR, B, off + t0, vofs,
+                                          vgap, vmask, Ct + m0 * ldc + (p - p0), ldc, t0 > 0,
+                                          bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
+                    else
+                        FN(ukernel_direct)(mr, nv, kc, A + (mb * TT + t0) * MR, B, off + t0, vofs,
+                                           Ct + m0 * ldc + (p - p0), ldc, t0 > 0,
+                                           bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
                 }
                 continue;
             }
             /* whole-vector copies in increasing destination order: each segment's overrun (less
              * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
              * has a spare row); lanes past the last pixel are zeroed (the micro-kernel reads
-             * them: keep them finite). When every segment fits in half a vector (rows of 8
-             * float32 on AVX-512), half vectors are copied instead: whole ones overlapped and
-             * split cache lines there (lenet-conv2 forward -13% on 2 threads, -16% on one). */
+             * them: keep them finite). When every segment fits in half a vector (rows of 4
+             * float32 on AVX-512, a vector across more than two of them), half vectors are
+             * copied instead: whole ones overlapped and split cache lines there (forward of a
+             * 4x4 output: -6 to -11%). */
             int nvc = 0, half = 1;
             for (int sg = 0; sg < nseg; sg++) {
                 half = half && seg_len[sg] <= VL / 2;

@@ -87,12 +87,14 @@ def test_wide_rows_match_reference(isa, case):
 @pytest.mark.parametrize("isa", SUPPORTED_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_narrow_rows_match_reference(isa, dtype):
-    """Output rows of 1 to 10 pixels and 20 channels (several row blocks): gemm_tile packs each
-    panel from pieces of rows, as half vectors when every piece fits in one (rows up to 8 float32
-    on AVX-512, 4 on AVX2, ...), as whole vectors from one pixel more; grad_input likewise."""
+    """Output rows of 1 to 10 pixels and 20 channels (several row blocks): gemm_tile reads a
+    panel whose vectors each lie in one or two rows in place (two loads and a lane mask), and
+    packs any other from pieces of rows, as half vectors when every piece fits in one, as whole
+    vectors from one pixel more; grad_input likewise. Wider odd rows (28, 55, ...) cross a row
+    end in one vector of a panel."""
     rng = np.random.default_rng(7)
     tol = 1e-4 if dtype == np.float32 else 1e-12
-    for ow in range(1, 11):
+    for ow in list(range(1, 11)) + [15, 17, 28, 34, 55]:
         x = rng.standard_normal((3, 20, 4, ow + 2)).astype(dtype)
         w = rng.standard_normal((20, 20, 3, 3)).astype(dtype)
         gy = rng.standard_normal((3, 20, 2, ow)).astype(dtype)
