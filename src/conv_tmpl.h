@@ -39,37 +39,29 @@ typedef struct {
     void (*stream_copy)(T *, const T *, fc_idx);
 } TF(fc_isa);
 
+/* The entry points of one ISA instantiation (conv_isa_tmpl.h): register block MRv x 2 vectors
+ * of VBv bytes, TRv taps per weight-gradient micro-kernel. */
+#define FC_ISA_ENTRY(isa, MRv, VBv, TRv)                                                      \
+    (TF(fc_isa)){MRv, 2 * (int)(VBv / sizeof(T)), TRv, (int)(VBv / sizeof(T)),                 \
+                 FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
+                 FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
+                 FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
+                 FC_CAT(stream_copy, FC_CAT(TN, isa))}
+
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (fc_isa_level >= FC_ISA_AVX512) {
-        *t = (TF(fc_isa)){MR_AVX512, 2 * (int)(64 / sizeof(T)), 12,
-                          (int)(64 / sizeof(T)), FC_CAT(gemm_bp_elems, FC_CAT(TN, avx512)),
-                          FC_CAT(gemm_tile, FC_CAT(TN, avx512)), FC_CAT(dw_kernel, FC_CAT(TN, avx512)),
-                          FC_CAT(dw_depthwise, FC_CAT(TN, avx512)),
-                          FC_CAT(transpose, FC_CAT(TN, avx512)),
-                          FC_CAT(split2_rows, FC_CAT(TN, avx512)),
-                          FC_CAT(stream_copy, FC_CAT(TN, avx512))};
+        *t = FC_ISA_ENTRY(avx512, MR_AVX512, 64, 12);
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
-        *t = (TF(fc_isa)){6, 2 * (int)(32 / sizeof(T)), 6, (int)(32 / sizeof(T)),
-                          FC_CAT(gemm_bp_elems, FC_CAT(TN, avx2)),
-                          FC_CAT(gemm_tile, FC_CAT(TN, avx2)), FC_CAT(dw_kernel, FC_CAT(TN, avx2)),
-                          FC_CAT(dw_depthwise, FC_CAT(TN, avx2)),
-                          FC_CAT(transpose, FC_CAT(TN, avx2)),
-                          FC_CAT(split2_rows, FC_CAT(TN, avx2)),
-                          FC_CAT(stream_copy, FC_CAT(TN, avx2))};
+        *t = FC_ISA_ENTRY(avx2, 6, 32, 6);
         return;
     }
 #endif
-    *t = (TF(fc_isa)){6, 2 * (int)(16 / sizeof(T)), 6, (int)(16 / sizeof(T)),
-                      FC_CAT(gemm_bp_elems, FC_CAT(TN, generic)),
-                      FC_CAT(gemm_tile, FC_CAT(TN, generic)), FC_CAT(dw_kernel, FC_CAT(TN, generic)),
-                      FC_CAT(dw_depthwise, FC_CAT(TN, generic)),
-                          FC_CAT(transpose, FC_CAT(TN, generic)),
-                          FC_CAT(split2_rows, FC_CAT(TN, generic)),
-                          FC_CAT(stream_copy, FC_CAT(TN, generic))};
+    *t = FC_ISA_ENTRY(generic, 6, 16, 6);
 }
+#undef FC_ISA_ENTRY
 
 /* ---------- the wide input buffer ----------
  * Channel c, stride phase (ph, pw), phase row qh, column qw holds padded input
@@ -136,8 +128,7 @@ static void TF(fc_wide_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g, const 
 static void TF(fc_build_wide)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
                               const TF(fc_wide) * wl, const T *x, const fc_idx *xs, fc_idx n,
                               fc_idx c0, fc_idx nc, T *buf, fc_idx bufsize) {
-    /* input rows about 2 KB ahead are prefetched (see split2_rows; -2% on resnet-c64) */
-    const fc_idx pf_rows = FC_MAX((fc_idx)4, 2048 / FC_MAX((fc_idx)1, g->W * (fc_idx)sizeof(T)));
+    const fc_idx pf_rows = fc_prefetch_ahead(g->W * (fc_idx)sizeof(T));
     for (fc_idx c = 0; c < nc; c++) {
         const T *xc = x + n * xs[0] + (c0 + c) * xs[1];
         if (g->sw == 2 && xs[3] == 1) {
@@ -163,8 +154,7 @@ static void TF(fc_build_wide)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
                     const T *src = xc + h * xs[2];
                     fc_idx w0 = q_lo * g->sw + pw - g->pl;
                     if (g->sw == 1 && xs[3] == 1) {
-                        for (fc_idx e = 0; e < g->W; e += 64 / (fc_idx)sizeof(T))
-                            __builtin_prefetch(src + pf_rows * xs[2] + e, 0, 3);
+                        fc_prefetch_row(src + pf_rows * xs[2], g->W * (fc_idx)sizeof(T));
                         memcpy(row + q_lo, src + w0, (size_t)(q_hi - q_lo) * sizeof(T));
                     } else {
                         fc_idx step = g->sw * xs[3];

@@ -127,6 +127,17 @@ static inline fc_idx fc_row_slot(fc_idx M, int MR, fc_idx k, int *lane) {
     return mb;
 }
 
+/* Software prefetch of one row of `bytes` bytes at p, a line at a time. The input copies
+ * prefetch the row fc_prefetch_ahead(row bytes) rows ahead of the one they copy -- about 2 KB:
+ * more misses in flight than the hardware prefetcher alone keeps on an input read from DRAM
+ * once (strided forward -3%, resnet-c64 -2%). */
+static inline void fc_prefetch_row(const void *p, fc_idx bytes) {
+    for (fc_idx b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+}
+static inline fc_idx fc_prefetch_ahead(fc_idx row_bytes) {
+    return FC_MAX((fc_idx)4, 2048 / FC_MAX((fc_idx)1, row_bytes));
+}
+
 static inline uint64_t fc_next_call_id(void) {
     return __atomic_add_fetch(&fc_call_counter, 1, __ATOMIC_RELAXED);
 }

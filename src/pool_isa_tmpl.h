@@ -295,10 +295,7 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
         xn = (const T *)j->src + (pn / j->C) * j->ss[0] + (pn % j->C) * j->ss[1];
     }
     for (fc_idx r = 0; r < r_hi - r_lo; r++) {
-        if (xn) {
-            const char *pr = (const char *)(xn + r * j->ss[2]);
-            for (fc_idx b = 0; b < W * (fc_idx)sizeof(T); b += 64) __builtin_prefetch(pr + b);
-        }
+        if (xn) fc_prefetch_row(xn + r * j->ss[2], W * (fc_idx)sizeof(T));
         if (built[r])
             FN(build_row)(buf + r * RS, x + (r + r_lo) * j->ss[2], j->ss[3], W, pw, sw, LQ, LQS, pad);
     }
