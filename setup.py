@@ -67,7 +67,11 @@ def extension(name):
         [f"src/{name}.pyx"],
         depends=sorted(glob.glob("src/*.h")),
         include_dirs=[np.get_include(), "src"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # Compile against the C API of the oldest NumPy the package declares (numpy>=1.23), not
+        # the build-time NumPy's default: older defaults (NumPy 2.0-2.2 builds, e.g. on Python
+        # 3.9 and 3.10) leave out PyDataMem_SetHandler, which the output handler needs.
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
         extra_compile_args=list(COMPILE_ARGS),
         extra_link_args=[],
     )
