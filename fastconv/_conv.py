@@ -167,6 +167,47 @@ def check_backward_args(grad_output, input, weight, stride, padding, dilation, g
     return go4, x4, unbatched, weight, g, needs
 
 
+def _tap_range(out_size, in_size, pad, offset, stride):
+    """Output positions ``lo..hi-1`` (along one axis) whose input position
+    ``o * stride - pad + offset`` lies inside ``[0, in_size)``; the first such input position."""
+    lo = max(0, -((offset - pad) // stride))           # ceil((pad - offset) / stride)
+    hi = min(out_size, (in_size - 1 + pad - offset) // stride + 1)
+    return lo, hi, lo * stride - pad + offset
+
+
+def _grad_input_by_taps(go4, weight, input_shape, g):
+    """grad_input summed over real (output position, tap) pairs only, as torch's col2im does.
+
+    The compiled grad_input correlates a zero-padded grad_output with the flipped kernel, which
+    is exact for a finite weight; but a non-finite weight times a padding zero is NaN, so every
+    input position near a border or skipped by the stride would turn NaN. Here each tap
+    ``(r, s)`` is a 1x1 grad_input (no padding involved) of the grad_output positions whose
+    input position that tap reaches, added into those positions, taps in row-major order: the
+    result does not depend on the thread count.
+    """
+    n, c, h, w = input_shape
+    _, _, r_size, s_size = weight.shape
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    grad_input = np.zeros(input_shape, dtype=go4.dtype)
+    for r in range(r_size):
+        oh0, oh1, ih0 = _tap_range(g.out_h, h, g.pad_top, r * dh, sh)
+        if oh0 >= oh1:
+            continue
+        for s in range(s_size):
+            ow0, ow1, iw0 = _tap_range(g.out_w, w, g.pad_left, s * dw, sw)
+            if ow0 >= ow1:
+                continue
+            go_tap = np.ascontiguousarray(go4[:, :, oh0:oh1, ow0:ow1])
+            part = _kernels.empty((n, c, oh1 - oh0, ow1 - ow0), go4.dtype)
+            tap = ConvGeometry((1, 1), (1, 1), 0, 0, 0, 0, g.groups, oh1 - oh0, ow1 - ow0)
+            _kernels.conv2d_grad_input(go_tap, np.ascontiguousarray(weight[:, :, r:r + 1, s:s + 1]),
+                                       part, tap)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in torch
+                grad_input[:, :, ih0:ih0 + (oh1 - oh0 - 1) * sh + 1:sh,
+                           iw0:iw0 + (ow1 - ow0 - 1) * sw + 1:sw] += part
+    return grad_input
+
+
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
                     needs=(True, True, True), *, algorithm="auto"):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -186,6 +227,12 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
         ``(K,)``; grad_bias is ``grad_output`` summed over N, OH and OW. Each result is bitwise
         identical for any number of threads.
+
+    Non-finite values behave as in torch (float64 CPU): grad_input sums only the real (output
+    position, kernel tap) pairs, so an input position that no window reaches is 0 and one near
+    the border stays finite even when the weight holds inf or NaN; grad_weight, like the
+    forward pass, multiplies the zero padding too, so an inf or NaN in ``grad_output`` next to
+    the padding gives NaN, in torch as here.
     """
     _check_algorithm(algorithm)
     if algorithm != "direct":
@@ -200,11 +247,14 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     go4 = np.ascontiguousarray(go4)
     if need_input:
         runs = x4.size and go4.size and weight.size
-        # with stride 1 the kernel writes every element; with a stride, the positions that no
-        # tap reaches keep the zeros
-        grad_input = _kernels.empty(x4.shape, x4.dtype, zero=not runs or g.stride != (1, 1))
-        if runs:
-            _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
+        if runs and not np.isfinite(weight).all():
+            grad_input = _grad_input_by_taps(go4, weight, x4.shape, g)
+        else:
+            # with stride 1 the kernel writes every element; with a stride, the positions that
+            # no tap reaches keep the zeros
+            grad_input = _kernels.empty(x4.shape, x4.dtype, zero=not runs or g.stride != (1, 1))
+            if runs:
+                _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
         if unbatched:
             grad_input = grad_input[0]
     if need_weight:
