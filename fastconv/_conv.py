@@ -119,10 +119,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         groups: int, splits the input channels and the output channels into ``groups`` blocks,
             each convolved on its own (``groups == C == K`` is a depthwise convolution). Default: 1.
         algorithm: keyword-only; ``'direct'`` (the compiled kernels), ``'fft'`` (the convolution
-            theorem, :func:`fastconv.fft.conv2d_fft`) or ``'auto'``, which takes the FFT only
-            where its cost model (:func:`fastconv.fft.prefer_fft`) predicts it to be clearly
-            faster: large kernels (around 21x21 and up on 64x64 maps), stride 1.
-            Default: ``'auto'``.
+            theorem, :func:`fastconv.fft.conv2d_fft`) or ``'auto'``, which is ``'direct'``. The
+            FFT is opt-in because it can be less exact on the data it is given: its rounding
+            error at every output scales with the largest values of the whole image (one
+            outlier of 1e8 in N(0, 1) float32 data puts errors in the tens on outputs far from
+            it, where the direct kernels err by less than 1e-3), and one inf or NaN makes every
+            output of its image non-finite (the direct kernels, as torch: only the outputs that
+            see it).
+            For large kernels on well-scaled, finite data it can be much faster
+            (:func:`fastconv.fft.prefer_fft` predicts where). Default: ``'auto'``.
 
     Returns:
         ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` for unbatched input), dtype of ``input``, with
@@ -131,10 +136,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     Inputs are never modified; any memory layout (views, transposes) is accepted.
     """
     _check_algorithm(algorithm)
-    if algorithm != "direct":
+    if algorithm == "fft":
         from . import fft  # lazy: fastconv.fft imports this module
-        if fft._wants_fft(algorithm, input, weight, stride, padding, dilation, groups):
-            return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
+        return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
     x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
@@ -220,8 +224,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         stride, padding, dilation, groups: as in :func:`conv2d`.
         needs: three booleans ``(input, weight, bias)``; an entry that is False is not computed
             and returned as ``None``. Default: ``(True, True, True)``.
-        algorithm: keyword-only, ``'auto'``, ``'direct'`` or ``'fft'`` as in :func:`conv2d`
-            (the FFT path is :func:`fastconv.fft.conv2d_backward_fft`). Default: ``'auto'``.
+        algorithm: keyword-only, ``'auto'`` (meaning ``'direct'``), ``'direct'`` or ``'fft'``
+            (:func:`fastconv.fft.conv2d_backward_fft`, opt-in: see :func:`conv2d` for when it
+            is less exact). Default: ``'auto'``.
 
     Returns:
         ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
@@ -235,12 +240,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     the padding gives NaN, in torch as here.
     """
     _check_algorithm(algorithm)
-    if algorithm != "direct":
+    if algorithm == "fft":
         from . import fft  # lazy: fastconv.fft imports this module
-        if fft._wants_fft(algorithm, input, weight, stride, padding, dilation, groups,
-                          backward=True):
-            return fft.conv2d_backward_fft(grad_output, input, weight, stride, padding, dilation,
-                                           groups, needs)
+        return fft.conv2d_backward_fft(grad_output, input, weight, stride, padding, dilation,
+                                       groups, needs)
     go4, x4, unbatched, weight, g, (need_input, need_weight, need_bias) = check_backward_args(
         grad_output, input, weight, stride, padding, dilation, groups, needs)
     grad_input = grad_weight = grad_bias = None
