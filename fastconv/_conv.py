@@ -133,7 +133,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` for unbatched input), dtype of ``input``, with
         ``OH = (H + pT + pB - dilation*(R-1) - 1) // stride + 1`` (likewise OW).
 
-    Inputs are never modified; any memory layout (views, transposes) is accepted.
+    Inputs are never modified; any array NumPy can describe is accepted (views, transposes,
+    negative or zero strides, read-only arrays, memmaps; byte-swapped or unaligned arrays are
+    copied to native order first). As in torch, the zero padding takes part in the products: an
+    inf or NaN weight makes the outputs whose window overlaps the padding NaN.
     """
     _check_algorithm(algorithm)
     if algorithm == "fft":
