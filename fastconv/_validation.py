@@ -25,6 +25,8 @@ def kernel_layout(x):
     if not dtype.isnative:
         return np.array(x, dtype=dtype.newbyteorder("="), order="C")
     size = dtype.itemsize
+    if x.flags.aligned and dtype.alignment == size:  # NumPy's flag checks pointer and strides
+        return x
     if x.size and (x.ctypes.data % size
                        or any(st % size for n, st in zip(x.shape, x.strides) if n > 1)):
         return np.array(x, order="C")
