@@ -125,8 +125,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             outlier of 1e8 in N(0, 1) float32 data puts errors in the tens on outputs far from
             it, where the direct kernels err by less than 1e-3), and one inf or NaN makes every
             output of its image non-finite (the direct kernels, as torch: only the outputs that
-            see it).
-            For large kernels on well-scaled, finite data it can be much faster
+            see it). For large kernels on well-scaled, finite data it can be much faster
             (:func:`fastconv.fft.prefer_fft` predicts where). Default: ``'auto'``.
 
     Returns:
@@ -237,10 +236,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         identical for any number of threads.
 
     Non-finite values behave as in torch (float64 CPU): grad_input sums only the real (output
-    position, kernel tap) pairs, so an input position that no window reaches is 0 and one near
-    the border stays finite even when the weight holds inf or NaN; grad_weight, like the
-    forward pass, multiplies the zero padding too, so an inf or NaN in ``grad_output`` next to
-    the padding gives NaN, in torch as here.
+    position, kernel tap) pairs, so when the weight holds inf or NaN an input position that no
+    window reaches is 0, and one that only finite taps reach stays finite; grad_weight, like
+    the forward pass, multiplies the zero padding too, so an inf or NaN in ``grad_output`` next
+    to the padding gives NaN, in torch as here.
     """
     _check_algorithm(algorithm)
     if algorithm == "fft":
