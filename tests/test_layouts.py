@@ -224,3 +224,13 @@ def test_well_behaved_arrays_are_not_copied():
         fixed = _validation.as_float_array(odd, "input")
         assert fixed is not odd and fixed.dtype.isnative and fixed.flags.c_contiguous
         assert fixed.flags.aligned
+
+
+def test_nn_parameter_and_layer_accept_byteswapped_values():
+    p = nn.Parameter(np.arange(6, dtype=">f4").reshape(2, 3))
+    assert p.dtype == np.float32 and p.dtype.isnative
+    np.testing.assert_array_equal(p.data, np.arange(6, dtype=np.float32).reshape(2, 3))
+    layer = nn.Conv2d(1, 1, 2, bias=False, dtype=np.float64, rng=0)
+    layer.weight = nn.Parameter(np.ones((1, 1, 2, 2), dtype=">f8"))
+    out = layer.forward(np.ones((1, 1, 3, 3), dtype=">f8"))
+    np.testing.assert_array_equal(out, np.full((1, 1, 2, 2), 4.0))
