@@ -3,9 +3,10 @@
 Times ``fastconv.conv2d`` and ``fastconv.conv2d_backward`` with ``algorithm='direct'`` and
 ``algorithm='fft'`` on a fixed input (default ``(8, 16, 64, 64) -> 16`` channels, stride 1,
 padding ``k // 2`` so that the output keeps the input size) and prints the medians, the
-speed-up of the FFT, the crossover kernel size, and what ``algorithm='auto'``
-(:func:`fastconv.fft.prefer_fft`) picks; it exits with status 1 if 'auto' picks the FFT where the
-FFT was measured slower.
+speed-up of the FFT, the crossover kernel size, and where the cost model
+:func:`fastconv.fft.prefer_fft` predicts the FFT to be faster; it exits with status 1 if the model
+prefers the FFT where the FFT was measured slower. (``algorithm='auto'`` runs the direct kernels:
+the FFT is opt-in, as it can be less exact; the model tells a caller where opting in pays.)
 
 ``--calibrate`` also times a spread of layer shapes and fits the cost-model constants of
 ``fastconv/fft.py`` (seconds per direct multiply-add, per FFT unit ``FH*FW*log2(FH*FW)`` and per
@@ -65,8 +66,8 @@ def crossover_table(args):
     x = rng.standard_normal((n, c, h, w)).astype(args.dtype)
     print(f"input {tuple(args.shape)} -> {k} channels, {args.dtype}, stride 1, padding k//2, "
           f"{fastconv.get_num_threads()} threads, median of {args.repeats} runs")
-    header = (f"{'k':>3} | {'fwd direct':>10} {'fwd fft':>9} {'fft gain':>8} {'auto':>6} | "
-              f"{'bwd direct':>10} {'bwd fft':>9} {'fft gain':>8} {'auto':>6}")
+    header = (f"{'k':>3} | {'fwd direct':>10} {'fwd fft':>9} {'fft gain':>8} {'model':>6} | "
+              f"{'bwd direct':>10} {'bwd fft':>9} {'fft gain':>8} {'model':>6}")
     print(header)
     print("-" * len(header))
     results = []
@@ -75,28 +76,28 @@ def crossover_table(args):
         pad = ks // 2
         g = conv_geometry(x.shape, wt.shape, 1, pad, 1, 1)
         t = time_layer(x, wt, pad, args.repeats)
-        auto = {p: "fft" if ffm.prefer_fft(x.shape, wt.shape, g, backward=p == "backward")
+        model = {p: "fft" if ffm.prefer_fft(x.shape, wt.shape, g, backward=p == "backward")
                 else "direct" for p in ("forward", "backward")}
         cells = []
         for p in ("forward", "backward"):
             gain = t[p, "direct"] / t[p, "fft"]
             cells.append(f"{t[p, 'direct'] * 1e3:>8.2f}ms {t[p, 'fft'] * 1e3:>7.2f}ms "
-                         f"{gain:>7.2f}x {auto[p]:>6}")
+                         f"{gain:>7.2f}x {model[p]:>6}")
         print(f"{ks:>3} | " + " | ".join(cells), flush=True)
-        results.append((ks, t, auto))
+        results.append((ks, t, model))
     bad = []
     for p in ("forward", "backward"):
         faster = [ks for ks, t, _ in results if t[p, "fft"] < t[p, "direct"]]
         cross = next((ks for ks in args.sizes if all(s in faster for s in args.sizes if s >= ks)), None)
-        picked = [ks for ks, _, auto in results if auto[p] == "fft"]
+        picked = [ks for ks, _, model in results if model[p] == "fft"]
         print(f"{p}: FFT measured faster for k in {faster or '[]'}; crossover "
               f"{f'at k = {cross}' if cross else 'not reached (direct wins throughout)'}; "
-              f"'auto' picks the FFT for k in {picked or '[]'}")
+              f"prefer_fft picks the FFT for k in {picked or '[]'}")
         bad += [(p, ks) for ks in picked if ks not in faster]
     if bad:
-        print(f"'auto' picked the FFT where it was measured slower: {bad}")
+        print(f"prefer_fft picked the FFT where it was measured slower: {bad}")
         return 1
-    print("'auto' picks the FFT only where it was measured faster.")
+    print("prefer_fft picks the FFT only where it was measured faster.")
     return 0
 
 

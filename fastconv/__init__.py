@@ -38,7 +38,10 @@ W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
    with non-temporal stores either way.
 
 grad_input is the same GEMM on the padded grad_output with the kernel flipped and transposed,
-once per stride phase of the input (a transposed convolution with no zero insertion).
+once per stride phase of the input (a transposed convolution with no zero insertion). A weight
+holding inf or NaN would meet the padding zeros there (0 * inf = NaN, where torch gives 0), so
+for such a weight grad_input is summed tap by tap from 1x1 passes over the positions each tap
+reaches (``_conv._grad_input_by_taps``).
 grad_weight reduces over pixels in registers (taps x output channels of accumulators) reading
 the same wide input buffer and grad_output transposed to [pixel][channel]. grad_bias is a plain
 fixed-order sum.

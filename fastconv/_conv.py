@@ -119,22 +119,28 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         groups: int, splits the input channels and the output channels into ``groups`` blocks,
             each convolved on its own (``groups == C == K`` is a depthwise convolution). Default: 1.
         algorithm: keyword-only; ``'direct'`` (the compiled kernels), ``'fft'`` (the convolution
-            theorem, :func:`fastconv.fft.conv2d_fft`) or ``'auto'``, which takes the FFT only
-            where its cost model (:func:`fastconv.fft.prefer_fft`) predicts it to be clearly
-            faster: large kernels (around 21x21 and up on 64x64 maps), stride 1.
-            Default: ``'auto'``.
+            theorem, :func:`fastconv.fft.conv2d_fft`) or ``'auto'``, which is ``'direct'``. The
+            FFT is opt-in because it can be less exact on the data it is given: its rounding
+            error at every output scales with the largest values of the whole image (one
+            outlier of 1e8 in N(0, 1) float32 data puts errors in the tens on outputs far from
+            it, where the direct kernels err by less than 1e-3), and one inf or NaN makes every
+            output of its image non-finite (the direct kernels, as torch: only the outputs that
+            see it). For large kernels on well-scaled, finite data it can be much faster
+            (:func:`fastconv.fft.prefer_fft` predicts where). Default: ``'auto'``.
 
     Returns:
         ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` for unbatched input), dtype of ``input``, with
         ``OH = (H + pT + pB - dilation*(R-1) - 1) // stride + 1`` (likewise OW).
 
-    Inputs are never modified; any memory layout (views, transposes) is accepted.
+    Inputs are never modified; any array NumPy can describe is accepted (views, transposes,
+    negative or zero strides, read-only arrays, memmaps; byte-swapped or unaligned arrays are
+    copied to native order first). As in torch, the zero padding takes part in the products: an
+    inf or NaN weight makes the outputs whose window overlaps the padding NaN.
     """
     _check_algorithm(algorithm)
-    if algorithm != "direct":
+    if algorithm == "fft":
         from . import fft  # lazy: fastconv.fft imports this module
-        if fft._wants_fft(algorithm, input, weight, stride, padding, dilation, groups):
-            return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
+        return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
     x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
@@ -167,6 +173,47 @@ def check_backward_args(grad_output, input, weight, stride, padding, dilation, g
     return go4, x4, unbatched, weight, g, needs
 
 
+def _tap_range(out_size, in_size, pad, offset, stride):
+    """Output positions ``lo..hi-1`` (along one axis) whose input position
+    ``o * stride - pad + offset`` lies inside ``[0, in_size)``; the first such input position."""
+    lo = max(0, -((offset - pad) // stride))           # ceil((pad - offset) / stride)
+    hi = min(out_size, (in_size - 1 + pad - offset) // stride + 1)
+    return lo, hi, lo * stride - pad + offset
+
+
+def _grad_input_by_taps(go4, weight, input_shape, g):
+    """grad_input summed over real (output position, tap) pairs only, as torch's col2im does.
+
+    The compiled grad_input correlates a zero-padded grad_output with the flipped kernel, which
+    is exact for a finite weight; but a non-finite weight times a padding zero is NaN, so every
+    input position near a border or skipped by the stride would turn NaN. Here each tap
+    ``(r, s)`` is a 1x1 grad_input (no padding involved) of the grad_output positions whose
+    input position that tap reaches, added into those positions, taps in row-major order: the
+    result does not depend on the thread count.
+    """
+    n, c, h, w = input_shape
+    _, _, r_size, s_size = weight.shape
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    grad_input = np.zeros(input_shape, dtype=go4.dtype)
+    for r in range(r_size):
+        oh0, oh1, ih0 = _tap_range(g.out_h, h, g.pad_top, r * dh, sh)
+        if oh0 >= oh1:
+            continue
+        for s in range(s_size):
+            ow0, ow1, iw0 = _tap_range(g.out_w, w, g.pad_left, s * dw, sw)
+            if ow0 >= ow1:
+                continue
+            go_tap = np.ascontiguousarray(go4[:, :, oh0:oh1, ow0:ow1])
+            part = _kernels.empty((n, c, oh1 - oh0, ow1 - ow0), go4.dtype)
+            tap = ConvGeometry((1, 1), (1, 1), 0, 0, 0, 0, g.groups, oh1 - oh0, ow1 - ow0)
+            _kernels.conv2d_grad_input(go_tap, np.ascontiguousarray(weight[:, :, r:r + 1, s:s + 1]),
+                                       part, tap)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in torch
+                grad_input[:, :, ih0:ih0 + (oh1 - oh0 - 1) * sh + 1:sh,
+                           iw0:iw0 + (ow1 - ow0 - 1) * sw + 1:sw] += part
+    return grad_input
+
+
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
                     needs=(True, True, True), *, algorithm="auto"):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -179,32 +226,40 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         stride, padding, dilation, groups: as in :func:`conv2d`.
         needs: three booleans ``(input, weight, bias)``; an entry that is False is not computed
             and returned as ``None``. Default: ``(True, True, True)``.
-        algorithm: keyword-only, ``'auto'``, ``'direct'`` or ``'fft'`` as in :func:`conv2d`
-            (the FFT path is :func:`fastconv.fft.conv2d_backward_fft`). Default: ``'auto'``.
+        algorithm: keyword-only, ``'auto'`` (meaning ``'direct'``), ``'direct'`` or ``'fft'``
+            (:func:`fastconv.fft.conv2d_backward_fft`, opt-in: see :func:`conv2d` for when it
+            is less exact). Default: ``'auto'``.
 
     Returns:
         ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
         ``(K,)``; grad_bias is ``grad_output`` summed over N, OH and OW. Each result is bitwise
         identical for any number of threads.
+
+    Non-finite values behave as in torch (float64 CPU): grad_input sums only the real (output
+    position, kernel tap) pairs, so when the weight holds inf or NaN an input position that no
+    window reaches is 0, and one that only finite taps reach stays finite; grad_weight, like
+    the forward pass, multiplies the zero padding too, so an inf or NaN in ``grad_output`` next
+    to the padding gives NaN, in torch as here.
     """
     _check_algorithm(algorithm)
-    if algorithm != "direct":
+    if algorithm == "fft":
         from . import fft  # lazy: fastconv.fft imports this module
-        if fft._wants_fft(algorithm, input, weight, stride, padding, dilation, groups,
-                          backward=True):
-            return fft.conv2d_backward_fft(grad_output, input, weight, stride, padding, dilation,
-                                           groups, needs)
+        return fft.conv2d_backward_fft(grad_output, input, weight, stride, padding, dilation,
+                                       groups, needs)
     go4, x4, unbatched, weight, g, (need_input, need_weight, need_bias) = check_backward_args(
         grad_output, input, weight, stride, padding, dilation, groups, needs)
     grad_input = grad_weight = grad_bias = None
     go4 = np.ascontiguousarray(go4)
     if need_input:
         runs = x4.size and go4.size and weight.size
-        # with stride 1 the kernel writes every element; with a stride, the positions that no
-        # tap reaches keep the zeros
-        grad_input = _kernels.empty(x4.shape, x4.dtype, zero=not runs or g.stride != (1, 1))
-        if runs:
-            _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
+        if runs and not np.isfinite(weight).all():
+            grad_input = _grad_input_by_taps(go4, weight, x4.shape, g)
+        else:
+            # with stride 1 the kernel writes every element; with a stride, the positions that
+            # no tap reaches keep the zeros
+            grad_input = _kernels.empty(x4.shape, x4.dtype, zero=not runs or g.stride != (1, 1))
+            if runs:
+                _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
         if unbatched:
             grad_input = grad_input[0]
     if need_weight:

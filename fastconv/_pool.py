@@ -8,6 +8,7 @@ from . import _kernels, _pooling
 from ._validation import (
     as_bool,
     as_float_array,
+    as_index_array,
     as_int,
     batched,
     nonnegative_pair,
@@ -188,10 +189,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             or the shapes disagree. TypeError: wrong dtypes.
     """
     grad_output = as_float_array(grad_output, "grad_output")
-    if not isinstance(indices, np.ndarray):
-        raise TypeError(f"indices must be a NumPy int64 array, got {type(indices).__name__}")
-    if indices.dtype != np.int64:
-        raise TypeError(f"indices must have dtype int64, got {indices.dtype}")
+    indices = as_index_array(indices, "indices")
     shape4, unbatched = _check_input_shape(input_shape)
     if grad_output.ndim != len(input_shape):
         raise ValueError(

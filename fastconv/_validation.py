@@ -11,8 +11,35 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def kernel_layout(x):
+    """``x`` itself if the compiled kernels can read it as it is, else a C-contiguous copy.
+
+    The kernels take strides in elements (byte stride // itemsize) and read native-endian,
+    naturally aligned scalars; NumPy also describes arrays that break this: byte-swapped dtypes,
+    a data pointer or strides that are not a multiple of the itemsize (a field of a packed
+    structured array, ``np.frombuffer(buf, offset=1)``). Only those are copied, into native byte
+    order; every other layout (views, transposes, negative or zero strides, read-only arrays,
+    memmaps) is passed through. The input is never modified.
+    """
+    dtype = x.dtype
+    if not dtype.isnative:
+        return np.array(x, dtype=dtype.newbyteorder("="), order="C")
+    size = dtype.itemsize
+    if x.flags.aligned and dtype.alignment == size:  # NumPy's flag checks pointer and strides
+        return x
+    if x.size and (x.ctypes.data % size
+                       or any(st % size for n, st in zip(x.shape, x.strides) if n > 1)):
+        return np.array(x, order="C")
+    return x
+
+
 def as_float_array(x, name):
-    """Return ``x`` as an ndarray of float32/float64 (no copy), or raise TypeError naming ``name``."""
+    """Return ``x`` as an ndarray of float32/float64 that the kernels can read, or raise
+    TypeError naming ``name``.
+
+    No copy, except for the layouts the kernels cannot read (see :func:`kernel_layout`): a
+    byte-swapped float array is accepted and converted to native byte order.
+    """
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)) or np.isscalar(x):
             x = np.asarray(x)
@@ -21,9 +48,19 @@ def as_float_array(x, name):
                 x = np.asarray(x)
             except Exception as exc:  # pragma: no cover - exotic array-likes
                 raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}") from exc
-    if x.dtype not in FLOAT_DTYPES:
+    if x.dtype.newbyteorder("=") not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
-    return x
+    return kernel_layout(x)
+
+
+def as_index_array(x, name):
+    """Return ``x`` as an int64 ndarray that the kernels can read (see :func:`kernel_layout`),
+    or raise TypeError naming ``name``. A byte-swapped int64 array is accepted."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy int64 array, got {type(x).__name__}")
+    if x.dtype.newbyteorder("=") != np.dtype(np.int64):
+        raise TypeError(f"{name} must have dtype int64, got {x.dtype}")
+    return kernel_layout(x)
 
 
 def check_same_dtype(reference_name, reference, **others):

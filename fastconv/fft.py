@@ -20,10 +20,18 @@ output channels, and ``grad_weight`` the correlation of the input with ``grad_ou
 ``W_grad = X(f) * conj(GO(f))`` summed over the batch.
 
 The cost of the FFT path hardly depends on the kernel size, while the direct kernels' grows as
-``R * S``; :func:`prefer_fft` is the cost model that ``algorithm='auto'`` uses, calibrated with
-``bench/fft_crossover.py``. float32 inputs are transformed in single precision (NumPy >= 2) and
-the results are float32; the error is that of the FFT, ``O(eps * log(FH * FW))`` relative to
-the magnitudes involved, instead of the direct kernels' ``O(eps * C * R * S)`` worst case.
+``R * S``; :func:`prefer_fft` is a cost model (calibrated with ``bench/fft_crossover.py``) that
+predicts where the FFT is faster. float32 inputs are transformed in single precision (NumPy >= 2)
+and the results are float32.
+
+The FFT is opt-in (``algorithm='fft'``; ``'auto'`` runs the direct kernels) because it is not
+always as exact. Every output of the FFT carries a rounding error of about
+``eps * log(FH * FW)`` times the magnitudes of the *whole* image and kernel, where the direct
+kernels' error is relative to the values each output's window sees. On N(0, 1) data the two are
+alike, but one outlier (1e8 in float32 data) puts errors in the tens on outputs far from it,
+and one inf or NaN makes every output of its image non-finite (torch and the direct kernels:
+only the outputs whose window holds it). No cheap test of the data rules this out (the
+magnitude each output sees is itself a convolution), so the choice is left to the caller.
 """
 import math
 import os
@@ -333,7 +341,7 @@ def _backward(go4, x4, weight, g, need_input, need_weight, need_bias):
 
 
 # ----------------------------------------------------------------------------------------------
-# the cost model of algorithm='auto'
+# a cost model: where the FFT pays off
 # ----------------------------------------------------------------------------------------------
 # Seconds per unit of work of one thread, fitted by ``bench/fft_crossover.py --calibrate
 # --threads 1`` (the fastest of 7 runs per shape, AMD EPYC with AVX2/AVX-512, NumPy 2.4's
@@ -347,12 +355,12 @@ DEPTHWISE_PENALTY = 2.5
 FFT_SECONDS_PER_UNIT = 4e-10
 PRODUCT_SECONDS_PER_CMAC = 1.0e-9
 FFT_OVERHEAD_SECONDS = 2e-4
-# 'auto' takes the FFT only when it is predicted this many times faster: the direct kernels'
+# prefer_fft says yes only when the FFT is predicted this many times faster: the direct kernels'
 # cost is the better known (and their results bitwise reproducible).
 SAFETY_MARGIN = 1.5
 # Per output, the frequency product alone costs more than the direct kernels' R*S multiply-adds
 # below ~71 taps (1 ns vs R*S / 95 ns, with the grid at most twice the output): so under the
-# model the FFT cannot win there, which gives 'auto' a cheap early exit (before any validation).
+# model the FFT cannot win there, which gives prefer_fft a cheap early exit.
 MIN_FFT_TAPS = 64
 
 
@@ -382,7 +390,12 @@ def _costs(input_shape, weight_shape, geometry, backward=False):
 
 
 def prefer_fft(input_shape, weight_shape, geometry, backward=False):
-    """Whether ``algorithm='auto'`` runs the FFT path for this convolution.
+    """Whether the FFT path (``algorithm='fft'``) is predicted clearly faster than the direct
+    kernels for this convolution.
+
+    ``algorithm='auto'`` does not consult it: it runs the direct kernels, because the FFT can be
+    less exact (see the module docstring). Use it to opt in where the data are finite and of
+    moderate dynamic range.
 
     Args:
         input_shape: ``(N, C, H, W)``.
@@ -395,7 +408,7 @@ def prefer_fft(input_shape, weight_shape, geometry, backward=False):
         of the direct kernels. Conservative: never for kernels of fewer than ``MIN_FFT_TAPS``
         taps, and a stride counts against the FFT (it computes every position, then subsamples).
         On the benchmark's ``(8, 16, 64, 64) -> 16`` layer (``bench/fft_crossover.py``) the two
-        break even near 15x15, and 'auto' takes the FFT from about 21x21 up.
+        break even near 15x15, and this says yes from about 21x21 up.
     """
     r, s = weight_shape[2], weight_shape[3]
     if r * s < MIN_FFT_TAPS:
@@ -405,18 +418,3 @@ def prefer_fft(input_shape, weight_shape, geometry, backward=False):
     direct, fft = _costs(input_shape, weight_shape, geometry, backward)
     return fft * SAFETY_MARGIN < direct
 
-
-def _wants_fft(algorithm, input, weight, stride, padding, dilation, groups, backward=False):
-    """The dispatch of ``fastconv.conv2d(..., algorithm=...)`` (already validated): whether to
-    run the FFT path. Invalid arguments return False so that the direct path raises its errors."""
-    if algorithm == "fft":
-        return True
-    shape = getattr(weight, "shape", None)
-    if shape is None or len(shape) != 4 or shape[2] * shape[3] < MIN_FFT_TAPS:
-        return False
-    try:
-        x4, _, weight, _ = _check_conv_arrays(input, weight, None)
-        g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    except (TypeError, ValueError):
-        return False
-    return prefer_fft(x4.shape, weight.shape, g, backward=backward)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import functional as F
 from .filters import PADDING_MODES, pad2d, pad2d_backward
-from ._validation import FLOAT_DTYPES, as_int, nonnegative_pair, positive_pair
+from ._validation import FLOAT_DTYPES, as_int, kernel_layout, nonnegative_pair, positive_pair
 
 __all__ = [
     "Parameter",
@@ -77,6 +77,8 @@ class Parameter:
 
     def __init__(self, data):
         data = np.asarray(data)
+        if not data.dtype.isnative:  # byte-swapped values: keep them in native order
+            data = data.astype(data.dtype.newbyteorder("="))
         _float_dtype(data.dtype)
         self.data = np.ascontiguousarray(data)
         self.grad = None
@@ -267,11 +269,12 @@ class Module:
         """``x`` as a float ndarray whose dtype is that of the parameters (if any)."""
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
-        if x.dtype not in FLOAT_DTYPES:
+        if x.dtype.newbyteorder("=") not in FLOAT_DTYPES:
             raise TypeError(
                 f"{self!r}: input must be float32 or float64, got {x.dtype} "
                 f"(shape {x.shape}; expected {expected})"
             )
+        x = kernel_layout(x)  # byte-swapped or misaligned arrays: a native, aligned copy
         dt = self.dtype
         if dt is not None and x.dtype != dt:
             raise TypeError(
