@@ -242,6 +242,8 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         float64, rounded to the nearest integer (halves to even) and clipped to ``[0, 255]``.
     """
     img = np.asarray(image)
+    if not img.dtype.isnative:  # a byte-swapped image holds the same values: compute natively
+        img = img.astype(img.dtype.newbyteorder("="))
     if img.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
     if img.dtype == np.uint8:

@@ -197,6 +197,14 @@ def test_dtypes():
                                fl.filter2d(IMG, "sharpen"), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_byte_swapped_image_gives_the_native_result(dtype):
+    swapped = IMG.astype(dtype)
+    out = fl.filter2d(swapped, "gaussian_blur")
+    assert out.dtype == np.dtype(dtype).newbyteorder("=")
+    np.testing.assert_array_equal(out, fl.filter2d(IMG.astype(out.dtype), "gaussian_blur"))
+
+
 def test_uint8_is_rounded_and_clipped():
     img = np.array([[0, 255, 0, 255], [10, 20, 30, 40], [250, 5, 128, 129]], dtype=np.uint8)
     for name in ("sharpen", "sobel_x", "emboss", "box_blur"):
