@@ -321,20 +321,111 @@ def _save_weights(model, path, meta):
     np.savez(path, __meta__=np.array(json.dumps(meta)), **state)
 
 
-def _load_weights(path):
+# A weights file's __meta__ is a short JSON text; the model it describes is the demo's CNN, of a
+# few thousand parameters for the embedded digits and a few tens of thousands for MNIST.
+META_MAX_BYTES = 1 << 16
+MAX_PARAMETERS = 10**8
+
+
+def _meta_error(path, problem):
+    return ValueError(
+        f"--load: {path} has a corrupt __meta__ entry ({problem}); it was not written by "
+        "fastconv demo"
+    )
+
+
+def _positive_ints(value):
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    )
+
+
+def _parse_meta(text, path):
+    """The model description of a weights file, every field checked."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise _meta_error(path, f"not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise _meta_error(path, f"a JSON {type(meta).__name__}, not an object")
+    for key, n in (("image_size", 2), ("in_channels", None), ("num_classes", None),
+                   ("channels", 0)):
+        value = meta.get(key)
+        ok = (
+            _positive_ints(value) and (n == 0 and len(value) > 0 or len(value) == n)
+            if n is not None
+            else _positive_ints([value])
+        )
+        if not ok:
+            kind = "an int >= 1" if n is None else f"a list of {n or 'some'} ints >= 1"
+            raise _meta_error(path, f"{key} must be {kind}, got {value!r}")
+    return meta
+
+
+def _parameter_count(meta):
+    (h, w), c, total = meta["image_size"], meta["in_channels"], 0
+    for k in meta["channels"]:
+        total += 9 * c * k + k
+        c, h, w = k, h // 2, w // 2
+    return total + c * h * w * meta["num_classes"] + meta["num_classes"]
+
+
+def _load_weights(path, image_size, in_channels):
+    """``(meta, model)`` of a weights.npz written by this demo, for ``image_size`` images of
+    ``in_channels`` channels. The description and every array header are checked before any
+    weight is read, so a forged or corrupt file is refused without reading its data."""
+    path = os.fspath(path)
+    try:
+        with nn._open_npz(path) as npz:
+            keys = nn._npz_keys(npz)
+            if "__meta__" not in keys:
+                raise ValueError(
+                    f"{path} has no __meta__ entry; it was not written by fastconv demo"
+                )
+            text = nn._read_npz_array(
+                npz, path, "__meta__", shape=(), kinds="U", max_bytes=META_MAX_BYTES,
+                what="a model description",
+            )
+            meta = _parse_meta(str(text[()]), path)
+            if tuple(meta["image_size"]) != tuple(image_size):
+                raise ValueError(
+                    f"the model in {path} is for {tuple(meta['image_size'])} "
+                    f"images but the data has {tuple(image_size)} images"
+                )
+            if meta["in_channels"] != in_channels:
+                raise ValueError(
+                    f"the model in {path} is for {meta['in_channels']}-channel images but the "
+                    f"data has {in_channels}"
+                )
+            if _parameter_count(meta) > MAX_PARAMETERS:
+                raise _meta_error(
+                    path, f"a model of {_parameter_count(meta):,} parameters is not the demo's"
+                )
+            model = build_model(
+                tuple(meta["image_size"]), meta["in_channels"], meta["num_classes"],
+                tuple(meta["channels"]), rng=0,
+            )
+            params = dict(model.named_parameters())
+            unexpected = [k for k in keys if k != "__meta__" and k not in params]
+            missing = [k for k in params if k not in keys]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{path} does not match the model its __meta__ describes: missing keys "
+                    f"{missing}, unexpected keys {unexpected}"
+                )
+            state = {
+                name: nn._read_npz_array(npz, path, name, shape=p.shape, what="a parameter")
+                for name, p in params.items()
+            }
     except FileNotFoundError:
         raise FileNotFoundError(f"--load: no such file: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"--load: {path} is not a weights .npz file ({exc})") from None
-    if "__meta__" not in arrays:
-        raise ValueError(
-            f"--load: {path} has no __meta__ entry; it was not written by fastconv demo"
-        )
-    meta = json.loads(str(arrays.pop("__meta__")))
-    return meta, arrays
+    except (IsADirectoryError, ValueError) as exc:
+        message = str(exc)
+        if not message.startswith("--load"):
+            message = f"--load: {message}"
+        raise ValueError(message) from None
+    model.load_state_dict(state)
+    return meta, model
 
 
 def run(args):
@@ -381,20 +472,7 @@ def _run(args):
     )
 
     if args.load is not None:
-        meta, state = _load_weights(args.load)
-        model = build_model(
-            tuple(meta["image_size"]),
-            meta["in_channels"],
-            meta["num_classes"],
-            tuple(meta["channels"]),
-            rng=0,
-        )
-        if tuple(meta["image_size"]) != xte.shape[2:]:
-            raise ValueError(
-                f"--load: the model in {args.load} is for {tuple(meta['image_size'])} "
-                f"images but the data has {xte.shape[2:]} images"
-            )
-        model.load_state_dict(state)
+        meta, model = _load_weights(args.load, xte.shape[2:], xte.shape[1])
         _say(args, f"model: {describe(model)}, loaded from {args.load}")
         correct = int(np.sum(predict(model, xte) == yte))
         _draw_model_pictures(model, xte, yte, out)

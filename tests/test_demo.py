@@ -175,3 +175,49 @@ def test_default_run_reaches_97_percent(tmp_path, capsys):
     m = re.search(r"test accuracy (\d+\.\d\d)% .*after 15 epochs.*total ([\d.]+) s", stdout)
     assert m, stdout
     assert float(m.group(1)) >= 97.0 and float(m.group(2)) < 60, stdout
+
+
+def _weights(path, **meta_changes):
+    """A weights file as the demo writes it for the 8x8 digits, its __meta__ changed."""
+    model = _demo.build_model((8, 8), rng=0)
+    meta = dict(image_size=[8, 8], in_channels=1, num_classes=10, channels=list(_demo.CHANNELS))
+    meta.update(meta_changes)
+    _demo._save_weights(model, path, meta)
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_bytes(b"garbage, not weights"), "is not a fastconv weights file"),
+    (lambda p: p.write_bytes(_weights(p).read_bytes()[:700]), "is not a fastconv weights file"),
+    (lambda p: np.savez(p, __meta__=np.array("{not json"), x=np.zeros(3)),
+     "corrupt __meta__ entry (not JSON"),
+    (lambda p: np.savez(p, __meta__=np.array("[1, 2]")), "corrupt __meta__ entry (a JSON list"),
+    (lambda p: _weights(p, channels="16,32"), "channels must be a list of some ints >= 1"),
+    (lambda p: _weights(p, image_size=[8, 8, 1]), "image_size must be a list of 2 ints"),
+    (lambda p: _weights(p, num_classes=True), "num_classes must be an int >= 1"),
+    # a description of an enormous model is refused before anything is allocated
+    (lambda p: _weights(p, channels=[100_000, 100_000]), "a model of 90,005,100,010 parameters"),
+    (lambda p: _weights(p, image_size=[28, 28]), "is for (28, 28) images but the data has (8, 8)"),
+    (lambda p: np.savez(p, __meta__=np.zeros(3)), "entry '__meta__' has dtype float64"),
+    (lambda p: np.savez(p, __meta__=np.array("x" * 70_000)), "more than the 65,536 bytes"),
+])
+def test_load_rejects_bad_weight_files_with_a_clear_message(tmp_path, capsys, make, message):
+    path = tmp_path / "w.npz"
+    make(path)
+    assert demo("--load", path, "--out", tmp_path / "out", "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv demo: error: --load: ") and str(path) in err, err
+    assert message in err and "allow_pickle" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_load_rejects_parameters_of_another_shape(tmp_path, capsys):
+    path = _weights(tmp_path / "w.npz")
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["7.weight"] = np.zeros((10, 129), np.float32)
+    np.savez(path, **arrays)
+    assert demo("--load", path, "--out", tmp_path / "out", "--quiet") == 1
+    assert "entry '7.weight' has shape (10, 129) but a parameter of shape (10, 128)" in (
+        capsys.readouterr().err
+    )
