@@ -26,7 +26,7 @@ import numpy as np
 from . import datasets, nn, optim
 from . import functional as F
 from ._threads import get_num_threads, set_num_threads
-from .cli import positive_int
+from .cli import CommandError, guard, positive_int
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
 SGD_MOMENTUM = 0.9
@@ -35,6 +35,7 @@ NUM_CLASSES = 10
 WEIGHTS_FILE = "weights.npz"
 PICTURES = ("filters.png", "feature_maps.png", "training.png")
 SMALL_IMAGE = 16
+PROG = "fastconv demo"
 
 
 def add_arguments(parser):
@@ -429,22 +430,36 @@ def _load_weights(path, image_size, in_channels):
 
 
 def run(args):
+    """Run ``fastconv demo``; the exit status follows :func:`fastconv.cli.guard`."""
+    return guard(PROG, _run_restoring_threads, args)
+
+
+def _run_restoring_threads(args):
     missing = _missing_extras(args.quiet)
     if missing:
-        print(
-            f"fastconv demo needs {' and '.join(missing)}: install the demo extra with\n"
-            f'    pip install "fastconv[demo]"',
-            file=sys.stderr,
+        raise CommandError(
+            f"this command needs {' and '.join(missing)}: install the demo extra with "
+            'pip install "fastconv[demo]"'
         )
-        return 2
     previous_threads = get_num_threads()
     try:
         return _run(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"fastconv demo: error: {exc}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
     finally:
         set_num_threads(previous_threads)
+
+
+def _prepare_out(path):
+    """Create the --out directory, or fail before any work if it cannot hold the results."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CommandError(f"--out {path}: exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--out {path}: cannot create the directory: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {path}: the directory is not writable")
 
 
 def _plural(n, word):
@@ -458,12 +473,12 @@ def _say(args, *text):
 
 def _run(args):
     t_start = time.perf_counter()
+    _prepare_out(args.out)
     name, xtr, ytr, xte, yte = load_data(args.data)
     if args.threads is not None:
         set_num_threads(args.threads)
     elif max(xtr.shape[2:]) <= SMALL_IMAGE:
         set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
     out = {p: os.path.join(args.out, p) for p in (WEIGHTS_FILE,) + PICTURES}
     _say(
         args,
@@ -522,21 +537,23 @@ def _run(args):
             )
         )
         loss_sum, correct = 0.0, 0
-        for b in range(n_batches):
-            idx = order[b * bs : (b + 1) * bs]
-            xb, yb = xtr[idx], ytr[idx]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            model.backward(loss_fn.backward())
-            opt.step()
-            loss_sum += float(loss) * len(idx)
-            correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+        try:
+            for b in range(n_batches):
+                idx = order[b * bs : (b + 1) * bs]
+                xb, yb = xtr[idx], ytr[idx]
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                opt.zero_grad()
+                model.backward(loss_fn.backward())
+                opt.step()
+                loss_sum += float(loss) * len(idx)
+                correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_sum / min((b + 1) * bs, n):.4f}", refresh=False)
+                    bar.update()
+        finally:  # also on Ctrl-C: no half-drawn bar left on the terminal
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum / min((b + 1) * bs, n):.4f}", refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
+                bar.close()
         test_acc = float(np.mean(predict(model, xte) == yte))
         secs = time.perf_counter() - t0
         history.append(

@@ -4,6 +4,7 @@ the same numbers for any --threads, clear errors, and the default run's accuracy
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -125,7 +126,7 @@ def test_errors(tmp_path, capsys):
 
 def test_missing_extras_message(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    assert demo("--out", tmp_path) == 2
+    assert demo("--out", tmp_path) == 1
     err = capsys.readouterr().err
     assert "needs tqdm" in err and 'pip install "fastconv[demo]"' in err
 
@@ -221,3 +222,36 @@ def test_load_rejects_parameters_of_another_shape(tmp_path, capsys):
     assert "entry '7.weight' has shape (10, 129) but a parameter of shape (10, 128)" in (
         capsys.readouterr().err
     )
+
+
+def test_out_must_be_a_usable_directory(tmp_path, capsys):
+    # checked before loading anything; a file where the directory should be was a traceback
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    assert demo("--out", a_file, "--epochs", 1, "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err == f"fastconv demo: error: --out {a_file}: exists and is not a directory\n"
+    assert a_file.read_text() == "keep me"
+    assert demo("--out", a_file / "sub", "--epochs", 1, "--quiet") == 1
+    assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    """SIGINT once training has started (the first output line): one line on stderr, status 130,
+    as other Unix tools; run as a real process, as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastconv", "demo", "--epochs", "1000", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("data: "), first + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.rstrip().endswith("fastconv demo: interrupted")
+    assert "wrote" not in out
