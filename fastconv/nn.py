@@ -255,7 +255,8 @@ class Module:
         unpickled. Entries are matched by name as in :meth:`load_state_dict`.
 
         Args:
-            path: the ``.npz`` file (str or path-like); no suffix is added.
+            path: the ``.npz`` file (str or path-like; no suffix is added), or a binary file
+                object open for reading.
             strict: if True (default) the names must match exactly; else missing and unexpected
                 names are ignored.
 
@@ -269,8 +270,8 @@ class Module:
             numeric ``.npy`` array. Nothing is modified unless everything matches.
         """
         params = OrderedDict(self.named_parameters())
-        path = os.fspath(path)
         with _open_npz(path) as npz:
+            path = npz.path
             keys = _npz_keys(npz)
             if strict:
                 missing = [k for k in params if k not in keys]
@@ -819,19 +820,26 @@ def _not_npz(path, exc):
 class _Npz:
     """An open .npz archive (a zip of .npy files); use as a context manager."""
 
-    def __init__(self, path):
-        self.path = path
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"{path}: is a directory, not an .npz file")
+    def __init__(self, file):
+        if hasattr(file, "read"):  # an open binary file, as np.load accepts
+            self.path = str(getattr(file, "name", "<file object>"))
+            path = file
+        else:
+            path = self.path = os.fspath(file)
+        if isinstance(path, (str, bytes)) and os.path.isdir(path):
+            raise IsADirectoryError(f"{self.path}: is a directory, not an .npz file")
         try:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"no such file: {path}") from None
+            hint = ""
+            if isinstance(path, str) and os.path.isfile(path + ".npz"):  # as np.savez does
+                hint = f" (but {path + '.npz'} exists: save() adds .npz to a name without it)"
+            raise FileNotFoundError(f"no such file: {self.path}{hint}") from None
         except PermissionError:
             raise
         except (*_NPZ_ERRORS, OSError, ValueError) as exc:
             raise ValueError(
-                f"{path} is not a fastconv weights file (an .npz archive of .npy arrays, as "
+                f"{self.path} is not a fastconv weights file (an .npz archive of .npy arrays, as "
                 f"Module.save and np.savez write): {type(exc).__name__}: {exc}"
             ) from None
 
@@ -842,8 +850,9 @@ class _Npz:
         self.zip.close()
 
 
-def _open_npz(path):
-    return _Npz(os.fspath(path))
+def _open_npz(file):
+    """Open ``file`` (a path or an open binary file) as an .npz archive."""
+    return _Npz(file)
 
 
 def _npz_keys(npz):

@@ -398,6 +398,8 @@ def test_load_round_trips_any_layout_and_byte_order(tmp_path):
     assert model.weight.data.dtype == np.float32 and model.bias.data.dtype == np.float32
     np.testing.assert_array_equal(model.weight.data, np.arange(12.0).reshape(4, 3))
     np.testing.assert_array_equal(model.bias.data, np.arange(4))
+    with open(tmp_path / "m.npz", "rb") as f:  # an open file, as np.load accepts
+        np.testing.assert_array_equal(model.load(f).bias.data, np.arange(4))
     # compressed archives too
     np.savez_compressed(tmp_path / "c.npz", weight=np.ones((4, 3)), bias=np.ones(4))
     np.testing.assert_array_equal(model.load(str(tmp_path / "c.npz")).weight.data, 1)
@@ -448,6 +450,9 @@ def test_load_errors_name_the_file_and_leave_the_model_unchanged(tmp_path):
     assert np.array_equal(model.weight.data, np.zeros((4, 3)))
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         model.load(tmp_path / "missing.npz")
+    model.save(tmp_path / "noext")  # written as noext.npz, as np.savez does
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*noext \(but .*noext.npz exists"):
+        model.load(tmp_path / "noext")
     with pytest.raises(IsADirectoryError, match="is a directory"):
         model.load(tmp_path)
 
