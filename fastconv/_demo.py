@@ -26,7 +26,7 @@ import numpy as np
 from . import datasets, nn, optim
 from . import functional as F
 from ._threads import get_num_threads, set_num_threads
-from .cli import positive_int
+from .cli import CommandError, guard, positive_int
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
 SGD_MOMENTUM = 0.9
@@ -35,6 +35,7 @@ NUM_CLASSES = 10
 WEIGHTS_FILE = "weights.npz"
 PICTURES = ("filters.png", "feature_maps.png", "training.png")
 SMALL_IMAGE = 16
+PROG = "fastconv demo"
 
 
 def add_arguments(parser):
@@ -321,39 +322,144 @@ def _save_weights(model, path, meta):
     np.savez(path, __meta__=np.array(json.dumps(meta)), **state)
 
 
-def _load_weights(path):
+# A weights file's __meta__ is a short JSON text; the model it describes is the demo's CNN, of a
+# few thousand parameters for the embedded digits and a few tens of thousands for MNIST.
+META_MAX_BYTES = 1 << 16
+MAX_PARAMETERS = 10**8
+
+
+def _meta_error(path, problem):
+    return ValueError(
+        f"--load: {path} has a corrupt __meta__ entry ({problem}); it was not written by "
+        "fastconv demo"
+    )
+
+
+def _positive_ints(value):
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    )
+
+
+def _parse_meta(text, path):
+    """The model description of a weights file, every field checked."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise _meta_error(path, f"not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise _meta_error(path, f"a JSON {type(meta).__name__}, not an object")
+    for key, n in (("image_size", 2), ("in_channels", None), ("num_classes", None),
+                   ("channels", 0)):
+        value = meta.get(key)
+        ok = (
+            _positive_ints(value) and (n == 0 and len(value) > 0 or len(value) == n)
+            if n is not None
+            else _positive_ints([value])
+        )
+        if not ok:
+            kind = "an int >= 1" if n is None else f"a list of {n or 'some'} ints >= 1"
+            raise _meta_error(path, f"{key} must be {kind}, got {value!r}")
+    return meta
+
+
+def _parameter_count(meta):
+    (h, w), c, total = meta["image_size"], meta["in_channels"], 0
+    for k in meta["channels"]:
+        total += 9 * c * k + k
+        c, h, w = k, h // 2, w // 2
+    return total + c * h * w * meta["num_classes"] + meta["num_classes"]
+
+
+def _load_weights(path, image_size, in_channels):
+    """``(meta, model)`` of a weights.npz written by this demo, for ``image_size`` images of
+    ``in_channels`` channels. The description and every array header are checked before any
+    weight is read, so a forged or corrupt file is refused without reading its data."""
+    path = os.fspath(path)
+    try:
+        with nn._open_npz(path) as npz:
+            keys = nn._npz_keys(npz)
+            if "__meta__" not in keys:
+                raise ValueError(
+                    f"{path} has no __meta__ entry; it was not written by fastconv demo"
+                )
+            text = nn._read_npz_array(
+                npz, path, "__meta__", shape=(), kinds="U", max_bytes=META_MAX_BYTES,
+                what="a model description",
+            )
+            meta = _parse_meta(str(text[()]), path)
+            if tuple(meta["image_size"]) != tuple(image_size):
+                raise ValueError(
+                    f"the model in {path} is for {tuple(meta['image_size'])} "
+                    f"images but the data has {tuple(image_size)} images"
+                )
+            if meta["in_channels"] != in_channels:
+                raise ValueError(
+                    f"the model in {path} is for {meta['in_channels']}-channel images but the "
+                    f"data has {in_channels}"
+                )
+            if _parameter_count(meta) > MAX_PARAMETERS:
+                raise _meta_error(
+                    path, f"a model of {_parameter_count(meta):,} parameters is not the demo's"
+                )
+            model = build_model(
+                tuple(meta["image_size"]), meta["in_channels"], meta["num_classes"],
+                tuple(meta["channels"]), rng=0,
+            )
+            params = dict(model.named_parameters())
+            unexpected = [k for k in keys if k != "__meta__" and k not in params]
+            missing = [k for k in params if k not in keys]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{path} does not match the model its __meta__ describes: missing keys "
+                    f"{missing}, unexpected keys {unexpected}"
+                )
+            state = {
+                name: nn._read_npz_array(npz, path, name, shape=p.shape, what="a parameter")
+                for name, p in params.items()
+            }
     except FileNotFoundError:
         raise FileNotFoundError(f"--load: no such file: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"--load: {path} is not a weights .npz file ({exc})") from None
-    if "__meta__" not in arrays:
-        raise ValueError(
-            f"--load: {path} has no __meta__ entry; it was not written by fastconv demo"
-        )
-    meta = json.loads(str(arrays.pop("__meta__")))
-    return meta, arrays
+    except (IsADirectoryError, ValueError) as exc:
+        message = str(exc)
+        if not message.startswith("--load"):
+            message = f"--load: {message}"
+        raise ValueError(message) from None
+    model.load_state_dict(state)
+    return meta, model
 
 
 def run(args):
+    """Run ``fastconv demo``; the exit status follows :func:`fastconv.cli.guard`."""
+    return guard(PROG, _run_restoring_threads, args)
+
+
+def _run_restoring_threads(args):
     missing = _missing_extras(args.quiet)
     if missing:
-        print(
-            f"fastconv demo needs {' and '.join(missing)}: install the demo extra with\n"
-            f'    pip install "fastconv[demo]"',
-            file=sys.stderr,
+        raise CommandError(
+            f"this command needs {' and '.join(missing)}: install the demo extra with "
+            'pip install "fastconv[demo]"'
         )
-        return 2
     previous_threads = get_num_threads()
     try:
         return _run(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"fastconv demo: error: {exc}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
     finally:
         set_num_threads(previous_threads)
+
+
+def _prepare_out(path):
+    """Create the --out directory, or fail before any work if it cannot hold the results."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CommandError(f"--out {path}: exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--out {path}: cannot create the directory: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {path}: the directory is not writable")
 
 
 def _plural(n, word):
@@ -367,12 +473,12 @@ def _say(args, *text):
 
 def _run(args):
     t_start = time.perf_counter()
+    _prepare_out(args.out)
     name, xtr, ytr, xte, yte = load_data(args.data)
     if args.threads is not None:
         set_num_threads(args.threads)
     elif max(xtr.shape[2:]) <= SMALL_IMAGE:
         set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
     out = {p: os.path.join(args.out, p) for p in (WEIGHTS_FILE,) + PICTURES}
     _say(
         args,
@@ -381,20 +487,7 @@ def _run(args):
     )
 
     if args.load is not None:
-        meta, state = _load_weights(args.load)
-        model = build_model(
-            tuple(meta["image_size"]),
-            meta["in_channels"],
-            meta["num_classes"],
-            tuple(meta["channels"]),
-            rng=0,
-        )
-        if tuple(meta["image_size"]) != xte.shape[2:]:
-            raise ValueError(
-                f"--load: the model in {args.load} is for {tuple(meta['image_size'])} "
-                f"images but the data has {xte.shape[2:]} images"
-            )
-        model.load_state_dict(state)
+        meta, model = _load_weights(args.load, xte.shape[2:], xte.shape[1])
         _say(args, f"model: {describe(model)}, loaded from {args.load}")
         correct = int(np.sum(predict(model, xte) == yte))
         _draw_model_pictures(model, xte, yte, out)
@@ -444,21 +537,23 @@ def _run(args):
             )
         )
         loss_sum, correct = 0.0, 0
-        for b in range(n_batches):
-            idx = order[b * bs : (b + 1) * bs]
-            xb, yb = xtr[idx], ytr[idx]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            model.backward(loss_fn.backward())
-            opt.step()
-            loss_sum += float(loss) * len(idx)
-            correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+        try:
+            for b in range(n_batches):
+                idx = order[b * bs : (b + 1) * bs]
+                xb, yb = xtr[idx], ytr[idx]
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                opt.zero_grad()
+                model.backward(loss_fn.backward())
+                opt.step()
+                loss_sum += float(loss) * len(idx)
+                correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_sum / min((b + 1) * bs, n):.4f}", refresh=False)
+                    bar.update()
+        finally:  # also on Ctrl-C: no half-drawn bar left on the terminal
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum / min((b + 1) * bs, n):.4f}", refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
+                bar.close()
         test_acc = float(np.mean(predict(model, xte) == yte))
         secs = time.perf_counter() - t0
         history.append(

@@ -11,16 +11,10 @@ import sys
 import numpy as np
 
 from . import filters
+from .cli import USAGE_ERROR, CommandError, guard
 
 PROG = "fastconv filter"
-
-
-class _Error(Exception):
-    """A user-facing error: printed without a traceback."""
-
-    def __init__(self, message, status=1):
-        super().__init__(message)
-        self.status = status
+_Error = CommandError
 
 
 def add_arguments(parser):
@@ -40,18 +34,20 @@ def add_arguments(parser):
 
 
 def _kernel(args):
+    """The kernel the options ask for, every option checked before any file is touched."""
     if args.kernel not in filters.KERNEL_NAMES:
         raise _Error(f"unknown kernel {args.kernel!r}; choose one of: "
-                     + ", ".join(filters.KERNEL_NAMES), status=2)
+                     + ", ".join(filters.KERNEL_NAMES), status=USAGE_ERROR)
     if args.sigma is not None and args.kernel != "gaussian":
-        raise _Error(f"--sigma applies to --kernel gaussian only, not to {args.kernel!r}", 2)
+        raise _Error(f"--sigma applies to --kernel gaussian only, not to {args.kernel!r}",
+                     USAGE_ERROR)
     if args.padding_mode not in filters.PADDING_MODES:
         raise _Error(f"unknown padding mode {args.padding_mode!r}; choose one of: "
-                     + ", ".join(filters.PADDING_MODES), status=2)
+                     + ", ".join(filters.PADDING_MODES), status=USAGE_ERROR)
     try:
         return filters.get_kernel(args.kernel, sigma=args.sigma)
-    except ValueError as exc:  # e.g. sigma <= 0
-        raise _Error(str(exc), status=2) from None
+    except ValueError as exc:  # sigma <= 0, or so large that the kernel would not fit in memory
+        raise _Error(f"--sigma {args.sigma}: {exc}", status=USAGE_ERROR) from None
 
 
 def _read(path, Image):
@@ -109,28 +105,28 @@ def _write(path, out, alpha, mode, Image):
 
 
 def run(args):
+    """Run ``fastconv filter``; the exit status follows :func:`fastconv.cli.guard`."""
+    return guard(PROG, _run, args)
+
+
+def _run(args):
     try:
         from PIL import Image
     except ImportError:
-        print(f"{PROG}: error: reading and writing images needs Pillow; install it with "
-              'pip install "fastconv[demo]"', file=sys.stderr)
-        return 1
+        raise _Error("reading and writing images needs Pillow; install it with "
+                     'pip install "fastconv[demo]"') from None
+    kernel = _kernel(args)
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext not in Image.registered_extensions():
+        raise _Error(f"cannot write {args.output!r}: unknown image file extension "
+                     f"{ext or '(none)'!r}; use e.g. .png or .jpg", status=USAGE_ERROR)
+    im = _read(args.input, Image)
+    pixels, alpha, mode = _to_array(im)
     try:
-        kernel = _kernel(args)
-        ext = os.path.splitext(args.output)[1].lower()
-        if ext not in Image.registered_extensions():
-            raise _Error(f"cannot write {args.output!r}: unknown image file extension "
-                         f"{ext or '(none)'!r}; use e.g. .png or .jpg", status=2)
-        im = _read(args.input, Image)
-        pixels, alpha, mode = _to_array(im)
-        try:
-            out = _filter(pixels, kernel, args)
-        except ValueError as exc:  # e.g. reflect padding wider than a tiny image
-            raise _Error(str(exc)) from None
-        _write(args.output, out, alpha, mode, Image)
-    except _Error as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.status
+        out = _filter(pixels, kernel, args)
+    except ValueError as exc:  # e.g. reflect padding wider than a tiny image
+        raise _Error(str(exc)) from None
+    _write(args.output, out, alpha, mode, Image)
     h, w = pixels.shape[:2]
     extra = f", sigma {1.0 if args.sigma is None else args.sigma:g}" if args.kernel == "gaussian" else ""
     print(f"wrote {args.output}: {w}x{h} {im.mode}, kernel {args.kernel}{extra}, "

@@ -21,7 +21,9 @@ import numpy as np
 
 from . import _kernels, functional, reference
 from ._threads import get_num_threads, set_num_threads
-from .cli import positive_int
+from .cli import USAGE_ERROR, CommandError, check_output_file, guard, positive_int
+
+PROG = "fastconv bench"
 
 
 @dataclass(frozen=True)
@@ -390,17 +392,25 @@ def add_arguments(parser):
 
 
 def run(args):
+    """Run ``fastconv bench``; the exit status follows :func:`fastconv.cli.guard`."""
+    return guard(PROG, _run, args)
+
+
+def _run(args):
     names = [c.name for c in CASES]
     if args.case:
         unknown = [n for n in args.case if n not in names]
         if unknown:
-            print(f"fastconv bench: unknown case(s) {unknown}; choose from: {', '.join(names)}")
-            return 2
+            raise CommandError(
+                f"--case: unknown case(s) {unknown}; choose from: {', '.join(names)}", USAGE_ERROR
+            )
         cases = [c for c in CASES if c.name in args.case]
     elif args.quick:
         cases = [c for c in CASES if c.name in QUICK]
     else:
         cases = list(CASES)
+    if args.json:  # before the run, not after minutes of it
+        check_output_file(args.json, "--json")
     if args.threads is not None:
         set_num_threads(args.threads)
     threads = get_num_threads()
@@ -453,6 +463,6 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastconv bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return guard(PROG, lambda: run(parser.parse_args(argv)))

@@ -12,7 +12,11 @@ int64 array ``(N,)``. Scale the images to floats with :func:`to_float`.
 """
 
 import gzip
+import math
 import os
+import struct
+import sys
+import zlib
 from importlib import resources
 
 import numpy as np
@@ -65,58 +69,118 @@ def load_digits(split="train"):
     return images[keep], labels[keep]
 
 
+# The largest IDX payload read_idx accepts by default: far above any data set of the format
+# (EMNIST's largest file holds 0.55 GB), far below what a forged header can declare (2**32-1 per
+# dimension).
+IDX_MAX_BYTES = 2**32
+_CHUNK = 1 << 20
+
+
 def _open_maybe_gzipped(path):
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+    return (gzip.open(path, "rb") if gzipped else open(path, "rb")), gzipped
 
 
-def read_idx(path):
+def read_idx(path, *, max_bytes=IDX_MAX_BYTES):
     """Read one IDX file (the MNIST format), gzipped or not (detected from its first bytes).
+
+    The header is read first and the data size it declares is checked before any data is read:
+    a file (or a small gzip stream that would expand to gigabytes) is never read further than its
+    header allows, so memory stays bounded by the declared size, itself at most ``max_bytes``.
+    The data must fill the declared shape exactly: a shorter file and a file with anything after
+    the data (another array, padding, a concatenated file) are both rejected, as is a gzip stream
+    whose checksum does not match.
+
+    Args:
+        path: the file (str or path-like).
+        max_bytes: keyword-only; the largest data size (bytes, header excluded) accepted.
+            Default: :data:`IDX_MAX_BYTES` (4 GiB).
 
     Returns:
         An ndarray of the shape and type the header declares (uint8 for MNIST), native byte order.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an IDX file (bad magic number or type code), or truncated (fewer bytes
-            than the header declares, including a cut gzip stream), or with trailing bytes.
+        IsADirectoryError: ``path`` is a directory.
+        ValueError (naming ``path``): not an IDX file (bad magic number or type code), a declared
+            size above ``max_bytes``, truncated (fewer bytes than the header declares, including a
+            cut gzip stream), trailing bytes after the data, or corrupt gzip data.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not an IDX file")
     try:
-        with _open_maybe_gzipped(path) as f:
-            raw = f.read()
+        f, gzipped = _open_maybe_gzipped(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"IDX file not found: {path}") from None
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:  # cut or corrupt gzip stream
-        raise ValueError(f"{path}: truncated or corrupt gzip data ({exc})") from None
-    if len(raw) < 4:
-        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, not even a 4-byte header")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    with f:
+        try:
+            return _read_idx_stream(f, path, gzipped, max_bytes)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # cut or corrupt gzip stream
+            raise ValueError(f"{path}: truncated or corrupt gzip data ({exc})") from None
+
+
+def _read_idx_stream(f, path, gzipped, max_bytes):
+    magic = f.read(4)
+    if len(magic) < 4:
         raise ValueError(
-            f"{path}: not an IDX file (magic number bytes {raw[:4].hex(' ')}; expected "
+            f"{path}: truncated IDX file: {len(magic)} bytes, not even a 4-byte header"
+        )
+    if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"{path}: not an IDX file (magic number bytes {magic.hex(' ')}; expected "
             "00 00 <type code> <ndim>, e.g. 00 00 08 03 for MNIST images)"
         )
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(
             f"{path}: truncated IDX file: header of {ndim} dimensions needs "
-            f"{header} bytes, file has {len(raw)}"
+            f"{header} bytes, file has {4 + len(dims)}"
         )
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) < expected:
+    shape = struct.unpack(f">{ndim}I", dims)
+    # Python ints: a product of dimensions up to 2**32-1 each cannot wrap around.
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > max_bytes:
         raise ValueError(
-            f"{path}: truncated IDX file: shape {shape} needs {expected} bytes, file has {len(raw)}"
+            f"{path}: the IDX header declares shape {shape} of {dtype.newbyteorder('=')}, "
+            f"{nbytes:,} bytes, more than max_bytes={max_bytes:,}; not an IDX file this reader "
+            "accepts (pass a larger max_bytes to read it)"
         )
-    if len(raw) > expected:
+    size = None if gzipped else os.fstat(f.fileno()).st_size
+    if size is not None and size < header + nbytes:
         raise ValueError(
-            f"{path}: {len(raw) - expected} unexpected bytes after the data of "
+            f"{path}: truncated IDX file: shape {shape} needs {header + nbytes} bytes, "
+            f"file has {size}"
+        )
+    if size is not None and size > header + nbytes:
+        raise ValueError(
+            f"{path}: {size - header - nbytes} unexpected bytes after the data of "
             f"shape {shape} (not a valid IDX file)"
         )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
+    # np.empty does not touch its pages: a short gzip stream costs only what it really holds.
+    data = np.empty(nbytes, dtype=np.uint8)
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        n = f.readinto(view[got : got + _CHUNK])
+        if not n:
+            raise ValueError(
+                f"{path}: truncated IDX file: shape {shape} needs {header + nbytes} bytes"
+                f"{' once decompressed' if gzipped else ''}, file has {header + got}"
+            )
+        got += n
+    # One byte more: anything left is an error, and reaching the end checks the gzip CRC.
+    if f.read(1):
+        raise ValueError(
+            f"{path}: unexpected bytes after the {header + nbytes} bytes of an IDX file of "
+            f"shape {shape} (not a valid IDX file)"
+        )
+    native = data.view(dtype.newbyteorder("="))
+    if dtype.itemsize > 1 and sys.byteorder == "little":
+        native.byteswap(inplace=True)
+    return native.reshape(shape)
 
 
 def _find(directory, name):

@@ -73,25 +73,42 @@ _FIXED = {
 KERNEL_NAMES = tuple(_FIXED) + ("gaussian",)
 
 
+#: The largest side :func:`gaussian` builds (a 4097x4097 float64 kernel is 134 MB; a sigma of a
+#: million pixels would ask for 36 TB).
+GAUSSIAN_MAX_SIZE = 4097
+
+
 def gaussian(sigma, size=None):
     r"""A 2-D Gaussian kernel ``exp(-(u^2 + v^2) / (2 sigma^2))`` sampled at integer offsets from
     the centre and normalised to sum 1 (so it keeps the mean of an image).
 
     Args:
         sigma: standard deviation in pixels, > 0.
-        size: odd side length; default ``2 * ceil(3 * sigma) + 1`` (covers +-3 sigma).
+        size: odd side length, at most :data:`GAUSSIAN_MAX_SIZE`; default
+            ``2 * ceil(3 * sigma) + 1`` (covers +-3 sigma), so sigma is at most 682 without it.
 
     Returns:
         a ``(size, size)`` float64 array.
+
+    Raises:
+        ValueError naming ``sigma`` or ``size`` when out of range, before anything is allocated.
     """
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0 \
             or not math.isfinite(sigma):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if size is None:
         size = 2 * math.ceil(3 * sigma) + 1
+        if size > GAUSSIAN_MAX_SIZE:
+            raise ValueError(
+                f"sigma={sigma!r} asks for a {size}x{size} kernel (+-3 sigma), larger than the "
+                f"largest of {GAUSSIAN_MAX_SIZE}x{GAUSSIAN_MAX_SIZE}; sigma must be at most "
+                f"{(GAUSSIAN_MAX_SIZE - 1) // 6}, or give a smaller size"
+            )
     size = as_int(size, "size")
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be an odd positive int, got {size}")
+    if size > GAUSSIAN_MAX_SIZE:
+        raise ValueError(f"size must be at most {GAUSSIAN_MAX_SIZE}, got {size}")
     u = np.arange(size) - size // 2
     g1 = np.exp(-0.5 * (u / float(sigma)) ** 2)
     k = np.outer(g1, g1)

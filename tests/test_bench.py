@@ -293,8 +293,25 @@ def test_bad_counts_are_rejected(bad, capsys):
 
 def test_an_unknown_case_is_rejected_with_the_names(capsys):
     assert cli.main(["bench", "--case", "resnet-c65"] + ONE_CALL) == 2
-    text = capsys.readouterr().out
-    assert "resnet-c65" in text and all(c.name in text for c in bench.CASES)
+    out, text = capsys.readouterr()
+    assert text.startswith("fastconv bench: error: --case: unknown case(s) ['resnet-c65']")
+    assert all(c.name in text for c in bench.CASES) and out == ""
+
+
+@pytest.mark.parametrize("where", ["missing-dir/x.json", "a-dir"])
+def test_an_unwritable_json_path_fails_before_the_run(where, tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-dir").mkdir()
+
+    def never(*args):
+        raise AssertionError("the suite ran")
+
+    monkeypatch.setattr(bench, "run_case", never)
+    monkeypatch.setattr(bench._kernels, "fma_peak_gflops", never)
+    path = tmp_path / where
+    assert cli.main(["bench", "--case", "lenet-conv1", "--json", str(path)] + ONE_CALL) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(f"fastconv bench: error: --json {path}: ") and out == ""
+    assert ("does not exist" if "missing" in where else "is a directory") in err
 
 
 def test_every_case_of_issue_5_is_in_the_suite():

@@ -231,6 +231,32 @@ def test_argument_errors():
         L.max_pool_forward_fast(x[0], {"pool_height": 2, "pool_width": 2, "stride": 2})
     with pytest.raises(ValueError, match="weight"):
         L.conv_forward_fast(x, np.zeros((1, 2, 3, 3)), b, {"stride": 1, "pad": 0})
+    with pytest.raises(ValueError, match=r"b must have shape \(F,\) = \(1,\).*got \(\)"):
+        L.conv_forward_fast(x, w, 0.0, {"stride": 1, "pad": 0})
+    with pytest.raises(ValueError, match=r"b must have shape \(F,\) = \(1,\).*got \(2,\)"):
+        L.conv_forward_fast(x, w, np.zeros(2), {"stride": 1, "pad": 0})
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_without_bias(dtype):
+    # b=None is no bias, as in torch: the same as zeros, dtype kept, db None
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    param = {"stride": 1, "pad": 1}
+    out, cache = L.conv_forward_fast(x, w, None, param)
+    want, want_cache = L.conv_forward_fast(x, w, np.zeros(4, dtype), param)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, want)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx, dw, db = L.conv_backward_fast(dout, cache)
+    wdx, wdw, _ = L.conv_backward_fast(dout, want_cache)
+    assert db is None
+    np.testing.assert_array_equal(dx, wdx)
+    np.testing.assert_array_equal(dw, wdw)
+    out, cache = L.conv_relu_pool_forward(x, w, None, param,
+                                          {"pool_height": 2, "pool_width": 2, "stride": 2})
+    assert L.conv_relu_pool_backward(np.ones_like(out), cache)[2] is None
 
 
 # ------------------------------------------------------------------------- a three-layer ConvNet

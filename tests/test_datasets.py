@@ -9,6 +9,8 @@ import pytest
 
 from fastconv import datasets
 
+from bomb_helpers import MB, peak_memory_growth, write_gzip
+
 
 # -- the embedded digits -------------------------------------------------------------------------
 def test_digits_shapes_values_and_split():
@@ -170,3 +172,91 @@ def test_mislabelled_files(tmp_path):
     img.write_bytes(idx_bytes(sets["train"][0].astype(np.int32), 0x0C))
     with pytest.raises(ValueError, match="expected an image file.*int32"):
         datasets.load_mnist(tmp_path, "train")
+
+
+# -- forged and corrupt IDX files: bounded memory, clear errors ---------------------------------
+def idx_header(type_code, shape):
+    return struct.pack(f">BBBB{len(shape)}I", 0, 0, type_code, len(shape), *shape)
+
+
+def test_gzip_bomb_is_not_decompressed_past_the_declared_size(tmp_path):
+    # 16 declared bytes followed by 64 MiB of zeros (a 64 KB gzip stream): rejected after
+    # reading 25 bytes, not after expanding the whole stream.
+    bomb = tmp_path / "bomb.gz"
+    write_gzip(bomb, idx_header(0x08, (16,)), zero_mb=64)
+    assert bomb.stat().st_size < MB
+    growth, message = peak_memory_growth(
+        "from fastconv import datasets", f"datasets.read_idx({str(bomb)!r})"
+    )
+    assert growth < 16 * MB, f"peak memory grew by {growth / MB:.0f} MiB"
+    assert message.startswith("ValueError") and str(bomb) in message
+    assert "unexpected bytes after the 24 bytes" in message
+
+
+def test_declared_size_larger_than_the_stream(tmp_path):
+    # the header declares 1 GiB; the stream holds 8 MiB: the reader fails on the short data,
+    # having used memory for what the stream holds only.
+    short = tmp_path / "short.gz"
+    write_gzip(short, idx_header(0x08, (1024, 1024, 1024)), zero_mb=8)
+    growth, message = peak_memory_growth(
+        "from fastconv import datasets", f"datasets.read_idx({str(short)!r})"
+    )
+    assert message.startswith("ValueError") and str(short) in message
+    assert "needs 1073741840 bytes once decompressed, file has 8388624" in message
+    assert growth < 64 * MB, f"peak memory grew by {growth / MB:.0f} MiB"
+
+
+@pytest.mark.parametrize("type_code,shape", [
+    (0x08, (2**31, 2**31, 4)),  # 2**64 bytes: wrapped to 0 in int64
+    (0x0E, (2**32 - 1,) * 3),  # 8 * (2**32-1)**3 bytes: wrapped to a wrong count
+])
+def test_huge_declared_sizes_are_refused_before_reading(tmp_path, type_code, shape):
+    p = tmp_path / "huge"
+    p.write_bytes(idx_header(type_code, shape) + bytes(64))
+    nbytes = int(np.prod(shape, dtype=object)) * datasets._IDX_DTYPES[type_code].itemsize
+    with pytest.raises(ValueError, match=f"{nbytes:,} bytes, more than max_bytes") as exc:
+        datasets.read_idx(p)
+    assert str(p) in str(exc.value)
+
+
+def test_max_bytes(tmp_path):
+    p = tmp_path / "a"
+    a = np.arange(12, dtype=np.int16).reshape(3, 4)
+    p.write_bytes(idx_bytes(a, 0x0B))
+    assert np.array_equal(datasets.read_idx(p, max_bytes=24), a)
+    with pytest.raises(ValueError, match="24 bytes, more than max_bytes=23"):
+        datasets.read_idx(p, max_bytes=23)
+
+
+def test_corrupt_gzip_and_directories_give_clear_errors(tmp_path):
+    p = tmp_path / "corrupt.gz"
+    # a valid gzip header, then a deflate block of the reserved (invalid) type 3
+    p.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 32)
+    with pytest.raises(ValueError, match="truncated or corrupt gzip data") as exc:
+        datasets.read_idx(p)
+    assert str(p) in str(exc.value)
+    # a good stream with a wrong checksum
+    data = bytearray(gzip.compress(idx_bytes(np.arange(10, dtype=np.uint8))))
+    data[-8] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupt gzip data"):
+        datasets.read_idx(p)
+    # gzip data after the declared bytes
+    p.write_bytes(gzip.compress(idx_bytes(np.arange(10, dtype=np.uint8)) + b"x"))
+    with pytest.raises(ValueError, match="unexpected bytes after the 18 bytes"):
+        datasets.read_idx(p)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        datasets.read_idx(tmp_path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("dtype,code", [(np.uint8, 0x08), (np.int8, 0x09), (np.int16, 0x0B),
+                                        (np.int32, 0x0C), (np.float32, 0x0D), (np.float64, 0x0E)])
+def test_every_type_round_trips(tmp_path, gz, dtype, code):
+    a = (np.arange(-30, 30) * 3).astype(dtype).reshape(3, 4, 5)
+    write(tmp_path / "a", idx_bytes(a, code), gz)
+    out = datasets.read_idx(str(tmp_path / "a") + (".gz" if gz else ""))
+    assert out.dtype == np.dtype(dtype) and out.dtype.isnative and out.flags.writeable
+    np.testing.assert_array_equal(out, a)
+    write(tmp_path / "z", idx_bytes(np.zeros((0, 3), dtype), code), gz)
+    assert datasets.read_idx(str(tmp_path / "z") + (".gz" if gz else "")).shape == (0, 3)

@@ -4,6 +4,7 @@ the same numbers for any --threads, clear errors, and the default run's accuracy
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -125,7 +126,7 @@ def test_errors(tmp_path, capsys):
 
 def test_missing_extras_message(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    assert demo("--out", tmp_path) == 2
+    assert demo("--out", tmp_path) == 1
     err = capsys.readouterr().err
     assert "needs tqdm" in err and 'pip install "fastconv[demo]"' in err
 
@@ -175,3 +176,82 @@ def test_default_run_reaches_97_percent(tmp_path, capsys):
     m = re.search(r"test accuracy (\d+\.\d\d)% .*after 15 epochs.*total ([\d.]+) s", stdout)
     assert m, stdout
     assert float(m.group(1)) >= 97.0 and float(m.group(2)) < 60, stdout
+
+
+def _weights(path, **meta_changes):
+    """A weights file as the demo writes it for the 8x8 digits, its __meta__ changed."""
+    model = _demo.build_model((8, 8), rng=0)
+    meta = dict(image_size=[8, 8], in_channels=1, num_classes=10, channels=list(_demo.CHANNELS))
+    meta.update(meta_changes)
+    _demo._save_weights(model, path, meta)
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_bytes(b"garbage, not weights"), "is not a fastconv weights file"),
+    (lambda p: p.write_bytes(_weights(p).read_bytes()[:700]), "is not a fastconv weights file"),
+    (lambda p: np.savez(p, __meta__=np.array("{not json"), x=np.zeros(3)),
+     "corrupt __meta__ entry (not JSON"),
+    (lambda p: np.savez(p, __meta__=np.array("[1, 2]")), "corrupt __meta__ entry (a JSON list"),
+    (lambda p: _weights(p, channels="16,32"), "channels must be a list of some ints >= 1"),
+    (lambda p: _weights(p, image_size=[8, 8, 1]), "image_size must be a list of 2 ints"),
+    (lambda p: _weights(p, num_classes=True), "num_classes must be an int >= 1"),
+    # a description of an enormous model is refused before anything is allocated
+    (lambda p: _weights(p, channels=[100_000, 100_000]), "a model of 90,005,100,010 parameters"),
+    (lambda p: _weights(p, image_size=[28, 28]), "is for (28, 28) images but the data has (8, 8)"),
+    (lambda p: np.savez(p, __meta__=np.zeros(3)), "entry '__meta__' has dtype float64"),
+    (lambda p: np.savez(p, __meta__=np.array("x" * 70_000)), "more than the 65,536 bytes"),
+])
+def test_load_rejects_bad_weight_files_with_a_clear_message(tmp_path, capsys, make, message):
+    path = tmp_path / "w.npz"
+    make(path)
+    assert demo("--load", path, "--out", tmp_path / "out", "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv demo: error: --load: ") and str(path) in err, err
+    assert message in err and "allow_pickle" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_load_rejects_parameters_of_another_shape(tmp_path, capsys):
+    path = _weights(tmp_path / "w.npz")
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["7.weight"] = np.zeros((10, 129), np.float32)
+    np.savez(path, **arrays)
+    assert demo("--load", path, "--out", tmp_path / "out", "--quiet") == 1
+    assert "entry '7.weight' has shape (10, 129) but a parameter of shape (10, 128)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_out_must_be_a_usable_directory(tmp_path, capsys):
+    # checked before loading anything; a file where the directory should be was a traceback
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    assert demo("--out", a_file, "--epochs", 1, "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err == f"fastconv demo: error: --out {a_file}: exists and is not a directory\n"
+    assert a_file.read_text() == "keep me"
+    assert demo("--out", a_file / "sub", "--epochs", 1, "--quiet") == 1
+    assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    """SIGINT once training has started (the first output line): one line on stderr, status 130,
+    as other Unix tools; run as a real process, as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastconv", "demo", "--epochs", "1000", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("data: "), first + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.rstrip().endswith("fastconv demo: interrupted")
+    assert "wrote" not in out

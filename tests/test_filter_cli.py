@@ -105,6 +105,8 @@ def test_sixteen_bit_and_palette(tmp_path):
     ("gray", ["g.png", "o.png", "--kernel", "blurry"], 2, "box_blur, gaussian_blur"),
     ("gray", ["g.png", "o.png", "--kernel", "sharpen", "--sigma", "2"], 2, "gaussian only"),
     ("gray", ["g.png", "o.png", "--kernel", "gaussian", "--sigma", "0"], 2, "sigma"),
+    ("gray", ["g.png", "o.png", "--kernel", "gaussian", "--sigma", "1e6"], 2,
+     "--sigma 1000000.0: sigma=1000000.0 asks for a 6000001x6000001 kernel"),
     ("gray", ["g.png", "o.png", "--kernel", "sharpen", "--padding-mode", "mirror"], 2, "reflect"),
     ("gray", ["g.png", "o.xyz", "--kernel", "sharpen"], 2, "extension"),
     ("gray", ["g.png", "nodir/o.png", "--kernel", "sharpen"], 1, "cannot write"),

@@ -68,6 +68,18 @@ def test_gaussian_errors(bad):
         fl.gaussian(**bad)
 
 
+def test_gaussian_too_large_is_refused_before_allocating():
+    # sigma=1e6 would be a 6000001x6000001 kernel (288 TB): a MemoryError before
+    with pytest.raises(ValueError, match=r"sigma=1000000.0 asks for a 6000001x6000001 kernel.*"
+                                         r"at most 682"):
+        fl.gaussian(1e6)
+    with pytest.raises(ValueError, match="size must be at most 4097, got 4099"):
+        fl.gaussian(1.0, size=4099)
+    with pytest.raises(ValueError, match="asks for a 4099x4099 kernel"):
+        fl.gaussian(683.0)
+    assert fl.gaussian(1e6, size=3).shape == (3, 3)
+
+
 def test_get_kernel_errors_list_names():
     with pytest.raises(ValueError) as e:
         fl.get_kernel("blur")

@@ -8,6 +8,8 @@ import fastconv
 import fastconv.functional as F
 from fastconv import nn, optim
 
+from bomb_helpers import MB, peak_memory_growth, write_npz
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -371,6 +373,88 @@ def test_load_state_dict_errors_leave_model_unchanged():
         assert np.array_equal(v, before[k])
     model.load_state_dict({"0.bias": np.ones(4)}, strict=False)
     assert np.array_equal(model[0].bias.data, np.ones(4, np.float32))
+
+
+# -- Module.load on forged and corrupt files --------------------------------------------------
+def test_load_npz_bomb_is_refused_before_reading_the_data(tmp_path):
+    # 'bias' declares 16 Mi float32 (64 MiB of zeros, a 64 KB deflated member) where the
+    # parameter has 4: refused from the .npy header, before any data is decompressed.
+    path = tmp_path / "bomb.npz"
+    write_npz(path, {"weight": np.zeros((4, 3), np.float32)}, "bias", (16 * MB,))
+    assert path.stat().st_size < MB
+    growth, message = peak_memory_growth(
+        "from fastconv import nn; model = nn.Linear(3, 4)", f"model.load({str(path)!r})"
+    )
+    assert growth < 16 * MB, f"peak memory grew by {growth / MB:.0f} MiB"
+    assert message.startswith("ValueError") and str(path) in message
+    assert "entry 'bias' has shape (16777216,) but a parameter of shape (4,)" in message
+
+
+def test_load_round_trips_any_layout_and_byte_order(tmp_path):
+    model = nn.Linear(3, 4, rng=0)
+    w = np.asfortranarray(np.arange(12.0).reshape(4, 3)).astype(">f8")
+    np.savez(tmp_path / "m.npz", weight=w, bias=np.arange(4, dtype=np.int16))
+    model.load(tmp_path / "m.npz")
+    assert model.weight.data.dtype == np.float32 and model.bias.data.dtype == np.float32
+    np.testing.assert_array_equal(model.weight.data, np.arange(12.0).reshape(4, 3))
+    np.testing.assert_array_equal(model.bias.data, np.arange(4))
+    with open(tmp_path / "m.npz", "rb") as f:  # an open file, as np.load accepts
+        np.testing.assert_array_equal(model.load(f).bias.data, np.arange(4))
+    # compressed archives too
+    np.savez_compressed(tmp_path / "c.npz", weight=np.ones((4, 3)), bias=np.ones(4))
+    np.testing.assert_array_equal(model.load(str(tmp_path / "c.npz")).weight.data, 1)
+
+
+def _saved(tmp_path):
+    model = nn.Linear(3, 4, rng=0)
+    model.save(tmp_path / "m.npz")
+    return model, tmp_path / "m.npz"
+
+
+def test_load_errors_name_the_file_and_leave_the_model_unchanged(tmp_path):
+    model, path = _saved(tmp_path)
+    data = path.read_bytes()
+    before = model.state_dict()
+    cases = []
+    for name, content in [
+        ("garbage.npz", b"this is not an archive"),
+        ("truncated.npz", data[: len(data) // 2]),
+        ("cut.npz", data[:-30]),  # the end of the central directory is missing
+    ]:
+        (tmp_path / name).write_bytes(content)
+        cases.append((tmp_path / name, "not a fastconv weights file"))
+    # a flipped data byte: the archive's CRC does not match
+    i = data.index(b"\x93NUMPY", data.index(b"bias.npy")) + 128 + 4
+    bad = bytearray(data)
+    bad[i] ^= 0xFF
+    (tmp_path / "crc.npz").write_bytes(bytes(bad))
+    cases.append((tmp_path / "crc.npz", "entry 'bias' is truncated or corrupt.*CRC"))
+    # an object array is never unpickled
+    np.savez(tmp_path / "obj.npz", weight=np.array([[None] * 3] * 4, dtype=object),
+             bias=np.zeros(4))
+    cases.append((tmp_path / "obj.npz", "entry 'weight' has dtype object"))
+    # text where numbers are expected
+    np.savez(tmp_path / "txt.npz", weight=np.full((4, 3), "x"), bias=np.zeros(4))
+    cases.append((tmp_path / "txt.npz", "entry 'weight' has dtype <U1"))
+    # names that do not match
+    np.savez(tmp_path / "names.npz", weight=np.zeros((4, 3)), b=np.zeros(4))
+    cases.append((tmp_path / "names.npz",
+                  r"missing keys \['bias'\], unexpected keys \['b'\]"))
+    for bad_path, match in cases:
+        with pytest.raises(ValueError, match=match) as exc:
+            model.load(bad_path)
+        assert str(bad_path) in str(exc.value), exc.value
+        for k, v in model.state_dict().items():
+            assert np.array_equal(v, before[k])
+    model.load(tmp_path / "names.npz", strict=False)  # 'weight' only
+    assert np.array_equal(model.weight.data, np.zeros((4, 3)))
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        model.load(tmp_path / "missing.npz")
+    model.save(tmp_path / "noext")  # written as noext.npz, as np.savez does
+    with pytest.raises(FileNotFoundError, match=r"no such file: .*noext \(but .*noext.npz exists"):
+        model.load(tmp_path / "noext")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        model.load(tmp_path)
 
 
 # -- errors --------------------------------------------------------------------------------------

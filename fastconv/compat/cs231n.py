@@ -9,7 +9,7 @@ cache)``. The functions below have exactly those names, arguments and return val
 replaces ``from cs231n.fast_layers import ...`` (whose ``im2col_cython`` extension no longer builds
 under Cython 3). Shapes follow that code:
 
-- ``x``: ``(N, C, H, W)``; ``w``: ``(F, C, HH, WW)``; ``b``: ``(F,)``.
+- ``x``: ``(N, C, H, W)``; ``w``: ``(F, C, HH, WW)``; ``b``: ``(F,)``, or None for no bias.
 - ``conv_param = {'stride': s, 'pad': p}``: zero padding ``p`` on every side;
   output ``(N, F, 1 + (H + 2p - HH) // s, 1 + (W + 2p - WW) // s)``.
 - ``pool_param = {'pool_height': ph, 'pool_width': pw, 'stride': s}`` (an optional ``'pad'``,
@@ -75,19 +75,27 @@ def conv_forward_fast(x, w, b, conv_param):
     Args:
         x: input of shape ``(N, C, H, W)``.
         w: filters of shape ``(F, C, HH, WW)``.
-        b: biases of shape ``(F,)``.
+        b: biases of shape ``(F,)``, or None for no bias (as in torch; then
+            :func:`conv_backward_fast` returns None for ``db``).
         conv_param: ``{'stride': s, 'pad': p}``, ints.
 
     Returns:
         ``(out, cache)``: ``out`` of shape ``(N, F, H', W')``,
         ``H' = 1 + (H + 2p - HH) // s``; ``cache`` for :func:`conv_backward_fast`.
     """
-    x, w, b = _as_arrays(x, w, b)
+    if b is None:
+        x, w = _as_arrays(x, w)
+    else:
+        x, w, b = _as_arrays(x, w, b)
     _check_4d(x, "x")
+    if b is not None and w.ndim == 4 and b.shape != (w.shape[0],):
+        raise ValueError(
+            f"b must have shape (F,) = ({w.shape[0]},) for w of shape {w.shape}, got {b.shape}"
+        )
     stride = _get(conv_param, "stride", "conv_param")
     pad = _get(conv_param, "pad", "conv_param")
     out = F.conv2d(x, w, b, stride=stride, padding=pad)
-    return out, (x, w, stride, pad)
+    return out, (x, w, stride, pad, b is not None)
 
 
 def conv_backward_fast(dout, cache):
@@ -98,11 +106,13 @@ def conv_backward_fast(dout, cache):
         cache: the cache returned by :func:`conv_forward_fast`.
 
     Returns:
-        ``(dx, dw, db)``, gradients with the shapes of ``x``, ``w`` and ``b``.
+        ``(dx, dw, db)``, gradients with the shapes of ``x``, ``w`` and ``b`` (``db`` is None
+        when the forward pass had no bias).
     """
-    x, w, stride, pad = cache
+    x, w, stride, pad, has_bias = cache
     dout = np.asarray(dout, dtype=x.dtype)
-    return F.conv2d_backward(dout, x, w, stride=stride, padding=pad)
+    return F.conv2d_backward(dout, x, w, stride=stride, padding=pad,
+                             needs=(True, True, has_bias))
 
 
 # ------------------------------------------------------------------------------------ pooling
