@@ -6,7 +6,7 @@
 On cores shared with other busy processes, 2-thread timings of both fastconv and torch collapse
 into scheduler ticks (multiples of 4 ms): measure on a quiet machine.
 
-Forward and forward+backward (grad of the input) for the four pooling cases of issue 5;
+Forward and forward+backward (grad of the input) for the four pooling cases of the benchmark suite;
 fastconv and torch alternate within every repeat, each time is the median over the repeats (ms);
 the NumPy reference is timed 3 times after them.
 Not a test: a quick way to see the ratios while working on src/pool_engine.h.

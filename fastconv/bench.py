@@ -1,10 +1,10 @@
 """Benchmark suite: fastconv against fastconv.reference and PyTorch (when importable), in one run.
 
-``python -m fastconv bench`` (or ``python bench/run.py``) times every case of issue 5 forward and
+``python -m fastconv bench`` (or ``python bench/run.py``) times every case of its suite forward and
 forward+backward, alternating the contenders in blocks after a warm-up, and reports medians,
 GFLOP/s, the ratio to torch, fastconv's workspace per call, the fraction of this machine's measured
 fp32 FMA peak, float64 against float32, and the 1 -> N thread speed-up of the large 3x3 layers.
-It ends with the performance bar of issue 5, criterion by criterion.
+It ends with the performance targets, criterion by criterion.
 
 Machines are shared and noisy: only ratios measured in the same run mean anything.
 """
@@ -301,7 +301,7 @@ def geomean(values):
 
 
 def check_bar(rows, scaling):
-    """The criteria of issue 5 as (description, measured, passed) triples."""
+    """The performance targets as (description, measured, passed) triples."""
     by = {r.case: r for r in rows}
     checks = []
     full = len(rows) == len(CASES)
@@ -447,7 +447,7 @@ def _run(args):
               + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
     checks = check_bar(rows, scaling)
     if checks:
-        print("\nThe performance bar (issue 5):")
+        print("\nThe performance targets:")
         for desc, measured, ok in checks:
             print(f"  [{'PASS' if ok else 'FAIL'}] {desc}: {measured}")
     if args.json:

@@ -96,7 +96,7 @@ def positive_int(text):
 # name -> (module, one-line help)
 COMMANDS = {
     "example": ("fastconv._example", "convolve a random batch and check it against the reference"),
-    "bench": ("fastconv.bench", "time fastconv against the reference and PyTorch (issue 5's suite)"),
+    "bench": ("fastconv.bench", "time fastconv against the reference and PyTorch (the benchmark suite)"),
     "filter": ("fastconv._filter_cli", "filter an image file with a classic kernel (blur, sharpen, edges)"),
     "demo": ("fastconv._demo", "train the CNN of the notes on handwritten digits; draw its filters"),
 }

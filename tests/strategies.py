@@ -28,7 +28,7 @@ def arrays(draw, shape, dtype, layout="any"):
     return a
 
 
-# ---- convolution problems with every hyper-parameter (FFT vs direct, issue 6) ----------------
+# ---- convolution problems with every hyper-parameter (FFT vs direct) --------------------------
 @st.composite
 def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5):
     """A valid conv2d problem: ``dict(x=..., w=..., b=..., kwargs=dict(stride, padding,

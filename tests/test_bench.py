@@ -1,4 +1,4 @@
-"""fastconv.bench, the suite of issue 5. No speed is asserted here (timings belong to the
+"""fastconv.bench, the benchmark suite. No speed is asserted here (timings belong to the
 benchmark run): these tests hold its statistics, its judgement of the bar and every option of
 `fastconv bench` to what they say, with tiny cases, one timed call per contender."""
 import dataclasses
@@ -21,7 +21,7 @@ ONE_CALL = ["--repeats", "1", "--no-reference", "--no-torch", "--threads", "1"]
 
 @pytest.fixture
 def tiny_cases(monkeypatch):
-    """The suite with three tiny cases in place of issue 5's: runs in well under a second."""
+    """The suite with three tiny cases in place of the real ones: runs in well under a second."""
     monkeypatch.setattr(bench, "CASES", [TINY_CONV, TINY_MAX, TINY_AVG])
     monkeypatch.setattr(bench, "QUICK", ("tiny-max",))
     monkeypatch.setattr(bench, "BLAS_COOLDOWN_S", 0.0)
@@ -83,7 +83,7 @@ def test_geomean_ignores_missing_values():
 
 # ------------------------------------------------------------------------------ the bar
 def passing_rows():
-    """Rows for issue 5's cases that meet every criterion (with torch)."""
+    """Rows for the suite's cases that meet every criterion (with torch)."""
     rows = []
     for case in bench.CASES:
         r = bench.Row(case.name, case.kind, ratio_fwd=0.3, ratio_fwd_bwd=0.3, workspace_mb=2.0,
@@ -314,7 +314,7 @@ def test_an_unwritable_json_path_fails_before_the_run(where, tmp_path, monkeypat
     assert ("does not exist" if "missing" in where else "is a directory") in err
 
 
-def test_every_case_of_issue_5_is_in_the_suite():
+def test_every_performance_case_is_in_the_suite():
     names = [c.name for c in bench.CASES]
     assert names == ["lenet-conv1", "lenet-conv2", "cifar-first", "resnet-c16", "resnet-c64",
                      "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated",
