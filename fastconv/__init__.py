@@ -79,9 +79,12 @@ from .functional import (
     avg_pool2d_backward,
     conv2d,
     conv2d_backward,
+    get_flush_denormal,
     get_num_threads,
+    max_num_threads,
     max_pool2d,
     max_pool2d_backward,
+    set_flush_denormal,
     set_num_threads,
 )
 
@@ -96,4 +99,7 @@ __all__ = [
     "avg_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
+    "max_num_threads",
+    "get_flush_denormal",
+    "set_flush_denormal",
 ]
