@@ -51,7 +51,19 @@ pixel block), grad_weight = (group, channel block, batch chunk), pooling = plane
 writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
 over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
 and adds the chunks in chunk order. Results are therefore bitwise identical for any number of
-threads. ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count.
+threads. ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count, capped at
+``max_num_threads()`` (1024, or the number of processors if more, at most ``OMP_THREAD_LIMIT``):
+libgomp crashes the process on very large teams (100000 threads overflow the caller's stack).
+
+Each call has one ``fc_run`` (src/fc_common.h) shared by its threads. The first failure (out of
+memory) stops every thread before its next item. When the caller is Python's main thread, it
+checks for signals between its own items every 20 ms (taking the GIL only for that, so a shorter
+call never takes it): Ctrl-C raises KeyboardInterrupt within about one work item, after the
+call's buffers are freed; the partial output is dropped. ``set_flush_denormal(True)`` sets the
+FTZ/DAZ bits in every kernel thread for the call and each thread puts its own back afterwards
+(the bits are set to fastconv's setting even when off, so no thread's leftover mode can make a
+result depend on the thread count): subnormal inputs and results then become zero, which
+removes the CPU's slow path for them (conv2d was 180x slower on subnormal data).
 
 Memory
 ------

@@ -4,7 +4,7 @@ The kernels run on the OpenMP runtime they were linked with (libgomp with GCC). 
 count is :func:`set_num_threads`'s process-wide value, capped by the calling thread's OpenMP limit
 (``omp_get_max_threads``), so every tool that drives that runtime works: ``OMP_NUM_THREADS`` and
 ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` (which, like any OpenMP setting, apply
-to the Python thread that set them).
+to the Python thread that set them). Every source is capped at :func:`max_num_threads`.
 
 Fork: libgomp keeps the worker threads of a parallel region alive (docked at a barrier) for the
 next region, and it has no fork handler. A child created by ``fork()`` (multiprocessing's 'fork'
