@@ -256,6 +256,16 @@ cdef int _threads_for(fc_job *job) noexcept nogil:
     return nthreads if useful >= nthreads else (1 if useful < 1 else <int>useful)
 
 
+# Testing hook: the item of this index reports a failure (out of memory), as if its workspace
+# could not be allocated; -1: none.
+cdef fc_idx _fail_item = -1
+
+
+def _set_fail_item(fc_idx i):
+    global _fail_item
+    _fail_item = i
+
+
 # Signals are handled on Python's main thread only: a call from another thread never stops.
 cdef unsigned long _main_thread = threading.main_thread().ident
 
@@ -291,7 +301,7 @@ cdef int _run(fc_job *job) except -1:
                 mode = fc_run_enter(&run)
                 for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
                     if not fc_run_stopped(&run):
-                        fc_run_done(&run, fc_job_item(job, i))
+                        fc_run_done(&run, fc_job_item(job, i) if i != _fail_item else -1)
                 fc_run_leave(mode)
         if status == 0 and job.nreduce > 0 and not fc_run_stopped(&run):
             # a region of its own: the reduction reads what every item wrote

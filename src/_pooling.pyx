@@ -98,6 +98,16 @@ def set_serial_bytes(double nbytes):
     return previous
 
 
+# Testing hook: the item of this index reports a failure (out of memory), as if its workspace
+# could not be allocated; -1: none.
+cdef fc_idx _fail_item = -1
+
+
+def _set_fail_item(fc_idx i):
+    global _fail_item
+    _fail_item = i
+
+
 # Signals are handled on Python's main thread only: a call from another thread never stops.
 cdef unsigned long _main_thread = threading.main_thread().ident
 
@@ -138,7 +148,7 @@ cdef int _run(fc_pool_job *job) except -1:
                 mode = fc_run_enter(&run)
                 for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
                     if not fc_run_stopped(&run):
-                        fc_run_done(&run, fc_pool_item(job, i))
+                        fc_run_done(&run, fc_pool_item(job, i) if i != _fail_item else -1)
                 fc_run_leave(mode)
         fc_pool_free(job)
     if fc_run_state(&run) & FC_RUN_RAISED:

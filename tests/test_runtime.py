@@ -159,6 +159,30 @@ def test_calls_from_other_threads_and_short_calls_are_unaffected():
     np.testing.assert_array_equal(got[0], want)
 
 
+# ------------------------------------------------------------------------------ failures
+@pytest.mark.parametrize("item", [0, 5])
+def test_a_failing_item_fails_the_call(item):
+    """An item that runs out of memory makes the call raise MemoryError whichever thread ran it
+    (the flag used to be per thread, and only the one of the thread that ran the last item
+    counted), and the next call is right."""
+    from fastconv import _pooling
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 8, 32, 32)).astype(np.float32)  # 8 images, 64 planes: > 5 items
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    with num_threads(2):
+        want = fastconv.conv2d(x, w), fastconv.max_pool2d(x, 2)
+        for module in (_kernels, _pooling):
+            module._set_fail_item(item)
+            try:
+                for _ in range(10):
+                    with pytest.raises(MemoryError, match="out of memory"):
+                        fastconv.conv2d(x, w) if module is _kernels else fastconv.max_pool2d(x, 2)
+            finally:
+                module._set_fail_item(-1)
+        np.testing.assert_array_equal(fastconv.conv2d(x, w), want[0])
+        np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), want[1])
+
+
 # ------------------------------------------------------------------------------ flush denormals
 FLUSH_BITS = (1 << 15) | (1 << 6)  # MXCSR: FTZ, DAZ
 STATUS_BITS = 0x3F  # MXCSR exception flags: set by arithmetic, not part of the mode
