@@ -80,7 +80,8 @@ its blocks are 64-byte aligned, which the forward's non-temporal stores need.
 SIMD
 ----
 The hot loops are written once with GCC vector extensions and compiled for AVX-512, AVX2+FMA
-and a portable baseline with ``target`` attributes; the best path the CPU supports is picked at
+and a portable baseline with ``target`` attributes; the best path the CPU supports (every feature
+its ``target`` lists, one check for both engines: ``fc_isa_supported``) is picked at
 import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` force a lower one;
 the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
 GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);

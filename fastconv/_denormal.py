@@ -28,7 +28,8 @@ def set_flush_denormal(flag):
     thread). Max pooling compares a subnormal as zero but returns the selected element's value
     unchanged. Results stay bitwise identical for any thread count and SIMD path, flushing or not:
     every kernel thread is set to fastconv's mode for the call, whatever other code set in it.
-    Only fastconv's kernels are affected, never NumPy or Python arithmetic.
+    Only fastconv's compiled kernels are affected, never NumPy or Python arithmetic (nor the
+    convolutions that ``algorithm='auto'`` sends to the NumPy FFT path).
     """
     return _kernels.set_flush_denormal(as_bool(flag, "flag"))
 
