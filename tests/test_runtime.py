@@ -3,7 +3,6 @@ cap on the thread count, and the CPU features each SIMD path is checked for.
 
 Whatever may crash, hang or needs a signal runs in a fresh interpreter (with a timeout).
 """
-import math
 import os
 import pathlib
 import re
