@@ -54,7 +54,19 @@ pixel block), grad_weight = (group, channel block, batch chunk), pooling = plane
 writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
 over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
 and adds the chunks in chunk order. Results are therefore bitwise identical for any number of
-threads. ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count.
+threads. ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count, capped at
+``max_num_threads()`` (1024, or the number of processors if more, at most ``OMP_THREAD_LIMIT``):
+libgomp crashes the process on very large teams (100000 threads overflow the caller's stack).
+
+Each call has one ``fc_run`` (src/fc_common.h) shared by its threads. The first failure (out of
+memory) stops every thread before its next item. When the caller is Python's main thread, it
+checks for signals between its own items every 20 ms (taking the GIL only for that, so a shorter
+call never takes it): Ctrl-C raises KeyboardInterrupt within about one work item, after the
+call's buffers are freed; the partial output is dropped. ``set_flush_denormal(True)`` sets the
+FTZ/DAZ bits in every kernel thread for the call and each thread puts its own back afterwards
+(the bits are set to fastconv's setting even when off, so no thread's leftover mode can make a
+result depend on the thread count): subnormal inputs and results then become zero, which
+removes the CPU's slow path for them (conv2d was 180x slower on subnormal data).
 
 Memory
 ------
@@ -71,7 +83,8 @@ its blocks are 64-byte aligned, which the forward's non-temporal stores need.
 SIMD
 ----
 The hot loops are written once with GCC vector extensions and compiled for AVX-512, AVX2+FMA
-and a portable baseline with ``target`` attributes; the best path the CPU supports is picked at
+and a portable baseline with ``target`` attributes; the best path the CPU supports (every feature
+its ``target`` lists, one check for both engines: ``fc_isa_supported``) is picked at
 import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` force a lower one;
 the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
 GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);
@@ -82,9 +95,12 @@ from .functional import (
     avg_pool2d_backward,
     conv2d,
     conv2d_backward,
+    get_flush_denormal,
     get_num_threads,
+    max_num_threads,
     max_pool2d,
     max_pool2d_backward,
+    set_flush_denormal,
     set_num_threads,
 )
 
@@ -99,4 +115,7 @@ __all__ = [
     "avg_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
+    "max_num_threads",
+    "get_flush_denormal",
+    "set_flush_denormal",
 ]

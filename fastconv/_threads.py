@@ -4,7 +4,7 @@ The kernels run on the OpenMP runtime they were linked with (libgomp with GCC). 
 count is :func:`set_num_threads`'s process-wide value, capped by the calling thread's OpenMP limit
 (``omp_get_max_threads``), so every tool that drives that runtime works: ``OMP_NUM_THREADS`` and
 ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` (which, like any OpenMP setting, apply
-to the Python thread that set them).
+to the Python thread that set them). Every source is capped at :func:`max_num_threads`.
 
 Fork: libgomp keeps the worker threads of a parallel region alive (docked at a barrier) for the
 next region, and it has no fork handler. A child created by ``fork()`` (multiprocessing's 'fork'
@@ -31,13 +31,20 @@ _forked_thread = None
 
 
 def set_num_threads(n):
-    """Use ``n`` (>= 1) OpenMP threads in every fastconv kernel from now on.
+    """Use ``n`` OpenMP threads in every fastconv kernel from now on.
+
+    Args:
+        n: int >= 1. Counts above :func:`max_num_threads` (1024, or the number of processors if
+            that is more, and at most ``OMP_THREAD_LIMIT``) use that maximum.
 
     Results do not depend on it: every kernel is bitwise identical for any thread count.
+    (``torch.set_num_threads`` takes any positive count; 100000 crashes it in the OpenMP
+    runtime, which is why fastconv caps the count, also one from ``OMP_NUM_THREADS``.)
     """
     n = as_int(n, "n")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    n = min(n, max_num_threads())
     if n > 1 and _forked_thread is not None and threading.get_ident() == _forked_thread:
         warnings.warn(
             f"fastconv.set_num_threads({n}) ignored: this thread forked this process, and libgomp "
@@ -49,9 +56,19 @@ def set_num_threads(n):
     _kernels.set_num_threads(n)
 
 
+def max_num_threads():
+    """The most threads a kernel uses: 1024, or the number of processors if that is more, and
+    never more than OpenMP's thread limit (``OMP_THREAD_LIMIT``); 1 without OpenMP.
+
+    The OpenMP runtime reserves stack space on the calling thread for every thread it starts and
+    ends the process when the system refuses one, so larger requests are capped to this.
+    """
+    return _kernels.max_num_threads()
+
+
 def get_num_threads():
     """The number of OpenMP threads the kernels will use (default: OpenMP's, i.e. OMP_NUM_THREADS
-    or the number of cores)."""
+    or the number of cores; at most :func:`max_num_threads`)."""
     return _kernels.get_num_threads()
 
 

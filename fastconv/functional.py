@@ -5,8 +5,9 @@ as in every deep-learning framework. Each ``*_backward`` returns the gradients t
 """
 from ._activations import log_softmax, softmax
 from ._conv import conv2d, conv2d_backward
+from ._denormal import get_flush_denormal, set_flush_denormal
 from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
-from ._threads import get_num_threads, set_num_threads
+from ._threads import get_num_threads, max_num_threads, set_num_threads
 
 __all__ = [
     "conv2d",
@@ -17,6 +18,9 @@ __all__ = [
     "avg_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
+    "max_num_threads",
+    "get_flush_denormal",
+    "set_flush_denormal",
     "softmax",
     "log_softmax",
 ]

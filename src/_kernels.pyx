@@ -5,6 +5,7 @@ Only the hot loops live here; arguments arrive validated and normalised by fastc
 The GIL is released for the whole computation of every function below.
 """
 import os
+import threading
 
 import numpy as np
 
@@ -12,7 +13,7 @@ cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_New
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 cdef extern from "conv_engine.h" nogil:
     ctypedef Py_ssize_t fc_idx
@@ -21,6 +22,9 @@ cdef extern from "conv_engine.h" nogil:
     int fc_have_openmp()
     int fc_set_isa(int requested)
     int fc_isa_supported()
+    const char *fc_isa_features(int level)
+    void fc_threads_init()
+    int fc_thread_cap
     void fc_register_fork_handler()
     long long fc_ws_bytes_total, fc_plan_bytes_peak
     int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
@@ -42,6 +46,24 @@ cdef extern from "conv_engine.h" nogil:
     void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
     void fc_grad_bias_item_f64(const double *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k,
                                double *gb)
+
+
+cdef extern from "fc_common.h" nogil:
+    ctypedef struct fc_run:
+        pass
+    int FC_RUN_RAISED
+    void fc_run_init(fc_run *r, int flush, int poll, int (*check_signals)() noexcept nogil)
+    unsigned fc_run_enter(const fc_run *r)
+    void fc_run_leave(unsigned saved)
+    int fc_run_state(const fc_run *r)
+    int fc_run_stopped(const fc_run *r)
+    void fc_run_done(fc_run *r, int status)
+    int fc_flush_supported()
+    unsigned fc_csr_get()
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals()  # needs the GIL; -1 with the handler's exception set
+    unsigned long PyThread_get_thread_ident() nogil
 
 
 # ------------------------------------------------------------------------------ output buffers
@@ -108,8 +130,17 @@ cdef int _isa_level = fc_set_isa(
 )
 
 
+fc_threads_init()
+
+
 def set_num_threads(int n):
+    """Set the thread count (fastconv.set_num_threads validates; capped to max_num_threads())."""
     fc_set_num_threads(n)
+
+
+def max_num_threads():
+    """The most threads a kernel uses (see fc_thread_cap in src/fc_common.h)."""
+    return fc_thread_cap
 
 
 def get_num_threads():
@@ -137,6 +168,43 @@ def set_isa(name=None):
 def get_isa():
     """The SIMD code path in use."""
     return ISA_NAMES[_isa_level]
+
+
+def isa_features(name):
+    """The CPU features (GCC / /proc/cpuinfo names) that SIMD path ``name`` needs, all checked."""
+    return tuple(fc_isa_features(ISA_NAMES.index(name)).decode().split())
+
+
+# ------------------------------------------------------------------------------ floating-point mode
+cdef bint _flush_denormal = False
+
+
+def set_flush_denormal(bint on):
+    """Flush subnormals to zero in every later kernel call (fastconv.set_flush_denormal); returns
+    False, leaving it off, where the CPU cannot."""
+    global _flush_denormal
+    _flush_denormal = on and fc_flush_supported()
+    return bool(fc_flush_supported())
+
+
+def get_flush_denormal():
+    return bool(_flush_denormal)
+
+
+def _mxcsr():
+    """Testing helper: this thread's MXCSR register (None without one)."""
+    return int(fc_csr_get()) if fc_flush_supported() else None
+
+
+def _threads_mxcsr():
+    """Testing helper: the MXCSR of each thread of a team of get_num_threads() threads, between
+    calls (the OpenMP workers persist from one call to the next)."""
+    cdef int n = fc_get_max_threads(), t
+    cdef unsigned[::1] csr = np.zeros(n, dtype=np.uintc)
+    with nogil:
+        for t in prange(n, schedule="static", num_threads=n):
+            csr[t] = fc_csr_get()
+    return [int(c) for c in csr] if fc_flush_supported() else [None] * n
 
 
 def workspace_bytes(reset_plan=False):
@@ -188,29 +256,65 @@ cdef int _threads_for(fc_job *job) noexcept nogil:
     return nthreads if useful >= nthreads else (1 if useful < 1 else <int>useful)
 
 
+# Testing hook: the item of this index reports a failure (out of memory), as if its workspace
+# could not be allocated; -1: none.
+cdef fc_idx _fail_item = -1
+
+
+def _set_fail_item(fc_idx i):
+    global _fail_item
+    _fail_item = i
+
+
+# Signals are handled on Python's main thread only: a call from another thread never stops.
+cdef unsigned long _main_thread = threading.main_thread().ident
+
+
+cdef int _check_signals() noexcept nogil:
+    """Run Python's pending signal handlers (Ctrl-C: KeyboardInterrupt); -1 if one raised."""
+    with gil:
+        return PyErr_CheckSignals()
+
+
 cdef int _run(fc_job *job) except -1:
     """Prepare the job, run its items in parallel, then its reduction items.
 
     Items are independent, so the schedule cannot change any result; a dynamic schedule keeps
     both cores busy when the machine is shared, in chunks of the items that reuse one image's
-    buffer.
+    buffer. The call's fc_run (src/fc_common.h) sets every thread's floating-point mode, stops
+    all threads at the first failure, and lets the calling thread, when it is Python's main
+    thread, run the signal handlers every 20 ms between its items: an exception they raise
+    (Ctrl-C: KeyboardInterrupt) is raised here, after the job is freed.
     """
     cdef fc_idx i, chunk
-    cdef int failed = 0, status, nthreads = _threads_for(job)
+    cdef int status, nthreads = _threads_for(job)
+    cdef unsigned mode = 0  # each thread's own (firstprivate)
+    cdef fc_run run
+    fc_run_init(&run, _flush_denormal, PyThread_get_thread_ident() == _main_thread,
+                _check_signals)
     job.chunk = 1
     with nogil:
         status = fc_job_prepare(job, nthreads)
         chunk = job.chunk if job.chunk > 0 else 1
         if status == 0:
-            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk, num_threads=nthreads):
-                if fc_job_item(job, i) != 0:
-                    failed = 1
-            if not failed:
-                for i in prange(job.nreduce, schedule="dynamic", num_threads=nthreads):
-                    if fc_job_reduce_item(job, i) != 0:
-                        failed = 1
+            with parallel(num_threads=nthreads):
+                mode = fc_run_enter(&run)
+                for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
+                    if not fc_run_stopped(&run):
+                        fc_run_done(&run, fc_job_item(job, i) if i != _fail_item else -1)
+                fc_run_leave(mode)
+        if status == 0 and job.nreduce > 0 and not fc_run_stopped(&run):
+            # a region of its own: the reduction reads what every item wrote
+            with parallel(num_threads=nthreads):
+                mode = fc_run_enter(&run)
+                for i in prange(job.nreduce, schedule="dynamic"):
+                    if not fc_run_stopped(&run):
+                        fc_run_done(&run, fc_job_reduce_item(job, i))
+                fc_run_leave(mode)
         fc_job_free(job)
-    if status != 0 or failed:
+    if fc_run_state(&run) & FC_RUN_RAISED:
+        return -1  # with the exception the signal handler raised
+    if status != 0 or fc_run_stopped(&run):
         raise MemoryError("fastconv: out of memory for a kernel workspace")
     return 0
 
@@ -269,12 +373,17 @@ def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
     """gb[k] = sum of dy[:, k], in a fixed order."""
     cdef fc_idx k, N = dy.shape[0], K = dy.shape[1], P = dy.shape[2] * dy.shape[3]
     cdef int nthreads = fc_get_max_threads()
-    with nogil:
-        for k in prange(K, schedule="static", num_threads=nthreads):
+    cdef unsigned mode = 0  # each thread's own (firstprivate)
+    cdef fc_run run
+    fc_run_init(&run, _flush_denormal, 0, NULL)  # a pass over dy: too short to need interrupting
+    with nogil, parallel(num_threads=nthreads):
+        mode = fc_run_enter(&run)
+        for k in prange(K, schedule="static"):
             if floating is float:
                 fc_grad_bias_item_f32(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
             else:
                 fc_grad_bias_item_f64(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
+        fc_run_leave(mode)
 
 
 # ------------------------------------------------------------------------------ FMA peak probe

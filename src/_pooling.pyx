@@ -5,10 +5,12 @@ Only the parallel loops live here; arguments arrive validated and normalised by 
 The GIL is released for the whole computation of every function below. The SIMD path is the one
 selected for the convolution kernels (fastconv._kernels.set_isa / FASTCONV_ISA), read per call.
 """
+import threading
+
 from libc.stdint cimport int64_t
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 from . import _kernels
 
@@ -35,6 +37,22 @@ cdef extern from "pool_engine.h" nogil:
     int fc_pool_prepare(fc_pool_job *j, int nthreads)
     int fc_pool_item(fc_pool_job *j, fc_idx i)
     void fc_pool_free(fc_pool_job *j)
+
+
+cdef extern from "fc_common.h" nogil:
+    ctypedef struct fc_run:
+        pass
+    int FC_RUN_RAISED
+    void fc_run_init(fc_run *r, int flush, int poll, int (*check_signals)() noexcept nogil)
+    unsigned fc_run_enter(const fc_run *r)
+    void fc_run_leave(unsigned saved)
+    int fc_run_state(const fc_run *r)
+    int fc_run_stopped(const fc_run *r)
+    void fc_run_done(fc_run *r, int status)
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals()  # needs the GIL; -1 with the handler's exception set
+    unsigned long PyThread_get_thread_ident() nogil
 
 
 ISA_NAMES = ("generic", "avx2", "avx512")
@@ -80,16 +98,44 @@ def set_serial_bytes(double nbytes):
     return previous
 
 
+# Testing hook: the item of this index reports a failure (out of memory), as if its workspace
+# could not be allocated; -1: none.
+cdef fc_idx _fail_item = -1
+
+
+def _set_fail_item(fc_idx i):
+    global _fail_item
+    _fail_item = i
+
+
+# Signals are handled on Python's main thread only: a call from another thread never stops.
+cdef unsigned long _main_thread = threading.main_thread().ident
+
+
+cdef int _check_signals() noexcept nogil:
+    """Run Python's pending signal handlers (Ctrl-C: KeyboardInterrupt); -1 if one raised."""
+    with gil:
+        return PyErr_CheckSignals()
+
+
 cdef int _run(fc_pool_job *job) except -1:
     """Prepare the job, run its items in parallel (dynamic chunks), free it.
 
-    The thread count is the convolution module's: one setting for the package (this extension
-    has its own copy of the C globals, so it asks fastconv._kernels)."""
+    The thread count and the floating-point mode are the convolution module's: one setting for
+    the package (this extension has its own copy of the C globals, so it asks fastconv._kernels).
+    As there (src/fc_common.h, fc_run), the first failure stops every thread, and the calling
+    thread, when it is Python's main thread, runs the signal handlers every 20 ms between its
+    items: an exception they raise (Ctrl-C: KeyboardInterrupt) is raised here.
+    """
     cdef fc_idx i, chunk
-    cdef int failed = 0, status
+    cdef int status
     cdef int nthreads = _kernels.get_num_threads()
     cdef double touched = (<double>job.N * job.C * (job.H * job.W + job.OH * job.OW)
                            * (8 if job.f64 else 4))
+    cdef unsigned mode = 0  # each thread's own (firstprivate)
+    cdef fc_run run
+    fc_run_init(&run, _kernels.get_flush_denormal(),
+                PyThread_get_thread_ident() == _main_thread, _check_signals)
     if touched < _serial_bytes:
         nthreads = 1
     with nogil:
@@ -98,11 +144,16 @@ cdef int _run(fc_pool_job *job) except -1:
         # (cores shared with other processes) leaves its share to the others
         chunk = max(1, job.nitems // (8 * nthreads))
         if status == 0:
-            for i in prange(job.nitems, schedule="dynamic", chunksize=chunk, num_threads=nthreads):
-                if fc_pool_item(job, i) != 0:
-                    failed = 1
+            with parallel(num_threads=nthreads):
+                mode = fc_run_enter(&run)
+                for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
+                    if not fc_run_stopped(&run):
+                        fc_run_done(&run, fc_pool_item(job, i) if i != _fail_item else -1)
+                fc_run_leave(mode)
         fc_pool_free(job)
-    if status != 0 or failed:
+    if fc_run_state(&run) & FC_RUN_RAISED:
+        return -1  # with the exception the signal handler raised
+    if status != 0 or fc_run_stopped(&run):
         raise MemoryError("fastconv: out of memory for a pooling workspace")
     return 0
 

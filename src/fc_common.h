@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <time.h>
 
 typedef ptrdiff_t fc_idx;
 
@@ -152,17 +153,35 @@ static inline void *fc_aligned_calloc(size_t bytes) {
 }
 
 /* ---- CPU dispatch ---------------------------------------------------------------------------
- * Level 0: portable (SSE2 on x86-64, plain C elsewhere); 1: AVX2 + FMA; 2: AVX-512F. */
+ * Level 0: portable (SSE2 on x86-64, plain C elsewhere); 1: AVX2 + FMA; 2: AVX-512.
+ * A level runs only on a CPU with EVERY feature its code is compiled for: the union of the
+ * `target` attributes of that path in src/ (conv_dtype.h, pool_dtype.h, fma_probe.h; the
+ * pooling engine's AVX-512 code also uses AVX512BW), as NumPy's dispatch checks. One list
+ * serves both engines, so they never disagree on the level. __builtin_cpu_supports also reports
+ * a feature absent when the OS does not save its registers (XCR0). tests/test_runtime.py checks
+ * that these lists cover every target attribute. */
+#define FC_AVX2_FEATURES(X) X("avx2") X("fma")
+#define FC_AVX512_FEATURES(X) FC_AVX2_FEATURES(X) X("avx512f") X("avx512vl") X("avx512dq") \
+    X("avx512bw")
+#define FC_FEATURE_NAME(f) f " "
+#define FC_FEATURE_CHECK(f) &&__builtin_cpu_supports(f)
 enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 static int fc_isa_level = FC_ISA_GENERIC;
 
 static inline int fc_isa_supported(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return FC_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return FC_ISA_AVX2;
+    if (1 FC_AVX512_FEATURES(FC_FEATURE_CHECK)) return FC_ISA_AVX512;
+    if (1 FC_AVX2_FEATURES(FC_FEATURE_CHECK)) return FC_ISA_AVX2;
 #endif
     return FC_ISA_GENERIC;
+}
+
+/* The CPU features a level needs, space-separated (for the tests and error reports). */
+static inline const char *fc_isa_features(int level) {
+    if (level >= FC_ISA_AVX512) return FC_AVX512_FEATURES(FC_FEATURE_NAME);
+    if (level == FC_ISA_AVX2) return FC_AVX2_FEATURES(FC_FEATURE_NAME);
+    return "";
 }
 
 /* Select the ISA level; a request above what the CPU supports is capped. Returns the level set. */
@@ -189,23 +208,148 @@ static void fc_after_fork_in_child(void) {
 static inline void fc_register_fork_handler(void) {
     pthread_atfork(NULL, NULL, fc_after_fork_in_child);
 }
+/* The largest team a kernel asks for: FC_THREADS_MAX, or the number of processors if that is
+ * more, and never more than OpenMP's thread limit (OMP_THREAD_LIMIT). Larger requests (through
+ * set_num_threads, OMP_NUM_THREADS or threadpoolctl) are capped to it: libgomp reserves room on
+ * the calling thread's stack for every worker it starts (100000 threads overflow an 8 MiB stack:
+ * a segfault) and ends the process when the OS refuses a thread; far below those limits, more
+ * threads than cores only add switching. fc_threads_init sets it once, at import. */
+#define FC_THREADS_MAX 1024
+static int fc_thread_cap = FC_THREADS_MAX;
 #ifdef _OPENMP
 #include <omp.h>
+static inline void fc_threads_init(void) {
+    int cap = FC_MAX(FC_THREADS_MAX, omp_get_num_procs()), limit = omp_get_thread_limit();
+    fc_thread_cap = FC_MAX(1, FC_MIN(cap, limit));
+}
 static inline int fc_get_max_threads(void) {
     if (fc_forked && pthread_equal(pthread_self(), fc_fork_thread)) return 1;
-    int m = omp_get_max_threads();
+    int m = FC_MIN(omp_get_max_threads(), fc_thread_cap);
     int n = __atomic_load_n(&fc_num_threads, __ATOMIC_RELAXED);
     return n > 0 && n < m ? n : m;
 }
 static inline void fc_set_num_threads(int n) {
+    n = FC_MAX(1, FC_MIN(n, fc_thread_cap));
     __atomic_store_n(&fc_num_threads, n, __ATOMIC_RELAXED);
     omp_set_num_threads(n); /* lets this thread go above the default, e.g. to oversubscribe */
 }
 static inline int fc_have_openmp(void) { return 1; }
 #else
+static inline void fc_threads_init(void) { fc_thread_cap = 1; }
 static inline int fc_get_max_threads(void) { return 1; }
 static inline void fc_set_num_threads(int n) { (void)n; }
 static inline int fc_have_openmp(void) { return 0; }
 #endif
+
+/* ---- one kernel call: floating-point mode, failures, interruption -----------------------------
+ * An fc_run is what the threads of one call share besides the job (the Cython `_run` loops use it):
+ *  - the floating-point mode (fastconv.set_flush_denormal): every thread sets the FTZ and DAZ bits
+ *    of its MXCSR as the call asks when it joins the call's parallel region, and puts back its
+ *    own when it leaves, so the OpenMP workers (they persist between calls) and the caller come
+ *    out as they went in. The bits are set even when off: a thread with FTZ left on by another
+ *    library could otherwise make a result depend on which thread ran which item. Only these two
+ *    bits are touched (the exception flags stay as the arithmetic left them);
+ *  - failures: the first one (out of memory, or an exception raised by a signal handler) is
+ *    recorded, and every thread then skips the items it has not started;
+ *  - interruption: when the caller is Python's main thread (the only one that runs signal
+ *    handlers), it checks for pending signals between its own items, every FC_POLL_SECONDS:
+ *    check_signals (from the Cython layer) takes the GIL and runs the handlers, so Ctrl-C raises
+ *    KeyboardInterrupt within about one work item. The other threads never wait for it, a call
+ *    shorter than FC_POLL_SECONDS never takes the GIL, and as items are independent a skipped
+ *    item cannot change a result -- which is thrown away anyway, as the call then raises. */
+#define FC_POLL_SECONDS 0.02
+enum { FC_RUN_NOMEM = 1, FC_RUN_RAISED = 2 };
+enum { FC_MXCSR_DAZ = 1 << 6, FC_MXCSR_FTZ = 1 << 15, FC_FP_FLUSH = FC_MXCSR_FTZ | FC_MXCSR_DAZ };
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <xmmintrin.h>
+static inline unsigned fc_csr_get(void) { return _mm_getcsr(); }
+static inline void fc_csr_set(unsigned csr) { _mm_setcsr(csr); }
+/* DAZ is missing on the first x86-64 CPUs, where setting it faults: FXSAVE's MXCSR_MASK says
+ * (a zero mask means the default one, 0xFFBF, without DAZ). */
+static inline int fc_flush_supported(void) {
+    unsigned char area[512] __attribute__((aligned(16)));
+    uint32_t mask;
+    memset(area, 0, sizeof area);
+    __asm__ volatile("fxsave %0" : "=m"(area));
+    memcpy(&mask, area + 28, sizeof mask);
+    return ((mask ? mask : 0xFFBFu) & FC_MXCSR_DAZ) != 0;
+}
+#else /* no MXCSR: the mode is a no-op (set_flush_denormal returns False) */
+static inline unsigned fc_csr_get(void) { return 0; }
+static inline void fc_csr_set(unsigned csr) { (void)csr; }
+static inline int fc_flush_supported(void) { return 0; }
+#endif
+
+/* Set this thread's FTZ/DAZ bits to `mode` (0 or FC_FP_FLUSH); returns the bits it had. */
+static inline unsigned fc_fp_mode(unsigned mode) {
+    unsigned csr = fc_csr_get(), old = csr & FC_FP_FLUSH;
+    if (old != mode) fc_csr_set((csr & ~(unsigned)FC_FP_FLUSH) | mode);
+    return old;
+}
+
+typedef struct {
+    int (*check_signals)(void); /* nonzero: a signal handler raised (the exception is set) */
+    int poll;                   /* the caller checks for signals */
+    pthread_t caller;
+    unsigned mode, caller_mode; /* FTZ/DAZ bits of the call; the caller's own */
+    int state;                  /* FC_RUN_* bits, set atomically by any thread */
+    double next, last;          /* caller only: time of the next check, of the last clock read */
+    long every, countdown;      /* caller only: its items between two clock reads */
+} fc_run;
+
+static inline double fc_monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* flush: set_flush_denormal's setting (only ever on where fc_flush_supported); poll: the caller
+ * is Python's main thread. */
+static inline void fc_run_init(fc_run *r, int flush, int poll, int (*check_signals)(void)) {
+    r->check_signals = check_signals;
+    r->poll = poll && check_signals;
+    r->caller = pthread_self();
+    r->mode = flush ? FC_FP_FLUSH : 0;
+    r->caller_mode = fc_csr_get() & FC_FP_FLUSH;
+    r->state = 0;
+    r->every = r->countdown = 1;
+    r->last = r->poll ? fc_monotonic() : 0;
+    r->next = r->last + FC_POLL_SECONDS;
+}
+
+/* Every thread, on joining / leaving the call's parallel region (leave gets enter's value). */
+static inline unsigned fc_run_enter(const fc_run *r) { return fc_fp_mode(r->mode); }
+static inline void fc_run_leave(unsigned saved) { fc_fp_mode(saved); }
+
+static inline int fc_run_state(const fc_run *r) {
+    return __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+}
+static inline int fc_run_stopped(const fc_run *r) { return fc_run_state(r) != 0; }
+
+/* The caller, now and then: read the clock about every millisecond of its items (they last from
+ * a microsecond to many milliseconds; the count adapts), and every FC_POLL_SECONDS run Python's
+ * signal handlers, in the caller's own floating-point mode. */
+static void fc_run_poll(fc_run *r) {
+    double now = fc_monotonic(), dt = now - r->last;
+    r->last = now;
+    if (dt < 0.5e-3) r->every = FC_MIN(2 * r->every, 4096L);
+    else if (dt > 2e-3) r->every = FC_MAX(1L, (long)((double)r->every * 1e-3 / dt));
+    r->countdown = r->every;
+    if (now < r->next) return;
+    unsigned mode = fc_fp_mode(r->caller_mode);
+    int raised = r->check_signals();
+    fc_fp_mode(mode);
+    r->next = fc_monotonic() + FC_POLL_SECONDS;
+    if (raised) __atomic_or_fetch(&r->state, FC_RUN_RAISED, __ATOMIC_RELAXED);
+}
+
+/* Every thread, after each item (status: the item's, nonzero when out of memory). */
+static inline void fc_run_done(fc_run *r, int status) {
+    if (status != 0) __atomic_or_fetch(&r->state, FC_RUN_NOMEM, __ATOMIC_RELAXED);
+    else if (r->poll && pthread_equal(pthread_self(), r->caller) && --r->countdown <= 0)
+        fc_run_poll(r);
+}
+
 
 #endif

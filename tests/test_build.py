@@ -16,8 +16,16 @@ CHECK = r"""
 #include "pool_engine.h"
 #include "fc_alloc.h"
 #include "fma_probe.h"
+static int fc_no_signal(void) { return 0; }
 int fc_compile_check(fc_job *j, fc_pool_job *p, long n) {
+    fc_run run;
+    fc_threads_init();
+    fc_run_init(&run, fc_flush_supported(), 1, fc_no_signal);
+    unsigned mode = fc_run_enter(&run);
     int r = fc_job_prepare(j, 1) + fc_job_item(j, 0) + fc_job_reduce_item(j, 0);
+    fc_run_done(&run, r);
+    fc_run_leave(mode);
+    r += fc_run_stopped(&run) + (int)fc_isa_features(fc_isa_supported())[0];
     fc_job_free(j);
     r += fc_pool_prepare(p, 1) + fc_pool_item(p, 0);
     fc_pool_free(p);
