@@ -8,10 +8,10 @@
  * compiled with -ffp-contract=off (setup.py), so the compiler fuses nothing on its own. Each
  * result is then a function of the inputs and of the order of operations written in the kernels
  * only -- the same bits on every SIMD path, every x86-64 CPU and with GCC or clang. (Left to the
- * compiler, `c += a * b` became an FMA on the AVX paths and a multiply then an add on the
+ * compiler, `c += a * b` becomes an FMA on the AVX paths and a multiply then an add on the
  * portable one, whose results differ in the last bit, and at overflow in more: 1e300 * 1e300 +
  * -1e300 * 1e300 summed from zero is +inf fused, NaN unfused.)
- *   AVX-512 / AVX2: the FMA instruction, as before (the intrinsics, not the contraction);
+ *   AVX-512 / AVX2: the FMA intrinsics (the same instructions the contraction gave);
  *   portable path: the C library's fma per lane. glibc runs the FMA instruction there on CPUs
  *   that have one and an exact software fma on the others: slower than a multiply and an add,
  *   but the same result as the vector paths. */
