@@ -75,7 +75,8 @@ the tests run every path). No ``-march=native``: a wheel built anywhere runs on 
 GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);
 without OpenMP (Apple's clang) the kernels run on one thread.
 
-Every path gives the same bits, for every op, forward and backward, in float32 and float64:
+Every path gives the same bits, for every op, forward and backward, in float32 and float64 (the
+compiled kernels; ``algorithm='fft'`` computes with NumPy's FFT instead):
 a result computed on a laptop with AVX2 is the one computed on an AVX-512 server (or on a CPU
 without either). Two rules make it so (tests/test_simd_paths.py holds every path to them):
 
