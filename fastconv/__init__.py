@@ -54,8 +54,8 @@ pixel block), grad_weight = (group, channel block, batch chunk), pooling = plane
 writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
 over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
 and adds the chunks in chunk order. Results are therefore bitwise identical for any number of
-threads. ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count, capped at
-``max_num_threads()`` (1024, or the number of processors if more, at most ``OMP_THREAD_LIMIT``):
+threads -- and on every SIMD path (below). ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl
+set the thread count, capped at ``max_num_threads()`` (1024, or the number of processors if more, at most ``OMP_THREAD_LIMIT``):
 libgomp crashes the process on very large teams (100000 threads overflow the caller's stack).
 
 Each call has one ``fc_run`` (src/fc_common.h) shared by its threads. The first failure (out of
@@ -89,6 +89,27 @@ import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` fo
 the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
 GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);
 without OpenMP (Apple's clang) the kernels run on one thread.
+
+Every path gives the same bits, for every op, forward and backward, in float32 and float64 (the
+compiled kernels; ``algorithm='fft'`` computes with NumPy's FFT instead):
+a result computed on a laptop with AVX2 is the one computed on an AVX-512 server (or on a CPU
+without either). Two rules make it so (tests/test_simd_paths.py holds every path to them):
+
+* every multiply-add is an explicit fused multiply-add (src/fc_fma.h): the FMA instruction on
+  the AVX paths, the C library's ``fma`` per lane on the portable one (the FMA instruction where
+  the CPU has it, an exact software fma elsewhere: slower, same result); the extension is
+  compiled with ``-ffp-contract=off``, so the compiler fuses nothing else;
+* every sum has an order fixed by the shapes alone, never by the vector width: an output of the
+  forward or grad_input is one chain over the taps in order, from the bias; a grad_weight lane
+  is one output channel, summed over the pixels in order; the depthwise grad_weight sums into 16
+  (float32) or 8 (float64) fixed partial sums -- one AVX-512 vector, two AVX2 ones, four
+  portable ones -- added by halving; grad_bias and the pooling sums are per element, in torch's
+  order.
+
+That matters beyond the last bit: a sum in which a product overflows gives +-inf or NaN
+depending on its order (1e300 * 1e300 + 1e300 * -1e300 is +inf fused in tap order, NaN
+unfused), and the order is the same on every CPU. NaNs are NaNs on every path; which of two NaN
+operands an addition passes on (a NaN's sign and payload) is the compiler's choice.
 """
 from .functional import (
     avg_pool2d,

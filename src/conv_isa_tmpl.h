@@ -25,6 +25,7 @@ static const fc_idx FN(gemm_bp_elems) = (GEMM_KC + 1) * 4 * VL;
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
 #include "fc_shuffle.h"
+#include "fc_fma.h"
 _Static_assert(VLN * sizeof(T) == VB, "VLN lanes of T must fill a VB-byte vector");
 /* A non-temporal store of a whole aligned vector (no read for ownership, no cache pollution):
  * for the final write of outputs too large to be read back from the cache. */
@@ -48,6 +49,9 @@ _Static_assert(VLN * sizeof(T) == VB, "VLN lanes of T must fill a VB-byte vector
  * `direct`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v];
  * with direct == 2, the lanes of vector v set in vmask[v] come from a second load, vgap[v]
  * further on (a vector across the end of an output row: the next row's pixels).
+ * Each C[i][j] is one chain of fused multiply-adds over the taps in order, from its start value
+ * (C, the bias or 0): the register blocking, the vector width and the tap blocks of the caller
+ * change which lanes and calls compute it, never its arithmetic, so every path gives its bits.
  * mr, nv and direct are compile-time constants in every instantiation (see ukernel), and each
  * vector's base pointer is computed once, outside the tap loop: with 4 vectors, reloading vofs
  * every tap cost float64 a tenth of its time on the 1x1 layer. */
@@ -77,7 +81,7 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
         FC_UNROLL
         for (int i = 0; i < mr; i++)
             FC_UNROLL
-            for (int v = 0; v < nv; v++) c[i][v] += a[i] * bv[v];
+            for (int v = 0; v < nv; v++) c[i][v] = FN(fma1)(a[i], bv[v], c[i][v]);
     }
     if (stream) {
         for (int i = 0; i < mr; i++)
@@ -322,8 +326,10 @@ static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, co
 /* Weight-gradient micro-kernel: C[i][0:nv*VL] += sum over valid (oh, ow) of
  * X[off[i] + oh*Wq + ow] * DYT[(oh*OW + ow)*ldm + 0:nv*VL] for i < tr.
  * X is the wide input buffer (taps broadcast), DYT the grad_output transposed to [pixel][channel],
- * so the reduction over pixels runs in registers and only valid pixels are visited. */
-static inline __attribute__((always_inline)) void FN(dw_body)(
+ * so the reduction over pixels runs in registers and only valid pixels are visited. A lane is an
+ * output channel: each C[i][m] is one chain of fused multiply-adds over the pixels in order,
+ * whatever the vector width. */
+static inline __attribute__((always_inline)) FC_TARGET void FN(dw_body)(
     const int tr, const int nv, const T *restrict X, const fc_idx *restrict off,
     const T *restrict DYT, fc_idx ldm, fc_idx OH, fc_idx OW, fc_idx Wq, T *restrict C, fc_idx ldc) {
     VEC c0[TR], c1[TR];
@@ -340,8 +346,8 @@ static inline __attribute__((always_inline)) void FN(dw_body)(
             FC_UNROLL
             for (int i = 0; i < tr; i++) {
                 T a = xrow[off[i] + ow];
-                c0[i] += a * b0;
-                if (nv > 1) c1[i] += a * b1;
+                c0[i] = FN(fma1)(a, b0, c0[i]);
+                if (nv > 1) c1[i] = FN(fma1)(a, b1, c1[i]);
             }
         }
     }
@@ -372,45 +378,69 @@ static FC_TARGET void FN(dw_kernel)(int tr, int nv, const T *restrict X, const f
 
 /* Depthwise weight gradient of one plane: res[t] += sum_{oh,ow valid} X[off[t] + oh*Wq + ow] *
  * DY[oh*ldy + ow], vectorised along ow. DY rows are zero-padded to ldy (a multiple of VL) and the
- * input lanes past OW are masked to zero, so a NaN or inf in a neighbouring row never leaks in. */
+ * input lanes past OW are masked to zero, so a NaN or inf in a neighbouring row never leaks in.
+ *
+ * The summation order is fixed by the shapes alone, the same on every path: RL partial sums
+ * (RL = 64 bytes of T: 16 float32, 8 float64 -- one AVX-512 vector, two AVX2 vectors, four
+ * portable ones), pixel ow of every row going to partial sum ow % RL in (oh, ow) order, then
+ * the RL partials added by halving (l + RL/2 into l, and so on down to one), then added to res.
+ * A sum in which a product overflows gives +-inf or NaN depending on that order; with one order
+ * everywhere, every CPU gives the same. On AVX-512 this is the loop it always was (one vector, 8
+ * taps at once); AVX2 and the portable path hold a chunk of RL pixels in NV vectors and take
+ * fewer taps at once (the same number of accumulators). */
 static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const T *restrict X,
                                        const fc_idx *restrict off, const T *restrict DY,
                                        fc_idx ldy, fc_idx OH, fc_idx OW, fc_idx Wq,
                                        T *restrict res) {
-    typedef int64_t FN(ivec) __attribute__((vector_size(VB)));
-    enum { TB = 8 };
-    T lane_mask_src[64];
-    fc_idx tail = OW % VL;
-    for (int l = 0; l < VL; l++) lane_mask_src[l] = (l < tail || tail == 0) ? (T)1 : (T)0;
-    VEC keep = LOADU(lane_mask_src);
+    enum { RL = 64 / (int)sizeof(T), NV = RL / VL, TB = NV == 1 ? 8 : NV == 2 ? 4 : 2 };
+    _Static_assert(RL % VL == 0, "the partial sums fill whole vectors");
+    /* the last chunk of a row: tv whole vectors of pixels, then one of part < VL pixels (its
+     * other lanes masked), then vectors wholly past the row end */
+    const int tv = (int)(OW % RL / VL), part = (int)(OW % VL);
+    VI keep = {0};
+    for (int l = 0; l < VL; l++) keep[l] = l < part ? -1 : 0;
     for (fc_idx t0 = 0; t0 < ntaps; t0 += TB) {
         int nt = (int)FC_MIN((fc_idx)TB, ntaps - t0);
-        VEC acc[TB];
-        for (int i = 0; i < TB; i++) acc[i] = (VEC){0};
+        VEC acc[TB][NV];
+        for (int i = 0; i < TB; i++)
+            for (int j = 0; j < NV; j++) acc[i][j] = (VEC){0};
         for (fc_idx oh = 0; oh < OH; oh++) {
             const T *xrow = X + oh * Wq;
             const T *dy = DY + oh * ldy;
             fc_idx ow = 0;
-            for (; ow + VL <= OW; ow += VL) {
-                VEC g = LOADU(dy + ow);
-                for (int i = 0; i < nt; i++) acc[i] += g * LOADU(xrow + off[t0 + i] + ow);
-            }
-            if (ow < OW) {
-                VEC g = LOADU(dy + ow);
-                for (int i = 0; i < nt; i++) {
-                    VEC x = LOADU(xrow + off[t0 + i] + ow);
-                    /* select, not multiply: 0 * inf would be NaN */
-                    x = (VEC)((FN(ivec))x & (FN(ivec))(keep != (VEC){0}));
-                    acc[i] += g * x;
+            for (; ow + RL <= OW; ow += RL)
+                for (int j = 0; j < NV; j++) {
+                    VEC g = LOADU(dy + ow + j * VL);
+                    for (int i = 0; i < nt; i++)
+                        acc[i][j] = FN(fma)(g, LOADU(xrow + off[t0 + i] + ow + j * VL), acc[i][j]);
+                }
+            if (ow == OW) continue;
+            for (int j = 0; j < NV; j++, ow += VL) {
+                if (j < tv) {
+                    VEC g = LOADU(dy + ow);
+                    for (int i = 0; i < nt; i++)
+                        acc[i][j] = FN(fma)(g, LOADU(xrow + off[t0 + i] + ow), acc[i][j]);
+                } else if (j == tv && part) {
+                    VEC g = LOADU(dy + ow);
+                    for (int i = 0; i < nt; i++) {
+                        VEC x = LOADU(xrow + off[t0 + i] + ow);
+                        /* select, not multiply: 0 * inf would be NaN */
+                        x = (VEC)((VI)x & keep);
+                        acc[i][j] = FN(fma)(g, x, acc[i][j]);
+                    }
+                } else {
+                    /* lanes wholly past the row end, whose term is fma(0, 0, acc) as in a
+                     * masked vector: acc + 0 (it turns a -0 into +0), without the loads */
+                    for (int i = 0; i < nt; i++) acc[i][j] += (T)0;
                 }
             }
         }
         for (int i = 0; i < nt; i++) {
-            T lanes[64];
-            STOREU(lanes, acc[i]);
-            T s = 0;
-            for (int l = 0; l < VL; l++) s += lanes[l];
-            res[t0 + i] += s;
+            T lanes[RL];
+            for (int j = 0; j < NV; j++) STOREU(lanes + j * VL, acc[i][j]);
+            for (int h = RL / 2; h > 0; h /= 2)
+                for (int l = 0; l < h; l++) lanes[l] += lanes[l + h];
+            res[t0 + i] += lanes[0];
         }
     }
 }

@@ -8,7 +8,9 @@
  * (-inf for max, 0 for average). Window tap (i, j) of the output columns ow..ow+VL-1 is then ONE
  * contiguous vector load, whatever the stride, dilation or padding, and no lane needs a bounds
  * check. Reductions run over the taps in row-major order with one accumulator per output, which
- * is exactly torch's order, so the results are bitwise identical to torch's CPU kernels.
+ * is exactly torch's order, so the results are bitwise identical to torch's CPU kernels -- and,
+ * a lane being one output whatever the vector width, on every SIMD path. (Pooling has no
+ * multiply-add: its sums are plain additions, then one division; nothing here to fuse.)
  */
 #define VL VLN
 #define FN(name) FC_CAT(FC_CAT(name, TN), ISA)
