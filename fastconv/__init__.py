@@ -82,6 +82,7 @@ from .functional import (
     get_num_threads,
     max_pool2d,
     max_pool2d_backward,
+    release_memory,
     set_num_threads,
 )
 
@@ -96,4 +97,5 @@ __all__ = [
     "avg_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
+    "release_memory",
 ]
