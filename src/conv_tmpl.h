@@ -875,7 +875,8 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         if (!pl->boff) return -1;
         fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg,
                                          FC_MIN(pl->cgs, pl->Cg) * pl->RS, &pl->bwl, pl->boff);
-        pl->bbufsize = FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) + 64;
+        pl->bbufsize =
+            FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) + 64;
     }
     pl->partial = NULL;
     if (!pl->depthwise) {
@@ -930,7 +931,9 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
         boff[t] = pl->boff[T0 + t] - c0 * pl->bwl.chstride;
     }
     fc_ws()->cached_call = 0; /* slot 0 is about to hold a band */
-    T *Cp = pl->depthwise ? NULL : pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
+    T *Cp = pl->depthwise
+                ? NULL
+                : pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
     for (fc_idx n = n0; n < n1; n++)
         for (fc_idx r0 = 0; r0 < g->OH; r0 += pl->band_rows) {
             fc_idx rows = FC_MIN(pl->band_rows, g->OH - r0), Wq = pl->wl.Wq;

@@ -62,15 +62,17 @@ static int64_t fc_ws_bytes_peak = 0; /* the most fc_ws_bytes_total has been sinc
 
 /* A pass whose buffer for one image (wide input, padded grad_output, transposed grad_output)
  * would exceed this many bytes works in row bands of about an eighth of it (more when the rows
- * a band's taps reach beyond it would be a large part of it; see fc_band_rows_for): 16 MiB keeps every
- * layer of the common ImageNet networks at 224 x 224 in float32 on the whole-image path (the
- * largest, VGG's 64-channel layers, needs 13 MiB), while a band (2 MiB) is built and consumed
- * in the last-level cache. After a call no thread keeps more than three times it (48 MiB): the
+ * a band's taps reach beyond it would be a large part of it; see fc_band_rows_for): 16 MiB keeps
+ * every layer of the common ImageNet networks at 224 x 224 in float32 on the whole-image path
+ * (the largest buffers, of VGG's 64-channel layers, are 12.6 MiB), while a band (2 MiB) is
+ * built and consumed in the last-level cache. After a call no thread keeps more than three times it (48 MiB): the
  * two large buffers of the whole-image path, each up to 1.25 times the cap (see fc_ws_get), and
  * the small ones, so trimming never frees what a steady loop of ordinary layers reuses. */
 #define FC_WS_CAP_DEFAULT ((int64_t)16 << 20)
 static int64_t fc_ws_cap = FC_WS_CAP_DEFAULT;
-static inline int64_t fc_ws_cap_bytes(void) { return __atomic_load_n(&fc_ws_cap, __ATOMIC_RELAXED); }
+static inline int64_t fc_ws_cap_bytes(void) {
+    return __atomic_load_n(&fc_ws_cap, __ATOMIC_RELAXED);
+}
 static inline int64_t fc_ws_band_bytes(void) { return fc_ws_cap_bytes() / 8; }
 static inline int64_t fc_ws_keep_bytes(void) { return 3 * fc_ws_cap_bytes(); }
 
@@ -198,7 +200,7 @@ static inline void fc_ws_trim(void) { fc_ws_shrink_all(fc_ws_keep_bytes(), 0); }
 /* Every thread's buffers: the bytes freed now (a busy workspace frees its own at its next item). */
 static inline size_t fc_ws_release_all(void) { return fc_ws_shrink_all(0, 1); }
 
-/* The bytes held by each registered workspace (at most `max` of them); returns how many there are. */
+/* The bytes held by each registered workspace (at most `max` of them); returns their number. */
 static int fc_ws_list(int64_t *held, int max) {
     int n = 0;
     pthread_mutex_lock(&fc_ws_registry_lock);
