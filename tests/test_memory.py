@@ -87,6 +87,23 @@ def test_row_bands_do_not_depend_on_the_thread_count(dtype, groups, cg, kg):
             np.testing.assert_array_equal(a, b, strict=True)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [600, 603])
+def test_row_bands_of_an_output_written_with_streaming_stores(dtype, width):
+    """Outputs of 8 MiB and more are written with non-temporal stores, straight into the output
+    (bands whose pixels fill whole vectors) or through a scratch tile (the others)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 4, 600, width)).astype(dtype)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    want = fastconv.conv2d(x, w, b, padding=(0, 1))
+    assert want.nbytes >= 8 << 20
+    for cap in (1, 100_000):
+        with workspace_cap(cap):
+            np.testing.assert_array_equal(fastconv.conv2d(x, w, b, padding=(0, 1)), want,
+                                          strict=True)
+
+
 def test_row_bands_bound_the_workspaces_during_a_call():
     """An image whose buffers exceed the cap is processed in bands: at no time does a thread
     hold more than the cap allows, whatever the image size (the whole-image path needed about
@@ -204,9 +221,14 @@ def test_a_large_image_leaves_little_memory_behind():
         w = np.ones((16, 3, 3, 3))
         start = rss()
         gy = fastconv.conv2d(x, w)
+        assert (gy == 27).all()
         gy.fill(1.0)  # the output's own memory serves as grad_output
         grads = fastconv.conv2d_backward(gy, x, w)
         arrays = gy.nbytes + sum(g.nbytes for g in grads)
+        # grad_input: 16 channels x the taps that reach each pixel (fewer near the edges)
+        taps = np.minimum(np.minimum(np.arange(4096), 4095 - np.arange(4096)), 2) + 1
+        assert (grads[0] == 16.0 * np.multiply.outer(taps, taps)).all()
+        assert (grads[1] == 4094.0 ** 2).all() and (grads[2] == 4094.0 ** 2).all()
         threads = fastconv.get_num_threads()
         held = _kernels.workspace_bytes()[0]
         assert held <= threads * _kernels._workspace_keep_bytes(), held
