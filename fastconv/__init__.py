@@ -50,7 +50,8 @@ Threads and determinism
 -----------------------
 Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule)
 with the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
-pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes. An item
+pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes; for an image
+above the workspace cap (see Memory), forward and grad_input items are row bands of one image. An item
 writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
 over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
 and adds the chunks in chunk order. Results are therefore bitwise identical for any number of
@@ -71,14 +72,20 @@ removes the CPU's slow path for them (conv2d was 180x slower on subnormal data).
 Memory
 ------
 Each thread keeps a few 64-byte-aligned workspaces (the wide buffer of one image, a scratch
-tile, a transposed grad_output of one image) that grow to the largest size requested and are
-reused by later calls (and freed when the thread exits), so a training loop does not page-fault
-on every call. Shared per-call buffers are the packed weights and, for grad_weight, one partial
-gradient per batch chunk (at most 8): all are bounded by the size of one image or of the
-weights, never by the batch. Large outputs (8 MiB and up) come from a NumPy memory handler
+tile, a transposed grad_output of one image) that are reused by later calls (and freed when the
+thread exits), so a training loop does not page-fault on every call. No workspace grows with the
+image: a pass whose buffer for one image would exceed 16 MiB works in bands of output rows
+instead (each about 2 MiB, built and consumed in cache; the results are those of the whole-image
+path, bit for bit except the depthwise grad_weight's rounding), and after a call no thread keeps
+more than 48 MiB. Shared per-call buffers are the packed weights and, for grad_weight, one
+partial gradient per batch chunk (at most 8): all are bounded by the size of the weights, never
+by the batch or the image. Large outputs (8 MiB and up) come from a NumPy memory handler
 (src/fc_alloc.h) that keeps up to 512 MiB of freed output blocks for reuse, so that the kernel
 does not zero fresh pages for every call (``_kernels.set_output_cache_limit(0)`` turns it off);
 its blocks are 64-byte aligned, which the forward's non-temporal stores need.
+``fastconv.release_memory()`` frees every thread's workspaces (idle OpenMP workers' included; a
+workspace in use by a call in another thread is freed at that thread's next use) and empties
+the output cache, returning the bytes freed.
 
 SIMD
 ----
@@ -122,6 +129,7 @@ from .functional import (
     max_pool2d,
     max_pool2d_backward,
     set_flush_denormal,
+    release_memory,
     set_num_threads,
 )
 
@@ -139,4 +147,5 @@ __all__ = [
     "max_num_threads",
     "get_flush_denormal",
     "set_flush_denormal",
+    "release_memory",
 ]

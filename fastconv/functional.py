@@ -6,6 +6,7 @@ as in every deep-learning framework. Each ``*_backward`` returns the gradients t
 from ._activations import log_softmax, softmax
 from ._conv import conv2d, conv2d_backward
 from ._denormal import get_flush_denormal, set_flush_denormal
+from ._memory import release_memory
 from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from ._threads import get_num_threads, max_num_threads, set_num_threads
 
@@ -21,6 +22,7 @@ __all__ = [
     "max_num_threads",
     "get_flush_denormal",
     "set_flush_denormal",
+    "release_memory",
     "softmax",
     "log_softmax",
 ]

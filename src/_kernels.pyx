@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 cimport numpy as cnp
+from libc.stdint cimport int64_t
 from cpython.pycapsule cimport PyCapsule_New
 
 from cython cimport floating
@@ -26,7 +27,11 @@ cdef extern from "conv_engine.h" nogil:
     void fc_threads_init()
     int fc_thread_cap
     void fc_register_fork_handler()
-    long long fc_ws_bytes_total, fc_plan_bytes_peak
+    long long fc_ws_bytes_total, fc_plan_bytes_peak, fc_ws_bytes_peak
+    size_t fc_ws_release_all()
+    int64_t fc_ws_set_cap(int64_t nbytes)
+    int fc_ws_list(int64_t *held, int max)
+    int64_t fc_ws_keep_bytes()
     int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
 
     ctypedef struct fc_job:
@@ -76,6 +81,8 @@ cdef extern from "fc_alloc.h" nogil:
     void fc_handler_free(void *ctx, void *ptr, size_t size)
     void fc_cache_set_limit(size_t limit)
     size_t fc_cache_held()
+    size_t fc_cache_release()
+    void fc_heap_trim()
 
 cdef extern from "numpy/arrayobject.h":
     ctypedef struct PyDataMemAllocator:
@@ -215,6 +222,51 @@ def workspace_bytes(reset_plan=False):
     if reset_plan:
         fc_plan_bytes_peak = 0
     return int(fc_ws_bytes_total), int(plan)
+
+
+def release_memory():
+    """Free every thread's convolution workspaces and empty the output cache.
+
+    Returns the number of bytes freed. A workspace in use by a call running in another thread
+    is left to that thread, which frees it at its next work item (its bytes are not counted).
+    """
+    cdef size_t freed
+    with nogil:
+        freed = fc_ws_release_all() + fc_cache_release()
+        fc_heap_trim()
+    return int(freed)
+
+
+def _set_workspace_cap(int64_t nbytes):
+    """Testing hook: per-image buffers above ``nbytes`` switch a pass to row bands of about an
+    eighth of it, and after a call no thread keeps more than three times it (default 16 MiB).
+    Returns the previous cap."""
+    if nbytes < 1:
+        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
+    return int(fc_ws_set_cap(nbytes))
+
+
+def _workspace_keep_bytes():
+    """Bytes of workspace a thread may keep after a call."""
+    return int(fc_ws_keep_bytes())
+
+
+def _workspace_peak(reset=False):
+    """Testing hook: the most bytes all threads' workspaces held together since the last reset
+    (or the module's import); ``reset`` restarts it from the bytes held now."""
+    global fc_ws_bytes_peak
+    cdef long long peak = fc_ws_bytes_peak
+    if reset:
+        fc_ws_bytes_peak = fc_ws_bytes_total
+    return int(peak)
+
+
+def _workspace_sizes():
+    """Testing hook: the bytes held by each thread's workspace (threads that have run a kernel
+    and not exited)."""
+    cdef int64_t held[1024]
+    cdef int n = fc_ws_list(held, 1024)
+    return [int(held[i]) for i in range(min(n, 1024))]
 
 
 # ------------------------------------------------------------------------------ the job runner

@@ -37,6 +37,8 @@ cdef extern from "pool_engine.h" nogil:
     int fc_pool_prepare(fc_pool_job *j, int nthreads)
     int fc_pool_item(fc_pool_job *j, fc_idx i)
     void fc_pool_free(fc_pool_job *j)
+    size_t fc_ws_release_all()
+    long long fc_ws_bytes_total
 
 
 cdef extern from "fc_common.h" nogil:
@@ -63,6 +65,20 @@ def set_scalar(bint on):
     """Testing hook: run the forward passes on the scalar path (torch's loops verbatim)."""
     global _force_scalar
     _force_scalar = on
+
+
+def release_workspaces():
+    """Free every thread's pooling workspaces (this extension's own; see
+    fastconv._kernels.release_memory); returns the bytes freed."""
+    cdef size_t freed
+    with nogil:
+        freed = fc_ws_release_all()
+    return int(freed)
+
+
+def workspace_bytes():
+    """Bytes held in this extension's per-thread pooling workspaces now."""
+    return int(fc_ws_bytes_total)
 
 
 cdef int _init(fc_pool_job *job, int pass_, int op, bint f64, Py_ssize_t *in_shape,

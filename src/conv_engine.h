@@ -125,11 +125,19 @@ static inline int fc_job_prepare(fc_job *j, int nthreads) {
     j->plan = NULL;
     return j->f64 ? fc_job_prepare_f64(j, nthreads) : fc_job_prepare_f32(j, nthreads);
 }
+/* Items run with their thread's workspace marked busy (see fc_ws_enter). */
 static inline int fc_job_item(const fc_job *j, fc_idx i) {
-    return j->f64 ? fc_job_item_f64(j, i) : fc_job_item_f32(j, i);
+    fc_workspace *ws = fc_ws_enter();
+    int st = !ws ? -1 : j->f64 ? fc_job_item_f64(j, i) : fc_job_item_f32(j, i);
+    fc_ws_leave(ws);
+    return st;
 }
 static inline int fc_job_reduce_item(const fc_job *j, fc_idx i) {
-    return j->f64 ? fc_gw_reduce_item_f64(j->plan, i) : fc_gw_reduce_item_f32(j->plan, i);
+    fc_workspace *ws = fc_ws_enter();
+    int st = !ws ? -1 : j->f64 ? fc_gw_reduce_item_f64(j->plan, i)
+                               : fc_gw_reduce_item_f32(j->plan, i);
+    fc_ws_leave(ws);
+    return st;
 }
 static inline void fc_job_free(fc_job *j) {
     if (j->f64) fc_job_free_f64(j);

@@ -16,6 +16,12 @@
  * grad_weight  item (g, channel group, batch chunk): reduction over the chunk's pixels in
  *              registers (dw_kernel) into a partial weight gradient of that chunk; the chunks are
  *              then added in chunk order. Chunking depends on the shapes only, never on threads.
+ * row bands    an image whose buffer for a pass (wide input, padded grad_output, transposed
+ *              grad_output) would exceed fc_ws_cap_bytes() is processed in bands of output rows
+ *              instead (fc_band_rows): forward and grad_input items are (image, group, [phase,]
+ *              band), each building the buffer of its own band only; grad_weight loops over the
+ *              bands of each image inside its item. Every output element is the same sum in the
+ *              same order as on the whole-image path, so the results are identical.
  */
 #define TF(name) FC_CAT(name, TN)
 
@@ -182,6 +188,74 @@ static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, 
     return start + need <= g->N * xs[0] ? x + start : NULL;
 }
 
+/* ---------- row bands ----------
+ * A band of output rows [r0, r0 + rows) is a contiguous range of pixels p = oh*OW + ow. Its wide
+ * buffer is that of an image of band_rows output rows (the same for every band, so one set of
+ * tap offsets serves all) cut from the input at the rows its taps read. */
+
+/* Rows per band of a buffer of per_row elements per row, `halo` rows more than the band has
+ * (those its taps reach beyond it), next to another of row_elems per row (0: none): the most
+ * that fit in fc_ws_band_bytes() (built and consumed in cache), but at least 4 * halo while that
+ * fits in the cap (the halo, copied once more per band, then adds at most a quarter); at least
+ * one (a single row may need more) and at most `limit`. */
+static fc_idx TF(fc_band_rows_for)(fc_idx per_row, fc_idx halo, fc_idx row_elems, fc_idx limit) {
+    fc_idx fit[2];
+    int64_t budget[2] = {fc_ws_band_bytes(), fc_ws_cap_bytes()};
+    for (int i = 0; i < 2; i++) {
+        fc_idx elems = (fc_idx)(budget[i] / (int64_t)sizeof(T));
+        fit[i] = elems / FC_MAX(per_row, (fc_idx)1) - halo;
+        if (row_elems > 0) fit[i] = FC_MIN(fit[i], elems / row_elems);
+    }
+    fc_idx rows = FC_MAX(fit[0], FC_MIN(4 * halo, fit[1]));
+    return FC_MAX((fc_idx)1, FC_MIN(rows, limit));
+}
+
+/* Output rows per band of the wide buffer of `channels` channels (phase rows Hq(rows) =
+ * rows + halo), next to row_elems elements per output row of grad_output. */
+static fc_idx TF(fc_band_rows)(const TF(fc_geom) * g, const TF(fc_wide) * wl, fc_idx channels,
+                               fc_idx row_elems) {
+    fc_idx halo = FC_CEIL_DIV((g->R - 1) * g->dh + 1, g->sh) - 1;
+    return TF(fc_band_rows_for)(channels * g->sh * g->sw * wl->Wq, halo, row_elems, g->OH);
+}
+
+/* The geometry seen by the band of `rows` output rows from row r0: the input from row *shift on
+ * (the first row its taps read, or row 0 while that lies in the top padding), with the padding
+ * left above it. fc_build_wide of it, from x + *shift rows, fills the band's wide buffer. */
+static void TF(fc_band_geom)(const TF(fc_geom) * g, fc_idx r0, fc_idx rows, TF(fc_geom) * bg,
+                             fc_idx *shift) {
+    fc_idx top = r0 * g->sh - g->pt;
+    *bg = *g;
+    *shift = FC_MIN(FC_MAX(top, (fc_idx)0), g->H); /* past the image: every row is padding */
+    bg->pt = FC_MAX(-top, (fc_idx)0);
+    bg->H = g->H - *shift;
+    bg->OH = rows;
+}
+
+/* The band layout: band rows, its wide layout, the tap offsets of `channels` channels in it
+ * (off, [channels*R*S]) and the largest of the first `first` of them. */
+static fc_idx TF(fc_band_layout)(const TF(fc_geom) * g, fc_idx band_rows, fc_idx channels,
+                                 fc_idx first, TF(fc_wide) * bwl, fc_idx *off) {
+    TF(fc_geom) bg;
+    fc_idx shift, max_off = 0;
+    TF(fc_band_geom)(g, 0, band_rows, &bg, &shift);
+    TF(fc_wide_layout)(&bg, bwl);
+    TF(fc_tap_offsets)(&bg, bwl, channels, off);
+    for (fc_idx t = 0; t < first; t++) max_off = FC_MAX(max_off, off[t]);
+    return max_off;
+}
+
+/* Build the band of output rows from r0 (band_rows of them in the layout bwl) of channels
+ * [c0, c0 + nc) of image n into buf. */
+static void TF(fc_build_band)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
+                              const TF(fc_wide) * bwl, fc_idx band_rows, const T *x,
+                              const fc_idx *xs, fc_idx n, fc_idx c0, fc_idx nc, fc_idx r0, T *buf,
+                              fc_idx bufsize) {
+    TF(fc_geom) bg;
+    fc_idx shift;
+    TF(fc_band_geom)(g, r0, band_rows, &bg, &shift);
+    TF(fc_build_wide)(isa, &bg, bwl, x + shift * xs[2], xs, n, c0, nc, buf, bufsize);
+}
+
 typedef void (*TF(fc_copy_fn))(T *, const T *, fc_idx);
 static void TF(fc_copy)(T *dst, const T *src, fc_idx n) { memcpy(dst, src, (size_t)n * sizeof(T)); }
 
@@ -266,6 +340,11 @@ typedef struct {
     T *A;        /* [G][nmb][TT][MR] */
     fc_idx *off; /* [TT] */
     uint64_t call;
+    /* row bands (band_rows > 0): layout and tap offsets of a band's wide buffer; max_off is
+     * the largest of off (a band read straight from the input uses off) */
+    fc_idx band_rows, nbands, bbufsize, max_off;
+    TF(fc_wide) bwl;
+    fc_idx *boff; /* [TT] */
 } TF(fc_fwd_plan);
 
 /* A[mb][t][i] = w[m0 + i][t] for the rows m0 + i of each balanced row block mb (fc_row_block)
@@ -283,6 +362,27 @@ static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T
         for (fc_idx t = 0; t < TT; t++)
             for (int i = 0; i < mr; i++) a[t * MR + i] = wm[i * TT + t];
     }
+}
+
+/* Row bands, for an image whose wide buffer would exceed the cap: item (image, group, band), the
+ * band's pixels in blocks of PB. */
+static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
+    const TF(fc_geom) *g = &pl->g;
+    int nr = pl->isa.nr;
+    pl->band_rows = TF(fc_band_rows)(g, &pl->wl, pl->Cg, 0);
+    pl->nbands = FC_CEIL_DIV(g->OH, pl->band_rows);
+    pl->boff = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
+    if (!pl->boff) return -1;
+    fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg, pl->TT, &pl->bwl, pl->boff);
+    pl->bbufsize = FC_MAX(pl->Cg * pl->bwl.chstride,
+                          bmax + pl->band_rows * pl->bwl.Wq + 4 * pl->isa.vl) + 64;
+    pl->NB = 1;
+    pl->ngroups = g->N;
+    pl->Pr = FC_ROUND_UP(pl->band_rows * g->OW, nr);
+    pl->nitems = g->N * g->G * pl->nbands;
+    pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, pl->nitems, nthreads);
+    pl->nPB = 1; /* items handed out together: no two share a buffer */
+    return 0;
 }
 
 static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
@@ -306,26 +406,82 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     for (fc_idx gi = 0; gi < g->G; gi++)
         TF(fc_pack_rows)(pl->w + gi * pl->Kg * pl->TT, pl->Kg, pl->TT, MRv,
                          pl->A + gi * pl->nmb * pl->TT * MRv);
+    pl->call = fc_next_call_id();
+    pl->stream = g->N * g->K * pl->P * (fc_idx)sizeof(T) >= FC_STREAM_BYTES;
+    if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes()) {
+        pl->max_off = max_off;
+        return TF(fc_fwd_bands)(pl, nthreads);
+    }
     pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, g->N, pl->bufsize);
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(pl->NB * pl->P, nr);
     pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, pl->ngroups * g->G, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = pl->ngroups * g->G * pl->nPB;
-    pl->call = fc_next_call_id();
-    pl->stream = g->N * g->K * pl->P * (fc_idx)sizeof(T) >= FC_STREAM_BYTES;
     return 0;
 }
 
 static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
     free(pl->A);
     free(pl->off);
+    free(pl->boff);
     pl->A = NULL;
-    pl->off = NULL;
+    pl->off = pl->boff = NULL;
+    fc_ws_trim(); /* after the parallel loops: see fc_common.h */
+}
+
+/* Forward of one band: item = (image n, group gi, band). The band is read straight from the
+ * input where the whole-image path would (fc_wide_view), at the input's own tap offsets from
+ * the band's first row; otherwise its own wide buffer is built. */
+static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    const int vl = pl->isa.vl;
+    fc_idx band = item % pl->nbands, ng = item / pl->nbands;
+    fc_idx gi = ng % g->G, n = ng / g->G;
+    fc_idx r0 = band * pl->band_rows, rows = FC_MIN(pl->band_rows, g->OH - r0);
+    fc_idx P = rows * g->OW, ocs = g->OH * g->OW, Wq = pl->wl.Wq;
+    const fc_idx *off = pl->off;
+    const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg,
+                                    (r0 + rows) * Wq + pl->max_off + 4 * vl + 64);
+    if (src) {
+        src += r0 * Wq;
+    } else {
+        T *buf = (T *)fc_ws_get(0, (size_t)pl->bbufsize * sizeof(T));
+        if (!buf) return -1;
+        fc_ws()->cached_call = 0; /* slot 0 now holds a band */
+        TF(fc_build_band)(&pl->isa, g, &pl->bwl, pl->band_rows, pl->x, pl->xs, n, gi * pl->Cg,
+                          pl->Cg, r0, buf, pl->bbufsize);
+        src = buf;
+        off = pl->boff;
+        Wq = pl->bwl.Wq;
+    }
+    /* written straight into the output when no vector store can run past the band (see
+     * fc_fwd_item) */
+    const int direct = pl->nmb > 1 ? P % vl == 0 : g->OW % vl == 0;
+    T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + r0 * g->OW;
+    const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
+    fc_idx ldc = direct ? ocs : pl->PB + 4 * vl;
+    T *Ct = direct ? NULL : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
+    T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
+    if ((!direct && !Ct) || !Bp) return -1;
+    fc_idx rowlen = Wq == g->OW ? P : g->OW;
+    const T *A = pl->A + gi * pl->nmb * pl->TT * pl->isa.mr;
+    for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
+        fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
+        pl->isa.gemm_tile(A, pl->Kg, pl->TT, src, off, rowlen, Wq, P, 0, P, p0, p1,
+                          direct ? out + p0 : Ct, ldc, bias, direct && pl->stream, Bp);
+        if (!direct) {
+            TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, 0, g->OW, rows, out, ocs,
+                             g->OW, 0, 1, 0, 1, pl->stream ? pl->isa.stream_copy : TF(fc_copy));
+            if (pl->stream) FC_SFENCE();
+        }
+    }
+    return 0;
 }
 
 /* Returns -1 if this thread's workspace cannot be allocated. */
 static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
+    if (pl->band_rows) return TF(fc_fwd_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
     fc_idx gi = ng % g->G, n0 = (ng / g->G) * pl->NB, nb = FC_MIN(pl->NB, g->N - n0);
@@ -411,7 +567,45 @@ typedef struct {
     T *A;                  /* [G][phase taps...][nmb][Tphi][MR] */
     fc_idx *off;
     uint64_t call;
+    /* row bands (band_rows > 0): bands of band_rows phase rows, each in a buffer of
+     * band_rows + Uh rows of every plane; boff are the tap offsets in it */
+    fc_idx band_rows, nbands, bbufsize;
+    fc_idx *boff;
 } TF(fc_gin_plan);
+
+/* Row bands, for an image whose padded grad_output would exceed the cap: item (image, group,
+ * band, phase), the band's rows of its phase in pixel blocks of PB. Band row i of a phase's band
+ * from phase row J0 holds padded row j0 + J0 + i of the whole-image buffer (the rows its taps
+ * read: i < band_rows + Uh). */
+static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_idx Jw) {
+    const TF(fc_geom) *g = &pl->g;
+    int nr = pl->isa.nr;
+    pl->band_rows = TF(fc_band_rows_for)(pl->Kg * pl->Wb, pl->Uh, 0, Jh);
+    pl->nbands = FC_CEIL_DIV(FC_MAX(Jh, (fc_idx)1), pl->band_rows);
+    fc_idx TTall = pl->Kg * g->R * g->S, plane = (pl->band_rows + pl->Uh) * pl->Wb, bmax = 0;
+    pl->boff = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
+    if (!pl->boff) return -1;
+    for (fc_idx a = 0; a < g->sh; a++)
+        for (fc_idx b = 0; b < g->sw; b++) {
+            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
+            fc_idx t = pl->tap_start[a * g->sw + b];
+            for (fc_idx k = 0; k < pl->Kg; k++)
+                for (fc_idx i = 0; i < hh->ntaps; i++)
+                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
+                        pl->boff[t] = k * plane + (pl->Uh - hh->u[i]) * pl->Wb +
+                                      (ww->j0 + pl->Uw - ww->u[j]);
+                        bmax = FC_MAX(bmax, pl->boff[t]);
+                    }
+        }
+    pl->bbufsize = FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + 4 * pl->isa.vl) + 64;
+    pl->NB = 1;
+    pl->ngroups = g->N;
+    pl->Pr = FC_ROUND_UP(FC_MAX(pl->band_rows * Jw, (fc_idx)1), nr);
+    pl->nitems = g->N * g->G * pl->nbands * pl->nphase;
+    pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, pl->nitems, nthreads);
+    pl->nPB = 1; /* the phases of one band are handed out together (they read the same rows) */
+    return 0;
+}
 
 static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
@@ -493,13 +687,15 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     free(cblk);
     fc_idx P = Jh * Jw;
     pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
+    pl->call = fc_next_call_id();
+    if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes())
+        return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
     pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, g->N, pl->bufsize) : 1;
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), nr);
     pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, pl->ngroups * g->G * pl->nphase, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = pl->ngroups * g->G * pl->nphase * pl->nPB;
-    pl->call = fc_next_call_id();
     return 0;
 }
 
@@ -510,10 +706,12 @@ static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     free(pl->ph_w);
     free(pl->tap_start);
     free(pl->slots);
+    free(pl->boff);
     pl->A = NULL;
-    pl->off = NULL;
+    pl->off = pl->boff = NULL;
     pl->ph_h = pl->ph_w = NULL;
     pl->tap_start = pl->slots = NULL;
+    fc_ws_trim(); /* after the parallel loops: see fc_common.h */
 }
 
 static void TF(fc_build_padded_dy)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx gi, T *buf) {
@@ -528,7 +726,58 @@ static void TF(fc_build_padded_dy)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx 
     }
 }
 
+/* Rows [b0, b0 + nrows) of image n's padded grad_output (group gi; fc_build_padded_dy's layout)
+ * into buf, row b0 + i at row i of planes `plane` apart; the rest of buf zeroed. */
+static void TF(fc_build_padded_dy_rows)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx gi,
+                                        fc_idx b0, fc_idx nrows, fc_idx plane, T *buf) {
+    const TF(fc_geom) *g = &pl->g;
+    memset(buf, 0, (size_t)pl->bbufsize * sizeof(T));
+    fc_idx i0 = FC_MAX((fc_idx)0, pl->Uh - b0), i1 = FC_MIN(nrows, g->OH + pl->Uh - b0);
+    for (fc_idx k = 0; k < pl->Kg; k++) {
+        const T *src = pl->dy + (n * g->K + gi * pl->Kg + k) * g->OH * g->OW;
+        T *dst = buf + k * plane + pl->Uw;
+        for (fc_idx i = i0; i < i1; i++)
+            memcpy(dst + i * pl->Wb, src + (b0 + i - pl->Uh) * g->OW, (size_t)g->OW * sizeof(T));
+    }
+}
+
+/* grad_input of one band of one phase: item = (image n, group gi, band, phase f). */
+static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx f = item % pl->nphase, rest = item / pl->nphase;
+    fc_idx band = rest % pl->nbands, ng = rest / pl->nbands;
+    fc_idx gi = ng % g->G, n = ng / g->G;
+    const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
+    fc_idx J0 = band * pl->band_rows, t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
+    if (J0 >= hh->J || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros */
+    fc_idx rows = FC_MIN(pl->band_rows, hh->J - J0), P = rows * ww->J;
+    T *buf = (T *)fc_ws_get(0, (size_t)pl->bbufsize * sizeof(T));
+    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
+    T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
+    if (!buf || !Ct || !Bp) return -1;
+    fc_ws()->cached_call = 0; /* slot 0 now holds a band */
+    TF(fc_build_padded_dy_rows)(pl, n, gi, hh->j0 + J0, rows + pl->Uh,
+                                (pl->band_rows + pl->Uh) * pl->Wb, buf);
+    fc_idx TTall = pl->Kg * g->R * g->S;
+    const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
+    fc_idx rowlen = pl->Wb == ww->J ? P : ww->J;
+    fc_idx a = f / g->sw, b = f % g->sw;
+    fc_idx row0 = (hh->j0 + J0) * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
+    fc_idx ocs = g->H * g->W;
+    for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
+        fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
+        pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->boff + t0, rowlen, pl->Wb, P, 0, P, p0, p1,
+                          Ct, ldc, NULL, 0, Bp);
+        TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, P), P, 0, ww->J, rows,
+                         pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
+                         g->sw, TF(fc_copy));
+    }
+    return 0;
+}
+
 static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
+    if (pl->band_rows) return TF(fc_gin_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, rest = item / pl->nPB;
     fc_idx f = rest % pl->nphase, ng = rest / pl->nphase;
@@ -577,6 +826,11 @@ typedef struct {
     TF(fc_wide) wl;
     fc_idx *off; /* [Cg*RS] */
     T *partial;  /* [nchunk][G][Cg*RS][ldm] */
+    /* row bands (band_rows > 0): layout and tap offsets of a band's wide buffer; max_off is the
+     * largest offset of a channel block in off */
+    fc_idx band_rows, bbufsize, max_off;
+    TF(fc_wide) bwl;
+    fc_idx *boff; /* [Cg*RS] */
 } TF(fc_gw_plan);
 
 static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
@@ -607,6 +861,23 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         max_off = FC_MAX(max_off, pl->off[t]);
     pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + 64;
     pl->ldy = FC_ROUND_UP(g->OW, vl);
+    /* row bands when the wide input of a channel block or the grad_output buffer (transposed,
+     * or rows padded to ldy for depthwise) of an image would exceed the cap */
+    fc_idx dy_row = pl->depthwise ? pl->ldy : g->OW * pl->ldm;
+    int64_t cap = fc_ws_cap_bytes();
+    pl->band_rows = 0;
+    pl->boff = NULL;
+    if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > cap ||
+        (int64_t)(g->OH * dy_row) * (int64_t)sizeof(T) > cap) {
+        pl->max_off = max_off;
+        pl->band_rows = TF(fc_band_rows)(g, &pl->wl, pl->cgs, dy_row);
+        pl->boff = (fc_idx *)fc_aligned_calloc((size_t)(pl->Cg * pl->RS) * sizeof(fc_idx));
+        if (!pl->boff) return -1;
+        fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg,
+                                         FC_MIN(pl->cgs, pl->Cg) * pl->RS, &pl->bwl, pl->boff);
+        pl->bbufsize =
+            FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) + 64;
+    }
     pl->partial = NULL;
     if (!pl->depthwise) {
         pl->partial = (T *)fc_aligned_calloc(
@@ -619,8 +890,10 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
 static void TF(fc_gw_free)(TF(fc_gw_plan) * pl) {
     free(pl->off);
     free(pl->partial);
-    pl->off = NULL;
+    free(pl->boff);
+    pl->off = pl->boff = NULL;
     pl->partial = NULL;
+    fc_ws_trim(); /* after the parallel loops: see fc_common.h */
 }
 
 /* DYT[p][m] = dy[n][gi*Kg + m][p] for the OH*OW pixels, m padded with zeros to ldm. */
@@ -634,7 +907,79 @@ static void TF(fc_transpose_dy)(const TF(fc_gw_plan) * pl, fc_idx n, fc_idx gi, 
             memset(DYT + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
 }
 
+/* fc_gw_item over row bands: for each image, band after band, the band's wide input (read from
+ * the input itself where possible, as in fc_fwd_band_item) and its grad_output rows. dw_kernel
+ * starts from the partial sums in memory and adds the band's pixels in order, so every sum sees
+ * the same pixels in the same order as on the whole-image path: the same bits. (dw_depthwise
+ * sums a band in lanes before adding it to res: there bands change the rounding, not the
+ * determinism.) */
+static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx chunk = item % pl->nchunk, rest = item / pl->nchunk;
+    fc_idx cgi = rest % pl->ncg, gi = rest / pl->ncg;
+    fc_idx c0 = cgi * pl->cgs, nc = FC_MIN(pl->cgs, pl->Cg - c0);
+    fc_idx n0 = chunk * pl->chunk, n1 = FC_MIN(g->N, n0 + pl->chunk);
+    fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS, P = g->OH * g->OW;
+    fc_idx dy_row = pl->depthwise ? pl->ldy : g->OW * pl->ldm;
+    int TRv = pl->isa.tr, vl = pl->isa.vl;
+    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)(2 * Tn) * sizeof(fc_idx) + 64);
+    T *dyb = (T *)fc_ws_get(1, (size_t)(pl->band_rows * dy_row + 64) * sizeof(T));
+    if (!off || !dyb) return -1;
+    fc_idx *boff = off + Tn; /* off: in the input's layout, boff: in the band's */
+    for (fc_idx t = 0; t < Tn; t++) {
+        off[t] = pl->off[T0 + t] - c0 * pl->wl.chstride;
+        boff[t] = pl->boff[T0 + t] - c0 * pl->bwl.chstride;
+    }
+    fc_ws()->cached_call = 0; /* slot 0 is about to hold a band */
+    T *Cp = pl->depthwise
+                ? NULL
+                : pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
+    for (fc_idx n = n0; n < n1; n++)
+        for (fc_idx r0 = 0; r0 < g->OH; r0 += pl->band_rows) {
+            fc_idx rows = FC_MIN(pl->band_rows, g->OH - r0), Wq = pl->wl.Wq;
+            const fc_idx *o = off;
+            const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0,
+                                            (r0 + rows) * Wq + pl->max_off + vl + 64);
+            if (src) {
+                src += r0 * Wq;
+            } else {
+                T *buf = (T *)fc_ws_get(0, (size_t)pl->bbufsize * sizeof(T));
+                if (!buf) return -1;
+                TF(fc_build_band)(&pl->isa, g, &pl->bwl, pl->band_rows, pl->x, pl->xs, n,
+                                  gi * pl->Cg + c0, nc, r0, buf, pl->bbufsize);
+                src = buf;
+                o = boff;
+                Wq = pl->bwl.Wq;
+            }
+            const T *dy = pl->dy + (n * g->K + gi * pl->Kg) * P + r0 * g->OW;
+            if (pl->depthwise) {
+                for (fc_idx oh = 0; oh < rows; oh++) {
+                    memcpy(dyb + oh * pl->ldy, dy + oh * g->OW, (size_t)g->OW * sizeof(T));
+                    memset(dyb + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
+                }
+                pl->isa.dw_depthwise(pl->RS, src, o, dyb, pl->ldy, rows, g->OW, Wq,
+                                     pl->dw + gi * pl->RS);
+                continue;
+            }
+            /* the band's DYT, as fc_transpose_dy */
+            pl->isa.transpose(dy, P, pl->Kg, rows * g->OW, dyb, pl->ldm);
+            if (pl->ldm > pl->Kg)
+                for (fc_idx p = 0; p < rows * g->OW; p++)
+                    memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
+            for (fc_idx tb = 0; tb < Tn; tb += TRv) {
+                int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+                for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
+                    int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
+                    pl->isa.dw_kernel(tr, nv, src, o + tb, dyb + mb, pl->ldm, rows, g->OW, Wq,
+                                      Cp + tb * pl->ldm + mb, pl->ldm);
+                }
+            }
+        }
+    return 0;
+}
+
 static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
+    if (pl->band_rows) return TF(fc_gw_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx chunk = item % pl->nchunk, rest = item / pl->nchunk;
     fc_idx cgi = rest % pl->ncg, gi = rest / pl->ncg;

@@ -91,6 +91,32 @@ static void fc_cache_set_limit(size_t limit) {
     pthread_mutex_unlock(&fc_cache_lock);
 }
 
+/* Free every cached block, keeping the limit; returns the bytes freed. */
+static size_t fc_cache_release(void) {
+    void *blocks[FC_CACHE_SLOTS];
+    int nb = 0;
+    pthread_mutex_lock(&fc_cache_lock);
+    size_t held = fc_cache.held;
+    for (int i = 0; i < FC_CACHE_SLOTS; i++)
+        if (fc_cache.ptr[i]) {
+            blocks[nb++] = fc_cache.ptr[i];
+            fc_cache.ptr[i] = NULL;
+        }
+    fc_cache.held = 0;
+    pthread_mutex_unlock(&fc_cache_lock);
+    for (int i = 0; i < nb; i++) free(blocks[i]);
+    return held;
+}
+
+/* Give the C heap's free memory back to the operating system (glibc keeps freed blocks below
+ * its mmap threshold, which rises to 32 MiB as large blocks are freed, in its arenas). */
+#if defined(__GLIBC__)
+#include <malloc.h>
+static void fc_heap_trim(void) { malloc_trim(0); }
+#else
+static void fc_heap_trim(void) {}
+#endif
+
 static size_t fc_cache_held(void) {
     pthread_mutex_lock(&fc_cache_lock);
     size_t h = fc_cache.held;

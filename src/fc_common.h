@@ -2,7 +2,10 @@
  *
  * Per-thread workspaces: each OS thread (OpenMP worker or the calling thread) keeps a few
  * 64-byte-aligned buffers that grow to the largest size it has been asked for and are reused
- * across calls, so a steady training loop allocates (and page-faults) nothing per call.
+ * across calls, so a steady training loop allocates (and page-faults) nothing per call. No buffer
+ * grows with the image: a pass whose per-image buffer would exceed fc_ws_cap bytes works in row
+ * bands (conv_tmpl.h); after every call no thread keeps more than fc_ws_keep_bytes(), and
+ * fc_ws_release_all() frees them all (fastconv.release_memory()).
  */
 #ifndef FC_COMMON_H
 #define FC_COMMON_H
@@ -13,6 +16,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <time.h>
+#include <sched.h>
 
 typedef ptrdiff_t fc_idx;
 
@@ -33,14 +37,21 @@ typedef ptrdiff_t fc_idx;
 #define FC_CAT(a, b) FC_CAT2(a, b)
 
 enum { FC_WS_SLOTS = 4 };
+/* A workspace is busy while a work item runs on it (fc_ws_enter .. fc_ws_leave) and locked while
+ * another thread frees its buffers; only an idle one may be locked. */
+enum { FC_WS_IDLE = 0, FC_WS_BUSY = 1, FC_WS_LOCKED = 2 };
 
-typedef struct {
+typedef struct fc_workspace {
     void *ptr[FC_WS_SLOTS];
     size_t size[FC_WS_SLOTS];
     /* Which (call, image, group) the input buffer currently holds, so consecutive work items of
      * one thread on the same image do not rebuild it. */
     uint64_t cached_call;
     fc_idx cached_key;
+    int state;
+    int release_pending; /* a release found it busy: its owner frees it when it next enters */
+    int64_t held;        /* sum of size[], readable by other threads */
+    struct fc_workspace *prev, *next; /* the registry of every thread's workspace */
 } fc_workspace;
 
 static uint64_t fc_call_counter = 0;
@@ -48,24 +59,78 @@ static uint64_t fc_call_counter = 0;
  * weights, offsets, partial sums): what the benchmark reports as workspace. */
 static int64_t fc_ws_bytes_total = 0;
 static int64_t fc_plan_bytes_peak = 0;
+static int64_t fc_ws_bytes_peak = 0; /* the most fc_ws_bytes_total has been since its reset */
+
+/* A pass whose buffer for one image (wide input, padded grad_output, transposed grad_output)
+ * would exceed this many bytes works in row bands of about an eighth of it (more when the rows
+ * a band's taps reach beyond it would be a large part of it; see fc_band_rows_for): 16 MiB keeps
+ * every layer of the common ImageNet networks at 224 x 224 in float32 on the whole-image path
+ * (the largest buffers, of VGG's 64-channel layers, are 12.6 MiB), while a band (2 MiB) is
+ * built and consumed in the last-level cache. After a call no thread keeps more than three times it (48 MiB): the
+ * two large buffers of the whole-image path, each up to 1.25 times the cap (see fc_ws_get), and
+ * the small ones, so trimming never frees what a steady loop of ordinary layers reuses. */
+#define FC_WS_CAP_DEFAULT ((int64_t)16 << 20)
+static int64_t fc_ws_cap = FC_WS_CAP_DEFAULT;
+static inline int64_t fc_ws_cap_bytes(void) {
+    return __atomic_load_n(&fc_ws_cap, __ATOMIC_RELAXED);
+}
+static inline int64_t fc_ws_band_bytes(void) { return fc_ws_cap_bytes() / 8; }
+static inline int64_t fc_ws_keep_bytes(void) { return 3 * fc_ws_cap_bytes(); }
 
 /* The workspace lives as long as its thread: a pthread key's destructor frees it when the thread
  * exits (a short-lived Python thread must not leak its buffers); the __thread pointer is only a
- * fast path to it. */
+ * fast path to it. Every workspace is also linked into a registry, so that one thread can free
+ * the idle buffers of all (the workers of OpenMP teams included). */
 static pthread_key_t fc_ws_key;
 static pthread_once_t fc_ws_key_once = PTHREAD_ONCE_INIT;
 static __thread fc_workspace *fc_tls_ws = NULL;
+static pthread_mutex_t fc_ws_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static fc_workspace *fc_ws_registry = NULL;
+
+/* Free slot i of ws (its owner, or a thread that holds it locked). */
+static size_t fc_ws_free_slot(fc_workspace *ws, int i) {
+    size_t bytes = ws->size[i];
+    free(ws->ptr[i]);
+    ws->ptr[i] = NULL;
+    ws->size[i] = 0;
+    __atomic_add_fetch(&ws->held, -(int64_t)bytes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&fc_ws_bytes_total, -(int64_t)bytes, __ATOMIC_RELAXED);
+    ws->cached_call = 0;
+    return bytes;
+}
+
+/* Free the largest slots of ws until it holds at most `keep` bytes; returns the bytes freed. */
+static size_t fc_ws_shrink(fc_workspace *ws, int64_t keep) {
+    size_t freed = 0;
+    while (__atomic_load_n(&ws->held, __ATOMIC_RELAXED) > keep) {
+        int big = 0;
+        for (int i = 1; i < FC_WS_SLOTS; i++)
+            if (ws->size[i] > ws->size[big]) big = i;
+        if (!ws->size[big]) break;
+        freed += fc_ws_free_slot(ws, big);
+    }
+    return freed;
+}
 
 static void fc_ws_destroy(void *p) {
     fc_workspace *ws = (fc_workspace *)p;
-    for (int i = 0; i < FC_WS_SLOTS; i++) {
-        free(ws->ptr[i]);
-        __atomic_add_fetch(&fc_ws_bytes_total, -(int64_t)ws->size[i], __ATOMIC_RELAXED);
-    }
+    pthread_mutex_lock(&fc_ws_registry_lock);
+    if (ws->prev) ws->prev->next = ws->next;
+    else fc_ws_registry = ws->next;
+    if (ws->next) ws->next->prev = ws->prev;
+    pthread_mutex_unlock(&fc_ws_registry_lock);
+    fc_ws_shrink(ws, 0);
     free(ws);
 }
 
-static void fc_ws_key_create(void) { pthread_key_create(&fc_ws_key, fc_ws_destroy); }
+/* A fork while another thread holds the registry lock would leave it locked in the child. */
+static void fc_ws_registry_acquire(void) { pthread_mutex_lock(&fc_ws_registry_lock); }
+static void fc_ws_registry_release(void) { pthread_mutex_unlock(&fc_ws_registry_lock); }
+
+static void fc_ws_key_create(void) {
+    pthread_key_create(&fc_ws_key, fc_ws_destroy);
+    pthread_atfork(fc_ws_registry_acquire, fc_ws_registry_release, fc_ws_registry_release);
+}
 
 /* This thread's workspace (NULL if out of memory). */
 static inline fc_workspace *fc_ws(void) {
@@ -74,27 +139,101 @@ static inline fc_workspace *fc_ws(void) {
         pthread_once(&fc_ws_key_once, fc_ws_key_create);
         ws = (fc_workspace *)calloc(1, sizeof *ws);
         if (!ws) return NULL;
+        pthread_mutex_lock(&fc_ws_registry_lock);
+        ws->next = fc_ws_registry;
+        if (fc_ws_registry) fc_ws_registry->prev = ws;
+        fc_ws_registry = ws;
+        pthread_mutex_unlock(&fc_ws_registry_lock);
         pthread_setspecific(fc_ws_key, ws);
         fc_tls_ws = ws;
     }
     return ws;
 }
 
-/* A buffer of at least `bytes` in slot `slot` of this thread's workspace (NULL if out of memory). */
+/* Mark this thread's workspace busy for one work item (NULL if out of memory): no other thread
+ * frees its buffers until fc_ws_leave. Waits while another thread is freeing them, and frees
+ * them first if a release found them busy. */
+static inline fc_workspace *fc_ws_enter(void) {
+    fc_workspace *ws = fc_ws();
+    if (!ws) return NULL;
+    int expected = FC_WS_IDLE;
+    while (!__atomic_compare_exchange_n(&ws->state, &expected, FC_WS_BUSY, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+        expected = FC_WS_IDLE;
+        sched_yield(); /* a few free() calls */
+    }
+    if (__atomic_load_n(&ws->release_pending, __ATOMIC_RELAXED) &&
+        __atomic_exchange_n(&ws->release_pending, 0, __ATOMIC_RELAXED))
+        fc_ws_shrink(ws, 0);
+    return ws;
+}
+
+static inline void fc_ws_leave(fc_workspace *ws) {
+    if (ws) __atomic_store_n(&ws->state, FC_WS_IDLE, __ATOMIC_RELEASE);
+}
+
+/* Free the buffers of every idle workspace holding more than `keep` bytes, down to `keep` (0:
+ * all of them); a busy one (a call running in another thread) is left alone, or with `defer`
+ * is marked to free its buffers at its next work item. Returns the bytes freed now. */
+static size_t fc_ws_shrink_all(int64_t keep, int defer) {
+    size_t freed = 0;
+    if (__atomic_load_n(&fc_ws_bytes_total, __ATOMIC_RELAXED) <= keep) return 0;
+    pthread_mutex_lock(&fc_ws_registry_lock);
+    for (fc_workspace *ws = fc_ws_registry; ws; ws = ws->next) {
+        if (__atomic_load_n(&ws->held, __ATOMIC_RELAXED) <= keep) continue;
+        int expected = FC_WS_IDLE;
+        if (__atomic_compare_exchange_n(&ws->state, &expected, FC_WS_LOCKED, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+            freed += fc_ws_shrink(ws, keep);
+            __atomic_store_n(&ws->state, FC_WS_IDLE, __ATOMIC_RELEASE);
+        } else if (defer) {
+            __atomic_store_n(&ws->release_pending, 1, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&fc_ws_registry_lock);
+    return freed;
+}
+
+/* After a call (on the calling thread, once its parallel loops are done): no thread keeps more
+ * than fc_ws_keep_bytes(). */
+static inline void fc_ws_trim(void) { fc_ws_shrink_all(fc_ws_keep_bytes(), 0); }
+
+/* Every thread's buffers: the bytes freed now (a busy workspace frees its own at its next item). */
+static inline size_t fc_ws_release_all(void) { return fc_ws_shrink_all(0, 1); }
+
+/* The bytes held by each registered workspace (at most `max` of them); returns their number. */
+static int fc_ws_list(int64_t *held, int max) {
+    int n = 0;
+    pthread_mutex_lock(&fc_ws_registry_lock);
+    for (fc_workspace *ws = fc_ws_registry; ws; ws = ws->next, n++)
+        if (n < max) held[n] = __atomic_load_n(&ws->held, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&fc_ws_registry_lock);
+    return n;
+}
+
+/* Set the cap (bytes; see fc_ws_cap), returning the previous one. */
+static inline int64_t fc_ws_set_cap(int64_t bytes) {
+    return __atomic_exchange_n(&fc_ws_cap, bytes, __ATOMIC_RELAXED);
+}
+
+/* A buffer of at least `bytes` in slot `slot` of this thread's workspace (NULL if out of memory).
+ * Only between fc_ws_enter and fc_ws_leave. */
 static inline void *fc_ws_get(int slot, size_t bytes) {
     fc_workspace *ws = fc_ws();
     if (!ws) return NULL;
     if (ws->size[slot] < bytes) {
         size_t want = FC_ROUND_UP(bytes + bytes / 4, 4096);
         void *p = NULL;
-        free(ws->ptr[slot]);
-        __atomic_add_fetch(&fc_ws_bytes_total, -(int64_t)ws->size[slot], __ATOMIC_RELAXED);
-        ws->ptr[slot] = NULL;
-        ws->size[slot] = 0;
+        fc_ws_free_slot(ws, slot);
         if (posix_memalign(&p, 64, want) != 0) return NULL;
         ws->ptr[slot] = p;
         ws->size[slot] = want;
-        __atomic_add_fetch(&fc_ws_bytes_total, (int64_t)want, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&ws->held, (int64_t)want, __ATOMIC_RELAXED);
+        int64_t total = __atomic_add_fetch(&fc_ws_bytes_total, (int64_t)want, __ATOMIC_RELAXED);
+        int64_t peak = __atomic_load_n(&fc_ws_bytes_peak, __ATOMIC_RELAXED);
+        while (total > peak && !__atomic_compare_exchange_n(&fc_ws_bytes_peak, &peak, total, 1,
+                                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
         ws->cached_call = 0;
     }
     return ws->ptr[slot];

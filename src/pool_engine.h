@@ -93,6 +93,7 @@ static void fc_pool_free(fc_pool_job *j) {
     free(j->colbase);
     free(j->colfirst);
     fc_pool_no_tables(j);
+    fc_ws_trim(); /* after the parallel loop: see fc_common.h */
 }
 
 /* Rows per item so that there are about 4 items per thread when planes are few, and one item's
@@ -194,8 +195,12 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
     return 0;
 }
 
+/* Items run with their thread's workspace marked busy (see fc_ws_enter). */
 static inline int fc_pool_item(fc_pool_job *j, fc_idx i) {
-    return j->f64 ? fc_pool_item_f64(j, i) : fc_pool_item_f32(j, i);
+    fc_workspace *ws = fc_ws_enter();
+    int st = !ws ? -1 : j->f64 ? fc_pool_item_f64(j, i) : fc_pool_item_f32(j, i);
+    fc_ws_leave(ws);
+    return st;
 }
 
 #endif /* FC_POOL_ENGINE_H */
