@@ -862,12 +862,17 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + 64;
     pl->ldy = FC_ROUND_UP(g->OW, vl);
     /* row bands when the wide input of a channel block or the grad_output buffer (transposed,
-     * or rows padded to ldy for depthwise) of an image would exceed the cap */
-    fc_idx dy_row = pl->depthwise ? pl->ldy : g->OW * pl->ldm;
+     * or rows padded to ldy for depthwise) of an image would exceed the cap. Whether to band
+     * and how high a band is are reckoned with the widest vector (64 bytes) on every path:
+     * depthwise grad_weight adds its sums band by band, so its bits depend on the bands, which
+     * must then depend on the shapes alone, never on the SIMD path. */
+    const fc_idx vlw = 64 / (fc_idx)sizeof(T);
+    fc_idx bufw = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vlw) + 64;
+    fc_idx dy_row = pl->depthwise ? FC_ROUND_UP(g->OW, vlw) : g->OW * FC_ROUND_UP(pl->Kg, vlw);
     int64_t cap = fc_ws_cap_bytes();
     pl->band_rows = 0;
     pl->boff = NULL;
-    if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > cap ||
+    if ((int64_t)bufw * (int64_t)sizeof(T) > cap ||
         (int64_t)(g->OH * dy_row) * (int64_t)sizeof(T) > cap) {
         pl->max_off = max_off;
         pl->band_rows = TF(fc_band_rows)(g, &pl->wl, pl->cgs, dy_row);

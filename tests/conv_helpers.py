@@ -50,6 +50,16 @@ def num_threads(n):
         _pooling.set_serial_bytes(serial)
 
 
+@contextlib.contextmanager
+def workspace_cap(nbytes):
+    """Per-image buffers above ``nbytes`` take the row-band path while in this block."""
+    previous = _kernels._set_workspace_cap(nbytes)
+    try:
+        yield
+    finally:
+        _kernels._set_workspace_cap(previous)
+
+
 def snapshot(*arrays):
     """Copies (with flags) of the arrays, to check later that a call left them as they were."""
     return [None if a is None else (a.copy(), a.strides, a.flags.writeable) for a in arrays]

@@ -1,7 +1,6 @@
 """The memory the kernels keep: row bands bound every workspace for images of any size (with the
 same results as the whole-image path), no thread keeps more than a small cap after a call, and
 fastconv.release_memory() gives everything back."""
-import contextlib
 import textwrap
 
 import numpy as np
@@ -18,18 +17,9 @@ from conv_helpers import (
     num_threads,
     run_isolated,
     using_isa,
+    workspace_cap,
 )
 from strategies import conv_backward_cases
-
-
-@contextlib.contextmanager
-def workspace_cap(nbytes):
-    """Per-image buffers above ``nbytes`` take the row-band path while in this block."""
-    previous = _kernels._set_workspace_cap(nbytes)
-    try:
-        yield
-    finally:
-        _kernels._set_workspace_cap(previous)
 
 
 def engine_depthwise(case):

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa
+from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa, workspace_cap
 from strategies import DTYPES, arrays, conv_problems, pool_cases
 
 pytestmark = pytest.mark.skipif(len(SUPPORTED_ISAS) < 2, reason="this CPU runs one SIMD path")
@@ -96,7 +96,7 @@ def check_conv(draw, problem, threads):
 
 
 @st.composite
-def depthwise_problems(draw):
+def depthwise_problems(draw, min_rows=0, max_rows=4):
     """groups == C == K (the depthwise weight gradient), with output rows up to 40 wide: none,
     one, two and more whole chunks of 16 float32 / 8 float64 pixels, and every tail."""
     dtype = draw(DTYPES)
@@ -105,7 +105,7 @@ def depthwise_problems(draw):
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    h = max(1, dilation[0] * (r - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 4))
+    h = max(1, dilation[0] * (r - 1) + 1 - 2 * padding[0]) + draw(st.integers(min_rows, max_rows))
     w = max(1, dilation[1] * (s - 1) + 1 - 2 * padding[1]) + draw(st.integers(0, 40))
     x = arrays(draw, (n, c, h, w), dtype)
     weight = arrays(draw, (c, 1, r, s), dtype)
@@ -126,6 +126,16 @@ def test_conv2d_forward_and_backward_agree_on_every_path(problem, threads, data)
 @given(problem=depthwise_problems(), threads=THREADS, data=st.data())
 def test_depthwise_conv2d_agrees_on_every_path(problem, threads, data):
     check_conv(data.draw, problem, threads)
+
+
+@settings(max_examples=25)
+@given(problem=depthwise_problems(min_rows=8, max_rows=64), threads=THREADS,
+       cap=st.integers(64, 32768), data=st.data())
+def test_depthwise_row_bands_agree_on_every_path(problem, threads, cap, data):
+    # the depthwise weight gradient adds its sums band by band: the bands (whether to use them,
+    # their height) must come from the shapes alone, the same on every path
+    with workspace_cap(cap):
+        check_conv(data.draw, problem, threads)
 
 
 @settings(max_examples=15)
