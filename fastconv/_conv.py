@@ -108,6 +108,17 @@ def kernel_plan(input_shape, weight_shape, g):
     return KernelPlan(kg, ah.rows, aw.rows)
 
 
+def fft_grid_fits(input_shape, weight_shape, g):
+    """Whether the FFT's grid (the whole padded input) stays near the size of the problem: not
+    so with paddings far beyond what the windows read, where the FFT path hands the call to the
+    direct kernels (same result, without a grid of the padding's size)."""
+    for n, lo, hi, taps, out in ((input_shape[2], g.pad_top, g.pad_bottom, weight_shape[2], g.out_h),
+                                 (input_shape[3], g.pad_left, g.pad_right, weight_shape[3], g.out_w)):
+        if n + lo + hi > 2 * (n + out * taps) + 64:
+            return False
+    return True
+
+
 def _kernel_shape(input_shape, plan):
     """The shape of the input the kernels read (see _kernel_input)."""
     n, c, h, w = input_shape

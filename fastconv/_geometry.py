@@ -21,23 +21,34 @@ times the kernel), so their results are bitwise unchanged.
 """
 from typing import NamedTuple, Optional
 
+import os
+
 import numpy as np
 
-# The x86-64 (and AArch64) user address space is 2**47 bytes: a larger array can never be
-# allocated, so asking for one is an argument error rather than an out-of-memory condition.
-MAX_ARRAY_BYTES = 2**47
+
+def _physical_memory():
+    """Bytes of physical memory, or 2**47 (the x86-64 user address space) if unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 2**47
+
+
+# An array larger than the machine's physical memory is refused as an argument error (a typo'd
+# padding of 2**40 must not page the machine to death or fail deep inside an allocator).
+MAX_ARRAY_BYTES = _physical_memory()
 
 
 def check_size(shape, itemsize, what):
-    """ValueError naming ``what`` if an array of ``shape`` could never be allocated."""
+    """ValueError naming ``what`` if an array of ``shape`` would not fit in physical memory."""
     count = 1
     for v in shape:
         count *= int(v)
     if count * itemsize > MAX_ARRAY_BYTES:
         raise ValueError(
             f"{what} of shape {tuple(int(v) for v in shape)} would need {count * itemsize} bytes, "
-            f"more than can ever be allocated ({MAX_ARRAY_BYTES}); check the stride, padding, "
-            "dilation and kernel size"
+            f"more than this machine's memory ({MAX_ARRAY_BYTES} bytes); check the stride, "
+            "padding, dilation and kernel size"
         )
 
 

@@ -9,6 +9,7 @@ arithmetic differs.
 import numpy as np
 
 from ._conv import _check_conv_arrays, conv_geometry
+from ._geometry import check_size
 from ._validation import as_float_array, batched
 
 
@@ -43,6 +44,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     n, c, _, _ = x4.shape
     k, cg, r, s = weight.shape
+    check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
     win, _, _, _ = _conv_windows(x4, g, r, s)
     win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)
     wg = weight.reshape(g.groups, k // g.groups, cg, r, s)
@@ -66,6 +68,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     kg = k // g.groups
     go_g = go.reshape(n, g.groups, kg, g.out_h, g.out_w)
     w_g = weight.reshape(g.groups, kg, cg, r, s)
+    check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
     win, rows, cols, inside = _conv_windows(x4, g, r, s)
     win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)
     gw = np.einsum("ngkhw,ngchwrs->gkcrs", go_g, win)
