@@ -20,7 +20,7 @@ import textwrap
 
 import pytest
 
-COUNT = int(os.environ.get("FASTCONV_FUZZ_COUNT", "1500"))
+COUNT = int(os.environ.get("FASTCONV_FUZZ_COUNT", "2000"))
 SEED = int(os.environ.get("FASTCONV_FUZZ_SEED", "20261204"))
 MISALIGNED = os.environ.get("FASTCONV_FUZZ_MISALIGNED", "1") != "0"
 BATCH_TIMEOUT = 600  # seconds for one worker's share; a hang shows as the candidate in flight
