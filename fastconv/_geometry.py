@@ -8,7 +8,8 @@ dilation`` columns and a table of ``kernel`` taps). Before any kernel runs, each
 therefore rewritten, exactly, as follows:
 
 * a stride is irrelevant when the axis has one output, a dilation when the kernel has one tap
-  along it (both become 1), and a leading padding larger than the span read is clipped to it;
+  along it: when larger than the problem itself, they become 1; a leading padding larger than
+  the span read is clipped to it;
 * if the span read is still much larger than the rows the windows actually use (huge padding
   together with a huge stride or dilation), the axis is *gathered*: row ``i*R + r`` of a new
   input is the row that tap ``r`` of window ``i`` reads (``-1`` = padding), and the kernels run
@@ -80,11 +81,14 @@ def _positions(o, stride, pad, taps, dilation, n):
 
 def conv_axis(n, pad, taps, stride, dilation, out):
     """The AxisPlan of one axis of a convolution (input size n, leading padding pad, R taps)."""
-    stride = 1 if out == 1 else stride
-    dilation = 1 if taps == 1 else dilation
+    # only values beyond the problem's own size are rewritten: an ordinary layer runs exactly
+    # the geometry it was given (and so keeps its bits)
+    large = 2 * (n + out * taps) + 64
+    stride = 1 if out == 1 and stride > large else stride
+    dilation = 1 if taps == 1 and dilation > large else dilation
     span = (out - 1) * stride + (taps - 1) * dilation + 1  # padded rows the windows cover
     wide = -(-span // stride) * stride
-    if wide <= 2 * (n + out * taps) + 64:
+    if wide <= large:
         return AxisPlan(stride, dilation, min(pad, span), None)
     rows = _positions(out, stride, pad, taps, dilation, n).reshape(-1)
     return AxisPlan(taps, 1, 0, rows)
@@ -103,13 +107,14 @@ def pool_windows(n, kernel, stride, pad, dilation, out):
 
 def pool_axis(n, kernel, stride, pad, dilation, out):
     """The AxisPlan of one pooling axis; a gathered axis has kernel = stride = taps per window."""
-    stride = 1 if out == 1 else stride
-    dilation = 1 if kernel == 1 else dilation
-    # the kernels' cost along this axis: their row buffer and tap table
-    direct = stride * max(out, 16) + (kernel - 1) * dilation + kernel + pad
     first, count = pool_windows(n, kernel, stride, pad, dilation, out)
     taps = int(count.max())
-    if direct <= max(4 * out * taps, 4 * n + 4096):
+    large = max(4 * out * taps, 4 * n + 4096)
+    stride = 1 if out == 1 and stride > large else stride
+    dilation = 1 if kernel == 1 and dilation > large else dilation
+    # the kernels' cost along this axis: their row buffer and tap table
+    direct = stride * max(out, 16) + (kernel - 1) * dilation + kernel + pad
+    if direct <= large:
         return AxisPlan(stride, dilation, pad, None, kernel)
     dt = _ints((out * stride, pad, n, kernel * dilation))
     start = np.arange(out, dtype=dt) * stride - pad
