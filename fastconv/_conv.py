@@ -180,6 +180,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         ``OH = (H + pT + pB - dilation*(R-1) - 1) // stride + 1`` (likewise OW).
 
     Inputs are never modified; any memory layout (views, transposes) is accepted.
+
+    Like torch, stride, padding and dilation take any value up to ``2**63 - 1`` (a larger one
+    is a ``ValueError``): the kernels run an equivalent small geometry (see
+    ``fastconv._geometry``), so a huge stride or padding costs no memory. A result larger
+    than the machine's physical memory is a ``ValueError`` raised before anything is allocated.
     """
     _check_algorithm(algorithm)
     if algorithm != "direct":

@@ -205,6 +205,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     are rejected with a ``ValueError``. torch returns -inf there with an index that is either
     past the plane or the first element of the next row (whose value is not -inf), so its
     backward would route the gradient to the wrong element or out of bounds.
+
+    kernel_size, stride, padding and dilation take any value up to
+    ``2**63 - 1``, as in torch (a larger one is a ``ValueError``); windows are clipped to the
+    input exactly, so a huge kernel or stride costs no memory.
     """
     x4, unbatched = _check_input(input)
     return_indices = as_bool(return_indices, "return_indices")
@@ -309,6 +313,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         window's sum, accumulated in row-major order, divided by the divisor: bitwise identical
         to torch's CPU kernel and for any number of threads. Inputs are never modified. Every
         window contains at least one input element (padding <= kernel_size // 2).
+
+    kernel_size, stride, padding and divisor_override take any value up to ``2**63 - 1``, as
+    in torch (a larger one is a ``ValueError``); a huge kernel or stride costs no memory.
+    Divisors are computed as exact integers.
     """
     x4, unbatched = _check_input(input)
     g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
