@@ -105,17 +105,40 @@ def pool_windows(n, kernel, stride, pad, dilation, out):
     return first.astype(np.int64), count.astype(np.int64)
 
 
+def _pool_cost(out, kernel, stride, pad, dilation):
+    """The kernels' cost along one pooling axis: their row buffer and tap table."""
+    return stride * max(out, 16) + (kernel - 1) * dilation + kernel + pad
+
+
+def _clipped_pool(n, kernel, stride, pad, dilation, out):
+    """A small (kernel, pad) whose windows hold the same in-bounds taps as the given ones:
+    leading taps that only ever fall in the padding of every window are dropped (the padding
+    shrinks by whole dilation steps), then trailing taps that never reach the input."""
+    keep = max((out - 1) * stride, 0)  # the last window still starts at or before 0
+    drop = max(pad - keep, 0) // dilation
+    pad2 = pad - drop * dilation
+    kernel2 = min(kernel - drop, -(-(n + pad2) // dilation))
+    return max(kernel2, 1), pad2
+
+
 def pool_axis(n, kernel, stride, pad, dilation, out):
-    """The AxisPlan of one pooling axis; a gathered axis has kernel = stride = taps per window."""
+    """The AxisPlan of one pooling axis: the given geometry, the same with the kernel and
+    padding clipped to the input (checked to give every window the same in-bounds taps), or,
+    if both stay large, a gathered axis (kernel = stride = taps per window)."""
     first, count = pool_windows(n, kernel, stride, pad, dilation, out)
     taps = int(count.max())
-    large = max(4 * out * taps, 4 * n + 4096)
+    large = max(4 * n + 4096, min(4 * out * taps, 2**24))
     stride = 1 if out == 1 and stride > large else stride
     dilation = 1 if kernel == 1 and dilation > large else dilation
-    # the kernels' cost along this axis: their row buffer and tap table
-    direct = stride * max(out, 16) + (kernel - 1) * dilation + kernel + pad
-    if direct <= large:
+    if _pool_cost(out, kernel, stride, pad, dilation) <= large:
         return AxisPlan(stride, dilation, pad, None, kernel)
+    stride = 1 if out == 1 else stride
+    kernel2, pad2 = _clipped_pool(n, kernel, stride, pad, dilation, out)
+    if _pool_cost(out, kernel2, stride, pad2, dilation) <= large:
+        first2, count2 = pool_windows(n, kernel2, stride, pad2, dilation, out)
+        if np.array_equal(count2, count) and np.array_equal(
+                first2.astype(object) * dilation - pad2, first.astype(object) * dilation - pad):
+            return AxisPlan(stride, dilation, pad2, None, kernel2)
     dt = _ints((out * stride, pad, n, kernel * dilation))
     start = np.arange(out, dtype=dt) * stride - pad
     j = np.arange(taps)

@@ -157,7 +157,11 @@ def pool_plan(shape4, g, is_max):
     ah = pool_axis(h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], g.out_h)
     aw = pool_axis(w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], g.out_w)
     divisor, override = None, g.divisor_override
-    if (ah.rows is not None or aw.rows is not None) and not is_max and override is None:
+    # the kernels derive the divisors from the kernel, padding and stride they are given
+    changed = any(a.rows is not None or a.kernel != k or a.pad != p or (a.stride != s and o > 1)
+                  for a, k, p, s, o in zip((ah, aw), g.kernel, g.padding, g.stride,
+                                           (g.out_h, g.out_w)))
+    if changed and not is_max and override is None:
         divisor, override = _avg_divisor(shape4, g), 1  # the kernels sum, Python divides
     kg = PoolGeometry((ah.kernel, aw.kernel), (ah.stride, aw.stride), (ah.pad, aw.pad),
                       (ah.dilation, aw.dilation), g.ceil_mode, g.count_include_pad, override,
@@ -362,12 +366,12 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     if go4.size == 0 or not grad_output.size:
         return _kernels.empty(input_shape, grad_output.dtype, zero=True)
     plan = pool_plan(shape4, g, False)
+    if plan.divisor is not None:  # the kernels run with divisor 1
+        go4 = _divided(go4, plan.divisor)
     if not plan.gathered:
         grad_input = _kernels.empty(shape4, grad_output.dtype)
         _pooling.avg_pool2d_backward(go4, grad_input, plan.geometry)
     else:  # every gathered element lies in one window; then back to the input, in a fixed order
-        if plan.divisor is not None:
-            go4 = _divided(go4, plan.divisor)
         grad_k = _kernels.empty(plan.kernel_shape(shape4), grad_output.dtype)
         _pooling.avg_pool2d_backward(go4, grad_k, plan.geometry)
         grad_input = scatter_add(shape4, grad_output.dtype, grad_k, plan.rows_h, plan.rows_w)

@@ -83,6 +83,24 @@ CASES = [
      "ref.avg_pool2d_backward(np.ones((2,2,2,4)), (2,2,5,6), (2**62, 3), stride=(2**60, 2), "
      "padding=(2**61, 1), ceil_mode=True, count_include_pad=False)",
      None),
+    # many outputs, each window covering the whole input: the kernel and padding are clipped
+    # (a gather would copy the input once per output row)
+    ("max-pool-clipped-kernel-many-outputs",
+     "fc.max_pool2d(np.arange(5 * 4630.).reshape(1,1,4630,5), (2**63-1, 1), stride=(2, 1), "
+     "padding=(2**62-1, 0), return_indices=True)",
+     "ref.max_pool2d(np.arange(5 * 4630.).reshape(1,1,4630,5), (2**63-1, 1), stride=(2, 1), "
+     "padding=(2**62-1, 0), return_indices=True)",
+     None),
+    ("avg-pool-backward-clipped-kernel",
+     "fc.avg_pool2d_backward(G4, (2,2,6,5), (2**63-1, 1), stride=(1, 2**63-1), "
+     "padding=(2**62-2, 0))",
+     "ref.avg_pool2d_backward(G4, (2,2,6,5), (2**63-1, 1), stride=(1, 2**63-1), "
+     "padding=(2**62-2, 0))",
+     None),
+    ("avg-pool-clipped-kernel",
+     "fc.avg_pool2d(X, (2**63-1, 1), stride=(1, 2**63-1), padding=(2**62-2, 0))",
+     "ref.avg_pool2d(X, (2**63-1, 1), stride=(1, 2**63-1), padding=(2**62-2, 0))",
+     None),
     # the same kinds of geometry within torch's int32 pooling sizes, so that torch answers
     ("avg-pool-kernel-2**30-padding-2**29",
      "fc.avg_pool2d(X, (2**30, 3), stride=(2**28, 2), padding=(2**29, 1), ceil_mode=True)",
@@ -120,6 +138,7 @@ PRELUDE = textwrap.dedent("""
     X = rng.standard_normal((2, 3, 5, 6))
     W = rng.standard_normal((4, 3, 2, 2))
     G = rng.standard_normal((2, 4, 2, 3))
+    G4 = rng.standard_normal((2, 2, 4, 1))
 """)
 
 CHILD = PRELUDE + textwrap.dedent("""
