@@ -48,15 +48,16 @@ fixed-order sum.
 
 Threads and determinism
 -----------------------
-Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule)
-with the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
+Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule) with
+the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
 pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes; for an image
-above the workspace cap (see Memory), forward and grad_input items are row bands of one image. An item
-writes only its own outputs, always in the same order. The one cross-item reduction, grad_weight
-over batch chunks, uses a chunking that depends on the shapes only, never on the thread count,
-and adds the chunks in chunk order. Results are therefore bitwise identical for any number of
-threads -- and on every SIMD path (below). ``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl
-set the thread count, capped at ``max_num_threads()`` (1024, or the number of processors if more, at most ``OMP_THREAD_LIMIT``):
+above the workspace cap (see Memory), forward and grad_input items are row bands of one image. An
+item writes only its own outputs, always in the same order. The one cross-item reduction,
+grad_weight over batch chunks, uses a chunking that depends on the shapes only, never on the
+thread count, and adds the chunks in chunk order. Results are therefore bitwise identical for any
+number of threads -- and on every SIMD path (below).
+``set_num_threads``/``OMP_NUM_THREADS``/threadpoolctl set the thread count, capped at
+``max_num_threads()`` (1024, or the number of processors if more, at most ``OMP_THREAD_LIMIT``):
 libgomp crashes the process on very large teams (100000 threads overflow the caller's stack).
 
 Each call has one ``fc_run`` (src/fc_common.h) shared by its threads. The first failure (out of

@@ -4,9 +4,10 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels
+from ._geometry import check_size, conv_axis, gather, scatter_add
 from ._validation import (
     as_float_array,
-    as_int,
+    as_int64,
     batched,
     check_same_dtype,
     nonnegative_pair,
@@ -54,7 +55,7 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry."""
     n, c, h, w = input_shape
     k, cg, r, s = weight_shape
-    groups = as_int(groups, "groups")
+    groups = as_int64(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     if c % groups:
@@ -81,6 +82,56 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
             f"for a {r}x{s} kernel with dilation {dilation}"
         )
     return ConvGeometry(stride, dilation, pt, pb, pl, pr, groups, oh, ow)
+
+
+class KernelPlan(NamedTuple):
+    """The equivalent small problem the kernels run (see fastconv._geometry): its geometry and,
+    per gathered axis, the source row of every row of the gathered input (None: not gathered)."""
+
+    geometry: ConvGeometry
+    rows_h: object
+    rows_w: object
+
+    @property
+    def gathered(self):
+        return self.rows_h is not None or self.rows_w is not None
+
+
+def kernel_plan(input_shape, weight_shape, g):
+    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run."""
+    _, _, h, w = input_shape
+    _, _, r, s = weight_shape
+    ah = conv_axis(h, g.pad_top, r, g.stride[0], g.dilation[0], g.out_h)
+    aw = conv_axis(w, g.pad_left, s, g.stride[1], g.dilation[1], g.out_w)
+    kg = ConvGeometry((ah.stride, aw.stride), (ah.dilation, aw.dilation), ah.pad, 0, aw.pad, 0,
+                      g.groups, g.out_h, g.out_w)
+    return KernelPlan(kg, ah.rows, aw.rows)
+
+
+def fft_grid_fits(input_shape, weight_shape, g):
+    """Whether the FFT's grid (the whole padded input) stays near the size of the problem: not
+    so with paddings far beyond what the windows read, where the FFT path hands the call to the
+    direct kernels (same result, without a grid of the padding's size)."""
+    for n, lo, hi, taps, out in ((input_shape[2], g.pad_top, g.pad_bottom, weight_shape[2], g.out_h),
+                                 (input_shape[3], g.pad_left, g.pad_right, weight_shape[3], g.out_w)):
+        if n + lo + hi > 2 * (n + out * taps) + 64:
+            return False
+    return True
+
+
+def _kernel_shape(input_shape, plan):
+    """The shape of the input the kernels read (see _kernel_input)."""
+    n, c, h, w = input_shape
+    return (n, c, h if plan.rows_h is None else plan.rows_h.size,
+            w if plan.rows_w is None else plan.rows_w.size)
+
+
+def _kernel_input(x4, plan):
+    """The input the kernels read: x4 itself, or its gathered rows/columns (zeros for padding)."""
+    if not plan.gathered:
+        return x4
+    check_size(_kernel_shape(x4.shape, plan), x4.itemsize, "the gathered input")
+    return gather(x4, plan.rows_h, plan.rows_w, 0)
 
 
 def _check_conv_arrays(input, weight, bias):
@@ -136,6 +187,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     negative or zero strides, read-only arrays, memmaps; byte-swapped or unaligned arrays are
     copied to native order first). As in torch, the zero padding takes part in the products: an
     inf or NaN weight makes the outputs whose window overlaps the padding NaN.
+
+    Like torch, stride, padding and dilation take any value up to ``2**63 - 1`` (a larger one
+    is a ``ValueError``): the kernels run an equivalent small geometry (see
+    ``fastconv._geometry``), so a huge stride or padding costs no memory. A result larger
+    than the machine's physical memory is a ``ValueError`` raised before anything is allocated.
     """
     _check_algorithm(algorithm)
     if algorithm == "fft":
@@ -143,12 +199,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         return fft.conv2d_fft(input, weight, bias, stride, padding, dilation, groups)
     x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
+    shape = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
+    check_size(shape, x4.itemsize, "the output")
+    out = _kernels.empty(shape, x4.dtype)
     if out.size and weight.shape[1] == 0:  # no input channels: only the bias remains
         out[...] = 0 if bias is None else bias[None, :, None, None]
     elif out.size:
-        _kernels.conv2d_forward(x4, np.ascontiguousarray(weight),
-                                None if bias is None else np.ascontiguousarray(bias), out, g)
+        plan = kernel_plan(x4.shape, weight.shape, g)
+        _kernels.conv2d_forward(_kernel_input(x4, plan), np.ascontiguousarray(weight),
+                                None if bias is None else np.ascontiguousarray(bias), out,
+                                plan.geometry)
     return out[0] if unbatched else out
 
 
@@ -165,6 +225,7 @@ def check_backward_args(grad_output, input, weight, stride, padding, dilation, g
     x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
     check_same_dtype("input", x4, grad_output=grad_output)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    check_size((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.itemsize, "the output")
     go4, go_unbatched = batched(grad_output, "grad_output")
     expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
     if go4.shape != expected or go_unbatched != unbatched:
@@ -250,22 +311,31 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         grad_output, input, weight, stride, padding, dilation, groups, needs)
     grad_input = grad_weight = grad_bias = None
     go4 = np.ascontiguousarray(go4)
+    plan = kernel_plan(x4.shape, weight.shape, g)
+    kg = plan.geometry
+    xk = _kernel_input(x4, plan) if need_weight and go4.size and weight.size else x4
     if need_input:
         runs = x4.size and go4.size and weight.size
         if runs and not np.isfinite(weight).all():
+            check_size(x4.shape, x4.itemsize, "grad_input")
             grad_input = _grad_input_by_taps(go4, weight, x4.shape, g)
         else:
-            # with stride 1 the kernel writes every element; with a stride, the positions that
-            # no tap reaches keep the zeros
-            grad_input = _kernels.empty(x4.shape, x4.dtype, zero=not runs or g.stride != (1, 1))
+            shape = _kernel_shape(x4.shape, plan)
+            check_size(shape, x4.itemsize, "grad_input")
+            # with stride 1 the kernel writes every element; with a stride, the positions that no
+            # tap reaches keep the zeros
+            grad_input = _kernels.empty(shape, x4.dtype, zero=not runs or kg.stride != (1, 1))
             if runs:
-                _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, g)
+                _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, kg)
+            if plan.gathered:  # back from the gathered rows to the input's, in a fixed order
+                grad_input = scatter_add(x4.shape, x4.dtype, grad_input, plan.rows_h,
+                                         plan.rows_w)
         if unbatched:
             grad_input = grad_input[0]
     if need_weight:
         grad_weight = np.zeros(weight.shape, dtype=x4.dtype)
         if go4.size and weight.size:
-            _kernels.conv2d_grad_weight(go4, x4, grad_weight, g)
+            _kernels.conv2d_grad_weight(go4, xk, grad_weight, kg)
     if need_bias:
         grad_bias = np.zeros(weight.shape[0], dtype=x4.dtype)
         if go4.size:

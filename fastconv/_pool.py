@@ -5,11 +5,13 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _kernels, _pooling
+from ._geometry import check_size, gather, pool_axis, pool_windows, scatter_add
 from ._validation import (
     as_bool,
     as_float_array,
     as_index_array,
     as_int,
+    as_int64,
     batched,
     nonnegative_pair,
     positive_pair,
@@ -49,10 +51,7 @@ def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
 
 def _empty_windows(size, kernel, stride, padding, dilation, out):
     """Output positions (along one axis) whose dilated window holds no input element."""
-    start = np.arange(out) * stride - padding
-    first = np.where(start < 0, -(start // dilation) * dilation + start, start)  # first tap >= 0
-    first_tap = (first - start) // dilation
-    return np.flatnonzero((first_tap >= kernel) | (first >= size))
+    return np.flatnonzero(pool_windows(size, kernel, stride, padding, dilation, out)[1] == 0)
 
 
 def _check_input(input, name="input"):
@@ -90,7 +89,7 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mo
     ceil_mode = as_bool(ceil_mode, "ceil_mode")
     count_include_pad = as_bool(count_include_pad, "count_include_pad")
     if divisor_override is not None:
-        divisor_override = as_int(divisor_override, "divisor_override")
+        divisor_override = as_int64(divisor_override, "divisor_override")
         if divisor_override == 0:
             raise ValueError("divisor_override must not be zero")
     for p, k in zip(padding, kernel):
@@ -118,6 +117,64 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mo
                 )
     return PoolGeometry(kernel, stride, padding, dilation, ceil_mode, count_include_pad,
                         divisor_override, out[0], out[1])
+
+
+class PoolPlan(NamedTuple):
+    """The equivalent small problem the kernels run (see fastconv._geometry): its geometry, the
+    source rows/columns of a gathered axis (None: not gathered) and, for an average pooling
+    whose divisors the kernels cannot derive from that geometry, the (OH, OW) divisors."""
+
+    geometry: PoolGeometry
+    rows_h: object
+    rows_w: object
+    divisor: object
+
+    @property
+    def gathered(self):
+        return self.rows_h is not None or self.rows_w is not None
+
+    def kernel_shape(self, shape4):
+        n, c, h, w = shape4
+        return (n, c, h if self.rows_h is None else self.rows_h.size,
+                w if self.rows_w is None else self.rows_w.size)
+
+
+def _avg_divisor(shape4, g):
+    """(OH, OW) divisors of avg_pool2d without divisor_override, torch's rule, in exact integer
+    arithmetic (an object array: the sizes may be near 2**63)."""
+    factors = []
+    for size, out, k, s, p in zip(shape4[2:], (g.out_h, g.out_w), g.kernel, g.stride, g.padding):
+        start = np.arange(out, dtype=object) * s - p
+        if g.count_include_pad:  # padding cells count, cells past the padded edge do not
+            factors.append(np.minimum(start + k, size + p) - start)
+        else:
+            factors.append(np.minimum(start + k, size) - np.maximum(start, 0))
+    return factors[0][:, None] * factors[1][None, :]
+
+
+def pool_plan(shape4, g, is_max):
+    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run."""
+    _, _, h, w = shape4
+    ah = pool_axis(h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], g.out_h)
+    aw = pool_axis(w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], g.out_w)
+    divisor, override = None, g.divisor_override
+    # the kernels derive the divisors from the kernel, padding and stride they are given
+    changed = any(a.rows is not None or a.kernel != k or a.pad != p or (a.stride != s and o > 1)
+                  for a, k, p, s, o in zip((ah, aw), g.kernel, g.padding, g.stride,
+                                           (g.out_h, g.out_w)))
+    if changed and not is_max and override is None:
+        divisor, override = _avg_divisor(shape4, g), 1  # the kernels sum, Python divides
+    kg = PoolGeometry((ah.kernel, aw.kernel), (ah.stride, aw.stride), (ah.pad, aw.pad),
+                      (ah.dilation, aw.dilation), g.ceil_mode, g.count_include_pad, override,
+                      g.out_h, g.out_w)
+    plan = PoolPlan(kg, ah.rows, aw.rows, divisor)
+    check_size(plan.kernel_shape(shape4), 8, "the gathered input")
+    return plan
+
+
+def _divided(a, divisor):
+    """a / divisor elementwise in a's dtype (divisor: the exact integers of _avg_divisor)."""
+    return a / np.array([float(v) for v in divisor.ravel()], a.dtype).reshape(divisor.shape)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -153,15 +210,27 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     are rejected with a ``ValueError``. torch returns -inf there with an index that is either
     past the plane or the first element of the next row (whose value is not -inf), so its
     backward would route the gradient to the wrong element or out of bounds.
+
+    kernel_size, stride, padding and dilation take any value up to
+    ``2**63 - 1``, as in torch (a larger one is a ``ValueError``); windows are clipped to the
+    input exactly, so a huge kernel or stride costs no memory.
     """
     x4, unbatched = _check_input(input)
     return_indices = as_bool(return_indices, "return_indices")
     g = pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
     shape = (x4.shape[0], x4.shape[1], g.out_h, g.out_w)
+    check_size(shape, 16 if return_indices else x4.itemsize, "the output")
     out = _kernels.empty(shape, x4.dtype)
     indices = _kernels.empty(shape, np.int64) if return_indices else None
     if out.size:
-        _pooling.pool2d_forward(x4, out, indices, True, g)
+        plan = pool_plan(x4.shape, g, True)
+        xk = gather(x4, plan.rows_h, plan.rows_w, -np.inf) if plan.gathered else x4
+        _pooling.pool2d_forward(xk, out, indices, True, plan.geometry)
+        if plan.gathered and indices is not None:  # positions in the gathered plane -> input's
+            rows = np.arange(x4.shape[2]) if plan.rows_h is None else plan.rows_h
+            cols = np.arange(x4.shape[3]) if plan.rows_w is None else plan.rows_w
+            i, j = np.divmod(indices, xk.shape[3])
+            indices[...] = rows[i] * x4.shape[3] + cols[j]
     if unbatched:
         out = out[0]
         indices = None if indices is None else indices[0]
@@ -207,6 +276,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             f"grad_output shape {grad_output.shape} does not match input_shape "
             f"{tuple(input_shape)} in N and C"
         )
+    check_size(shape4, grad_output.itemsize, "grad_input (input_shape)")
     grad_input = _kernels.empty(shape4, grad_output.dtype)
     if grad_input.size:
         if go4.size == 0:
@@ -245,13 +315,23 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         window's sum, accumulated in row-major order, divided by the divisor: bitwise identical
         to torch's CPU kernel and for any number of threads. Inputs are never modified. Every
         window contains at least one input element (padding <= kernel_size // 2).
+
+    kernel_size, stride, padding and divisor_override take any value up to ``2**63 - 1``, as
+    in torch (a larger one is a ``ValueError``); a huge kernel or stride costs no memory.
+    Divisors are computed as exact integers.
     """
     x4, unbatched = _check_input(input)
     g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                       divisor_override, is_max=False)
-    out = _kernels.empty((x4.shape[0], x4.shape[1], g.out_h, g.out_w), x4.dtype)
+    shape = (x4.shape[0], x4.shape[1], g.out_h, g.out_w)
+    check_size(shape, x4.itemsize, "the output")
+    out = _kernels.empty(shape, x4.dtype)
     if out.size:
-        _pooling.pool2d_forward(x4, out, None, False, g)
+        plan = pool_plan(x4.shape, g, False)
+        xk = gather(x4, plan.rows_h, plan.rows_w, 0) if plan.gathered else x4
+        _pooling.pool2d_forward(xk, out, None, False, plan.geometry)
+        if plan.divisor is not None:
+            out[...] = _divided(out, plan.divisor)
     return out[0] if unbatched else out
 
 
@@ -280,7 +360,17 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     if grad_output.shape != want:
         raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
     go4, _ = batched(grad_output, "grad_output")
-    grad_input = _kernels.empty(shape4, grad_output.dtype)
-    if grad_input.size:
-        _pooling.avg_pool2d_backward(go4, grad_input, g)
+    check_size(shape4, grad_output.itemsize, "grad_input (input_shape)")
+    if go4.size == 0 or not grad_output.size:
+        return _kernels.empty(input_shape, grad_output.dtype, zero=True)
+    plan = pool_plan(shape4, g, False)
+    if plan.divisor is not None:  # the kernels run with divisor 1
+        go4 = _divided(go4, plan.divisor)
+    if not plan.gathered:
+        grad_input = _kernels.empty(shape4, grad_output.dtype)
+        _pooling.avg_pool2d_backward(go4, grad_input, plan.geometry)
+    else:  # every gathered element lies in one window; then back to the input, in a fixed order
+        grad_k = _kernels.empty(plan.kernel_shape(shape4), grad_output.dtype)
+        _pooling.avg_pool2d_backward(go4, grad_k, plan.geometry)
+        grad_input = scatter_add(shape4, grad_output.dtype, grad_k, plan.rows_h, plan.rows_w)
     return grad_input[0] if unbatched else grad_input

@@ -10,6 +10,11 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Geometry arguments are int64 in torch: larger values are rejected here, by name, instead of
+# failing later in a conversion to a C integer.
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
 
 def kernel_layout(x):
     """``x`` itself if the compiled kernels can read it as it is, else a C-contiguous copy.
@@ -80,6 +85,15 @@ def as_int(value, name):
     return operator.index(value)
 
 
+def as_int64(value, name):
+    """:func:`as_int`, and ValueError naming ``name`` if the value does not fit in an int64."""
+    v = as_int(value, name)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{name} must fit in a 64-bit signed integer (at most 2**63 - 1), "
+                         f"got {value!r}")
+    return v
+
+
 def as_bool(value, name):
     """A bool (Python or NumPy) or TypeError naming ``name`` (ints are not accepted, as in torch)."""
     if not isinstance(value, (bool, np.bool_)):
@@ -92,10 +106,10 @@ def pair(value, name):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return (as_int(value[0], name), as_int(value[1], name))
+        return (as_int64(value[0], name), as_int64(value[1], name))
     if isinstance(value, np.ndarray):
         return pair(value.tolist(), name)
-    v = as_int(value, name)
+    v = as_int64(value, name)
     return (v, v)
 
 

@@ -40,7 +40,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._conv import _check_conv_arrays, check_backward_args, conv_geometry
+from ._conv import (
+    _check_conv_arrays,
+    check_backward_args,
+    conv2d,
+    conv2d_backward,
+    conv_geometry,
+    fft_grid_fits,
+)
 from ._threads import get_num_threads
 
 __all__ = ["conv2d_fft", "conv2d_backward_fft", "prefer_fft", "fft_size"]
@@ -245,6 +252,8 @@ def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups
     """
     x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    if not fft_grid_fits(x4.shape, weight.shape, g):
+        return conv2d(input, weight, bias, stride, padding, dilation, groups, algorithm="direct")
     out = _forward(x4, weight, bias, g)
     return out[0] if unbatched else out
 
@@ -290,6 +299,9 @@ def conv2d_backward_fft(grad_output, input, weight, stride=1, padding=0, dilatio
     """
     go4, x4, unbatched, weight, g, (need_input, need_weight, need_bias) = check_backward_args(
         grad_output, input, weight, stride, padding, dilation, groups, needs)
+    if not fft_grid_fits(x4.shape, weight.shape, g):
+        return conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups,
+                               needs, algorithm="direct")
     gi, gw, gb = _backward(go4, x4, weight, g, need_input, need_weight, need_bias)
     if gi is not None and unbatched:
         gi = gi[0]

@@ -1,25 +1,41 @@
 """Plain NumPy implementations: the oracle of the tests and the baseline of the benchmarks.
 
-Written for clarity, not speed: the forward is ``sliding_window_view`` + ``einsum`` (an im2col in
-disguise), the backward loops over the R x S kernel offsets. Argument rules are those of
-:mod:`fastconv.functional` (the same validation is reused), so only the arithmetic differs.
+Written for clarity, not speed: the forward gathers every tap of every window by index
+arithmetic (an im2col, no padded copy, so huge paddings, strides and dilations cost nothing) and
+contracts it with ``einsum``; the backward adds each tap's term back with ``np.add.at``. Argument
+rules are those of :mod:`fastconv.functional` (the same validation is reused), so only the
+arithmetic differs.
 """
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ._conv import _check_conv_arrays, conv_geometry
+from ._geometry import check_size
 from ._validation import as_float_array, batched
 
 
-def _pad(x, g):
-    return np.pad(x, ((0, 0), (0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
+def _big(*values):
+    """int64 while the position arithmetic cannot wrap around, else Python ints (object)."""
+    return np.int64 if max(abs(int(v)) for v in values) < 2**61 else object
 
 
-def _kernel_window(xp, r, s, g):
-    """The (N, C, OH, OW) slice of padded input that kernel offset (r, s) multiplies."""
-    (sh, sw), (dh, dw) = g.stride, g.dilation
-    h0, w0 = r * dh, s * dw
-    return xp[:, :, h0:h0 + sh * (g.out_h - 1) + 1:sh, w0:w0 + sw * (g.out_w - 1) + 1:sw]
+def _conv_taps(size, out, taps, stride, dilation, pad):
+    """(out, taps) input index of each tap of each window along one axis (i*stride + r*dilation
+    - pad) clipped into [0, size), and whether it is inside (else it reads the zero padding)."""
+    dt = _big(out * stride, taps * dilation, pad, size)
+    pos = (np.arange(out, dtype=dt) * stride)[:, None] + np.arange(taps, dtype=dt) * dilation - pad
+    inside = ((pos >= 0) & (pos < size)).astype(bool)
+    return np.where(inside, pos, 0).astype(np.int64), inside
+
+
+def _conv_windows(x4, g, r, s):
+    """(N, C, OH, OW, R, S) input values of every tap of every window (zeros for padding), and
+    the index arrays: an im2col by index arithmetic, no padded copy."""
+    _, _, h, w = x4.shape
+    rows, in_r = _conv_taps(h, g.out_h, r, g.stride[0], g.dilation[0], g.pad_top)
+    cols, in_c = _conv_taps(w, g.out_w, s, g.stride[1], g.dilation[1], g.pad_left)
+    win = x4[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # (N, C, OH, OW, R, S)
+    inside = in_r[:, None, :, None] & in_c[None, :, None, :]
+    return np.where(inside, win, 0).astype(x4.dtype, copy=False), rows, cols, inside
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -28,11 +44,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     n, c, _, _ = x4.shape
     k, cg, r, s = weight.shape
-    xp = _pad(x4, g)
-    (sh, sw), (dh, dw) = g.stride, g.dilation
-    # windows: (N, C, H', W', R', S') over the dilated kernel extent, then stride and dilate.
-    win = sliding_window_view(xp, (dh * (r - 1) + 1, dw * (s - 1) + 1), axis=(2, 3))
-    win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :g.out_h, :g.out_w]
+    check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
+    win, _, _, _ = _conv_windows(x4, g, r, s)
     win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)
     wg = weight.reshape(g.groups, k // g.groups, cg, r, s)
     out = np.einsum("ngchwrs,gkcrs->ngkhw", win, wg, optimize=True)
@@ -44,7 +57,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
                     needs=(True, True, True)):
-    """Reference of :func:`fastconv.functional.conv2d_backward` (loops over kernel offsets)."""
+    """Reference of :func:`fastconv.functional.conv2d_backward` (einsums over the windows, then
+    ``np.add.at`` of every tap's term onto the input element it read)."""
     x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
     grad_output = as_float_array(grad_output, "grad_output")
     go, _ = batched(grad_output, "grad_output")
@@ -54,17 +68,17 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     kg = k // g.groups
     go_g = go.reshape(n, g.groups, kg, g.out_h, g.out_w)
     w_g = weight.reshape(g.groups, kg, cg, r, s)
-    xp = _pad(x4, g)
-    gxp = np.zeros_like(xp)
-    gw = np.zeros_like(w_g)
-    for i in range(r):
-        for j in range(s):
-            x_win = _kernel_window(xp, i, j, g).reshape(n, g.groups, cg, g.out_h, g.out_w)
-            gw[:, :, :, i, j] = np.einsum("ngkhw,ngchw->gkc", go_g, x_win)
-            gx_win = np.einsum("ngkhw,gkc->ngchw", go_g, w_g[:, :, :, i, j])
-            _kernel_window(gxp, i, j, g)[...] += gx_win.reshape(n, c, g.out_h, g.out_w)
-    grad_input = gxp[:, :, g.pad_top:g.pad_top + h, g.pad_left:g.pad_left + w]
-    grad_input = np.ascontiguousarray(grad_input[0] if unbatched else grad_input)
+    check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
+    win, rows, cols, inside = _conv_windows(x4, g, r, s)
+    win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)
+    gw = np.einsum("ngkhw,ngchwrs->gkcrs", go_g, win)
+    gx_win = np.einsum("ngkhw,gkcrs->ngchwrs", go_g, w_g).reshape(n, c, g.out_h, g.out_w, r, s)
+    # every tap that reads the input adds its term there, in (OH, OW, R, S) order
+    grad_input = np.zeros(x4.shape, dtype=x4.dtype)
+    ri = np.broadcast_to(rows[:, None, :, None], inside.shape)[inside]
+    ci = np.broadcast_to(cols[None, :, None, :], inside.shape)[inside]
+    np.add.at(grad_input, (slice(None), slice(None), ri, ci), gx_win[:, :, inside])
+    grad_input = grad_input[0] if unbatched else grad_input
     grad_weight = gw.reshape(weight.shape)
     grad_bias = go.sum(axis=(0, 2, 3))
     return tuple(v if want else None for v, want in zip((grad_input, grad_weight, grad_bias), needs))
@@ -72,61 +86,75 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
 
 # ------------------------------------------------------------------------------------ pooling
 # Same argument rules as fastconv.functional (the validation of fastconv._pool is reused); the
-# arithmetic is plain NumPy over a (N, C, OH, OW, kH, kW) view of the padded windows.
+# arithmetic is plain NumPy over a (N, C, OH, OW, kH', kW') gather of the window taps that fall
+# inside the input (kH' <= H: a window's padding taps never matter, and the kernel size may be
+# up to 2**63 - 1), in row-major order.
 from ._pool import _check_input, _check_input_shape, pool_geometry  # noqa: E402
 from ._validation import as_bool  # noqa: E402
 
 
-def _pool_windows(x4, g, fill):
-    """The windows of ``x4`` padded with ``fill`` (plus, for ceil_mode, the cells a last window
-    needs past the padded edge, also ``fill``): a view of shape (N, C, OH, OW, kH, kW)."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
+def _pool_taps(size, out, kernel, stride, pad, dilation):
+    """(out, K') input coordinates of the in-bounds taps of every window along one axis, in
+    order (clipped to 0 past a window's count), and whether each is a real tap."""
+    dt = _big(out * stride, pad, size, kernel, dilation)
+    start = np.arange(out, dtype=dt) * stride - pad
+    first = np.where(start < 0, (-start + dilation - 1) // dilation, 0)  # first tap inside
+    stop = np.minimum((size - start + dilation - 1) // dilation, kernel)  # past the last one
+    count = np.maximum(stop - first, 0).astype(np.int64)
+    width = max(int(count.max()), 1)
+    j = np.arange(width)
+    real = j < count[:, None]
+    pos = (start + first * dilation)[:, None] + j.astype(dt) * dilation
+    return np.where(real, pos, 0).astype(np.int64), real
+
+
+def _pool_gather(x4, g, fill):
+    """(N, C, OH, OW, K'h, K'w) tap values (``fill`` where no real tap), flat h*W+w indices and
+    the real-tap mask (OH, OW, K'h, K'w)."""
     _, _, h, w = x4.shape
-    ext_h, ext_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    extra_h = max(0, (g.out_h - 1) * sh + ext_h - (h + 2 * ph))
-    extra_w = max(0, (g.out_w - 1) * sw + ext_w - (w + 2 * pw))
-    xp = np.pad(x4, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)), constant_values=fill)
-    win = sliding_window_view(xp, (ext_h, ext_w), axis=(2, 3))
-    return win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :g.out_h, :g.out_w]
-
-
-def _window_positions(size, out, kernel, stride, pad, dilation):
-    """(out, kernel) input coordinates of every window tap along one axis (may be outside)."""
-    return (np.arange(out) * stride - pad)[:, None] + np.arange(kernel) * dilation
+    rows, real_r = _pool_taps(h, g.out_h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0])
+    cols, real_c = _pool_taps(w, g.out_w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1])
+    ri, ci = rows[:, None, :, None], cols[None, :, None, :]
+    real = real_r[:, None, :, None] & real_c[None, :, None, :]
+    vals = np.where(real, x4[:, :, ri, ci], fill).astype(x4.dtype, copy=False)
+    flat = np.broadcast_to(ri * w + ci, real.shape)
+    return vals, flat, real
 
 
 def _avg_divisor(shape, g):
-    """(OH, OW) divisors of avg_pool2d, torch's rule."""
+    """(OH, OW) divisors of avg_pool2d, torch's rule, as exact Python integers."""
     if g.divisor_override is not None:
-        return np.full((g.out_h, g.out_w), g.divisor_override)
+        return np.full((g.out_h, g.out_w), g.divisor_override, dtype=object)
     counts = []
     for size, out, k, s, p in zip(shape[2:], (g.out_h, g.out_w), g.kernel, g.stride, g.padding):
-        start = np.arange(out) * s - p
+        start = [i * s - p for i in range(out)]
         if g.count_include_pad:  # padding cells count, cells past the padded edge do not
-            counts.append(np.minimum(start + k, size + p) - start)
+            counts.append([min(a + k, size + p) - a for a in start])
         else:
-            counts.append(np.minimum(start + k, size) - np.maximum(start, 0))
-    return counts[0][:, None] * counts[1][None, :]
+            counts.append([min(a + k, size) - max(a, 0) for a in start])
+    return np.array([[a * b for b in counts[1]] for a in counts[0]], dtype=object)
+
+
+def _as_float(divisor, dtype):
+    return np.array([float(v) for v in divisor.ravel()], dtype).reshape(divisor.shape)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    """Reference of :func:`fastconv.functional.max_pool2d`: windows padded with -inf; a NaN wins
-    (the last one), else the first maximum among the in-bounds positions."""
+    """Reference of :func:`fastconv.functional.max_pool2d`: a NaN wins (the last one), else the
+    first maximum among the in-bounds positions (padding is -inf and never reported)."""
     x4, unbatched = _check_input(input)
     return_indices = as_bool(return_indices, "return_indices")
     g = pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
     n, c, h, w = x4.shape
-    (kh, kw), oh, ow = g.kernel, g.out_h, g.out_w
-    vals = _pool_windows(x4, g, -np.inf).reshape(n, c, oh, ow, kh * kw)
-    rows = _window_positions(h, oh, kh, g.stride[0], g.padding[0], g.dilation[0])
-    cols = _window_positions(w, ow, kw, g.stride[1], g.padding[1], g.dilation[1])
-    flat = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(oh, ow, kh * kw)
-    inside = (((rows >= 0) & (rows < h))[:, None, :, None]
-              & ((cols >= 0) & (cols < w))[None, :, None, :]).reshape(oh, ow, kh * kw)
+    oh, ow = g.out_h, g.out_w
+    vals, flat, inside = _pool_gather(x4, g, -np.inf)
+    taps = inside.shape[2] * inside.shape[3]
+    vals = vals.reshape(n, c, oh, ow, taps)
+    flat, inside = flat.reshape(oh, ow, taps), inside.reshape(oh, ow, taps)
     is_nan = np.isnan(vals)
     has_nan = is_nan.any(axis=-1)
-    last_nan = kh * kw - 1 - np.argmax(is_nan[..., ::-1], axis=-1)
+    last_nan = taps - 1 - np.argmax(is_nan[..., ::-1], axis=-1)
     best = np.where(is_nan, -np.inf, vals).max(axis=-1)
     first_best = np.argmax((vals == best[..., None]) & inside, axis=-1)
     choice = np.where(has_nan, last_nan, first_best)
@@ -162,33 +190,31 @@ def max_pool2d_backward(grad_output, indices, input_shape):
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
-    """Reference of :func:`fastconv.functional.avg_pool2d`: window sums over zero padding,
-    divided by torch's divisor."""
+    """Reference of :func:`fastconv.functional.avg_pool2d`: sums of the in-bounds taps divided
+    by torch's divisor."""
     x4, unbatched = _check_input(input)
     g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                       divisor_override, is_max=False)
-    sums = _pool_windows(x4, g, 0).sum(axis=(-2, -1))
-    out = (sums / _avg_divisor(x4.shape, g)).astype(x4.dtype)
+    vals, _, _ = _pool_gather(x4, g, 0)
+    sums = vals.sum(axis=(-2, -1))
+    out = (sums / _as_float(_avg_divisor(x4.shape, g), sums.dtype)).astype(x4.dtype)
     return out[0] if unbatched else out
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
                         ceil_mode=False, count_include_pad=True, divisor_override=None):
     """Reference of :func:`fastconv.functional.avg_pool2d_backward`: grad / divisor added to every
-    tap of every window (a loop over the kernel offsets), then the padding cropped."""
+    in-bounds tap of every window (``np.add.at``, output row-major order)."""
     grad_output = as_float_array(grad_output, "grad_output")
     shape4, unbatched = _check_input_shape(input_shape)
     g = pool_geometry(shape4, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                       divisor_override, is_max=False)
     go, _ = batched(grad_output, "grad_output")
     n, c, h, w = shape4
-    (kh, kw), (sh, sw), (ph, pw) = g.kernel, g.stride, g.padding
-    scaled = go / _avg_divisor(shape4, g)
-    hp = max(h + 2 * ph, (g.out_h - 1) * sh + kh)
-    wp = max(w + 2 * pw, (g.out_w - 1) * sw + kw)
-    gxp = np.zeros((n, c, hp, wp), dtype=go.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            gxp[:, :, i:i + sh * (g.out_h - 1) + 1:sh, j:j + sw * (g.out_w - 1) + 1:sw] += scaled
-    grad = np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w])
+    scaled = go / _as_float(_avg_divisor(shape4, g), go.dtype)
+    grad = np.zeros((n, c, h * w), dtype=go.dtype)
+    _, flat, real = _pool_gather(np.zeros((1, 1, h, w), go.dtype), g, 0)
+    terms = np.broadcast_to(scaled[..., None, None], (n, c) + real.shape)[:, :, real]
+    np.add.at(grad, (slice(None), slice(None), flat[real]), terms)
+    grad = grad.reshape(shape4)
     return grad[0] if unbatched else grad

@@ -287,3 +287,233 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
         if layout:
             g = any_layout(draw, g)
     return dict(x=x, kwargs=kwargs, g=g, out_shape=out_shape, empty=empty, kind=kind)
+
+
+# ------------------------------------------------------------------------ fuzz candidates
+# Plain seeded generators (no Hypothesis): tests/test_fuzz.py rebuilds candidate i in a worker
+# process from (seed, i) alone, so a candidate that kills the worker can be named and replayed.
+
+FUZZ_FUNCTIONS = ("conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
+                  "avg_pool2d", "avg_pool2d_backward")
+
+# geometry values: mostly small, then the int64 edges, then out of range / wrong types
+_SMALL_INTS = (0, 1, 1, 1, 2, 2, 3, 5)
+_BIG_INTS = (2**31 - 1, 2**31, 2**32, 2**62, 2**63 - 1, 2**63, 2**64, -1, -2**63, -2**63 - 1)
+_ODD_VALUES = (None, 2.0, True, "1", "same", "valid", (), (1,), (1, 2, 3), [2, 2], object())
+
+
+def fuzz_int(rng, small=_SMALL_INTS):
+    """A geometry integer: small (70%), an int64 edge or beyond (25%), a NumPy integer (5%)."""
+    u = rng.random()
+    if u < 0.7:
+        return int(rng.choice(small))
+    if u < 0.95:
+        return _BIG_INTS[rng.integers(len(_BIG_INTS))]
+    return np.int64(rng.choice(small))
+
+
+def fuzz_geometry(rng, small=_SMALL_INTS):
+    """stride/padding/... value: an int, a pair (tuple or list), or an odd value (5%)."""
+    u = rng.random()
+    if u < 0.05:
+        return _ODD_VALUES[rng.integers(len(_ODD_VALUES))]
+    if u < 0.5:
+        return fuzz_int(rng, small)
+    pair = (fuzz_int(rng, small), fuzz_int(rng, small))
+    return list(pair) if rng.random() < 0.2 else pair
+
+
+def misaligned_view(a):
+    """The values of ``a`` as a field of a packed structured array: strides that are not a
+    multiple of the itemsize."""
+    packed = np.zeros(a.shape, dtype=np.dtype([("pad", "u1"), ("v", a.dtype)]))
+    packed["v"] = a
+    return packed["v"]
+
+
+def fuzz_layout(rng, a, misaligned=True):
+    """``a``'s values in a random memory layout (C, Fortran, strided slice, negative strides,
+    transposed, misaligned strides) or, for a scalar-valued array, broadcast with zero strides."""
+    kinds = ["c", "c", "f", "sliced", "negative", "transposed", "broadcast"]
+    if misaligned:
+        kinds.append("misaligned")
+    kind = kinds[rng.integers(len(kinds))]
+    if a.ndim == 0 or a.size == 0:
+        return a
+    if kind == "f":
+        return np.asfortranarray(a)
+    if kind == "sliced":
+        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, dtype=a.dtype)
+        view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+        view[...] = a
+        return view
+    if kind == "negative":
+        flip = tuple(slice(None, None, -1) for _ in a.shape)
+        return np.ascontiguousarray(a[flip])[flip]
+    if kind == "transposed":
+        order = rng.permutation(a.ndim)
+        return np.ascontiguousarray(a.transpose(order)).transpose(np.argsort(order))
+    if kind == "broadcast":
+        return np.broadcast_to(a.reshape(-1)[:1].reshape((1,) * a.ndim), a.shape)
+    if kind == "misaligned" and a.dtype.kind == "f":
+        return misaligned_view(a)
+    return a
+
+
+_DTYPES = ("float32", "float32", "float64", "float64", "float16", "int64", "bool", "complex64",
+           "object")
+
+
+def fuzz_values(rng, shape, dtype):
+    """Standard-normal values with, sometimes, NaN, +-inf, -0.0 and huge ones sprinkled in."""
+    a = rng.standard_normal(shape)
+    if a.size and rng.random() < 0.3:
+        specials = np.array([np.nan, np.inf, -np.inf, -0.0, 1e38, -1e300])
+        hit = rng.random(shape) < 0.2
+        a[hit] = rng.choice(specials, size=int(hit.sum()))
+    with np.errstate(all="ignore"):
+        return a.astype(dtype)
+
+
+def fuzz_array(rng, shape, dtype=None, misaligned=True, container=True):
+    """An argument that should be an array of ``shape``: usually one (random dtype and layout),
+    sometimes a nested list/tuple, a scalar, None, a string or an object."""
+    if np.prod(shape, dtype=float) > 2**18:  # keep every candidate to a few MB
+        shape = tuple(min(int(d), 3) for d in shape)
+    if container and rng.random() < 0.06:
+        odd = [None, "abc", object(), 1.5, [], [[1.0]]][rng.integers(6)]
+        return odd
+    if dtype is None:
+        dtype = _DTYPES[rng.integers(len(_DTYPES))] if rng.random() < 0.25 else "float64"
+    a = fuzz_values(rng, shape, dtype)
+    if container and rng.random() < 0.05:
+        return a.tolist() if rng.random() < 0.5 else tuple(a.tolist())
+    return fuzz_layout(rng, a, misaligned)
+
+
+def fuzz_dim(rng, small=(0, 1, 1, 2, 3, 4, 5, 7)):
+    """A dimension: small (incl. 0) mostly, sometimes a few hundred."""
+    return int(rng.choice(small)) if rng.random() < 0.95 else int(rng.integers(64, 400))
+
+
+def _out_size(n, k, s, p, d, ceil=False):
+    """torch's output size, or None when the arguments are not plain positive ints."""
+    try:
+        n, k, s, p, d = (int(v) for v in (n, k, s, p, d))
+        if ceil:
+            span = n + 2 * p - d * (k - 1) - 1
+            o = (span + s - 1) // s + 1
+            if (o - 1) * s >= n + p:
+                o -= 1
+            return o
+        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _as_pair(v):
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return tuple(v)
+    if isinstance(v, (list, tuple)) and len(v) == 1:
+        return (v[0], v[0])
+    return (v, v)
+
+
+def _plain(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _grad_shape(rng, batch, channels, sizes):
+    """The shape a gradient of the forward output should have (usually), or a wrong one."""
+    if rng.random() < 0.1 or len(sizes) != 2 or any(s is None or s < 0 or s > 4096 for s in sizes) or \
+            batch * channels * sizes[0] * sizes[1] > 2**18:
+        return tuple(int(rng.choice((0, 1, 2, 3))) for _ in range(4))
+    return (batch, channels) + tuple(sizes)
+
+
+def fuzz_candidate(seed, index, misaligned=True):
+    """Candidate ``index`` of the seeded stream: ``(function name, args, kwargs)`` for one call
+    of a fastconv function (the same call is made on fastconv.reference)."""
+    rng = np.random.default_rng([seed, index])
+    name = FUZZ_FUNCTIONS[index % len(FUZZ_FUNCTIONS)]
+    dtype = ("float32", "float64")[rng.integers(2)]
+    n, c, h, w = (fuzz_dim(rng) for _ in range(4))
+    if rng.random() < 0.1:  # a tall or wide plane: huge strides then still give small outputs
+        h, w = ((rng.integers(500, 5000), w) if rng.random() < 0.5 else (h, rng.integers(500, 5000)))
+        h, w = int(h), int(w)
+    while n * c * h * w > 2**18:  # at most a few MB per array, whichever dimensions grew
+        n, c = max(n // 4, 1), max(c // 2, 1)
+        h, w = (h, max(w // 2, 1)) if h > w else (max(h // 2, 1), w)
+    if name in ("conv2d", "conv2d_backward"):
+        groups = fuzz_int(rng, (1, 1, 1, 2, 3)) if rng.random() < 0.95 else fuzz_geometry(rng)
+        g = groups if _plain(groups) and 0 < groups <= 8 else 1
+        c = g * max(c // g, 1) if rng.random() < 0.9 else c
+        k = g * int(rng.integers(1, 4)) if rng.random() < 0.9 else fuzz_dim(rng)
+        r, s = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        x_shape = (n, c, h, w) if rng.random() < 0.9 else (c, h, w)
+        w_shape = (k, max(c // g, 0), r, s) if rng.random() < 0.9 else \
+            tuple(fuzz_dim(rng) for _ in range(int(rng.integers(3, 6))))
+        x = fuzz_array(rng, x_shape, dtype, misaligned)
+        weight = fuzz_array(rng, w_shape, dtype if rng.random() < 0.95 else None, misaligned)
+        kwargs = dict(stride=fuzz_geometry(rng), padding=fuzz_geometry(rng, (0, 0, 1, 2)),
+                      dilation=fuzz_geometry(rng), groups=groups)
+        if name == "conv2d":
+            if rng.random() < 0.3:
+                kwargs["bias"] = fuzz_array(rng, (w_shape[0],), dtype, misaligned)
+            return name, (x, weight), kwargs
+        st_, pd, dl = (_as_pair(kwargs[a]) for a in ("stride", "padding", "dilation"))
+        sizes = [_out_size(size, kk, ss, pp, dd) if all(map(_plain, (ss, pp, dd))) else None
+                 for size, kk, ss, pp, dd in zip((h, w), w_shape[2:4], st_, pd, dl)]
+        go = fuzz_array(rng, _grad_shape(rng, n, w_shape[0], sizes)[4 - len(x_shape):], dtype,
+                        misaligned)
+        needs = tuple(bool(v) for v in rng.integers(0, 2, 3)) if rng.random() < 0.3 else \
+            (True, True, True)
+        kwargs["needs"] = needs
+        return name, (go, x, weight), kwargs
+    kernel = fuzz_geometry(rng, (1, 1, 2, 2, 3, 5))
+    stride = None if rng.random() < 0.2 else fuzz_geometry(rng)
+    kp = _as_pair(kernel)
+    padding = (0 if rng.random() < 0.5 else
+               tuple(int(v) // 2 if _plain(v) and rng.random() < 0.8 else fuzz_int(rng)
+                     for v in kp))
+    ceil_mode = bool(rng.random() < 0.5) if rng.random() < 0.97 else 1
+    x_shape = (n, c, h, w) if rng.random() < 0.9 else (c, h, w)
+    sp, pp = _as_pair(kernel if stride is None else stride), _as_pair(padding)
+    if name.startswith("max"):
+        dilation = fuzz_geometry(rng) if rng.random() < 0.5 else 1
+        dp = _as_pair(dilation)
+        sizes = [_out_size(size, kk, ss, p_, dd, ceil_mode) if all(map(_plain, (kk, ss, p_, dd)))
+                 else None for size, kk, ss, p_, dd in zip((h, w), kp, sp, pp, dp)]
+        if name == "max_pool2d":
+            x = fuzz_array(rng, x_shape, dtype, misaligned)
+            return name, (x, kernel), dict(stride=stride, padding=padding, dilation=dilation,
+                                           ceil_mode=ceil_mode,
+                                           return_indices=bool(rng.random() < 0.5))
+        g_shape = _grad_shape(rng, n, c, sizes)[4 - len(x_shape):]
+        go = fuzz_array(rng, g_shape, dtype, misaligned)
+        hw = max(h * w, 1)
+        ind = rng.integers(0, hw, g_shape) if rng.random() < 0.9 else \
+            rng.integers(-2, hw + 2, g_shape)
+        ind = fuzz_layout(rng, ind.astype(np.int64 if rng.random() < 0.95 else np.int32),
+                          misaligned)
+        shape = x_shape if rng.random() < 0.9 else tuple(fuzz_int(rng) for _ in x_shape)
+        return name, (go, ind, shape), {}
+    kwargs = dict(stride=stride, padding=padding, ceil_mode=ceil_mode,
+                  count_include_pad=bool(rng.random() < 0.5),
+                  divisor_override=None if rng.random() < 0.7 else fuzz_int(rng))
+    if name == "avg_pool2d":
+        return name, (fuzz_array(rng, x_shape, dtype, misaligned), kernel), kwargs
+    sizes = [_out_size(size, kk, ss, p_, 1, ceil_mode) if all(map(_plain, (kk, ss, p_)))
+             else None for size, kk, ss, p_ in zip((h, w), kp, sp, pp)]
+    go = fuzz_array(rng, _grad_shape(rng, n, c, sizes)[4 - len(x_shape):], dtype, misaligned)
+    shape = x_shape if rng.random() < 0.9 else tuple(fuzz_int(rng) for _ in x_shape)
+    return name, (go, shape, kernel), kwargs
+
+
+def describe(value):
+    """A short, reproducible description of a fuzz argument (arrays by dtype/shape/strides)."""
+    if isinstance(value, np.ndarray):
+        return f"ndarray({value.dtype}, shape={value.shape}, strides={value.strides})"
+    if isinstance(value, (list, tuple)) and len(repr(value)) > 80:
+        return f"{type(value).__name__}(len={len(value)})"
+    return repr(value)
