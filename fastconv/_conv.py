@@ -275,6 +275,14 @@ def _grad_input_by_taps(go4, weight, input_shape, g):
     return grad_input
 
 
+def _zero_gradients(input_shape, unbatched, weight_shape, dtype, needs):
+    """The gradients of a convolution with an empty output (no image or no output channel):
+    zeros, with no plan made for its geometry, which may be huge."""
+    grad_input = np.zeros(input_shape[1:] if unbatched else input_shape, dtype=dtype)
+    grads = (grad_input, np.zeros(weight_shape, dtype=dtype), np.zeros(weight_shape[0], dtype))
+    return tuple(v if need else None for v, need in zip(grads, needs))
+
+
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
                     needs=(True, True, True), *, algorithm="auto"):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -311,6 +319,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         grad_output, input, weight, stride, padding, dilation, groups, needs)
     grad_input = grad_weight = grad_bias = None
     go4 = np.ascontiguousarray(go4)
+    if not go4.size:
+        return _zero_gradients(x4.shape, unbatched, weight.shape, x4.dtype,
+                               (need_input, need_weight, need_bias))
     plan = kernel_plan(x4.shape, weight.shape, g)
     kg = plan.geometry
     xk = _kernel_input(x4, plan) if need_weight and go4.size and weight.size else x4

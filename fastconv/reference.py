@@ -44,6 +44,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     n, c, _, _ = x4.shape
     k, cg, r, s = weight.shape
+    if n * k == 0:  # an empty result has no window to gather, however many positions it has
+        out = np.zeros((n, k, g.out_h, g.out_w), dtype=x4.dtype)
+        return out[0] if unbatched else out
     check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
     win, _, _, _ = _conv_windows(x4, g, r, s)
     win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)
@@ -68,6 +71,11 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     kg = k // g.groups
     go_g = go.reshape(n, g.groups, kg, g.out_h, g.out_w)
     w_g = weight.reshape(g.groups, kg, cg, r, s)
+    if n * k == 0:  # no output, so every gradient is zero (and no window is gathered)
+        grads = (np.zeros(x4.shape, dtype=x4.dtype), np.zeros(weight.shape, dtype=x4.dtype),
+                 np.zeros(k, dtype=x4.dtype))
+        grads = (grads[0][0] if unbatched else grads[0],) + grads[1:]
+        return tuple(v if want else None for v, want in zip(grads, needs))
     check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
     win, rows, cols, inside = _conv_windows(x4, g, r, s)
     win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)

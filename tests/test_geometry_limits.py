@@ -42,6 +42,21 @@ CASES = [
      "ref.conv2d(np.ones((1,3,8,2),'f4'), np.ones((3,1,3,1),'f4'), stride=2**63-1, "
      "padding=(0,1), groups=3)",
      None),
+    # no output channel, but 2**33 + 1 output columns: an empty result, and zero gradients
+    ("conv-empty-output-huge-width",
+     "fc.conv2d(np.ones((1,3,1,9)), np.ones((0,1,3,3)), stride=2**31, "
+     "padding=(2, 2**63-1), dilation=2, groups=3).shape",
+     "ref.conv2d(np.ones((1,3,1,9)), np.ones((0,1,3,3)), stride=2**31, "
+     "padding=(2, 2**63-1), dilation=2, groups=3).shape",
+     None),
+    ("conv-backward-empty-output-huge-width",
+     "fc.conv2d_backward(np.ones((1,0,1,2**33+1)), "
+     "np.ones((1,3,1,9)), np.ones((0,1,3,3)), stride=2**31, padding=(2, 2**63-1), dilation=2, "
+     "groups=3)",
+     "ref.conv2d_backward(np.ones((1,0,1,2**33+1)), "
+     "np.ones((1,3,1,9)), np.ones((0,1,3,3)), stride=2**31, padding=(2, 2**63-1), dilation=2, "
+     "groups=3)",
+     None),
     # torch: "value cannot be converted to type int without overflow"
     ("max-pool-stride-2**59",
      "fc.max_pool2d(np.arange(9.).reshape(1,1,3,3), 1, stride=2**59, return_indices=True)",
