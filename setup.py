@@ -67,7 +67,7 @@ def extension(name):
     return Extension(
         f"fastconv.{name}",
         [f"src/{name}.pyx"],
-        depends=sorted(glob.glob("src/*.h")),
+        depends=sorted(glob.glob("src/*.h") + glob.glob("src/*.pxi")),
         include_dirs=[np.get_include(), "src"],
         # Compile against the C API of the oldest NumPy the package declares (numpy>=1.23), not
         # the build-time NumPy's default: older defaults (NumPy 2.0-2.2 builds, e.g. on Python
