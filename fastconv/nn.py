@@ -105,6 +105,15 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+
+def _check_names(params, keys, source, module):
+    """ValueError naming ``source`` unless ``keys`` are exactly the parameter names."""
+    missing = [k for k in params if k not in keys]
+    unexpected = [k for k in keys if k not in params]
+    if missing or unexpected:
+        raise ValueError(f"{source} does not match {type(module).__name__}: missing keys "
+                         f"{missing}, unexpected keys {unexpected}")
+
 class Module:
     """Base class: sub-modules and :class:`Parameter` attributes are registered by assignment.
 
@@ -217,13 +226,7 @@ class Module:
         params = OrderedDict(self.named_parameters())
         keys = list(state_dict.keys())
         if strict:
-            missing = [k for k in params if k not in keys]
-            unexpected = [k for k in keys if k not in params]
-            if missing or unexpected:
-                raise ValueError(
-                    f"state_dict does not match {type(self).__name__}: missing keys {missing}, "
-                    f"unexpected keys {unexpected}"
-                )
+            _check_names(params, keys, "state_dict", self)
         updates = []
         for name, p in params.items():
             if name not in keys:
@@ -276,13 +279,7 @@ class Module:
             path = npz.path
             keys = _npz_keys(npz)
             if strict:
-                missing = [k for k in params if k not in keys]
-                unexpected = [k for k in keys if k not in params]
-                if missing or unexpected:
-                    raise ValueError(
-                        f"{path} does not match {type(self).__name__}: missing keys {missing}, "
-                        f"unexpected keys {unexpected}"
-                    )
+                _check_names(params, keys, path, self)
             state = OrderedDict()
             for name, p in params.items():
                 if name in keys:
