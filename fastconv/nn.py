@@ -105,7 +105,6 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
-
 def _check_names(params, keys, source, module):
     """ValueError naming ``source`` unless ``keys`` are exactly the parameter names."""
     missing = [k for k in params if k not in keys]
@@ -113,6 +112,7 @@ def _check_names(params, keys, source, module):
     if missing or unexpected:
         raise ValueError(f"{source} does not match {type(module).__name__}: missing keys "
                          f"{missing}, unexpected keys {unexpected}")
+
 
 class Module:
     """Base class: sub-modules and :class:`Parameter` attributes are registered by assignment.
