@@ -62,7 +62,7 @@ def peak_memory_growth(setup, call):
     ).format(setup=setup, call=call)
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-        env=dict(os.environ),
+        env=dict(os.environ), cwd=os.path.dirname(os.path.abspath(__file__)),  # never the source
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     growth, message = proc.stdout.split("\n", 1)

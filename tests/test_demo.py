@@ -244,6 +244,7 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastconv", "demo", "--epochs", "1000", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=os.path.dirname(os.path.abspath(__file__)),  # not the source folder, if run from it
     )
     try:
         first = proc.stdout.readline()

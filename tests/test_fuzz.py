@@ -143,7 +143,8 @@ def run_workers(first, last, jobs=2):
             cmd = [sys.executable, "-c", WORKER, str(SEED), str(lo), str(hi),
                    str(int(MISALIGNED)), str(WORKER_MEMORY)]
             running.append((lo, hi, subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                                     stderr=subprocess.PIPE, text=True, env=env)))
+                                                     stderr=subprocess.PIPE, text=True, env=env,
+                                                     cwd=tests_dir)))
         pending = []
         for lo, hi, proc in running:
             try:

@@ -194,8 +194,10 @@ CHILD = PRELUDE + textwrap.dedent("""
 def run_child(code, *args, timeout=300):
     """Run ``code`` in a fresh interpreter with the fastconv under test; the JSON it prints."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    # from the tests folder: a child started in the repository root would import the source
+    # folder's fastconv (the first entry of its path), not the one under test
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert proc.returncode == 0, (
         f"subprocess died (exit {proc.returncode}) on {args[:1]}: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.splitlines()[-1])
