@@ -80,6 +80,8 @@ def check_same_dtype(reference_name, reference, **others):
 
 def as_int(value, name):
     """An exact integer (not bool, not float) or TypeError naming ``name``."""
+    if type(value) is int:  # the common case, without the slower abstract-class check
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     return operator.index(value)
