@@ -126,8 +126,9 @@ def pool_axis(n, kernel, stride, pad, dilation, out):
     padding clipped to the input (checked to give every window the same in-bounds taps), or,
     if both stay large, a gathered axis (kernel = stride = taps per window)."""
     small = 4 * n + 4096  # never above the bound `large` below
-    if _pool_cost(out, kernel, stride, pad, dilation) <= small and (kernel > 1 or dilation <= small):
-        return AxisPlan(stride, dilation, pad, None, kernel)  # ordinary: no window arithmetic
+    if _pool_cost(out, kernel, stride, pad, dilation) <= small and (
+            kernel > 1 or dilation <= small):  # ordinary: no window arithmetic
+        return AxisPlan(stride, dilation, pad, None, kernel)
     first, count = pool_windows(n, kernel, stride, pad, dilation, out)
     taps = int(count.max())
     large = max(4 * n + 4096, min(4 * out * taps, 2**24))
