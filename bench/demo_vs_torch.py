@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from fastconv import _demo, nn, optim
-from fastconv._threads import set_num_threads
+from fastconv import nn, optim
+from fastconv.cli import demo
+from fastconv import set_num_threads
 
 
 def torch_twin(model, torch):
@@ -47,25 +48,25 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--lr", type=float, default=_demo.DEFAULT_LR["sgd"])
+    p.add_argument("--lr", type=float, default=demo.DEFAULT_LR["sgd"])
     p.add_argument("--data", default=None)
     args = p.parse_args(argv)
     import torch
 
     set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    name, xtr, ytr, xte, yte = _demo.load_data(args.data)
+    name, xtr, ytr, xte, yte = demo.load_data(args.data)
     rng = np.random.default_rng(0)
-    model = _demo.build_model(xtr.shape[2:], rng=rng)
+    model = demo.build_model(xtr.shape[2:], rng=rng)
     twin = torch_twin(model, torch)
-    opt = optim.SGD(model.parameters(), lr=args.lr, momentum=_demo.SGD_MOMENTUM)
-    topt = torch.optim.SGD(twin.parameters(), lr=args.lr, momentum=_demo.SGD_MOMENTUM)
+    opt = optim.SGD(model.parameters(), lr=args.lr, momentum=demo.SGD_MOMENTUM)
+    topt = torch.optim.SGD(twin.parameters(), lr=args.lr, momentum=demo.SGD_MOMENTUM)
     loss_fn, tloss_fn = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     txtr, tytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
     n, bs = len(xtr), args.batch_size
     times = {"fastconv": [], "torch": []}
     for epoch in range(args.epochs):
-        lr = _demo.cosine_lr(args.lr, epoch, args.epochs)
+        lr = demo.cosine_lr(args.lr, epoch, args.epochs)
         opt.lr = lr
         for g in topt.param_groups:
             g["lr"] = lr
@@ -86,7 +87,7 @@ def main(argv=None):
             tloss_fn(twin(txtr[idx]), tytr[idx]).backward()
             topt.step()
         times["torch"].append(time.perf_counter() - t0)
-    acc = float(np.mean(_demo.predict(model, xte) == yte))
+    acc = float(np.mean(demo.predict(model, xte) == yte))
     with torch.no_grad():
         tacc = float((twin(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -94,7 +95,7 @@ def main(argv=None):
         f"{name}: {n} train images, batch {bs}, {args.epochs} epochs, {args.threads} thread(s), "
         f"torch {torch.__version__}"
     )
-    print(f"model: {_demo.describe(model)}")
+    print(f"model: {demo.describe(model)}")
     for k in times:
         print(
             f"  {k:9s} median {med[k]:.3f} s/epoch  "

@@ -29,7 +29,7 @@ except ImportError:  # run from a source checkout: python3 bench/fft_crossover.p
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     import fastconv
 from fastconv import fft as ffm
-from fastconv._conv import conv_geometry
+from fastconv._core.conv_geometry import conv_geometry
 
 
 def interleaved_medians(funcs, repeats, stat=statistics.median):

@@ -5,7 +5,7 @@ installed package can run it too.
 """
 import sys
 
-from fastconv.bench import main
+from fastconv.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

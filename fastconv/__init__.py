@@ -119,23 +119,11 @@ depending on its order (1e300 * 1e300 + 1e300 * -1e300 is +inf fused in tap orde
 unfused), and the order is the same on every CPU. NaNs are NaNs on every path; which of two NaN
 operands an addition passes on (a NaN's sign and payload) is the compiler's choice.
 """
-from .functional import (
-    avg_pool2d,
-    avg_pool2d_backward,
-    conv2d,
-    conv2d_backward,
-    get_flush_denormal,
-    get_num_threads,
-    max_num_threads,
-    max_pool2d,
-    max_pool2d_backward,
-    set_flush_denormal,
-    release_memory,
-    set_num_threads,
-)
-
 __version__ = "0.1.0"
 
+# The kernel API is imported on first use (PEP 562), so that the pure-Python parts
+# (fastconv.reference, fastconv.datasets, the command line's help) load without the compiled
+# module.
 __all__ = [
     "conv2d",
     "conv2d_backward",
@@ -150,3 +138,17 @@ __all__ = [
     "set_flush_denormal",
     "release_memory",
 ]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import functional
+
+        value = getattr(functional, name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

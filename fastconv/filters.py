@@ -39,8 +39,8 @@ import numbers
 
 import numpy as np
 
-from ._conv import conv2d
-from ._validation import as_int
+from ._core.conv import conv2d
+from ._core.args import as_int
 
 __all__ = [
     "identity", "sharpen", "box_blur", "gaussian_blur", "sobel_x", "sobel_y", "laplacian",

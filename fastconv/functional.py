@@ -3,12 +3,12 @@
 Arrays are NCHW (or unbatched CHW), float32 or float64; the convolution is a cross-correlation,
 as in every deep-learning framework. Each ``*_backward`` returns the gradients that autograd would.
 """
-from ._activations import log_softmax, softmax
-from ._conv import conv2d, conv2d_backward
-from ._denormal import get_flush_denormal, set_flush_denormal
-from ._memory import release_memory
-from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
-from ._threads import get_num_threads, max_num_threads, set_num_threads
+from ._core.activations import log_softmax, softmax
+from ._core.conv import conv2d, conv2d_backward
+from ._core.denormal import get_flush_denormal, set_flush_denormal
+from ._core.memory import release_memory
+from ._core.pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from ._core.threads import get_num_threads, max_num_threads, set_num_threads
 
 __all__ = [
     "conv2d",

@@ -2,15 +2,93 @@
 
 Written for clarity, not speed: the forward gathers every tap of every window by index
 arithmetic (an im2col, no padded copy, so huge paddings, strides and dilations cost nothing) and
-contracts it with ``einsum``; the backward adds each tap's term back with ``np.add.at``. Argument
-rules are those of :mod:`fastconv.functional` (the same validation is reused), so only the
-arithmetic differs.
+contracts it with ``einsum``; the backward adds each tap's term back with ``np.add.at``.
+
+Which arguments are accepted is decided by the same rules as :mod:`fastconv.functional`
+(``fastconv._core.conv_geometry`` and ``pool_geometry``: plain Python), so that both raise the
+same errors. Everything that shapes the numbers is the oracle's own, written from torch's
+documentation: the output sizes, the 'same' padding, ceil_mode's last window, the average
+pooling divisors and the arithmetic. Importing this module loads no compiled code.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from ._conv import _check_conv_arrays, conv_geometry
-from ._geometry import check_size
-from ._validation import as_float_array, batched
+from ._core.args import as_bool, as_float_array, batched, restore_batch
+from ._core.conv_geometry import check_conv_arrays, conv_geometry
+from ._core.geometry import check_size
+from ._core.pool_geometry import check_input, check_input_shape, pool_geometry
+
+
+def _pair(value):
+    """An int or a pair (a 1-sequence counts as an int) as a pair of Python ints; the value is
+    already known to be valid."""
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[-1]))
+    return (int(value), int(value))
+
+
+class _Conv(NamedTuple):
+    stride: tuple
+    dilation: tuple
+    pad_top: int
+    pad_left: int
+    groups: int
+    out_h: int
+    out_w: int
+
+
+def _conv_shape(input_shape, weight_shape, stride, padding, dilation, groups):
+    """torch.nn.functional.conv2d's output size; 'same' pads d*(k-1) in total per axis, the
+    odd one at the end (bottom/right)."""
+    conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)  # the errors
+    stride, dilation = _pair(stride), _pair(dilation)
+    extents = [d * (k - 1) + 1 for d, k in zip(dilation, weight_shape[2:])]
+    if isinstance(padding, str):
+        totals = [0, 0] if padding == "valid" else [e - 1 for e in extents]
+        pads = [(t // 2, t - t // 2) for t in totals]
+    else:
+        pads = [(p, p) for p in _pair(padding)]
+    out = [(size + lo + hi - e) // s + 1
+           for size, (lo, hi), e, s in zip(input_shape[2:], pads, extents, stride)]
+    return _Conv(stride, dilation, pads[0][0], pads[1][0], int(groups), out[0], out[1])
+
+
+class _Pool(NamedTuple):
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    count_include_pad: bool
+    divisor_override: object
+    out_h: int
+    out_w: int
+
+
+def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
+    """torch's pooling output size: floor (or ceil) of (size + 2*pad - dilation*(kernel-1) - 1)
+    / stride, plus one; with ceil_mode a last window that would start past the input and its
+    left padding is dropped."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = -(-span // stride) + 1 if ceil_mode else span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                count_include_pad=True, divisor_override=None, is_max=True):
+    pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                  count_include_pad, divisor_override, is_max)  # the errors
+    kernel = _pair(kernel_size)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride = kernel if no_stride else _pair(stride)
+    padding, dilation = _pair(padding), _pair(dilation)
+    out = [_pool_out(n, k, s, p, d, bool(ceil_mode))
+           for n, k, s, p, d in zip(input_shape[2:], kernel, stride, padding, dilation)]
+    override = None if divisor_override is None else int(divisor_override)
+    return _Pool(kernel, stride, padding, dilation, bool(count_include_pad), override,
+                 out[0], out[1])
 
 
 def _big(*values):
@@ -40,13 +118,12 @@ def _conv_windows(x4, g, r, s):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Reference of :func:`fastconv.functional.conv2d` (same arguments, same result)."""
-    x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
-    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    x4, unbatched, weight, bias = check_conv_arrays(input, weight, bias)
+    g = _conv_shape(x4.shape, weight.shape, stride, padding, dilation, groups)
     n, c, _, _ = x4.shape
     k, cg, r, s = weight.shape
     if n * k == 0:  # an empty result has no window to gather, however many positions it has
-        out = np.zeros((n, k, g.out_h, g.out_w), dtype=x4.dtype)
-        return out[0] if unbatched else out
+        return restore_batch(np.zeros((n, k, g.out_h, g.out_w), dtype=x4.dtype), unbatched)
     check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
     win, _, _, _ = _conv_windows(x4, g, r, s)
     win = win.reshape(n, g.groups, cg, g.out_h, g.out_w, r, s)
@@ -55,17 +132,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     out = out.reshape(n, k, g.out_h, g.out_w).astype(x4.dtype, copy=False)
     if bias is not None:
         out += bias[None, :, None, None]
-    return out[0] if unbatched else out
+    return restore_batch(out, unbatched)
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
                     needs=(True, True, True)):
     """Reference of :func:`fastconv.functional.conv2d_backward` (einsums over the windows, then
     ``np.add.at`` of every tap's term onto the input element it read)."""
-    x4, unbatched, weight, _ = _check_conv_arrays(input, weight, None)
+    x4, unbatched, weight, _ = check_conv_arrays(input, weight, None)
     grad_output = as_float_array(grad_output, "grad_output")
     go, _ = batched(grad_output, "grad_output")
-    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    g = _conv_shape(x4.shape, weight.shape, stride, padding, dilation, groups)
     n, c, h, w = x4.shape
     k, cg, r, s = weight.shape
     kg = k // g.groups
@@ -74,7 +151,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     if n * k == 0:  # no output, so every gradient is zero (and no window is gathered)
         grads = (np.zeros(x4.shape, dtype=x4.dtype), np.zeros(weight.shape, dtype=x4.dtype),
                  np.zeros(k, dtype=x4.dtype))
-        grads = (grads[0][0] if unbatched else grads[0],) + grads[1:]
+        grads = (restore_batch(grads[0], unbatched),) + grads[1:]
         return tuple(v if want else None for v, want in zip(grads, needs))
     check_size((n, c, g.out_h, g.out_w, r, s), x4.itemsize, "the reference's window array")
     win, rows, cols, inside = _conv_windows(x4, g, r, s)
@@ -86,19 +163,16 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     ri = np.broadcast_to(rows[:, None, :, None], inside.shape)[inside]
     ci = np.broadcast_to(cols[None, :, None, :], inside.shape)[inside]
     np.add.at(grad_input, (slice(None), slice(None), ri, ci), gx_win[:, :, inside])
-    grad_input = grad_input[0] if unbatched else grad_input
+    grad_input = restore_batch(grad_input, unbatched)
     grad_weight = gw.reshape(weight.shape)
     grad_bias = go.sum(axis=(0, 2, 3))
     return tuple(v if want else None for v, want in zip((grad_input, grad_weight, grad_bias), needs))
 
 
 # ------------------------------------------------------------------------------------ pooling
-# Same argument rules as fastconv.functional (the validation of fastconv._pool is reused); the
-# arithmetic is plain NumPy over a (N, C, OH, OW, kH', kW') gather of the window taps that fall
-# inside the input (kH' <= H: a window's padding taps never matter, and the kernel size may be
-# up to 2**63 - 1), in row-major order.
-from ._pool import _check_input, _check_input_shape, pool_geometry  # noqa: E402
-from ._validation import as_bool  # noqa: E402
+# Plain NumPy over a (N, C, OH, OW, kH', kW') gather of the window taps that fall inside the
+# input (kH' <= H: a window's padding taps never matter, and the kernel size may be up to
+# 2**63 - 1), in row-major order.
 
 
 def _pool_taps(size, out, kernel, stride, pad, dilation):
@@ -151,9 +225,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                return_indices=False):
     """Reference of :func:`fastconv.functional.max_pool2d`: a NaN wins (the last one), else the
     first maximum among the in-bounds positions (padding is -inf and never reported)."""
-    x4, unbatched = _check_input(input)
+    x4, unbatched = check_input(input)
     return_indices = as_bool(return_indices, "return_indices")
-    g = pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
+    g = _pool_shape(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
     n, c, h, w = x4.shape
     oh, ow = g.out_h, g.out_w
     vals, flat, inside = _pool_gather(x4, g, -np.inf)
@@ -169,8 +243,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     out = np.where(has_nan, np.nan, best).astype(x4.dtype)
     indices = np.take_along_axis(np.broadcast_to(flat, vals.shape), choice[..., None], axis=-1)[..., 0]
     indices = indices.astype(np.int64)
-    if unbatched:
-        out, indices = out[0], indices[0]
+    out, indices = restore_batch(out, unbatched), restore_batch(indices, unbatched)
     return (out, indices) if return_indices else out
 
 
@@ -178,7 +251,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     """Reference of :func:`fastconv.functional.max_pool2d_backward`: ``np.add.at`` of every
     gradient onto its index, in output row-major order."""
     grad_output = as_float_array(grad_output, "grad_output")
-    shape4, unbatched = _check_input_shape(input_shape)
+    shape4, unbatched = check_input_shape(input_shape)
     go, _ = batched(grad_output, "grad_output")
     ind, _ = batched(np.asarray(indices), "indices")
     n, c, h, w = shape4
@@ -192,21 +265,20 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     per_plane = ind.shape[2] * ind.shape[3]
     np.add.at(grad, (nn[:, :, None], cc[:, :, None], ind.reshape(n, c, per_plane)),
               go.reshape(n, c, per_plane))
-    grad = grad.reshape(shape4)
-    return grad[0] if unbatched else grad
+    return restore_batch(grad.reshape(shape4), unbatched)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """Reference of :func:`fastconv.functional.avg_pool2d`: sums of the in-bounds taps divided
     by torch's divisor."""
-    x4, unbatched = _check_input(input)
-    g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
-                      divisor_override, is_max=False)
+    x4, unbatched = check_input(input)
+    g = _pool_shape(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
+                    divisor_override, is_max=False)
     vals, _, _ = _pool_gather(x4, g, 0)
     sums = vals.sum(axis=(-2, -1))
     out = (sums / _as_float(_avg_divisor(x4.shape, g), sums.dtype)).astype(x4.dtype)
-    return out[0] if unbatched else out
+    return restore_batch(out, unbatched)
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -214,9 +286,9 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     """Reference of :func:`fastconv.functional.avg_pool2d_backward`: grad / divisor added to every
     in-bounds tap of every window (``np.add.at``, output row-major order)."""
     grad_output = as_float_array(grad_output, "grad_output")
-    shape4, unbatched = _check_input_shape(input_shape)
-    g = pool_geometry(shape4, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
-                      divisor_override, is_max=False)
+    shape4, unbatched = check_input_shape(input_shape)
+    g = _pool_shape(shape4, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
+                    divisor_override, is_max=False)
     go, _ = batched(grad_output, "grad_output")
     n, c, h, w = shape4
     scaled = go / _as_float(_avg_divisor(shape4, g), go.dtype)
@@ -224,5 +296,4 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     _, flat, real = _pool_gather(np.zeros((1, 1, h, w), go.dtype), g, 0)
     terms = np.broadcast_to(scaled[..., None, None], (n, c) + real.shape)[:, :, real]
     np.add.at(grad, (slice(None), slice(None), flat[real]), terms)
-    grad = grad.reshape(shape4)
-    return grad[0] if unbatched else grad
+    return restore_batch(grad.reshape(shape4), unbatched)

@@ -1,4 +1,4 @@
-"""fastconv.bench, the benchmark suite. No speed is asserted here (timings belong to the
+"""fastconv bench (fastconv.cli.bench), the benchmark suite. No speed is asserted here (timings belong to the
 benchmark run): these tests hold its statistics, its judgement of the bar and every option of
 `fastconv bench` to what they say, with tiny cases, one timed call per contender."""
 import dataclasses
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import bench, cli
+from fastconv import cli
+from fastconv.cli import bench
 from conv_helpers import num_threads
 
 TINY_CONV = bench.Case("tiny-conv", "conv", (2, 3, 9, 8), 4, 3, pad=1)

@@ -5,17 +5,19 @@ import errno
 import numpy as np
 import pytest
 
-from fastconv import _demo, _example, _filter_cli, bench, cli
+from fastconv import cli
+from fastconv.cli import bench, demo, example
+from fastconv.cli import filter as filter_cmd
 
 pytest.importorskip("PIL")
 
 # where each sub-command spends its time: an exception raised there stands for anything raised
 # while the command works
 WORK = {
-    "example": (_example, "conv2d", []),
+    "example": (example, "conv2d", []),
     "bench": (bench, "run_case", ["--case", "lenet-conv1", "--repeats", "1", "--no-torch"]),
-    "filter": (_filter_cli.filters, "filter2d", ["{img}", "{tmp}/o.png", "--kernel", "sharpen"]),
-    "demo": (_demo, "load_data", ["--out", "{tmp}/out", "--quiet"]),
+    "filter": (filter_cmd.filters, "filter2d", ["{img}", "{tmp}/o.png", "--kernel", "sharpen"]),
+    "demo": (demo, "load_data", ["--out", "{tmp}/out", "--quiet"]),
 }
 
 
@@ -66,7 +68,7 @@ def test_ctrl_c_while_starting(monkeypatch, capsys):
 
 def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     # only user errors are turned into messages
-    monkeypatch.setattr(_example, "conv2d", _raise(ZeroDivisionError("a bug")))
+    monkeypatch.setattr(example, "conv2d", _raise(ZeroDivisionError("a bug")))
     with pytest.raises(ZeroDivisionError):
         cli.main(_argv("example", tmp_path))
 

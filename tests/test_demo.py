@@ -13,7 +13,8 @@ import pytest
 from test_datasets import fake_mnist
 
 import fastconv
-from fastconv import _demo, cli
+from fastconv import cli
+from fastconv.cli import demo as demo_cmd
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
@@ -24,8 +25,8 @@ TIMING = re.compile(r"\d+\.\d+ s(/epoch)?|[\d.]+ s\)|total [\d.]+ s")
 
 def demo(*argv):
     parser = argparse.ArgumentParser(prog="fastconv demo")
-    _demo.add_arguments(parser)
-    return _demo.run(parser.parse_args([str(a) for a in argv]))
+    demo_cmd.add_arguments(parser)
+    return demo_cmd.run(parser.parse_args([str(a) for a in argv]))
 
 
 def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
@@ -132,9 +133,9 @@ def test_missing_extras_message(monkeypatch, capsys, tmp_path):
 
 
 def test_registered_with_help():
-    assert cli.COMMANDS["demo"][0] == "fastconv._demo"
-    parser = argparse.ArgumentParser(prog="fastconv demo", description=_demo.__doc__)
-    _demo.add_arguments(parser)
+    assert cli.COMMANDS["demo"][0] == "fastconv.cli.demo"
+    parser = argparse.ArgumentParser(prog="fastconv demo", description=demo_cmd.__doc__)
+    demo_cmd.add_arguments(parser)
     text = parser.format_help()
     for option in (
         "--epochs",
@@ -180,10 +181,10 @@ def test_default_run_reaches_97_percent(tmp_path, capsys):
 
 def _weights(path, **meta_changes):
     """A weights file as the demo writes it for the 8x8 digits, its __meta__ changed."""
-    model = _demo.build_model((8, 8), rng=0)
-    meta = dict(image_size=[8, 8], in_channels=1, num_classes=10, channels=list(_demo.CHANNELS))
+    model = demo_cmd.build_model((8, 8), rng=0)
+    meta = dict(image_size=[8, 8], in_channels=1, num_classes=10, channels=list(demo_cmd.CHANNELS))
     meta.update(meta_changes)
-    _demo._save_weights(model, path, meta)
+    demo_cmd._save_weights(model, path, meta)
     return path
 
 

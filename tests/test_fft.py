@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import fft, reference
-from fastconv._conv import conv_geometry
+from fastconv._core import fft as fft_backend
+from fastconv._core.conv_geometry import conv_geometry
 
 from strategies import conv_problems, tolerance
 
@@ -199,7 +200,7 @@ def test_prefer_fft_stride_and_cost_monotonic():
     ratios = []
     for k in range(3, 40, 4):
         ws = (16, 16, k, k)
-        d, f = fft._costs((8, 16, 64, 64), ws, conv_geometry((8, 16, 64, 64), ws, 1, k // 2, 1, 1))
+        d, f = fft_backend._costs((8, 16, 64, 64), ws, conv_geometry((8, 16, 64, 64), ws, 1, k // 2, 1, 1))
         ratios.append(d / f)
     assert ratios == sorted(ratios)
 
@@ -207,10 +208,10 @@ def test_prefer_fft_stride_and_cost_monotonic():
 # ---- 'auto' is the direct path ---------------------------------------------------------------
 def test_auto_never_runs_the_fft(monkeypatch):
     # even where the cost model prefers the FFT, 'auto' runs the direct kernels (bitwise)
-    monkeypatch.setattr(fft, "prefer_fft", lambda *a, **k: True)
-    monkeypatch.setattr(fft, "MIN_FFT_TAPS", 1)
-    monkeypatch.setattr(fft, "conv2d_fft", lambda *a, **k: pytest.fail("'auto' ran the FFT"))
-    monkeypatch.setattr(fft, "conv2d_backward_fft",
+    monkeypatch.setattr(fft_backend, "prefer_fft", lambda *a, **k: True)
+    monkeypatch.setattr(fft_backend, "MIN_FFT_TAPS", 1)
+    monkeypatch.setattr(fft_backend, "forward", lambda *a, **k: pytest.fail("'auto' ran the FFT"))
+    monkeypatch.setattr(fft_backend, "backward",
                         lambda *a, **k: pytest.fail("'auto' ran the FFT"))
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((1, 2, 40, 40)), rng.standard_normal((3, 2, 25, 25))

@@ -5,15 +5,16 @@ import sys
 import numpy as np
 import pytest
 
-from fastconv import _filter_cli, cli, filters
+from fastconv import cli, filters
+from fastconv.cli import filter as filter_cmd
 
 Image = pytest.importorskip("PIL.Image")
 
 
 def run(*argv):
     parser = argparse.ArgumentParser(prog="fastconv filter")
-    _filter_cli.add_arguments(parser)
-    return _filter_cli.run(parser.parse_args([str(a) for a in argv]))
+    filter_cmd.add_arguments(parser)
+    return filter_cmd.run(parser.parse_args([str(a) for a in argv]))
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def rgba(tmp_path):
 
 
 def test_registered_in_the_cli(monkeypatch, gray, tmp_path, capsys):
-    assert cli.COMMANDS["filter"][0] == "fastconv._filter_cli"
+    assert cli.COMMANDS["filter"][0] == "fastconv.cli.filter"
     # through fastconv.cli.main (only this sub-command registered: the others live elsewhere)
     monkeypatch.setattr(cli, "COMMANDS", {"filter": cli.COMMANDS["filter"]})
     out = tmp_path / "out.png"

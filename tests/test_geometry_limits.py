@@ -282,8 +282,9 @@ def test_unallocatable_result_is_a_value_error_before_allocating(call, what):
 
 def test_ordinary_geometry_keeps_the_kernels_path():
     """The reduction leaves ordinary layers alone (their results stay bitwise the same)."""
-    from fastconv._conv import conv_geometry, kernel_plan
-    from fastconv._pool import pool_geometry, pool_plan
+    from fastconv._core.conv_geometry import conv_geometry
+    from fastconv._core.direct import kernel_plan
+    from fastconv._core.pool import pool_geometry, pool_plan
 
     for shape, wshape, kw in [((2, 3, 32, 32), (8, 3, 3, 3), dict(stride=2, padding=1)),
                               ((1, 4, 224, 224), (4, 4, 7, 7), dict(stride=2, padding=3)),

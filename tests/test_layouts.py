@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _validation, fft, nn, reference
+from fastconv import fft, nn, reference
+from fastconv._core import args
 
 from strategies import conv_problems
 
@@ -217,11 +218,11 @@ def test_well_behaved_arrays_are_not_copied():
     ro.flags.writeable = False
     views.append(ro)
     for v in views:
-        assert _validation.as_float_array(v, "input") is v
+        assert args.as_float_array(v, "input") is v
     idx = np.zeros((2, 2), np.int64)[::-1]
-    assert _validation.as_index_array(idx, "indices") is idx
+    assert args.as_index_array(idx, "indices") is idx
     for odd in (_packed_field(a), _unaligned(a), a.astype(">f8")):
-        fixed = _validation.as_float_array(odd, "input")
+        fixed = args.as_float_array(odd, "input")
         assert fixed is not odd and fixed.dtype.isnative and fixed.flags.c_contiguous
         assert fixed.flags.aligned
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _conv
+from fastconv._core import direct
 from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa
 
 torch = pytest.importorskip("torch")
@@ -132,7 +132,7 @@ def test_nonfinite_weight_grad_input_deterministic(isa, dtype):
 
 def test_finite_weight_keeps_the_padded_kernel(monkeypatch):
     # the per-tap path runs only for a non-finite weight: the usual path (and its bits) is kept
-    monkeypatch.setattr(_conv, "_grad_input_by_taps",
+    monkeypatch.setattr(direct, "_grad_input_by_taps",
                         lambda *a: pytest.fail("per-tap grad_input for a finite weight"))
     x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3))
     x[0, 0, 0, 0] = np.inf

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._validation import as_float_array, as_int
+from .args import as_float_array, as_int
 
 
 def _axis(x, dim):

@@ -139,3 +139,9 @@ def batched(x, name, n_spatial=2):
             f"{name} must be {ndim}-D (N, C, H, W) or {ndim - 1}-D (C, H, W), got shape {x.shape}"
         )
     return x, False
+
+
+def restore_batch(result, unbatched):
+    """Undo :func:`batched` on a result computed for the 4-D view: drop the batch axis of 1
+    when the caller's input had none (``None`` passes through: a gradient not asked for)."""
+    return result[0] if unbatched and result is not None else result

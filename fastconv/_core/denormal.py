@@ -8,8 +8,8 @@ cost. They are per thread: each kernel thread sets them as :func:`set_flush_deno
 a call starts and puts its own back when the call ends (src/fc_common.h, fc_run), so the caller's
 and the OpenMP workers' registers, and every other Python thread, are left as they were.
 """
-from . import _kernels
-from ._validation import as_bool
+from .. import _kernels
+from .args import as_bool
 
 
 def set_flush_denormal(flag):

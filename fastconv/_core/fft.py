@@ -1,6 +1,4 @@
-r"""Convolution by the convolution theorem (notes 1.2.4): :func:`conv2d_fft` and
-:func:`conv2d_backward_fft`, the same functions as :func:`fastconv.conv2d` and
-:func:`fastconv.conv2d_backward` computed in the frequency domain with :mod:`numpy.fft`.
+r"""The FFT backend of a convolution: the convolution theorem with :mod:`numpy.fft`.
 
 A CNN layer is a cross-correlation, ``out[i] = sum_u x[i + u] w[u]``; its Fourier transform is
 ``X(f) * conj(W(f))`` (the convolution theorem with the kernel flipped). So the forward pass is:
@@ -19,19 +17,10 @@ the (stride-upsampled) ``grad_output`` with the kernel, ``X_grad = GO(f) * W(f)`
 output channels, and ``grad_weight`` the correlation of the input with ``grad_output``,
 ``W_grad = X(f) * conj(GO(f))`` summed over the batch.
 
-The cost of the FFT path hardly depends on the kernel size, while the direct kernels' grows as
-``R * S``; :func:`prefer_fft` is a cost model (calibrated with ``bench/fft_crossover.py``) that
-predicts where the FFT is faster. float32 inputs are transformed in single precision (NumPy >= 2)
-and the results are float32.
-
-The FFT is opt-in (``algorithm='fft'``; ``'auto'`` runs the direct kernels) because it is not
-always as exact. Every output of the FFT carries a rounding error of about
-``eps * log(FH * FW)`` times the magnitudes of the *whole* image and kernel, where the direct
-kernels' error is relative to the values each output's window sees. On N(0, 1) data the two are
-alike, but one outlier (1e8 in float32 data) puts errors in the tens on outputs far from it,
-and one inf or NaN makes every output of its image non-finite (torch and the direct kernels:
-only the outputs whose window holds it). No cheap test of the data rules this out (the
-magnitude each output sees is itself a convolution), so the choice is left to the caller.
+The cost hardly depends on the kernel size, while the direct kernels' grows as ``R * S``;
+:func:`prefer_fft` is a cost model (calibrated with ``bench/fft_crossover.py``) that predicts where
+the FFT is faster. float32 inputs are transformed in single precision (NumPy >= 2) and the results
+are float32. Why this backend is opt-in is said in :mod:`fastconv.fft`.
 """
 import math
 import os
@@ -40,17 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._conv import (
-    _check_conv_arrays,
-    check_backward_args,
-    conv2d,
-    conv2d_backward,
-    conv_geometry,
-    fft_grid_fits,
-)
-from ._threads import get_num_threads
-
-__all__ = ["conv2d_fft", "conv2d_backward_fft", "prefer_fft", "fft_size"]
+from .threads import get_num_threads
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,6 +56,10 @@ def fft_size(n):
         p7 *= 7
     return best
 
+
+# Below this much work (in rough flops: about a millisecond of one core) handing slices to pool
+# threads costs more than it saves.
+MIN_PARALLEL_WORK = 2e6
 
 _pool = None
 _pool_size = 0
@@ -113,7 +96,7 @@ def _parallel(func, total, work):
     """Run ``func(slice)`` over ``range(total)`` split across fastconv's thread count (numpy.fft
     and matmul release the GIL). Serial when the work (in rough flops) is too small to share."""
     threads = min(get_num_threads(), total)
-    if threads <= 1 or work < 2e6:
+    if threads <= 1 or work < MIN_PARALLEL_WORK:
         func(slice(0, total))
         return
     slices = _chunks(total, threads)
@@ -224,41 +207,21 @@ def _flat(spec):
 
 
 # ----------------------------------------------------------------------------------------------
-# public API
+# the backend's entry points
 # ----------------------------------------------------------------------------------------------
-def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    r"""2-D convolution (cross-correlation) computed with FFTs, as :func:`fastconv.conv2d`.
-
-    Same arguments, validation and result (within float tolerance) as
-    ``fastconv.conv2d(..., algorithm='direct')``; this is what ``algorithm='fft'`` runs.
-
-    Args:
-        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64.
-        weight: array of shape ``(K, C // groups, R, S)``, same dtype as ``input``.
-        bias: optional array of shape ``(K,)``. Default: ``None``.
-        stride: int or pair ``(sH, sW)``, >= 1. Default: 1.
-        padding: int or pair ``(pH, pW)`` of zeros added on both sides, or ``'valid'`` or
-            ``'same'``. Default: 0.
-        dilation: int or pair, spacing between kernel elements, >= 1. Default: 1.
-        groups: int, number of blocked connections from input to output channels. Default: 1.
-
-    Returns:
-        ``(N, K, OH, OW)`` (or ``(K, OH, OW)``), dtype of ``input``.
-
-    The work is ``O((N*C + K*C/g + N*K) * FH*FW*log(FH*FW) + N*K*C/g * FH*FW)`` with
-    ``FH x FW`` the padded input size (rounded up to a fast FFT size), independent of the kernel
-    size; a stride does not reduce it (the full-resolution correlation is computed, then
-    subsampled), so the direct kernels are the better choice for strided and small kernels.
-    """
-    x4, unbatched, weight, bias = _check_conv_arrays(input, weight, bias)
-    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    if not fft_grid_fits(x4.shape, weight.shape, g):
-        return conv2d(input, weight, bias, stride, padding, dilation, groups, algorithm="direct")
-    out = _forward(x4, weight, bias, g)
-    return out[0] if unbatched else out
+def is_usable_for(input_shape, weight_shape, g):
+    """Whether the FFT's grid (the whole padded input) stays near the size of the problem: not
+    so with paddings far beyond what the windows read, where the FFT path hands the call to the
+    direct kernels (same result, without a grid of the padding's size)."""
+    for n, lo, hi, taps, out in ((input_shape[2], g.pad_top, g.pad_bottom, weight_shape[2], g.out_h),
+                                 (input_shape[3], g.pad_left, g.pad_right, weight_shape[3], g.out_w)):
+        if n + lo + hi > 2 * (n + out * taps) + 64:
+            return False
+    return True
 
 
-def _forward(x4, weight, bias, g):
+def forward(x4, weight, bias, g):
+    """conv2d of the 4-D ``x4`` by FFTs: an ``(N, K, OH, OW)`` array."""
     dtype = x4.dtype
     p = _Plan(x4.shape, weight.shape, g)
     out = np.zeros((p.n, p.k, g.out_h, g.out_w), dtype=dtype)
@@ -278,37 +241,10 @@ def _forward(x4, weight, bias, g):
     return out
 
 
-def conv2d_backward_fft(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
-                        needs=(True, True, True)):
-    r"""Gradients of :func:`conv2d_fft` (and of :func:`fastconv.conv2d`), computed with FFTs.
-
-    Same arguments, validation and results (within float tolerance) as
-    ``fastconv.conv2d_backward(..., algorithm='direct')``; this is what ``algorithm='fft'`` runs.
-
-    Args:
-        grad_output: ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` with unbatched ``input``).
-        input: the ``(N, C, H, W)`` / ``(C, H, W)`` input that was given to ``conv2d``.
-        weight: the ``(K, C // groups, R, S)`` weight that was given to ``conv2d``.
-        stride, padding, dilation, groups: as in :func:`fastconv.conv2d`.
-        needs: three booleans ``(input, weight, bias)``; an entry that is False is not computed
-            and returned as ``None``. Default: ``(True, True, True)``.
-
-    Returns:
-        ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
-        ``(K,)``, dtype of ``input``.
-    """
-    go4, x4, unbatched, weight, g, (need_input, need_weight, need_bias) = check_backward_args(
-        grad_output, input, weight, stride, padding, dilation, groups, needs)
-    if not fft_grid_fits(x4.shape, weight.shape, g):
-        return conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups,
-                               needs, algorithm="direct")
-    gi, gw, gb = _backward(go4, x4, weight, g, need_input, need_weight, need_bias)
-    if gi is not None and unbatched:
-        gi = gi[0]
-    return gi, gw, gb
-
-
-def _backward(go4, x4, weight, g, need_input, need_weight, need_bias):
+def backward(go4, x4, weight, g, needs):
+    """``(grad_input, grad_weight, grad_bias)`` of conv2d by FFTs for the 4-D ``go4`` and ``x4``;
+    an entry whose ``needs`` flag is False is None."""
+    need_input, need_weight, need_bias = needs
     dtype = x4.dtype
     p = _Plan(x4.shape, weight.shape, g)
     grad_input = np.zeros(x4.shape, dtype=dtype) if need_input else None
@@ -412,7 +348,8 @@ def prefer_fft(input_shape, weight_shape, geometry, backward=False):
     Args:
         input_shape: ``(N, C, H, W)``.
         weight_shape: ``(K, C // groups, R, S)``.
-        geometry: the :class:`~fastconv._conv.ConvGeometry` from ``conv_geometry``.
+        geometry: the :class:`~fastconv._core.conv_geometry.ConvGeometry` from
+            ``fastconv._core.conv_geometry.conv_geometry``.
         backward: decide for :func:`conv2d_backward` instead of :func:`conv2d`. Default: False.
 
     Returns:

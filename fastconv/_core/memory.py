@@ -1,5 +1,5 @@
 """Giving back the memory the kernels keep between calls."""
-from . import _kernels, _pooling
+from .. import _kernels, _pooling
 
 
 def release_memory():

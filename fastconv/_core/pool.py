@@ -1,126 +1,17 @@
-"""max_pool2d / avg_pool2d and their backward passes: argument rules of torch.nn.functional, then
-the compiled kernels of fastconv._pooling (src/pool_engine.h)."""
-from typing import NamedTuple, Optional
+"""max_pool2d / avg_pool2d and their backward passes: the argument rules of
+``torch.nn.functional`` (``pool_geometry``), then the compiled kernels (src/pool_engine.h)."""
+from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels, _pooling
-from ._geometry import check_size, gather, pool_axis, pool_windows, scatter_add
-from ._validation import (
-    as_bool,
-    as_float_array,
-    as_index_array,
-    as_int,
-    as_int64,
-    batched,
-    nonnegative_pair,
-    positive_pair,
-)
-
-
-class PoolGeometry(NamedTuple):
-    """Everything a pooling kernel needs besides the arrays (all pairs are (height, width))."""
-
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    ceil_mode: bool
-    count_include_pad: bool
-    divisor_override: Optional[int]
-    out_h: int
-    out_w: int
-
-
-def _pool_pair(value, name, kind):
-    """An int or a pair of ints (a 1-sequence counts as an int, as in torch) checked by ``kind``."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    return kind(value, name)
-
-
-def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
-    """torch's ``pooling_output_shape``: with ceil_mode the last window must start inside the
-    input or the left padding, else it is dropped."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def _empty_windows(size, kernel, stride, padding, dilation, out):
-    """Output positions (along one axis) whose dilated window holds no input element."""
-    return np.flatnonzero(pool_windows(size, kernel, stride, padding, dilation, out)[1] == 0)
-
-
-def _check_input(input, name="input"):
-    x = as_float_array(input, name)
-    x4, unbatched = batched(x, name)
-    if 0 in x4.shape[1:]:
-        raise ValueError(f"{name} must have non-zero C, H and W (only N may be 0), got shape {x.shape}")
-    return x4, unbatched
-
-
-def _check_input_shape(input_shape):
-    if not isinstance(input_shape, (tuple, list)):
-        raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
-    shape = tuple(as_int(v, "input_shape") for v in input_shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(f"input_shape must be (N, C, H, W) or (C, H, W), got {shape}")
-    unbatched = len(shape) == 3
-    shape4 = (1,) + shape if unbatched else shape
-    if shape4[0] < 0 or min(shape4[1:]) < 1:
-        raise ValueError(f"input_shape must have N >= 0 and C, H, W >= 1, got {shape}")
-    return shape4, unbatched
-
-
-def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
-                  count_include_pad=True, divisor_override=None, is_max=True):
-    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
-    _, _, h, w = input_shape
-    kernel = _pool_pair(kernel_size, "kernel_size", positive_pair)
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        stride = kernel
-    else:
-        stride = _pool_pair(stride, "stride", positive_pair)
-    padding = _pool_pair(padding, "padding", nonnegative_pair)
-    dilation = _pool_pair(dilation, "dilation", positive_pair)
-    ceil_mode = as_bool(ceil_mode, "ceil_mode")
-    count_include_pad = as_bool(count_include_pad, "count_include_pad")
-    if divisor_override is not None:
-        divisor_override = as_int64(divisor_override, "divisor_override")
-        if divisor_override == 0:
-            raise ValueError("divisor_override must not be zero")
-    for p, k in zip(padding, kernel):
-        if p > k // 2:
-            raise ValueError(
-                f"padding must be at most half of kernel_size (padding <= kernel_size // 2), "
-                f"got padding={padding} and kernel_size={kernel}"
-            )
-    out = [pool_output_size(n, k, s, p, d, ceil_mode)
-           for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
-    if out[0] < 1 or out[1] < 1:
-        raise ValueError(
-            f"output size ({out[0]}, {out[1]}) is < 1: input {h}x{w} with padding {padding} is "
-            f"too small for a {kernel[0]}x{kernel[1]} kernel with dilation {dilation}"
-        )
-    if is_max and dilation != (1, 1):
-        for axis, (n, k, s, p, d, o) in enumerate(zip((h, w), kernel, stride, padding, dilation, out)):
-            empty = _empty_windows(n, k, s, p, d, o)
-            if empty.size:
-                raise ValueError(
-                    f"the pooling window at output {'row' if axis == 0 else 'column'} "
-                    f"{int(empty[0])} holds no input element (only padding): input {h}x{w}, "
-                    f"kernel_size={kernel}, stride={stride}, padding={padding}, "
-                    f"dilation={dilation}, ceil_mode={ceil_mode}; torch would return -inf there"
-                )
-    return PoolGeometry(kernel, stride, padding, dilation, ceil_mode, count_include_pad,
-                        divisor_override, out[0], out[1])
+from .. import _kernels, _pooling
+from .args import as_bool, as_float_array, as_index_array, batched, restore_batch
+from .geometry import check_size, gather, pool_axis, scatter_add
+from .pool_geometry import PoolGeometry, check_input, check_input_shape, pool_geometry
 
 
 class PoolPlan(NamedTuple):
-    """The equivalent small problem the kernels run (see fastconv._geometry): its geometry, the
+    """The equivalent small problem the kernels run (see fastconv._core.geometry): its geometry, the
     source rows/columns of a gathered axis (None: not gathered) and, for an average pooling
     whose divisors the kernels cannot derive from that geometry, the (OH, OW) divisors."""
 
@@ -215,7 +106,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     ``2**63 - 1``, as in torch (a larger one is a ``ValueError``); windows are clipped to the
     input exactly, so a huge kernel or stride costs no memory.
     """
-    x4, unbatched = _check_input(input)
+    x4, unbatched = check_input(input)
     return_indices = as_bool(return_indices, "return_indices")
     g = pool_geometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode, is_max=True)
     shape = (x4.shape[0], x4.shape[1], g.out_h, g.out_w)
@@ -231,9 +122,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
             cols = np.arange(x4.shape[3]) if plan.rows_w is None else plan.rows_w
             i, j = np.divmod(indices, xk.shape[3])
             indices[...] = rows[i] * x4.shape[3] + cols[j]
-    if unbatched:
-        out = out[0]
-        indices = None if indices is None else indices[0]
+    out, indices = restore_batch(out, unbatched), restore_batch(indices, unbatched)
     return (out, indices) if return_indices else out
 
 
@@ -259,7 +148,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     """
     grad_output = as_float_array(grad_output, "grad_output")
     indices = as_index_array(indices, "indices")
-    shape4, unbatched = _check_input_shape(input_shape)
+    shape4, unbatched = check_input_shape(input_shape)
     if grad_output.ndim != len(input_shape):
         raise ValueError(
             f"grad_output must be {len(input_shape)}-D like input_shape {tuple(input_shape)}, "
@@ -288,7 +177,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
                 f"indices must lie inside their {shape4[2]}x{shape4[3]} input plane "
                 f"(0 <= index < {hw}), found {int(bad[0])}"
             )
-    return grad_input[0] if unbatched else grad_input
+    return restore_batch(grad_input, unbatched)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -320,7 +209,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     in torch (a larger one is a ``ValueError``); a huge kernel or stride costs no memory.
     Divisors are computed as exact integers.
     """
-    x4, unbatched = _check_input(input)
+    x4, unbatched = check_input(input)
     g = pool_geometry(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                       divisor_override, is_max=False)
     shape = (x4.shape[0], x4.shape[1], g.out_h, g.out_w)
@@ -332,7 +221,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         _pooling.pool2d_forward(xk, out, None, False, plan.geometry)
         if plan.divisor is not None:
             out[...] = _divided(out, plan.divisor)
-    return out[0] if unbatched else out
+    return restore_batch(out, unbatched)
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -352,7 +241,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
         (torch's order; bitwise identical to torch's CPU kernel and for any number of threads).
     """
     grad_output = as_float_array(grad_output, "grad_output")
-    shape4, unbatched = _check_input_shape(input_shape)
+    shape4, unbatched = check_input_shape(input_shape)
     g = pool_geometry(shape4, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                       divisor_override, is_max=False)
     expected = (shape4[0], shape4[1], g.out_h, g.out_w)
@@ -373,4 +262,4 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
         grad_k = _kernels.empty(plan.kernel_shape(shape4), grad_output.dtype)
         _pooling.avg_pool2d_backward(go4, grad_k, plan.geometry)
         grad_input = scatter_add(shape4, grad_output.dtype, grad_k, plan.rows_h, plan.rows_w)
-    return grad_input[0] if unbatched else grad_input
+    return restore_batch(grad_input, unbatched)

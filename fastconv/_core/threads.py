@@ -23,8 +23,8 @@ import os
 import threading
 import warnings
 
-from . import _kernels
-from ._validation import as_int
+from .. import _kernels
+from .args import as_int
 
 # In a forked child: the identifier of the thread that forked (it holds libgomp's stale pool).
 _forked_thread = None

@@ -95,10 +95,10 @@ def positive_int(text):
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "example": ("fastconv._example", "convolve a random batch and check it against the reference"),
-    "bench": ("fastconv.bench", "time fastconv against the reference and PyTorch (the benchmark suite)"),
-    "filter": ("fastconv._filter_cli", "filter an image file with a classic kernel (blur, sharpen, edges)"),
-    "demo": ("fastconv._demo", "train the CNN of the notes on handwritten digits; draw its filters"),
+    "example": ("fastconv.cli.example", "convolve a random batch and check it against the reference"),
+    "bench": ("fastconv.cli.bench", "time fastconv against the reference and PyTorch (the benchmark suite)"),
+    "filter": ("fastconv.cli.filter", "filter an image file with a classic kernel (blur, sharpen, edges)"),
+    "demo": ("fastconv.cli.demo", "train the CNN of the notes on handwritten digits; draw its filters"),
 }
 
 

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import _kernels, functional, reference
-from ._threads import get_num_threads, set_num_threads
-from .cli import USAGE_ERROR, CommandError, check_output_file, guard, positive_int
+from .. import _kernels, functional, reference
+from .._core.threads import get_num_threads, set_num_threads
+from . import USAGE_ERROR, CommandError, check_output_file, guard, positive_int
 
 PROG = "fastconv bench"
 

@@ -23,10 +23,11 @@ import time
 
 import numpy as np
 
-from . import datasets, nn, optim
-from . import functional as F
-from ._threads import get_num_threads, set_num_threads
-from .cli import CommandError, guard, positive_int
+from .. import datasets, nn, optim
+from .. import functional as F
+from .._core.threads import get_num_threads, set_num_threads
+from ..nn._npz import npz_keys, open_npz, read_npz_array
+from . import CommandError, guard, positive_int
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
 SGD_MOMENTUM = 0.9
@@ -377,13 +378,13 @@ def _load_weights(path, image_size, in_channels):
     weight is read, so a forged or corrupt file is refused without reading its data."""
     path = os.fspath(path)
     try:
-        with nn._open_npz(path) as npz:
-            keys = nn._npz_keys(npz)
+        with open_npz(path) as npz:
+            keys = npz_keys(npz)
             if "__meta__" not in keys:
                 raise ValueError(
                     f"{path} has no __meta__ entry; it was not written by fastconv demo"
                 )
-            text = nn._read_npz_array(
+            text = read_npz_array(
                 npz, path, "__meta__", shape=(), kinds="U", max_bytes=META_MAX_BYTES,
                 what="a model description",
             )
@@ -415,7 +416,7 @@ def _load_weights(path, image_size, in_channels):
                     f"{missing}, unexpected keys {unexpected}"
                 )
             state = {
-                name: nn._read_npz_array(npz, path, name, shape=p.shape, what="a parameter")
+                name: read_npz_array(npz, path, name, shape=p.shape, what="a parameter")
                 for name, p in params.items()
             }
     except FileNotFoundError:

@@ -4,10 +4,10 @@ import time
 
 import numpy as np
 
-from . import _kernels, reference
-from ._conv import conv2d
-from ._threads import get_num_threads, set_num_threads
-from .cli import positive_int
+from .. import _kernels, reference
+from .._core.conv import conv2d
+from .._core.threads import get_num_threads, set_num_threads
+from . import positive_int
 
 
 def add_arguments(parser):

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 
-from . import filters
-from .cli import USAGE_ERROR, CommandError, guard
+from .. import filters
+from . import USAGE_ERROR, CommandError, guard
 
 PROG = "fastconv filter"
 _Error = CommandError

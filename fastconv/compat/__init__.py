@@ -1,2 +1,2 @@
-"""Adapters that serve existing code unchanged: :mod:`fastconv.compat.cs231n` (CS231n-style NumPy
-layer functions). The PyTorch adapter is :mod:`fastconv.torch`."""
+"""Import path of the CS231n-style layer functions, :mod:`fastconv.compat.cs231n`
+(implemented in :mod:`fastconv.interop.cs231n`)."""

@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "fastconv (fastconv.functional, fastconv.compat.cs231n) works without it."
     ) from exc
 
-from . import functional as F
+from .. import functional as F
 
 __all__ = [
     "conv2d",

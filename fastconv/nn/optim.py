@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .nn import Parameter
+from .module import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 

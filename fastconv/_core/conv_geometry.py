@@ -1,0 +1,122 @@
+"""The argument rules of a convolution, shared by every backend: the arrays (dtype, shapes),
+the hyper-parameters (stride, padding -- ints, pairs, 'valid', 'same' --, dilation, groups) and the
+output size, as ``torch.nn.functional.conv2d`` defines them. Plain Python; no kernel is loaded."""
+from typing import NamedTuple
+
+from .args import (
+    as_float_array,
+    as_int64,
+    batched,
+    check_same_dtype,
+    nonnegative_pair,
+    positive_pair,
+)
+from .geometry import check_size
+
+
+class ConvGeometry(NamedTuple):
+    """Everything a conv kernel needs besides the arrays; padding may be asymmetric ('same')."""
+
+    stride: tuple
+    dilation: tuple
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    groups: int
+    out_h: int
+    out_w: int
+
+
+def conv_output_size(size, pad_lo, pad_hi, kernel, stride, dilation):
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _resolve_padding(padding, stride, dilation, kernel_hw):
+    """Return (top, bottom, left, right) following torch's rules for ints, pairs, 'valid' and 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' requires stride 1, got stride={stride}")
+            pads = []
+            for d, k in zip(dilation, kernel_hw):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]  # the odd extra goes bottom/right
+            return tuple(pads)
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    ph, pw = nonnegative_pair(padding, "padding")
+    return (ph, ph, pw, pw)
+
+
+def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
+    """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry."""
+    n, c, h, w = input_shape
+    k, cg, r, s = weight_shape
+    groups = as_int64(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if c % groups:
+        raise ValueError(f"groups={groups} must divide the input channels C={c}")
+    if k % groups:
+        raise ValueError(f"groups={groups} must divide the output channels K={k} (weight.shape[0])")
+    if cg * groups != c:
+        raise ValueError(
+            f"weight.shape[1]={cg} times groups={groups} must equal the input channels C={c} "
+            f"(input shape {tuple(input_shape)}, weight shape {tuple(weight_shape)})"
+        )
+    if r < 1 or s < 1:
+        raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
+    if h < 1 or w < 1:  # as torch: only the batch or channel dimensions may be empty
+        raise ValueError(f"input must have non-empty spatial dimensions, got shape {tuple(input_shape)}")
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    pt, pb, pl, pr = _resolve_padding(padding, stride, dilation, (r, s))
+    oh = conv_output_size(h, pt, pb, r, stride[0], dilation[0])
+    ow = conv_output_size(w, pl, pr, s, stride[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"output size ({oh}, {ow}) is < 1: input {h}x{w} with padding {padding!r} is too small "
+            f"for a {r}x{s} kernel with dilation {dilation}"
+        )
+    return ConvGeometry(stride, dilation, pt, pb, pl, pr, groups, oh, ow)
+
+
+def check_conv_arrays(input, weight, bias):
+    input = as_float_array(input, "input")
+    weight = as_float_array(weight, "weight")
+    check_same_dtype("input", input, weight=weight)
+    if bias is not None:
+        bias = as_float_array(bias, "bias")
+        check_same_dtype("input", input, bias=bias)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D (K, C // groups, R, S), got shape {weight.shape}")
+    x4, unbatched = batched(input, "input")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    return x4, unbatched, weight, bias
+
+
+def check_backward_args(grad_output, input, weight, stride, padding, dilation, groups, needs):
+    """Validate the arguments of a conv2d backward pass (any algorithm).
+
+    Returns ``(grad_output4, input4, unbatched, weight, geometry, (need_input, need_weight,
+    need_bias))`` with 4-D views of grad_output and input.
+    """
+    if len(needs) != 3:
+        raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
+    needs = tuple(bool(v) for v in needs)
+    grad_output = as_float_array(grad_output, "grad_output")
+    x4, unbatched, weight, _ = check_conv_arrays(input, weight, None)
+    check_same_dtype("input", x4, grad_output=grad_output)
+    g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
+    check_size((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.itemsize, "the output")
+    go4, go_unbatched = batched(grad_output, "grad_output")
+    expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
+    if go4.shape != expected or go_unbatched != unbatched:
+        want = expected[1:] if unbatched else expected
+        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    return go4, x4, unbatched, weight, g, needs
+
+

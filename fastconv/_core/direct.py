@@ -1,0 +1,157 @@
+"""The direct backend of a convolution: the compiled kernels (``fastconv._kernels``).
+
+``forward`` and ``backward`` take validated 4-D arrays and a :class:`ConvGeometry`; before any
+kernel runs, the geometry is reduced axis by axis to an equivalent small one (``kernel_plan``,
+see ``geometry``), so that a huge stride, padding or dilation costs no memory.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _kernels
+from .conv_geometry import ConvGeometry
+from .geometry import check_size, conv_axis, gather, scatter_add
+
+
+def is_usable_for(input_shape, weight_shape, geometry):
+    """The direct kernels compute every convolution the argument rules accept."""
+    return True
+
+
+class KernelPlan(NamedTuple):
+    """The equivalent small problem the kernels run (see fastconv._core.geometry): its geometry and,
+    per gathered axis, the source row of every row of the gathered input (None: not gathered)."""
+
+    geometry: ConvGeometry
+    rows_h: object
+    rows_w: object
+
+    @property
+    def gathered(self):
+        return self.rows_h is not None or self.rows_w is not None
+
+
+def kernel_plan(input_shape, weight_shape, g):
+    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run."""
+    _, _, h, w = input_shape
+    _, _, r, s = weight_shape
+    ah = conv_axis(h, g.pad_top, r, g.stride[0], g.dilation[0], g.out_h)
+    aw = conv_axis(w, g.pad_left, s, g.stride[1], g.dilation[1], g.out_w)
+    kg = ConvGeometry((ah.stride, aw.stride), (ah.dilation, aw.dilation), ah.pad, 0, aw.pad, 0,
+                      g.groups, g.out_h, g.out_w)
+    return KernelPlan(kg, ah.rows, aw.rows)
+
+
+def _kernel_shape(input_shape, plan):
+    """The shape of the input the kernels read (see _kernel_input)."""
+    n, c, h, w = input_shape
+    return (n, c, h if plan.rows_h is None else plan.rows_h.size,
+            w if plan.rows_w is None else plan.rows_w.size)
+
+
+def _kernel_input(x4, plan):
+    """The input the kernels read: x4 itself, or its gathered rows/columns (zeros for padding)."""
+    if not plan.gathered:
+        return x4
+    check_size(_kernel_shape(x4.shape, plan), x4.itemsize, "the gathered input")
+    return gather(x4, plan.rows_h, plan.rows_w, 0)
+
+
+def _tap_range(out_size, in_size, pad, offset, stride):
+    """Output positions ``lo..hi-1`` (along one axis) whose input position
+    ``o * stride - pad + offset`` lies inside ``[0, in_size)``; the first such input position."""
+    lo = max(0, -((offset - pad) // stride))           # ceil((pad - offset) / stride)
+    hi = min(out_size, (in_size - 1 + pad - offset) // stride + 1)
+    return lo, hi, lo * stride - pad + offset
+
+
+def _grad_input_by_taps(go4, weight, input_shape, g):
+    """grad_input summed over real (output position, tap) pairs only, as torch's col2im does.
+
+    The compiled grad_input correlates a zero-padded grad_output with the flipped kernel, which
+    is exact for a finite weight; but a non-finite weight times a padding zero is NaN, so every
+    input position near a border or skipped by the stride would turn NaN. Here each tap
+    ``(r, s)`` is a 1x1 grad_input (no padding involved) of the grad_output positions whose
+    input position that tap reaches, added into those positions, taps in row-major order: the
+    result does not depend on the thread count.
+    """
+    n, c, h, w = input_shape
+    _, _, r_size, s_size = weight.shape
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    grad_input = np.zeros(input_shape, dtype=go4.dtype)
+    for r in range(r_size):
+        oh0, oh1, ih0 = _tap_range(g.out_h, h, g.pad_top, r * dh, sh)
+        if oh0 >= oh1:
+            continue
+        for s in range(s_size):
+            ow0, ow1, iw0 = _tap_range(g.out_w, w, g.pad_left, s * dw, sw)
+            if ow0 >= ow1:
+                continue
+            go_tap = np.ascontiguousarray(go4[:, :, oh0:oh1, ow0:ow1])
+            part = _kernels.empty((n, c, oh1 - oh0, ow1 - ow0), go4.dtype)
+            tap = ConvGeometry((1, 1), (1, 1), 0, 0, 0, 0, g.groups, oh1 - oh0, ow1 - ow0)
+            _kernels.conv2d_grad_input(go_tap, np.ascontiguousarray(weight[:, :, r:r + 1, s:s + 1]),
+                                       part, tap)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in torch
+                grad_input[:, :, ih0:ih0 + (oh1 - oh0 - 1) * sh + 1:sh,
+                           iw0:iw0 + (ow1 - ow0 - 1) * sw + 1:sw] += part
+    return grad_input
+
+
+def _zero_gradients(input_shape, weight_shape, dtype, needs):
+    """The gradients of a convolution with an empty output (no image or no output channel):
+    zeros, with no plan made for its geometry, which may be huge."""
+    grads = (np.zeros(input_shape, dtype=dtype), np.zeros(weight_shape, dtype=dtype),
+             np.zeros(weight_shape[0], dtype=dtype))
+    return tuple(v if need else None for v, need in zip(grads, needs))
+
+
+def forward(x4, weight, bias, g):
+    """conv2d of the 4-D ``x4``: an ``(N, K, OH, OW)`` array."""
+    out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
+    if out.size and weight.shape[1] == 0:  # no input channels: only the bias remains
+        out[...] = 0 if bias is None else bias[None, :, None, None]
+    elif out.size:
+        plan = kernel_plan(x4.shape, weight.shape, g)
+        _kernels.conv2d_forward(_kernel_input(x4, plan), np.ascontiguousarray(weight),
+                                None if bias is None else np.ascontiguousarray(bias), out,
+                                plan.geometry)
+    return out
+
+
+def _grad_input(go4, x4, weight, g, plan):
+    runs = x4.size and go4.size and weight.size
+    if runs and not np.isfinite(weight).all():
+        check_size(x4.shape, x4.itemsize, "grad_input")
+        return _grad_input_by_taps(go4, weight, x4.shape, g)
+    kg = plan.geometry
+    shape = _kernel_shape(x4.shape, plan)
+    check_size(shape, x4.itemsize, "grad_input")
+    # with stride 1 the kernel writes every element; with a stride, the positions that no tap
+    # reaches keep the zeros
+    grad_input = _kernels.empty(shape, x4.dtype, zero=not runs or kg.stride != (1, 1))
+    if runs:
+        _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, kg)
+    if plan.gathered:  # back from the gathered rows to the input's, in a fixed order
+        grad_input = scatter_add(x4.shape, x4.dtype, grad_input, plan.rows_h, plan.rows_w)
+    return grad_input
+
+
+def backward(go4, x4, weight, g, needs):
+    """``(grad_input, grad_weight, grad_bias)`` of conv2d for the 4-D ``go4`` and ``x4``; an
+    entry whose ``needs`` flag is False is None."""
+    need_input, need_weight, need_bias = needs
+    go4 = np.ascontiguousarray(go4)
+    if not go4.size:
+        return _zero_gradients(x4.shape, weight.shape, x4.dtype, needs)
+    plan = kernel_plan(x4.shape, weight.shape, g)
+    grad_input = _grad_input(go4, x4, weight, g, plan) if need_input else None
+    grad_weight = grad_bias = None
+    if need_weight:
+        grad_weight = np.zeros(weight.shape, dtype=x4.dtype)
+        if weight.size:
+            _kernels.conv2d_grad_weight(go4, _kernel_input(x4, plan), grad_weight, plan.geometry)
+    if need_bias:
+        grad_bias = np.zeros(weight.shape[0], dtype=x4.dtype)
+        _kernels.conv2d_grad_bias(go4, grad_bias)
+    return grad_input, grad_weight, grad_bias

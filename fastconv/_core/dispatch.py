@@ -1,0 +1,41 @@
+"""The one place that chooses how a convolution is computed.
+
+Each backend module offers the same three functions, on validated 4-D arrays and a
+:class:`~fastconv._core.conv_geometry.ConvGeometry`:
+
+* ``is_usable_for(input_shape, weight_shape, geometry)``: whether it computes this problem well;
+* ``forward(x4, weight, bias, geometry)``: the ``(N, K, OH, OW)`` output;
+* ``backward(grad_output4, x4, weight, geometry, needs)``: ``(grad_input, grad_weight,
+  grad_bias)``, None where ``needs`` says so.
+
+``'direct'`` is the compiled kernels (``direct``), ``'fft'`` the convolution theorem (``fft``).
+``'auto'`` means ``'direct'``: the FFT can be less exact on the data it is given (see
+:mod:`fastconv.fft`), so it runs only when asked for, and even then hands a problem it is not
+usable for (a padding far beyond what the windows read) to the direct kernels, which give the
+same result. The backends share the argument rules and the geometry, never each other's code.
+"""
+from . import direct, fft
+
+ALGORITHMS = ("auto", "direct", "fft")
+
+
+def check_algorithm(algorithm):
+    if not (isinstance(algorithm, str) and algorithm in ALGORITHMS):
+        raise ValueError(f"algorithm must be 'auto', 'direct' or 'fft', got {algorithm!r}")
+
+
+def backend_for(algorithm, input_shape, weight_shape, geometry):
+    """The backend module that computes this convolution under ``algorithm``."""
+    if algorithm == "fft" and fft.is_usable_for(input_shape, weight_shape, geometry):
+        return fft
+    return direct
+
+
+def forward(algorithm, x4, weight, bias, geometry):
+    backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
+    return backend.forward(x4, weight, bias, geometry)
+
+
+def backward(algorithm, grad_output4, x4, weight, geometry, needs):
+    backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
+    return backend.backward(grad_output4, x4, weight, geometry, needs)

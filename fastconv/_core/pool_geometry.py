@@ -1,0 +1,111 @@
+"""The argument rules of pooling, shared by the compiled kernels and the layers: the input
+(dtype, shape), the hyper-parameters (kernel_size, stride, padding, dilation, ceil_mode,
+count_include_pad, divisor_override) and the output size, as ``torch.nn.functional`` defines them.
+Plain Python; no kernel is loaded."""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .args import as_bool, as_float_array, as_int, as_int64, batched, nonnegative_pair, positive_pair
+from .geometry import pool_windows
+
+
+class PoolGeometry(NamedTuple):
+    """Everything a pooling kernel needs besides the arrays (all pairs are (height, width))."""
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: Optional[int]
+    out_h: int
+    out_w: int
+
+
+def _pool_pair(value, name, kind):
+    """An int or a pair of ints (a 1-sequence counts as an int, as in torch) checked by ``kind``."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    return kind(value, name)
+
+
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """torch's ``pooling_output_shape``: with ceil_mode the last window must start inside the
+    input or the left padding, else it is dropped."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _empty_windows(size, kernel, stride, padding, dilation, out):
+    """Output positions (along one axis) whose dilated window holds no input element."""
+    return np.flatnonzero(pool_windows(size, kernel, stride, padding, dilation, out)[1] == 0)
+
+
+def check_input(input, name="input"):
+    x = as_float_array(input, name)
+    x4, unbatched = batched(x, name)
+    if 0 in x4.shape[1:]:
+        raise ValueError(f"{name} must have non-zero C, H and W (only N may be 0), got shape {x.shape}")
+    return x4, unbatched
+
+
+def check_input_shape(input_shape):
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
+    shape = tuple(as_int(v, "input_shape") for v in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"input_shape must be (N, C, H, W) or (C, H, W), got {shape}")
+    unbatched = len(shape) == 3
+    shape4 = (1,) + shape if unbatched else shape
+    if shape4[0] < 0 or min(shape4[1:]) < 1:
+        raise ValueError(f"input_shape must have N >= 0 and C, H, W >= 1, got {shape}")
+    return shape4, unbatched
+
+
+def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
+                  count_include_pad=True, divisor_override=None, is_max=True):
+    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
+    _, _, h, w = input_shape
+    kernel = _pool_pair(kernel_size, "kernel_size", positive_pair)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride = kernel
+    else:
+        stride = _pool_pair(stride, "stride", positive_pair)
+    padding = _pool_pair(padding, "padding", nonnegative_pair)
+    dilation = _pool_pair(dilation, "dilation", positive_pair)
+    ceil_mode = as_bool(ceil_mode, "ceil_mode")
+    count_include_pad = as_bool(count_include_pad, "count_include_pad")
+    if divisor_override is not None:
+        divisor_override = as_int64(divisor_override, "divisor_override")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must not be zero")
+    for p, k in zip(padding, kernel):
+        if p > k // 2:
+            raise ValueError(
+                f"padding must be at most half of kernel_size (padding <= kernel_size // 2), "
+                f"got padding={padding} and kernel_size={kernel}"
+            )
+    out = [pool_output_size(n, k, s, p, d, ceil_mode)
+           for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(
+            f"output size ({out[0]}, {out[1]}) is < 1: input {h}x{w} with padding {padding} is "
+            f"too small for a {kernel[0]}x{kernel[1]} kernel with dilation {dilation}"
+        )
+    if is_max and dilation != (1, 1):
+        for axis, (n, k, s, p, d, o) in enumerate(zip((h, w), kernel, stride, padding, dilation, out)):
+            empty = _empty_windows(n, k, s, p, d, o)
+            if empty.size:
+                raise ValueError(
+                    f"the pooling window at output {'row' if axis == 0 else 'column'} "
+                    f"{int(empty[0])} holds no input element (only padding): input {h}x{w}, "
+                    f"kernel_size={kernel}, stride={stride}, padding={padding}, "
+                    f"dilation={dilation}, ceil_mode={ceil_mode}; torch would return -inf there"
+                )
+    return PoolGeometry(kernel, stride, padding, dilation, ceil_mode, count_include_pad,
+                        divisor_override, out[0], out[1])

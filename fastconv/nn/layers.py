@@ -1,0 +1,348 @@
+"""The layers with parameters or a geometry: convolution, pooling, flatten, linear, dropout."""
+import numpy as np
+
+from .. import functional as F
+from .._core.args import as_int, nonnegative_pair, positive_pair
+from ..filters import PADDING_MODES, pad2d, pad2d_backward
+from .init import float_dtype, generator, kaiming_uniform
+from .module import Module, Parameter
+
+
+class Conv2d(Module):
+    """2-D convolution layer, as ``torch.nn.Conv2d``: ``padding`` an int, a pair, ``'same'`` or
+    ``'valid'``; ``padding_mode`` ``'zeros'`` (default), ``'reflect'``, ``'replicate'`` or
+    ``'circular'`` (torch's results, via :func:`fastconv.filters.pad2d`). ``weight``:
+    ``(out_channels, in_channels // groups, kH, kW)``; ``bias``: ``(out_channels,)`` or None.
+    Input ``(N, C, H, W)`` or ``(C, H, W)``."""
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        *,
+        dtype=np.float32,
+        rng=None,
+    ):
+        super().__init__()
+        if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
+                f"got {padding_mode!r}"
+            )
+        self.padding_mode = padding_mode
+        in_channels = as_int(in_channels, "in_channels")
+        out_channels = as_int(out_channels, "out_channels")
+        groups = as_int(groups, "groups")
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(
+                f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+            )
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must be >= 1 and divide in_channels={in_channels} "
+                f"and out_channels={out_channels}"
+            )
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = positive_pair(stride, "stride")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        self.padding = padding if isinstance(padding, str) else nonnegative_pair(padding, "padding")
+        self.dilation = positive_pair(dilation, "dilation")
+        if self.padding == "same" and self.stride != (1, 1):
+            raise ValueError(f"padding='same' requires stride 1, got stride={self.stride}")
+        dt, rng = float_dtype(dtype), generator(rng)
+        kh, kw = self.kernel_size
+        fan_in = in_channels // groups * kh * kw
+        self.weight = Parameter(
+            kaiming_uniform(rng, (out_channels, in_channels // groups, kh, kw), fan_in, dt)
+        )
+        self.bias = Parameter(kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
+        self._input = None
+
+    def extra_repr(self):
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            s += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s
+
+    def _args(self):
+        padding = self.padding if self.padding_mode == "zeros" else 0
+        return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
+
+    def _explicit_pad(self):
+        """(left, right, top, bottom) for the non-zero padding modes, as torch computes it."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            pad = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):  # W first
+                total = d * (k - 1)
+                pad += [total // 2, total - total // 2]
+            return tuple(pad)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
+
+    def forward(self, x):
+        expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
+        x = self._check_input(x, expected)
+        if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
+        if self.padding_mode != "zeros":
+            x = pad2d(x, self._explicit_pad(), self.padding_mode)
+        try:
+            out = F.conv2d(
+                x, self.weight.data, None if self.bias is None else self.bias.data, **self._args()
+            )
+        except ValueError as exc:
+            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        self._input, self._out_shape = x, out.shape
+        return out
+
+    def backward(self, grad_output):
+        x = self._cached("_input")
+        g = self._check_grad(grad_output, self._out_shape)
+        gi, gw, gb = F.conv2d_backward(
+            g, x, self.weight.data, **self._args(), needs=(True, True, self.bias is not None)
+        )
+        self.weight.accumulate(gw)
+        if self.bias is not None:
+            self.bias.accumulate(gb)
+        if self.padding_mode != "zeros":
+            gi = pad2d_backward(gi, self._explicit_pad(), self.padding_mode)
+        return gi
+
+
+def _check_pool_input(layer, x):
+    expected = "(N, C, H, W) or (C, H, W)"
+    x = layer._check_input(x, expected)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{layer!r}: expected input of shape {expected}, got {x.shape}")
+    return x
+
+
+class MaxPool2d(Module):
+    """Max pooling, as ``torch.nn.MaxPool2d``; ``stride=None`` means ``stride = kernel_size``.
+    The forward caches the argmax indices, the backward routes each gradient to its argmax."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride")
+        self.padding = nonnegative_pair(padding, "padding")
+        self.dilation = positive_pair(dilation, "dilation")
+        self.ceil_mode = bool(ceil_mode)
+        self._indices = None
+
+    def extra_repr(self):
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+    def forward(self, x):
+        x = _check_pool_input(self, x)
+        try:
+            out, idx = F.max_pool2d(
+                x,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.ceil_mode,
+                return_indices=True,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        self._indices, self._input_shape = idx, x.shape
+        return out
+
+    def backward(self, grad_output):
+        idx = self._cached("_indices")
+        g = self._check_grad(grad_output, idx.shape)
+        return F.max_pool2d_backward(g, idx, self._input_shape)
+
+
+class AvgPool2d(Module):
+    """Average pooling, as ``torch.nn.AvgPool2d``; ``stride=None`` means
+    ``stride = kernel_size``."""
+
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,
+        divisor_override=None,
+    ):
+        super().__init__()
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride")
+        self.padding = nonnegative_pair(padding, "padding")
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self.divisor_override = divisor_override
+        self._input_shape = None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def _args(self):
+        return (
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
+
+    def forward(self, x):
+        x = _check_pool_input(self, x)
+        try:
+            out = F.avg_pool2d(x, *self._args())
+        except ValueError as exc:
+            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        self._input_shape, self._out_shape = x.shape, out.shape
+        return out
+
+    def backward(self, grad_output):
+        shape = self._cached("_input_shape")
+        g = self._check_grad(grad_output, self._out_shape)
+        return F.avg_pool2d_backward(g, shape, *self._args())
+
+
+class Flatten(Module):
+    """Flattens dimensions ``start_dim..end_dim`` into one, as ``torch.nn.Flatten``."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = as_int(start_dim, "start_dim")
+        self.end_dim = as_int(end_dim, "end_dim")
+        self._input_shape = None
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+    def forward(self, x):
+        x = self._check_input(x, f"at least {max(self.start_dim, self.end_dim) + 1} dimensions")
+        nd = max(x.ndim, 1)
+        start, end = self.start_dim, self.end_dim
+        if not (-nd <= start < nd and -nd <= end < nd) or start % nd > end % nd:
+            raise ValueError(
+                f"{self!r}: cannot flatten dimensions {start}..{end} of an input of shape {x.shape}"
+            )
+        start, end = start % nd, end % nd
+        shape = x.shape[:start] + (int(np.prod(x.shape[start : end + 1])),) + x.shape[end + 1 :]
+        self._input_shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, grad_output):
+        shape = self._cached("_input_shape")
+        return np.asarray(grad_output).reshape(shape)
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``, as ``torch.nn.Linear``: ``weight`` ``(out_features,
+    in_features)``, ``bias`` ``(out_features,)`` or None; input ``(..., in_features)``."""
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_features = as_int(in_features, "in_features")
+        self.out_features = as_int(out_features, "out_features")
+        if self.in_features < 1 or self.out_features < 1:
+            raise ValueError(
+                f"in_features and out_features must be >= 1, got "
+                f"{self.in_features}, {self.out_features}"
+            )
+        dt, rng = float_dtype(dtype), generator(rng)
+        self.weight = Parameter(
+            kaiming_uniform(rng, (self.out_features, self.in_features), self.in_features, dt)
+        )
+        self.bias = (
+            Parameter(kaiming_uniform(rng, (self.out_features,), self.in_features, dt))
+            if bias
+            else None
+        )
+        self._input = None
+
+    def extra_repr(self):
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
+
+    def forward(self, x):
+        expected = f"(..., {self.in_features})"
+        x = self._check_input(x, expected)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
+        out = x @ self.weight.data.T
+        if self.bias is not None:
+            out += self.bias.data
+        self._input = x
+        return out
+
+    def backward(self, grad_output):
+        x = self._cached("_input")
+        g = self._check_grad(grad_output, x.shape[:-1] + (self.out_features,))
+        g2 = g.reshape(-1, self.out_features)
+        self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
+        if self.bias is not None:
+            self.bias.accumulate(g2.sum(axis=0))
+        return g @ self.weight.data
+
+
+class Dropout(Module):
+    """In training mode, zeroes each element with probability ``p`` and scales the others by
+    ``1 / (1 - p)``; the identity in eval mode. The masks come from ``rng`` (seeded Generator)."""
+
+    def __init__(self, p=0.5, *, rng=None):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability p must be in [0, 1], got {p}")
+        self.p = p
+        self.rng = generator(rng)
+        self._mask = None
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x):
+        x = self._check_input(x, "any shape")
+        if not self.training or self.p == 0.0:
+            self._mask = np.ones((), dtype=x.dtype)
+            self._out_shape = x.shape
+            return x
+        if self.p == 1.0:
+            mask = np.zeros(x.shape, dtype=x.dtype)
+        else:
+            mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype)
+            mask *= x.dtype.type(1.0 / (1.0 - self.p))
+        self._mask, self._out_shape = mask, x.shape
+        return x * mask
+
+    def backward(self, grad_output):
+        mask = self._cached("_mask")
+        g = self._check_grad(grad_output, self._out_shape)
+        return g * mask
