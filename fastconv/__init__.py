@@ -3,15 +3,36 @@
 Design, for a newcomer
 ======================
 
-Layers
-------
-``fastconv.functional`` (re-exported here) mirrors ``torch.nn.functional`` on NumPy arrays: NCHW,
-cross-correlation, torch's argument rules and output sizes. Each public function validates and
-normalises its arguments in plain Python (``_validation``, ``_conv``, ``_pool``): dtype
-(float32/float64), shapes, stride/padding/dilation/groups, with an error that names the argument.
-Only then does it call the compiled kernels (``_kernels`` for convolution, ``_pooling`` for
-pooling), which trust their arguments. ``fastconv.reference`` holds plain NumPy implementations
-of the same functions: the oracle of the property tests and the baseline of the benchmarks.
+The package, layer by layer
+---------------------------
+Each layer imports only from the layers above it in this list:
+
+1. ``fastconv._core``: the kernel API's implementation. ``args`` (dtype, shapes, ints and pairs,
+   with an error that names the argument) and ``geometry`` (per-axis reduction of huge strides
+   and paddings, size limits) are shared by everything; ``conv_geometry`` and ``pool_geometry``
+   hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python).
+   ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
+   ``direct`` (the compiled kernels, ``fastconv._kernels``, built from ``src/``) or ``fft``
+   (NumPy's FFT, on request). The backends import the shared rules, never each other.
+   ``pool`` runs the pooling kernels; ``threads``, ``denormal`` and ``memory`` are the
+   compiled module's run-time settings. The compiled kernels trust their arguments.
+2. The public kernel API: ``fastconv.functional`` (re-exported here, loaded on first use)
+   mirrors ``torch.nn.functional`` on NumPy arrays -- NCHW, cross-correlation, torch's argument
+   rules and output sizes; ``fastconv.fft`` offers the FFT path and its cost model.
+   ``fastconv.reference`` holds plain NumPy implementations of the same functions, the oracle
+   of the property tests and the baseline of the benchmarks: it shares the rules of which
+   arguments are accepted, but computes the output sizes and every number itself, and loads no
+   compiled code.
+3. ``fastconv.nn``: layers (``module``, ``layers``, ``activations``, ``losses``), their
+   initialisation and optimisers (``nn.optim``, also importable as ``fastconv.optim``), enough
+   to train a small CNN; the layers validate with the functional API's rules.
+4. Extras built on the kernels: ``fastconv.filters`` (classic image kernels: blur, sharpen,
+   edges), ``fastconv.stats`` (statistics of natural images), ``fastconv.datasets`` (digits
+   and IDX files).
+5. ``fastconv.interop``: adapters for existing code, the PyTorch autograd functions and modules
+   (import path ``fastconv.torch``) and CS231n-style layer functions (``fastconv.compat.cs231n``).
+6. ``fastconv.cli``: the ``fastconv`` command, one module per sub-command (``demo``, ``filter``,
+   ``bench``, ``example``).
 
 Data flow of a convolution (src/conv_tmpl.h)
 --------------------------------------------
@@ -41,7 +62,7 @@ grad_input is the same GEMM on the padded grad_output with the kernel flipped an
 once per stride phase of the input (a transposed convolution with no zero insertion). A weight
 holding inf or NaN would meet the padding zeros there (0 * inf = NaN, where torch gives 0), so
 for such a weight grad_input is summed tap by tap from 1x1 passes over the positions each tap
-reaches (``_conv._grad_input_by_taps``).
+reaches (``_core.direct._grad_input_by_taps``).
 grad_weight reduces over pixels in registers (taps x output channels of accumulators) reading
 the same wide input buffer and grad_output transposed to [pixel][channel]. grad_bias is a plain
 fixed-order sum.

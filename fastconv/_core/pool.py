@@ -250,7 +250,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
         raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
     go4, _ = batched(grad_output, "grad_output")
     check_size(shape4, grad_output.itemsize, "grad_input (input_shape)")
-    if go4.size == 0 or not grad_output.size:
+    if not go4.size:
         return _kernels.empty(input_shape, grad_output.dtype, zero=True)
     plan = pool_plan(shape4, g, False)
     if plan.divisor is not None:  # the kernels run with divisor 1
