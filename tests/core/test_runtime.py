@@ -21,7 +21,7 @@ from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # the copy under test
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = pathlib.Path(HERE).parent / "src"
+SRC = pathlib.Path(HERE).parents[1] / "src"  # tests/core -> the repository root
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix",
                                 reason="needs POSIX signals")
 needs_openmp = pytest.mark.skipif(not _kernels.openmp_enabled(),
