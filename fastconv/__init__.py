@@ -122,7 +122,7 @@ without OpenMP (Apple's clang) the kernels run on one thread.
 Every path gives the same bits, for every op, forward and backward, in float32 and float64 (the
 compiled kernels; ``algorithm='fft'`` computes with NumPy's FFT instead):
 a result computed on a laptop with AVX2 is the one computed on an AVX-512 server (or on a CPU
-without either). Two rules make it so (tests/test_simd_paths.py holds every path to them):
+without either). Two rules make it so (tests/core/test_simd_paths.py holds every path to them):
 
 * every multiply-add is an explicit fused multiply-add (src/fc_fma.h): the FMA instruction on
   the AVX paths, the C library's ``fma`` per lane on the portable one (the FMA instruction where
