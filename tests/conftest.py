@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # CI: a fixed sequence of examples (reproducible, no flaky shrinking runs); locally: random.
@@ -44,3 +45,14 @@ def pytest_configure(config):
             raise pytest.UsageError(
                 f"FASTCONV_TEST_INSTALLED=1 but fastconv was imported from {loaded}, not from an "
                 f"installed copy in site-packages: the source folder is on sys.path")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread, for a module that compares with it: torch's own thread pool would
+    compete with fastconv's for the cores."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -13,13 +13,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's own thread pool would compete with fastconv's for the 2 cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torch_conv(case, need_grads=True):

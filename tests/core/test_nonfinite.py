@@ -23,12 +23,7 @@ F = torch.nn.functional
 SPECIAL = [np.inf, -np.inf, np.nan]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_like_torch(got, want, rtol=1e-10, atol=1e-10):
