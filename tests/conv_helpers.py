@@ -138,20 +138,28 @@ def rounding_bound(scale, nterms, dtype):
             + nterms * float(np.finfo(dtype).tiny))
 
 
-def assert_close(actual, expected, scale, nterms, dtype, what=""):
+def assert_close(actual, expected, scale, nterms, dtype, what="", nonfinite=False):
     """``actual`` (computed in ``dtype``) lies within the rounding bound of ``expected`` (the
-    reference on the same inputs, in float64): see :func:`rounding_bound`. NaN never passes."""
+    reference on the same inputs, in float64): see :func:`rounding_bound`. NaN never passes,
+    unless ``nonfinite``: then where ``expected`` is NaN or +-inf (a NaN or an inf among the
+    terms), ``actual`` must be the same (NaN as NaN), and the bound applies elsewhere."""
     assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
     assert actual.dtype == np.dtype(dtype), (what, actual.dtype)
-    bound = rounding_bound(scale, nterms, dtype)
-    err = np.abs(actual.astype(np.float64) - np.asarray(expected, dtype=np.float64))
+    expected = np.asarray(expected, dtype=np.float64)
+    bound = np.broadcast_to(rounding_bound(scale, nterms, dtype), expected.shape)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(actual.astype(np.float64) - expected)
     bad = ~(err <= bound)  # also catches NaN
+    if nonfinite:
+        special = ~np.isfinite(expected)
+        same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+        bad = np.where(special, ~same, bad)
     if bad.any():
-        idx = tuple(np.argwhere(bad)[0])
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.size} elements differ beyond the rounding bound; "
             f"first at {idx}: actual {actual[idx]!r}, expected {expected[idx]!r}, "
-            f"bound {np.broadcast_to(bound, bad.shape)[idx]:.3g}, max error {np.nanmax(err):.3g}"
+            f"bound {bound[idx]:.3g}, max error {np.nanmax(err):.3g}"
         )
 
 
