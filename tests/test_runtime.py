@@ -17,7 +17,7 @@ import pytest
 
 import fastconv
 from fastconv import _kernels, reference
-from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa
+from conv_helpers import SUPPORTED_ISAS, assert_same_bits, num_threads, using_isa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # the copy under test
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -155,7 +155,7 @@ def test_calls_from_other_threads_and_short_calls_are_unaffected():
     t = threading.Thread(target=lambda: got.append(fastconv.conv2d(x, w, algorithm="direct")))
     t.start()
     t.join()
-    np.testing.assert_array_equal(got[0], want)
+    assert_same_bits(got[0], want)
 
 
 # ------------------------------------------------------------------------------ failures
@@ -178,8 +178,8 @@ def test_a_failing_item_fails_the_call(item):
                         fastconv.conv2d(x, w) if module is _kernels else fastconv.max_pool2d(x, 2)
             finally:
                 module._set_fail_item(-1)
-        np.testing.assert_array_equal(fastconv.conv2d(x, w), want[0])
-        np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), want[1])
+        assert_same_bits(fastconv.conv2d(x, w), want[0])
+        assert_same_bits(fastconv.max_pool2d(x, 2), want[1])
 
 
 # ------------------------------------------------------------------------------ flush denormals
@@ -376,7 +376,7 @@ def test_flushing_results_are_the_same_for_any_thread_count(dtype, flushing):
                             fastconv.avg_pool2d(x, 3, stride=2)))
     for other in results[1:]:
         for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
+            assert_same_bits(b, a)
 
 
 # ------------------------------------------------------------------------------ thread count
