@@ -215,6 +215,30 @@ def conv_case(x, w, b=None, gy=None, needs=(True, True, True), **kwargs):
                     dtype=x.dtype, groups=kwargs.get("groups", 1), unbatched=unbatched)
 
 
+def upper_scales(case):
+    """Cheap upper bounds of the sums of magnitudes of every result of ``case`` (forward,
+    grad_input, grad_weight, grad_bias), broadcastable to the results, for shapes where the
+    reference on the magnitudes would double a costly reference call: every term is a product
+    of an element of one array and one of the other, so bounding one factor by its maximum
+    leaves a sum over the other's elements."""
+    x, w = f64abs(case.x), f64abs(case.w)
+    k, cg = w.shape[:2]
+    kg = k // case.groups
+    per_k = w.sum(axis=(1, 2, 3))  # sum |w[k]|
+    forward = x.max(initial=0.0) * per_k + (0.0 if case.b is None else f64abs(case.b))
+    forward = forward[:, None, None]
+    scales = [forward, None, None, None]
+    if getattr(case, "gy", None) is not None:
+        gy, _ = with_batch(f64abs(case.gy))
+        # grad_input of channel g * cg + c: the weights of group g's filters at c
+        per_c = w.sum(axis=(2, 3)).reshape(case.groups, kg, cg).sum(axis=1).reshape(-1)
+        scales[1] = (gy.max(initial=0.0) * per_c)[:, None, None]
+        per_k_gy = gy.sum(axis=(0, 2, 3))  # sum |gy[:, k]|
+        scales[2] = (x.max(initial=0.0) * per_k_gy)[:, None, None, None]
+        scales[3] = per_k_gy
+    return scales
+
+
 def check_forward(case, out):
     """``out`` (fastconv's result for ``case``) against the reference, within rounding bounds."""
     assert out.shape == case.out_shape and out.dtype == case.dtype
