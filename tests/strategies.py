@@ -373,16 +373,10 @@ def fuzz_dim(rng, small=(0, 1, 1, 2, 3, 4, 5, 7)):
 
 
 def _out_size(n, k, s, p, d, ceil=False):
-    """torch's output size, or None when the arguments are not plain positive ints."""
+    """torch's output size (pool_output_size), or None when the arguments are not plain ints."""
     try:
         n, k, s, p, d = (int(v) for v in (n, k, s, p, d))
-        if ceil:
-            span = n + 2 * p - d * (k - 1) - 1
-            o = (span + s - 1) // s + 1
-            if (o - 1) * s >= n + p:
-                o -= 1
-            return o
-        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+        return pool_output_size(n, k, s, p, d, ceil)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
 

@@ -120,12 +120,11 @@ def test_full_correlation_is_the_convolution_theorem(case):
 def test_every_argument_form_through_the_fft(case):
     """Stride, padding (ints, pairs, 'valid', 'same' with its odd extra after), dilation, groups,
     bias and unbatched input, each derived from the FFT convolution independently."""
-    x = case.x[None] if case.unbatched else case.x
+    x, unbatched = with_batch(case.x)
     want = fft_conv2d(x, case.w, case.stride, case.pads, case.dilation, case.groups)
     if case.b is not None:
         want = want + case.b[None, :, None, None]
-    if case.unbatched:
-        want = want[0]
+    want = without_batch(want, unbatched)
     out = reference.conv2d(case.x, case.w, case.b, **case.kwargs)
     assert out.shape == case.out_shape == want.shape
     np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-9)
