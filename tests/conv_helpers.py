@@ -1,4 +1,8 @@
-"""Helpers shared by the conv test modules (not strategies: those live in strategies.py)."""
+"""Helpers shared by the test modules (Hypothesis strategies live in strategies.py): the SIMD
+paths and thread counts to run on, the batch dimension of 3-D inputs (with_batch /
+without_batch), the one tolerance scheme of every kernel-against-reference comparison
+(assert_close: a rounding-error bound), bitwise comparison (assert_same_bits), and the conv2d
+checks against fastconv.reference."""
 import contextlib
 import os
 import subprocess
