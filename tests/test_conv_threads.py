@@ -141,6 +141,23 @@ def test_gil_is_released_inside_the_kernels(pass_):
         call = lambda: fastconv.conv2d_backward(gy, x, w, padding=2,  # noqa: E731
                                                 needs=(True, False, False))
     call()  # warm-up: the workspaces of this shape exist before the measured call
+    # A kernel that holds the GIL fails every attempt. One that releases it passes unless the OS
+    # did not wake the main thread during the whole kernel (tens of ms), on a very busy machine:
+    # a few attempts make that as good as impossible.
+    for _ in range(3):
+        where = _main_thread_runs_during(call)
+        if where is not None:
+            break
+    assert where is not None, "the GIL was held for the whole kernel call"
+    # the GIL was released inside fastconv (not, say, in the Event machinery)
+    package = os.path.dirname(fastconv.__file__)
+    assert where.startswith(package), where
+
+
+def _main_thread_runs_during(call):
+    """Run ``call`` in another Python thread (one OpenMP thread) with a switch interval of a
+    minute; the file of that thread's innermost Python frame at the moment this (main) thread
+    got the GIL back, if that was before ``call`` returned, else None."""
     entered, marks, seen_after = threading.Event(), [], []
 
     def kernel_thread():
@@ -156,14 +173,11 @@ def test_gil_is_released_inside_the_kernels(pass_):
             t.start()
             entered.wait()
             frame = sys._current_frames().get(t.ident)  # where the kernel thread is now
-            marks.append(frame.f_code.co_filename if frame is not None else None)
+            marks.append(frame.f_code.co_filename if frame is not None else "")
             t.join()
     finally:
         sys.setswitchinterval(previous)
-    assert seen_after and seen_after[0], "the GIL was held for the whole kernel call"
-    # the GIL was released inside fastconv (not, say, in the Event machinery)
-    package = os.path.dirname(fastconv.__file__)
-    assert seen_after[0][0] is not None and seen_after[0][0].startswith(package), seen_after
+    return seen_after[0][0] if seen_after[0] else None
 
 
 # ------------------------------------------------------------------------------ large offsets
