@@ -6,57 +6,6 @@ from hypothesis import strategies as st
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
-def tolerance(dtype):
-    """(rtol, atol) for comparing a kernel with the reference in ``dtype``."""
-    return (2e-4, 2e-4) if np.dtype(dtype) == np.float32 else (1e-10, 1e-10)
-
-
-def arrays(draw, shape, dtype, layout="any"):
-    """A standard-normal array of ``shape``; with layout 'any' sometimes a non-contiguous view
-    (transposed copy viewed back, or a strided slice) with the same values."""
-    seed = draw(st.integers(0, 2**32 - 1))
-    a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    kind = draw(st.sampled_from(["c", "f", "sliced", "negative"])) if layout == "any" else "c"
-    if kind == "f":
-        a = np.asfortranarray(a)
-    elif kind == "sliced":
-        big = np.zeros(tuple(2 * s for s in shape), dtype=dtype)
-        big[tuple(slice(None, None, 2) for _ in shape)] = a
-        a = big[tuple(slice(None, None, 2) for _ in shape)]
-    elif kind == "negative" and a.ndim:
-        a = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
-    return a
-
-
-# ---- convolution problems with every hyper-parameter (FFT vs direct) --------------------------
-@st.composite
-def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5):
-    """A valid conv2d problem: ``dict(x=..., w=..., b=..., kwargs=dict(stride, padding,
-    dilation, groups))`` with random shapes, dtype and memory layouts (unbatched sometimes)."""
-    dtype = draw(DTYPES)
-    groups = draw(st.integers(1, 3))
-    cg = draw(st.integers(1, max(1, max_channels // groups)))
-    kg = draw(st.integers(1, max(1, max_channels // groups)))
-    n = draw(st.integers(1, 3))
-    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    same = draw(st.booleans()) and stride == (1, 1)
-    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    pads = (0, 0) if same else padding
-    # the input must hold at least one dilated kernel extent after padding
-    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
-    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
-    h = draw(st.integers(lo_h, max(lo_h, max_size)))
-    w = draw(st.integers(lo_w, max(lo_w, max_size)))
-    x = arrays(draw, (n, cg * groups, h, w), dtype)
-    if draw(st.booleans()):
-        x = x[0]  # unbatched (C, H, W)
-    weight = arrays(draw, (kg * groups, cg, r, s), dtype)
-    bias = arrays(draw, (kg * groups,), dtype) if draw(st.booleans()) else None
-    return dict(x=x, w=weight, b=bias,
-                kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
-
 # --------------------------------------------------------------------------------- conv2d cases
 # Small shapes, every argument form: the properties run hundreds of examples each, so an example
 # must cost well under a millisecond of arithmetic.
@@ -72,11 +21,24 @@ def same_padding(kernel, dilation):
     return total // 2, total - total // 2
 
 
-def int_or_pair(draw, h, w):
-    """``h`` as an int when both are equal (sometimes), else a tuple or a list (h, w)."""
-    if h == w and draw(st.booleans()):
-        return h
+def int_or_pair(draw, h, w, one_tuple=False):
+    """``(h, w)`` in any form the functions accept: an int (when equal, sometimes), a tuple, a
+    list, or (with ``one_tuple``: the pooling functions; conv2d does not take it) a 1-tuple."""
+    if h == w:
+        forms = ["int", "tuple", "list"] + (["one"] if one_tuple else [])
+        form = draw(st.sampled_from(forms))
+        if form == "int":
+            return h
+        if form == "one":
+            return (h,)
     return draw(st.sampled_from([tuple, list]))((h, w))
+
+
+def maybe_unbatched(draw, shape, allow=True, chance=5):
+    """``(shape, unbatched)``: the 4-D ``shape`` (N, C, H, W), or (one draw in ``chance``) its
+    unbatched (C, H, W) form. The one place where the strategies drop the batch dimension."""
+    unbatched = allow and draw(st.integers(0, chance - 1)) == 0
+    return (tuple(shape[1:]) if unbatched else tuple(shape)), unbatched
 
 
 def any_layout(draw, a, readonly=True):
@@ -102,11 +64,12 @@ def any_layout(draw, a, readonly=True):
     return a
 
 
-def random_array(draw, shape, dtype, layout=True):
-    """A standard-normal array of ``shape`` (values from a drawn seed), in a drawn layout."""
+def random_array(draw, shape, dtype, layout=True, readonly=True):
+    """THE array strategy of the tests: a standard-normal array of ``shape`` (values from a drawn
+    seed), in a drawn layout (see any_layout) unless ``layout`` is False."""
     seed = draw(st.integers(0, 2**32 - 1))
     a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    return any_layout(draw, a) if layout else a
+    return any_layout(draw, a, readonly) if layout else a
 
 
 class ConvCase:
@@ -161,8 +124,7 @@ def conv_cases(draw, dtypes=DTYPES, max_n=5, max_channels=3, max_groups=4, max_k
     ow = conv_output_size(w, pads[2], pads[3], s, sw, dw)
     assert oh >= 1 and ow >= 1
     n = draw(st.integers(0, max_n))
-    unbatched = allow_unbatched and draw(st.integers(0, 4)) == 0
-    x_shape = (c, h, w) if unbatched else (n, c, h, w)
+    x_shape, unbatched = maybe_unbatched(draw, (n, c, h, w), allow_unbatched)
     out_shape = (k, oh, ow) if unbatched else (n, k, oh, ow)
     x = random_array(draw, x_shape, dtype, layout)
     wt = random_array(draw, (k, cg, r, s), dtype, layout)
@@ -183,6 +145,37 @@ def conv_backward_cases(draw, **kwargs):
     case.needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
     return case
 
+
+
+# ---- convolution problems with every hyper-parameter (FFT vs direct) --------------------------
+@st.composite
+def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5, readonly=True):
+    """A valid conv2d problem: ``dict(x=..., w=..., b=..., kwargs=dict(stride, padding,
+    dilation, groups))`` with random shapes, dtype and memory layouts (unbatched sometimes;
+    read-only sometimes unless ``readonly`` is False)."""
+    dtype = draw(DTYPES)
+    groups = draw(st.integers(1, 3))
+    cg = draw(st.integers(1, max(1, max_channels // groups)))
+    kg = draw(st.integers(1, max(1, max_channels // groups)))
+    n = draw(st.integers(1, 3))
+    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    same = draw(st.booleans()) and stride == (1, 1)
+    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    pads = (0, 0) if same else padding
+    # the input must hold at least one dilated kernel extent after padding
+    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
+    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
+    h = draw(st.integers(lo_h, max(lo_h, max_size)))
+    w = draw(st.integers(lo_w, max(lo_w, max_size)))
+    x_shape, _ = maybe_unbatched(draw, (n, cg * groups, h, w), chance=2)
+    x = random_array(draw, x_shape, dtype, readonly=readonly)
+    weight = random_array(draw, (kg * groups, cg, r, s), dtype, readonly=readonly)
+    bias = random_array(draw, (kg * groups,), dtype, readonly=readonly) \
+        if draw(st.booleans()) else None
+    return dict(x=x, w=weight, b=bias,
+                kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
 
 
 # -------------------------------------------------------------------------------- pooling cases
@@ -224,17 +217,6 @@ def pool_values(draw, shape, dtype, kind):
     return a
 
 
-def int_or_pair_form(draw, h, w):
-    """``(h, w)`` as an int (when equal, sometimes), a tuple, a list, or a 1-tuple."""
-    if h == w:
-        form = draw(st.sampled_from(["int", "tuple", "list", "one"]))
-        if form == "int":
-            return h
-        if form == "one":
-            return (h,)
-    return draw(st.sampled_from([tuple, list]))((h, w))
-
-
 @st.composite
 def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special"), max_kernel=4,
                max_stride=4, max_dilation=3, max_extra=9, max_n=3, max_c=3, layout=True):
@@ -257,22 +239,21 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
     h = max(1, dh * (kh - 1) + 1 - 2 * ph) + draw(st.integers(0, max_extra))
     w = max(1, dw * (kw - 1) + 1 - 2 * pw) + draw(st.integers(0, max_extra))
     n, c = draw(st.integers(0, max_n)), draw(st.integers(1, max_c))
-    unbatched = draw(st.integers(0, 4)) == 0
-    shape = (c, h, w) if unbatched else (n, c, h, w)
+    shape, unbatched = maybe_unbatched(draw, (n, c, h, w))
     kind = draw(st.sampled_from(values))
     x = pool_values(draw, shape, dtype, kind)
     if layout:
         x = any_layout(draw, x)
     oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
     ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
-    kwargs = dict(kernel_size=int_or_pair_form(draw, kh, kw), ceil_mode=ceil_mode)
+    kwargs = dict(kernel_size=int_or_pair(draw, kh, kw, one_tuple=True), ceil_mode=ceil_mode)
     if stride is not None:
-        kwargs["stride"] = int_or_pair_form(draw, sh, sw)
+        kwargs["stride"] = int_or_pair(draw, sh, sw, one_tuple=True)
     if (ph, pw) != (0, 0) or draw(st.booleans()):
-        kwargs["padding"] = int_or_pair_form(draw, ph, pw)
+        kwargs["padding"] = int_or_pair(draw, ph, pw, one_tuple=True)
     if op == "max":
         if (dh, dw) != (1, 1) or draw(st.booleans()):
-            kwargs["dilation"] = int_or_pair_form(draw, dh, dw)
+            kwargs["dilation"] = int_or_pair(draw, dh, dw, one_tuple=True)
     else:
         kwargs["count_include_pad"] = draw(st.booleans())
         kwargs["divisor_override"] = draw(
@@ -280,12 +261,7 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
     empty = op == "max" and (has_empty_window(h, oh, kh, sh, ph, dh)
                              or has_empty_window(w, ow, kw, sw, pw, dw))
     out_shape = (c, oh, ow) if unbatched else (n, c, oh, ow)
-    g = None
-    if not empty:
-        g = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(out_shape)
-        g = g.astype(dtype)
-        if layout:
-            g = any_layout(draw, g)
+    g = None if empty else random_array(draw, out_shape, dtype, layout)
     return dict(x=x, kwargs=kwargs, g=g, out_shape=out_shape, empty=empty, kind=kind)
 
 
@@ -397,16 +373,10 @@ def fuzz_dim(rng, small=(0, 1, 1, 2, 3, 4, 5, 7)):
 
 
 def _out_size(n, k, s, p, d, ceil=False):
-    """torch's output size, or None when the arguments are not plain positive ints."""
+    """torch's output size (pool_output_size), or None when the arguments are not plain ints."""
     try:
         n, k, s, p, d = (int(v) for v in (n, k, s, p, d))
-        if ceil:
-            span = n + 2 * p - d * (k - 1) - 1
-            o = (span + s - 1) // s + 1
-            if (o - 1) * s >= n + p:
-                o -= 1
-            return o
-        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+        return pool_output_size(n, k, s, p, d, ceil)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
 

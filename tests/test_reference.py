@@ -1,13 +1,15 @@
-"""fastconv.reference, the oracle of every other test, checked on its own terms: hand-computed
-cases, the convolution theorem (FFTs) for the forward and finite differences for the backward.
-Nothing here uses the compiled kernels."""
+"""fastconv.reference, the oracle of every other test, checked on its own terms: for conv2d,
+hand-computed cases, the convolution theorem (FFTs) for the forward and finite differences for
+the backward; for pooling, hand-computed cases, torch's documented examples and brute-force loops
+over every window. Nothing here uses the compiled kernels."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastconv import reference
-from strategies import conv_backward_cases, conv_cases
+from conv_helpers import assert_close, assert_same_bits, with_batch, without_batch
+from strategies import conv_backward_cases, conv_cases, pool_cases, pool_output_size
 
 F64 = st.just(np.float64)
 
@@ -118,12 +120,11 @@ def test_full_correlation_is_the_convolution_theorem(case):
 def test_every_argument_form_through_the_fft(case):
     """Stride, padding (ints, pairs, 'valid', 'same' with its odd extra after), dilation, groups,
     bias and unbatched input, each derived from the FFT convolution independently."""
-    x = case.x[None] if case.unbatched else case.x
+    x, unbatched = with_batch(case.x)
     want = fft_conv2d(x, case.w, case.stride, case.pads, case.dilation, case.groups)
     if case.b is not None:
         want = want + case.b[None, :, None, None]
-    if case.unbatched:
-        want = want[0]
+    want = without_batch(want, unbatched)
     out = reference.conv2d(case.x, case.w, case.b, **case.kwargs)
     assert out.shape == case.out_shape == want.shape
     np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-9)
@@ -201,3 +202,266 @@ def test_backward_needs_selects_outputs(case):
             np.testing.assert_array_equal(p, f)
         else:
             assert p is None
+
+
+# ====================================================================================== pooling
+# fastconv.reference's pooling, checked on its own terms like the convolution above: values and
+# indices worked out by hand, the examples of torch's documentation, and an independent
+# brute-force loop over every window written here from torch's definitions (aten's CPU loops),
+# never fastconv's code.
+def brute_max_pool(x, kernel, stride, padding, dilation, ceil_mode):
+    """max_pool2d of a 4-D array by loops over every output and tap: the taps of a window in
+    row-major order, in bounds only (padding is -inf and never picked); ``val > max or
+    isnan(val)`` takes a tap, so the first maximum wins and a NaN (the last one) beats all; the
+    index starts at the first in-bounds tap (an all -inf window reports it)."""
+    n, c, h, w = x.shape
+    oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    out, ind = np.zeros((n, c, oh, ow), x.dtype), np.zeros((n, c, oh, ow), np.int64)
+    for b, ch, i, j in np.ndindex(n, c, oh, ow):
+        taps = [(r, s) for r in (i * stride[0] - padding[0] + u * dilation[0]
+                                 for u in range(kernel[0]))
+                for s in (j * stride[1] - padding[1] + v * dilation[1] for v in range(kernel[1]))
+                if 0 <= r < h and 0 <= s < w]
+        best, where = -np.inf, taps[0][0] * w + taps[0][1]
+        for r, s in taps:
+            val = x[b, ch, r, s]
+            if val > best or np.isnan(val):
+                best, where = val, r * w + s
+        out[b, ch, i, j], ind[b, ch, i, j] = best, where
+    return out, ind
+
+
+def avg_windows(h, w, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """For every output (i, j): its in-bounds taps and its divisor, by torch's definition: the
+    window [start, start + k) is clipped to the padded input [-p, size + p) for the count that
+    includes padding, to the input [0, size) for the taps and the count that does not."""
+    oh = pool_output_size(h, kernel[0], stride[0], padding[0], 1, ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], padding[1], 1, ceil_mode)
+    windows = {}
+    for i, j in np.ndindex(oh, ow):
+        r0, c0 = i * stride[0] - padding[0], j * stride[1] - padding[1]
+        r1, c1 = min(r0 + kernel[0], h + padding[0]), min(c0 + kernel[1], w + padding[1])
+        with_pad = (r1 - r0) * (c1 - c0)
+        rows, cols = range(max(r0, 0), min(r1, h)), range(max(c0, 0), min(c1, w))
+        taps = [(r, s) for r in rows for s in cols]
+        divisor = (divisor_override if divisor_override is not None
+                   else with_pad if count_include_pad else len(taps))
+        windows[i, j] = taps, divisor
+    return (oh, ow), windows
+
+
+def brute_avg_pool(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """avg_pool2d by loops, in float64: the sum of each window's in-bounds taps over its divisor."""
+    n, c, h, w = x.shape
+    (oh, ow), windows = avg_windows(h, w, kernel, stride, padding, ceil_mode, count_include_pad,
+                                    divisor_override)
+    out = np.zeros((n, c, oh, ow))
+    for b, ch, i, j in np.ndindex(n, c, oh, ow):
+        taps, divisor = windows[i, j]
+        out[b, ch, i, j] = sum(float(x[b, ch, r, s]) for r, s in taps) / divisor
+    return out
+
+
+def brute_avg_pool_backward(g, shape, kernel, stride, padding, ceil_mode, count_include_pad,
+                            divisor_override):
+    """avg_pool2d_backward by loops, in float64: each output's gradient over its divisor, added
+    to each of its window's in-bounds taps (padding taps take their share away)."""
+    n, c, h, w = shape
+    _, windows = avg_windows(h, w, kernel, stride, padding, ceil_mode, count_include_pad,
+                             divisor_override)
+    grad = np.zeros(shape)
+    for b, ch, i, j in np.ndindex(g.shape):
+        taps, divisor = windows[i, j]
+        for r, s in taps:
+            grad[b, ch, r, s] += float(g[b, ch, i, j]) / divisor
+    return grad
+
+
+def brute_max_pool_backward(g, ind, shape):
+    """max_pool2d_backward by loops: each gradient added onto the element its index names, in
+    output row-major order, in the gradient's dtype."""
+    n, c, h, w = shape
+    grad = np.zeros((n, c, h * w), g.dtype)
+    for b, ch, i, j in np.ndindex(g.shape):
+        grad[b, ch, ind[b, ch, i, j]] += g[b, ch, i, j]
+    return grad.reshape(shape)
+
+
+def pool_args(kwargs, is_max):
+    """The pairs and flags of a pool_cases() draw, for the brute-force loops."""
+    def pair(v):
+        return (v[0], v[-1]) if isinstance(v, (tuple, list)) else (v, v)
+    kernel = pair(kwargs["kernel_size"])
+    stride = pair(kwargs["stride"]) if kwargs.get("stride") is not None else kernel
+    padding = pair(kwargs.get("padding", 0))
+    if is_max:
+        return kernel, stride, padding, pair(kwargs.get("dilation", 1)), kwargs["ceil_mode"]
+    return (kernel, stride, padding, kwargs["ceil_mode"], kwargs["count_include_pad"],
+            kwargs["divisor_override"])
+
+
+# ------------------------------------------------------------------------------ by hand
+def test_max_pool_hand_computed_values_and_indices():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    out, ind = reference.max_pool2d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(out[0, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(ind[0, 0], [[5, 7], [13, 15]])  # flat h * W + w in the plane
+    # stride 1, dilation 2: the taps of window (i, j) are (i, j), (i, j+2), (i+2, j), (i+2, j+2)
+    out = reference.max_pool2d(x, 2, stride=1, dilation=2)
+    np.testing.assert_array_equal(out[0, 0], [[10, 11], [14, 15]])
+
+
+def test_max_pool_pads_with_minus_inf_not_zero():
+    """All-negative input, padding 1: every window's maximum is an input element, never the
+    padding (zero padding would give 0 on the border)."""
+    x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[-1 -2 -3] [-4 -5 -6] [-7 -8 -9]]
+    out, ind = reference.max_pool2d(x, 2, stride=1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(out[0, 0], [[-1, -1, -2, -3], [-1, -1, -2, -3],
+                                              [-4, -4, -5, -6], [-7, -7, -8, -9]])
+    np.testing.assert_array_equal(ind[0, 0], [[0, 0, 1, 2], [0, 0, 1, 2], [3, 3, 4, 5],
+                                              [6, 6, 7, 8]])
+
+
+def test_max_pool_ties_nan_and_all_minus_inf_indices():
+    # ties: the first maximum in row-major order
+    _, ind = reference.max_pool2d(np.array([[[[2.0, 5.0], [5.0, 5.0]]]]), 2, return_indices=True)
+    assert ind[0, 0, 0, 0] == 1
+    # a NaN wins, the last of several
+    out, ind = reference.max_pool2d(np.array([[[[1.0, np.nan, 3.0, np.nan]]]]), (1, 4),
+                                    return_indices=True)
+    assert np.isnan(out[0, 0, 0, 0]) and ind[0, 0, 0, 0] == 3
+    # a window of -inf only reports its first in-bounds position
+    out, ind = reference.max_pool2d(np.full((1, 1, 3, 3), -np.inf), 3, stride=2, padding=1,
+                                    return_indices=True)
+    assert (out == -np.inf).all()
+    np.testing.assert_array_equal(ind[0, 0], [[0, 1], [3, 4]])
+
+
+def test_ceil_mode_hand_computed():
+    x = np.arange(25.0).reshape(1, 1, 5, 5)
+    # H = 5, k = 2, s = 2: floor gives 2 windows, ceil 3 (the third starts at 4 < 5, half out)
+    assert reference.max_pool2d(x, 2).shape == (1, 1, 2, 2)
+    np.testing.assert_array_equal(reference.max_pool2d(x, 2, ceil_mode=True)[0, 0],
+                                  [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+    # the partial windows of ceil_mode divide by their in-input part (it lies past the padding)
+    np.testing.assert_array_equal(reference.avg_pool2d(x, 2, ceil_mode=True)[0, 0],
+                                  [[3, 5, 6.5], [13, 15, 16.5], [20.5, 22.5, 24]])
+    # with padding 1, ceil would give 4, but a window starting in the right padding is dropped
+    assert reference.max_pool2d(x, 2, 2, 1, ceil_mode=True).shape == (1, 1, 3, 3)
+
+
+def test_avg_pool_count_include_pad_and_divisor_override_hand_computed():
+    ones = np.ones((1, 1, 3, 3))
+    # kernel 2, stride 2, padding 1: windows hold 1, 2, 2 and 4 input cells of 4
+    np.testing.assert_array_equal(reference.avg_pool2d(ones, 2, 2, 1)[0, 0],
+                                  [[0.25, 0.5], [0.5, 1.0]])
+    np.testing.assert_array_equal(
+        reference.avg_pool2d(ones, 2, 2, 1, count_include_pad=False)[0, 0], [[1, 1], [1, 1]])
+    ones4 = np.ones((1, 1, 4, 4))
+    np.testing.assert_allclose(reference.avg_pool2d(ones4, 2, divisor_override=3), 4 / 3)
+    np.testing.assert_allclose(reference.avg_pool2d(ones4, 2, divisor_override=-3), -4 / 3)
+    # count_include_pad with ceil_mode: the padding counts, the part past the padded edge not
+    np.testing.assert_allclose(reference.avg_pool2d(ones4, 3, 2, 1, ceil_mode=True)[0, 0],
+                               [[4 / 9, 6 / 9, 2 / 6], [6 / 9, 1, 3 / 6], [2 / 6, 3 / 6, 1 / 4]])
+
+
+def test_max_backward_routes_to_the_argmax_and_adds_overlaps():
+    # torch's MaxUnpool2d example: the pooled values go back to where they came from
+    x = np.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+    out, ind = reference.max_pool2d(x, 2, stride=2, return_indices=True)
+    grad = reference.max_pool2d_backward(out, ind, x.shape)
+    np.testing.assert_array_equal(grad[0, 0], [[0, 0, 0, 0], [0, 6, 0, 8], [0, 0, 0, 0],
+                                               [0, 14, 0, 16]])
+    # overlapping windows with the same argmax add their gradients there
+    x = np.array([[[[1.0, 3.0, 2.0]]]])
+    out, ind = reference.max_pool2d(x, (1, 2), stride=1, return_indices=True)
+    np.testing.assert_array_equal(ind[0, 0, 0], [1, 1])
+    grad = reference.max_pool2d_backward(np.array([[[[1.0, 10.0]]]]), ind, x.shape)
+    np.testing.assert_array_equal(grad[0, 0, 0], [0, 11, 0])
+
+
+def test_avg_backward_spreads_each_gradient_over_its_window():
+    g = np.ones((1, 1, 2, 2))
+    # padding taps take their share: every cell lies in one window, and gets 1/4
+    np.testing.assert_array_equal(reference.avg_pool2d_backward(g, (1, 1, 3, 3), 2, 2, 1)[0, 0],
+                                  np.full((3, 3), 0.25))
+    # without them, a window of 1, 2 or 4 cells gives each 1, 1/2 or 1/4
+    np.testing.assert_array_equal(
+        reference.avg_pool2d_backward(g, (1, 1, 3, 3), 2, 2, 1, count_include_pad=False)[0, 0],
+        [[1, 0.5, 0.5], [0.5, 0.25, 0.25], [0.5, 0.25, 0.25]])
+    # overlapping windows (stride 1) add: the middle of 1 x 3 gets both halves
+    np.testing.assert_array_equal(
+        reference.avg_pool2d_backward(np.array([[[[2.0, 4.0]]]]), (1, 1, 1, 3), (1, 2), 1)[0, 0],
+        [[1, 3, 2]])
+
+
+def test_torch_documented_examples():
+    """torch.nn.MaxPool2d / AvgPool2d's documentation examples (an input of 20 x 16 x 50 x 32;
+    a square window of 3 at stride 2, a 3 x 2 window at stride (2, 1)), with the output sizes of
+    the documented formula floor((H + 2 p - d (k - 1) - 1) / s + 1) worked out by hand; the
+    MaxUnpool2d example is in test_max_backward_routes_to_the_argmax_and_adds_overlaps."""
+    x = np.random.default_rng(0).standard_normal((20, 16, 50, 32))
+    assert reference.max_pool2d(x, 3, stride=2).shape == (20, 16, 24, 15)
+    assert reference.max_pool2d(x, (3, 2), stride=(2, 1)).shape == (20, 16, 24, 31)
+    assert reference.avg_pool2d(x, 3, stride=2).shape == (20, 16, 24, 15)
+    assert reference.avg_pool2d(x, (3, 2), stride=(2, 1)).shape == (20, 16, 24, 31)
+
+
+def test_window_of_padding_only_is_rejected():
+    """torch gives -inf with an index outside the window there; the reference refuses."""
+    with pytest.raises(ValueError, match="holds no input element"):
+        reference.max_pool2d(np.ones((1, 1, 1, 5)), 2, stride=1, padding=1, dilation=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_output_dtype_is_input_dtype(dtype):
+    x = np.ones((1, 2, 4, 4), dtype)
+    out, ind = reference.max_pool2d(x, 2, return_indices=True)
+    assert out.dtype == dtype and ind.dtype == np.int64
+    assert reference.avg_pool2d(x, 2).dtype == dtype
+    assert reference.max_pool2d_backward(out, ind, x.shape).dtype == dtype
+    assert reference.avg_pool2d_backward(out, x.shape, 2).dtype == dtype
+
+
+# ------------------------------------------------------------------------------ brute force
+@settings(max_examples=80)
+@given(case=pool_cases("max", max_extra=5, max_n=2, max_c=2, layout=False))
+def test_max_pool_is_the_brute_force_loop(case):
+    """Values (NaN, ties and -inf included), indices and the backward's additions, bit for bit."""
+    x, kw = case["x"], case["kwargs"]
+    if case["empty"]:
+        with pytest.raises(ValueError, match="holds no input element"):
+            reference.max_pool2d(x, **kw)
+        return
+    x4, unbatched = with_batch(x)
+    want_out, want_ind = brute_max_pool(x4, *pool_args(kw, is_max=True))
+    out, ind = reference.max_pool2d(x, **kw, return_indices=True)
+    assert_same_bits(out, without_batch(want_out, unbatched), "max_pool2d")
+    assert_same_bits(ind, without_batch(want_ind, unbatched), "indices")
+    g4, _ = with_batch(case["g"])
+    want_grad = brute_max_pool_backward(g4, want_ind, x4.shape)
+    assert_same_bits(reference.max_pool2d_backward(case["g"], ind, x.shape),
+                     without_batch(want_grad, unbatched), "max_pool2d_backward")
+
+
+@settings(max_examples=80)
+@given(case=pool_cases("avg", max_extra=5, max_n=2, max_c=2, layout=False))
+def test_avg_pool_is_the_brute_force_loop(case):
+    """Values and the backward within the rounding bound (sums of at most kH * kW terms and a
+    division, in the input's dtype), NaN and +-inf where the loop has them."""
+    x, kw, g = case["x"], case["kwargs"], case["g"]
+    x4, unbatched = with_batch(x)
+    g4, _ = with_batch(g)
+    args = pool_args(kw, is_max=False)
+    nterms = args[0][0] * args[0][1] + 2
+    with np.errstate(invalid="ignore"):
+        want = without_batch(brute_avg_pool(x4, *args), unbatched)
+        out = reference.avg_pool2d(x, **kw)
+    finite = np.where(np.isfinite(x4), x4, 0)
+    scale = without_batch(np.abs(brute_avg_pool(np.abs(finite), *args)), unbatched)
+    assert_close(out, want, scale, nterms, x.dtype, "avg_pool2d", nonfinite=True)
+    want_grad = without_batch(brute_avg_pool_backward(g4, x4.shape, *args), unbatched)
+    scale = without_batch(np.abs(brute_avg_pool_backward(np.abs(g4), x4.shape, *args)), unbatched)
+    assert_close(reference.avg_pool2d_backward(g, x.shape, **kw), want_grad, scale, nterms,
+                 x.dtype, "avg_pool2d_backward")

@@ -13,6 +13,7 @@ import pytest
 from test_datasets import fake_mnist
 
 import fastconv
+from conv_helpers import assert_same_bits
 from fastconv import cli
 from fastconv.cli import demo as demo_cmd
 
@@ -87,7 +88,7 @@ def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys):
             runs.append((TIMING.sub("", text), {k: npz[k] for k in npz.files}))
     assert runs[0][0] == runs[1][0]
     for k, v in runs[0][1].items():
-        assert np.array_equal(v, runs[1][1][k]), k  # bitwise
+        assert_same_bits(runs[1][1][k], v, k)
 
 
 def test_quiet_prints_only_the_summary(tmp_path, capsys):
@@ -171,12 +172,13 @@ def test_console_help(tmp_path):
 
 
 def test_default_run_reaches_97_percent(tmp_path, capsys):
-    """The main job: default options on the embedded digits, >= 97 % test accuracy in < 60 s."""
+    """The main job: default options on the embedded digits, >= 97 % test accuracy (its time,
+    under a minute, is measured by bench/demo_default_run.py)."""
     assert demo("--out", tmp_path, "--quiet") == 0
     stdout = capsys.readouterr().out
-    m = re.search(r"test accuracy (\d+\.\d\d)% .*after 15 epochs.*total ([\d.]+) s", stdout)
+    m = re.search(r"test accuracy (\d+\.\d\d)% .*after 15 epochs.*total [\d.]+ s", stdout)
     assert m, stdout
-    assert float(m.group(1)) >= 97.0 and float(m.group(2)) < 60, stdout
+    assert float(m.group(1)) >= 97.0, stdout
 
 
 def _weights(path, **meta_changes):

@@ -5,8 +5,8 @@ geometry value up to and beyond the int64 range, non-finite values) are rebuilt 
 index)`` in worker processes, many per worker. A worker announces each candidate before running
 it, so a worker that dies (segfault, abort) or hangs names the candidate that killed it; the
 remaining candidates go to a fresh worker. Each candidate must either raise TypeError/ValueError
-or return what fastconv.reference returns (tolerance of tests/strategies.py, NaNs at the same
-places, max-pool indices equal).
+or return what fastconv.reference returns (within the rounding bound of tests/conv_helpers.py,
+NaNs at the same places, max-pool indices equal).
 
 FASTCONV_FUZZ_COUNT sets the number of candidates (default: a CI-sized run of a few seconds per
 thousand), FASTCONV_FUZZ_SEED the seed, FASTCONV_FUZZ_MISALIGNED=0 leaves out the arrays whose
@@ -32,7 +32,8 @@ WORKER = textwrap.dedent(r"""
     seed, first, last, misaligned, cap = (int(v) for v in sys.argv[1:6])
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     import fastconv, fastconv.reference as ref
-    from strategies import describe, fuzz_candidate, tolerance
+    from strategies import describe, fuzz_candidate
+    from conv_helpers import rounding_bound
     warnings.simplefilter("ignore")
 
     def finite_magnitudes(v):
@@ -61,7 +62,10 @@ WORKER = textwrap.dedent(r"""
             return None
         return out if isinstance(out, tuple) else (out,)
 
-    def same(a, b, dtype, magnitude):
+    # The rounding bound of every kernel test (tests/conv_helpers.py): both results are sums
+    # computed in ``dtype``, hence twice the magnitudes; no sum has more terms than the largest
+    # array argument has elements. Without magnitudes, the results must be equal.
+    def same(a, b, dtype, magnitude, nterms):
         if a is None or b is None:
             return a is None and b is None
         a, b = np.asarray(a), np.asarray(b)
@@ -69,11 +73,11 @@ WORKER = textwrap.dedent(r"""
             return False
         if a.dtype.kind in "iu":
             return bool(np.array_equal(a, b))
-        rtol, atol = tolerance(dtype)
-        bound = atol + rtol * np.abs(b.astype(np.float64))
+        bound = np.zeros(a.shape)
         if magnitude is not None and np.shape(magnitude) == a.shape:
             ordered = np.asarray(magnitude) <= np.finfo(a.dtype).max / 2
-            a, b, bound = a[ordered], b[ordered], (bound + rtol * magnitude)[ordered]
+            bound = rounding_bound(2 * np.asarray(magnitude), nterms, dtype)
+            a, b, bound = a[ordered], b[ordered], bound[ordered]
         with np.errstate(all="ignore"):
             close = (a == b) | (np.abs(a.astype(np.float64) - b) <= bound)
         return bool(np.array_equal(np.isnan(a), np.isnan(b)) and (close | np.isnan(a)).all())
@@ -109,8 +113,10 @@ WORKER = textwrap.dedent(r"""
         want = want if isinstance(want, tuple) else (want,)
         dtype = next((v.dtype for v in got if v is not None and v.dtype.kind == "f"), np.float64)
         mags = magnitudes(name, args, kwargs) or (None,) * len(want)
+        nterms = 2 + max([np.size(v) for v in list(args) + list(kwargs.values())
+                          if isinstance(v, np.ndarray)] + [1])
         if len(got) != len(want) or len(mags) != len(want) or not all(
-                same(a, b, dtype, m) for a, b, m in zip(got, want, mags)):
+                same(a, b, dtype, m, nterms) for a, b, m in zip(got, want, mags)):
             report(i, "fail", "result differs from fastconv.reference")
         else:
             report(i, "ok")

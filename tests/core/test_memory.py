@@ -12,6 +12,7 @@ import fastconv
 from fastconv import _kernels, _pooling
 from conv_helpers import (
     SUPPORTED_ISAS,
+    assert_same_bits,
     check_backward,
     check_forward,
     num_threads,
@@ -51,11 +52,11 @@ def test_row_bands_give_the_whole_image_results(isa, case, cap, threads):
         out, grads = run_all(case)
         with workspace_cap(cap):
             band_out, band_grads = run_all(case)
-    np.testing.assert_array_equal(band_out, out, strict=True)
+    assert_same_bits(band_out, out, "conv2d in bands")
     check_forward(case, band_out)
     for name, got, want in zip(("grad_input", "grad_weight", "grad_bias"), band_grads, grads):
         if want is not None and not (name == "grad_weight" and engine_depthwise(case)):
-            np.testing.assert_array_equal(got, want, strict=True, err_msg=name)
+            assert_same_bits(got, want, f"{name} in bands")
     check_backward(case, band_grads)
 
 
@@ -74,7 +75,7 @@ def test_row_bands_do_not_depend_on_the_thread_count(dtype, groups, cg, kg):
             results.append((y, *fastconv.conv2d_backward(gy, x, w, **kw)))
     for other in results[1:]:
         for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b, strict=True)
+            assert_same_bits(b, a)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -90,8 +91,7 @@ def test_row_bands_of_an_output_written_with_streaming_stores(dtype, width):
     assert want.nbytes >= 8 << 20
     for cap in (1, 100_000):
         with workspace_cap(cap):
-            np.testing.assert_array_equal(fastconv.conv2d(x, w, b, padding=(0, 1)), want,
-                                          strict=True)
+            assert_same_bits(fastconv.conv2d(x, w, b, padding=(0, 1)), want, f"cap {cap}")
 
 
 def test_row_bands_bound_the_workspaces_during_a_call():
@@ -127,7 +127,7 @@ def test_no_thread_keeps_more_than_the_cap_after_a_call():
         keep = _kernels._workspace_keep_bytes()
         assert _kernels._workspace_peak() > keep  # the call did need more
         assert max(_kernels._workspace_sizes()) <= keep
-        np.testing.assert_array_equal(fastconv.conv2d(x, w, padding=1), y, strict=True)
+        assert_same_bits(fastconv.conv2d(x, w, padding=1), y)
 
 
 BIG = (4, 8, 256, 256)  # an 8 MiB float32 output: the output cache keeps it once freed

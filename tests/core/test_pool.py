@@ -11,22 +11,40 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _kernels, _pooling, reference
-from conv_helpers import assert_unchanged, snapshot
+from conv_helpers import (SUPPORTED_ISAS, assert_close, assert_same_bits, assert_unchanged, f64,
+                          f64abs, snapshot, with_batch)
 from conv_helpers import num_threads as threads
-from strategies import pool_cases, tolerance
-
-
-def _supported_isas():
-    previous = _kernels.get_isa()
-    try:
-        return [name for name in _kernels.ISA_NAMES if _kernels.set_isa(name) == name]
-    finally:
-        _kernels.set_isa(previous)
-
+from strategies import pool_cases
 
 # every SIMD path this CPU runs, and the scalar path (torch's loops, used for huge planes)
-PATHS = _supported_isas() + ["scalar"]
+PATHS = SUPPORTED_ISAS + ["scalar"]
 THREADS = st.sampled_from([1, 2, 3])
+
+
+def _kernel_taps(kw):
+    """kH * kW of any form of kernel_size (an int, a pair, a 1-tuple)."""
+    k = kw["kernel_size"]
+    return k[0] * k[-1] if isinstance(k, (tuple, list)) else k * k
+
+
+def check_avg(out, x, kw):
+    """avg_pool2d's ``out`` against the float64 reference: a sum of at most kH * kW terms and a
+    division (or a multiply by a rounded reciprocal: two roundings), within the rounding bound of
+    conv_helpers.assert_close; NaN and +-inf where the reference has them."""
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as in the kernels
+        want = reference.avg_pool2d(f64(x), **kw)
+    finite = np.where(np.isfinite(x), x, 0)
+    scale = np.abs(reference.avg_pool2d(f64abs(finite), **kw))  # sum |x| / |divisor|
+    assert_close(out, want, scale, _kernel_taps(kw) + 2, x.dtype, "avg_pool2d", nonfinite=True)
+
+
+def check_avg_backward(gi, g, shape, kw):
+    """avg_pool2d_backward's ``gi``: each element is a sum of g / divisor over the windows that
+    hold it (at most kH * kW of them), one division each."""
+    want = reference.avg_pool2d_backward(f64(g), shape, **kw)
+    scale = np.abs(reference.avg_pool2d_backward(f64abs(g), shape, **kw))
+    assert_close(gi, want, scale, _kernel_taps(kw) + 2, g.dtype, "avg_pool2d_backward",
+                 nonfinite=True)
 
 
 @contextlib.contextmanager
@@ -67,18 +85,18 @@ def test_max_pool2d_matches_reference(name, case, nthreads):
     assert out.shape == ind.shape == case["out_shape"] and out.dtype == x.dtype
     assert ind.dtype == np.int64 and out.flags.c_contiguous and ind.flags.c_contiguous
     # max is exact: values, NaNs and indices agree bit for bit
-    np.testing.assert_array_equal(out, ref_out, strict=True)
-    np.testing.assert_array_equal(ind, ref_ind, strict=True)
-    np.testing.assert_array_equal(out_only, out, strict=True)
+    assert_same_bits(out, ref_out, "max_pool2d")
+    assert_same_bits(ind, ref_ind, "indices")
+    assert_same_bits(out_only, out, "max_pool2d without indices")
     # the backward adds in output row-major order, as np.add.at does: exact too
     ref_gi = reference.max_pool2d_backward(case["g"], ind, x.shape)
     assert gi.shape == x.shape and gi.dtype == x.dtype and gi.flags.c_contiguous
-    np.testing.assert_array_equal(gi, ref_gi, strict=True)
+    assert_same_bits(gi, ref_gi, "max_pool2d_backward")
     # indices in any layout too (here: Fortran order, and negative strides on the last axis)
     for ind_view in (np.asfortranarray(ind), np.ascontiguousarray(ind[..., ::-1])[..., ::-1]):
         with path(name), threads(nthreads):
             gi_view = fastconv.max_pool2d_backward(case["g"], ind_view, x.shape)
-        np.testing.assert_array_equal(gi_view, gi, strict=True)
+        assert_same_bits(gi_view, gi, "max_pool2d_backward, indices in another layout")
 
 
 @pytest.mark.parametrize("name", PATHS)
@@ -93,11 +111,8 @@ def test_avg_pool2d_matches_reference(name, case, nthreads):
     assert_unchanged(before, x, g)
     assert out.shape == case["out_shape"] and out.dtype == x.dtype and out.flags.c_contiguous
     assert gi.shape == x.shape and gi.dtype == x.dtype and gi.flags.c_contiguous
-    rtol, atol = tolerance(x.dtype)
-    scale = np.nanmax(np.abs(np.where(np.isfinite(x), x, 0)), initial=1.0)
-    np.testing.assert_allclose(out, reference.avg_pool2d(x, **kw), rtol=rtol, atol=atol * scale)
-    np.testing.assert_allclose(gi, reference.avg_pool2d_backward(g, x.shape, **kw),
-                               rtol=rtol, atol=atol * np.max(np.abs(g), initial=1.0))
+    check_avg(out, x, kw)
+    check_avg_backward(gi, g, x.shape, kw)
 
 
 # Wider rows: the vector deinterleave (W >= 2 vectors), several vector chunks per output row
@@ -117,16 +132,12 @@ def test_medium_shapes_match_reference(name, case, avg, nthreads):
         agi = fastconv.avg_pool2d_backward(avg["g"], avg["x"].shape, **avg["kwargs"])
     if not case["empty"]:
         ref_out, ref_ind = reference.max_pool2d(case["x"], **case["kwargs"], return_indices=True)
-        np.testing.assert_array_equal(out, ref_out, strict=True)
-        np.testing.assert_array_equal(ind, ref_ind, strict=True)
-        np.testing.assert_array_equal(
-            gi, reference.max_pool2d_backward(case["g"], ind, case["x"].shape), strict=True)
-    rtol, atol = tolerance(avg["x"].dtype)
-    np.testing.assert_allclose(aout, reference.avg_pool2d(avg["x"], **avg["kwargs"]),
-                               rtol=rtol, atol=atol * 10)
-    np.testing.assert_allclose(
-        agi, reference.avg_pool2d_backward(avg["g"], avg["x"].shape, **avg["kwargs"]),
-        rtol=rtol, atol=atol * 10)
+        assert_same_bits(out, ref_out, "max_pool2d")
+        assert_same_bits(ind, ref_ind, "indices")
+        assert_same_bits(gi, reference.max_pool2d_backward(case["g"], ind, case["x"].shape),
+                         "max_pool2d_backward")
+    check_avg(aout, avg["x"], avg["kwargs"])
+    check_avg_backward(agi, avg["g"], avg["x"].shape, avg["kwargs"])
 
 
 @pytest.mark.parametrize("name", PATHS)
@@ -151,13 +162,11 @@ def test_every_row_width(name):
                     gi = fastconv.max_pool2d_backward(g, ind, x.shape)
                     aout = fastconv.avg_pool2d(x, **kw)
                     agi = fastconv.avg_pool2d_backward(g, x.shape, **kw)
-                np.testing.assert_array_equal(out, ref_out)
-                np.testing.assert_array_equal(ind, ref_ind)
-                np.testing.assert_array_equal(gi, reference.max_pool2d_backward(g, ind, x.shape))
-                rtol, atol = tolerance(dtype)
-                np.testing.assert_allclose(aout, reference.avg_pool2d(x, **kw), rtol=rtol, atol=atol)
-                np.testing.assert_allclose(agi, reference.avg_pool2d_backward(g, x.shape, **kw),
-                                           rtol=rtol, atol=atol)
+                assert_same_bits(out, ref_out, "max_pool2d")
+                assert_same_bits(ind, ref_ind, "indices")
+                assert_same_bits(gi, reference.max_pool2d_backward(g, ind, x.shape), "backward")
+                check_avg(aout, x, kw)
+                check_avg_backward(agi, g, x.shape, kw)
 
 
 # ------------------------------------------------------------------------------ gradient identities
@@ -182,9 +191,8 @@ def test_max_backward_puts_each_gradient_on_an_argmax(case):
     if case["empty"] or x.size == 0:
         return
     out, ind = fastconv.max_pool2d(x, **kw, return_indices=True)
-    x4 = x.reshape((1,) + x.shape) if x.ndim == 3 else x
-    o4, i4 = out.reshape((-1,) + out.shape[-3:]), ind.reshape((-1,) + ind.shape[-3:])
-    g4 = g.reshape(i4.shape)
+    x4, _ = with_batch(x)
+    (o4, _), (i4, _), (g4, _) = with_batch(out), with_batch(ind), with_batch(g)
     h, w = x4.shape[2:]
     assert ((i4 >= 0) & (i4 < h * w)).all()
     picked = np.take_along_axis(x4.reshape(x4.shape[0], x4.shape[1], -1),
@@ -267,8 +275,8 @@ def test_unbatched_and_empty_batches():
     x = rng.standard_normal((3, 7, 6)).astype(np.float32)
     out, ind = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
     o4, i4 = fastconv.max_pool2d(x[None], 3, 2, 1, return_indices=True)
-    np.testing.assert_array_equal(out, o4[0])
-    np.testing.assert_array_equal(ind, i4[0])
+    assert_same_bits(out, o4[0], "unbatched max_pool2d")
+    assert_same_bits(ind, i4[0], "unbatched indices")
     assert fastconv.max_pool2d_backward(out, ind, x.shape).shape == x.shape
     assert fastconv.avg_pool2d(x, 2).shape == (3, 3, 3)
     assert fastconv.avg_pool2d_backward(np.ones((3, 3, 3), np.float32), x.shape, 2).shape == x.shape
@@ -300,13 +308,11 @@ def test_a_few_large_planes_split_into_row_blocks():
         ref_out, ref_ind = reference.max_pool2d(x, **kw, return_indices=True)
         np.testing.assert_array_equal(results[0][0], ref_out)
         np.testing.assert_array_equal(results[0][1], ref_ind)
-        np.testing.assert_allclose(results[0][3], reference.avg_pool2d(x, **akw), rtol=1e-12,
-                                   atol=1e-14)
-        np.testing.assert_allclose(results[0][4],
-                                   reference.avg_pool2d_backward(results[0][3], x.shape, **akw),
-                                   rtol=1e-12, atol=1e-14)
-        for a, b in zip(*results):
-            np.testing.assert_array_equal(a, b, strict=True)
+        check_avg(results[0][3], x, akw)
+        check_avg_backward(results[0][4], results[0][3], x.shape, akw)
+        for what, a, b in zip(("max", "indices", "max backward", "avg", "avg backward"),
+                              *results):
+            assert_same_bits(b, a, f"{what}: 3 threads against 1")
 
 
 # -------------------------------------------------------------------------------- determinism
@@ -334,12 +340,8 @@ def test_bitwise_identical_for_any_thread_count_and_simd_path(case, avg):
     for i, r in enumerate(results):
         first_of_path = results[i - i % 3]
         for a, b, c in zip(first_of_path, r, results[0]):
-            assert a.tobytes() == b.tobytes()  # thread counts: every bit
-            assert _nan_canonical(b).tobytes() == _nan_canonical(c).tobytes()  # SIMD paths
-
-
-def _nan_canonical(a):
-    return np.where(np.isnan(a), np.nan, a) if a.dtype.kind == "f" else a
+            assert_same_bits(b, a, f"run {i}: thread counts")  # every bit
+            assert_same_bits(b, c, f"run {i}: SIMD paths", any_nan=True)
 
 
 def test_concurrent_calls_from_python_threads():
@@ -361,7 +363,7 @@ def test_concurrent_calls_from_python_threads():
         concurrent = list(pool.map(work, xs * 2))
     for a, b in zip(serial * 2, concurrent):
         for u, v in zip(a, b):
-            assert u.tobytes() == v.tobytes()
+            assert_same_bits(v, u, "concurrent against serial")
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -487,7 +489,7 @@ def test_max_pool2d_is_bitwise_torch(case, nthreads):
         gi = fastconv.max_pool2d_backward(case["g"], ind, x.shape)
     np.testing.assert_array_equal(out, t_out.detach().numpy(), strict=True)
     np.testing.assert_array_equal(ind, t_ind.numpy(), strict=True)
-    assert gi.tobytes() == xt.grad.numpy().tobytes()
+    assert_same_bits(gi, xt.grad.numpy(), "max_pool2d_backward against torch")
 
 
 @settings(max_examples=150)
@@ -505,7 +507,7 @@ def test_avg_pool2d_is_bitwise_torch(case, nthreads):
         out = fastconv.avg_pool2d(x, **kw)
         gi = fastconv.avg_pool2d_backward(case["g"], x.shape, **kw)
     np.testing.assert_array_equal(out, t_out.detach().numpy(), strict=True)
-    assert gi.tobytes() == xt.grad.numpy().tobytes()
+    assert_same_bits(gi, xt.grad.numpy(), "avg_pool2d_backward against torch")
 
 
 def test_errors_match_torch_where_torch_raises():

@@ -13,46 +13,43 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from conv_helpers import SUPPORTED_ISAS, num_threads, using_isa, workspace_cap
-from strategies import DTYPES, arrays, conv_problems, pool_cases
+from fastconv import _kernels
+from conv_helpers import (SUPPORTED_ISAS, assert_same_bits, cpu_isas, num_threads, using_isa,
+                          workspace_cap)
+from strategies import DTYPES, conv_problems, pool_cases, random_array
 
-pytestmark = pytest.mark.skipif(len(SUPPORTED_ISAS) < 2, reason="this CPU runs one SIMD path")
+# The paths compared: every one this CPU has by its /proc/cpuinfo flags (independently of
+# fastconv's own detection, so that a path it failed to select is an error, not a silent skip),
+# or, without /proc/cpuinfo, those fastconv can select. On a CPU with one path there is nothing
+# to compare, and the tests below pass trivially.
+CPU_PATHS = cpu_isas() or SUPPORTED_ISAS
 
 VALUES = st.sampled_from(["normal", "huge", "special"])
 
 
-def assert_same_bits(got, want, what):
-    """got and want hold the same values bit for bit, NaNs compared as NaNs."""
-    if want is None:
-        assert got is None, what
-        return
-    assert got.shape == want.shape and got.dtype == want.dtype, what
-    got, want = np.ascontiguousarray(got), np.ascontiguousarray(want)
-    if got.dtype.kind != "f":
-        np.testing.assert_array_equal(got, want, err_msg=what, strict=True)
-        return
-    nan = np.isnan(want)
-    where = np.argwhere(np.isnan(got) != nan)
-    assert not where.size, f"{what}: NaN on one path only, first at {tuple(where[0])}"
-    uint = np.uint32 if got.dtype.itemsize == 4 else np.uint64
-    differ = (got.view(uint) != want.view(uint)) & ~nan
-    if differ.any():
-        idx = tuple(np.argwhere(differ)[0])
-        raise AssertionError(f"{what}: {int(differ.sum())} of {differ.size} elements differ; "
-                             f"first at {idx}: {got[idx]!r} against {want[idx]!r}")
+def test_every_path_of_this_cpu_is_compared():
+    """The paths that fastconv selects are exactly those the CPU has: with AVX-512 in
+    /proc/cpuinfo, the AVX-512 path runs (on_every_path checks, for every call, that each path
+    was the one in use)."""
+    assert CPU_PATHS[0] == "generic"
+    assert SUPPORTED_ISAS == CPU_PATHS, (SUPPORTED_ISAS, CPU_PATHS)
 
 
 def on_every_path(compute):
     """compute() on every SIMD path of this CPU; assert that all give the same bits as the
-    portable path (its arrays in the same order), then return those results."""
+    portable path (its arrays in the same order; NaNs compared as NaNs), then return those
+    results."""
     results = {}
-    for name in SUPPORTED_ISAS:
+    for name in CPU_PATHS:
         with using_isa(name):
+            assert _kernels.get_isa() == name
             results[name] = compute()
-    first = SUPPORTED_ISAS[0]
-    for name in SUPPORTED_ISAS[1:]:
+    assert list(results) == CPU_PATHS
+    first = CPU_PATHS[0]
+    for name in CPU_PATHS[1:]:
+        assert len(results[name]) == len(results[first])
         for i, (got, want) in enumerate(zip(results[name], results[first])):
-            assert_same_bits(got, want, f"result {i} on {name} against {first}")
+            assert_same_bits(got, want, f"result {i} on {name} against {first}", any_nan=True)
     return results[first]
 
 
@@ -107,8 +104,8 @@ def depthwise_problems(draw, min_rows=0, max_rows=4):
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     h = max(1, dilation[0] * (r - 1) + 1 - 2 * padding[0]) + draw(st.integers(min_rows, max_rows))
     w = max(1, dilation[1] * (s - 1) + 1 - 2 * padding[1]) + draw(st.integers(0, 40))
-    x = arrays(draw, (n, c, h, w), dtype)
-    weight = arrays(draw, (c, 1, r, s), dtype)
+    x = random_array(draw, (n, c, h, w), dtype, readonly=False)
+    weight = random_array(draw, (c, 1, r, s), dtype, readonly=False)
     return dict(x=x, w=weight, b=None, kwargs=dict(stride=stride, padding=padding,
                                                    dilation=dilation, groups=c))
 
@@ -117,7 +114,7 @@ THREADS = st.sampled_from([1, 2])
 
 
 @settings(max_examples=80)
-@given(problem=conv_problems(), threads=THREADS, data=st.data())
+@given(problem=conv_problems(readonly=False), threads=THREADS, data=st.data())
 def test_conv2d_forward_and_backward_agree_on_every_path(problem, threads, data):
     check_conv(data.draw, problem, threads)
 
@@ -139,7 +136,8 @@ def test_depthwise_row_bands_agree_on_every_path(problem, threads, cap, data):
 
 
 @settings(max_examples=15)
-@given(problem=conv_problems(max_channels=30, max_size=20, max_kernel=3), threads=THREADS,
+@given(problem=conv_problems(max_channels=30, max_size=20, max_kernel=3, readonly=False),
+       threads=THREADS,
        data=st.data())
 def test_many_channels_agree_on_every_path(problem, threads, data):
     """Enough output and input channels for several row blocks of the micro-kernels (12 or 6
