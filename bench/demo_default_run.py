@@ -1,5 +1,5 @@
 """The default `fastconv demo` run, timed: the README promises >= 97 % test accuracy on the
-embedded digits in under a minute. tests/test_demo.py checks the accuracy; the time is measured
+embedded digits in under a minute. tests/cli/testdemo.py checks the accuracy; the time is measured
 here (a wall-clock check does not belong in a unit test: it fails on a busy machine).
 
     python bench/demo_default_run.py [--threads N]
@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from fastconv import _demo
+from fastconv.cli import demo
 
 TARGET_SECONDS = 60
 
@@ -21,13 +21,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="the demo's --threads")
     args = parser.parse_args(argv)
     demo_parser = argparse.ArgumentParser(prog="fastconv demo")
-    _demo.add_arguments(demo_parser)
+    demo.add_arguments(demo_parser)
     with tempfile.TemporaryDirectory() as out:
         demo_argv = ["--out", out, "--quiet"]
         if args.threads is not None:
             demo_argv += ["--threads", str(args.threads)]
         t0 = time.perf_counter()
-        status = _demo.run(demo_parser.parse_args(demo_argv))
+        status = demo.run(demo_parser.parse_args(demo_argv))
         seconds = time.perf_counter() - t0
     verdict = "under" if seconds < TARGET_SECONDS else "OVER"
     print(f"default demo run: {seconds:.1f} s wall time ({verdict} the {TARGET_SECONDS} s target)")

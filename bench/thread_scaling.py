@@ -1,6 +1,6 @@
 """Python threads running fastconv kernels at once: how much they overlap, and how freely another
 Python thread runs while a kernel does. Wall-clock measurements, so they live here, not in the
-unit tests (tests/test_conv_threads.py checks that the GIL is released without timing anything).
+unit tests (tests/core/test_conv_threads.py checks that the GIL is released without timing anything).
 
     python bench/thread_scaling.py [--repeats 5]
 

@@ -266,7 +266,7 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
 
 
 # ------------------------------------------------------------------------ fuzz candidates
-# Plain seeded generators (no Hypothesis): tests/test_fuzz.py rebuilds candidate i in a worker
+# Plain seeded generators (no Hypothesis): tests/core/test_fuzz.py rebuilds candidate i in a worker
 # process from (seed, i) alone, so a candidate that kills the worker can be named and replayed.
 
 FUZZ_FUNCTIONS = ("conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
