@@ -281,9 +281,21 @@ def check_backward(case, grads):
         assert gb.shape == (case.w.shape[0],)
 
 
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def child_env(**extra):
+    """The environment of a child interpreter: this same fastconv first, then the test helpers
+    (children start in a tests folder, never in the source folder: see conftest.py)."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    path = [package_parent, TESTS_DIR, os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+    env.update(extra)
+    return env
+
+
 def run_isolated(code):
     """Run ``code`` in a fresh interpreter with this same fastconv, so that a crash of the
     kernels fails one test instead of killing the whole session."""
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(), timeout=120, cwd=TESTS_DIR)

@@ -17,9 +17,9 @@ import pytest
 
 import fastconv
 from fastconv import _kernels, reference
+import conv_helpers
 from conv_helpers import SUPPORTED_ISAS, assert_same_bits, num_threads, using_isa
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # the copy under test
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = pathlib.Path(HERE).parents[1] / "src"  # tests/core -> the repository root
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix",
@@ -29,7 +29,7 @@ needs_openmp = pytest.mark.skipif(not _kernels.openmp_enabled(),
 
 
 def child_env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = conv_helpers.child_env()
     for name in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OMP_DYNAMIC"):
         env.pop(name, None)
     env.update(extra)

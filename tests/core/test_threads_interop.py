@@ -14,10 +14,10 @@ import textwrap
 import pytest
 
 import fastconv
+from conv_helpers import child_env
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # the copy under test
 # a neutral working directory: "-c" scripts put it first on sys.path, and the source folder
 # (without compiled kernels) must not shadow the package under test
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,8 +52,7 @@ def run_pool():
 
 
 def run_script(body, omp_threads=None, timeout=60):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OPENBLAS_NUM_THREADS="1")
+    env = child_env(OPENBLAS_NUM_THREADS="1")
     env.pop("OMP_NUM_THREADS", None)
     if omp_threads is not None:
         env["OMP_NUM_THREADS"] = str(omp_threads)
