@@ -21,12 +21,11 @@ def same_padding(kernel, dilation):
     return total // 2, total - total // 2
 
 
-def int_or_pair(draw, h, w, one_tuple=False):
-    """``(h, w)`` in any form the functions accept: an int (when equal, sometimes), a tuple, a
-    list, or (with ``one_tuple``: the pooling functions; conv2d does not take it) a 1-tuple."""
+def int_or_pair(draw, h, w):
+    """``(h, w)`` in any form the functions accept, as torch's do: an int (when equal,
+    sometimes), a tuple, a list or, when equal, a 1-tuple."""
     if h == w:
-        forms = ["int", "tuple", "list"] + (["one"] if one_tuple else [])
-        form = draw(st.sampled_from(forms))
+        form = draw(st.sampled_from(["int", "tuple", "list", "one"]))
         if form == "int":
             return h
         if form == "one":
@@ -246,14 +245,14 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
         x = any_layout(draw, x)
     oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
     ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
-    kwargs = dict(kernel_size=int_or_pair(draw, kh, kw, one_tuple=True), ceil_mode=ceil_mode)
+    kwargs = dict(kernel_size=int_or_pair(draw, kh, kw), ceil_mode=ceil_mode)
     if stride is not None:
-        kwargs["stride"] = int_or_pair(draw, sh, sw, one_tuple=True)
+        kwargs["stride"] = int_or_pair(draw, sh, sw)
     if (ph, pw) != (0, 0) or draw(st.booleans()):
-        kwargs["padding"] = int_or_pair(draw, ph, pw, one_tuple=True)
+        kwargs["padding"] = int_or_pair(draw, ph, pw)
     if op == "max":
         if (dh, dw) != (1, 1) or draw(st.booleans()):
-            kwargs["dilation"] = int_or_pair(draw, dh, dw, one_tuple=True)
+            kwargs["dilation"] = int_or_pair(draw, dh, dw)
     else:
         kwargs["count_include_pad"] = draw(st.booleans())
         kwargs["divisor_override"] = draw(

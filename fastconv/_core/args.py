@@ -104,8 +104,11 @@ def as_bool(value, name):
 
 
 def pair(value, name):
-    """Normalise an int or a pair of ints to a tuple ``(h, w)``; TypeError/ValueError naming ``name``."""
+    """Normalise an int or a pair of ints to a tuple ``(h, w)``; TypeError/ValueError naming
+    ``name``. A sequence of one int counts as that int, as in torch."""
     if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            value = (value[0], value[0])
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
         return (as_int64(value[0], name), as_int64(value[1], name))

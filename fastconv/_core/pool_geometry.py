@@ -24,13 +24,6 @@ class PoolGeometry(NamedTuple):
     out_w: int
 
 
-def _pool_pair(value, name, kind):
-    """An int or a pair of ints (a 1-sequence counts as an int, as in torch) checked by ``kind``."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    return kind(value, name)
-
-
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
     """torch's ``pooling_output_shape``: with ceil_mode the last window must start inside the
     input or the left padding, else it is dropped."""
@@ -71,13 +64,13 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mo
                   count_include_pad=True, divisor_override=None, is_max=True):
     """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
     _, _, h, w = input_shape
-    kernel = _pool_pair(kernel_size, "kernel_size", positive_pair)
+    kernel = positive_pair(kernel_size, "kernel_size")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         stride = kernel
     else:
-        stride = _pool_pair(stride, "stride", positive_pair)
-    padding = _pool_pair(padding, "padding", nonnegative_pair)
-    dilation = _pool_pair(dilation, "dilation", positive_pair)
+        stride = positive_pair(stride, "stride")
+    padding = nonnegative_pair(padding, "padding")
+    dilation = positive_pair(dilation, "dilation")
     ceil_mode = as_bool(ceil_mode, "ceil_mode")
     count_include_pad = as_bool(count_include_pad, "count_include_pad")
     if divisor_override is not None:

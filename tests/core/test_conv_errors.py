@@ -6,6 +6,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
+from conv_helpers import assert_same_bits
 
 F32 = np.float32
 
@@ -209,3 +210,19 @@ def test_errors_leave_nothing_half_done():
     with pytest.raises(ValueError):
         fastconv.conv2d(x, kw["weight"], np.zeros(5, F32), groups=2)
     np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("name", ["stride", "padding", "dilation"])
+def test_a_one_int_sequence_counts_as_that_int(name):
+    # torch.nn.functional.conv2d expands stride=(2,) to (2, 2), as the pooling functions do
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 2, 9, 9)), rng.standard_normal((3, 2, 3, 3))
+    want = fastconv.conv2d(x, w, **{name: 2})
+    for value in [(2,), [2], np.array([2])]:
+        assert_same_bits(fastconv.conv2d(x, w, **{name: value}), want)
+        grads = fastconv.conv2d_backward(np.ones_like(want), x, w, **{name: value})
+        for got, expected in zip(grads, fastconv.conv2d_backward(np.ones_like(want), x, w,
+                                                                 **{name: 2})):
+            assert_same_bits(got, expected)
+    with pytest.raises(ValueError, match=name):
+        fastconv.conv2d(x, w, **{name: (2, 2, 2)})
