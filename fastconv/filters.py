@@ -140,6 +140,14 @@ _NUMPY_MODE = {"zeros": "constant", "constant": "constant", "reflect": "reflect"
                "replicate": "edge", "circular": "wrap"}
 
 
+def check_padding_mode(padding_mode):
+    """``padding_mode`` if it is one of :data:`PADDING_MODES`, else ValueError naming it."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
+                         f"got {padding_mode!r}")
+    return padding_mode
+
+
 def _check_pad(x, pad, mode):
     if not isinstance(mode, str) or mode not in _NUMPY_MODE:
         raise ValueError(f"mode must be one of {', '.join(map(repr, PADDING_MODES))} "
@@ -280,9 +288,7 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         raise TypeError(f"kernel must be real numbers, got dtype {k.dtype}")
     if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
         raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
-    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
-                         f"got {padding_mode!r}")
+    check_padding_mode(padding_mode)
     if mode == "convolve":
         k = k[::-1, ::-1]
     k = k.astype(work)
