@@ -39,8 +39,9 @@ import numbers
 
 import numpy as np
 
-from ._core.conv import conv2d
 from ._core.args import as_int
+from ._core.conv import conv2d
+from ._core.conv_geometry import conv_padding
 
 __all__ = [
     "identity", "sharpen", "box_blur", "gaussian_blur", "sobel_x", "sobel_y", "laplacian",
@@ -245,6 +246,9 @@ def pad2d_backward(grad_output, pad, mode="constant"):
 # ----------------------------------------------------------------------------------------------
 # filter2d
 # ----------------------------------------------------------------------------------------------
+_UINT8_MAX = int(np.iinfo(np.uint8).max)  # uint8 results are clipped to [0, 255]
+
+
 def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorithm="auto"):
     r"""Filter a grayscale or colour image with a 2-D kernel; the output has the input's size.
 
@@ -266,19 +270,45 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         an array of the shape and dtype of ``image``. For uint8 input the result is computed in
         float64, rounded to the nearest integer (halves to even) and clipped to ``[0, 255]``.
     """
+    img, work = _as_image(image)
+    k = _as_kernel(kernel)
+    if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
+        raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
+    check_padding_mode(padding_mode)
+    if mode == "convolve":
+        k = k[::-1, ::-1]
+    x = img[:, :, None] if img.ndim == 2 else img
+    if 0 in x.shape:
+        return img.copy()
+    x = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]       # (1, C, H, W), a view
+    y = _filter_channels(x, k.astype(work), padding_mode, algorithm)
+    y = np.moveaxis(y[0], 0, 2)                                   # (H, W, C)
+    if img.ndim == 2:
+        y = y[:, :, 0]
+    if img.dtype == np.uint8:
+        return np.clip(np.rint(y), 0, _UINT8_MAX).astype(np.uint8)
+    return np.ascontiguousarray(y, dtype=img.dtype)
+
+
+def _as_image(image):
+    """``(image, work dtype)``: the image as a native-order (H, W) or (H, W, C) array, and the
+    float dtype it is filtered in."""
     img = np.asarray(image)
     if not img.dtype.isnative:  # a byte-swapped image holds the same values: compute natively
         img = img.astype(img.dtype.newbyteorder("="))
     if img.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
     if img.dtype == np.uint8:
-        work = np.float64
-    elif img.dtype in (np.float32, np.float64):
-        work = img.dtype.type
-    elif img.dtype == np.float16:
-        work = np.float32
-    else:
-        raise TypeError(f"image must be a float or uint8 array, got dtype {img.dtype}")
+        return img, np.float64
+    if img.dtype in (np.float32, np.float64):
+        return img, img.dtype.type
+    if img.dtype == np.float16:
+        return img, np.float32
+    raise TypeError(f"image must be a float or uint8 array, got dtype {img.dtype}")
+
+
+def _as_kernel(kernel):
+    """A kernel name or array as a non-empty 2-D array of real numbers."""
     if isinstance(kernel, str):
         kernel = get_kernel(kernel)
     k = np.asarray(kernel)
@@ -286,32 +316,21 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         raise ValueError(f"kernel must be a non-empty 2-D array, got shape {k.shape}")
     if not (np.issubdtype(k.dtype, np.floating) or np.issubdtype(k.dtype, np.integer)):
         raise TypeError(f"kernel must be real numbers, got dtype {k.dtype}")
-    if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
-        raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
-    check_padding_mode(padding_mode)
-    if mode == "convolve":
-        k = k[::-1, ::-1]
-    k = k.astype(work)
-    x = img[:, :, None] if img.ndim == 2 else img
-    h, w, c = x.shape
-    if h == 0 or w == 0 or c == 0:
-        return img.copy()
-    x = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]       # (1, C, H, W), a view
-    r, s = k.shape
-    top, left = (r - 1) // 2, (s - 1) // 2
+    return k
+
+
+def _filter_channels(x, k, padding_mode, algorithm):
+    """Correlate every channel of the (1, C, H, W) ``x`` with the 2-D ``k``: one depthwise
+    conv2d with the padding of ``padding='same'``, extended as ``padding_mode`` says."""
+    c, (r, s) = x.shape[1], k.shape
     weight = np.ascontiguousarray(np.broadcast_to(k, (c, 1, r, s)))
     if padding_mode == "zeros":
-        y = conv2d(x, weight, padding="same", groups=c, algorithm=algorithm)
-    else:
-        try:
-            xp = pad2d(x, (left, s - 1 - left, top, r - 1 - top), padding_mode)
-        except ValueError as exc:
-            raise ValueError(f"a {r}x{s} kernel with padding_mode={padding_mode!r} does not fit "
-                             f"a {h}x{w} image: {exc}") from None
-        y = conv2d(xp, weight, groups=c, algorithm=algorithm)
-    y = np.moveaxis(y[0], 0, 2)                                   # (H, W, C)
-    if img.ndim == 2:
-        y = y[:, :, 0]
-    if img.dtype == np.uint8:
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(y, dtype=img.dtype)
+        return conv2d(x, weight, padding="same", groups=c, algorithm=algorithm)
+    top, bottom, left, right = conv_padding("same", (1, 1), (1, 1), (r, s))
+    try:
+        xp = pad2d(x, (left, right, top, bottom), padding_mode)
+    except ValueError as exc:
+        h, w = x.shape[2:]
+        raise ValueError(f"a {r}x{s} kernel with padding_mode={padding_mode!r} does not fit "
+                         f"a {h}x{w} image: {exc}") from None
+    return conv2d(xp, weight, groups=c, algorithm=algorithm)
