@@ -1,4 +1,5 @@
-r"""The classic image kernels of the notes (1.2.5, Fig. 1.5) as image filters, and padding modes.
+r"""The classic image-processing kernels (sharpen, blur, edge detection, emboss) as image filters,
+and padding modes.
 
 Kernels (read-only float64 arrays; :func:`get_kernel` returns a fresh copy by name):
 
@@ -6,7 +7,7 @@ Kernels (read-only float64 arrays; :func:`get_kernel` returns a fresh copy by na
 ``identity``       the image unchanged
 ``sharpen``        ``[[0,-1,0],[-1,5,-1],[0,-1,0]]``: the image plus its negative Laplacian
 ``box_blur``       ``ones((3, 3)) / 9``: the local mean
-``gaussian_blur``  ``[[1,2,1],[2,4,2],[1,2,1]] / 16``: the notes' 3x3 approximation of a Gaussian
+``gaussian_blur``  ``[[1,2,1],[2,4,2],[1,2,1]] / 16``: a 3x3 (binomial) approximation of a Gaussian
 ``sobel_x``        ``[[-1,0,1],[-2,0,2],[-1,0,1]]``: horizontal derivative (edges across x)
 ``sobel_y``        ``[[-1,-2,-1],[0,0,0],[1,2,1]]``: vertical derivative (edges across y)
 ``laplacian``      ``[[0,1,0],[1,-4,1],[0,1,0]]``: second derivative, zero on any linear ramp
@@ -14,8 +15,8 @@ Kernels (read-only float64 arrays; :func:`get_kernel` returns a fresh copy by na
 ``gaussian``       :func:`gaussian` ``(sigma, size=None)``, a sampled, normalised Gaussian
 =================  ============================================================================
 
-**Correlate or convolve?** The notes' formula (1.2.3) is a true convolution,
-``F(x, y) = sum_{u,v} f(x - u, y - v) g(u, v)``: the kernel is flipped. CNN layers (and
+**Correlate or convolve?** The mathematical convolution
+``F(x, y) = sum_{u,v} f(x - u, y - v) g(u, v)`` flips the kernel. CNN layers (and
 :func:`fastconv.conv2d`, and ``torch.nn.functional.conv2d``) compute the cross-correlation
 ``F(x, y) = sum_{u,v} f(x + u, y + v) g(u, v)``. :func:`filter2d` does either
 (``mode='correlate'``, the default, or ``mode='convolve'``); they differ only for kernels that are
@@ -262,7 +263,8 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         padding_mode: how the image is extended beyond its border: ``'zeros'``, ``'reflect'``,
             ``'replicate'`` or ``'circular'`` (see :func:`pad2d`). Default: ``'reflect'``.
         mode: ``'correlate'`` (``sum f(x+u, y+v) g(u, v)``, as CNN layers) or ``'convolve'``
-            (``sum f(x-u, y-v) g(u, v)``, the notes' formula: the kernel flipped by a half turn).
+            (``sum f(x-u, y-v) g(u, v)``, the mathematical convolution: the kernel flipped by a half
+            turn).
             Default: ``'correlate'``.
         algorithm: passed on to :func:`fastconv.conv2d` (``'auto'``, ``'direct'`` or ``'fft'``).
 

@@ -4,7 +4,11 @@
 forward+backward, alternating the contenders in blocks after a warm-up, and reports medians,
 GFLOP/s, the ratio to torch, fastconv's workspace per call, the fraction of this machine's measured
 fp32 FMA peak, float64 against float32, and the 1 -> N thread speed-up of the large 3x3 layers.
-It ends with the performance targets, criterion by criterion.
+It ends with fastconv's performance targets, each PASS or FAIL with the value measured: the
+geometric mean of the fastconv/torch time ratios at most 0.6 (forward, and forward+backward), no
+case slower than 1.25x torch, pooling at most 0.33x and depthwise convolution at most 0.5x torch's
+time, the large 3x3 forwards at 75% or more of the FMA peak, a 1 -> 2 thread speed-up of 1.8x or
+more, float64 at most twice float32's time, and workspaces well below the im2col of the batch.
 
 Machines are shared and noisy: only ratios measured in the same run mean anything.
 """

@@ -1,5 +1,6 @@
-"""Train the CNN of the notes (Fig. 1.14: conv -> ReLU -> pool, twice, -> flatten -> fully
-connected -> softmax) on handwritten digits with fastconv's kernels, then draw what it learned.
+"""Train a small convolutional network on handwritten digits with fastconv's kernels, then draw
+what it learned. The network is the classic CNN: two stages of 3x3 convolution -> ReLU -> 2x2 max
+pooling, then flatten -> one fully connected layer -> softmax over the ten digits.
 
 By default it trains on the 1,797 8x8 digits embedded in the package (UCI "Optical Recognition of
 Handwritten Digits", as bundled by scikit-learn; fixed stratified split of 1,438 train / 359 test
@@ -7,9 +8,9 @@ images), offline, in a few seconds. --data DIR trains on MNIST-format IDX files 
 
 It shows a progress bar per epoch (batches/s, loss, ETA), prints a line per epoch (train loss,
 train accuracy over the epoch's batches, test accuracy, seconds), and writes to --out: weights.npz
-(the model, loadable with --load), filters.png (the first-layer filters, as in Fig. 1.15),
-feature_maps.png (a test digit and its feature maps after each conv layer) and training.png (loss
-and accuracy per epoch). The same --seed gives the same numbers whatever --threads is.
+(the model, loadable with --load), filters.png (each first-layer filter drawn as a small
+grey-scale image of its weights), feature_maps.png (a test digit and its feature maps after each
+conv layer) and training.png (loss and accuracy per epoch). The same --seed gives the same numbers whatever --threads is.
 
 Needs the demo extra: pip install "fastconv[demo]" (tqdm, matplotlib, Pillow).
 """
@@ -151,7 +152,7 @@ def build_model(
     rng=None,
     dtype=np.float32,
 ):
-    """The CNN of Fig. 1.14 for ``image_size = (H, W)`` inputs: per entry of ``channels``, a 3x3
+    """The demo's CNN for ``image_size = (H, W)`` inputs: per entry of ``channels``, a 3x3
     convolution (padding 1, size kept) -> ReLU -> 2x2 max pooling (size halved); then flatten ->
     one fully connected layer to ``num_classes`` logits (the softmax is in the loss).
 
@@ -254,7 +255,7 @@ def draw_filters(model, path, title):
         if i >= k:
             continue
         f = w[i]
-        if f.shape[0] == 3:  # an RGB filter, drawn as in Fig. 1.15
+        if f.shape[0] == 3:  # an RGB filter: one colour image, its weights scaled to [0, 1]
             img = np.transpose(f, (1, 2, 0))
             img = (img - img.min()) / max(float(np.ptp(img)), 1e-12)
             ax.imshow(img, interpolation="nearest")
