@@ -78,6 +78,9 @@ KERNEL_NAMES = tuple(_FIXED) + ("gaussian",)
 #: The largest side :func:`gaussian` builds (a 4097x4097 float64 kernel is 134 MB; a sigma of a
 #: million pixels would ask for 36 TB).
 GAUSSIAN_MAX_SIZE = 4097
+# The default Gaussian reaches this many sigmas from its centre, where it has fallen to 1% of its
+# peak (exp(-4.5)).
+_GAUSSIAN_RADIUS_SIGMAS = 3
 
 
 def gaussian(sigma, size=None):
@@ -99,12 +102,13 @@ def gaussian(sigma, size=None):
             or not math.isfinite(sigma):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if size is None:
-        size = 2 * math.ceil(3 * sigma) + 1
+        size = 2 * math.ceil(_GAUSSIAN_RADIUS_SIGMAS * sigma) + 1
         if size > GAUSSIAN_MAX_SIZE:
             raise ValueError(
-                f"sigma={sigma!r} asks for a {size}x{size} kernel (+-3 sigma), larger than the "
-                f"largest of {GAUSSIAN_MAX_SIZE}x{GAUSSIAN_MAX_SIZE}; sigma must be at most "
-                f"{(GAUSSIAN_MAX_SIZE - 1) // 6}, or give a smaller size"
+                f"sigma={sigma!r} asks for a {size}x{size} kernel (+-{_GAUSSIAN_RADIUS_SIGMAS} "
+                f"sigma), larger than the largest of {GAUSSIAN_MAX_SIZE}x{GAUSSIAN_MAX_SIZE}; "
+                f"sigma must be at most "
+                f"{(GAUSSIAN_MAX_SIZE - 1) // (2 * _GAUSSIAN_RADIUS_SIGMAS)}, or give a smaller size"
             )
     size = as_int(size, "size")
     if size < 1 or size % 2 == 0:
