@@ -1,4 +1,5 @@
-"""Fig. 1.5 of the notes, reproduced: an image and what each classic kernel does to it.
+"""An image and what each classic image-processing kernel does to it: the feature maps that
+convolution with hand-made kernels (blur, sharpen, edge detectors, emboss) produces.
 
 Every kernel of ``fastconv.filters`` (plus a 13x13 ``gaussian(2)``) is applied with
 ``fastconv.filters.filter2d`` (reflect padding, so the output keeps the image's size); the
@@ -67,8 +68,8 @@ def main(argv=None):
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Fig. 1.5: feature maps obtained by convolution (fastconv.filters.filter2d, "
-                 "reflect padding, correlate)", fontsize=10)
+    fig.suptitle("feature maps obtained by convolution with classic kernels "
+                 "(fastconv.filters.filter2d, reflect padding, correlate)", fontsize=10)
     fig.tight_layout(h_pad=2.5)
     fig.savefig(args.out)
     plt.close(fig)

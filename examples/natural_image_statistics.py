@@ -1,8 +1,9 @@
-"""Section 1.1 of the notes, reproduced: the statistics of natural images that convolution fits.
+"""The statistics of natural images that make convolution fit them: pixels correlate with their
+neighbours, less with distance, alike everywhere in the image.
 
 Computes with ``fastconv.stats`` and plots (saved as a PNG):
 
-* the 2-D power spectrum (Fig. 1.2a) and its radial average on log-log axes (Fig. 1.2b) with the
+* the 2-D power spectrum and its radial average on log-log axes with the
   fitted power law ``P(f) ~ f^slope`` (natural images: slope near -2; the slope is printed);
 * the correlation between two pixels as a function of their distance, against the
   ``1/sqrt(n)`` noise floor of the sample correlation, with white noise and a ``1/f^2`` field for
@@ -59,7 +60,7 @@ def main(argv=None):
     ax[0].set_yticks([])
     ax[1].imshow(np.log10(p2 + p2.max() * 1e-12), cmap="gray", origin="lower",
                  extent=(fx[0], fx[-1], fy[0], fy[-1]))
-    ax[1].set_title("2-D power spectrum (log), Fig. 1.2a")
+    ax[1].set_title("2-D power spectrum (log)")
     ax[1].set_xlabel("f_x (cycles/pixel)")
     ax[1].set_ylabel("f_y")
     ax[2].loglog(spec.frequency, spec.power, ".", ms=3, label="radial average")
@@ -71,7 +72,7 @@ def main(argv=None):
     mid = np.sqrt(fit.fmin * fit.fmax)  # a slope -2 guide through the fit's middle
     ax[2].loglog(f, fit.amplitude * mid ** fit.slope * (f / mid) ** -2.0, "k--", lw=1,
                  label="slope -2")
-    ax[2].set_title("radially averaged power spectrum, Fig. 1.2b")
+    ax[2].set_title("radially averaged power spectrum")
     ax[2].set_xlabel("spatial frequency f (cycles/pixel)")
     ax[2].set_ylabel("power")
     ax[2].legend(fontsize=8)

@@ -21,8 +21,8 @@ from importlib import resources
 
 import numpy as np
 
-DIGITS_MAX_VALUE = 16
-MNIST_MAX_VALUE = 255
+DIGITS_MAX_VALUE = 16   # a UCI digit pixel counts the "on" pixels of a 4x4 block: 0..16
+MNIST_MAX_VALUE = 255   # MNIST pixels are 8-bit grey levels
 
 # The four standard MNIST file names; each may also be gzipped (name + ".gz").
 MNIST_FILES = {
@@ -30,6 +30,8 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
+# An IDX header is big-endian 32-bit words: the magic number, then the size of each dimension.
+_IDX_WORD = 4
 # IDX type codes (third byte of the magic number) -> big-endian dtype.
 _IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -122,10 +124,10 @@ def read_idx(path, *, max_bytes=IDX_MAX_BYTES):
 
 
 def _read_idx_stream(f, path, gzipped, max_bytes):
-    magic = f.read(4)
-    if len(magic) < 4:
+    magic = f.read(_IDX_WORD)
+    if len(magic) < _IDX_WORD:
         raise ValueError(
-            f"{path}: truncated IDX file: {len(magic)} bytes, not even a 4-byte header"
+            f"{path}: truncated IDX file: {len(magic)} bytes, not even a {_IDX_WORD}-byte header"
         )
     if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise ValueError(
@@ -133,12 +135,12 @@ def _read_idx_stream(f, path, gzipped, max_bytes):
             "00 00 <type code> <ndim>, e.g. 00 00 08 03 for MNIST images)"
         )
     dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
-    header = 4 + 4 * ndim
-    dims = f.read(4 * ndim)
-    if len(dims) < 4 * ndim:
+    header = _IDX_WORD * (1 + ndim)
+    dims = f.read(_IDX_WORD * ndim)
+    if len(dims) < _IDX_WORD * ndim:
         raise ValueError(
             f"{path}: truncated IDX file: header of {ndim} dimensions needs "
-            f"{header} bytes, file has {4 + len(dims)}"
+            f"{header} bytes, file has {_IDX_WORD + len(dims)}"
         )
     shape = struct.unpack(f">{ndim}I", dims)
     # Python ints: a product of dimensions up to 2**32-1 each cannot wrap around.

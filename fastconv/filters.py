@@ -1,4 +1,5 @@
-r"""The classic image kernels of the notes (1.2.5, Fig. 1.5) as image filters, and padding modes.
+r"""The classic image-processing kernels (sharpen, blur, edge detection, emboss) as image filters,
+and padding modes.
 
 Kernels (read-only float64 arrays; :func:`get_kernel` returns a fresh copy by name):
 
@@ -6,7 +7,7 @@ Kernels (read-only float64 arrays; :func:`get_kernel` returns a fresh copy by na
 ``identity``       the image unchanged
 ``sharpen``        ``[[0,-1,0],[-1,5,-1],[0,-1,0]]``: the image plus its negative Laplacian
 ``box_blur``       ``ones((3, 3)) / 9``: the local mean
-``gaussian_blur``  ``[[1,2,1],[2,4,2],[1,2,1]] / 16``: the notes' 3x3 approximation of a Gaussian
+``gaussian_blur``  ``[[1,2,1],[2,4,2],[1,2,1]] / 16``: a 3x3 (binomial) approximation of a Gaussian
 ``sobel_x``        ``[[-1,0,1],[-2,0,2],[-1,0,1]]``: horizontal derivative (edges across x)
 ``sobel_y``        ``[[-1,-2,-1],[0,0,0],[1,2,1]]``: vertical derivative (edges across y)
 ``laplacian``      ``[[0,1,0],[1,-4,1],[0,1,0]]``: second derivative, zero on any linear ramp
@@ -14,8 +15,8 @@ Kernels (read-only float64 arrays; :func:`get_kernel` returns a fresh copy by na
 ``gaussian``       :func:`gaussian` ``(sigma, size=None)``, a sampled, normalised Gaussian
 =================  ============================================================================
 
-**Correlate or convolve?** The notes' formula (1.2.3) is a true convolution,
-``F(x, y) = sum_{u,v} f(x - u, y - v) g(u, v)``: the kernel is flipped. CNN layers (and
+**Correlate or convolve?** The mathematical convolution
+``F(x, y) = sum_{u,v} f(x - u, y - v) g(u, v)`` flips the kernel. CNN layers (and
 :func:`fastconv.conv2d`, and ``torch.nn.functional.conv2d``) compute the cross-correlation
 ``F(x, y) = sum_{u,v} f(x + u, y + v) g(u, v)``. :func:`filter2d` does either
 (``mode='correlate'``, the default, or ``mode='convolve'``); they differ only for kernels that are
@@ -39,8 +40,9 @@ import numbers
 
 import numpy as np
 
-from ._core.conv import conv2d
 from ._core.args import as_int
+from ._core.conv import conv2d
+from ._core.conv_geometry import conv_padding
 
 __all__ = [
     "identity", "sharpen", "box_blur", "gaussian_blur", "sobel_x", "sobel_y", "laplacian",
@@ -76,6 +78,9 @@ KERNEL_NAMES = tuple(_FIXED) + ("gaussian",)
 #: The largest side :func:`gaussian` builds (a 4097x4097 float64 kernel is 134 MB; a sigma of a
 #: million pixels would ask for 36 TB).
 GAUSSIAN_MAX_SIZE = 4097
+# The default Gaussian reaches this many sigmas from its centre, where it has fallen to 1% of its
+# peak (exp(-4.5)).
+_GAUSSIAN_RADIUS_SIGMAS = 3
 
 
 def gaussian(sigma, size=None):
@@ -97,12 +102,13 @@ def gaussian(sigma, size=None):
             or not math.isfinite(sigma):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if size is None:
-        size = 2 * math.ceil(3 * sigma) + 1
+        size = 2 * math.ceil(_GAUSSIAN_RADIUS_SIGMAS * sigma) + 1
         if size > GAUSSIAN_MAX_SIZE:
             raise ValueError(
-                f"sigma={sigma!r} asks for a {size}x{size} kernel (+-3 sigma), larger than the "
-                f"largest of {GAUSSIAN_MAX_SIZE}x{GAUSSIAN_MAX_SIZE}; sigma must be at most "
-                f"{(GAUSSIAN_MAX_SIZE - 1) // 6}, or give a smaller size"
+                f"sigma={sigma!r} asks for a {size}x{size} kernel (+-{_GAUSSIAN_RADIUS_SIGMAS} "
+                f"sigma), larger than the largest of {GAUSSIAN_MAX_SIZE}x{GAUSSIAN_MAX_SIZE}; "
+                f"sigma must be at most "
+                f"{(GAUSSIAN_MAX_SIZE - 1) // (2 * _GAUSSIAN_RADIUS_SIGMAS)}, or give a smaller size"
             )
     size = as_int(size, "size")
     if size < 1 or size % 2 == 0:
@@ -138,6 +144,14 @@ def get_kernel(name, sigma=None, size=None):
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_MODE = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
                "replicate": "edge", "circular": "wrap"}
+
+
+def check_padding_mode(padding_mode):
+    """``padding_mode`` if it is one of :data:`PADDING_MODES`, else ValueError naming it."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
+                         f"got {padding_mode!r}")
+    return padding_mode
 
 
 def _check_pad(x, pad, mode):
@@ -237,6 +251,9 @@ def pad2d_backward(grad_output, pad, mode="constant"):
 # ----------------------------------------------------------------------------------------------
 # filter2d
 # ----------------------------------------------------------------------------------------------
+_UINT8_MAX = int(np.iinfo(np.uint8).max)  # uint8 results are clipped to [0, 255]
+
+
 def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorithm="auto"):
     r"""Filter a grayscale or colour image with a 2-D kernel; the output has the input's size.
 
@@ -250,7 +267,8 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         padding_mode: how the image is extended beyond its border: ``'zeros'``, ``'reflect'``,
             ``'replicate'`` or ``'circular'`` (see :func:`pad2d`). Default: ``'reflect'``.
         mode: ``'correlate'`` (``sum f(x+u, y+v) g(u, v)``, as CNN layers) or ``'convolve'``
-            (``sum f(x-u, y-v) g(u, v)``, the notes' formula: the kernel flipped by a half turn).
+            (``sum f(x-u, y-v) g(u, v)``, the mathematical convolution: the kernel flipped by a half
+            turn).
             Default: ``'correlate'``.
         algorithm: passed on to :func:`fastconv.conv2d` (``'auto'``, ``'direct'`` or ``'fft'``).
 
@@ -258,19 +276,45 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         an array of the shape and dtype of ``image``. For uint8 input the result is computed in
         float64, rounded to the nearest integer (halves to even) and clipped to ``[0, 255]``.
     """
+    img, work = _as_image(image)
+    k = _as_kernel(kernel)
+    if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
+        raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
+    check_padding_mode(padding_mode)
+    if mode == "convolve":
+        k = k[::-1, ::-1]
+    x = img[:, :, None] if img.ndim == 2 else img
+    if 0 in x.shape:
+        return img.copy()
+    x = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]       # (1, C, H, W), a view
+    y = _filter_channels(x, k.astype(work), padding_mode, algorithm)
+    y = np.moveaxis(y[0], 0, 2)                                   # (H, W, C)
+    if img.ndim == 2:
+        y = y[:, :, 0]
+    if img.dtype == np.uint8:
+        return np.clip(np.rint(y), 0, _UINT8_MAX).astype(np.uint8)
+    return np.ascontiguousarray(y, dtype=img.dtype)
+
+
+def _as_image(image):
+    """``(image, work dtype)``: the image as a native-order (H, W) or (H, W, C) array, and the
+    float dtype it is filtered in."""
     img = np.asarray(image)
     if not img.dtype.isnative:  # a byte-swapped image holds the same values: compute natively
         img = img.astype(img.dtype.newbyteorder("="))
     if img.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
     if img.dtype == np.uint8:
-        work = np.float64
-    elif img.dtype in (np.float32, np.float64):
-        work = img.dtype.type
-    elif img.dtype == np.float16:
-        work = np.float32
-    else:
-        raise TypeError(f"image must be a float or uint8 array, got dtype {img.dtype}")
+        return img, np.float64
+    if img.dtype in (np.float32, np.float64):
+        return img, img.dtype.type
+    if img.dtype == np.float16:
+        return img, np.float32
+    raise TypeError(f"image must be a float or uint8 array, got dtype {img.dtype}")
+
+
+def _as_kernel(kernel):
+    """A kernel name or array as a non-empty 2-D array of real numbers."""
     if isinstance(kernel, str):
         kernel = get_kernel(kernel)
     k = np.asarray(kernel)
@@ -278,34 +322,21 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
         raise ValueError(f"kernel must be a non-empty 2-D array, got shape {k.shape}")
     if not (np.issubdtype(k.dtype, np.floating) or np.issubdtype(k.dtype, np.integer)):
         raise TypeError(f"kernel must be real numbers, got dtype {k.dtype}")
-    if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
-        raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
-    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
-                         f"got {padding_mode!r}")
-    if mode == "convolve":
-        k = k[::-1, ::-1]
-    k = k.astype(work)
-    x = img[:, :, None] if img.ndim == 2 else img
-    h, w, c = x.shape
-    if h == 0 or w == 0 or c == 0:
-        return img.copy()
-    x = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]       # (1, C, H, W), a view
-    r, s = k.shape
-    top, left = (r - 1) // 2, (s - 1) // 2
+    return k
+
+
+def _filter_channels(x, k, padding_mode, algorithm):
+    """Correlate every channel of the (1, C, H, W) ``x`` with the 2-D ``k``: one depthwise
+    conv2d with the padding of ``padding='same'``, extended as ``padding_mode`` says."""
+    c, (r, s) = x.shape[1], k.shape
     weight = np.ascontiguousarray(np.broadcast_to(k, (c, 1, r, s)))
     if padding_mode == "zeros":
-        y = conv2d(x, weight, padding="same", groups=c, algorithm=algorithm)
-    else:
-        try:
-            xp = pad2d(x, (left, s - 1 - left, top, r - 1 - top), padding_mode)
-        except ValueError as exc:
-            raise ValueError(f"a {r}x{s} kernel with padding_mode={padding_mode!r} does not fit "
-                             f"a {h}x{w} image: {exc}") from None
-        y = conv2d(xp, weight, groups=c, algorithm=algorithm)
-    y = np.moveaxis(y[0], 0, 2)                                   # (H, W, C)
-    if img.ndim == 2:
-        y = y[:, :, 0]
-    if img.dtype == np.uint8:
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(y, dtype=img.dtype)
+        return conv2d(x, weight, padding="same", groups=c, algorithm=algorithm)
+    top, bottom, left, right = conv_padding("same", (1, 1), (1, 1), (r, s))
+    try:
+        xp = pad2d(x, (left, right, top, bottom), padding_mode)
+    except ValueError as exc:
+        h, w = x.shape[2:]
+        raise ValueError(f"a {r}x{s} kernel with padding_mode={padding_mode!r} does not fit "
+                         f"a {h}x{w} image: {exc}") from None
+    return conv2d(xp, weight, groups=c, algorithm=algorithm)

@@ -1,16 +1,19 @@
-r"""Statistics of natural images that make convolution fit them (notes 1.1): the power spectrum
-and the correlation between pixels as a function of their distance.
+r"""Statistics of natural images that make convolution fit them: neighbouring pixels are strongly
+correlated, more weakly the further apart they are, and these statistics are the same everywhere
+in the image -- so a small filter, the same at every position, is the natural operator. This
+module measures both: the power spectrum and the correlation between pixels as a function of
+their distance.
 
 * :func:`radial_power_spectrum` -- ``|F[image]|^2`` averaged over rings of equal spatial
-  frequency (Fig. 1.2b); natural images follow a power law ``P(f) ~ A f^slope`` with
+  frequency (a straight line on log-log axes); natural images follow a power law ``P(f) ~ A f^slope`` with
   ``slope`` close to -2 (Ruderman 1994): low frequencies dominate, high ones are still present.
   :func:`fit_power_law` fits ``slope`` on log-log axes, :func:`spectrum_slope` does both.
 * :func:`correlation_vs_distance` -- the Pearson correlation of two pixels ``d`` apart
   (horizontally or vertically): local correlation that decays with distance, slowly (as a power)
   for natural images, fast (exponentially) for e.g. an AR(1) field, and not at all beyond
   ``d = 0`` for white noise. :func:`correlation_noise_floor` is the ``1/sqrt(n)`` standard
-  error below which a measured correlation cannot be told from zero with ``n`` pairs (the
-  notes' "how many samples to learn that two pixels are unrelated").
+  error below which a measured correlation cannot be told from zero with ``n`` pairs (so it
+  also says how many samples it takes to learn that two pixels are unrelated).
 * :func:`autocorrelation` -- the other side of the Wiener-Khinchin theorem: the (circular)
   autocorrelation is the inverse Fourier transform of the power spectrum.
 * Synthetic test images with known statistics: :func:`power_law_noise` (a Gaussian random

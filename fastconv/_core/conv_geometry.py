@@ -32,8 +32,12 @@ def conv_output_size(size, pad_lo, pad_hi, kernel, stride, dilation):
     return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _resolve_padding(padding, stride, dilation, kernel_hw):
-    """Return (top, bottom, left, right) following torch's rules for ints, pairs, 'valid' and 'same'."""
+def conv_padding(padding, stride, dilation, kernel_hw):
+    """(top, bottom, left, right) zero padding following torch's rules for an int, a pair,
+    'valid' and 'same' (the output keeps the input size: needs stride 1, and an odd total puts
+    the extra row/column at the bottom/right). ``stride`` and ``dilation`` are normalised pairs,
+    ``kernel_hw`` the kernel's (height, width); the layers use this rule too, so that padding
+    modes other than zeros pad exactly as the functional API would."""
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0, 0, 0)
@@ -50,17 +54,34 @@ def _resolve_padding(padding, stride, dilation, kernel_hw):
     return (ph, ph, pw, pw)
 
 
+def conv_groups(groups, in_channels, out_channels):
+    """``groups`` as an int, or TypeError/ValueError naming it when it is not >= 1 or does not
+    divide the input channels and the output channels."""
+    groups = as_int64(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if in_channels % groups:
+        raise ValueError(f"groups={groups} must divide the input channels C={in_channels}")
+    if out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide the output channels K={out_channels} (weight.shape[0])"
+        )
+    return groups
+
+
+def conv_hyperparameters(kernel_hw, stride, padding, dilation):
+    """The rules of stride, dilation and padding, which do not depend on the input: returns
+    ``(stride, dilation, (top, bottom, left, right))`` with stride and dilation as pairs."""
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    return stride, dilation, conv_padding(padding, stride, dilation, kernel_hw)
+
+
 def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry."""
     n, c, h, w = input_shape
     k, cg, r, s = weight_shape
-    groups = as_int64(groups, "groups")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
-    if c % groups:
-        raise ValueError(f"groups={groups} must divide the input channels C={c}")
-    if k % groups:
-        raise ValueError(f"groups={groups} must divide the output channels K={k} (weight.shape[0])")
+    groups = conv_groups(groups, c, k)
     if cg * groups != c:
         raise ValueError(
             f"weight.shape[1]={cg} times groups={groups} must equal the input channels C={c} "
@@ -70,9 +91,7 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
         raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
     if h < 1 or w < 1:  # as torch: only the batch or channel dimensions may be empty
         raise ValueError(f"input must have non-empty spatial dimensions, got shape {tuple(input_shape)}")
-    stride = positive_pair(stride, "stride")
-    dilation = positive_pair(dilation, "dilation")
-    pt, pb, pl, pr = _resolve_padding(padding, stride, dilation, (r, s))
+    stride, dilation, (pt, pb, pl, pr) = conv_hyperparameters((r, s), stride, padding, dilation)
     oh = conv_output_size(h, pt, pb, r, stride[0], dilation[0])
     ow = conv_output_size(w, pl, pr, s, stride[1], dilation[1])
     if oh < 1 or ow < 1:

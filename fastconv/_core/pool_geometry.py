@@ -60,10 +60,23 @@ def check_input_shape(input_shape):
     return shape4, unbatched
 
 
-def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
-                  count_include_pad=True, divisor_override=None, is_max=True):
-    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
-    _, _, h, w = input_shape
+class PoolParams(NamedTuple):
+    """The hyper-parameters of a pooling, validated and normalised (pairs are (height, width))."""
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: Optional[int]
+
+
+def pool_params(kernel_size, stride, padding, dilation=1, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    """The rules of the pooling hyper-parameters, which do not depend on the input: each one
+    checked (TypeError/ValueError naming it) and normalised; ``stride=None`` (or an empty
+    sequence) means ``kernel_size``. The layers check their arguments with this at construction."""
     kernel = positive_pair(kernel_size, "kernel_size")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         stride = kernel
@@ -83,22 +96,37 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mo
                 f"padding must be at most half of kernel_size (padding <= kernel_size // 2), "
                 f"got padding={padding} and kernel_size={kernel}"
             )
-    out = [pool_output_size(n, k, s, p, d, ceil_mode)
-           for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation)]
+    return PoolParams(kernel, stride, padding, dilation, ceil_mode, count_include_pad,
+                      divisor_override)
+
+
+def _check_windows(h, w, p, out):
+    """ValueError if a max pooling window holds no input element (only padding)."""
+    for axis, (n, k, s, pad, d, o) in enumerate(zip((h, w), p.kernel, p.stride, p.padding,
+                                                    p.dilation, out)):
+        empty = _empty_windows(n, k, s, pad, d, o)
+        if empty.size:
+            raise ValueError(
+                f"the pooling window at output {'row' if axis == 0 else 'column'} "
+                f"{int(empty[0])} holds no input element (only padding): input {h}x{w}, "
+                f"kernel_size={p.kernel}, stride={p.stride}, padding={p.padding}, "
+                f"dilation={p.dilation}, ceil_mode={p.ceil_mode}; torch would return -inf there"
+            )
+
+
+def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
+                  count_include_pad=True, divisor_override=None, is_max=True):
+    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
+    _, _, h, w = input_shape
+    p = pool_params(kernel_size, stride, padding, dilation, ceil_mode, count_include_pad,
+                    divisor_override)
+    out = [pool_output_size(n, k, s, pad, d, p.ceil_mode)
+           for n, k, s, pad, d in zip((h, w), p.kernel, p.stride, p.padding, p.dilation)]
     if out[0] < 1 or out[1] < 1:
         raise ValueError(
-            f"output size ({out[0]}, {out[1]}) is < 1: input {h}x{w} with padding {padding} is "
-            f"too small for a {kernel[0]}x{kernel[1]} kernel with dilation {dilation}"
+            f"output size ({out[0]}, {out[1]}) is < 1: input {h}x{w} with padding {p.padding} is "
+            f"too small for a {p.kernel[0]}x{p.kernel[1]} kernel with dilation {p.dilation}"
         )
-    if is_max and dilation != (1, 1):
-        for axis, (n, k, s, p, d, o) in enumerate(zip((h, w), kernel, stride, padding, dilation, out)):
-            empty = _empty_windows(n, k, s, p, d, o)
-            if empty.size:
-                raise ValueError(
-                    f"the pooling window at output {'row' if axis == 0 else 'column'} "
-                    f"{int(empty[0])} holds no input element (only padding): input {h}x{w}, "
-                    f"kernel_size={kernel}, stride={stride}, padding={padding}, "
-                    f"dilation={dilation}, ceil_mode={ceil_mode}; torch would return -inf there"
-                )
-    return PoolGeometry(kernel, stride, padding, dilation, ceil_mode, count_include_pad,
-                        divisor_override, out[0], out[1])
+    if is_max and p.dilation != (1, 1):
+        _check_windows(h, w, p, out)
+    return PoolGeometry(*p, out[0], out[1])

@@ -98,7 +98,8 @@ COMMANDS = {
     "example": ("fastconv.cli.example", "convolve a random batch and check it against the reference"),
     "bench": ("fastconv.cli.bench", "time fastconv against the reference and PyTorch (the benchmark suite)"),
     "filter": ("fastconv.cli.filter", "filter an image file with a classic kernel (blur, sharpen, edges)"),
-    "demo": ("fastconv.cli.demo", "train the CNN of the notes on handwritten digits; draw its filters"),
+    "demo": ("fastconv.cli.demo", "train a small CNN (conv-ReLU-pool twice, then a linear layer) on handwritten "
+             "digits; draw its filters"),
 }
 
 

@@ -4,7 +4,11 @@
 forward+backward, alternating the contenders in blocks after a warm-up, and reports medians,
 GFLOP/s, the ratio to torch, fastconv's workspace per call, the fraction of this machine's measured
 fp32 FMA peak, float64 against float32, and the 1 -> N thread speed-up of the large 3x3 layers.
-It ends with the performance targets, criterion by criterion.
+It ends with fastconv's performance targets, each PASS or FAIL with the value measured: the
+geometric mean of the fastconv/torch time ratios at most 0.6 (forward, and forward+backward), no
+case slower than 1.25x torch, pooling at most 0.33x and depthwise convolution at most 0.5x torch's
+time, the large 3x3 forwards at 75% or more of the FMA peak, a 1 -> 2 thread speed-up of 1.8x or
+more, float64 at most twice float32's time, and workspaces well below the im2col of the batch.
 
 Machines are shared and noisy: only ratios measured in the same run mean anything.
 """
@@ -68,6 +72,13 @@ CASES = [
          count_include_pad=False),
 ]
 BLAS_COOLDOWN_S = 0.5
+# Timed calls per contender, of which the median is reported: 7 outvote a couple of calls slowed
+# by the machine; --quick trades that for a run well under a minute.
+DEFAULT_REPEATS = 7
+QUICK_REPEATS = 3
+# A workspace under this counts as bounded whatever the layer: the whole-batch im2col of a small
+# layer (a few MB) is no yardstick.
+SMALL_WORKSPACE_MB = 64
 QUICK = ("lenet-conv1", "resnet-c16", "depthwise", "max-2x2-s2", "avg-2x2-s2")
 LARGE_3X3 = ("resnet-c64", "deep", "strided")
 POOLING = ("max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad")
@@ -219,43 +230,57 @@ class Row:
     f64_over_f32: float = float("nan")
 
 
-def run_case(case, torch, repeats, with_reference, peak, rng):
+def _case_inputs(case, rng):
+    """float32 ``(x, weight, bias)`` of a case (weight and bias None for pooling)."""
     x = rng.standard_normal(case.shape).astype(np.float32)
     w = b = None
     if case.kind == "conv":
         w = rng.standard_normal((case.k, case.shape[1] // case.groups, case.kernel, case.kernel))
         w = (w / math.sqrt(w[0].size)).astype(np.float32)
         b = rng.standard_normal(case.k).astype(np.float32)
+    return x, w, b
+
+
+def _time_reference(row, slow, repeats):
+    """Time the NumPy reference into ``row.ms``."""
+    # The reference is 10-100x slower: fewer calls, same run, after the fast contenders.
+    # Its BLAS (OpenBLAS) leaves worker threads spinning for a while after each call; they
+    # would steal the cores from whatever is timed next, so let them fall asleep first.
+    for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
+        sec = _time_in_blocks({"r": slow[pass_index]}, max(1, repeats // 3), warmup=0,
+                              rounds=1)["r"]
+        row.ms[f"reference {pass_name}"] = sec * 1e3
+    time.sleep(BLAS_COOLDOWN_S)
+
+
+def _conv_rates(row, case, out_shape, peak):
+    """GFLOP/s of every timing, the fraction of the FMA peak and the batch im2col size."""
+    flops = _conv_flops(case, out_shape)
+    for key, ms in row.ms.items():
+        mult = 1 if key.endswith(" fwd") else 3  # fwd+bwd: + the input and weight gradients
+        row.gflops[key] = mult * flops / (ms * 1e-3) / 1e9
+    row.peak_fraction = row.gflops["fastconv fwd"] / peak if peak else float("nan")
+    row.batch_im2col_mb = _batch_im2col_mb(case, out_shape)
+
+
+def run_case(case, torch, repeats, with_reference, peak, rng):
+    x, w, b = _case_inputs(case, rng)
     fwd, fwd_bwd = _fastconv_fns(case, x, w, b, functional)
     contenders = {"fastconv": (fwd, fwd_bwd)}
     if torch is not None:
         contenders["torch"] = _torch_fns(torch, case, x, w, b)
-    if with_reference:
-        contenders["reference"] = _fastconv_fns(case, x, w, b, reference)
+    slow = _fastconv_fns(case, x, w, b, reference) if with_reference else None
     row = Row(case.name, case.kind)
-    slow = contenders.pop("reference", None)
     for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
         med = _time_in_blocks({name: pair[pass_index] for name, pair in contenders.items()},
                                 repeats)
         for name, sec in med.items():
             row.ms[f"{name} {pass_name}"] = sec * 1e3
     if slow:
-        # The reference is 10-100x slower: fewer calls, same run, after the fast contenders.
-        # Its BLAS (OpenBLAS) leaves worker threads spinning for a while after each call; they
-        # would steal the cores from whatever is timed next, so let them fall asleep first.
-        for pass_index, pass_name in enumerate(("fwd", "fwd+bwd")):
-            sec = _time_in_blocks({"r": slow[pass_index]}, max(1, repeats // 3), warmup=0,
-                                    rounds=1)["r"]
-            row.ms[f"reference {pass_name}"] = sec * 1e3
-        time.sleep(BLAS_COOLDOWN_S)
+        _time_reference(row, slow, repeats)
     out_shape = fwd().shape
     if case.kind == "conv":
-        flops = _conv_flops(case, out_shape)
-        for key, ms in row.ms.items():
-            mult = 1 if key.endswith(" fwd") else 3
-            row.gflops[key] = mult * flops / (ms * 1e-3) / 1e9
-        row.peak_fraction = row.gflops["fastconv fwd"] / peak if peak else float("nan")
-        row.batch_im2col_mb = _batch_im2col_mb(case, out_shape)
+        _conv_rates(row, case, out_shape, peak)
     as64 = [None if a is None else a.astype(np.float64) for a in (x, w, b)]
     f64 = _fastconv_fns(case, *as64, functional)[0]
     # On compute-bound layers the ratio sits at 2 (half the SIMD lanes, the same fraction of
@@ -331,7 +356,8 @@ def check_bar(rows, scaling):
                        f"{worst64.f64_over_f32:.2f} ({worst64.case})", worst64.f64_over_f32 <= 2.0))
     convs = [r for r in rows if r.kind == "conv"]
     if convs:
-        bounded = all(r.workspace_mb < 0.5 * r.batch_im2col_mb or r.workspace_mb < 64 for r in convs)
+        bounded = all(r.workspace_mb < 0.5 * r.batch_im2col_mb or r.workspace_mb < SMALL_WORKSPACE_MB
+                      for r in convs)
         checks.append(("workspace bounded (well below the batch im2col)",
                        f"max {max(r.workspace_mb for r in convs):.1f} MB", bounded))
     return checks
@@ -384,7 +410,8 @@ def add_arguments(parser):
                         help="run only this case (repeatable); names: "
                              + ", ".join(c.name for c in CASES))
     parser.add_argument("--repeats", type=positive_int, default=None,
-                        help="timed rounds per contender (default 7, --quick 3)")
+                        help=f"timed rounds per contender (default {DEFAULT_REPEATS}, "
+                             f"--quick {QUICK_REPEATS})")
     parser.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
@@ -397,6 +424,35 @@ def run(args):
 
 
 def _run(args):
+    cases = _select_cases(args)
+    if args.json:  # before the run, not after minutes of it
+        check_output_file(args.json, "--json")
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    threads = get_num_threads()
+    repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
+    # The FMA peak first: once torch is imported, its own OpenMP threads may spin on the cores.
+    peak = _kernels.fma_peak_gflops()
+    torch = None if args.no_torch else _import_torch(threads)
+    print(machine_description(threads, peak))
+    if torch is not None:
+        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    rng = np.random.default_rng(args.seed)
+    rows = _run_cases(cases, torch, repeats, not args.no_reference, peak, rng)
+    scaling = {}
+    large = [c for c in cases if c.name in LARGE_3X3]
+    if large and threads > 1:
+        scaling = thread_scaling(large, threads, max(3, repeats // 2), rng)
+    _print_table(rows, scaling, threads, torch is not None, not args.no_reference)
+    checks = check_bar(rows, scaling)
+    _print_checks(checks)
+    if args.json:
+        _write_json(args.json, rows, scaling, checks, threads, peak, torch)
+    return 0
+
+
+def _select_cases(args):
+    """The cases --case names (UsageError for an unknown one), or --quick's, or all."""
     names = [c.name for c in CASES]
     if args.case:
         unknown = [n for n in args.case if n not in names]
@@ -404,62 +460,62 @@ def _run(args):
             raise CommandError(
                 f"--case: unknown case(s) {unknown}; choose from: {', '.join(names)}", USAGE_ERROR
             )
-        cases = [c for c in CASES if c.name in args.case]
-    elif args.quick:
-        cases = [c for c in CASES if c.name in QUICK]
-    else:
-        cases = list(CASES)
-    if args.json:  # before the run, not after minutes of it
-        check_output_file(args.json, "--json")
-    if args.threads is not None:
-        set_num_threads(args.threads)
-    threads = get_num_threads()
-    repeats = args.repeats or (3 if args.quick else 7)
-    # The FMA peak first: once torch is imported, its own OpenMP threads may spin on the cores.
-    peak = _kernels.fma_peak_gflops()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch  # noqa: F811
-            torch.set_num_threads(threads)
-        except ImportError:
-            print("torch is not importable: timing fastconv against the reference only")
-    print(machine_description(threads, peak))
-    if torch is not None:
-        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    rng = np.random.default_rng(args.seed)
+        return [c for c in CASES if c.name in args.case]
+    if args.quick:
+        return [c for c in CASES if c.name in QUICK]
+    return list(CASES)
+
+
+def _import_torch(threads):
+    """torch set to ``threads`` threads, or None (and a note) when it is not importable."""
+    try:
+        import torch
+    except ImportError:
+        print("torch is not importable: timing fastconv against the reference only")
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _run_cases(cases, torch, repeats, with_reference, peak, rng):
+    """A Row per case, printing a line as each one finishes."""
     rows = []
     for case in cases:
-        rows.append(run_case(case, torch, repeats, not args.no_reference, peak, rng))
+        rows.append(run_case(case, torch, repeats, with_reference, peak, rng))
         r = rows[-1]
         print(f"  {case.name}: fastconv {r.ms['fastconv fwd']:.2f} / {r.ms['fastconv fwd+bwd']:.2f} ms"
               + (f", ratio to torch {r.ratio_fwd:.2f} / {r.ratio_fwd_bwd:.2f}" if torch else ""),
               flush=True)
-    scaling = {}
-    large = [c for c in cases if c.name in LARGE_3X3]
-    if large and threads > 1:
-        scaling = thread_scaling(large, threads, max(3, repeats // 2), rng)
+    return rows
+
+
+def _print_table(rows, scaling, threads, have_torch, with_reference):
+    """The table of every case, then the thread speed-up."""
     print()
-    print(format_table(rows, torch is not None, not args.no_reference))
+    print(format_table(rows, have_torch, with_reference))
     print()
     if scaling:
         print("1 -> %d thread forward speed-up: " % threads
               + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
-    checks = check_bar(rows, scaling)
+
+
+def _print_checks(checks):
+    """The performance targets, each PASS or FAIL."""
     if checks:
         print("\nThe performance targets:")
         for desc, measured, ok in checks:
             print(f"  [{'PASS' if ok else 'FAIL'}] {desc}: {measured}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({
-                "machine": machine_description(threads, peak), "threads": threads,
-                "fma_peak_gflops": peak, "torch": getattr(torch, "__version__", None),
-                "rows": [asdict(r) for r in rows], "thread_speedup": scaling,
-                "bar": [{"criterion": d, "measured": m, "pass": ok} for d, m, ok in checks],
-            }, f, indent=2)
-        print(f"\nwrote {args.json}")
-    return 0
+
+
+def _write_json(path, rows, scaling, checks, threads, peak, torch):
+    with open(path, "w") as f:
+        json.dump({
+            "machine": machine_description(threads, peak), "threads": threads,
+            "fma_peak_gflops": peak, "torch": getattr(torch, "__version__", None),
+            "rows": [asdict(r) for r in rows], "thread_speedup": scaling,
+            "bar": [{"criterion": d, "measured": m, "pass": ok} for d, m, ok in checks],
+        }, f, indent=2)
+    print(f"\nwrote {path}")
 
 
 def main(argv=None):

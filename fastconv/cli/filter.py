@@ -1,5 +1,5 @@
-"""Filter an image file (PNG, JPEG, or anything Pillow reads) with one of the classic kernels of
-the notes (fastconv.filters): sharpen, blur, edges, emboss. Colour images are filtered channel by
+"""Filter an image file (PNG, JPEG, or anything Pillow reads) with one of the classic
+image-processing kernels of fastconv.filters: sharpen, blur, edges, emboss. Colour images are filtered channel by
 channel (an alpha channel is kept as it is); 8-bit results are rounded and clipped to 0..255, so
 the negative half of an edge detector (sobel_x, sobel_y, laplacian) is clipped to black.
 
@@ -30,7 +30,7 @@ def add_arguments(parser):
                         + " (default: reflect)")
     parser.add_argument("--mode", default="correlate", choices=["correlate", "convolve"],
                         help="correlate (as CNN layers, default) or convolve (kernel flipped, as "
-                        "the notes' formula)")
+                        "in the mathematical definition of convolution)")
 
 
 def _kernel(args):

@@ -1,4 +1,5 @@
-"""A thin layer API over :mod:`fastconv.functional`: enough to train the CNN of the notes.
+"""A thin layer API over :mod:`fastconv.functional`: enough to train a small CNN (the
+conv -> ReLU -> max-pool network that ``fastconv demo`` trains on handwritten digits).
 
 No autograd: every layer caches in :meth:`Module.forward` what its :meth:`Module.backward` needs
 (the conv input, the max-pool argmax indices, the ReLU output, the dropout mask) and

@@ -2,8 +2,11 @@
 import numpy as np
 
 from .. import functional as F
-from .._core.args import as_int, nonnegative_pair, positive_pair
-from ..filters import PADDING_MODES, pad2d, pad2d_backward
+from .._core.args import as_int, positive_pair
+from .._core.conv_geometry import conv_groups, conv_hyperparameters
+from .._core.geometry import check_size
+from .._core.pool_geometry import pool_params
+from ..filters import check_padding_mode, pad2d, pad2d_backward
 from .init import float_dtype, generator, kaiming_uniform
 from .module import Module, Parameter
 
@@ -13,7 +16,11 @@ class Conv2d(Module):
     ``'valid'``; ``padding_mode`` ``'zeros'`` (default), ``'reflect'``, ``'replicate'`` or
     ``'circular'`` (torch's results, via :func:`fastconv.filters.pad2d`). ``weight``:
     ``(out_channels, in_channels // groups, kH, kW)``; ``bias``: ``(out_channels,)`` or None.
-    Input ``(N, C, H, W)`` or ``(C, H, W)``."""
+    Input ``(N, C, H, W)`` or ``(C, H, W)``.
+
+    The hyper-parameters follow the rules of :func:`fastconv.conv2d` (the same code checks
+    them, here at construction): every value it accepts is accepted, every other one raises
+    the same error."""
 
     def __init__(
         self,
@@ -31,39 +38,25 @@ class Conv2d(Module):
         rng=None,
     ):
         super().__init__()
-        if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-            raise ValueError(
-                f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
-                f"got {padding_mode!r}"
-            )
-        self.padding_mode = padding_mode
+        self.padding_mode = check_padding_mode(padding_mode)
         in_channels = as_int(in_channels, "in_channels")
         out_channels = as_int(out_channels, "out_channels")
-        groups = as_int(groups, "groups")
         if in_channels < 1 or out_channels < 1:
             raise ValueError(
                 f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
             )
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"groups={groups} must be >= 1 and divide in_channels={in_channels} "
-                f"and out_channels={out_channels}"
-            )
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.groups = conv_groups(groups, in_channels, out_channels)
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
-        self.stride = positive_pair(stride, "stride")
-        if isinstance(padding, str) and padding not in ("same", "valid"):
-            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        self.padding = padding if isinstance(padding, str) else nonnegative_pair(padding, "padding")
-        self.dilation = positive_pair(dilation, "dilation")
-        if self.padding == "same" and self.stride != (1, 1):
-            raise ValueError(f"padding='same' requires stride 1, got stride={self.stride}")
+        self.stride, self.dilation, self._pads = conv_hyperparameters(
+            self.kernel_size, stride, padding, dilation)
+        self.padding = padding if isinstance(padding, str) else self._pads[::2]  # (top, left)
         dt, rng = float_dtype(dtype), generator(rng)
         kh, kw = self.kernel_size
-        fan_in = in_channels // groups * kh * kw
-        self.weight = Parameter(
-            kaiming_uniform(rng, (out_channels, in_channels // groups, kh, kw), fan_in, dt)
-        )
+        shape = (out_channels, in_channels // self.groups, kh, kw)
+        check_size(shape, dt.itemsize, "the weight")
+        fan_in = in_channels // self.groups * kh * kw
+        self.weight = Parameter(kaiming_uniform(rng, shape, fan_in, dt))
         self.bias = Parameter(kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
         self._input = None
 
@@ -89,17 +82,10 @@ class Conv2d(Module):
         return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
 
     def _explicit_pad(self):
-        """(left, right, top, bottom) for the non-zero padding modes, as torch computes it."""
-        if self.padding == "valid":
-            return (0, 0, 0, 0)
-        if self.padding == "same":
-            pad = []
-            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):  # W first
-                total = d * (k - 1)
-                pad += [total // 2, total - total // 2]
-            return tuple(pad)
-        ph, pw = self.padding
-        return (pw, pw, ph, ph)
+        """(left, right, top, bottom), pad2d's order, of the non-zero padding modes: the
+        padding conv2d would add (:func:`fastconv._core.conv_geometry.conv_padding`)."""
+        top, bottom, left, right = self._pads
+        return (left, right, top, bottom)
 
     def forward(self, x):
         expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
@@ -141,15 +127,15 @@ def _check_pool_input(layer, x):
 
 class MaxPool2d(Module):
     """Max pooling, as ``torch.nn.MaxPool2d``; ``stride=None`` means ``stride = kernel_size``.
-    The forward caches the argmax indices, the backward routes each gradient to its argmax."""
+    The forward caches the argmax indices, the backward routes each gradient to its argmax.
+    The hyper-parameters follow the rules of :func:`fastconv.max_pool2d`, checked at
+    construction by the same code."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        self.kernel_size = positive_pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride")
-        self.padding = nonnegative_pair(padding, "padding")
-        self.dilation = positive_pair(dilation, "dilation")
-        self.ceil_mode = bool(ceil_mode)
+        p = pool_params(kernel_size, stride, padding, dilation, ceil_mode)
+        self.kernel_size, self.stride, self.padding, self.dilation = p[:4]
+        self.ceil_mode = p.ceil_mode
         self._indices = None
 
     def extra_repr(self):
@@ -183,7 +169,8 @@ class MaxPool2d(Module):
 
 class AvgPool2d(Module):
     """Average pooling, as ``torch.nn.AvgPool2d``; ``stride=None`` means
-    ``stride = kernel_size``."""
+    ``stride = kernel_size``. The hyper-parameters follow the rules of
+    :func:`fastconv.avg_pool2d`, checked at construction by the same code."""
 
     def __init__(
         self,
@@ -195,12 +182,11 @@ class AvgPool2d(Module):
         divisor_override=None,
     ):
         super().__init__()
-        self.kernel_size = positive_pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride")
-        self.padding = nonnegative_pair(padding, "padding")
-        self.ceil_mode = bool(ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
-        self.divisor_override = divisor_override
+        p = pool_params(kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
+                        divisor_override)
+        self.kernel_size, self.stride, self.padding = p[:3]
+        self.ceil_mode, self.count_include_pad = p.ceil_mode, p.count_include_pad
+        self.divisor_override = p.divisor_override
         self._input_shape = None
 
     def extra_repr(self):

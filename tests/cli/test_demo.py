@@ -168,7 +168,7 @@ def test_console_help(tmp_path):
             env=env,
         ).stdout
         assert "demo" in out
-    assert "--optimizer" in out and "Fig. 1.14" in out and 'pip install "fastconv[demo]"' in out
+    assert "--optimizer" in out and "3x3 convolution -> ReLU -> 2x2 max" in out and 'pip install "fastconv[demo]"' in out
 
 
 def test_default_run_reaches_97_percent(tmp_path, capsys):

@@ -598,3 +598,228 @@ def test_conv2d_padding_modes_match_torch(mode):
 def test_conv2d_padding_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         nn.Conv2d(2, 3, 3, **kwargs)
+
+
+# -- the layers follow the functional API's argument rules ---------------------------------------
+def _outcome(call):
+    """What call() returns, or the TypeError/ValueError it raises."""
+    try:
+        return call()
+    except (TypeError, ValueError) as exc:
+        return exc
+
+
+def assert_same_outcome(layer_call, functional_call, name):
+    """The layer (construction and forward) and the functional accept alike with equal results,
+    or reject alike: the same error type, the layer's message holding the functional's, which
+    names the argument ``name``."""
+    got, want = _outcome(layer_call), _outcome(functional_call)
+    if isinstance(want, Exception):
+        assert isinstance(got, Exception), f"the layer accepts what the functional rejects: {want}"
+        # a forward error quotes the layer's normalised arguments: compare up to the first colon
+        assert type(got) is type(want) and str(want).split(":")[0] in str(got), (got, want)
+        assert name in str(want) and name in str(got), (got, want)
+    else:
+        assert not isinstance(got, Exception), f"the layer rejects what the functional accepts: {got}"
+        assert name is None
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+CONV_X_SHAPE = (2, 4, 7, 8)   # in_channels 4; the layers below have 6 output channels
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(), None),
+    (dict(stride=2), None),
+    (dict(stride=(1, 2)), None),
+    (dict(stride=[2, 1]), None),
+    (dict(stride=np.int64(2)), None),
+    (dict(stride=np.array([1, 2])), None),
+    (dict(stride=2**63 - 1), None),
+    (dict(padding=1), None),
+    (dict(padding=(2, 0)), None),
+    (dict(padding="valid"), None),
+    (dict(padding="same"), None),
+    (dict(padding="same", dilation=(1, 3)), None),
+    (dict(dilation=2), None),
+    (dict(dilation=(2, 1)), None),
+    (dict(groups=2), None),
+    (dict(groups=np.int32(2)), None),
+    (dict(stride=0), "stride"),
+    (dict(stride=-1), "stride"),
+    (dict(stride=(1,)), "stride"),
+    (dict(stride=(1, 2, 3)), "stride"),
+    (dict(stride=1.5), "stride"),
+    (dict(stride=True), "stride"),
+    (dict(stride="2"), "stride"),
+    (dict(stride=2**63), "stride"),
+    (dict(padding=-1), "padding"),
+    (dict(padding=(0, -1)), "padding"),
+    (dict(padding=1.0), "padding"),
+    (dict(padding="full"), "padding"),
+    (dict(padding="SAME"), "padding"),
+    (dict(padding="same", stride=2), "stride"),
+    (dict(padding=(0, 2**40)), "padding"),     # the output would not fit in memory
+    (dict(dilation=0), "dilation"),
+    (dict(dilation=(1, 0)), "dilation"),
+    (dict(dilation=4), "dilation"),            # the output would be empty: known at forward
+    (dict(groups=0), "groups"),
+    (dict(groups=3), "groups"),                # does not divide the 4 input channels
+    (dict(groups=4), "groups"),                # does not divide the 6 output channels
+    (dict(groups=2.0), "groups"),
+    (dict(groups=True), "groups"),
+])
+def test_conv2d_layer_follows_functional_rules(kwargs, name):
+    x = rand(*CONV_X_SHAPE, seed=6)
+    groups = kwargs.get("groups", 1)
+    groups = int(groups) if isinstance(groups, (int, np.integer)) and groups > 0 else 1
+    weight, bias = rand(6, 4 // groups, 3, 2, seed=7), rand(6, seed=8)
+
+    def layer_call():
+        layer = nn.Conv2d(4, 6, (3, 2), dtype=np.float64, **kwargs)
+        layer.weight.data[...], layer.bias.data[...] = weight, bias
+        return [layer(x)]
+
+    assert_same_outcome(layer_call, lambda: [F.conv2d(x, weight, bias, **kwargs)], name)
+
+
+def test_conv2d_layer_rejects_a_weight_larger_than_memory():
+    with pytest.raises(ValueError, match=r"the weight of shape \(1, 1, 2147483648, 1048576\)"):
+        nn.Conv2d(1, 1, (2**31, 2**20))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("kernel_size, dilation", [((2, 3), 1), ((4, 3), (1, 2)), (3, 2)])
+def test_conv2d_same_padding_modes_match_torch(mode, kernel_size, dilation):
+    # an even kernel extent pads one more row/column at the bottom/right, in every mode
+    torch = pytest.importorskip("torch")
+    layer = nn.Conv2d(2, 3, kernel_size, padding="same", dilation=dilation, padding_mode=mode,
+                      dtype=np.float64, rng=3)
+    ref = torch.nn.Conv2d(2, 3, kernel_size, padding="same", dilation=dilation,
+                          padding_mode=mode, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(layer.weight.data))
+        ref.bias.copy_(torch.from_numpy(layer.bias.data))
+    x = rand(2, 2, 7, 9, seed=4)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    out, out_t = layer(x), ref(xt)
+    assert out.shape == x.shape[:1] + (3,) + x.shape[2:]
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rand(*out.shape, seed=5)
+    out_t.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+POOL_X_SHAPE = (2, 3, 7, 6)
+
+# hyper-parameters every pooling shares: (kwargs, the argument named by the error or None)
+POOL_CASES = [
+    (dict(kernel_size=2), None),
+    (dict(kernel_size=(2,)), None),                # a 1-sequence is an int, as in torch
+    (dict(kernel_size=[2, 3]), None),
+    (dict(kernel_size=np.int64(3)), None),
+    (dict(kernel_size=np.array([2, 3])), None),
+    (dict(kernel_size=2, stride=()), None),        # empty: the kernel size, as in torch
+    (dict(kernel_size=2, stride=(1,)), None),
+    (dict(kernel_size=3, stride=(1, 2)), None),
+    (dict(kernel_size=3, stride=2**63 - 1), None),
+    (dict(kernel_size=3, padding=(1,)), None),
+    (dict(kernel_size=(3, 2), padding=(1, 1)), None),
+    (dict(kernel_size=2, ceil_mode=True), None),
+    (dict(kernel_size=2, ceil_mode=np.bool_(True)), None),
+    (dict(kernel_size=0), "kernel_size"),
+    (dict(kernel_size=(0, 2)), "kernel_size"),
+    (dict(kernel_size=(2, 2, 2)), "kernel_size"),
+    (dict(kernel_size=()), "kernel_size"),
+    (dict(kernel_size=2.0), "kernel_size"),
+    (dict(kernel_size=True), "kernel_size"),
+    (dict(kernel_size=2**63), "kernel_size"),
+    (dict(kernel_size=8), "kernel"),               # the output would be empty: known at forward
+    (dict(kernel_size=2, stride=0), "stride"),
+    (dict(kernel_size=2, stride=(1, 0)), "stride"),
+    (dict(kernel_size=2, stride=1.0), "stride"),
+    (dict(kernel_size=3, padding=-1), "padding"),
+    (dict(kernel_size=3, padding=2), "padding"),   # more than half the kernel
+    (dict(kernel_size=3, padding=(1, 1, 1)), "padding"),
+    (dict(kernel_size=2, ceil_mode=1), "ceil_mode"),
+    (dict(kernel_size=2, ceil_mode=None), "ceil_mode"),
+]
+
+
+@pytest.mark.parametrize("kwargs, name", POOL_CASES + [
+    (dict(kernel_size=2, dilation=(2,)), None),
+    (dict(kernel_size=(2, 3), dilation=(1, 2), padding=1), None),
+    (dict(kernel_size=2, dilation=0), "dilation"),
+    (dict(kernel_size=2, dilation=(2, -1)), "dilation"),
+    (dict(kernel_size=2, return_indices=1), "return_indices"),  # the layer has no such argument
+])
+def test_max_pool2d_layer_follows_functional_rules(kwargs, name):
+    if "return_indices" in kwargs:
+        with pytest.raises(TypeError, match="return_indices"):
+            nn.MaxPool2d(**kwargs)
+        return
+    x = rand(*POOL_X_SHAPE, seed=6)
+
+    def layer_call():
+        layer = nn.MaxPool2d(**kwargs)
+        out = layer(x)
+        return [out, layer.backward(np.ones_like(out))]
+
+    def functional_call():
+        out, idx = F.max_pool2d(x, **kwargs, return_indices=True)
+        return [out, F.max_pool2d_backward(np.ones_like(out), idx, x.shape)]
+
+    assert_same_outcome(layer_call, functional_call, name)
+
+
+def test_max_pool2d_layer_rejects_windows_of_padding_only_as_functional():
+    x = rand(1, 2, 1, 5)
+    kwargs = dict(kernel_size=(2, 1), dilation=(2, 1), padding=(1, 0))
+    assert_same_outcome(lambda: [nn.MaxPool2d(**kwargs)(x)],
+                        lambda: [F.max_pool2d(x, **kwargs)], "holds no input element")
+
+
+@pytest.mark.parametrize("kwargs, name", POOL_CASES + [
+    (dict(kernel_size=3, padding=1, count_include_pad=False), None),
+    (dict(kernel_size=3, divisor_override=5), None),
+    (dict(kernel_size=3, divisor_override=-2), None),
+    (dict(kernel_size=3, divisor_override=np.int64(4)), None),
+    (dict(kernel_size=3, count_include_pad=0), "count_include_pad"),
+    (dict(kernel_size=3, divisor_override=0), "divisor_override"),
+    (dict(kernel_size=3, divisor_override=2.5), "divisor_override"),
+    (dict(kernel_size=3, divisor_override=2**63), "divisor_override"),
+])
+def test_avg_pool2d_layer_follows_functional_rules(kwargs, name):
+    x = rand(*POOL_X_SHAPE, seed=6)
+
+    def layer_call():
+        layer = nn.AvgPool2d(**kwargs)
+        out = layer(x)
+        return [out, layer.backward(np.ones_like(out))]
+
+    def functional_call():
+        out = F.avg_pool2d(x, **kwargs)
+        return [out, F.avg_pool2d_backward(np.ones_like(out), x.shape, **kwargs)]
+
+    assert_same_outcome(layer_call, functional_call, name)
+
+
+@pytest.mark.parametrize("layer, kwargs, name", [
+    (nn.MaxPool2d, dict(kernel_size=(2,)), None),
+    (nn.MaxPool2d, dict(kernel_size=0), "kernel_size"),
+    (nn.MaxPool2d, dict(kernel_size=3, padding=2), "padding"),
+    (nn.MaxPool2d, dict(kernel_size=2, ceil_mode=1), "ceil_mode"),
+    (nn.AvgPool2d, dict(kernel_size=2, divisor_override=0), "divisor_override"),
+    (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, groups=3), "groups"),
+    (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, padding="same", stride=2),
+     "stride"),
+    (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, dilation=(1,)), "dilation"),
+])
+def test_layers_check_hyperparameters_at_construction(layer, kwargs, name):
+    # a layer fails where it is built, as torch's do, not at its first forward
+    if name is None:
+        layer(**kwargs)
+        return
+    with pytest.raises((TypeError, ValueError), match=name):
+        layer(**kwargs)
