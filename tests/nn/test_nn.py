@@ -646,9 +646,10 @@ CONV_X_SHAPE = (2, 4, 7, 8)   # in_channels 4; the layers below have 6 output ch
     (dict(dilation=(2, 1)), None),
     (dict(groups=2), None),
     (dict(groups=np.int32(2)), None),
+    (dict(stride=(2,)), None),
+    (dict(padding=[1]), None),
     (dict(stride=0), "stride"),
     (dict(stride=-1), "stride"),
-    (dict(stride=(1,)), "stride"),
     (dict(stride=(1, 2, 3)), "stride"),
     (dict(stride=1.5), "stride"),
     (dict(stride=True), "stride"),
@@ -814,7 +815,8 @@ def test_avg_pool2d_layer_follows_functional_rules(kwargs, name):
     (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, groups=3), "groups"),
     (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, padding="same", stride=2),
      "stride"),
-    (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, dilation=(1,)), "dilation"),
+    (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=3, dilation=(1, 2, 3)), "dilation"),
+    (nn.Conv2d, dict(in_channels=4, out_channels=6, kernel_size=(3,), dilation=(2,)), None),
 ])
 def test_layers_check_hyperparameters_at_construction(layer, kwargs, name):
     # a layer fails where it is built, as torch's do, not at its first forward
