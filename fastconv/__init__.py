@@ -9,7 +9,7 @@ Layers
 cross-correlation, torch's argument rules and output sizes. Each public function validates and
 normalises its arguments in plain Python (``_validation``, ``_conv``, ``_pool``): dtype
 (float32/float64), shapes, stride/padding/dilation/groups, with an error that names the argument.
-Only then does it call the compiled kernels (``_kernels`` for convolution, ``_pooling`` for
+Only then does it call the compiled kernels (``_kernels``, one module for convolution and
 pooling), which trust their arguments. ``fastconv.reference`` holds plain NumPy implementations
 of the same functions: the oracle of the property tests and the baseline of the benchmarks.
 
@@ -92,7 +92,8 @@ SIMD
 ----
 The hot loops are written once with GCC vector extensions and compiled for AVX-512, AVX2+FMA
 and a portable baseline with ``target`` attributes; the best path the CPU supports (every feature
-its ``target`` lists, one check for both engines: ``fc_isa_supported``) is picked at
+its ``target`` lists: one table of the paths and their features, ``FC_ISA_LIST``, gives both the
+``target`` attributes and the check ``fc_isa_supported``, for both engines) is picked at
 import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` force a lower one;
 the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
 GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);

@@ -1,6 +1,7 @@
 /* The convolution engine for one dtype; conv_engine.h includes it with T = float and double.
  *
- * Every pass is a set of independent work items; conv_kernels.pyx runs them in an OpenMP prange.
+ * Every pass is a set of independent work items; src/_run_control.pxi runs them in an OpenMP
+ * prange (through the job API of conv_engine.h).
  * An item writes only its own part of the result, always in the same order, so results are
  * bitwise identical for any number of threads.
  *
@@ -25,9 +26,7 @@
  */
 #define TF(name) FC_CAT(name, TN)
 
-typedef struct {
-    fc_idx N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW;
-} TF(fc_geom);
+typedef fc_geom TF(fc_geom); /* conv_engine.h: one geometry type for both dtypes */
 
 /* ---------- ISA function table ---------- */
 typedef struct {

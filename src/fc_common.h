@@ -291,43 +291,72 @@ static inline void *fc_aligned_calloc(size_t bytes) {
     return p;
 }
 
-/* ---- CPU dispatch ---------------------------------------------------------------------------
- * Level 0: portable (SSE2 on x86-64, plain C elsewhere); 1: AVX2 + FMA; 2: AVX-512.
- * A level runs only on a CPU with EVERY feature its code is compiled for: the union of the
- * `target` attributes of that path in src/ (conv_dtype.h, pool_dtype.h, fma_probe.h; the
- * pooling engine's AVX-512 code also uses AVX512BW), as NumPy's dispatch checks. One list
- * serves both engines, so they never disagree on the level. __builtin_cpu_supports also reports
- * a feature absent when the OS does not save its registers (XCR0). tests/test_runtime.py checks
- * that these lists cover every target attribute. */
-#define FC_AVX2_FEATURES(X) X("avx2") X("fma")
-#define FC_AVX512_FEATURES(X) FC_AVX2_FEATURES(X) X("avx512f") X("avx512vl") X("avx512dq") \
-    X("avx512bw")
-#define FC_FEATURE_NAME(f) f " "
-#define FC_FEATURE_CHECK(f) &&__builtin_cpu_supports(f)
-enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
+/* ---- the SIMD paths --------------------------------------------------------------------------
+ * FC_ISA_LIST is the one table of the paths, lowest first: each path's id, its name (FASTCONV_ISA,
+ * set_isa) and the CPU features its code is compiled for, as GCC and /proc/cpuinfo spell them.
+ * The rest is derived from it:
+ *  - the `target` attribute of every function of a path (FC_TARGET_AVX2, FC_TARGET_AVX512: used by
+ *    conv_dtype.h, pool_dtype.h and fma_probe.h), so no path is compiled for a feature that the
+ *    run-time check does not test;
+ *  - the run-time check (fc_isa_supported): a path runs only on a CPU with every one of its
+ *    features, as NumPy's dispatch checks (__builtin_cpu_supports also reports a feature absent
+ *    when the OS does not save its registers, XCR0);
+ *  - the names and feature strings the Python layer reports (fc_isas).
+ * A path's features include those of every path below it, so a supported level implies the ones
+ * below. The generic path is portable C (SSE2, the x86-64 baseline, on x86-64). The lists are of
+ * string literals because __builtin_cpu_supports and `target` take nothing else. fc_kernels.h
+ * resolves the level chosen into the table of functions that both engines call. */
+#define FC_FEATURES_GENERIC(F)
+#define FC_FEATURES_AVX2(F) F("avx2") F("fma")
+#define FC_FEATURES_AVX512(F) \
+    FC_FEATURES_AVX2(F) F("avx512f") F("avx512vl") F("avx512dq") F("avx512bw")
+#define FC_ISA_LIST(X)                         \
+    X(GENERIC, "generic", FC_FEATURES_GENERIC) \
+    X(AVX2, "avx2", FC_FEATURES_AVX2)          \
+    X(AVX512, "avx512", FC_FEATURES_AVX512)
+
+#define FC_ISA_ID(id, name, features) FC_ISA_##id,
+enum { FC_ISA_LIST(FC_ISA_ID) FC_ISA_COUNT };
+#undef FC_ISA_ID
+
+typedef struct {
+    const char *name;     /* FASTCONV_ISA's spelling */
+    const char *features; /* space-separated */
+} fc_isa_info;
+#define FC_FEATURE_WORD(f) f " "
+#define FC_ISA_INFO(id, name, features) {name, "" features(FC_FEATURE_WORD)},
+static const fc_isa_info fc_isas[FC_ISA_COUNT] = {FC_ISA_LIST(FC_ISA_INFO)};
+#undef FC_ISA_INFO
+#undef FC_FEATURE_WORD
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FC_HAVE_X86_PATHS 1
+/* "sse2" (part of x86-64 anyway) heads the string so that every listed feature follows a comma
+ * (clang ignores a target string with an empty item) */
+#define FC_TARGET_FEATURE(f) "," f
+#define FC_TARGET_OF(features) __attribute__((target("sse2" features(FC_TARGET_FEATURE))))
+#define FC_TARGET_AVX2 FC_TARGET_OF(FC_FEATURES_AVX2)
+#define FC_TARGET_AVX512 FC_TARGET_OF(FC_FEATURES_AVX512)
+#define FC_CPU_HAS(f) &&__builtin_cpu_supports(f)
+#else
+#define FC_CPU_HAS(f) &&0 /* only the generic path is compiled */
+#endif
+
+/* The SIMD path in use (fc_kernels.h's fc_set_isa sets it; conv_tmpl.h builds its ISA table
+ * from it). */
 static int fc_isa_level = FC_ISA_GENERIC;
 
+/* The highest level whose every feature the CPU has. */
 static inline int fc_isa_supported(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef FC_HAVE_X86_PATHS
     __builtin_cpu_init();
-    if (1 FC_AVX512_FEATURES(FC_FEATURE_CHECK)) return FC_ISA_AVX512;
-    if (1 FC_AVX2_FEATURES(FC_FEATURE_CHECK)) return FC_ISA_AVX2;
 #endif
-    return FC_ISA_GENERIC;
-}
-
-/* The CPU features a level needs, space-separated (for the tests and error reports). */
-static inline const char *fc_isa_features(int level) {
-    if (level >= FC_ISA_AVX512) return FC_AVX512_FEATURES(FC_FEATURE_NAME);
-    if (level == FC_ISA_AVX2) return FC_AVX2_FEATURES(FC_FEATURE_NAME);
-    return "";
-}
-
-/* Select the ISA level; a request above what the CPU supports is capped. Returns the level set. */
-static inline int fc_set_isa(int requested) {
-    int best = fc_isa_supported();
-    fc_isa_level = requested < 0 ? best : FC_MIN(requested, best);
-    return fc_isa_level;
+#define FC_ISA_CHECK(id, name, features) 1 features(FC_CPU_HAS),
+    const int has[FC_ISA_COUNT] = {FC_ISA_LIST(FC_ISA_CHECK)};
+#undef FC_ISA_CHECK
+    int best = FC_ISA_GENERIC;
+    for (int level = 1; level < FC_ISA_COUNT && has[level]; level++) best = level;
+    return best;
 }
 
 /* ---- OpenMP shims: the extension also builds (single-threaded) without OpenMP ---- */
@@ -490,5 +519,22 @@ static inline void fc_run_done(fc_run *r, int status) {
         fc_run_poll(r);
 }
 
+
+/* ---- one kernel call as the run loop (src/_run_control.pxi) sees it --------------------------
+ * The job of either engine: `prepare` plans it for `nthreads` threads and fills its schedule,
+ * `item` runs one item (in any order, on any thread), `reduce_item` one of the reduction items,
+ * which run once every item is done, and `finish` frees what `prepare` allocated, whether it
+ * succeeded or not. Each returns 0, or -1 when out of memory. */
+typedef struct {
+    fc_idx nitems, nreduce; /* work items; reduction items (0: none) */
+    fc_idx chunk;           /* >= 1: consecutive items a thread takes at once */
+} fc_schedule;
+
+typedef struct {
+    int (*prepare)(void *job, int nthreads, fc_schedule *s);
+    int (*item)(void *job, fc_idx i);
+    int (*reduce_item)(void *job, fc_idx i);
+    void (*finish)(void *job);
+} fc_task;
 
 #endif

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _kernels, _pooling, reference
+from fastconv import _kernels, _testing, reference
 from conv_helpers import assert_unchanged, snapshot
 from conv_helpers import num_threads as threads
 from strategies import pool_cases, tolerance
@@ -34,13 +34,13 @@ def path(name):
     """Run the pooling kernels on SIMD path ``name`` (or the scalar path), then restore."""
     previous = _kernels.get_isa()
     if name == "scalar":
-        _pooling.set_scalar(True)
+        _testing.set_scalar(True)
     else:
         assert _kernels.set_isa(name) == name
     try:
         yield
     finally:
-        _pooling.set_scalar(False)
+        _testing.set_scalar(False)
         _kernels.set_isa(previous)
 
 
