@@ -30,10 +30,11 @@ enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_
 
 typedef struct fc_job fc_job;
 
-/* One pass for one dtype (conv_job_tmpl.h): `start` allocates the plan (j->plan), prepares it and
- * fills the schedule; the items and reduction items read the plan only. */
+/* One pass for one dtype (conv_job_tmpl.h): `start` allocates the plan (j->plan), gives it the
+ * dtype's ISA table `isa` (a TF(fc_isa), conv_tmpl.h), prepares it and fills the schedule; the
+ * items and reduction items read the plan only. */
 typedef struct {
-    int (*start)(fc_job *j, int nthreads, fc_schedule *s);
+    int (*start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s);
     int (*item)(const void *plan, fc_idx i);
     int (*reduce_item)(const void *plan, fc_idx i); /* NULL: the pass has no reduction */
     void (*free_plan)(void *plan);
@@ -77,12 +78,13 @@ struct fc_job {
 #include "conv_dtype.h"
 
 /* ---------------------------------------------------------------------------------------------
- * The job API: fill an fc_job, prepare it, run its items (in any order, on any threads), then
- * its reduction items if the schedule has any, and free it (also after a failed prepare). */
-static int fc_job_prepare(fc_job *j, int nthreads, fc_schedule *s) {
+ * The job API: fill an fc_job, prepare it with the ISA table of its dtype on the SIMD path in
+ * use (fc_isa_f32 or fc_isa_f64: fc_kernels.h), run its items (in any order, on any threads),
+ * then its reduction items if the schedule has any, and free it (also after a failed prepare). */
+static int fc_job_prepare(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
     j->plan = NULL;
     j->ops = &(j->f64 ? fc_conv_passes_f64 : fc_conv_passes_f32)[j->pass];
-    return j->ops->start(j, nthreads, s);
+    return j->ops->start(j, isa, nthreads, s);
 }
 
 /* Items run with their thread's workspace marked busy (see fc_ws_enter). */

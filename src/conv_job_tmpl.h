@@ -1,12 +1,14 @@
 /* The convolution job's passes for one dtype: conv_dtype.h includes it after conv_tmpl.h, with
  * T and TN defined. Each pass's `start` builds its plan from the job (fc_job, conv_engine.h) and
- * prepares it; its item, reduction item and free forward to conv_tmpl.h. */
+ * the ISA table resolved for the SIMD path in use, and prepares it; its item, reduction item and
+ * free forward to conv_tmpl.h. */
 #define FJ(name) FC_CAT(name, TN)
 
-static int FJ(fc_fwd_start)(fc_job *j, int nthreads, fc_schedule *s) {
+static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
     FJ(fc_fwd_plan) *p = calloc(1, sizeof *p);
     if (!p) return -1;
     j->plan = p;
+    p->isa = *(const FJ(fc_isa) *)isa;
     p->g = j->geom;
     p->x = (const T *)j->a;
     memcpy(p->xs, j->a_strides, sizeof p->xs);
@@ -20,10 +22,11 @@ static int FJ(fc_fwd_start)(fc_job *j, int nthreads, fc_schedule *s) {
     return st;
 }
 
-static int FJ(fc_gin_start)(fc_job *j, int nthreads, fc_schedule *s) {
+static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
     FJ(fc_gin_plan) *p = calloc(1, sizeof *p);
     if (!p) return -1;
     j->plan = p;
+    p->isa = *(const FJ(fc_isa) *)isa;
     p->g = j->geom;
     p->dy = (const T *)j->a;
     p->w = (const T *)j->b;
@@ -35,11 +38,12 @@ static int FJ(fc_gin_start)(fc_job *j, int nthreads, fc_schedule *s) {
     return st;
 }
 
-static int FJ(fc_gw_start)(fc_job *j, int nthreads, fc_schedule *s) {
+static int FJ(fc_gw_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
     (void)nthreads; /* the work split depends on the shapes only, so the sums are fixed */
     FJ(fc_gw_plan) *p = calloc(1, sizeof *p);
     if (!p) return -1;
     j->plan = p;
+    p->isa = *(const FJ(fc_isa) *)isa;
     p->g = j->geom;
     p->x = (const T *)j->a;
     memcpy(p->xs, j->a_strides, sizeof p->xs);

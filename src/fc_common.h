@@ -1,4 +1,6 @@
-/* fastconv: pieces shared by every kernel -- per-thread workspaces, CPU dispatch, small helpers.
+/* fastconv: pieces shared by every kernel -- per-thread workspaces, small helpers, the SIMD
+ * paths, the thread count, and the run control of one call. Its state (static) exists once: the
+ * whole compiled core is one translation unit (fc_kernels.h, included by src/_kernels.pyx).
  *
  * Per-thread workspaces: each OS thread (OpenMP worker or the calling thread) keeps a few
  * 64-byte-aligned buffers that grow to the largest size it has been asked for and are reused
@@ -25,14 +27,18 @@ typedef ptrdiff_t fc_idx;
 #define FC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define FC_ROUND_UP(a, b) (FC_CEIL_DIV(a, b) * (b))
 /* Before a loop over a register block (a trip count that inlining makes a compile-time
- * constant): unroll it fully, so that the block's accumulators live in registers. GCC needs the
- * hint at -O3; clang ignores GCC's spelling and, without its own, kept a 12 x 2 block in memory
- * (resnet-c64 3x slower). */
+ * constant): unroll it fully, so that the block's accumulators live in registers; a block left
+ * in memory costs a load and a store per FMA. GCC needs the hint at -O3 (16: more than the
+ * largest block's trip count, 12); clang ignores GCC's spelling and needs its own. */
 #if defined(__clang__)
 #define FC_UNROLL _Pragma("unroll")
 #else
 #define FC_UNROLL _Pragma("GCC unroll 16")
 #endif
+#define FC_CACHE_LINE 64
+/* Alignment of every buffer the kernels allocate: a cache line, which is also the widest vector
+ * (AVX-512), so that an aligned vector never straddles two lines. */
+#define FC_ALIGN FC_CACHE_LINE
 #define FC_CAT2(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT2(a, b)
 
@@ -62,20 +68,23 @@ static int64_t fc_plan_bytes_peak = 0;
 static int64_t fc_ws_bytes_peak = 0; /* the most fc_ws_bytes_total has been since its reset */
 
 /* A pass whose buffer for one image (wide input, padded grad_output, transposed grad_output)
- * would exceed this many bytes works in row bands of about an eighth of it (more when the rows
- * a band's taps reach beyond it would be a large part of it; see fc_band_rows_for): 16 MiB keeps
- * every layer of the common ImageNet networks at 224 x 224 in float32 on the whole-image path
- * (the largest buffers, of VGG's 64-channel layers, are 12.6 MiB), while a band (2 MiB) is
- * built and consumed in the last-level cache. After a call no thread keeps more than three times it (48 MiB): the
- * two large buffers of the whole-image path, each up to 1.25 times the cap (see fc_ws_get), and
- * the small ones, so trimming never frees what a steady loop of ordinary layers reuses. */
+ * would exceed the cap works in row bands of about FC_WS_BAND_SHARE of it (more when the rows a
+ * band's taps reach beyond it would be a large part of it; see fc_band_rows_for). 16 MiB keeps
+ * every layer of the common ImageNet networks at 224 x 224 in float32 (VGG's 64-channel layers
+ * have the largest buffers) on the whole-image path, while a band (2 MiB) is built and consumed
+ * in the last-level cache. */
 #define FC_WS_CAP_DEFAULT ((int64_t)16 << 20)
+enum { FC_WS_BAND_SHARE = 8 };
+/* After a call no thread keeps more than this many caps (48 MiB by default): the two large
+ * buffers of the whole-image path, each up to 1.25 times the cap (FC_WS_GROWN), and
+ * the small ones, so trimming never frees what a steady loop of ordinary layers reuses. */
+enum { FC_WS_KEEP_CAPS = 3 };
 static int64_t fc_ws_cap = FC_WS_CAP_DEFAULT;
 static inline int64_t fc_ws_cap_bytes(void) {
     return __atomic_load_n(&fc_ws_cap, __ATOMIC_RELAXED);
 }
-static inline int64_t fc_ws_band_bytes(void) { return fc_ws_cap_bytes() / 8; }
-static inline int64_t fc_ws_keep_bytes(void) { return 3 * fc_ws_cap_bytes(); }
+static inline int64_t fc_ws_band_bytes(void) { return fc_ws_cap_bytes() / FC_WS_BAND_SHARE; }
+static inline int64_t fc_ws_keep_bytes(void) { return FC_WS_KEEP_CAPS * fc_ws_cap_bytes(); }
 
 /* The workspace lives as long as its thread: a pthread key's destructor frees it when the thread
  * exits (a short-lived Python thread must not leak its buffers); the __thread pointer is only a
@@ -216,16 +225,22 @@ static inline int64_t fc_ws_set_cap(int64_t bytes) {
     return __atomic_exchange_n(&fc_ws_cap, bytes, __ATOMIC_RELAXED);
 }
 
+/* A buffer that grows is allocated a quarter larger than asked, in whole pages, so that requests
+ * growing a little at a time (one more image row, one more channel) do not reallocate it each
+ * time. */
+#define FC_WS_GROWN(bytes) FC_ROUND_UP((bytes) + (bytes) / 4, FC_PAGE_BYTES)
+#define FC_PAGE_BYTES 4096
+
 /* A buffer of at least `bytes` in slot `slot` of this thread's workspace (NULL if out of memory).
  * Only between fc_ws_enter and fc_ws_leave. */
 static inline void *fc_ws_get(int slot, size_t bytes) {
     fc_workspace *ws = fc_ws();
     if (!ws) return NULL;
     if (ws->size[slot] < bytes) {
-        size_t want = FC_ROUND_UP(bytes + bytes / 4, 4096);
+        size_t want = FC_WS_GROWN(bytes);
         void *p = NULL;
         fc_ws_free_slot(ws, slot);
-        if (posix_memalign(&p, 64, want) != 0) return NULL;
+        if (posix_memalign(&p, FC_ALIGN, want) != 0) return NULL;
         ws->ptr[slot] = p;
         ws->size[slot] = want;
         __atomic_add_fetch(&ws->held, (int64_t)want, __ATOMIC_RELAXED);
@@ -268,25 +283,30 @@ static inline fc_idx fc_row_slot(fc_idx M, int MR, fc_idx k, int *lane) {
 }
 
 /* Software prefetch of one row of `bytes` bytes at p, a line at a time. The input copies
- * prefetch the row fc_prefetch_ahead(row bytes) rows ahead of the one they copy -- about 2 KB:
- * more misses in flight than the hardware prefetcher alone keeps on an input read from DRAM
- * once (strided forward -3%, resnet-c64 -2%). */
+ * prefetch the row fc_prefetch_ahead(row bytes) rows ahead of the one they copy: about
+ * FC_PREFETCH_AHEAD_BYTES, and at least FC_PREFETCH_AHEAD_ROWS rows, keep more misses in flight
+ * than the hardware prefetcher alone does on an input read from DRAM once. */
+#define FC_PREFETCH_AHEAD_BYTES 2048
+#define FC_PREFETCH_AHEAD_ROWS 4
 static inline void fc_prefetch_row(const void *p, fc_idx bytes) {
-    for (fc_idx b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+    for (fc_idx b = 0; b < bytes; b += FC_CACHE_LINE)
+        __builtin_prefetch((const char *)p + b, 0 /* read */, 3 /* keep in every level */);
 }
 static inline fc_idx fc_prefetch_ahead(fc_idx row_bytes) {
-    return FC_MAX((fc_idx)4, 2048 / FC_MAX((fc_idx)1, row_bytes));
+    return FC_MAX((fc_idx)FC_PREFETCH_AHEAD_ROWS,
+                  FC_PREFETCH_AHEAD_BYTES / FC_MAX((fc_idx)1, row_bytes));
 }
 
 static inline uint64_t fc_next_call_id(void) {
     return __atomic_add_fetch(&fc_call_counter, 1, __ATOMIC_RELAXED);
 }
 
+/* A zeroed plan buffer of `bytes` (at least one line, so that 0 bytes is not an error). */
 static inline void *fc_aligned_calloc(size_t bytes) {
     void *p = NULL;
-    if (bytes == 0) bytes = 64;
+    if (bytes == 0) bytes = FC_ALIGN;
     __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
-    if (posix_memalign(&p, 64, FC_ROUND_UP(bytes, 64)) != 0) return NULL;
+    if (posix_memalign(&p, FC_ALIGN, FC_ROUND_UP(bytes, FC_ALIGN)) != 0) return NULL;
     memset(p, 0, bytes);
     return p;
 }
@@ -410,7 +430,8 @@ static inline int fc_have_openmp(void) { return 0; }
 #endif
 
 /* ---- one kernel call: floating-point mode, failures, interruption -----------------------------
- * An fc_run is what the threads of one call share besides the job (the Cython `_run` loops use it):
+ * An fc_run is what the threads of one call share besides the job (the run loop, `_run` in
+ * src/_run_control.pxi, uses it):
  *  - the floating-point mode (fastconv.set_flush_denormal): every thread sets the FTZ and DAZ bits
  *    of its MXCSR as the call asks when it joins the call's parallel region, and puts back its
  *    own when it leaves, so the OpenMP workers (they persist between calls) and the caller come
@@ -434,14 +455,17 @@ enum { FC_MXCSR_DAZ = 1 << 6, FC_MXCSR_FTZ = 1 << 15, FC_FP_FLUSH = FC_MXCSR_FTZ
 static inline unsigned fc_csr_get(void) { return _mm_getcsr(); }
 static inline void fc_csr_set(unsigned csr) { _mm_setcsr(csr); }
 /* DAZ is missing on the first x86-64 CPUs, where setting it faults: FXSAVE's MXCSR_MASK says
- * (a zero mask means the default one, 0xFFBF, without DAZ). */
+ * (a zero mask means the default one, without DAZ). The FXSAVE area is 512 bytes, 16-aligned,
+ * with MXCSR_MASK at byte 28 (Intel SDM, FXSAVE). */
+enum { FC_FXSAVE_BYTES = 512, FC_FXSAVE_MXCSR_MASK = 28 };
+#define FC_MXCSR_MASK_DEFAULT 0xFFBFu
 static inline int fc_flush_supported(void) {
-    unsigned char area[512] __attribute__((aligned(16)));
+    unsigned char area[FC_FXSAVE_BYTES] __attribute__((aligned(16)));
     uint32_t mask;
     memset(area, 0, sizeof area);
     __asm__ volatile("fxsave %0" : "=m"(area));
-    memcpy(&mask, area + 28, sizeof mask);
-    return ((mask ? mask : 0xFFBFu) & FC_MXCSR_DAZ) != 0;
+    memcpy(&mask, area + FC_FXSAVE_MXCSR_MASK, sizeof mask);
+    return ((mask ? mask : FC_MXCSR_MASK_DEFAULT) & FC_MXCSR_DAZ) != 0;
 }
 #else /* no MXCSR: the mode is a no-op (set_flush_denormal returns False) */
 static inline unsigned fc_csr_get(void) { return 0; }
@@ -495,14 +519,18 @@ static inline int fc_run_state(const fc_run *r) {
 }
 static inline int fc_run_stopped(const fc_run *r) { return fc_run_state(r) != 0; }
 
-/* The caller, now and then: read the clock about every millisecond of its items (they last from
- * a microsecond to many milliseconds; the count adapts), and every FC_POLL_SECONDS run Python's
- * signal handlers, in the caller's own floating-point mode. */
+/* The caller, now and then: read the clock about every FC_CLOCK_SECONDS of its items (they last
+ * from a microsecond to many milliseconds; the number of items between two reads adapts, up to
+ * FC_CLOCK_ITEMS_MAX), and every FC_POLL_SECONDS run Python's signal handlers, in the caller's
+ * own floating-point mode. */
+#define FC_CLOCK_SECONDS 1e-3
+#define FC_CLOCK_ITEMS_MAX 4096L
 static void fc_run_poll(fc_run *r) {
     double now = fc_monotonic(), dt = now - r->last;
     r->last = now;
-    if (dt < 0.5e-3) r->every = FC_MIN(2 * r->every, 4096L);
-    else if (dt > 2e-3) r->every = FC_MAX(1L, (long)((double)r->every * 1e-3 / dt));
+    if (dt < FC_CLOCK_SECONDS / 2) r->every = FC_MIN(2 * r->every, FC_CLOCK_ITEMS_MAX);
+    else if (dt > 2 * FC_CLOCK_SECONDS)
+        r->every = FC_MAX(1L, (long)((double)r->every * FC_CLOCK_SECONDS / dt));
     r->countdown = r->every;
     if (now < r->next) return;
     unsigned mode = fc_fp_mode(r->caller_mode);

@@ -18,7 +18,7 @@
  * by set_isa) as NumPy's dispatch and PyTorch's REGISTER_DISPATCH do; a job looks them up once,
  * when it is prepared, and its items then make one indirect call each. */
 typedef struct {
-    fc_isa_f32 conv; /* conv_tmpl.h's ISA table (it builds it from fc_isa_level) */
+    fc_isa_f32 conv; /* conv_tmpl.h's ISA table (fc_isa_table_f32 builds it for fc_isa_level) */
     fc_pool_isa pool;
 } fc_kernels_f32;
 
@@ -53,7 +53,10 @@ static int fc_set_isa(int requested) {
 
 /* ---- the jobs as tasks of the run loop ---- */
 static int fc_conv_task_prepare(void *job, int nthreads, fc_schedule *s) {
-    int st = fc_job_prepare((fc_job *)job, nthreads, s);
+    fc_job *j = (fc_job *)job;
+    const void *isa = j->f64 ? (const void *)&fc_kernels.f64.conv
+                             : (const void *)&fc_kernels.f32.conv;
+    int st = fc_job_prepare(j, isa, nthreads, s);
     s->chunk = FC_MAX(s->chunk, (fc_idx)1);
     return st;
 }

@@ -39,6 +39,7 @@ typedef struct {
 struct fc_pool_job {
     /* filled by the caller */
     int pass, op, f64;
+    int isa; /* read only by pool_tmpl.h's fc_pool_item_f32/f64, which nothing calls any more */
     int scalar;                      /* force the scalar forward path (tests) */
     fc_idx N, C, H, W, OH, OW;      /* input and output sizes */
     fc_idx kh, kw, sh, sw, ph, pw, dh, dw;
@@ -66,7 +67,6 @@ struct fc_pool_job {
     void *colbase, *colfirst;        /* (int of T's width) ow*sw - pw; first in-bounds column */
     int bad_index;                   /* max backward: an index was outside its plane */
     fc_pool_item_fn item;            /* the function that runs an item of this job */
-    int isa; /* read only by pool_tmpl.h's fc_pool_item_f32/f64, which nothing calls any more */
 };
 
 /* ---------------------------------------------------------------------------- instantiation */
