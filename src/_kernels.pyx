@@ -338,7 +338,9 @@ cdef extern from *:
     #else
     #include <time.h>
     static double fc_wtime(void) {
-        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + 1e-9 * ts.tv_nsec;
     }
     #endif
     """

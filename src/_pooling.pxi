@@ -79,7 +79,8 @@ def pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, ::1] out,
 
 def avg_pool2d_backward(const floating[:, :, :, :] grad_output, floating[:, :, :, ::1] grad_input,
                         object g):
-    """grad_input = avg_pool2d backward of grad_output (any strides); grad_input need not be zeroed."""
+    """grad_input = avg_pool2d backward of grad_output (any strides); grad_input need not be
+    zeroed."""
     cdef fc_pool_job job
     _pool_init(&job, FC_POOL_BACKWARD, FC_POOL_AVG, floating is double, grad_input.shape, g)
     job.src = &grad_output[0, 0, 0, 0]

@@ -15,8 +15,11 @@
 #include "fc_alloc.h"
 
 /* The functions of the SIMD path in use, per dtype, resolved once by fc_set_isa (at import and
- * by set_isa) as NumPy's dispatch and PyTorch's REGISTER_DISPATCH do; a job looks them up once,
- * when it is prepared, and its items then make one indirect call each. */
+ * by set_isa) as NumPy's dispatch and PyTorch's REGISTER_DISPATCH do. A job copies what it needs
+ * when it is prepared (a convolution plan its ISA table, a pooling job its item function), so a
+ * set_isa from another thread never changes a call half-way; dispatch then costs an indirect
+ * call or two per work item (a block of rows of a plane at least, where the branches it replaces
+ * cost as much), never per element. */
 typedef struct {
     fc_isa_f32 conv; /* conv_tmpl.h's ISA table (fc_isa_table_f32 builds it for fc_isa_level) */
     fc_pool_isa pool;
