@@ -1,7 +1,6 @@
 /* The convolution engine for one dtype; conv_engine.h includes it with T = float and double.
  *
- * Every pass is a set of independent work items; src/_run_control.pxi runs them in an OpenMP
- * prange (through the job API of conv_engine.h).
+ * Every pass is a set of independent work items; conv_kernels.pyx runs them in an OpenMP prange.
  * An item writes only its own part of the result, always in the same order, so results are
  * bitwise identical for any number of threads.
  *
