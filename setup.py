@@ -64,6 +64,7 @@ if sys.platform == "win32":
 
 
 def extension(name):
+    """The compiled module fastconv.<name> from src/<name>.pyx (which includes src/*.pxi)."""
     return Extension(
         f"fastconv.{name}",
         [f"src/{name}.pyx"],
@@ -81,7 +82,7 @@ def extension(name):
 
 setup(
     ext_modules=cythonize(
-        [extension("_kernels"), extension("_pooling")],
+        [extension("_kernels")],
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,

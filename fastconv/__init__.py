@@ -12,7 +12,8 @@ Each layer imports only from the layers above it in this list:
    and paddings, size limits) are shared by everything; ``conv_geometry`` and ``pool_geometry``
    hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python).
    ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
-   ``direct`` (the compiled kernels, ``fastconv._kernels``, built from ``src/``) or ``fft``
+   ``direct`` (the compiled kernels: ``fastconv._kernels``, one module for convolution and
+   pooling, built from ``src/``) or ``fft``
    (NumPy's FFT, on request). The backends import the shared rules, never each other.
    ``pool`` runs the pooling kernels; ``threads``, ``denormal`` and ``memory`` are the
    compiled module's run-time settings. The compiled kernels trust their arguments.
@@ -113,7 +114,8 @@ SIMD
 ----
 The hot loops are written once with GCC vector extensions and compiled for AVX-512, AVX2+FMA
 and a portable baseline with ``target`` attributes; the best path the CPU supports (every feature
-its ``target`` lists, one check for both engines: ``fc_isa_supported``) is picked at
+its ``target`` lists: one table of the paths and their features, ``FC_ISA_LIST``, gives both the
+``target`` attributes and the check ``fc_isa_supported``, for both engines) is picked at
 import (``FASTCONV_ISA=generic|avx2|avx512`` or ``fastconv._kernels.set_isa`` force a lower one;
 the tests run every path). No ``-march=native``: a wheel built anywhere runs on any x86-64.
 GCC and clang both build it (tests/test_build.py compiles the engines with each compiler found);

@@ -1,8 +1,12 @@
 # cython: language_level=3
-"""Compiled convolution kernels: OpenMP loops over the work items of src/conv_tmpl.h.
+"""fastconv's compiled core: the OpenMP loops over the work items of the convolution engine
+(src/conv_engine.h) and the pooling engine (src/pool_engine.h, src/_pooling.pxi), and the
+package-wide state they share (SIMD path, thread count, floating-point mode, workspaces, output
+cache).
 
-Only the hot loops live here; arguments arrive validated and normalised by fastconv._conv.
-The GIL is released for the whole computation of every function below.
+Only the hot loops live here; arguments arrive validated and normalised by fastconv._conv and
+fastconv._pool. The GIL is released for the whole computation of every kernel. Hooks for the
+tests only are in src/_testing.pxi (re-exported by fastconv._testing).
 """
 import os
 import threading
@@ -16,54 +20,38 @@ from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-cdef extern from "conv_engine.h" nogil:
+cdef extern from "fc_kernels.h" nogil:
     ctypedef Py_ssize_t fc_idx
     int fc_get_max_threads()
     void fc_set_num_threads(int n)
     int fc_have_openmp()
-    int fc_set_isa(int requested)
-    int fc_isa_supported()
-    const char *fc_isa_features(int level)
     void fc_threads_init()
     int fc_thread_cap
     void fc_register_fork_handler()
+    int fc_flush_supported()
+    unsigned fc_csr_get()
+
+    int FC_ISA_COUNT
+    ctypedef struct fc_isa_info:
+        const char *name
+        const char *features
+    const fc_isa_info fc_isas[]
+    int fc_set_isa(int requested)
+
     long long fc_ws_bytes_total, fc_plan_bytes_peak, fc_ws_bytes_peak
     size_t fc_ws_release_all()
     int64_t fc_ws_set_cap(int64_t nbytes)
     int fc_ws_list(int64_t *held, int max)
     int64_t fc_ws_keep_bytes()
-    int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
-
-    ctypedef struct fc_job:
-        int pass_ "pass"
-        int f64
-        fc_idx geom[16]
-        const void *a
-        fc_idx a_strides[4]
-        const void *b
-        const void *bias
-        void *out
-        fc_idx nitems, nreduce, chunk
-    int fc_job_prepare(fc_job *j, int nthreads)
-    int fc_job_item(const fc_job *j, fc_idx i)
-    int fc_job_reduce_item(const fc_job *j, fc_idx i)
-    void fc_job_free(fc_job *j)
-    void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
-    void fc_grad_bias_item_f64(const double *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k,
-                               double *gb)
 
 
 include "_run_control.pxi"
-
-cdef extern from "fc_common.h" nogil:
-    int fc_flush_supported()
-    unsigned fc_csr_get()
 
 
 # ------------------------------------------------------------------------------ output buffers
 cnp.import_array()
 
-cdef extern from "fc_alloc.h" nogil:
+cdef extern from "fc_kernels.h" nogil:
     void *fc_handler_malloc(void *ctx, size_t size)
     void *fc_handler_calloc(void *ctx, size_t nelem, size_t elsize)
     void *fc_handler_realloc(void *ctx, void *ptr, size_t new_size)
@@ -87,7 +75,7 @@ cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
 
 cdef PyDataMem_Handler _handler
-_handler.name[:17] = b"fastconv_outputs\0"
+_handler.name[:17] = b"fastconv_outputs\0"  # the name and its NUL
 _handler.version = 1
 _handler.allocator.ctx = NULL
 _handler.allocator.malloc = fc_handler_malloc
@@ -119,14 +107,13 @@ def output_cache_bytes():
 
 # ------------------------------------------------------------------------------ threads and ISA
 fc_register_fork_handler()
-ISA_NAMES = ("generic", "avx2", "avx512")
+fc_threads_init()
+
+ISA_NAMES = tuple(fc_isas[i].name.decode() for i in range(FC_ISA_COUNT))
 cdef int _isa_level = fc_set_isa(
     ISA_NAMES.index(os.environ["FASTCONV_ISA"])
     if os.environ.get("FASTCONV_ISA") in ISA_NAMES else -1
 )
-
-
-fc_threads_init()
 
 
 def set_num_threads(int n):
@@ -149,7 +136,8 @@ def openmp_enabled():
 
 
 def set_isa(name=None):
-    """Select the SIMD code path: 'generic', 'avx2', 'avx512', or None for the best available.
+    """Select the SIMD code path of every kernel: 'generic', 'avx2', 'avx512', or None for the
+    best available.
 
     A request above what the CPU supports is capped; returns the name of the path now in use.
     The tests use it to exercise every path; the FASTCONV_ISA variable sets it at import.
@@ -167,14 +155,12 @@ def get_isa():
 
 
 def isa_features(name):
-    """The CPU features (GCC / /proc/cpuinfo names) that SIMD path ``name`` needs, all checked."""
-    return tuple(fc_isa_features(ISA_NAMES.index(name)).decode().split())
+    """The CPU features (GCC / /proc/cpuinfo names) that SIMD path ``name`` needs, all checked:
+    its code is compiled for exactly these (FC_ISA_LIST in src/fc_common.h)."""
+    return tuple(fc_isas[ISA_NAMES.index(name)].features.decode().split())
 
 
 # ------------------------------------------------------------------------------ floating-point mode
-cdef bint _flush_denormal = False
-
-
 def set_flush_denormal(bint on):
     """Flush subnormals to zero in every later kernel call (fastconv.set_flush_denormal); returns
     False, leaving it off, where the CPU cannot."""
@@ -187,22 +173,7 @@ def get_flush_denormal():
     return bool(_flush_denormal)
 
 
-def _mxcsr():
-    """Testing helper: this thread's MXCSR register (None without one)."""
-    return int(fc_csr_get()) if fc_flush_supported() else None
-
-
-def _threads_mxcsr():
-    """Testing helper: the MXCSR of each thread of a team of get_num_threads() threads, between
-    calls (the OpenMP workers persist from one call to the next)."""
-    cdef int n = fc_get_max_threads(), t
-    cdef unsigned[::1] csr = np.zeros(n, dtype=np.uintc)
-    with nogil:
-        for t in prange(n, schedule="static", num_threads=n):
-            csr[t] = fc_csr_get()
-    return [int(c) for c in csr] if fc_flush_supported() else [None] * n
-
-
+# ------------------------------------------------------------------------------ memory
 def workspace_bytes(reset_plan=False):
     """(bytes held in the per-thread workspaces now, bytes of shared plan buffers allocated since
     the last reset). The benchmark resets, runs one call and reports the sum as its workspace."""
@@ -214,7 +185,7 @@ def workspace_bytes(reset_plan=False):
 
 
 def release_memory():
-    """Free every thread's convolution workspaces and empty the output cache.
+    """Free every thread's workspaces (convolution and pooling) and empty the output cache.
 
     Returns the number of bytes freed. A workspace in use by a call running in another thread
     is left to that thread, which frees it at its next work item (its bytes are not counted).
@@ -226,70 +197,53 @@ def release_memory():
     return int(freed)
 
 
-def _set_workspace_cap(int64_t nbytes):
-    """Testing hook: per-image buffers above ``nbytes`` switch a pass to row bands of about an
-    eighth of it, and after a call no thread keeps more than three times it (default 16 MiB).
-    Returns the previous cap."""
-    if nbytes < 1:
-        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
-    return int(fc_ws_set_cap(nbytes))
+# ------------------------------------------------------------------------------ convolution
+cdef void _strides(fc_idx *dst, Py_ssize_t *strides, Py_ssize_t itemsize) noexcept:
+    """dst = the 4 strides of an array, in elements."""
+    cdef int d
+    for d in range(4):
+        dst[d] = strides[d] // itemsize
 
 
-def _workspace_keep_bytes():
-    """Bytes of workspace a thread may keep after a call."""
-    return int(fc_ws_keep_bytes())
+cdef extern from "fc_kernels.h" nogil:
+    ctypedef struct fc_geom:
+        fc_idx N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW
+    int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
+    ctypedef struct fc_job:
+        int pass_ "pass"
+        int f64
+        fc_geom geom
+        const void *a
+        fc_idx a_strides[4]
+        const void *b
+        const void *bias
+        void *out
+    const fc_task fc_conv_task
+    void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
+    void fc_grad_bias_item_f64(const double *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k,
+                               double *gb)
 
 
-def _workspace_peak(reset=False):
-    """Testing hook: the most bytes all threads' workspaces held together since the last reset
-    (or the module's import); ``reset`` restarts it from the bytes held now."""
-    global fc_ws_bytes_peak
-    cdef long long peak = fc_ws_bytes_peak
-    if reset:
-        fc_ws_bytes_peak = fc_ws_bytes_total
-    return int(peak)
-
-
-def _workspace_sizes():
-    """Testing hook: the bytes held by each thread's workspace (threads that have run a kernel
-    and not exited)."""
-    cdef int64_t held[1024]
-    cdef int n = fc_ws_list(held, 1024)
-    return [int(held[i]) for i in range(min(n, 1024))]
-
-
-# ------------------------------------------------------------------------------ the job runner
-cdef void _geometry(fc_job *job, Py_ssize_t *in_shape, Py_ssize_t *w_shape, object g):
-    cdef fc_idx *v = job.geom
-    v[0], v[1], v[2], v[3] = in_shape[0], in_shape[1], in_shape[2], in_shape[3]
-    v[4], v[5], v[6] = w_shape[0], w_shape[2], w_shape[3]
-    v[7] = g.groups
-    v[8], v[9] = g.stride
-    v[10], v[11] = g.dilation
-    v[12], v[13] = g.pad_top, g.pad_left
-    v[14], v[15] = g.out_h, g.out_w
+cdef void _geometry(fc_geom *g, Py_ssize_t *in_shape, Py_ssize_t *w_shape, object geometry):
+    """Fill g from a fastconv._conv geometry; in_shape is (N, C, H, W), w_shape (K, C/G, R, S)."""
+    g.N, g.C, g.H, g.W = in_shape[0], in_shape[1], in_shape[2], in_shape[3]
+    g.K, g.R, g.S = w_shape[0], w_shape[2], w_shape[3]
+    g.G = geometry.groups
+    g.sh, g.sw = geometry.stride
+    g.dh, g.dw = geometry.dilation
+    g.pt, g.pl = geometry.pad_top, geometry.pad_left
+    g.OH, g.OW = geometry.out_h, geometry.out_w
 
 
 # Below this many flops per thread a parallel region costs more than it saves (waking a team
 # takes microseconds, much more when the cores are shared); the result is the same either way.
+# The tests set it to 0 (_testing_set_parallel_grain) to run small cases on every thread.
 cdef double _grain = 2e6
 
 
-def get_parallel_grain():
-    """Flops (pooling: 16 per input element) a call needs per thread before it uses one more."""
-    return _grain
-
-
-def set_parallel_grain(double flops):
-    """Set the grain (0: always use every thread, as the determinism tests do); returns the old one."""
-    global _grain
-    old, _grain = _grain, max(0.0, flops)
-    return old
-
-
-cdef int _threads_for(fc_job *job) noexcept nogil:
-    cdef fc_idx *v = job.geom
-    cdef double flops = 2.0 * v[0] * v[4] * v[14] * v[15] * (v[1] // v[7]) * v[5] * v[6]
+cdef int _conv_threads(const fc_geom *g) noexcept nogil:
+    """Threads for a convolution: one per _grain flops of it, at most get_num_threads()."""
+    cdef double flops = 2.0 * g.N * g.K * g.OH * g.OW * (g.C // g.G) * g.R * g.S
     cdef int nthreads = fc_get_max_threads()
     if _grain <= 0:
         return nthreads
@@ -297,53 +251,8 @@ cdef int _threads_for(fc_job *job) noexcept nogil:
     return nthreads if useful >= nthreads else (1 if useful < 1 else <int>useful)
 
 
-cdef int _run(fc_job *job) except -1:
-    """Prepare the job, run its items in parallel, then its reduction items.
-
-    Items are independent, so the schedule cannot change any result; a dynamic schedule keeps
-    both cores busy when the machine is shared, in chunks of the items that reuse one image's
-    buffer. The call's fc_run (src/fc_common.h) sets every thread's floating-point mode, stops
-    all threads at the first failure, and lets the calling thread, when it is Python's main
-    thread, run the signal handlers every 20 ms between its items: an exception they raise
-    (Ctrl-C: KeyboardInterrupt) is raised here, after the job is freed.
-    """
-    cdef fc_idx i, chunk
-    cdef int status, nthreads = _threads_for(job)
-    cdef unsigned mode = 0  # each thread's own (firstprivate)
-    cdef fc_run run
-    fc_run_init(&run, _flush_denormal, PyThread_get_thread_ident() == _main_thread,
-                _check_signals)
-    job.chunk = 1
-    with nogil:
-        status = fc_job_prepare(job, nthreads)
-        chunk = job.chunk if job.chunk > 0 else 1
-        if status == 0:
-            with parallel(num_threads=nthreads):
-                mode = fc_run_enter(&run)
-                for i in prange(job.nitems, schedule="dynamic", chunksize=chunk):
-                    if not fc_run_stopped(&run):
-                        fc_run_done(&run, fc_job_item(job, i) if i != _fail_item else -1)
-                fc_run_leave(mode)
-        if status == 0 and job.nreduce > 0 and not fc_run_stopped(&run):
-            # a region of its own: the reduction reads what every item wrote
-            with parallel(num_threads=nthreads):
-                mode = fc_run_enter(&run)
-                for i in prange(job.nreduce, schedule="dynamic"):
-                    if not fc_run_stopped(&run):
-                        fc_run_done(&run, fc_job_reduce_item(job, i))
-                fc_run_leave(mode)
-        fc_job_free(job)
-    if fc_run_state(&run) & FC_RUN_RAISED:
-        return -1  # with the exception the signal handler raised
-    if status != 0 or fc_run_stopped(&run):
-        raise MemoryError("fastconv: out of memory for a kernel workspace")
-    return 0
-
-
-cdef void _set_strides(fc_job *job, Py_ssize_t *strides, Py_ssize_t itemsize):
-    cdef int d
-    for d in range(4):
-        job.a_strides[d] = strides[d] // itemsize
+cdef int _run_conv(fc_job *job) except -1:
+    return _run(job, &fc_conv_task, _conv_threads(&job.geom), "kernel")
 
 
 def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
@@ -352,13 +261,13 @@ def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
     cdef fc_job job
     job.pass_ = FC_PASS_FORWARD
     job.f64 = floating is double
-    _geometry(&job, x.shape, w.shape, g)
+    _geometry(&job.geom, x.shape, w.shape, g)
     job.a = &x[0, 0, 0, 0]
-    _set_strides(&job, x.strides, sizeof(floating))
+    _strides(job.a_strides, x.strides, sizeof(floating))
     job.b = &w[0, 0, 0, 0]
     job.bias = &bias[0] if bias is not None else NULL
     job.out = &out[0, 0, 0, 0]
-    _run(&job)
+    _run_conv(&job)
 
 
 def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
@@ -367,12 +276,12 @@ def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, :
     cdef fc_job job
     job.pass_ = FC_PASS_GRAD_INPUT
     job.f64 = floating is double
-    _geometry(&job, dx.shape, w.shape, g)
+    _geometry(&job.geom, dx.shape, w.shape, g)
     job.a = &dy[0, 0, 0, 0]
     job.b = &w[0, 0, 0, 0]
     job.bias = NULL
     job.out = &dx[0, 0, 0, 0]
-    _run(&job)
+    _run_conv(&job)
 
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, :] x,
@@ -381,13 +290,13 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
     cdef fc_job job
     job.pass_ = FC_PASS_GRAD_WEIGHT
     job.f64 = floating is double
-    _geometry(&job, x.shape, dw.shape, g)
+    _geometry(&job.geom, x.shape, dw.shape, g)
     job.a = &x[0, 0, 0, 0]
-    _set_strides(&job, x.strides, sizeof(floating))
+    _strides(job.a_strides, x.strides, sizeof(floating))
     job.b = &dy[0, 0, 0, 0]
     job.bias = NULL
     job.out = &dw[0, 0, 0, 0]
-    _run(&job)
+    _run_conv(&job)
 
 
 def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
@@ -407,10 +316,20 @@ def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
         fc_run_leave(mode)
 
 
+include "_pooling.pxi"
+include "_testing.pxi"
+
+
 # ------------------------------------------------------------------------------ FMA peak probe
-cdef extern from "fma_probe.h" nogil:
-    double fc_probe_flops_per_iter()
-    float fc_probe_run(long iters)
+cdef extern from "fc_kernels.h" nogil:
+    int FC_PROBE_CHAINS
+    ctypedef struct fc_probe:
+        float (*run)(long iters) noexcept nogil
+        int lanes
+    double fc_probe_flops_per_iter(const fc_probe *probe)
+    ctypedef struct fc_kernel_table:
+        fc_probe probe
+    fc_kernel_table fc_kernels
 
 cdef extern from *:
     """
@@ -419,29 +338,39 @@ cdef extern from *:
     #else
     #include <time.h>
     static double fc_wtime(void) {
-        struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + 1e-9 * ts.tv_nsec;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + 1e-9 * ts.tv_nsec;
     }
     #endif
     """
     double fc_wtime() nogil
 
+# Vector FMAs per thread in one timed run: tens of milliseconds, long against the clock's
+# resolution and the team's wake-up.
+_PROBE_FMAS = 20_000_000
+# A sum the probe's chains never reach: comparing with it keeps the sums, and so the work, alive.
+_PROBE_UNREACHED = 12345.678
 
-def fma_peak_gflops(long iters=20_000_000 // 24, int repeats=7):
+
+def fma_peak_gflops(long iters=_PROBE_FMAS // FC_PROBE_CHAINS, int repeats=7):
     """Measured fp32 FMA throughput (GFLOP/s) of all kernel threads together: each thread runs
-    independent FMA chains in registers on the current ISA path; best of ``repeats``."""
+    independent FMA chains in registers on the current ISA path; best of ``repeats`` runs of
+    ``iters`` iterations."""
     cdef int nthreads = fc_get_max_threads(), t, r
     cdef double best = 0, t0, t1
     cdef float sink = 0
-    with nogil:  # wake the team and the cores' vector units before timing
+    cdef fc_probe probe = fc_kernels.probe
+    with nogil:  # wake the team and the cores' vector units before timing (a quarter run)
         for t in prange(nthreads, schedule="static", num_threads=nthreads):
-            sink += fc_probe_run(iters // 4)
+            sink += probe.run(iters // 4)
     for r in range(repeats):
         with nogil:
             t0 = fc_wtime()
             for t in prange(nthreads, schedule="static", num_threads=nthreads):
-                sink += fc_probe_run(iters)
+                sink += probe.run(iters)
             t1 = fc_wtime()
-        best = max(best, nthreads * iters * fc_probe_flops_per_iter() / (t1 - t0) / 1e9)
-    if sink == 12345.678:  # keep the result alive
+        best = max(best, nthreads * iters * fc_probe_flops_per_iter(&probe) / (t1 - t0) / 1e9)
+    if sink == _PROBE_UNREACHED:
         print(sink)
     return best

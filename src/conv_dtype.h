@@ -1,14 +1,15 @@
 /* Instantiates the convolution engine for one dtype: conv_engine.h defines T, TN, IT (the integer
  * type of T's width), the lane counts VLN_AVX512, VLN_AVX2, VLN_GENERIC, and MR_AVX512,
- * NVW_AVX512, includes this file, and everything defined here is undefined again at the end. */
-#if defined(__x86_64__) && defined(__GNUC__)
+ * NVW_AVX512, includes this file, and everything defined here is undefined again at the end.
+ * Each ISA instantiation is compiled for its path's features (FC_TARGET_*, fc_common.h). */
+#ifdef FC_HAVE_X86_PATHS
 #define ISA avx512
 #define VB 64
 #define VLN VLN_AVX512
 #define MR MR_AVX512
 #define NVW NVW_AVX512
 #define TR 12
-#define FC_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define FC_TARGET FC_TARGET_AVX512
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
@@ -24,7 +25,7 @@
 #define MR 6
 #define NVW 2
 #define TR 6
-#define FC_TARGET __attribute__((target("avx2,fma")))
+#define FC_TARGET FC_TARGET_AVX2
 #include "conv_isa_tmpl.h"
 #undef ISA
 #undef VB
@@ -52,6 +53,7 @@
 #undef FC_TARGET
 
 #include "conv_tmpl.h"
+#include "conv_job_tmpl.h"
 #undef T
 #undef TN
 #undef IT

@@ -1,5 +1,6 @@
-/* fastconv's convolution engine: instantiates conv_isa_tmpl.h for every (dtype, ISA) pair and
- * conv_tmpl.h for every dtype. See conv_tmpl.h for the design of the passes. */
+/* fastconv's convolution engine: a job API for the three passes (forward, grad_input,
+ * grad_weight) over conv_isa_tmpl.h, instantiated for every (dtype, ISA) pair, and conv_tmpl.h,
+ * instantiated for every dtype (conv_dtype.h). See conv_tmpl.h for the design of the passes. */
 #ifndef FC_CONV_ENGINE_H
 #define FC_CONV_ENGINE_H
 
@@ -14,9 +15,48 @@
  * the cache for whoever reads them next, and the stores then skip the read for ownership. */
 #define FC_STREAM_BYTES ((fc_idx)8 << 20)
 
-/* One dtype: its three ISA instantiations, then the passes (conv_dtype.h). The AVX-512 register
- * block is 12 rows x 2 vectors for float32 and 6 x 4 for float64 (panels of the same width in
- * pixels); AVX2 and the portable path use 6 x 2 (16 vector registers). */
+/* A convolution's geometry, by name (the Cython layer fills it; every pass's plan keeps a copy):
+ * input N x C x H x W, K filters of R x S taps in G groups, strides, dilations, the zero rows
+ * above and columns left of the input, output OH x OW. */
+typedef struct {
+    fc_idx N, C, H, W;
+    fc_idx K, R, S, G;
+    fc_idx sh, sw, dh, dw;
+    fc_idx pt, pl;
+    fc_idx OH, OW;
+} fc_geom;
+
+enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
+
+typedef struct fc_job fc_job;
+
+/* One pass for one dtype (conv_job_tmpl.h): `start` allocates the plan (j->plan), gives it the
+ * dtype's ISA table `isa` (a TF(fc_isa), conv_tmpl.h), prepares it and fills the schedule; the
+ * items and reduction items read the plan only. */
+typedef struct {
+    int (*start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s);
+    int (*item)(const void *plan, fc_idx i);
+    int (*reduce_item)(const void *plan, fc_idx i); /* NULL: the pass has no reduction */
+    void (*free_plan)(void *plan);
+} fc_conv_pass;
+
+/* Filled by the caller (pass, f64, geom and the operands), then prepared for the pass. */
+struct fc_job {
+    int pass, f64;
+    fc_geom geom;
+    const void *a;        /* forward: x; grad_input: dy; grad_weight: x */
+    fc_idx a_strides[4];  /* element strides of `a` (forward and grad_weight) */
+    const void *b;        /* forward: w; grad_input: w; grad_weight: dy (contiguous) */
+    const void *bias;     /* forward only, may be NULL */
+    void *out;            /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
+    const fc_conv_pass *ops; /* set by fc_job_prepare */
+    void *plan;
+};
+
+/* One dtype: its three ISA instantiations, the passes (conv_tmpl.h) and their job functions
+ * (conv_job_tmpl.h). The AVX-512 register block is 12 rows x 2 vectors for float32 and 6 x 4
+ * for float64 (panels of the same width in pixels); AVX2 and the portable path use 6 x 2
+ * (16 vector registers). */
 #define T float
 #define TN f32
 #define IT int32_t
@@ -38,111 +78,35 @@
 #include "conv_dtype.h"
 
 /* ---------------------------------------------------------------------------------------------
- * A dtype-agnostic job API for the Cython layer: fill an fc_job, prepare it for one pass, run
- * its items (in any order, on any threads), optionally run the reduction items, free it. */
-#ifndef FC_CONV_API
-#define FC_CONV_API
-enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2 };
-
-typedef struct {
-    int pass, f64;
-    fc_idx geom[16];    /* N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW */
-    const void *a;      /* forward: x; grad_input: dy; grad_weight: x */
-    fc_idx a_strides[4];/* element strides of `a` (forward and grad_weight) */
-    const void *b;      /* forward: w; grad_input: w; grad_weight: dy (contiguous) */
-    const void *bias;   /* forward only, may be NULL */
-    void *out;          /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
-    fc_idx nitems, nreduce;
-    fc_idx chunk;       /* items handed out together: those that share one image's buffer */
-    void *plan;
-} fc_job;
-
-#define FC_JOB_DTYPE(TN, T)                                                                   \
-    static int FC_CAT(fc_job_prepare, TN)(fc_job * j, int nthreads) {                          \
-        FC_CAT(fc_geom, TN) g;                                                                 \
-        memcpy(&g, j->geom, sizeof g);                                                         \
-        int st = 0;                                                                            \
-        if (j->pass == FC_PASS_FORWARD) {                                                      \
-            FC_CAT(fc_fwd_plan, TN) *p = calloc(1, sizeof *p);                                 \
-            if (!p) return -1;                                                                 \
-            p->g = g;                                                                          \
-            p->x = (const T *)j->a;                                                            \
-            memcpy(p->xs, j->a_strides, sizeof p->xs);                                         \
-            p->w = (const T *)j->b;                                                            \
-            p->bias = (const T *)j->bias;                                                      \
-            p->out = (T *)j->out;                                                              \
-            j->plan = p;                                                                       \
-            st = FC_CAT(fc_fwd_prepare, TN)(p, nthreads);                                      \
-            j->nitems = p->nitems;                                                             \
-            j->nreduce = 0;                                                                    \
-            j->chunk = p->nPB;                                                                 \
-        } else if (j->pass == FC_PASS_GRAD_INPUT) {                                            \
-            FC_CAT(fc_gin_plan, TN) *p = calloc(1, sizeof *p);                                 \
-            if (!p) return -1;                                                                 \
-            p->g = g;                                                                          \
-            p->dy = (const T *)j->a;                                                           \
-            p->w = (const T *)j->b;                                                            \
-            p->dx = (T *)j->out;                                                               \
-            j->plan = p;                                                                       \
-            st = FC_CAT(fc_gin_prepare, TN)(p, nthreads);                                      \
-            j->nitems = p->nitems;                                                             \
-            j->nreduce = 0;                                                                    \
-            j->chunk = p->nphase * p->nPB;                                                     \
-        } else {                                                                               \
-            FC_CAT(fc_gw_plan, TN) *p = calloc(1, sizeof *p);                                  \
-            if (!p) return -1;                                                                 \
-            p->g = g;                                                                          \
-            p->x = (const T *)j->a;                                                            \
-            memcpy(p->xs, j->a_strides, sizeof p->xs);                                         \
-            p->dy = (const T *)j->b;                                                           \
-            p->dw = (T *)j->out;                                                               \
-            j->plan = p;                                                                       \
-            st = FC_CAT(fc_gw_prepare, TN)(p);                                                 \
-            j->nitems = p->nitems;                                                             \
-            j->nreduce = p->depthwise ? 0 : FC_CAT(fc_gw_reduce_items, TN)(p);                               \
-            j->chunk = 1;                                                                                    \
-        }                                                                                      \
-        return st;                                                                             \
-    }                                                                                          \
-    static int FC_CAT(fc_job_item, TN)(const fc_job *j, fc_idx i) {                            \
-        if (j->pass == FC_PASS_FORWARD) return FC_CAT(fc_fwd_item, TN)(j->plan, i);            \
-        if (j->pass == FC_PASS_GRAD_INPUT) return FC_CAT(fc_gin_item, TN)(j->plan, i);         \
-        return FC_CAT(fc_gw_item, TN)(j->plan, i);                                             \
-    }                                                                                          \
-    static void FC_CAT(fc_job_free, TN)(fc_job * j) {                                          \
-        if (!j->plan) return;                                                                  \
-        if (j->pass == FC_PASS_FORWARD) FC_CAT(fc_fwd_free, TN)(j->plan);                      \
-        else if (j->pass == FC_PASS_GRAD_INPUT) FC_CAT(fc_gin_free, TN)(j->plan);              \
-        else FC_CAT(fc_gw_free, TN)(j->plan);                                                  \
-        free(j->plan);                                                                         \
-        j->plan = NULL;                                                                        \
-    }
-
-FC_JOB_DTYPE(f32, float)
-FC_JOB_DTYPE(f64, double)
-
-static inline int fc_job_prepare(fc_job *j, int nthreads) {
+ * The job API: fill an fc_job, prepare it with the ISA table of its dtype on the SIMD path in
+ * use (fc_isa_f32 or fc_isa_f64: fc_kernels.h), run its items (in any order, on any threads),
+ * then its reduction items if the schedule has any, and free it (also after a failed prepare). */
+static int fc_job_prepare(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
     j->plan = NULL;
-    return j->f64 ? fc_job_prepare_f64(j, nthreads) : fc_job_prepare_f32(j, nthreads);
+    j->ops = &(j->f64 ? fc_conv_passes_f64 : fc_conv_passes_f32)[j->pass];
+    return j->ops->start(j, isa, nthreads, s);
 }
+
 /* Items run with their thread's workspace marked busy (see fc_ws_enter). */
 static inline int fc_job_item(const fc_job *j, fc_idx i) {
     fc_workspace *ws = fc_ws_enter();
-    int st = !ws ? -1 : j->f64 ? fc_job_item_f64(j, i) : fc_job_item_f32(j, i);
+    int st = !ws ? -1 : j->ops->item(j->plan, i);
     fc_ws_leave(ws);
     return st;
 }
+
 static inline int fc_job_reduce_item(const fc_job *j, fc_idx i) {
     fc_workspace *ws = fc_ws_enter();
-    int st = !ws ? -1 : j->f64 ? fc_gw_reduce_item_f64(j->plan, i)
-                               : fc_gw_reduce_item_f32(j->plan, i);
+    int st = !ws ? -1 : j->ops->reduce_item(j->plan, i);
     fc_ws_leave(ws);
     return st;
 }
-static inline void fc_job_free(fc_job *j) {
-    if (j->f64) fc_job_free_f64(j);
-    else fc_job_free_f32(j);
+
+static void fc_job_free(fc_job *j) {
+    if (!j->plan) return;
+    j->ops->free_plan(j->plan);
+    free(j->plan);
+    j->plan = NULL;
 }
-#endif
 
 #endif /* FC_CONV_ENGINE_H */

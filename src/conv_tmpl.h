@@ -25,9 +25,7 @@
  */
 #define TF(name) FC_CAT(name, TN)
 
-typedef struct {
-    fc_idx N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW;
-} TF(fc_geom);
+typedef fc_geom TF(fc_geom); /* conv_engine.h: one geometry type for both dtypes */
 
 /* ---------- ISA function table ---------- */
 typedef struct {

@@ -1,8 +1,8 @@
 /* A NumPy memory handler that recycles large output buffers.
  *
  * glibc returns every block above its mmap threshold (at most 32 MiB) to the OS on free, so a
- * large output allocated on every call pays for the kernel to zero all its pages again (9 ms of
- * a 17 ms float64 depthwise forward here). fastconv allocates its large outputs through this
+ * large output allocated on every call pays for the OS to zero all its pages again, which can
+ * take as long as the kernel that fills it. fastconv allocates its large outputs through this
  * handler: a freed block of at least FC_CACHE_MIN bytes is kept (up to fc_cache_limit bytes in
  * FC_CACHE_SLOTS blocks, the oldest evicted first) and handed out again for a request of the same
  * size or slightly less.
@@ -16,8 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Blocks kept at most: a network's few output sizes of a training step. */
 enum { FC_CACHE_SLOTS = 8 };
+/* Smaller blocks come from glibc's arenas, which already reuse them without page faults. */
 #define FC_CACHE_MIN ((size_t)8 << 20)
+/* A cached block serves a request smaller than itself by at most an eighth of the request: the
+ * outputs of a layer whose batch or image size varies a little reuse one block, wasting little. */
+#define FC_CACHE_SLACK(size) ((size) / 8)
+/* The default of fc_cache_limit (fastconv._kernels.set_output_cache_limit). */
+#define FC_CACHE_LIMIT_DEFAULT ((size_t)512 << 20)
+/* Large blocks are aligned to a cache line: see fc_handler_malloc. */
+#define FC_CACHE_ALIGN 64
 
 static struct {
     void *ptr[FC_CACHE_SLOTS];
@@ -26,16 +35,17 @@ static struct {
     size_t held;
     unsigned long clock;
 } fc_cache;
-static size_t fc_cache_limit = (size_t)512 << 20;
+static size_t fc_cache_limit = FC_CACHE_LIMIT_DEFAULT;
 static pthread_mutex_t fc_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A cached block of at least `size` bytes and at most 1/8 more, or NULL. */
+/* A cached block of at least `size` bytes and at most FC_CACHE_SLACK(size) more, or NULL. */
 static void *fc_cache_take(size_t size) {
     void *p = NULL;
     int best = -1;
     pthread_mutex_lock(&fc_cache_lock);
     for (int i = 0; i < FC_CACHE_SLOTS; i++)
-        if (fc_cache.ptr[i] && fc_cache.size[i] >= size && fc_cache.size[i] <= size + size / 8 &&
+        if (fc_cache.ptr[i] && fc_cache.size[i] >= size &&
+            fc_cache.size[i] <= size + FC_CACHE_SLACK(size) &&
             (best < 0 || fc_cache.size[i] < fc_cache.size[best]))
             best = i;
     if (best >= 0) {
@@ -130,7 +140,7 @@ static void *fc_handler_malloc(void *ctx, size_t size) {
     (void)ctx;
     if (size < FC_CACHE_MIN) return malloc(size ? size : 1);
     void *p = fc_cache_take(size);
-    if (!p && posix_memalign(&p, 64, size) != 0) p = NULL;
+    if (!p && posix_memalign(&p, FC_CACHE_ALIGN, size) != 0) p = NULL;
     return p;
 }
 

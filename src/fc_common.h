@@ -1,4 +1,6 @@
-/* fastconv: pieces shared by every kernel -- per-thread workspaces, CPU dispatch, small helpers.
+/* fastconv: pieces shared by every kernel -- per-thread workspaces, small helpers, the SIMD
+ * paths, the thread count, and the run control of one call. Its state (static) exists once: the
+ * whole compiled core is one translation unit (fc_kernels.h, included by src/_kernels.pyx).
  *
  * Per-thread workspaces: each OS thread (OpenMP worker or the calling thread) keeps a few
  * 64-byte-aligned buffers that grow to the largest size it has been asked for and are reused
@@ -25,14 +27,18 @@ typedef ptrdiff_t fc_idx;
 #define FC_CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define FC_ROUND_UP(a, b) (FC_CEIL_DIV(a, b) * (b))
 /* Before a loop over a register block (a trip count that inlining makes a compile-time
- * constant): unroll it fully, so that the block's accumulators live in registers. GCC needs the
- * hint at -O3; clang ignores GCC's spelling and, without its own, kept a 12 x 2 block in memory
- * (resnet-c64 3x slower). */
+ * constant): unroll it fully, so that the block's accumulators live in registers; a block left
+ * in memory costs a load and a store per FMA. GCC needs the hint at -O3 (16: more than the
+ * largest block's trip count, 12); clang ignores GCC's spelling and needs its own. */
 #if defined(__clang__)
 #define FC_UNROLL _Pragma("unroll")
 #else
 #define FC_UNROLL _Pragma("GCC unroll 16")
 #endif
+#define FC_CACHE_LINE 64
+/* Alignment of every buffer the kernels allocate: a cache line, which is also the widest vector
+ * (AVX-512), so that an aligned vector never straddles two lines. */
+#define FC_ALIGN FC_CACHE_LINE
 #define FC_CAT2(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT2(a, b)
 
@@ -62,20 +68,23 @@ static int64_t fc_plan_bytes_peak = 0;
 static int64_t fc_ws_bytes_peak = 0; /* the most fc_ws_bytes_total has been since its reset */
 
 /* A pass whose buffer for one image (wide input, padded grad_output, transposed grad_output)
- * would exceed this many bytes works in row bands of about an eighth of it (more when the rows
- * a band's taps reach beyond it would be a large part of it; see fc_band_rows_for): 16 MiB keeps
- * every layer of the common ImageNet networks at 224 x 224 in float32 on the whole-image path
- * (the largest buffers, of VGG's 64-channel layers, are 12.6 MiB), while a band (2 MiB) is
- * built and consumed in the last-level cache. After a call no thread keeps more than three times it (48 MiB): the
- * two large buffers of the whole-image path, each up to 1.25 times the cap (see fc_ws_get), and
- * the small ones, so trimming never frees what a steady loop of ordinary layers reuses. */
+ * would exceed the cap works in row bands of about FC_WS_BAND_SHARE of it (more when the rows a
+ * band's taps reach beyond it would be a large part of it; see fc_band_rows_for). 16 MiB keeps
+ * every layer of the common ImageNet networks at 224 x 224 in float32 (VGG's 64-channel layers
+ * have the largest buffers) on the whole-image path, while a band (2 MiB) is built and consumed
+ * in the last-level cache. */
 #define FC_WS_CAP_DEFAULT ((int64_t)16 << 20)
+enum { FC_WS_BAND_SHARE = 8 };
+/* After a call no thread keeps more than this many caps (48 MiB by default): the two large
+ * buffers of the whole-image path, each up to 1.25 times the cap (FC_WS_GROWN), and
+ * the small ones, so trimming never frees what a steady loop of ordinary layers reuses. */
+enum { FC_WS_KEEP_CAPS = 3 };
 static int64_t fc_ws_cap = FC_WS_CAP_DEFAULT;
 static inline int64_t fc_ws_cap_bytes(void) {
     return __atomic_load_n(&fc_ws_cap, __ATOMIC_RELAXED);
 }
-static inline int64_t fc_ws_band_bytes(void) { return fc_ws_cap_bytes() / 8; }
-static inline int64_t fc_ws_keep_bytes(void) { return 3 * fc_ws_cap_bytes(); }
+static inline int64_t fc_ws_band_bytes(void) { return fc_ws_cap_bytes() / FC_WS_BAND_SHARE; }
+static inline int64_t fc_ws_keep_bytes(void) { return FC_WS_KEEP_CAPS * fc_ws_cap_bytes(); }
 
 /* The workspace lives as long as its thread: a pthread key's destructor frees it when the thread
  * exits (a short-lived Python thread must not leak its buffers); the __thread pointer is only a
@@ -216,16 +225,22 @@ static inline int64_t fc_ws_set_cap(int64_t bytes) {
     return __atomic_exchange_n(&fc_ws_cap, bytes, __ATOMIC_RELAXED);
 }
 
+/* A buffer that grows is allocated a quarter larger than asked, in whole pages, so that requests
+ * growing a little at a time (one more image row, one more channel) do not reallocate it each
+ * time. */
+#define FC_WS_GROWN(bytes) FC_ROUND_UP((bytes) + (bytes) / 4, FC_PAGE_BYTES)
+#define FC_PAGE_BYTES 4096
+
 /* A buffer of at least `bytes` in slot `slot` of this thread's workspace (NULL if out of memory).
  * Only between fc_ws_enter and fc_ws_leave. */
 static inline void *fc_ws_get(int slot, size_t bytes) {
     fc_workspace *ws = fc_ws();
     if (!ws) return NULL;
     if (ws->size[slot] < bytes) {
-        size_t want = FC_ROUND_UP(bytes + bytes / 4, 4096);
+        size_t want = FC_WS_GROWN(bytes);
         void *p = NULL;
         fc_ws_free_slot(ws, slot);
-        if (posix_memalign(&p, 64, want) != 0) return NULL;
+        if (posix_memalign(&p, FC_ALIGN, want) != 0) return NULL;
         ws->ptr[slot] = p;
         ws->size[slot] = want;
         __atomic_add_fetch(&ws->held, (int64_t)want, __ATOMIC_RELAXED);
@@ -268,66 +283,100 @@ static inline fc_idx fc_row_slot(fc_idx M, int MR, fc_idx k, int *lane) {
 }
 
 /* Software prefetch of one row of `bytes` bytes at p, a line at a time. The input copies
- * prefetch the row fc_prefetch_ahead(row bytes) rows ahead of the one they copy -- about 2 KB:
- * more misses in flight than the hardware prefetcher alone keeps on an input read from DRAM
- * once (strided forward -3%, resnet-c64 -2%). */
+ * prefetch the row fc_prefetch_ahead(row bytes) rows ahead of the one they copy: about
+ * FC_PREFETCH_AHEAD_BYTES, and at least FC_PREFETCH_AHEAD_ROWS rows, keep more misses in flight
+ * than the hardware prefetcher alone does on an input read from DRAM once. */
+#define FC_PREFETCH_AHEAD_BYTES 2048
+#define FC_PREFETCH_AHEAD_ROWS 4
 static inline void fc_prefetch_row(const void *p, fc_idx bytes) {
-    for (fc_idx b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+    for (fc_idx b = 0; b < bytes; b += FC_CACHE_LINE)
+        __builtin_prefetch((const char *)p + b, 0 /* read */, 3 /* keep in every level */);
 }
 static inline fc_idx fc_prefetch_ahead(fc_idx row_bytes) {
-    return FC_MAX((fc_idx)4, 2048 / FC_MAX((fc_idx)1, row_bytes));
+    return FC_MAX((fc_idx)FC_PREFETCH_AHEAD_ROWS,
+                  FC_PREFETCH_AHEAD_BYTES / FC_MAX((fc_idx)1, row_bytes));
 }
 
 static inline uint64_t fc_next_call_id(void) {
     return __atomic_add_fetch(&fc_call_counter, 1, __ATOMIC_RELAXED);
 }
 
+/* A zeroed plan buffer of `bytes` (at least one line, so that 0 bytes is not an error). */
 static inline void *fc_aligned_calloc(size_t bytes) {
     void *p = NULL;
-    if (bytes == 0) bytes = 64;
+    if (bytes == 0) bytes = FC_ALIGN;
     __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
-    if (posix_memalign(&p, 64, FC_ROUND_UP(bytes, 64)) != 0) return NULL;
+    if (posix_memalign(&p, FC_ALIGN, FC_ROUND_UP(bytes, FC_ALIGN)) != 0) return NULL;
     memset(p, 0, bytes);
     return p;
 }
 
-/* ---- CPU dispatch ---------------------------------------------------------------------------
- * Level 0: portable (SSE2 on x86-64, plain C elsewhere); 1: AVX2 + FMA; 2: AVX-512.
- * A level runs only on a CPU with EVERY feature its code is compiled for: the union of the
- * `target` attributes of that path in src/ (conv_dtype.h, pool_dtype.h, fma_probe.h; the
- * pooling engine's AVX-512 code also uses AVX512BW), as NumPy's dispatch checks. One list
- * serves both engines, so they never disagree on the level. __builtin_cpu_supports also reports
- * a feature absent when the OS does not save its registers (XCR0). tests/test_runtime.py checks
- * that these lists cover every target attribute. */
-#define FC_AVX2_FEATURES(X) X("avx2") X("fma")
-#define FC_AVX512_FEATURES(X) FC_AVX2_FEATURES(X) X("avx512f") X("avx512vl") X("avx512dq") \
-    X("avx512bw")
-#define FC_FEATURE_NAME(f) f " "
-#define FC_FEATURE_CHECK(f) &&__builtin_cpu_supports(f)
-enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
+/* ---- the SIMD paths --------------------------------------------------------------------------
+ * FC_ISA_LIST is the one table of the paths, lowest first: each path's id, its name (FASTCONV_ISA,
+ * set_isa) and the CPU features its code is compiled for, as GCC and /proc/cpuinfo spell them.
+ * The rest is derived from it:
+ *  - the `target` attribute of every function of a path (FC_TARGET_AVX2, FC_TARGET_AVX512: used by
+ *    conv_dtype.h, pool_dtype.h and fma_probe.h), so no path is compiled for a feature that the
+ *    run-time check does not test;
+ *  - the run-time check (fc_isa_supported): a path runs only on a CPU with every one of its
+ *    features, as NumPy's dispatch checks (__builtin_cpu_supports also reports a feature absent
+ *    when the OS does not save its registers, XCR0);
+ *  - the names and feature strings the Python layer reports (fc_isas).
+ * A path's features include those of every path below it, so a supported level implies the ones
+ * below. The generic path is portable C (SSE2, the x86-64 baseline, on x86-64). The lists are of
+ * string literals because __builtin_cpu_supports and `target` take nothing else. fc_kernels.h
+ * resolves the level chosen into the table of functions that both engines call. */
+#define FC_FEATURES_GENERIC(F)
+#define FC_FEATURES_AVX2(F) F("avx2") F("fma")
+#define FC_FEATURES_AVX512(F) \
+    FC_FEATURES_AVX2(F) F("avx512f") F("avx512vl") F("avx512dq") F("avx512bw")
+#define FC_ISA_LIST(X)                         \
+    X(GENERIC, "generic", FC_FEATURES_GENERIC) \
+    X(AVX2, "avx2", FC_FEATURES_AVX2)          \
+    X(AVX512, "avx512", FC_FEATURES_AVX512)
+
+#define FC_ISA_ID(id, name, features) FC_ISA_##id,
+enum { FC_ISA_LIST(FC_ISA_ID) FC_ISA_COUNT };
+#undef FC_ISA_ID
+
+typedef struct {
+    const char *name;     /* FASTCONV_ISA's spelling */
+    const char *features; /* space-separated */
+} fc_isa_info;
+#define FC_FEATURE_WORD(f) f " "
+#define FC_ISA_INFO(id, name, features) {name, "" features(FC_FEATURE_WORD)},
+static const fc_isa_info fc_isas[FC_ISA_COUNT] = {FC_ISA_LIST(FC_ISA_INFO)};
+#undef FC_ISA_INFO
+#undef FC_FEATURE_WORD
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FC_HAVE_X86_PATHS 1
+/* "sse2" (part of x86-64 anyway) heads the string so that every listed feature follows a comma
+ * (clang ignores a target string with an empty item) */
+#define FC_TARGET_FEATURE(f) "," f
+#define FC_TARGET_OF(features) __attribute__((target("sse2" features(FC_TARGET_FEATURE))))
+#define FC_TARGET_AVX2 FC_TARGET_OF(FC_FEATURES_AVX2)
+#define FC_TARGET_AVX512 FC_TARGET_OF(FC_FEATURES_AVX512)
+#define FC_CPU_HAS(f) &&__builtin_cpu_supports(f)
+#else
+#define FC_CPU_HAS(f) &&0 /* only the generic path is compiled */
+#endif
+
+/* The SIMD path in use (fc_kernels.h's fc_set_isa sets it; conv_tmpl.h builds its ISA table
+ * from it). */
 static int fc_isa_level = FC_ISA_GENERIC;
 
+/* The highest level whose every feature the CPU has. */
 static inline int fc_isa_supported(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef FC_HAVE_X86_PATHS
     __builtin_cpu_init();
-    if (1 FC_AVX512_FEATURES(FC_FEATURE_CHECK)) return FC_ISA_AVX512;
-    if (1 FC_AVX2_FEATURES(FC_FEATURE_CHECK)) return FC_ISA_AVX2;
 #endif
-    return FC_ISA_GENERIC;
-}
-
-/* The CPU features a level needs, space-separated (for the tests and error reports). */
-static inline const char *fc_isa_features(int level) {
-    if (level >= FC_ISA_AVX512) return FC_AVX512_FEATURES(FC_FEATURE_NAME);
-    if (level == FC_ISA_AVX2) return FC_AVX2_FEATURES(FC_FEATURE_NAME);
-    return "";
-}
-
-/* Select the ISA level; a request above what the CPU supports is capped. Returns the level set. */
-static inline int fc_set_isa(int requested) {
-    int best = fc_isa_supported();
-    fc_isa_level = requested < 0 ? best : FC_MIN(requested, best);
-    return fc_isa_level;
+#define FC_ISA_CHECK(id, name, features) 1 features(FC_CPU_HAS),
+    const int has[FC_ISA_COUNT] = {FC_ISA_LIST(FC_ISA_CHECK)};
+#undef FC_ISA_CHECK
+    int best = FC_ISA_GENERIC;
+    for (int level = 1; level < FC_ISA_COUNT && has[level]; level++) best = level;
+    return best;
 }
 
 /* ---- OpenMP shims: the extension also builds (single-threaded) without OpenMP ---- */
@@ -381,7 +430,8 @@ static inline int fc_have_openmp(void) { return 0; }
 #endif
 
 /* ---- one kernel call: floating-point mode, failures, interruption -----------------------------
- * An fc_run is what the threads of one call share besides the job (the Cython `_run` loops use it):
+ * An fc_run is what the threads of one call share besides the job (the run loop, `_run` in
+ * src/_run_control.pxi, uses it):
  *  - the floating-point mode (fastconv.set_flush_denormal): every thread sets the FTZ and DAZ bits
  *    of its MXCSR as the call asks when it joins the call's parallel region, and puts back its
  *    own when it leaves, so the OpenMP workers (they persist between calls) and the caller come
@@ -405,14 +455,17 @@ enum { FC_MXCSR_DAZ = 1 << 6, FC_MXCSR_FTZ = 1 << 15, FC_FP_FLUSH = FC_MXCSR_FTZ
 static inline unsigned fc_csr_get(void) { return _mm_getcsr(); }
 static inline void fc_csr_set(unsigned csr) { _mm_setcsr(csr); }
 /* DAZ is missing on the first x86-64 CPUs, where setting it faults: FXSAVE's MXCSR_MASK says
- * (a zero mask means the default one, 0xFFBF, without DAZ). */
+ * (a zero mask means the default one, without DAZ). The FXSAVE area is 512 bytes, 16-aligned,
+ * with MXCSR_MASK at byte 28 (Intel SDM, FXSAVE). */
+enum { FC_FXSAVE_BYTES = 512, FC_FXSAVE_MXCSR_MASK = 28 };
+#define FC_MXCSR_MASK_DEFAULT 0xFFBFu
 static inline int fc_flush_supported(void) {
-    unsigned char area[512] __attribute__((aligned(16)));
+    unsigned char area[FC_FXSAVE_BYTES] __attribute__((aligned(16)));
     uint32_t mask;
     memset(area, 0, sizeof area);
     __asm__ volatile("fxsave %0" : "=m"(area));
-    memcpy(&mask, area + 28, sizeof mask);
-    return ((mask ? mask : 0xFFBFu) & FC_MXCSR_DAZ) != 0;
+    memcpy(&mask, area + FC_FXSAVE_MXCSR_MASK, sizeof mask);
+    return ((mask ? mask : FC_MXCSR_MASK_DEFAULT) & FC_MXCSR_DAZ) != 0;
 }
 #else /* no MXCSR: the mode is a no-op (set_flush_denormal returns False) */
 static inline unsigned fc_csr_get(void) { return 0; }
@@ -466,14 +519,18 @@ static inline int fc_run_state(const fc_run *r) {
 }
 static inline int fc_run_stopped(const fc_run *r) { return fc_run_state(r) != 0; }
 
-/* The caller, now and then: read the clock about every millisecond of its items (they last from
- * a microsecond to many milliseconds; the count adapts), and every FC_POLL_SECONDS run Python's
- * signal handlers, in the caller's own floating-point mode. */
+/* The caller, now and then: read the clock about every FC_CLOCK_SECONDS of its items (they last
+ * from a microsecond to many milliseconds; the number of items between two reads adapts, up to
+ * FC_CLOCK_ITEMS_MAX), and every FC_POLL_SECONDS run Python's signal handlers, in the caller's
+ * own floating-point mode. */
+#define FC_CLOCK_SECONDS 1e-3
+#define FC_CLOCK_ITEMS_MAX 4096L
 static void fc_run_poll(fc_run *r) {
     double now = fc_monotonic(), dt = now - r->last;
     r->last = now;
-    if (dt < 0.5e-3) r->every = FC_MIN(2 * r->every, 4096L);
-    else if (dt > 2e-3) r->every = FC_MAX(1L, (long)((double)r->every * 1e-3 / dt));
+    if (dt < FC_CLOCK_SECONDS / 2) r->every = FC_MIN(2 * r->every, FC_CLOCK_ITEMS_MAX);
+    else if (dt > 2 * FC_CLOCK_SECONDS)
+        r->every = FC_MAX(1L, (long)((double)r->every * FC_CLOCK_SECONDS / dt));
     r->countdown = r->every;
     if (now < r->next) return;
     unsigned mode = fc_fp_mode(r->caller_mode);
@@ -490,5 +547,22 @@ static inline void fc_run_done(fc_run *r, int status) {
         fc_run_poll(r);
 }
 
+
+/* ---- one kernel call as the run loop (src/_run_control.pxi) sees it --------------------------
+ * The job of either engine: `prepare` plans it for `nthreads` threads and fills its schedule,
+ * `item` runs one item (in any order, on any thread), `reduce_item` one of the reduction items,
+ * which run once every item is done, and `finish` frees what `prepare` allocated, whether it
+ * succeeded or not. Each returns 0, or -1 when out of memory. */
+typedef struct {
+    fc_idx nitems, nreduce; /* work items; reduction items (0: none) */
+    fc_idx chunk;           /* >= 1: consecutive items a thread takes at once */
+} fc_schedule;
+
+typedef struct {
+    int (*prepare)(void *job, int nthreads, fc_schedule *s);
+    int (*item)(void *job, fc_idx i);
+    int (*reduce_item)(void *job, fc_idx i);
+    void (*finish)(void *job);
+} fc_task;
 
 #endif

@@ -9,9 +9,9 @@
  * Blocks only split planes when there are too few planes for the threads or a plane's row
  * buffer would not fit in the cache budget; a block never changes any element's arithmetic.
  *
- * The ISA level is chosen per job (fastconv._kernels.set_isa drives it, so one switch selects
- * the SIMD path of every kernel); the float32 max forward with indices keeps 32-bit lane indices
- * and falls back to the scalar path for planes that do not fit them.
+ * A job runs the item function of the SIMD path in use (fc_pool_isa, from the table that
+ * fc_kernels.h resolves once per set_isa for both engines); the float32 max forward with indices
+ * keeps 32-bit lane indices and falls back to the scalar path for planes that do not fit them.
  */
 #ifndef FC_POOL_ENGINE_H
 #define FC_POOL_ENGINE_H
@@ -22,10 +22,25 @@
 
 enum { FC_POOL_MAX = 0, FC_POOL_AVG = 1 };
 enum { FC_POOL_FORWARD = 0, FC_POOL_BACKWARD = 1 };
+/* The most lanes of any path's vectors (float32 on AVX-512): output rows and the phase rows of
+ * the row buffer are padded to a multiple of it, so every path's vector loops run over whole
+ * vectors. */
+enum { FC_POOL_VL_MAX = 16 };
 
+typedef struct fc_pool_job fc_pool_job;
+typedef int (*fc_pool_item_fn)(const fc_pool_job *j, fc_idx item);
+
+/* The item functions of one SIMD path for one dtype (pool_dtype.h). */
 typedef struct {
+    fc_pool_item_fn forward, avg_backward;        /* the path's vector code */
+    fc_pool_item_fn forward_scalar, max_backward; /* the same on every path */
+} fc_pool_isa;
+
+struct fc_pool_job {
     /* filled by the caller */
-    int pass, op, f64, isa, scalar; /* scalar: force the scalar forward path (tests) */
+    int pass, op, f64;
+    int isa; /* read only by pool_tmpl.h's fc_pool_item_f32/f64, which nothing calls any more */
+    int scalar;                      /* force the scalar forward path (tests) */
     fc_idx N, C, H, W, OH, OW;      /* input and output sizes */
     fc_idx kh, kw, sh, sw, ph, pw, dh, dw;
     int count_include_pad;
@@ -38,7 +53,7 @@ typedef struct {
     int64_t *dst_ind;                /* max forward: indices (N,C,OH,OW) C-contiguous, or NULL */
     /* set by fc_pool_prepare */
     fc_idx nitems, nblocks, rows_per_item;
-    fc_idx OWP;                      /* OW rounded up to 16 (table length) */
+    fc_idx OWP;                      /* OW rounded up to FC_POOL_VL_MAX (table length) */
     fc_idx LQ, LQS;                  /* phase length in use, phase stride of the row buffer */
     fc_idx *qoff;                    /* kw tap offsets into a phase-split row */
     fc_idx *rowtaps;                 /* forward: [i_lo, i_hi) of the in-bounds window rows of oh */
@@ -51,7 +66,8 @@ typedef struct {
     void *dcol, *drow;               /* divisor factors (T): divisor(oh, ow) = drow[oh]*dcol[ow] */
     void *colbase, *colfirst;        /* (int of T's width) ow*sw - pw; first in-bounds column */
     int bad_index;                   /* max backward: an index was outside its plane */
-} fc_pool_job;
+    fc_pool_item_fn item;            /* the function that runs an item of this job */
+};
 
 /* ---------------------------------------------------------------------------- instantiation */
 /* pool_dtype.h instantiates the ISA paths and the passes for one dtype (T, TN, IT: the integer
@@ -73,8 +89,17 @@ typedef struct {
 #include "pool_dtype.h"
 
 /* ------------------------------------------------------------------------- the job API */
-enum { FC_POOL_BUFFER_BUDGET = 256 * 1024 }; /* bytes of row buffer per work item */
+enum { FC_POOL_BUFFER_BUDGET = 256 * 1024 }; /* bytes of row buffer per work item: in L2 */
+/* Inputs larger than this are read from DRAM: software prefetch of the next plane then pays,
+ * while for an input in the last-level cache it costs more than it saves. */
 #define FC_POOL_PREFETCH_BYTES (16.0 * 1024 * 1024)
+/* When planes are fewer, split them so that each thread gets about this many items: a thread the
+ * OS delays then holds up only a small share of the call. */
+enum { FC_POOL_ITEMS_PER_THREAD = 4 };
+/* Dynamic chunks of consecutive items, about this many per thread: few enough that handing them
+ * out costs nothing, enough that a thread the OS delays (cores shared with other processes)
+ * leaves its share to the others. */
+enum { FC_POOL_CHUNKS_PER_THREAD = 8 };
 
 /* No tables held: what fc_pool_prepare starts from and fc_pool_free leaves. */
 static void fc_pool_no_tables(fc_pool_job *j) {
@@ -96,12 +121,13 @@ static void fc_pool_free(fc_pool_job *j) {
     fc_ws_trim(); /* after the parallel loop: see fc_common.h */
 }
 
-/* Rows per item so that there are about 4 items per thread when planes are few, and one item's
- * row buffer stays within the budget. `span(r)` = buffer rows needed by r rows of the item. */
+/* Rows per item so that there are about FC_POOL_ITEMS_PER_THREAD items per thread when planes are
+ * few, and one item's row buffer stays within the budget: r rows of the item need
+ * (r - 1) * step + 1 + extra buffer rows. */
 static void fc_pool_blocks(fc_pool_job *j, fc_idx rows, fc_idx row_bytes, fc_idx step,
                            fc_idx extra, int nthreads) {
     fc_idx planes = j->N * j->C;
-    fc_idx want = nthreads > 1 ? 4 * (fc_idx)nthreads : 1;
+    fc_idx want = nthreads > 1 ? FC_POOL_ITEMS_PER_THREAD * (fc_idx)nthreads : 1;
     fc_idx nb = planes >= want ? 1 : FC_CEIL_DIV(want, FC_MAX(planes, 1));
     fc_idx rpi = FC_CEIL_DIV(rows, FC_MIN(nb, rows));
     fc_idx budget_rows = FC_MAX((fc_idx)1, (fc_idx)FC_POOL_BUFFER_BUDGET / row_bytes);
@@ -112,30 +138,46 @@ static void fc_pool_blocks(fc_pool_job *j, fc_idx rows, fc_idx row_bytes, fc_idx
     j->nitems = planes * j->nblocks;
 }
 
-/* Validate nothing (the Python layer did), derive the layout and tables. 0 or -1 (no memory). */
-static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
-    fc_idx tsize = j->f64 ? 8 : 4;
+/* The item function of the job (once prepared) on the path whose functions are `fns`, and the
+ * schedule of its items. */
+static void fc_pool_schedule(fc_pool_job *j, const fc_pool_isa *fns, int nthreads,
+                             fc_schedule *s) {
+    if (j->pass == FC_POOL_BACKWARD)
+        j->item = j->op == FC_POOL_MAX ? fns->max_backward : fns->avg_backward;
+    else
+        j->item = j->scalar ? fns->forward_scalar : fns->forward;
+    s->nitems = j->nitems;
+    s->nreduce = 0;
+    s->chunk = FC_MAX((fc_idx)1, j->nitems / (FC_POOL_CHUNKS_PER_THREAD * (fc_idx)nthreads));
+}
+
+/* Validate nothing (the Python layer did), derive the layout and tables, and pick the item
+ * function among `fns` (the dtype's functions on the SIMD path in use). 0 or -1 (no memory). */
+static int fc_pool_prepare(fc_pool_job *j, int nthreads, const fc_pool_isa *fns,
+                           fc_schedule *s) {
+    fc_idx tsize = j->f64 ? (fc_idx)sizeof(double) : (fc_idx)sizeof(float);
     fc_pool_no_tables(j);
     j->bad_index = 0;
     j->prefetch = 0;
-    j->OWP = FC_ROUND_UP(j->OW, 16);
+    j->OWP = FC_ROUND_UP(j->OW, FC_POOL_VL_MAX);
     if (j->pass == FC_POOL_BACKWARD && j->op == FC_POOL_MAX) {
         j->nblocks = 1;
         j->rows_per_item = j->OH;
         j->nitems = j->N * j->C;
+        fc_pool_schedule(j, fns, nthreads, s);
         return 0;
     }
     fc_idx max_off = ((j->kw - 1) * j->dw) / j->sw;
     /* the forward reads phase positions < max(OW, VL) + max_off; the average backward scatters
      * whole vectors (up to OWP) and then reads back every input column */
     if (j->pass == FC_POOL_FORWARD) {
-        j->LQ = FC_MAX(j->OW, 16) + max_off;
+        j->LQ = FC_MAX(j->OW, (fc_idx)FC_POOL_VL_MAX) + max_off;
     } else {
         /* the average backward gathers phase positions [m_lo, m_hi) (a short range as one whole
          * vector) from gradient rows read at m - a, a < ceil(kw / sw) */
-        j->LQ = FC_CEIL_DIV(j->pw + j->W, j->sw) + 16;
+        j->LQ = FC_CEIL_DIV(j->pw + j->W, j->sw) + FC_POOL_VL_MAX;
         j->GP = FC_CEIL_DIV(j->kw, j->sw) - 1;
-        j->LG = FC_ROUND_UP(j->GP + FC_MAX(j->OWP, j->LQ) + 16, 16);
+        j->LG = FC_ROUND_UP(j->GP + FC_MAX(j->OWP, j->LQ) + FC_POOL_VL_MAX, FC_POOL_VL_MAX);
         j->qrange = (fc_idx *)malloc((size_t)(2 * j->sw) * sizeof(fc_idx));
         j->qtaps = (fc_idx *)malloc((size_t)j->sw * sizeof(fc_idx));
         j->rowsrc = (fc_idx *)malloc((size_t)(2 * j->H) * sizeof(fc_idx));
@@ -153,7 +195,7 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
             j->rowsrc[2 * ih + 1] = FC_MAX(ob - oa, 0);
         }
     }
-    j->LQS = FC_ROUND_UP(j->LQ, 16);
+    j->LQS = FC_ROUND_UP(j->LQ, FC_POOL_VL_MAX);
     j->qoff = (fc_idx *)malloc((size_t)j->kw * sizeof(fc_idx));
     if (!j->qoff) return -1;
     for (fc_idx t = 0; t < j->kw; t++) {
@@ -178,8 +220,6 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
     int st = j->f64 ? fc_pool_tables_f64(j) : fc_pool_tables_f32(j);
     if (st) return st;
     fc_idx row_bytes = j->sw * j->LQS * tsize;
-    /* measured: a win of up to 40% once the input is out of the last-level cache, a loss of up
-     * to 20% (small planes) while it is in */
     j->prefetch = (double)j->N * j->C * j->H * j->W * tsize > (double)FC_POOL_PREFETCH_BYTES;
     if (j->pass == FC_POOL_FORWARD) {
         fc_pool_blocks(j, j->OH, row_bytes, j->sh, (j->kh - 1) * j->dh, nthreads);
@@ -187,18 +227,19 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads) {
         if (!j->f64 && j->op == FC_POOL_MAX && j->dst_ind) {
             double big = (double)j->H * (double)j->W + (double)j->OWP * (double)j->sw +
                          (double)j->kw * (double)j->dw + (double)j->W;
-            if (big >= 2147483647.0) j->scalar = 1;
+            if (big >= (double)INT32_MAX) j->scalar = 1;
         }
     } else {
         fc_pool_blocks(j, j->H, row_bytes, 1, 0, nthreads);
     }
+    fc_pool_schedule(j, fns, nthreads, s);
     return 0;
 }
 
 /* Items run with their thread's workspace marked busy (see fc_ws_enter). */
 static inline int fc_pool_item(fc_pool_job *j, fc_idx i) {
     fc_workspace *ws = fc_ws_enter();
-    int st = !ws ? -1 : j->f64 ? fc_pool_item_f64(j, i) : fc_pool_item_f32(j, i);
+    int st = !ws ? -1 : j->item(j, i);
     fc_ws_leave(ws);
     return st;
 }

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 import fastconv
-from fastconv import _kernels, _pooling, reference
+from fastconv import _kernels, _testing, reference
 from strategies import ConvCase, conv_output_size, same_padding
 
 
@@ -60,24 +60,24 @@ def num_threads(n):
     are split across all ``n`` threads."""
     previous = fastconv.get_num_threads()
     fastconv.set_num_threads(n)
-    grain = _kernels.set_parallel_grain(0)
-    serial = _pooling.set_serial_bytes(0)
+    grain = _testing.set_parallel_grain(0)
+    serial = _testing.set_serial_bytes(0)
     try:
         yield
     finally:
         fastconv.set_num_threads(previous)
-        _kernels.set_parallel_grain(grain)
-        _pooling.set_serial_bytes(serial)
+        _testing.set_parallel_grain(grain)
+        _testing.set_serial_bytes(serial)
 
 
 @contextlib.contextmanager
 def workspace_cap(nbytes):
     """Per-image buffers above ``nbytes`` take the row-band path while in this block."""
-    previous = _kernels._set_workspace_cap(nbytes)
+    previous = _testing.set_workspace_cap(nbytes)
     try:
         yield
     finally:
-        _kernels._set_workspace_cap(previous)
+        _testing.set_workspace_cap(previous)
 
 
 def snapshot(*arrays):

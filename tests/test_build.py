@@ -1,8 +1,9 @@
 """The C engines compile with each C compiler on the machine, not just the one that built the
 extension here: GCC builds the Linux wheels, clang builds from the sdist on macOS and wherever CC
 names it (the convolution engine once used a GCC-only builtin and did not compile with clang).
-One translation unit calls every entry point the extension calls, so that every (dtype, ISA)
-instantiation is compiled, with and without OpenMP; warnings are errors, except unused code."""
+One translation unit includes src/fc_kernels.h, as the extension does, and calls every entry point
+the extension calls, so that every (dtype, ISA) instantiation is compiled, with and without
+OpenMP; warnings are errors, except unused code."""
 import pathlib
 import shutil
 import subprocess
@@ -12,28 +13,28 @@ import pytest
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 
 CHECK = r"""
-#include "conv_engine.h"
-#include "pool_engine.h"
-#include "fc_alloc.h"
-#include "fma_probe.h"
+#include "fc_kernels.h"
 static int fc_no_signal(void) { return 0; }
 int fc_compile_check(fc_job *j, fc_pool_job *p, long n) {
     fc_run run;
+    fc_schedule s;
     fc_threads_init();
+    fc_set_isa(-1);
     fc_run_init(&run, fc_flush_supported(), 1, fc_no_signal);
     unsigned mode = fc_run_enter(&run);
-    int r = fc_job_prepare(j, 1) + fc_job_item(j, 0) + fc_job_reduce_item(j, 0);
+    int r = fc_conv_task.prepare(j, 1, &s) + fc_conv_task.item(j, 0) +
+            fc_conv_task.reduce_item(j, 0);
     fc_run_done(&run, r);
     fc_run_leave(mode);
-    r += fc_run_stopped(&run) + (int)fc_isa_features(fc_isa_supported())[0];
-    fc_job_free(j);
-    r += fc_pool_prepare(p, 1) + fc_pool_item(p, 0);
-    fc_pool_free(p);
+    r += fc_run_stopped(&run) + (int)fc_isas[fc_isa_supported()].features[0];
+    fc_conv_task.finish(j);
+    r += fc_pool_task.prepare(p, 1, &s) + fc_pool_task.item(p, 0);
+    fc_pool_task.finish(p);
     fc_handler_free(NULL, fc_handler_malloc(NULL, (size_t)n), (size_t)n);
-    return r + (int)fc_probe_run(n) + (int)fc_probe_flops_per_iter() + fc_get_max_threads();
+    r += (int)fc_kernels.probe.run(n) + (int)fc_probe_flops_per_iter(&fc_kernels.probe);
+    return r + fc_get_max_threads();
 }
 """
-
 
 def _compilers():
     found, seen = [], set()
@@ -45,7 +46,7 @@ def _compilers():
     return found or ["no C compiler"]
 
 
-@pytest.mark.skipif(not (SRC / "conv_engine.h").exists(), reason="no source tree next to tests/")
+@pytest.mark.skipif(not (SRC / "fc_kernels.h").exists(), reason="no source tree next to tests/")
 @pytest.mark.parametrize("openmp", [False, True], ids=["serial", "openmp"])
 @pytest.mark.parametrize("compiler", _compilers())
 def test_the_engines_compile(compiler, openmp, tmp_path):

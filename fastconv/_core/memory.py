@@ -1,5 +1,5 @@
 """Giving back the memory the kernels keep between calls."""
-from .. import _kernels, _pooling
+from .. import _kernels
 
 
 def release_memory():
@@ -15,4 +15,4 @@ def release_memory():
     Returns:
         int: the number of bytes freed.
     """
-    return _pooling.release_workspaces() + _kernels.release_memory()
+    return _kernels.release_memory()

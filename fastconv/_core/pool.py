@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _kernels, _pooling
+from .. import _kernels
 from .args import as_bool, as_float_array, as_index_array, batched, restore_batch
 from .geometry import check_size, gather, pool_axis, scatter_add
 from .pool_geometry import PoolGeometry, check_input, check_input_shape, pool_geometry
@@ -116,7 +116,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if out.size:
         plan = pool_plan(x4.shape, g, True)
         xk = gather(x4, plan.rows_h, plan.rows_w, -np.inf) if plan.gathered else x4
-        _pooling.pool2d_forward(xk, out, indices, True, plan.geometry)
+        _kernels.pool2d_forward(xk, out, indices, True, plan.geometry)
         if plan.gathered and indices is not None:  # positions in the gathered plane -> input's
             rows = np.arange(x4.shape[2]) if plan.rows_h is None else plan.rows_h
             cols = np.arange(x4.shape[3]) if plan.rows_w is None else plan.rows_w
@@ -170,7 +170,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     if grad_input.size:
         if go4.size == 0:
             grad_input.fill(0)
-        elif not _pooling.max_pool2d_backward(go4, ind4, grad_input):
+        elif not _kernels.max_pool2d_backward(go4, ind4, grad_input):
             hw = shape4[2] * shape4[3]
             bad = ind4[(ind4 < 0) | (ind4 >= hw)]
             raise ValueError(
@@ -218,7 +218,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     if out.size:
         plan = pool_plan(x4.shape, g, False)
         xk = gather(x4, plan.rows_h, plan.rows_w, 0) if plan.gathered else x4
-        _pooling.pool2d_forward(xk, out, None, False, plan.geometry)
+        _kernels.pool2d_forward(xk, out, None, False, plan.geometry)
         if plan.divisor is not None:
             out[...] = _divided(out, plan.divisor)
     return restore_batch(out, unbatched)
@@ -257,9 +257,9 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
         go4 = _divided(go4, plan.divisor)
     if not plan.gathered:
         grad_input = _kernels.empty(shape4, grad_output.dtype)
-        _pooling.avg_pool2d_backward(go4, grad_input, plan.geometry)
+        _kernels.avg_pool2d_backward(go4, grad_input, plan.geometry)
     else:  # every gathered element lies in one window; then back to the input, in a fixed order
         grad_k = _kernels.empty(plan.kernel_shape(shape4), grad_output.dtype)
-        _pooling.avg_pool2d_backward(go4, grad_k, plan.geometry)
+        _kernels.avg_pool2d_backward(go4, grad_k, plan.geometry)
         grad_input = scatter_add(shape4, grad_output.dtype, grad_k, plan.rows_h, plan.rows_w)
     return restore_batch(grad_input, unbatched)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _kernels, _pooling
+from fastconv import _kernels, _testing
 from conv_helpers import (
     SUPPORTED_ISAS,
     assert_same_bits,
@@ -104,11 +104,11 @@ def test_row_bands_bound_the_workspaces_during_a_call():
     w = rng.standard_normal((8, 4, 3, 3))
     with num_threads(2), workspace_cap(cap):
         fastconv.release_memory()
-        _kernels._workspace_peak(reset=True)
+        _testing.workspace_peak(reset=True)
         y = fastconv.conv2d(x, w, padding=1)
         fastconv.conv2d_backward(np.sin(y), x, w, padding=1)
-        peak = _kernels._workspace_peak()
-        keep = _kernels._workspace_keep_bytes()
+        peak = _testing.workspace_peak()
+        keep = _testing.workspace_keep_bytes()
     assert keep == 3 * cap
     assert 0 < peak <= 2 * keep, peak
 
@@ -122,11 +122,11 @@ def test_no_thread_keeps_more_than_the_cap_after_a_call():
     w = rng.standard_normal((256, 64, 3, 3)).astype(np.float32)
     with num_threads(1), workspace_cap(16 << 10):
         fastconv.release_memory()
-        _kernels._workspace_peak(reset=True)
+        _testing.workspace_peak(reset=True)
         y = fastconv.conv2d(x, w, padding=1)
-        keep = _kernels._workspace_keep_bytes()
-        assert _kernels._workspace_peak() > keep  # the call did need more
-        assert max(_kernels._workspace_sizes()) <= keep
+        keep = _testing.workspace_keep_bytes()
+        assert _testing.workspace_peak() > keep  # the call did need more
+        assert max(_testing.workspace_sizes()) <= keep
         assert_same_bits(fastconv.conv2d(x, w, padding=1), y)
 
 
@@ -142,13 +142,11 @@ def test_release_memory_frees_every_workspace_and_the_output_cache():
         fastconv.conv2d_backward(y, x, w, padding=1)
         fastconv.max_pool2d(x, 3, stride=1)
     del y  # into the output cache
-    held = (_kernels.workspace_bytes()[0] + _kernels.output_cache_bytes()
-            + _pooling.workspace_bytes())
-    assert _kernels.output_cache_bytes() > 0 and len(_kernels._workspace_sizes()) >= 2
+    held = _kernels.workspace_bytes()[0] + _kernels.output_cache_bytes()
+    assert _kernels.output_cache_bytes() > 0 and len(_testing.workspace_sizes()) >= 2
     assert fastconv.release_memory() == held
     assert _kernels.workspace_bytes()[0] == 0
     assert _kernels.output_cache_bytes() == 0
-    assert _pooling.workspace_bytes() == 0
     assert fastconv.release_memory() == 0
     assert fastconv.functional.release_memory is fastconv.release_memory
     # the cache is emptied, not switched off
@@ -164,8 +162,8 @@ def test_release_memory_while_other_threads_compute():
     those calls still return the right bits."""
     proc = run_isolated(textwrap.dedent("""
         import threading, numpy as np, fastconv
-        from fastconv import _kernels
-        _kernels.set_parallel_grain(0)
+        from fastconv import _kernels, _testing
+        _testing.set_parallel_grain(0)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((4, 6, 40, 40))
         w = rng.standard_normal((8, 6, 3, 3))
@@ -201,7 +199,7 @@ def test_a_large_image_leaves_little_memory_behind():
     release_memory() gives the process back its size before the call."""
     proc = run_isolated(textwrap.dedent("""
         import os, resource, numpy as np, fastconv
-        from fastconv import _kernels
+        from fastconv import _kernels, _testing
 
         def rss():
             with open("/proc/self/statm") as f:
@@ -221,7 +219,7 @@ def test_a_large_image_leaves_little_memory_behind():
         assert (grads[1] == 4094.0 ** 2).all() and (grads[2] == 4094.0 ** 2).all()
         threads = fastconv.get_num_threads()
         held = _kernels.workspace_bytes()[0]
-        assert held <= threads * _kernels._workspace_keep_bytes(), held
+        assert held <= threads * _testing.workspace_keep_bytes(), held
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         assert peak - start <= arrays + (512 << 20), (peak - start, arrays)
         del gy, grads

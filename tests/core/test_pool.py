@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _kernels, _pooling, reference
+from fastconv import _kernels, _testing, reference
 from conv_helpers import (SUPPORTED_ISAS, assert_close, assert_same_bits, assert_unchanged, f64,
                           f64abs, snapshot, with_batch)
 from conv_helpers import num_threads as threads
@@ -52,13 +52,13 @@ def path(name):
     """Run the pooling kernels on SIMD path ``name`` (or the scalar path), then restore."""
     previous = _kernels.get_isa()
     if name == "scalar":
-        _pooling.set_scalar(True)
+        _testing.set_scalar(True)
     else:
         assert _kernels.set_isa(name) == name
     try:
         yield
     finally:
-        _pooling.set_scalar(False)
+        _testing.set_scalar(False)
         _kernels.set_isa(previous)
 
 

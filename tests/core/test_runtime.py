@@ -6,6 +6,7 @@ Whatever may crash, hang or needs a signal runs in a fresh interpreter (with a t
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _kernels, reference
+from fastconv import _kernels, _testing, reference
 import conv_helpers
 from conv_helpers import SUPPORTED_ISAS, assert_same_bits, num_threads, using_isa
 
@@ -142,7 +143,7 @@ def test_ctrl_c_stops_a_long_conv2d():
 
 @posix_only
 def test_ctrl_c_stops_a_long_max_pool2d():
-    interrupt_child(POOL_SETUP, "_pooling.pyx")
+    interrupt_child(POOL_SETUP, "_pooling.pxi")
 
 
 def test_calls_from_other_threads_and_short_calls_are_unaffected():
@@ -165,20 +166,19 @@ def test_a_failing_item_fails_the_call(item):
     """An item that runs out of memory makes the call raise MemoryError whichever thread ran it
     (the flag used to be per thread, and only the one of the thread that ran the last item
     counted), and the next call is right."""
-    from fastconv import _pooling
     rng = np.random.default_rng(4)
     x = rng.standard_normal((8, 8, 32, 32)).astype(np.float32)  # 8 images, 64 planes: > 5 items
     w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
     with num_threads(2):
         want = fastconv.conv2d(x, w), fastconv.max_pool2d(x, 2)
-        for module in (_kernels, _pooling):
-            module._set_fail_item(item)
-            try:
-                for _ in range(10):
+        _testing.set_fail_item(item)
+        try:
+            for _ in range(10):
+                for call in (lambda: fastconv.conv2d(x, w), lambda: fastconv.max_pool2d(x, 2)):
                     with pytest.raises(MemoryError, match="out of memory"):
-                        fastconv.conv2d(x, w) if module is _kernels else fastconv.max_pool2d(x, 2)
-            finally:
-                module._set_fail_item(-1)
+                        call()
+        finally:
+            _testing.set_fail_item(-1)
         assert_same_bits(fastconv.conv2d(x, w), want[0])
         assert_same_bits(fastconv.max_pool2d(x, 2), want[1])
 
@@ -186,7 +186,7 @@ def test_a_failing_item_fails_the_call(item):
 # ------------------------------------------------------------------------------ flush denormals
 FLUSH_BITS = (1 << 15) | (1 << 6)  # MXCSR: FTZ, DAZ
 STATUS_BITS = 0x3F  # MXCSR exception flags: set by arithmetic, not part of the mode
-x86_64 = pytest.mark.skipif(_kernels._mxcsr() is None, reason="no MXCSR (not x86-64)")
+x86_64 = pytest.mark.skipif(_testing.mxcsr() is None, reason="no MXCSR (not x86-64)")
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_set_flush_denormal_api():
     supported = fastconv.set_flush_denormal(np.True_)
     try:
         assert fastconv.get_flush_denormal() is supported
-        assert supported is (_kernels._mxcsr() is not None)
+        assert supported is (_testing.mxcsr() is not None)
     finally:
         assert fastconv.set_flush_denormal(False) is supported
     assert fastconv.get_flush_denormal() is False
@@ -297,8 +297,8 @@ def test_mxcsr_of_the_caller_and_the_workers_is_restored(flush):
     w = np.ones((8, 8, 3, 3), np.float32)
     with num_threads(2):
         fastconv.conv2d(x, w)  # the team exists
-        caller = _kernels._mxcsr()
-        workers = _kernels._threads_mxcsr()
+        caller = _testing.mxcsr()
+        workers = _testing.threads_mxcsr()
         assert not caller & FLUSH_BITS and not any(c & FLUSH_BITS for c in workers)
         fastconv.set_flush_denormal(flush)
         try:
@@ -309,8 +309,8 @@ def test_mxcsr_of_the_caller_and_the_workers_is_restored(flush):
             fastconv.avg_pool2d_backward(fastconv.avg_pool2d(y, 2), y.shape, 2)
         finally:
             fastconv.set_flush_denormal(False)
-        assert _kernels._mxcsr() & ~STATUS_BITS == caller & ~STATUS_BITS
-        assert [c & ~STATUS_BITS for c in _kernels._threads_mxcsr()] == \
+        assert _testing.mxcsr() & ~STATUS_BITS == caller & ~STATUS_BITS
+        assert [c & ~STATUS_BITS for c in _testing.threads_mxcsr()] == \
                [c & ~STATUS_BITS for c in workers]
 
 
@@ -327,7 +327,7 @@ def test_python_arithmetic_and_other_threads_are_unaffected(flushing):
 
     def other_thread():
         while not stop.is_set():
-            seen.append((_kernels._mxcsr() & FLUSH_BITS, 5e-324 * 1.0, sub * 2))
+            seen.append((_testing.mxcsr() & FLUSH_BITS, 5e-324 * 1.0, sub * 2))
 
     t = threading.Thread(target=other_thread)
     t.start()
@@ -339,7 +339,7 @@ def test_python_arithmetic_and_other_threads_are_unaffected(flushing):
         stop.set()
         t.join()
     assert seen and all(s == want for s in seen)
-    assert (_kernels._mxcsr() & FLUSH_BITS, 5e-324 * 1.0, sub * 2) == want
+    assert (_testing.mxcsr() & FLUSH_BITS, 5e-324 * 1.0, sub * 2) == want
 
 
 @x86_64
@@ -351,10 +351,10 @@ def test_only_fastconvs_setting_decides():
     w = np.ones((2, 2, 1, 1), np.float32)
     assert torch.set_flush_denormal(True)
     try:
-        assert _kernels._mxcsr() & FLUSH_BITS == FLUSH_BITS
+        assert _testing.mxcsr() & FLUSH_BITS == FLUSH_BITS
         with num_threads(1):
             np.testing.assert_array_equal(fastconv.conv2d(x, w), reference.conv2d(x, w))
-        assert _kernels._mxcsr() & FLUSH_BITS == FLUSH_BITS
+        assert _testing.mxcsr() & FLUSH_BITS == FLUSH_BITS
     finally:
         torch.set_flush_denormal(False)
 
@@ -433,9 +433,9 @@ def test_fewer_threads_than_asked_give_the_same_bits():
     out = run_script("""
         import numpy as np
         import fastconv
-        from fastconv import _kernels, _pooling
-        _kernels.set_parallel_grain(0)
-        _pooling.set_serial_bytes(0)
+        from fastconv import _testing
+        _testing.set_parallel_grain(0)
+        _testing.set_serial_bytes(0)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((4, 6, 19, 19))
         w = rng.standard_normal((8, 6, 3, 3))
@@ -454,25 +454,36 @@ def test_fewer_threads_than_asked_give_the_same_bits():
 
 
 # ------------------------------------------------------------------------------ CPU features
-def _target_lists():
-    """(file, features) of every GCC target attribute in src/."""
-    found = []
-    for path in sorted(SRC.glob("*.h")) + sorted(SRC.glob("*.pyx")):  # not Cython's .c output
-        for m in re.finditer(r'target\("([^"]+)"\)', path.read_text()):
-            found.append((path.name, set(m.group(1).split(","))))
-    return found
+def _preprocess(source):
+    """src/fc_common.h's macros expanded in ``source`` by the C preprocessor (None without one)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return None
+    proc = subprocess.run([cc, "-E", "-P", f"-I{SRC}", "-x", "c", "-"],
+                          input=f'#include "fc_common.h"\n{source}\n', capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 @pytest.mark.skipif(not SRC.is_dir(), reason="needs the source tree")
 def test_each_path_checks_every_feature_it_is_compiled_for():
-    lists = _target_lists()
-    assert lists, "no target attribute found in src/"
-    for name, features in lists:
-        level = "avx512" if any(f.startswith("avx512") for f in features) else "avx2"
-        missing = features - set(_kernels.isa_features(level))
-        assert not missing, f"{name}: target({sorted(features)}) runs on the {level} path, " \
-                            f"which does not check {sorted(missing)}"
+    """Each path's code is compiled for exactly the features its run-time check tests: no target
+    attribute in src/ spells its own feature string, and the ones built from the list of paths
+    (FC_TARGET_AVX2, FC_TARGET_AVX512 in src/fc_common.h) name the features of isa_features."""
+    for path in sorted(SRC.glob("*.h")) + sorted(SRC.glob("*.pyx")) + sorted(SRC.glob("*.pxi")):
+        spelled = re.findall(r'target\("[^"]*"\)', path.read_text())
+        assert not spelled, f"{path.name}: {spelled} is not built from FC_ISA_LIST"
     assert _kernels.isa_features("generic") == ()
+    out = _preprocess("avx2 FC_TARGET_AVX2\navx512 FC_TARGET_AVX512")
+    if out is None or "FC_TARGET_AVX2" in out:
+        pytest.skip("no C preprocessor, or no x86-64 paths")
+    for line in out.splitlines():
+        level, _, attribute = line.partition(" ")
+        if level in ("avx2", "avx512"):
+            target = "".join(re.findall(r'"([^"]*)"', attribute)).split(",")
+            assert target[0] == "sse2" and len(target) == len(set(target)), attribute
+            assert set(target[1:]) == set(_kernels.isa_features(level)), (level, attribute)
 
 
 def _cpuinfo_flags():

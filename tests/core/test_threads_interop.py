@@ -30,11 +30,11 @@ PRELUDE = """
 import os, sys, threading
 import numpy as np
 import fastconv
-from fastconv import _kernels
+from fastconv import _testing
 
 # Small calls normally use fewer threads than allowed (a parallel grain); here every call uses
 # every thread it may, so the team size shows the limit itself.
-_kernels.set_parallel_grain(0)
+_testing.set_parallel_grain(0)
 
 x = np.random.default_rng(0).standard_normal((8, 8, 24, 24)).astype(np.float32)
 w = np.random.default_rng(1).standard_normal((8, 8, 3, 3)).astype(np.float32)

@@ -1,0 +1,83 @@
+# Hooks for fastconv's own tests (included by _kernels.pyx; fastconv._testing re-exports them
+# without the prefix). They change how the kernels run, never what they compute, or show their
+# internal state. Not part of the API.
+
+
+def _testing_set_parallel_grain(double flops):
+    """Flops per thread a convolution needs before it uses one more thread (0: always every
+    thread, as the determinism tests do); returns the previous value."""
+    global _grain
+    previous, _grain = _grain, max(0.0, flops)
+    return previous
+
+
+def _testing_set_serial_bytes(double nbytes):
+    """Pooling calls touching fewer bytes run single-threaded; returns the previous value."""
+    global _serial_bytes
+    previous, _serial_bytes = _serial_bytes, nbytes
+    return previous
+
+
+def _testing_set_scalar(bint on):
+    """Run the pooling forward passes on the scalar path (torch's loops verbatim)."""
+    global _force_scalar
+    _force_scalar = on
+
+
+def _testing_set_fail_item(fc_idx i):
+    """Make the work item of index ``i`` of every later call (convolution or pooling) fail as if
+    out of memory; -1: none."""
+    global _fail_item
+    _fail_item = i
+
+
+def _testing_set_workspace_cap(int64_t nbytes):
+    """Per-image buffers above ``nbytes`` switch a pass to row bands of about an eighth of it,
+    and after a call no thread keeps more than three times it (default 16 MiB). Returns the
+    previous cap."""
+    if nbytes < 1:
+        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
+    return int(fc_ws_set_cap(nbytes))
+
+
+def _testing_workspace_keep_bytes():
+    """Bytes of workspace a thread may keep after a call."""
+    return int(fc_ws_keep_bytes())
+
+
+def _testing_workspace_peak(reset=False):
+    """The most bytes all threads' workspaces held together since the last reset (or the
+    module's import); ``reset`` restarts it from the bytes held now."""
+    global fc_ws_bytes_peak
+    cdef long long peak = fc_ws_bytes_peak
+    if reset:
+        fc_ws_bytes_peak = fc_ws_bytes_total
+    return int(peak)
+
+
+cdef enum:
+    _MAX_LISTED = 1024  # workspaces _testing_workspace_sizes reports at most: more than tests start
+
+
+def _testing_workspace_sizes():
+    """The bytes held by each thread's workspace (threads that have run a kernel and not
+    exited)."""
+    cdef int64_t held[_MAX_LISTED]
+    cdef int n = fc_ws_list(held, _MAX_LISTED)
+    return [int(held[i]) for i in range(min(n, _MAX_LISTED))]
+
+
+def _testing_mxcsr():
+    """This thread's MXCSR register (None without one)."""
+    return int(fc_csr_get()) if fc_flush_supported() else None
+
+
+def _testing_threads_mxcsr():
+    """The MXCSR of each thread of a team of get_num_threads() threads, between calls (the
+    OpenMP workers persist from one call to the next)."""
+    cdef int n = fc_get_max_threads(), t
+    cdef unsigned[::1] csr = np.zeros(n, dtype=np.uintc)
+    with nogil:
+        for t in prange(n, schedule="static", num_threads=n):
+            csr[t] = fc_csr_get()
+    return [int(c) for c in csr] if fc_flush_supported() else [None] * n

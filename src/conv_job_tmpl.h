@@ -1,0 +1,76 @@
+/* The convolution job's passes for one dtype: conv_dtype.h includes it after conv_tmpl.h, with
+ * T and TN defined. Each pass's `start` builds its plan from the job (fc_job, conv_engine.h) and
+ * the ISA table resolved for the SIMD path in use, and prepares it; its item, reduction item and
+ * free forward to conv_tmpl.h. */
+#define FJ(name) FC_CAT(name, TN)
+
+static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
+    FJ(fc_fwd_plan) *p = calloc(1, sizeof *p);
+    if (!p) return -1;
+    j->plan = p;
+    p->isa = *(const FJ(fc_isa) *)isa;
+    p->g = j->geom;
+    p->x = (const T *)j->a;
+    memcpy(p->xs, j->a_strides, sizeof p->xs);
+    p->w = (const T *)j->b;
+    p->bias = (const T *)j->bias;
+    p->out = (T *)j->out;
+    int st = FJ(fc_fwd_prepare)(p, nthreads);
+    s->nitems = p->nitems;
+    s->nreduce = 0;
+    s->chunk = p->nPB; /* the items of one image group, which share its wide buffer */
+    return st;
+}
+
+static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
+    FJ(fc_gin_plan) *p = calloc(1, sizeof *p);
+    if (!p) return -1;
+    j->plan = p;
+    p->isa = *(const FJ(fc_isa) *)isa;
+    p->g = j->geom;
+    p->dy = (const T *)j->a;
+    p->w = (const T *)j->b;
+    p->dx = (T *)j->out;
+    int st = FJ(fc_gin_prepare)(p, nthreads);
+    s->nitems = p->nitems;
+    s->nreduce = 0;
+    s->chunk = p->nphase * p->nPB; /* the items of one image group (all its stride phases) */
+    return st;
+}
+
+static int FJ(fc_gw_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
+    (void)nthreads; /* the work split depends on the shapes only, so the sums are fixed */
+    FJ(fc_gw_plan) *p = calloc(1, sizeof *p);
+    if (!p) return -1;
+    j->plan = p;
+    p->isa = *(const FJ(fc_isa) *)isa;
+    p->g = j->geom;
+    p->x = (const T *)j->a;
+    memcpy(p->xs, j->a_strides, sizeof p->xs);
+    p->dy = (const T *)j->b;
+    p->dw = (T *)j->out;
+    int st = FJ(fc_gw_prepare)(p);
+    s->nitems = p->nitems;
+    s->nreduce = p->depthwise ? 0 : FJ(fc_gw_reduce_items)(p);
+    s->chunk = 1;
+    return st;
+}
+
+static int FJ(fc_fwd_item_of)(const void *plan, fc_idx i) { return FJ(fc_fwd_item)(plan, i); }
+static int FJ(fc_gin_item_of)(const void *plan, fc_idx i) { return FJ(fc_gin_item)(plan, i); }
+static int FJ(fc_gw_item_of)(const void *plan, fc_idx i) { return FJ(fc_gw_item)(plan, i); }
+static int FJ(fc_gw_reduce_item_of)(const void *plan, fc_idx i) {
+    return FJ(fc_gw_reduce_item)(plan, i);
+}
+static void FJ(fc_fwd_free_of)(void *plan) { FJ(fc_fwd_free)(plan); }
+static void FJ(fc_gin_free_of)(void *plan) { FJ(fc_gin_free)(plan); }
+static void FJ(fc_gw_free_of)(void *plan) { FJ(fc_gw_free)(plan); }
+
+static const fc_conv_pass FJ(fc_conv_passes)[FC_PASS_COUNT] = {
+    [FC_PASS_FORWARD] = {FJ(fc_fwd_start), FJ(fc_fwd_item_of), NULL, FJ(fc_fwd_free_of)},
+    [FC_PASS_GRAD_INPUT] = {FJ(fc_gin_start), FJ(fc_gin_item_of), NULL, FJ(fc_gin_free_of)},
+    [FC_PASS_GRAD_WEIGHT] = {FJ(fc_gw_start), FJ(fc_gw_item_of), FJ(fc_gw_reduce_item_of),
+                             FJ(fc_gw_free_of)},
+};
+
+#undef FJ
