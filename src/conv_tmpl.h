@@ -33,16 +33,14 @@ typedef struct {
 typedef struct {
     int mr, nr, tr, vl;
     fc_idx bp_elems; /* size of gemm_tile's packed-panel buffer */
-    void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, fc_idx, fc_idx, T *, fc_idx, const T *, int, T *);
-    void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, T *, fc_idx);
-    void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
-                         fc_idx, T *);
-    void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
-    void (*split2_rows)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx, fc_idx, fc_idx, fc_idx,
-                        int, fc_idx, fc_idx, fc_idx);
-    void (*stream_copy)(T *, const T *, fc_idx);
+    /* the argument structs: conv_isa_api.h */
+    void (*gemm_tile)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
+                      const TF(fc_tile) * out, T *Bp);
+    void (*dw_kernel)(int tr, int nv, const TF(fc_dw_args) * a, T *C, fc_idx ldc);
+    void (*dw_depthwise)(fc_idx ntaps, const TF(fc_dw_args) * a, T *res);
+    void (*transpose)(const T *src, fc_idx lds, fc_idx rows, fc_idx cols, T *dst, fc_idx ldd);
+    void (*split2_rows)(const T *src, T *dst, const fc_split2 *sp);
+    void (*stream_copy)(T *dst, const T *src, fc_idx n);
 } TF(fc_isa);
 
 /* The entry points of one ISA instantiation (conv_isa_tmpl.h): register block MRv x 2 vectors
@@ -125,9 +123,10 @@ static void TF(fc_wide_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g, const 
         }
     }
     fc_idx nrows = FC_MIN(g->H, wl->Hq * g->sh - g->pt); /* input rows that land in a phase row */
-    if (nrows > 0)
-        isa->split2_rows(xc, hs, nrows, g->W, dst, g->pt, g->sh, 2 * plane, plane,
-                         (int)(g->pl & 1), g->pl / 2, (g->pl + 1) / 2, Wq);
+    const fc_split2 sp = {.lds = hs, .nrows = nrows, .W = g->W, .r0 = g->pt, .sh = g->sh,
+                          .phs = 2 * plane, .pws = plane, .qe = g->pl / 2, .qo = (g->pl + 1) / 2,
+                          .Wq = Wq, .pe = (int)(g->pl & 1)};
+    if (nrows > 0) isa->split2_rows(xc, dst, &sp);
 }
 
 /* Fill buf with channels [c0, c0 + nc) of image n (x has element strides xs), zero the slack. */
@@ -259,17 +258,28 @@ static void TF(fc_build_band)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
 typedef void (*TF(fc_copy_fn))(T *, const T *, fc_idx);
 static void TF(fc_copy)(T *dst, const T *src, fc_idx n) { memcpy(dst, src, (size_t)n * sizeof(T)); }
 
-/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
- * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image (see fc_writeback); contiguous
- * runs are written by `copy` (fc_copy, or the ISA's stream_copy for outputs too large to stay in
- * the cache). */
+/* Where the pixels of a tile go (fc_writeback): tile row m, pixel (oh, ow) of image i (images of
+ * OHv rows of rowlen pixels) lands at out[i*imgs + m*ocs + (row0 + oh*rstep)*ors + col0 +
+ * ow*cstep]; contiguous runs are written by `copy` (fc_copy, or the ISA's stream_copy for outputs
+ * too large to stay in the cache). The forward writes its plain layout (row0 = col0 = 0, steps
+ * 1), grad_input one stride phase. */
+typedef struct {
+    T *out;
+    fc_idx imgs, ocs, ors;
+    fc_idx rowlen, OHv;
+    fc_idx row0, rstep, col0, cstep;
+    TF(fc_copy_fn) copy;
+} TF(fc_out_view);
+
+/* Pixels p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image, tile Ct (rows ldc apart,
+ * column p - p0), to that image's output `out` in the layout of view v. */
 static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
-                                   fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
-                                   fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep,
-                                   TF(fc_copy_fn) copy) {
-    p1 = FC_MIN(p1, OHv * rowlen);
-    if (cstep == 1 && rstep == 1 && col0 == 0 && ors == rowlen) { /* whole rows: one run */
-        for (fc_idx m = 0; m < M; m++) copy(out + m * ocs + row0 * ors + p0, Ct + m * ldc, p1 - p0);
+                                   const TF(fc_out_view) * v, T *out) {
+    const fc_idx rowlen = v->rowlen, ocs = v->ocs, ors = v->ors, cstep = v->cstep;
+    p1 = FC_MIN(p1, v->OHv * rowlen);
+    if (cstep == 1 && v->rstep == 1 && v->col0 == 0 && ors == rowlen) { /* whole rows: one run */
+        for (fc_idx m = 0; m < M; m++)
+            v->copy(out + m * ocs + v->row0 * ors + p0, Ct + m * ldc, p1 - p0);
         return;
     }
     for (fc_idx m = 0; m < M; m++) {
@@ -278,10 +288,10 @@ static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0,
         for (fc_idx p = p0; p < p1;) {
             fc_idx oh = p / rowlen, ow0 = p % rowlen;
             fc_idx ow1 = FC_MIN(rowlen, p1 - oh * rowlen);
-            T *orow = oc + (row0 + oh * rstep) * ors + col0;
+            T *orow = oc + (v->row0 + oh * v->rstep) * ors + v->col0;
             const T *src = crow + oh * rowlen;
             if (cstep == 1)
-                copy(orow + ow0, src + ow0, ow1 - ow0);
+                v->copy(orow + ow0, src + ow0, ow1 - ow0);
             else
                 for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow];
             p = oh * rowlen + ow1;
@@ -290,16 +300,12 @@ static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0,
 }
 
 /* A scratch tile Ct of pixels [p0, p1) of images side by side, P pixels each, written back
- * image by image: image i's part goes to out + i*imgs through fc_writeback_image (the forward
- * passes its plain layout, grad_input one stride phase). */
+ * image by image through the view v. */
 static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx P,
-                             fc_idx imgs, fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs,
-                             fc_idx ors, fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep,
-                             TF(fc_copy_fn) copy) {
+                             const TF(fc_out_view) * v) {
     for (fc_idx p = p0; p < p1;) {
         fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, p1 - p);
-        TF(fc_writeback_image)(Ct + (p - p0), ldc, M, q, q + len, rowlen, OHv, out + i * imgs,
-                               ocs, ors, row0, rstep, col0, cstep, copy);
+        TF(fc_writeback_image)(Ct + (p - p0), ldc, M, q, q + len, v, v->out + i * v->imgs);
         p += len;
     }
 }
@@ -464,15 +470,18 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     T *Ct = direct ? NULL : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if ((!direct && !Ct) || !Bp) return -1;
-    fc_idx rowlen = Wq == g->OW ? P : g->OW;
-    const T *A = pl->A + gi * pl->nmb * pl->TT * pl->isa.mr;
+    const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
+    const TF(fc_pixels) px = {.B = src, .off = off, .rowlen = Wq == g->OW ? P : g->OW, .Wq = Wq,
+                              .Pimg = P, .imgs = 0, .P = P};
+    const TF(fc_out_view) view = {.out = out, .imgs = 0, .ocs = ocs, .ors = g->OW,
+                                  .rowlen = g->OW, .OHv = rows, .rstep = 1, .cstep = 1,
+                                  .copy = pl->stream ? pl->isa.stream_copy : TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
         fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
-        pl->isa.gemm_tile(A, pl->Kg, pl->TT, src, off, rowlen, Wq, P, 0, P, p0, p1,
-                          direct ? out + p0 : Ct, ldc, bias, direct && pl->stream, Bp);
+        const TF(fc_tile) tile = {direct ? out + p0 : Ct, ldc, bias, direct && pl->stream};
+        pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
         if (!direct) {
-            TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, 0, g->OW, rows, out, ocs,
-                             g->OW, 0, 1, 0, 1, pl->stream ? pl->isa.stream_copy : TF(fc_copy));
+            TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, &view);
             if (pl->stream) FC_SFENCE();
         }
     }
@@ -516,13 +525,16 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const T *src = view ? view : buf;
     /* rows without gaps between them (Wq == OW, e.g. a 1x1 kernel) make one long row: every
      * panel is then read in place */
-    fc_idx rowlen = pl->wl.Wq == g->OW ? P : g->OW;
-    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
-                      rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
-                      direct && pl->stream, Bp);
+    const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
+    const TF(fc_pixels) px = {.B = src, .off = pl->off, .rowlen = pl->wl.Wq == g->OW ? P : g->OW,
+                              .Wq = pl->wl.Wq, .Pimg = P, .imgs = imgs, .P = Ptot};
+    const TF(fc_tile) tile = {Ct, ldc, bias, direct && pl->stream};
+    pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
     if (!direct) {
-        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
-                         ocs, g->OW, 0, 1, 0, 1, pl->stream ? pl->isa.stream_copy : TF(fc_copy));
+        const TF(fc_out_view) view = {.out = out, .imgs = g->K * ocs, .ocs = ocs, .ors = g->OW,
+                                      .rowlen = g->OW, .OHv = g->OH, .rstep = 1, .cstep = 1,
+                                      .copy = pl->stream ? pl->isa.stream_copy : TF(fc_copy)};
+        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, &view);
         if (pl->stream) FC_SFENCE();
     }
     return 0;
@@ -760,18 +772,21 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     TF(fc_build_padded_dy_rows)(pl, n, gi, hh->j0 + J0, rows + pl->Uh,
                                 (pl->band_rows + pl->Uh) * pl->Wb, buf);
     fc_idx TTall = pl->Kg * g->R * g->S;
-    const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    fc_idx rowlen = pl->Wb == ww->J ? P : ww->J;
+    const TF(fc_packed_w) wts = {pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr, pl->Cg, Tf};
+    const TF(fc_pixels) px = {.B = buf, .off = pl->boff + t0, .rowlen = pl->Wb == ww->J ? P : ww->J,
+                              .Wq = pl->Wb, .Pimg = P, .imgs = 0, .P = P};
+    const TF(fc_tile) tile = {Ct, ldc, NULL, 0};
     fc_idx a = f / g->sw, b = f % g->sw;
-    fc_idx row0 = (hh->j0 + J0) * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
+    const TF(fc_out_view) view = {.out = pl->dx + (n * g->C + gi * pl->Cg) * ocs, .imgs = 0,
+                                  .ocs = ocs, .ors = g->W, .rowlen = ww->J, .OHv = rows,
+                                  .row0 = (hh->j0 + J0) * g->sh + a - g->pt, .rstep = g->sh,
+                                  .col0 = ww->j0 * g->sw + b - g->pl, .cstep = g->sw,
+                                  .copy = TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
         fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
-        pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->boff + t0, rowlen, pl->Wb, P, 0, P, p0, p1,
-                          Ct, ldc, NULL, 0, Bp);
-        TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, P), P, 0, ww->J, rows,
-                         pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
-                         g->sw, TF(fc_copy));
+        pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
+        TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, P), P, &view);
     }
     return 0;
 }
@@ -800,16 +815,20 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
         ws->cached_key = ng;
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
-    const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    fc_idx rowlen = pl->Wb == ww->J ? P : ww->J; /* rows without gaps: one long row */
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, pl->bufsize, nb * P,
-                      p0, p1, Ct, ldc, NULL, 0, Bp);
+    const TF(fc_packed_w) wts = {pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr, pl->Cg, Tf};
+    /* rows without gaps: one long row */
+    const TF(fc_pixels) px = {.B = buf, .off = pl->off + t0, .rowlen = pl->Wb == ww->J ? P : ww->J,
+                              .Wq = pl->Wb, .Pimg = P, .imgs = pl->bufsize, .P = nb * P};
+    const TF(fc_tile) tile = {Ct, ldc, NULL, 0};
+    pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
     fc_idx a = f / g->sw, b = f % g->sw;
-    fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, g->C * ocs, ww->J, hh->J,
-                     pl->dx + (n0 * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
-                     g->sw, TF(fc_copy));
+    const TF(fc_out_view) view = {.out = pl->dx + (n0 * g->C + gi * pl->Cg) * ocs,
+                                  .imgs = g->C * ocs, .ocs = ocs, .ors = g->W, .rowlen = ww->J,
+                                  .OHv = hh->J, .row0 = hh->j0 * g->sh + a - g->pt,
+                                  .rstep = g->sh, .col0 = ww->j0 * g->sw + b - g->pl,
+                                  .cstep = g->sw, .copy = TF(fc_copy)};
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, &view);
     return 0;
 }
 
@@ -962,8 +981,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
                     memcpy(dyb + oh * pl->ldy, dy + oh * g->OW, (size_t)g->OW * sizeof(T));
                     memset(dyb + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
                 }
-                pl->isa.dw_depthwise(pl->RS, src, o, dyb, pl->ldy, rows, g->OW, Wq,
-                                     pl->dw + gi * pl->RS);
+                const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldy, rows, g->OW};
+                pl->isa.dw_depthwise(pl->RS, &a, pl->dw + gi * pl->RS);
                 continue;
             }
             /* the band's DYT, as fc_transpose_dy */
@@ -971,12 +990,14 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             if (pl->ldm > pl->Kg)
                 for (fc_idx p = 0; p < rows * g->OW; p++)
                     memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
+            TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW};
             for (fc_idx tb = 0; tb < Tn; tb += TRv) {
                 int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+                a.off = o + tb;
                 for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
                     int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                    pl->isa.dw_kernel(tr, nv, src, o + tb, dyb + mb, pl->ldm, rows, g->OW, Wq,
-                                      Cp + tb * pl->ldm + mb, pl->ldm);
+                    a.dy = dyb + mb;
+                    pl->isa.dw_kernel(tr, nv, &a, Cp + tb * pl->ldm + mb, pl->ldm);
                 }
             }
         }
@@ -1008,7 +1029,8 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
                 memcpy(dyp + oh * pl->ldy, src + oh * g->OW, (size_t)g->OW * sizeof(T));
                 memset(dyp + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
             }
-            pl->isa.dw_depthwise(pl->RS, buf, off, dyp, pl->ldy, g->OH, g->OW, pl->wl.Wq, res);
+            const TF(fc_dw_args) a = {buf, off, pl->wl.Wq, dyp, pl->ldy, g->OH, g->OW};
+            pl->isa.dw_depthwise(pl->RS, &a, res);
         }
         return 0;
     }
@@ -1025,12 +1047,14 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             src = buf;
         }
         TF(fc_transpose_dy)(pl, n, gi, DYT);
+        TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW};
         for (fc_idx tb = 0; tb < Tn; tb += TRv) {
             int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+            a.off = off + tb;
             for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
                 int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                pl->isa.dw_kernel(tr, nv, src, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
-                                  pl->wl.Wq, Cp + tb * pl->ldm + mb, pl->ldm);
+                a.dy = DYT + mb;
+                pl->isa.dw_kernel(tr, nv, &a, Cp + tb * pl->ldm + mb, pl->ldm);
             }
         }
     }
