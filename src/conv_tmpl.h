@@ -1,6 +1,6 @@
 /* The convolution engine for one dtype; conv_engine.h includes it with T = float and double.
  *
- * Every pass is a set of independent work items; conv_kernels.pyx runs them in an OpenMP prange.
+ * Every pass is a set of independent work items; _kernels.pyx runs them in an OpenMP prange.
  * An item writes only its own part of the result, always in the same order, so results are
  * bitwise identical for any number of threads.
  *
@@ -9,7 +9,8 @@
  *              vectors), group g (zero padding applied, the stride split into phase planes so
  *              every tap reads a contiguous run), then an implicit GEMM
  *              out[k][p] = sum_t W[k][t] * buf[off[t] + p] over a tile of output pixels p, with
- *              register-blocked micro-kernels (gemm_tile).
+ *              register-blocked micro-kernels (gemm_tile, conv_isa_tmpl.h; its operands are the
+ *              structs of conv_isa_api.h).
  * grad_input   the same GEMM on the padded grad_output with the kernel flipped and transposed,
  *              once per stride phase of the input (a transposed convolution without zero
  *              insertion): item (n, g, phase, p-block).
@@ -310,10 +311,12 @@ static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_id
     }
 }
 
-/* Choose the pixel-block width: a [M][PB] tile of about 128 KiB (L2-resident while every tap
- * block passes over it), and enough items to keep the threads busy. */
+/* Bytes of an output tile: it stays in L2 while every tap block passes over it. */
+#define FC_TILE_BYTES 131072
+/* Choose the pixel-block width: a [M][PB] tile of about FC_TILE_BYTES, and enough items to keep
+ * the threads busy. */
 static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items, int nthreads) {
-    fc_idx nblk = FC_CEIL_DIV(M * Pr * (fc_idx)sizeof(T), (fc_idx)131072);
+    fc_idx nblk = FC_CEIL_DIV(M * Pr * (fc_idx)sizeof(T), (fc_idx)FC_TILE_BYTES);
     if (nblk < 1) nblk = 1;
     while (outer_items * nblk < 4 * (fc_idx)nthreads && nblk * 2 * nr <= Pr) nblk++;
     return FC_ROUND_UP(FC_CEIL_DIV(Pr, nblk), nr);
@@ -324,10 +327,12 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
  * leave more than 1% of the lanes of its vectors empty (196 = 12.25 x 16 for a 14 x 14 output)
  * and a few images fill whole vectors (4 x 196 = 49 x 16), with their wide buffers (bufsize
  * elements each) together at most 4 MiB. */
+#define FC_GROUP_MAX_IMAGES 8 /* beyond this, an image's lanes are too few to matter */
+#define FC_GROUP_MAX_BYTES ((fc_idx)4 << 20) /* the group's buffers stay in L2/L3 */
 static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
     if (P <= 0 || 100 * (FC_ROUND_UP(P, (fc_idx)vl) - P) <= FC_ROUND_UP(P, (fc_idx)vl)) return 1;
-    const fc_idx cap = ((fc_idx)4 << 20) / (fc_idx)sizeof(T);
-    for (fc_idx k = 2; k <= 8 && k <= N && k * bufsize <= cap; k++)
+    const fc_idx cap = FC_GROUP_MAX_BYTES / (fc_idx)sizeof(T);
+    for (fc_idx k = 2; k <= FC_GROUP_MAX_IMAGES && k <= N && k * bufsize <= cap; k++)
         if ((k * P) % vl == 0) return k;
     return 1;
 }
@@ -355,9 +360,8 @@ typedef struct {
 
 /* A[mb][t][i] = w[m0 + i][t] for the rows m0 + i of each balanced row block mb (fc_row_block)
  * of the M x TT matrix w, MR lanes per tap (those past a short block are left alone: zero).
- * Written in order, reading the block's rows in step. It runs on the calling thread before the
- * parallel items: on the deep layer (256 x 2304 weights) a third faster than the row-by-row loop
- * with stores MR elements apart that it replaces (1.1% of the forward's CPU time, from 1.6%). */
+ * Written in order, reading the block's rows in step, so that the stores are sequential: it runs
+ * on the calling thread, before the parallel items, so its time is not shared out. */
 static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T *restrict A) {
     for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) {
         fc_idx m0;
@@ -381,7 +385,8 @@ static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
     if (!pl->boff) return -1;
     fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg, pl->TT, &pl->bwl, pl->boff);
     pl->bbufsize = FC_MAX(pl->Cg * pl->bwl.chstride,
-                          bmax + pl->band_rows * pl->bwl.Wq + 4 * pl->isa.vl) + 64;
+                          bmax + pl->band_rows * pl->bwl.Wq + FC_PANEL_VECS * pl->isa.vl) +
+                   FC_SLACK;
     pl->NB = 1;
     pl->ngroups = g->N;
     pl->Pr = FC_ROUND_UP(pl->band_rows * g->OW, nr);
@@ -408,7 +413,8 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + 4 * pl->isa.vl) + 64;
+    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride,
+                         max_off + g->OH * pl->wl.Wq + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
     for (fc_idx gi = 0; gi < g->G; gi++)
         TF(fc_pack_rows)(pl->w + gi * pl->Kg * pl->TT, pl->Kg, pl->TT, MRv,
                          pl->A + gi * pl->nmb * pl->TT * MRv);
@@ -448,7 +454,8 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx P = rows * g->OW, ocs = g->OH * g->OW, Wq = pl->wl.Wq;
     const fc_idx *off = pl->off;
     const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg,
-                                    (r0 + rows) * Wq + pl->max_off + 4 * vl + 64);
+                                    (r0 + rows) * Wq + pl->max_off + FC_PANEL_VECS * vl +
+                                        FC_SLACK);
     if (src) {
         src += r0 * Wq;
     } else {
@@ -466,7 +473,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const int direct = pl->nmb > 1 ? P % vl == 0 : g->OW % vl == 0;
     T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + r0 * g->OW;
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
-    fc_idx ldc = direct ? ocs : pl->PB + 4 * vl;
+    fc_idx ldc = direct ? ocs : pl->PB + FC_PANEL_VECS * vl;
     T *Ct = direct ? NULL : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if ((!direct && !Ct) || !Bp) return -1;
@@ -510,7 +517,7 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx ocs = g->OH * g->OW;
     T *out = pl->out + (n0 * g->K + gi * pl->Kg) * ocs;
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
-    fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
+    fc_idx ldc = direct ? ocs : pl->PB + FC_PANEL_VECS * pl->isa.vl;
     T *Ct = direct ? out + p0 : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if ((!view && !buf) || !Ct || !Bp) return -1;
@@ -585,6 +592,29 @@ typedef struct {
     fc_idx *boff;
 } TF(fc_gin_plan);
 
+/* The tap offsets of every phase, in tap_start's order, into a padded grad_output buffer of
+ * planes `plane` elements apart: tap (k, i, j) of phase (a, b) reads plane k at row
+ * row0 + Uh - u_i and column j0 + Uw - u_j of its phases' shifts, where row0 is the phase's first
+ * row j0 in the whole-image buffer and 0 in a band's (whose rows start there). Returns the
+ * largest offset. */
+static fc_idx TF(fc_gin_offsets)(const TF(fc_gin_plan) * pl, fc_idx plane, int band, fc_idx *off) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx t = 0, max_off = 0;
+    for (fc_idx a = 0; a < g->sh; a++)
+        for (fc_idx b = 0; b < g->sw; b++) {
+            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
+            const fc_idx row0 = band ? 0 : hh->j0;
+            for (fc_idx k = 0; k < pl->Kg; k++)
+                for (fc_idx i = 0; i < hh->ntaps; i++)
+                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
+                        off[t] = k * plane + (row0 + pl->Uh - hh->u[i]) * pl->Wb +
+                                 (ww->j0 + pl->Uw - ww->u[j]);
+                        max_off = FC_MAX(max_off, off[t]);
+                    }
+        }
+    return max_off;
+}
+
 /* Row bands, for an image whose padded grad_output would exceed the cap: item (image, group,
  * band, phase), the band's rows of its phase in pixel blocks of PB. Band row i of a phase's band
  * from phase row J0 holds padded row j0 + J0 + i of the whole-image buffer (the rows its taps
@@ -594,22 +624,12 @@ static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_id
     int nr = pl->isa.nr;
     pl->band_rows = TF(fc_band_rows_for)(pl->Kg * pl->Wb, pl->Uh, 0, Jh);
     pl->nbands = FC_CEIL_DIV(FC_MAX(Jh, (fc_idx)1), pl->band_rows);
-    fc_idx TTall = pl->Kg * g->R * g->S, plane = (pl->band_rows + pl->Uh) * pl->Wb, bmax = 0;
+    fc_idx TTall = pl->Kg * g->R * g->S, plane = (pl->band_rows + pl->Uh) * pl->Wb;
     pl->boff = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     if (!pl->boff) return -1;
-    for (fc_idx a = 0; a < g->sh; a++)
-        for (fc_idx b = 0; b < g->sw; b++) {
-            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
-            fc_idx t = pl->tap_start[a * g->sw + b];
-            for (fc_idx k = 0; k < pl->Kg; k++)
-                for (fc_idx i = 0; i < hh->ntaps; i++)
-                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
-                        pl->boff[t] = k * plane + (pl->Uh - hh->u[i]) * pl->Wb +
-                                      (ww->j0 + pl->Uw - ww->u[j]);
-                        bmax = FC_MAX(bmax, pl->boff[t]);
-                    }
-        }
-    pl->bbufsize = FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + 4 * pl->isa.vl) + 64;
+    fc_idx bmax = TF(fc_gin_offsets)(pl, plane, 1, pl->boff);
+    pl->bbufsize = FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + FC_PANEL_VECS * pl->isa.vl) +
+                   FC_SLACK;
     pl->NB = 1;
     pl->ngroups = g->N;
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->band_rows * Jw, (fc_idx)1), nr);
@@ -619,59 +639,53 @@ static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_id
     return 0;
 }
 
-static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
-    TF(fc_geom) *g = &pl->g;
-    TF(fc_isa_table)(&pl->isa);
-    int MRv = pl->isa.mr, nr = pl->isa.nr;
-    pl->Cg = g->C / g->G;
-    pl->nphase = g->sh * g->sw;
+/* The phases of both axes (fc_phases_1d), where each phase's taps start in off and A
+ * (tap_start), the largest number of phase rows and columns (*Jh, *Jw), the row shifts Uh, Uw
+ * and the padded grad_output's plane (Hb x Wb). */
+static int TF(fc_gin_phase_tables)(TF(fc_gin_plan) * pl, fc_idx *Jh, fc_idx *Jw) {
+    const TF(fc_geom) *g = &pl->g;
     pl->ph_h = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sh * sizeof(TF(fc_phase1d)));
     pl->ph_w = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sw * sizeof(TF(fc_phase1d)));
     pl->tap_start = (fc_idx *)fc_aligned_calloc((size_t)(pl->nphase + 1) * sizeof(fc_idx));
     pl->slots = (fc_idx *)fc_aligned_calloc(
         (size_t)(2 * (g->sh * g->R + g->sw * g->S)) * sizeof(fc_idx));
     if (!pl->ph_h || !pl->ph_w || !pl->tap_start || !pl->slots) return -1;
-    pl->Kg = g->K / g->G;
-    pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->Uh = ((g->R - 1) * g->dh) / g->sh;
     pl->Uw = ((g->S - 1) * g->dw) / g->sw;
-    fc_idx lastj_h = 0, lastj_w = 0, Jh = 0, Jw = 0;
+    fc_idx lastj_h = 0, lastj_w = 0;
+    *Jh = *Jw = 0;
     for (fc_idx a = 0; a < g->sh; a++) {
         TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a],
                          pl->slots + 2 * a * g->R);
         lastj_h = FC_MAX(lastj_h, pl->ph_h[a].j0 + pl->ph_h[a].J);
-        Jh = FC_MAX(Jh, pl->ph_h[a].J);
+        *Jh = FC_MAX(*Jh, pl->ph_h[a].J);
     }
     for (fc_idx b = 0; b < g->sw; b++) {
         TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b],
                          pl->slots + 2 * (g->sh * g->R + b * g->S));
         lastj_w = FC_MAX(lastj_w, pl->ph_w[b].j0 + pl->ph_w[b].J);
-        Jw = FC_MAX(Jw, pl->ph_w[b].J);
+        *Jw = FC_MAX(*Jw, pl->ph_w[b].J);
     }
     pl->Hb = pl->Uh + FC_MAX(lastj_h, g->OH) + 1;
     /* a spare zero column between rows, except where no tap reaches across a row end (Uw == 0):
      * rows without gaps are one long row for gemm_tile */
     pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + (pl->Uw > 0);
-    fc_idx RS = g->R * g->S, TTall = pl->Kg * RS;
-    pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
-    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
-    if (!pl->off || !pl->A) return -1;
-    fc_idx plane = pl->Hb * pl->Wb, t = 0, max_off = 0;
-    for (fc_idx a = 0; a < g->sh; a++)
-        for (fc_idx b = 0; b < g->sw; b++) {
-            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
-            pl->tap_start[a * g->sw + b] = t;
-            for (fc_idx k = 0; k < pl->Kg; k++)
-                for (fc_idx i = 0; i < hh->ntaps; i++)
-                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
-                        pl->off[t] = k * plane + (hh->j0 + pl->Uh - hh->u[i]) * pl->Wb +
-                                     (ww->j0 + pl->Uw - ww->u[j]);
-                        max_off = FC_MAX(max_off, pl->off[t]);
-                    }
-        }
+    fc_idx t = 0;
+    for (fc_idx f = 0; f < pl->nphase; f++) {
+        pl->tap_start[f] = t;
+        t += pl->Kg * pl->ph_h[f / g->sw].ntaps * pl->ph_w[f % g->sw].ntaps;
+    }
     pl->tap_start[pl->nphase] = t;
-    /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s);
-     * row c's block and lane are computed once here, not per weight. */
+    return 0;
+}
+
+/* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s), packed
+ * as gemm_tile reads it ([nmb][Tf][MR], rows in the blocks of fc_row_block); row c's block and
+ * lane are computed once here, not per weight. */
+static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
+    const TF(fc_geom) *g = &pl->g;
+    const int MRv = pl->isa.mr;
+    const fc_idx TTall = pl->Kg * g->R * g->S;
     fc_idx *cblk = (fc_idx *)malloc((size_t)(2 * pl->Cg + 1) * sizeof(fc_idx));
     if (!cblk) return -1;
     fc_idx *clane = cblk + pl->Cg;
@@ -697,8 +711,28 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
                                               g->S + ww->taps[j]];
             }
     free(cblk);
+    return 0;
+}
+
+static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
+    TF(fc_geom) *g = &pl->g;
+    TF(fc_isa_table)(&pl->isa);
+    int MRv = pl->isa.mr, nr = pl->isa.nr;
+    pl->Cg = g->C / g->G;
+    pl->Kg = g->K / g->G;
+    pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
+    pl->nphase = g->sh * g->sw;
+    fc_idx Jh, Jw;
+    if (TF(fc_gin_phase_tables)(pl, &Jh, &Jw)) return -1;
+    fc_idx TTall = pl->Kg * g->R * g->S, plane = pl->Hb * pl->Wb;
+    pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
+    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
+    if (!pl->off || !pl->A) return -1;
+    fc_idx max_off = TF(fc_gin_offsets)(pl, plane, 0, pl->off);
+    if (TF(fc_gin_pack_weights)(pl)) return -1;
     fc_idx P = Jh * Jw;
-    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
+    pl->bufsize =
+        FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
     pl->call = fc_next_call_id();
     if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes())
         return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
@@ -764,7 +798,7 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     if (J0 >= hh->J || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros */
     fc_idx rows = FC_MIN(pl->band_rows, hh->J - J0), P = rows * ww->J;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bbufsize * sizeof(T));
-    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    fc_idx ldc = pl->PB + FC_PANEL_VECS * pl->isa.vl;
     T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if (!buf || !Ct || !Bp) return -1;
@@ -803,7 +837,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
     T *buf = (T *)fc_ws_get(0, (size_t)(pl->NB * pl->bufsize) * sizeof(T));
-    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    fc_idx ldc = pl->PB + FC_PANEL_VECS * pl->isa.vl;
     T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if (!buf || !Ct || !Bp) return -1;
@@ -852,6 +886,11 @@ typedef struct {
     fc_idx *boff; /* [Cg*RS] */
 } TF(fc_gw_plan);
 
+/* grad_weight's work split: enough items for a few threads, few enough partial sums to add. */
+#define FC_GW_CHANNEL_GROUPS 4
+#define FC_GW_ITEMS 8
+/* Spare bytes past an item's table of tap offsets: a margin (no kernel reads past the table). */
+#define FC_TABLE_SLACK_BYTES 64
 static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     TF(fc_geom) *g = &pl->g;
     TF(fc_isa_table)(&pl->isa);
@@ -866,27 +905,30 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     if (!pl->off) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     /* Work split from the shapes alone (never the thread count), so the reduction order is fixed:
-     * up to 4 channel groups, and batch chunks until there are 8 items. */
-    pl->ncg = g->G == 1 ? FC_MIN(pl->Cg, (fc_idx)4) : 1;
+     * up to FC_GW_CHANNEL_GROUPS channel groups, and batch chunks until there are FC_GW_ITEMS
+     * items. */
+    pl->ncg = g->G == 1 ? FC_MIN(pl->Cg, (fc_idx)FC_GW_CHANNEL_GROUPS) : 1;
     pl->cgs = FC_CEIL_DIV(pl->Cg, pl->ncg);
     pl->ncg = FC_CEIL_DIV(pl->Cg, pl->cgs);
     fc_idx per = g->G * pl->ncg;
-    pl->nchunk = pl->depthwise ? 1 : FC_MAX((fc_idx)1, FC_MIN(g->N, FC_CEIL_DIV(8, per)));
+    pl->nchunk = pl->depthwise ? 1
+                               : FC_MAX((fc_idx)1, FC_MIN(g->N, FC_CEIL_DIV(FC_GW_ITEMS, per)));
     pl->chunk = FC_CEIL_DIV(g->N, pl->nchunk);
     pl->nchunk = FC_CEIL_DIV(g->N, pl->chunk);
     pl->nitems = per * pl->nchunk;
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->cgs * pl->RS && t < pl->Cg * pl->RS; t++)
         max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + 64;
+    pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + FC_SLACK;
     pl->ldy = FC_ROUND_UP(g->OW, vl);
     /* row bands when the wide input of a channel block or the grad_output buffer (transposed,
      * or rows padded to ldy for depthwise) of an image would exceed the cap. Whether to band
-     * and how high a band is are reckoned with the widest vector (64 bytes) on every path:
+     * and how high a band is are reckoned with the widest vector (FC_WIDEST_VB) on every path:
      * depthwise grad_weight adds its sums band by band, so its bits depend on the bands, which
      * must then depend on the shapes alone, never on the SIMD path. */
-    const fc_idx vlw = 64 / (fc_idx)sizeof(T);
-    fc_idx bufw = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vlw) + 64;
+    const fc_idx vlw = FC_WIDEST_VB / (fc_idx)sizeof(T);
+    fc_idx bufw =
+        FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vlw) + FC_SLACK;
     fc_idx dy_row = pl->depthwise ? FC_ROUND_UP(g->OW, vlw) : g->OW * FC_ROUND_UP(pl->Kg, vlw);
     int64_t cap = fc_ws_cap_bytes();
     pl->band_rows = 0;
@@ -900,7 +942,8 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg,
                                          FC_MIN(pl->cgs, pl->Cg) * pl->RS, &pl->bwl, pl->boff);
         pl->bbufsize =
-            FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) + 64;
+            FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) +
+            FC_SLACK;
     }
     pl->partial = NULL;
     if (!pl->depthwise) {
@@ -946,8 +989,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS, P = g->OH * g->OW;
     fc_idx dy_row = pl->depthwise ? pl->ldy : g->OW * pl->ldm;
     int TRv = pl->isa.tr, vl = pl->isa.vl;
-    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)(2 * Tn) * sizeof(fc_idx) + 64);
-    T *dyb = (T *)fc_ws_get(1, (size_t)(pl->band_rows * dy_row + 64) * sizeof(T));
+    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)(2 * Tn) * sizeof(fc_idx) + FC_TABLE_SLACK_BYTES);
+    T *dyb = (T *)fc_ws_get(1, (size_t)(pl->band_rows * dy_row + FC_SLACK) * sizeof(T));
     if (!off || !dyb) return -1;
     fc_idx *boff = off + Tn; /* off: in the input's layout, boff: in the band's */
     for (fc_idx t = 0; t < Tn; t++) {
@@ -963,7 +1006,7 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             fc_idx rows = FC_MIN(pl->band_rows, g->OH - r0), Wq = pl->wl.Wq;
             const fc_idx *o = off;
             const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0,
-                                            (r0 + rows) * Wq + pl->max_off + vl + 64);
+                                            (r0 + rows) * Wq + pl->max_off + vl + FC_SLACK);
             if (src) {
                 src += r0 * Wq;
             } else {
@@ -1013,13 +1056,13 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     fc_idx n0 = chunk * pl->chunk, n1 = FC_MIN(g->N, n0 + pl->chunk);
     fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)Tn * sizeof(fc_idx) + 64);
+    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)Tn * sizeof(fc_idx) + FC_TABLE_SLACK_BYTES);
     if (!buf || !off) return -1;
     fc_workspace *ws = fc_ws();
     ws->cached_call = 0; /* this pass reuses slot 0 for another layout */
     for (fc_idx t = 0; t < Tn; t++) off[t] = pl->off[T0 + t] - c0 * pl->wl.chstride;
     if (pl->depthwise) {
-        T *dyp = (T *)fc_ws_get(1, (size_t)(g->OH * pl->ldy + 64) * sizeof(T));
+        T *dyp = (T *)fc_ws_get(1, (size_t)(g->OH * pl->ldy + FC_SLACK) * sizeof(T));
         if (!dyp) return -1;
         T *res = pl->dw + gi * pl->RS;
         for (fc_idx n = n0; n < n1; n++) {
@@ -1087,17 +1130,26 @@ static int TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     return 0;
 }
 
-/* grad_bias[k] = sum over n, then pixels in blocks of 8 lanes, in a fixed order. */
+/* grad_bias[k] = sum over n, then pixels in blocks of FC_BIAS_LANES lanes, in a fixed order (the
+ * same on every path: a lane count that every vector width divides or fills). */
+#define FC_BIAS_LANES 8
 static void TF(fc_grad_bias_item)(const T *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, T *gb) {
-    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    T acc[FC_BIAS_LANES] = {0};
     for (fc_idx n = 0; n < N; n++) {
         const T *src = dy + (n * K + k) * P;
         fc_idx p = 0;
-        for (; p + 8 <= P; p += 8)
-            for (int l = 0; l < 8; l++) acc[l] += src[p + l];
+        for (; p + FC_BIAS_LANES <= P; p += FC_BIAS_LANES)
+            for (int l = 0; l < FC_BIAS_LANES; l++) acc[l] += src[p + l];
         for (int l = 0; p < P; p++, l++) acc[l] += src[p];
     }
     gb[k] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 #undef TF
+#undef FC_TILE_BYTES
+#undef FC_GROUP_MAX_IMAGES
+#undef FC_GROUP_MAX_BYTES
+#undef FC_GW_CHANNEL_GROUPS
+#undef FC_GW_ITEMS
+#undef FC_TABLE_SLACK_BYTES
+#undef FC_BIAS_LANES
