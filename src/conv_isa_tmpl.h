@@ -39,6 +39,9 @@ typedef IT VI __attribute__((vector_size(VB))); /* lane masks and shuffle indice
  * The caller provides it from its thread's workspace, not the stack (65 KB: a Python thread
  * started with a small stack would overflow). */
 static const fc_idx FN(gemm_bp_elems) = (GEMM_KC + 1) * FC_PANEL_MAXW;
+/* This instantiation's sizes, for the ISA table (conv_tmpl.h): rows of a GEMM register block,
+ * taps of a weight-gradient micro-kernel, lanes of a vector. */
+static const int FN(isa_mr) = MR, FN(isa_tr) = TR, FN(isa_vl) = VL;
 
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
@@ -167,7 +170,8 @@ typedef void (*FN(ukernel_fn))(fc_idx kc, const T *A, const FN(panel) *pn, const
 FC_UK_BLOCKS(FC_UK_DEFINE_ROW2, FC_UK_DEFINE_ROW4)
 
 /* FN(ukernels)[mr - 1][nv - 1][mode]: the specialisation for an mr x nv block and a panel mode. */
-#define FC_UK_MODES(m, v) {FN(ukernel_##m##x##v), FN(ukernel_direct_##m##x##v), FN(ukernel_split_##m##x##v)}
+#define FC_UK_MODES(m, v) \
+    {FN(ukernel_##m##x##v), FN(ukernel_direct_##m##x##v), FN(ukernel_split_##m##x##v)}
 #define FC_UK_ENTRY_ROW2(m) [m - 1] = {FC_UK_MODES(m, 1), FC_UK_MODES(m, 2)},
 #define FC_UK_ENTRY_ROW4(m) \
     [m - 1] = {FC_UK_MODES(m, 1), FC_UK_MODES(m, 2), FC_UK_MODES(m, 3), FC_UK_MODES(m, 4)},
@@ -265,7 +269,8 @@ ALWAYS_INLINE void FN(gemm_segments)(const PIXELS *px, fc_idx p, fc_idx pend, fc
                                      FN(segments) *sg) {
     int n = 0;
     for (fc_idx q = p, d = 0; d < w && q < pend; n++) {
-        fc_idx img = q / px->Pimg, qi = q - img * px->Pimg, oh = qi / px->rowlen, ow = qi % px->rowlen;
+        fc_idx img = q / px->Pimg, qi = q - img * px->Pimg;
+        fc_idx oh = qi / px->rowlen, ow = qi % px->rowlen;
         fc_idx len = FC_MIN(w - d, px->rowlen - ow);
         sg->src[n] = img * px->imgs + oh * px->Wq + ow;
         sg->dst[n] = d;

@@ -44,10 +44,11 @@ typedef struct {
     void (*stream_copy)(T *dst, const T *src, fc_idx n);
 } TF(fc_isa);
 
-/* The entry points of one ISA instantiation (conv_isa_tmpl.h): register block MRv x 2 vectors
- * of VBv bytes, TRv taps per weight-gradient micro-kernel. */
-#define FC_ISA_ENTRY(isa, MRv, VBv, TRv)                                                      \
-    (TF(fc_isa)){MRv, 2 * (int)(VBv / sizeof(T)), TRv, (int)(VBv / sizeof(T)),                 \
+/* The entry points and sizes of one ISA instantiation (conv_isa_tmpl.h); pixel blocks are
+ * multiples of two vectors (nr). */
+#define FC_ISA_ENTRY(isa)                                                                      \
+    (TF(fc_isa)){FC_CAT(isa_mr, FC_CAT(TN, isa)), 2 * FC_CAT(isa_vl, FC_CAT(TN, isa)),          \
+                 FC_CAT(isa_tr, FC_CAT(TN, isa)), FC_CAT(isa_vl, FC_CAT(TN, isa)),              \
                  FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
                  FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
                  FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
@@ -56,15 +57,15 @@ typedef struct {
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (fc_isa_level >= FC_ISA_AVX512) {
-        *t = FC_ISA_ENTRY(avx512, MR_AVX512, 64, 12);
+        *t = FC_ISA_ENTRY(avx512);
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
-        *t = FC_ISA_ENTRY(avx2, 6, 32, 6);
+        *t = FC_ISA_ENTRY(avx2);
         return;
     }
 #endif
-    *t = FC_ISA_ENTRY(generic, 6, 16, 6);
+    *t = FC_ISA_ENTRY(generic);
 }
 #undef FC_ISA_ENTRY
 
@@ -195,9 +196,10 @@ static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, 
 
 /* Rows per band of a buffer of per_row elements per row, `halo` rows more than the band has
  * (those its taps reach beyond it), next to another of row_elems per row (0: none): the most
- * that fit in fc_ws_band_bytes() (built and consumed in cache), but at least 4 * halo while that
- * fits in the cap (the halo, copied once more per band, then adds at most a quarter); at least
- * one (a single row may need more) and at most `limit`. */
+ * that fit in fc_ws_band_bytes() (built and consumed in cache), but at least FC_BAND_MIN_HALOS
+ * halos while that fits in the cap (the halo, copied once more per band, then adds at most a
+ * quarter); at least one (a single row may need more) and at most `limit`. */
+#define FC_BAND_MIN_HALOS 4
 static fc_idx TF(fc_band_rows_for)(fc_idx per_row, fc_idx halo, fc_idx row_elems, fc_idx limit) {
     fc_idx fit[2];
     int64_t budget[2] = {fc_ws_band_bytes(), fc_ws_cap_bytes()};
@@ -206,7 +208,7 @@ static fc_idx TF(fc_band_rows_for)(fc_idx per_row, fc_idx halo, fc_idx row_elems
         fit[i] = elems / FC_MAX(per_row, (fc_idx)1) - halo;
         if (row_elems > 0) fit[i] = FC_MIN(fit[i], elems / row_elems);
     }
-    fc_idx rows = FC_MAX(fit[0], FC_MIN(4 * halo, fit[1]));
+    fc_idx rows = FC_MAX(fit[0], FC_MIN(FC_BAND_MIN_HALOS * halo, fit[1]));
     return FC_MAX((fc_idx)1, FC_MIN(rows, limit));
 }
 
@@ -329,8 +331,10 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
  * elements each) together at most 4 MiB. */
 #define FC_GROUP_MAX_IMAGES 8 /* beyond this, an image's lanes are too few to matter */
 #define FC_GROUP_MAX_BYTES ((fc_idx)4 << 20) /* the group's buffers stay in L2/L3 */
+#define FC_GROUP_EMPTY_LANES 100 /* group when more than 1 in this many lanes are empty */
 static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
-    if (P <= 0 || 100 * (FC_ROUND_UP(P, (fc_idx)vl) - P) <= FC_ROUND_UP(P, (fc_idx)vl)) return 1;
+    const fc_idx lanes = FC_ROUND_UP(P, (fc_idx)vl);
+    if (P <= 0 || FC_GROUP_EMPTY_LANES * (lanes - P) <= lanes) return 1;
     const fc_idx cap = FC_GROUP_MAX_BYTES / (fc_idx)sizeof(T);
     for (fc_idx k = 2; k <= FC_GROUP_MAX_IMAGES && k <= N && k * bufsize <= cap; k++)
         if ((k * P) % vl == 0) return k;
@@ -628,8 +632,9 @@ static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_id
     pl->boff = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     if (!pl->boff) return -1;
     fc_idx bmax = TF(fc_gin_offsets)(pl, plane, 1, pl->boff);
-    pl->bbufsize = FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + FC_PANEL_VECS * pl->isa.vl) +
-                   FC_SLACK;
+    pl->bbufsize =
+        FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + FC_PANEL_VECS * pl->isa.vl) +
+        FC_SLACK;
     pl->NB = 1;
     pl->ngroups = g->N;
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->band_rows * Jw, (fc_idx)1), nr);
@@ -1147,7 +1152,9 @@ static void TF(fc_grad_bias_item)(const T *dy, fc_idx N, fc_idx K, fc_idx P, fc_
 
 #undef TF
 #undef FC_TILE_BYTES
+#undef FC_BAND_MIN_HALOS
 #undef FC_GROUP_MAX_IMAGES
+#undef FC_GROUP_EMPTY_LANES
 #undef FC_GROUP_MAX_BYTES
 #undef FC_GW_CHANNEL_GROUPS
 #undef FC_GW_ITEMS

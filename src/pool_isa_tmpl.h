@@ -354,7 +354,8 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
     for (fc_idx r = 0; r < r_hi - r_lo; r++) {
         if (xn) fc_prefetch_row(xn + r * j->ss[2], W * (fc_idx)sizeof(T));
         if (built[r])
-            FN(build_row)(buf + r * RS, x + (r + r_lo) * j->ss[2], j->ss[3], W, pw, sw, LQ, LQS, pad);
+            FN(build_row)(buf + r * RS, x + (r + r_lo) * j->ss[2], j->ss[3], W, pw, sw, LQ, LQS,
+                          pad);
     }
 
     /* rows whose whole window is inside go FC_GROUP at a time */
