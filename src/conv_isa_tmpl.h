@@ -4,29 +4,52 @@
  *   MR (GEMM rows per micro-kernel), NVW (vectors per pixel panel), TR (taps per
  *   weight-gradient micro-kernel), FC_TARGET.
  * All functions here are leaf loops over caller-prepared buffers: no allocation, no threading.
+ * Their argument structs are declared in conv_isa_api.h.
  */
+#include "conv_isa_api.h"
+
 #define VL VLN
-#define NR (2 * VL)
 #define FN(name) FC_CAT(FC_CAT(name, TN), ISA)
 #define VEC FN(vec)
 #define VECU FN(vecu)
 #define VI FN(veci)
+#define PACKED_W FC_CAT(fc_packed_w, TN)
+#define PIXELS FC_CAT(fc_pixels, TN)
+#define TILE FC_CAT(fc_tile, TN)
+#define DW_ARGS FC_CAT(fc_dw_args, TN)
+#define ALWAYS_INLINE static inline __attribute__((always_inline)) FC_TARGET
 
 typedef T VEC __attribute__((vector_size(VB)));
 typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
 typedef IT VI __attribute__((vector_size(VB))); /* lane masks and shuffle indices */
 
-/* The packed-panel buffer of gemm_tile: (GEMM_KC + 1) taps (a spare row) of up to 4 vectors.
+/* Bytes of a packed panel's tap block (BLIS's rule: the B micro-panel fills half of L1 and stays
+ * there while every row block of A streams past it). */
+#define FC_PACKED_KC_BYTES 32768
+/* Taps per block of a packed panel: 256 of float32 on AVX-512, 128 of float64. */
+#define GEMM_KC (FC_PACKED_KC_BYTES / (NVW * VB))
+/* Taps per block when every panel is read in place: such panels share most of their cache lines
+ * between taps, so a long block costs no cache, and each micro-kernel call fills and drains its
+ * FMA chains once per block. */
+#define FC_INPLACE_KC 1024
+/* Pixels of the widest panel; a panel has at most this many row segments. */
+#define FC_PANEL_MAXW (FC_PANEL_VECS * VL)
+
+/* The packed-panel buffer of gemm_tile: (GEMM_KC + 1) taps (a spare row) of the widest panel.
  * The caller provides it from its thread's workspace, not the stack (65 KB: a Python thread
  * started with a small stack would overflow). */
-#define GEMM_KC (32768 / (NVW * VB))
-static const fc_idx FN(gemm_bp_elems) = (GEMM_KC + 1) * 4 * VL;
+static const fc_idx FN(gemm_bp_elems) = (GEMM_KC + 1) * FC_PANEL_MAXW;
+/* This instantiation's sizes, for the ISA table (conv_tmpl.h): rows of a GEMM register block,
+ * taps of a weight-gradient micro-kernel, lanes of a vector. */
+static const int FN(isa_mr) = MR, FN(isa_tr) = TR, FN(isa_vl) = VL;
 
 #define LOADU(p) (*(const VECU *)(p))
 #define STOREU(p, v) (*(VECU *)(p) = (v))
 #include "fc_shuffle.h"
 #include "fc_fma.h"
 _Static_assert(VLN * sizeof(T) == VB, "VLN lanes of T must fill a VB-byte vector");
+_Static_assert((MR == 6 || MR == 12) && NVW <= FC_PANEL_VECS, "the micro-kernel table below");
+_Static_assert(TR == 6 || TR == 12, "the weight-gradient kernel table below");
 /* A non-temporal store of a whole aligned vector (no read for ownership, no cache pollution):
  * for the final write of outputs too large to be read back from the cache. */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -44,39 +67,59 @@ _Static_assert(VLN * sizeof(T) == VB, "VLN lanes of T must fill a VB-byte vector
 #define STREAM(p, v) STOREU(p, v)
 #endif
 
-/* C[i][0:nv*VL] (+)= sum_t A[t][i] * B[t*ldb + 0:nv*VL] for i < mr: a register block of
- * mr x nv vectors. A is packed [kc][MR] (weights, broadcast), B a packed pixel panel -- or, when
- * `direct`, the wide image buffer read at the taps' offsets, vector v at B + off[t] + vofs[v];
- * with direct == 2, the lanes of vector v set in vmask[v] come from a second load, vgap[v]
- * further on (a vector across the end of an output row: the next row's pixels).
- * Each C[i][j] is one chain of fused multiply-adds over the taps in order, from its start value
- * (C, the bias or 0): the register blocking, the vector width and the tap blocks of the caller
- * change which lanes and calls compute it, never its arithmetic, so every path gives its bits.
- * mr, nv and direct are compile-time constants in every instantiation (see ukernel), and each
- * vector's base pointer is computed once, outside the tap loop: with 4 vectors, reloading vofs
- * every tap cost float64 a tenth of its time on the 1x1 layer. */
-static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
-    const int mr, const int nv, const int direct, fc_idx kc, const T *restrict A,
-    const T *restrict B, fc_idx ldb, const fc_idx *restrict off, const fc_idx *restrict vofs,
-    const fc_idx *restrict vgap, const VI *restrict vmask, T *restrict C, fc_idx ldc,
-    int accumulate, const T *bias, int stream) {
-    VEC c[MR][4];
+/* ---------- GEMM micro-kernels ---------- */
+
+/* A pixel panel as a micro-kernel reads it (its mode, FC_PANEL_*): packed, vector v of tap t at
+ * B + t*ldb + v*VL; in place in the wide buffer B, at B + off[t] + vofs[v]; split, as in place
+ * but the lanes of vector v set in vmask[v] from a second load vgap[v] further on (a vector
+ * across the end of an output row: the next row's pixels). */
+typedef struct {
+    const T *B;
+    fc_idx ldb;
+    const fc_idx *off;
+    fc_idx vofs[FC_PANEL_VECS], vgap[FC_PANEL_VECS];
+    VI vmask[FC_PANEL_VECS];
+} FN(panel);
+
+/* C[i][0:nv*VL] (+)= sum_t A[t][i] * (vector of tap t of the panel) for i < mr: a register block
+ * of mr x nv vectors (C, ldc and the bias from `out`; the sum starts from C when accumulate, else
+ * from the bias or 0). A is packed [kc][MR] (weights, broadcast).
+ * Each C[i][j] is one chain of fused multiply-adds over the taps in order, from its start value:
+ * the register blocking, the vector width and the tap blocks of the caller change which lanes and
+ * calls compute it, never its arithmetic, so every path gives its bits.
+ * mr, nv and mode are compile-time constants in every specialisation (see FN(ukernels)), so the
+ * accumulators stay in registers; each vector's base pointer is computed once, outside the tap
+ * loop, so that the loop does not reload the panel's offsets every tap. */
+ALWAYS_INLINE void FN(ukernel_body)(const int mr, const int nv, const int mode, fc_idx kc,
+                                    const T *restrict A, const FN(panel) *restrict pn,
+                                    const TILE *restrict out, int accumulate) {
+    T *restrict C = out->C;
+    const fc_idx ldc = out->ldc, ldb = pn->ldb;
+    const T *bias = out->bias;
+    const int stream = out->stream;
+    const fc_idx *restrict off = pn->off;
+    VEC c[MR][FC_PANEL_VECS];
     for (int i = 0; i < mr; i++)
         for (int v = 0; v < nv; v++)
             c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0} + (bias ? bias[i] : (T)0);
-    const T *base[4], *base2[4];
+    const T *base[FC_PANEL_VECS], *base2[FC_PANEL_VECS];
     for (int v = 0; v < nv; v++) {
-        base[v] = direct ? B + vofs[v] : B + v * VL;
-        base2[v] = direct == 2 ? base[v] + vgap[v] : base[v];
+        base[v] = mode != FC_PANEL_PACKED ? pn->B + pn->vofs[v] : pn->B + v * VL;
+        base2[v] = mode == FC_PANEL_SPLIT ? base[v] + pn->vgap[v] : base[v];
+        /* an in-place panel's bases are each a register of their own: left to itself, GCC
+         * adds a vofs to the tap offset inside the loop for some blocks */
+        if (mode != FC_PANEL_PACKED) __asm__("" : "+r"(base[v]));
+        if (mode == FC_PANEL_SPLIT) __asm__("" : "+r"(base2[v]));
     }
     for (fc_idx t = 0; t < kc; t++) {
-        const fc_idx o = direct ? off[t] : t * ldb;
+        const fc_idx o = mode != FC_PANEL_PACKED ? off[t] : t * ldb;
         const T *a = A + t * MR;
-        VEC bv[4];
+        VEC bv[FC_PANEL_VECS];
         for (int v = 0; v < nv; v++) {
             bv[v] = LOADU(base[v] + o);
-            if (direct == 2)
-                bv[v] = (VEC)(((VI)LOADU(base2[v] + o) & vmask[v]) | ((VI)bv[v] & ~vmask[v]));
+            if (mode == FC_PANEL_SPLIT)
+                bv[v] = (VEC)(((VI)LOADU(base2[v] + o) & pn->vmask[v]) |
+                              ((VI)bv[v] & ~pn->vmask[v]));
         }
         FC_UNROLL
         for (int i = 0; i < mr; i++)
@@ -92,246 +135,283 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(ukernel_body)(
     }
 }
 
-#define FC_UK(m, v) \
-    FN(ukernel_body)(m, v, direct, kc, A, B, ldb, off, vofs, vgap, vmask, C, ldc, accumulate, \
-                     bias, stream)
-#define FC_UK_CASE(m) \
-    case m: if (nv == 1) FC_UK(m, 1); else FC_UK(m, 2); break;
-#define FC_UK_CASE4(m) \
-    case m: if (nv == 1) FC_UK(m, 1); else if (nv == 2) FC_UK(m, 2); else if (nv == 3) FC_UK(m, 3); \
-            else FC_UK(m, 4); \
-        break;
-#if MR > 6
-#define FC_UK_MORE FC_UK_CASE(7) FC_UK_CASE(8) FC_UK_CASE(9) FC_UK_CASE(10) FC_UK_CASE(11) FC_UK_CASE(12)
-#else
-#define FC_UK_MORE
-#endif
+typedef void (*FN(ukernel_fn))(fc_idx kc, const T *A, const FN(panel) *pn, const TILE *out,
+                               int accumulate);
+
+/* The register blocks (mr x nv) gemm_tile uses: every row count up to MR (fc_row_block balances
+ * the last blocks), with nv from 1 to NVW vectors, or up to FC_PANEL_VECS when mr <= 4 (small row
+ * blocks need wider panels to have enough independent accumulators). ROW2(m) / ROW4(m) stand for
+ * row count m with 2 / 4 widths. */
 #if NVW > 2
-#define FC_UK_5_6 FC_UK_CASE4(5) FC_UK_CASE4(6)
+#define FC_UK_MID_ROWS(ROW2, ROW4) ROW4(5) ROW4(6)
 #else
-#define FC_UK_5_6 FC_UK_CASE(5) FC_UK_CASE(6)
+#define FC_UK_MID_ROWS(ROW2, ROW4) ROW2(5) ROW2(6)
 #endif
-#define FC_UK_SWITCH \
-    switch (mr) { \
-        FC_UK_CASE4(1) FC_UK_CASE4(2) FC_UK_CASE4(3) FC_UK_CASE4(4) FC_UK_5_6 \
-        FC_UK_MORE \
-        default: break; \
+#if MR > 6
+#define FC_UK_TALL_ROWS(ROW2) ROW2(7) ROW2(8) ROW2(9) ROW2(10) ROW2(11) ROW2(12)
+#else
+#define FC_UK_TALL_ROWS(ROW2)
+#endif
+#define FC_UK_BLOCKS(ROW2, ROW4) \
+    ROW4(1) ROW4(2) ROW4(3) ROW4(4) FC_UK_MID_ROWS(ROW2, ROW4) FC_UK_TALL_ROWS(ROW2)
+
+/* One specialisation of the body per (register block, panel mode). */
+#define FC_UK_DEFINE(m, v, mode, name)                                                         \
+    static FC_TARGET void FN(name##_##m##x##v)(fc_idx kc, const T *A, const FN(panel) *pn,     \
+                                               const TILE *out, int accumulate) {              \
+        FN(ukernel_body)(m, v, mode, kc, A, pn, out, accumulate);                              \
     }
+#define FC_UK_DEFINE_MODES(m, v)                                                               \
+    FC_UK_DEFINE(m, v, FC_PANEL_PACKED, ukernel)                                               \
+    FC_UK_DEFINE(m, v, FC_PANEL_INPLACE, ukernel_direct)                                       \
+    FC_UK_DEFINE(m, v, FC_PANEL_SPLIT, ukernel_split)
+#define FC_UK_DEFINE_ROW2(m) FC_UK_DEFINE_MODES(m, 1) FC_UK_DEFINE_MODES(m, 2)
+#define FC_UK_DEFINE_ROW4(m) FC_UK_DEFINE_ROW2(m) FC_UK_DEFINE_MODES(m, 3) FC_UK_DEFINE_MODES(m, 4)
+FC_UK_BLOCKS(FC_UK_DEFINE_ROW2, FC_UK_DEFINE_ROW4)
 
-/* nv (vectors per panel) is 1 to NVW, or up to 4 when mr <= 4: small row blocks need wider
- * panels to have enough independent accumulators to hide the FMA latency. */
-static FC_TARGET void FN(ukernel)(int mr, int nv, fc_idx kc, const T *restrict A,
-                                  const T *restrict B, fc_idx ldb, T *restrict C, fc_idx ldc,
-                                  int accumulate, const T *bias, int stream) {
-    const fc_idx *off = NULL, *vofs = NULL, *vgap = NULL;
-    const VI *vmask = NULL;
-    const int direct = 0;
-    FC_UK_SWITCH
+/* FN(ukernels)[mr - 1][nv - 1][mode]: the specialisation for an mr x nv block and a panel mode. */
+#define FC_UK_MODES(m, v) \
+    {FN(ukernel_##m##x##v), FN(ukernel_direct_##m##x##v), FN(ukernel_split_##m##x##v)}
+#define FC_UK_ENTRY_ROW2(m) [m - 1] = {FC_UK_MODES(m, 1), FC_UK_MODES(m, 2)},
+#define FC_UK_ENTRY_ROW4(m) \
+    [m - 1] = {FC_UK_MODES(m, 1), FC_UK_MODES(m, 2), FC_UK_MODES(m, 3), FC_UK_MODES(m, 4)},
+static const FN(ukernel_fn) FN(ukernels)[MR][FC_PANEL_VECS][FC_PANEL_MODES] = {
+    FC_UK_BLOCKS(FC_UK_ENTRY_ROW2, FC_UK_ENTRY_ROW4)};
+#undef FC_UK_MID_ROWS
+#undef FC_UK_TALL_ROWS
+#undef FC_UK_BLOCKS
+#undef FC_UK_DEFINE
+#undef FC_UK_DEFINE_MODES
+#undef FC_UK_DEFINE_ROW2
+#undef FC_UK_DEFINE_ROW4
+#undef FC_UK_MODES
+#undef FC_UK_ENTRY_ROW2
+#undef FC_UK_ENTRY_ROW4
+
+/* ---------- gemm_tile ----------
+ * Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1)
+ * (the operands: PACKED_W, PIXELS and TILE in conv_isa_api.h). Several images may sit side by
+ * side, so that no panel is left mostly empty at the end of a small image; only pixels below P
+ * are meaningful (the tile needs room up to p1 rounded up to VL). The tile starts from bias[m]
+ * (or 0): it may be the output array itself. A's rows are in the blocks of fc_row_block.
+ *
+ * The taps are cut in equal blocks (gemm_tap_block). A panel of up to FC_PANEL_VECS vectors of
+ * pixels whose every vector lies in one output row is read by the micro-kernel straight from the
+ * wide buffer, at each tap's offset; so is one whose vectors lie in at most two rows, each such
+ * vector by two loads merged by a lane mask (gemm_panel_mode). Any other panel (rows shorter
+ * than half a vector) is first gathered into a contiguous [KC][panel] buffer -- an im2col of just
+ * that panel, L1-resident, with no wasted columns at row ends (gemm_pack_panel) -- which the
+ * micro-kernel then streams for every row block of A (gemm_row_blocks). Reading in place saves
+ * the copy and its cache traffic; packing serves the panels whose rows are too short for it. */
+
+/* A panel's row segments: its pixels may span several output rows (and images). Segment s holds
+ * len[s] pixels, at src[s] in the wide buffers and dst[s] in the panel, in nv[s] vectors. */
+typedef struct {
+    fc_idx src[FC_PANEL_MAXW], dst[FC_PANEL_MAXW], len[FC_PANEL_MAXW];
+    int nv[FC_PANEL_MAXW], n;
+} FN(segments);
+
+/* Taps per block, blocks of equal size: at most GEMM_KC, or FC_INPLACE_KC when every panel is
+ * read in place: rows of whole vectors or of at least one, one long row, or a single row block
+ * (which never packs). Invariant: no panel is packed when the blocks are longer than GEMM_KC (Bp
+ * holds GEMM_KC taps only). Panels start at multiples of VL pixels of one image (p0 is a
+ * multiple of nr), so with whole-vector rows or a single long row every vector lies in one row,
+ * with rows of at least a vector in at most two. */
+ALWAYS_INLINE fc_idx FN(gemm_tap_block)(const PACKED_W *w, const PIXELS *px) {
+    const fc_idx rowlen = px->rowlen, TT = w->TT;
+    const int all_inplace = rowlen % VL == 0 || rowlen >= VL ||
+                            (rowlen == px->Pimg && px->P <= px->Pimg) ||
+                            FC_CEIL_DIV(w->M, MR) == 1;
+    const fc_idx kcap = all_inplace ? FC_INPLACE_KC : (fc_idx)GEMM_KC;
+    return FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
 }
 
-/* The same, reading B directly from the wide buffer: vector v of tap t at B + off[t] + vofs[v]
- * (no packing). */
-static FC_TARGET void FN(ukernel_direct)(int mr, int nv, fc_idx kc, const T *restrict A,
-                                         const T *restrict B, const fc_idx *restrict off,
-                                         const fc_idx *restrict vofs, T *restrict C, fc_idx ldc,
-                                         int accumulate, const T *bias, int stream) {
-    const fc_idx ldb = 0, *vgap = NULL;
-    const VI *vmask = NULL;
-    const int direct = 1;
-    FC_UK_SWITCH
+/* The tap block from t0 of kc taps ends the sum: its stores may stream when the tile allows it
+ * and the panel at column col is vector-aligned. */
+ALWAYS_INLINE int FN(gemm_stream_at)(const TILE *tile, fc_idx t0, fc_idx kc, fc_idx TT,
+                                     fc_idx col) {
+    return tile->stream && t0 + kc == TT && col % VL == 0;
 }
 
-/* The same for panels with vectors across the end of an output row: the lanes of vector v set
- * in vmask[v] are read vgap[v] further on (no packing). */
-static FC_TARGET void FN(ukernel_split)(int mr, int nv, fc_idx kc, const T *restrict A,
-                                        const T *restrict B, const fc_idx *restrict off,
-                                        const fc_idx *restrict vofs, const fc_idx *restrict vgap,
-                                        const VI *restrict vmask, T *restrict C, fc_idx ldc,
-                                        int accumulate, const T *bias, int stream) {
-    const fc_idx ldb = 0;
-    const int direct = 2;
-    FC_UK_SWITCH
+/* No taps: the tile is the bias (or 0). */
+ALWAYS_INLINE void FN(gemm_no_taps)(fc_idx M, fc_idx ncols, const TILE *tile) {
+    for (fc_idx m = 0; m < M; m++)
+        for (fc_idx p = 0; p < ncols; p++)
+            tile->C[m * tile->ldc + p] = tile->bias ? tile->bias[m] : (T)0;
 }
-#undef FC_UK
-#undef FC_UK_SWITCH
-#undef FC_UK_MORE
-#undef FC_UK_5_6
-#undef FC_UK_CASE
-#undef FC_UK_CASE4
 
-/* Ct[m][p - p0] = sum_t A[m][t] * B[off[t] + pos(p)] for m < M and output pixels p in [p0, p1),
- * where pixel p of image i = p / Pimg, row oh and column ow of that image (q = p % Pimg =
- * oh*rowlen + ow) sits at pos(p) = i*imgs + oh*Wq + ow of the wide buffers B (several images
- * side by side, so that no panel is left mostly empty at the end of a small image); only pixels
- * below P are meaningful (Ct needs room up to p1 rounded up to VL).
- * Ct starts from bias[m] (or 0 without bias): Ct may be the output array itself.
- * A is packed [ceil(M/MR)][TT][MR], rows in the blocks of fc_row_block. The taps are cut in equal
- * blocks of at most KC. A panel of up to 4 vectors of pixels whose every vector lies in one output
- * row is read by the micro-kernel straight from the wide buffer, at each tap's offset (measured
- * 4-10% faster than packing it on the large 3x3 layers); so is one whose vectors lie in at most
- * two rows, each such vector by two loads merged by a lane mask. Any other panel (rows shorter
- * than half a vector) is first gathered into a contiguous [KC][panel] buffer -- an im2col of
- * just that panel, L1-resident, with no wasted columns at row ends -- which the micro-kernel
- * then streams for every row block of A. */
-static FC_TARGET void FN(gemm_tile)(const T *restrict A, fc_idx M, fc_idx TT, const T *restrict B,
-                                    const fc_idx *restrict off, fc_idx rowlen, fc_idx Wq,
-                                    fc_idx Pimg, fc_idx imgs, fc_idx P, fc_idx p0, fc_idx p1,
-                                    T *restrict Ct, fc_idx ldc, const T *bias, int stream,
-                                    T *restrict Bp) {
-    /* Tap blocks. A packed panel's block is at most 32 KB (BLIS's rule: the B micro-panel fills
-     * half of L1 and stays there while every row block of A streams past it): 256 taps of
-     * float32 on AVX-512, 128 of float64. Panels read in place share most of their lines between
-     * taps, so when every panel is (rows of whole vectors or of at least one, or one long row),
-     * blocks are up to 1024 taps for either type: fewer micro-kernel calls, each filling and draining its FMA
-     * chains once (576 taps in one block, not 3 x 192: resnet-c64 -6% in float32, -7% in
-     * float64). Blocks are of equal size. */
-    enum { KC = GEMM_KC, MAXW = 4 * VL };
-    const fc_idx nmb = FC_CEIL_DIV(M, MR);
-    const int nvmax = M <= 4 ? 4 : NVW;
-    /* Invariant: no panel is packed when all_inplace (Bp holds KC taps only). Panels start at
-     * multiples of VL pixels of one image (p0 is a multiple of nr), so with whole-vector rows or
-     * a single long row every vector lies in one row, with rows of at least a vector in at most
-     * two; nmb == 1 never packs. */
-    const int all_inplace = rowlen % VL == 0 || rowlen >= VL || (rowlen == Pimg && P <= Pimg) ||
-                            nmb == 1;
-    const fc_idx kcap = all_inplace ? 1024 : (fc_idx)KC;
-    const fc_idx KB = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
-    fc_idx seg_src[MAXW], seg_dst[MAXW], seg_len[MAXW], vofs[4], vsrc[MAXW], vdst[MAXW];
-    const fc_idx row_vofs[4] = {0, VL, 2 * VL, 3 * VL};
-    int seg_nv[MAXW];
-    fc_idx pend = FC_MIN(p1, P);
-    /* stream the last tap block's stores where every vector store is aligned */
-    stream = stream && ((uintptr_t)Ct % VB == 0) && (ldc * (fc_idx)sizeof(T)) % VB == 0;
-#define FC_STREAM_AT(t0, kc, p) (stream && (t0) + (kc) == TT && ((p) - p0) % VL == 0)
-    if (TT == 0) {
-        for (fc_idx m = 0; m < M; m++)
-            for (fc_idx p = p0; p < pend; p++) Ct[m * ldc + p - p0] = bias ? bias[m] : (T)0;
-        return;
-    }
-    if (nmb == 1) {
-        /* One row block: nothing would reuse a packed panel, so read the wide buffer directly,
-         * one row segment at a time (lanes past the row end are computed, then overwritten by
-         * the next segment or land in Ct's slack: ldc >= p1 - p0 + 4*VL). */
-        for (fc_idx p = p0; p < pend;) {
-            fc_idx img = p / Pimg, q = p - img * Pimg, oh = q / rowlen, ow = q % rowlen;
-            fc_idx avail = FC_MIN(rowlen - ow, pend - p);
-            int nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(avail, (fc_idx)VL));
-            const T *b = B + img * imgs + oh * Wq + ow;
-            for (fc_idx t0 = 0; t0 < TT; t0 += KB) {
-                fc_idx kc = FC_MIN(KB, TT - t0);
-                FN(ukernel_direct)((int)M, nv, kc, A + t0 * MR, b, off + t0, row_vofs,
-                                   Ct + (p - p0), ldc, t0 > 0, bias, FC_STREAM_AT(t0, kc, p));
-            }
-            p += FC_MIN(avail, (fc_idx)nv * VL);
+/* One row block: nothing would reuse a packed panel, so the wide buffer is read in place, one row
+ * segment at a time (lanes past the row end are computed, then overwritten by the next segment
+ * or land in the tile's slack: ldc >= p1 - p0 + FC_PANEL_MAXW). */
+ALWAYS_INLINE void FN(gemm_one_block)(const PACKED_W *w, const PIXELS *px, fc_idx p0,
+                                      fc_idx pend, fc_idx KB, const TILE *tile) {
+    const int nvmax = w->M <= 4 ? FC_PANEL_VECS : NVW;
+    FN(panel) pn = {0};
+    for (int v = 0; v < FC_PANEL_VECS; v++) pn.vofs[v] = (fc_idx)v * VL;
+    for (fc_idx p = p0; p < pend;) {
+        fc_idx img = p / px->Pimg, q = p - img * px->Pimg, oh = q / px->rowlen, ow = q % px->rowlen;
+        fc_idx avail = FC_MIN(px->rowlen - ow, pend - p);
+        int nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(avail, (fc_idx)VL));
+        pn.B = px->B + img * px->imgs + oh * px->Wq + ow;
+        for (fc_idx t0 = 0; t0 < w->TT; t0 += KB) {
+            fc_idx kc = FC_MIN(KB, w->TT - t0);
+            pn.off = px->off + t0;
+            TILE blk = {tile->C + (p - p0), tile->ldc, tile->bias,
+                        FN(gemm_stream_at)(tile, t0, kc, w->TT, p - p0)};
+            FN(ukernels)[w->M - 1][nv - 1][FC_PANEL_INPLACE](kc, w->A + t0 * MR, &pn, &blk, t0 > 0);
         }
-        if (stream) FC_SFENCE();
+        p += FC_MIN(avail, (fc_idx)nv * VL);
+    }
+}
+
+/* The row segments of the panel of w pixels from p (pixels up to pend). */
+ALWAYS_INLINE void FN(gemm_segments)(const PIXELS *px, fc_idx p, fc_idx pend, fc_idx w,
+                                     FN(segments) *sg) {
+    int n = 0;
+    for (fc_idx q = p, d = 0; d < w && q < pend; n++) {
+        fc_idx img = q / px->Pimg, qi = q - img * px->Pimg;
+        fc_idx oh = qi / px->rowlen, ow = qi % px->rowlen;
+        fc_idx len = FC_MIN(w - d, px->rowlen - ow);
+        sg->src[n] = img * px->imgs + oh * px->Wq + ow;
+        sg->dst[n] = d;
+        sg->nv[n] = (int)FC_CEIL_DIV(len, (fc_idx)VL);
+        sg->len[n] = len;
+        d += len;
+        q += len;
+    }
+    sg->n = n;
+}
+
+/* How to read a panel of nv vectors (`valid` pixels) with segments sg: in place when every
+ * vector's pixels lie in one row segment (always for a panel within one row; e.g. two rows of 16
+ * for a 16-wide output), or split when some lie in two: the lanes in the second then come from a
+ * second load, at that segment's offset (always possible with rows of at least a vector, whose
+ * middle segments are whole rows). Both save packing the panel; their offsets and masks are set
+ * in pn. FC_PANEL_PACKED otherwise. */
+ALWAYS_INLINE int FN(gemm_panel_mode)(const FN(segments) *sg, int nv, fc_idx valid,
+                                      FN(panel) *pn) {
+    int split = 0;
+    for (int v = 0, s = 0; v < nv; v++) {
+        const fc_idx start = (fc_idx)v * VL, end = FC_MIN(start + VL, valid);
+        while (s + 1 < sg->n && start >= sg->dst[s] + sg->len[s]) s++;
+        const fc_idx cut = sg->dst[s] + sg->len[s]; /* where segment s + 1 starts */
+        pn->vofs[v] = sg->src[s] + (start - sg->dst[s]);
+        pn->vgap[v] = 0;
+        pn->vmask[v] = (VI){0};
+        if (end <= cut) continue;
+        if (!(s + 1 < sg->n && end <= cut + sg->len[s + 1])) return FC_PANEL_PACKED;
+        pn->vgap[v] = (sg->src[s + 1] - cut) - (sg->src[s] - sg->dst[s]);
+        for (int j = 0; j < VL; j++) pn->vmask[v][j] = start + j >= cut ? -1 : 0;
+        split = 1;
+    }
+    return split ? FC_PANEL_SPLIT : FC_PANEL_INPLACE;
+}
+
+/* Bp[t][0:w] = the panel's pixels of the kc taps at off (the `valid` first ones; the rest 0, as
+ * the micro-kernel reads them: keep them finite). Whole-vector copies in increasing destination
+ * order: each segment's overrun (less than a vector) is overwritten by the next segment, or by
+ * the next tap's row (Bp has a spare row). When every segment fits in half a vector (rows of 4
+ * float32 on AVX-512, a vector across more than two of them), half vectors are copied instead:
+ * whole ones would overlap and split cache lines there. */
+ALWAYS_INLINE void FN(gemm_pack_panel)(const FN(segments) *sg, const T *restrict B,
+                                       const fc_idx *restrict off, fc_idx kc, fc_idx w,
+                                       fc_idx valid, T *restrict Bp) {
+    fc_idx vsrc[FC_PANEL_MAXW], vdst[FC_PANEL_MAXW];
+    int nvc = 0, half = 1;
+    for (int s = 0; s < sg->n; s++) {
+        half = half && sg->len[s] <= VL / 2;
+        for (int v = 0; v < sg->nv[s]; v++, nvc++) {
+            vsrc[nvc] = sg->src[s] + v * VL;
+            vdst[nvc] = sg->dst[s] + v * VL;
+        }
+    }
+    for (fc_idx t = 0; t < kc; t++) {
+        const T *src = B + off[t];
+        T *dst = Bp + t * w;
+        if (half) {
+            for (int i = 0; i < nvc; i++) memcpy(dst + vdst[i], src + vsrc[i], VL / 2 * sizeof(T));
+        } else {
+            for (int i = 0; i < nvc; i++) STOREU(dst + vdst[i], LOADU(src + vsrc[i]));
+        }
+        for (fc_idx q = valid; q < w; q++) dst[q] = 0;
+    }
+}
+
+/* The micro-kernel over every row block of A, for the tap block [t0, t0 + kc) of the panel of nv
+ * vectors at tile column col, read as `mode`. */
+ALWAYS_INLINE void FN(gemm_row_blocks)(int mode, const PACKED_W *w, fc_idx t0, fc_idx kc,
+                                       int nv, const FN(panel) *pn, const TILE *tile, fc_idx col) {
+    const int stream = FN(gemm_stream_at)(tile, t0, kc, w->TT, col);
+    const fc_idx nmb = FC_CEIL_DIV(w->M, MR);
+    for (fc_idx mb = 0; mb < nmb; mb++) {
+        fc_idx m0;
+        int mr;
+        fc_row_block(w->M, MR, mb, &m0, &mr);
+        TILE blk = {tile->C + m0 * tile->ldc + col, tile->ldc, tile->bias ? tile->bias + m0 : NULL,
+                    stream};
+        FN(ukernels)[mr - 1][nv - 1][mode](kc, w->A + (mb * w->TT + t0) * MR, pn, &blk, t0 > 0);
+    }
+}
+
+static FC_TARGET void FN(gemm_tile)(const PACKED_W *restrict wp, const PIXELS *restrict pxp,
+                                    fc_idx p0, fc_idx p1, const TILE *restrict out,
+                                    T *restrict Bp) {
+    /* local copies: the micro-kernel calls cannot then change them */
+    const PACKED_W w = *wp;
+    const PIXELS px = *pxp;
+    TILE tile = *out;
+    const fc_idx pend = FC_MIN(p1, px.P);
+    /* stream the last tap block's stores where every vector store is aligned */
+    tile.stream = tile.stream && ((uintptr_t)tile.C % VB == 0) &&
+                  (tile.ldc * (fc_idx)sizeof(T)) % VB == 0;
+    if (w.TT == 0) {
+        FN(gemm_no_taps)(w.M, pend - p0, &tile);
         return;
     }
-    for (fc_idx t0 = 0; t0 < TT; t0 += KB) {
-        fc_idx kc = FC_MIN(KB, TT - t0);
+    const fc_idx KB = FN(gemm_tap_block)(&w, &px);
+    if (FC_CEIL_DIV(w.M, MR) == 1) {
+        FN(gemm_one_block)(&w, &px, p0, pend, KB, &tile);
+        if (tile.stream) FC_SFENCE();
+        return;
+    }
+    const int nvmax = w.M <= 4 ? FC_PANEL_VECS : NVW;
+    FN(segments) sg;
+    FN(panel) pn;
+    for (fc_idx t0 = 0; t0 < w.TT; t0 += KB) {
+        fc_idx kc = FC_MIN(KB, w.TT - t0);
         int nv;
         for (fc_idx p = p0; p < pend; p += nv * VL) {
             nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(pend - p, (fc_idx)VL));
-            const fc_idx w = nv * VL;
-            /* the panel's row segments: its pixels may span several output rows */
-            int nseg = 0;
-            for (fc_idx q = p, d = 0; d < w && q < pend; nseg++) {
-                fc_idx img = q / Pimg, qi = q - img * Pimg, oh = qi / rowlen, ow = qi % rowlen;
-                fc_idx len = FC_MIN(w - d, rowlen - ow);
-                seg_src[nseg] = img * imgs + oh * Wq + ow;
-                seg_dst[nseg] = d;
-                seg_nv[nseg] = (int)FC_CEIL_DIV(len, (fc_idx)VL);
-                seg_len[nseg] = len;
-                d += len;
-                q += len;
+            const fc_idx width = nv * VL, valid = FC_MIN(width, pend - p);
+            FN(gemm_segments)(&px, p, pend, width, &sg);
+            const int mode = FN(gemm_panel_mode)(&sg, nv, valid, &pn);
+            if (mode == FC_PANEL_PACKED) {
+                FN(gemm_pack_panel)(&sg, px.B, px.off + t0, kc, width, valid, Bp);
+                pn.B = Bp;
+                pn.ldb = width;
+            } else {
+                pn.B = px.B;
+                pn.off = px.off + t0;
             }
-            /* read in place when every vector's pixels lie in one row segment (always for a
-             * panel within one row; e.g. two rows of 16 for a 16-wide output), or in two: the
-             * lanes in the second then come from a second load, at that segment's offset
-             * (always possible with rows of at least a vector, whose middle segments are whole
-             * rows). Against packing such panels, float32 forward: a 28-wide output -24%,
-             * lenet-conv2 (rows of 8, two to a vector) -24%, alexnet-first -7%. */
-            const fc_idx valid = FC_MIN(w, pend - p);
-            int inplace = 1, split = 0;
-            fc_idx vgap[4];
-            VI vmask[4];
-            for (int v = 0, sg = 0; v < nv && inplace; v++) {
-                const fc_idx start = (fc_idx)v * VL, end = FC_MIN(start + VL, valid);
-                while (sg + 1 < nseg && start >= seg_dst[sg] + seg_len[sg]) sg++;
-                const fc_idx cut = seg_dst[sg] + seg_len[sg]; /* where segment sg + 1 starts */
-                vofs[v] = seg_src[sg] + (start - seg_dst[sg]);
-                vgap[v] = 0;
-                vmask[v] = (VI){0};
-                if (end <= cut) continue;
-                inplace = sg + 1 < nseg && end <= cut + seg_len[sg + 1];
-                vgap[v] = (seg_src[sg + 1] - cut) - (seg_src[sg] - seg_dst[sg]);
-                for (int j = 0; j < VL; j++) vmask[v][j] = start + j >= cut ? -1 : 0;
-                split = 1;
-            }
-            if (inplace) {
-                for (fc_idx mb = 0; mb < nmb; mb++) {
-                    fc_idx m0;
-                    int mr;
-                    fc_row_block(M, MR, mb, &m0, &mr);
-                    if (split)
-                        FN(ukernel_split)(mr, nv, kc, A + (mb * TT + t0) * MR, B, off + t0, vofs,
-                                          vgap, vmask, Ct + m0 * ldc + (p - p0), ldc, t0 > 0,
-                                          bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
-                    else
-                        FN(ukernel_direct)(mr, nv, kc, A + (mb * TT + t0) * MR, B, off + t0, vofs,
-                                           Ct + m0 * ldc + (p - p0), ldc, t0 > 0,
-                                           bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
-                }
-                continue;
-            }
-            /* whole-vector copies in increasing destination order: each segment's overrun (less
-             * than a vector) is overwritten by the next segment, or by the next tap's row (Bp
-             * has a spare row); lanes past the last pixel are zeroed (the micro-kernel reads
-             * them: keep them finite). When every segment fits in half a vector (rows of 4
-             * float32 on AVX-512, a vector across more than two of them), half vectors are
-             * copied instead: whole ones overlapped and split cache lines there (forward of a
-             * 4x4 output: -6 to -11%). */
-            int nvc = 0, half = 1;
-            for (int sg = 0; sg < nseg; sg++) {
-                half = half && seg_len[sg] <= VL / 2;
-                for (int v = 0; v < seg_nv[sg]; v++, nvc++) {
-                    vsrc[nvc] = seg_src[sg] + v * VL;
-                    vdst[nvc] = seg_dst[sg] + v * VL;
-                }
-            }
-            for (fc_idx t = 0; t < kc; t++) {
-                const T *src = B + off[t0 + t];
-                T *dst = Bp + t * w;
-                if (half) {
-                    for (int i = 0; i < nvc; i++)
-                        memcpy(dst + vdst[i], src + vsrc[i], VL / 2 * sizeof(T));
-                } else {
-                    for (int i = 0; i < nvc; i++) STOREU(dst + vdst[i], LOADU(src + vsrc[i]));
-                }
-                for (fc_idx q = valid; q < w; q++) dst[q] = 0;
-            }
-            for (fc_idx mb = 0; mb < nmb; mb++) {
-                fc_idx m0;
-                int mr;
-                fc_row_block(M, MR, mb, &m0, &mr);
-                FN(ukernel)(mr, nv, kc, A + (mb * TT + t0) * MR, Bp, w, Ct + m0 * ldc + (p - p0),
-                            ldc, t0 > 0, bias ? bias + m0 : NULL, FC_STREAM_AT(t0, kc, p));
-            }
+            FN(gemm_row_blocks)(mode, &w, t0, kc, nv, &pn, &tile, p - p0);
         }
     }
-    if (stream) FC_SFENCE();
-#undef FC_STREAM_AT
+    if (tile.stream) FC_SFENCE();
 }
 
-/* Weight-gradient micro-kernel: C[i][0:nv*VL] += sum over valid (oh, ow) of
- * X[off[i] + oh*Wq + ow] * DYT[(oh*OW + ow)*ldm + 0:nv*VL] for i < tr.
- * X is the wide input buffer (taps broadcast), DYT the grad_output transposed to [pixel][channel],
- * so the reduction over pixels runs in registers and only valid pixels are visited. A lane is an
- * output channel: each C[i][m] is one chain of fused multiply-adds over the pixels in order,
- * whatever the vector width. */
-static inline __attribute__((always_inline)) FC_TARGET void FN(dw_body)(
-    const int tr, const int nv, const T *restrict X, const fc_idx *restrict off,
-    const T *restrict DYT, fc_idx ldm, fc_idx OH, fc_idx OW, fc_idx Wq, T *restrict C, fc_idx ldc) {
+/* ---------- weight-gradient kernels ---------- */
+
+/* C[i][0:nv*VL] += sum over (oh, ow) of X[off[i] + oh*Wq + ow] * dy[(oh*OW + ow)*ld + 0:nv*VL]
+ * for i < tr (the operands in `a`, see DW_ARGS). X is the wide input buffer (taps broadcast), dy
+ * the grad_output transposed to [pixel][channel], so the reduction over pixels runs in registers
+ * and only valid pixels are visited. A lane is an output channel: each C[i][m] is one chain of
+ * fused multiply-adds over the pixels in order, whatever the vector width. tr and nv are
+ * compile-time constants in every specialisation (see FN(dw_kernels)). */
+ALWAYS_INLINE void FN(dw_body)(const int tr, const int nv, const DW_ARGS *restrict a,
+                               T *restrict C, fc_idx ldc) {
+    const T *restrict X = a->X, *restrict DYT = a->dy;
+    const fc_idx *restrict off = a->off;
+    const fc_idx ldm = a->ld, OH = a->OH, OW = a->OW, Wq = a->Wq;
     VEC c0[TR], c1[TR];
     for (int i = 0; i < tr; i++) {
         c0[i] = LOADU(C + i * ldc);
@@ -345,9 +425,9 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(dw_body)(
             VEC b1 = nv > 1 ? LOADU(dy + ow * ldm + VL) : (VEC){0};
             FC_UNROLL
             for (int i = 0; i < tr; i++) {
-                T a = xrow[off[i] + ow];
-                c0[i] = FN(fma1)(a, b0, c0[i]);
-                if (nv > 1) c1[i] = FN(fma1)(a, b1, c1[i]);
+                T x = xrow[off[i] + ow];
+                c0[i] = FN(fma1)(x, b0, c0[i]);
+                if (nv > 1) c1[i] = FN(fma1)(x, b1, c1[i]);
             }
         }
     }
@@ -357,43 +437,52 @@ static inline __attribute__((always_inline)) FC_TARGET void FN(dw_body)(
     }
 }
 
-#define FC_DW_CASE(t) \
-    case t: \
-        if (nv > 1) FN(dw_body)(t, 2, X, off, DYT, ldm, OH, OW, Wq, C, ldc); \
-        else FN(dw_body)(t, 1, X, off, DYT, ldm, OH, OW, Wq, C, ldc); \
-        break;
+typedef void (*FN(dw_fn))(const DW_ARGS *a, T *C, fc_idx ldc);
 
-static FC_TARGET void FN(dw_kernel)(int tr, int nv, const T *restrict X, const fc_idx *restrict off,
-                                    const T *restrict DYT, fc_idx ldm, fc_idx OH, fc_idx OW,
-                                    fc_idx Wq, T *restrict C, fc_idx ldc) {
-    switch (tr) {
-        FC_DW_CASE(1) FC_DW_CASE(2) FC_DW_CASE(3) FC_DW_CASE(4) FC_DW_CASE(5) FC_DW_CASE(6)
+/* One specialisation per (tr, nv): tr from 1 to TR taps, nv 1 or 2 vectors of channels. */
 #if TR > 6
-        FC_DW_CASE(7) FC_DW_CASE(8) FC_DW_CASE(9) FC_DW_CASE(10) FC_DW_CASE(11) FC_DW_CASE(12)
+#define FC_DW_TAPS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
+#else
+#define FC_DW_TAPS(X) X(1) X(2) X(3) X(4) X(5) X(6)
 #endif
-        default: break;
+#define FC_DW_DEFINE(t, v)                                                                     \
+    static FC_TARGET void FN(dw_kernel_##t##x##v)(const DW_ARGS *a, T *C, fc_idx ldc) {        \
+        FN(dw_body)(t, v, a, C, ldc);                                                          \
     }
+#define FC_DW_DEFINE_TAPS(t) FC_DW_DEFINE(t, 1) FC_DW_DEFINE(t, 2)
+FC_DW_TAPS(FC_DW_DEFINE_TAPS)
+/* FN(dw_kernels)[tr - 1][nv - 1] */
+#define FC_DW_ENTRY(t) {FN(dw_kernel_##t##x1), FN(dw_kernel_##t##x2)},
+static const FN(dw_fn) FN(dw_kernels)[TR][2] = {FC_DW_TAPS(FC_DW_ENTRY)};
+#undef FC_DW_TAPS
+#undef FC_DW_DEFINE
+#undef FC_DW_DEFINE_TAPS
+#undef FC_DW_ENTRY
+
+/* The weight-gradient micro-kernel of tr taps (1..TR) and nv vectors of channels (1 or 2). */
+static FC_TARGET void FN(dw_kernel)(int tr, int nv, const DW_ARGS *a, T *C, fc_idx ldc) {
+    FN(dw_kernels)[tr - 1][nv > 1](a, C, ldc);
 }
-#undef FC_DW_CASE
 
 /* Depthwise weight gradient of one plane: res[t] += sum_{oh,ow valid} X[off[t] + oh*Wq + ow] *
- * DY[oh*ldy + ow], vectorised along ow. DY rows are zero-padded to ldy (a multiple of VL) and the
- * input lanes past OW are masked to zero, so a NaN or inf in a neighbouring row never leaks in.
+ * dy[oh*ld + ow], vectorised along ow (the operands in `a`). dy rows are zero-padded to ld (a
+ * multiple of VL) and the input lanes past OW are masked to zero, so a NaN or inf in a
+ * neighbouring row never leaks in.
  *
  * The summation order is fixed by the shapes alone, the same on every path: RL partial sums
- * (RL = 64 bytes of T: 16 float32, 8 float64 -- one AVX-512 vector, two AVX2 vectors, four
- * portable ones), pixel ow of every row going to partial sum ow % RL in (oh, ow) order, then
+ * (RL = FC_WIDEST_VB bytes of T: 16 float32, 8 float64 -- one AVX-512 vector, two AVX2 vectors,
+ * four portable ones), pixel ow of every row going to partial sum ow % RL in (oh, ow) order, then
  * the RL partials added by halving (l + RL/2 into l, and so on down to one), then added to res.
  * A sum in which a product overflows gives +-inf or NaN depending on that order; with one order
- * everywhere, every CPU gives the same. On AVX-512 this is the loop it always was (one vector, 8
- * taps at once); AVX2 and the portable path hold a chunk of RL pixels in NV vectors and take
- * fewer taps at once (the same number of accumulators). */
-static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const T *restrict X,
-                                       const fc_idx *restrict off, const T *restrict DY,
-                                       fc_idx ldy, fc_idx OH, fc_idx OW, fc_idx Wq,
-                                       T *restrict res) {
-    enum { RL = 64 / (int)sizeof(T), NV = RL / VL, TB = NV == 1 ? 8 : NV == 2 ? 4 : 2 };
+ * everywhere, every CPU gives the same. AVX-512 holds the RL partials of a tap in one vector and
+ * takes 8 taps at once; AVX2 and the portable path hold them in NV vectors and take fewer taps at
+ * once (the same number of accumulators). */
+static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const DW_ARGS *restrict a, T *restrict res) {
+    enum { RL = FC_WIDEST_VB / (int)sizeof(T), NV = RL / VL, TB = NV == 1 ? 8 : NV == 2 ? 4 : 2 };
     _Static_assert(RL % VL == 0, "the partial sums fill whole vectors");
+    const T *restrict X = a->X, *restrict DY = a->dy;
+    const fc_idx *restrict off = a->off;
+    const fc_idx ldy = a->ld, OH = a->OH, OW = a->OW, Wq = a->Wq;
     /* the last chunk of a row: tv whole vectors of pixels, then one of part < VL pixels (its
      * other lanes masked), then vectors wholly past the row end */
     const int tv = (int)(OW % RL / VL), part = (int)(OW % VL);
@@ -445,18 +534,17 @@ static FC_TARGET void FN(dw_depthwise)(fc_idx ntaps, const T *restrict X,
     }
 }
 
-/* Stride-2 column split of input rows h < nrows (row h at src + h*lds, W contiguous elements),
- * in input order so that the reads stream: row h lands in row qh = (h + r0) / sh of row phase
- * ph = (h + r0) % sh, at dst + ph*phs + qh*Wq, even input columns 2j in the column-phase plane
- * of offset pe*pws at column qe + j and odd ones in the other at qo + j. Every other column of
- * those rows is zeroed, nothing past column Wq is written and nothing past a row's W elements
- * read. One pair of loads and two two-input shuffles per VL column pairs; a row's last block
- * overlaps the one before it instead of falling back to scalar code. (The per-row scalar gather
- * this replaces took a sixth of the strided layer's forward.) Rows are prefetched ahead, see
- * fc_prefetch_row. */
-static FC_TARGET void FN(split2_rows)(const T *restrict src, fc_idx lds, fc_idx nrows, fc_idx W,
-                                      T *restrict dst, fc_idx r0, fc_idx sh, fc_idx phs,
-                                      fc_idx pws, int pe, fc_idx qe, fc_idx qo, fc_idx Wq) {
+/* Stride-2 column split of input rows (fc_split2, conv_isa_api.h: row h at src + h*lds, W
+ * contiguous elements), in input order so that the reads stream. Every other column of the rows
+ * written is zeroed, nothing past column Wq is written and nothing past a row's W elements read.
+ * One pair of loads and two two-input shuffles per VL column pairs, instead of a scalar gather
+ * per element; a row's last block overlaps the one before it instead of falling back to scalar
+ * code. Rows are prefetched ahead, see fc_prefetch_row. */
+static FC_TARGET void FN(split2_rows)(const T *restrict src, T *restrict dst,
+                                      const fc_split2 *restrict sp) {
+    const fc_idx lds = sp->lds, nrows = sp->nrows, W = sp->W, r0 = sp->r0, sh = sp->sh;
+    const fc_idx phs = sp->phs, pws = sp->pws, qe = sp->qe, qo = sp->qo, Wq = sp->Wq;
+    const int pe = sp->pe;
     const fc_idx np = W / 2;
     const fc_idx ne = FC_MAX((fc_idx)0, FC_MIN((W + 1) / 2, Wq - qe));
     const fc_idx no = FC_MAX((fc_idx)0, FC_MIN(np, Wq - qo));
@@ -511,8 +599,8 @@ static FC_TARGET void FN(stream_copy)(T *restrict dst, const T *restrict src, fc
 }
 
 /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols: VL x VL blocks transposed in registers
- * by log2(VL) rounds of perfect-shuffle interleaves (n log n two-input shuffles), scalar edges.
- * Strided scalar stores (one cache line per element) are what this replaces. */
+ * by log2(VL) rounds of perfect-shuffle interleaves (n log n two-input shuffles), scalar edges:
+ * whole-vector stores, where a scalar transpose would store to one cache line per element. */
 static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx rows, fc_idx cols,
                                     T *restrict dst, fc_idx ldd) {
     enum { n = VL };
@@ -539,7 +627,6 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 }
 
 #undef VL
-#undef NR
 #undef FN
 #undef VEC
 #undef VECU
@@ -548,6 +635,14 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 #undef STOREU
 #undef STREAM
 #undef GEMM_KC
+#undef FC_PACKED_KC_BYTES
+#undef FC_INPLACE_KC
+#undef FC_PANEL_MAXW
+#undef PACKED_W
+#undef PIXELS
+#undef TILE
+#undef DW_ARGS
+#undef ALWAYS_INLINE
 #undef SHUF2
 #undef FC_EVEN
 #undef FC_ODD

@@ -1,6 +1,6 @@
 /* The convolution engine for one dtype; conv_engine.h includes it with T = float and double.
  *
- * Every pass is a set of independent work items; conv_kernels.pyx runs them in an OpenMP prange.
+ * Every pass is a set of independent work items; _kernels.pyx runs them in an OpenMP prange.
  * An item writes only its own part of the result, always in the same order, so results are
  * bitwise identical for any number of threads.
  *
@@ -9,7 +9,8 @@
  *              vectors), group g (zero padding applied, the stride split into phase planes so
  *              every tap reads a contiguous run), then an implicit GEMM
  *              out[k][p] = sum_t W[k][t] * buf[off[t] + p] over a tile of output pixels p, with
- *              register-blocked micro-kernels (gemm_tile).
+ *              register-blocked micro-kernels (gemm_tile, conv_isa_tmpl.h; its operands are the
+ *              structs of conv_isa_api.h).
  * grad_input   the same GEMM on the padded grad_output with the kernel flipped and transposed,
  *              once per stride phase of the input (a transposed convolution without zero
  *              insertion): item (n, g, phase, p-block).
@@ -31,22 +32,21 @@ typedef fc_geom TF(fc_geom); /* conv_engine.h: one geometry type for both dtypes
 typedef struct {
     int mr, nr, tr, vl;
     fc_idx bp_elems; /* size of gemm_tile's packed-panel buffer */
-    void (*gemm_tile)(const T *, fc_idx, fc_idx, const T *, const fc_idx *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, fc_idx, fc_idx, fc_idx, T *, fc_idx, const T *, int, T *);
-    void (*dw_kernel)(int, int, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
-                      fc_idx, T *, fc_idx);
-    void (*dw_depthwise)(fc_idx, const T *, const fc_idx *, const T *, fc_idx, fc_idx, fc_idx,
-                         fc_idx, T *);
-    void (*transpose)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx);
-    void (*split2_rows)(const T *, fc_idx, fc_idx, fc_idx, T *, fc_idx, fc_idx, fc_idx, fc_idx,
-                        int, fc_idx, fc_idx, fc_idx);
-    void (*stream_copy)(T *, const T *, fc_idx);
+    /* the argument structs: conv_isa_api.h */
+    void (*gemm_tile)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
+                      const TF(fc_tile) * out, T *Bp);
+    void (*dw_kernel)(int tr, int nv, const TF(fc_dw_args) * a, T *C, fc_idx ldc);
+    void (*dw_depthwise)(fc_idx ntaps, const TF(fc_dw_args) * a, T *res);
+    void (*transpose)(const T *src, fc_idx lds, fc_idx rows, fc_idx cols, T *dst, fc_idx ldd);
+    void (*split2_rows)(const T *src, T *dst, const fc_split2 *sp);
+    void (*stream_copy)(T *dst, const T *src, fc_idx n);
 } TF(fc_isa);
 
-/* The entry points of one ISA instantiation (conv_isa_tmpl.h): register block MRv x 2 vectors
- * of VBv bytes, TRv taps per weight-gradient micro-kernel. */
-#define FC_ISA_ENTRY(isa, MRv, VBv, TRv)                                                      \
-    (TF(fc_isa)){MRv, 2 * (int)(VBv / sizeof(T)), TRv, (int)(VBv / sizeof(T)),                 \
+/* The entry points and sizes of one ISA instantiation (conv_isa_tmpl.h); pixel blocks are
+ * multiples of two vectors (nr). */
+#define FC_ISA_ENTRY(isa)                                                                      \
+    (TF(fc_isa)){FC_CAT(isa_mr, FC_CAT(TN, isa)), 2 * FC_CAT(isa_vl, FC_CAT(TN, isa)),          \
+                 FC_CAT(isa_tr, FC_CAT(TN, isa)), FC_CAT(isa_vl, FC_CAT(TN, isa)),              \
                  FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
                  FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
                  FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
@@ -55,15 +55,15 @@ typedef struct {
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (fc_isa_level >= FC_ISA_AVX512) {
-        *t = FC_ISA_ENTRY(avx512, MR_AVX512, 64, 12);
+        *t = FC_ISA_ENTRY(avx512);
         return;
     }
     if (fc_isa_level >= FC_ISA_AVX2) {
-        *t = FC_ISA_ENTRY(avx2, 6, 32, 6);
+        *t = FC_ISA_ENTRY(avx2);
         return;
     }
 #endif
-    *t = FC_ISA_ENTRY(generic, 6, 16, 6);
+    *t = FC_ISA_ENTRY(generic);
 }
 #undef FC_ISA_ENTRY
 
@@ -123,9 +123,10 @@ static void TF(fc_wide_s2)(const TF(fc_isa) * isa, const TF(fc_geom) * g, const 
         }
     }
     fc_idx nrows = FC_MIN(g->H, wl->Hq * g->sh - g->pt); /* input rows that land in a phase row */
-    if (nrows > 0)
-        isa->split2_rows(xc, hs, nrows, g->W, dst, g->pt, g->sh, 2 * plane, plane,
-                         (int)(g->pl & 1), g->pl / 2, (g->pl + 1) / 2, Wq);
+    const fc_split2 sp = {.lds = hs, .nrows = nrows, .W = g->W, .r0 = g->pt, .sh = g->sh,
+                          .phs = 2 * plane, .pws = plane, .qe = g->pl / 2, .qo = (g->pl + 1) / 2,
+                          .Wq = Wq, .pe = (int)(g->pl & 1)};
+    if (nrows > 0) isa->split2_rows(xc, dst, &sp);
 }
 
 /* Fill buf with channels [c0, c0 + nc) of image n (x has element strides xs), zero the slack. */
@@ -193,9 +194,10 @@ static const T *TF(fc_wide_view)(const TF(fc_geom) * g, const TF(fc_wide) * wl, 
 
 /* Rows per band of a buffer of per_row elements per row, `halo` rows more than the band has
  * (those its taps reach beyond it), next to another of row_elems per row (0: none): the most
- * that fit in fc_ws_band_bytes() (built and consumed in cache), but at least 4 * halo while that
- * fits in the cap (the halo, copied once more per band, then adds at most a quarter); at least
- * one (a single row may need more) and at most `limit`. */
+ * that fit in fc_ws_band_bytes() (built and consumed in cache), but at least FC_BAND_MIN_HALOS
+ * halos while that fits in the cap (the halo, copied once more per band, then adds at most a
+ * quarter); at least one (a single row may need more) and at most `limit`. */
+#define FC_BAND_MIN_HALOS 4
 static fc_idx TF(fc_band_rows_for)(fc_idx per_row, fc_idx halo, fc_idx row_elems, fc_idx limit) {
     fc_idx fit[2];
     int64_t budget[2] = {fc_ws_band_bytes(), fc_ws_cap_bytes()};
@@ -204,7 +206,7 @@ static fc_idx TF(fc_band_rows_for)(fc_idx per_row, fc_idx halo, fc_idx row_elems
         fit[i] = elems / FC_MAX(per_row, (fc_idx)1) - halo;
         if (row_elems > 0) fit[i] = FC_MIN(fit[i], elems / row_elems);
     }
-    fc_idx rows = FC_MAX(fit[0], FC_MIN(4 * halo, fit[1]));
+    fc_idx rows = FC_MAX(fit[0], FC_MIN(FC_BAND_MIN_HALOS * halo, fit[1]));
     return FC_MAX((fc_idx)1, FC_MIN(rows, limit));
 }
 
@@ -257,17 +259,28 @@ static void TF(fc_build_band)(const TF(fc_isa) * isa, const TF(fc_geom) * g,
 typedef void (*TF(fc_copy_fn))(T *, const T *, fc_idx);
 static void TF(fc_copy)(T *dst, const T *src, fc_idx n) { memcpy(dst, src, (size_t)n * sizeof(T)); }
 
-/* out[m*ocs + (row0 + oh*rstep)*ors + col0 + ow*cstep] = Ct[m][p - p0] for the pixels
- * p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image (see fc_writeback); contiguous
- * runs are written by `copy` (fc_copy, or the ISA's stream_copy for outputs too large to stay in
- * the cache). */
+/* Where the pixels of a tile go (fc_writeback): tile row m, pixel (oh, ow) of image i (images of
+ * OHv rows of rowlen pixels) lands at out[i*imgs + m*ocs + (row0 + oh*rstep)*ors + col0 +
+ * ow*cstep]; contiguous runs are written by `copy` (fc_copy, or the ISA's stream_copy for outputs
+ * too large to stay in the cache). The forward writes its plain layout (row0 = col0 = 0, steps
+ * 1), grad_input one stride phase. */
+typedef struct {
+    T *out;
+    fc_idx imgs, ocs, ors;
+    fc_idx rowlen, OHv;
+    fc_idx row0, rstep, col0, cstep;
+    TF(fc_copy_fn) copy;
+} TF(fc_out_view);
+
+/* Pixels p = oh*rowlen + ow of [p0, min(p1, OHv*rowlen)) of one image, tile Ct (rows ldc apart,
+ * column p - p0), to that image's output `out` in the layout of view v. */
 static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1,
-                                   fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs, fc_idx ors,
-                                   fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep,
-                                   TF(fc_copy_fn) copy) {
-    p1 = FC_MIN(p1, OHv * rowlen);
-    if (cstep == 1 && rstep == 1 && col0 == 0 && ors == rowlen) { /* whole rows: one run */
-        for (fc_idx m = 0; m < M; m++) copy(out + m * ocs + row0 * ors + p0, Ct + m * ldc, p1 - p0);
+                                   const TF(fc_out_view) * v, T *out) {
+    const fc_idx rowlen = v->rowlen, ocs = v->ocs, ors = v->ors, cstep = v->cstep;
+    p1 = FC_MIN(p1, v->OHv * rowlen);
+    if (cstep == 1 && v->rstep == 1 && v->col0 == 0 && ors == rowlen) { /* whole rows: one run */
+        for (fc_idx m = 0; m < M; m++)
+            v->copy(out + m * ocs + v->row0 * ors + p0, Ct + m * ldc, p1 - p0);
         return;
     }
     for (fc_idx m = 0; m < M; m++) {
@@ -276,10 +289,10 @@ static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0,
         for (fc_idx p = p0; p < p1;) {
             fc_idx oh = p / rowlen, ow0 = p % rowlen;
             fc_idx ow1 = FC_MIN(rowlen, p1 - oh * rowlen);
-            T *orow = oc + (row0 + oh * rstep) * ors + col0;
+            T *orow = oc + (v->row0 + oh * v->rstep) * ors + v->col0;
             const T *src = crow + oh * rowlen;
             if (cstep == 1)
-                copy(orow + ow0, src + ow0, ow1 - ow0);
+                v->copy(orow + ow0, src + ow0, ow1 - ow0);
             else
                 for (fc_idx ow = ow0; ow < ow1; ow++) orow[ow * cstep] = src[ow];
             p = oh * rowlen + ow1;
@@ -288,24 +301,22 @@ static void TF(fc_writeback_image)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0,
 }
 
 /* A scratch tile Ct of pixels [p0, p1) of images side by side, P pixels each, written back
- * image by image: image i's part goes to out + i*imgs through fc_writeback_image (the forward
- * passes its plain layout, grad_input one stride phase). */
+ * image by image through the view v. */
 static void TF(fc_writeback)(const T *Ct, fc_idx ldc, fc_idx M, fc_idx p0, fc_idx p1, fc_idx P,
-                             fc_idx imgs, fc_idx rowlen, fc_idx OHv, T *out, fc_idx ocs,
-                             fc_idx ors, fc_idx row0, fc_idx rstep, fc_idx col0, fc_idx cstep,
-                             TF(fc_copy_fn) copy) {
+                             const TF(fc_out_view) * v) {
     for (fc_idx p = p0; p < p1;) {
         fc_idx i = p / P, q = p - i * P, len = FC_MIN(P - q, p1 - p);
-        TF(fc_writeback_image)(Ct + (p - p0), ldc, M, q, q + len, rowlen, OHv, out + i * imgs,
-                               ocs, ors, row0, rstep, col0, cstep, copy);
+        TF(fc_writeback_image)(Ct + (p - p0), ldc, M, q, q + len, v, v->out + i * v->imgs);
         p += len;
     }
 }
 
-/* Choose the pixel-block width: a [M][PB] tile of about 128 KiB (L2-resident while every tap
- * block passes over it), and enough items to keep the threads busy. */
+/* Bytes of an output tile: it stays in L2 while every tap block passes over it. */
+#define FC_TILE_BYTES 131072
+/* Choose the pixel-block width: a [M][PB] tile of about FC_TILE_BYTES, and enough items to keep
+ * the threads busy. */
 static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items, int nthreads) {
-    fc_idx nblk = FC_CEIL_DIV(M * Pr * (fc_idx)sizeof(T), (fc_idx)131072);
+    fc_idx nblk = FC_CEIL_DIV(M * Pr * (fc_idx)sizeof(T), (fc_idx)FC_TILE_BYTES);
     if (nblk < 1) nblk = 1;
     while (outer_items * nblk < 4 * (fc_idx)nthreads && nblk * 2 * nr <= Pr) nblk++;
     return FC_ROUND_UP(FC_CEIL_DIV(Pr, nblk), nr);
@@ -316,10 +327,14 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
  * leave more than 1% of the lanes of its vectors empty (196 = 12.25 x 16 for a 14 x 14 output)
  * and a few images fill whole vectors (4 x 196 = 49 x 16), with their wide buffers (bufsize
  * elements each) together at most 4 MiB. */
+#define FC_GROUP_MAX_IMAGES 8 /* beyond this, an image's lanes are too few to matter */
+#define FC_GROUP_MAX_BYTES ((fc_idx)4 << 20) /* the group's buffers stay in L2/L3 */
+#define FC_GROUP_EMPTY_LANES 100 /* group when more than 1 in this many lanes are empty */
 static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
-    if (P <= 0 || 100 * (FC_ROUND_UP(P, (fc_idx)vl) - P) <= FC_ROUND_UP(P, (fc_idx)vl)) return 1;
-    const fc_idx cap = ((fc_idx)4 << 20) / (fc_idx)sizeof(T);
-    for (fc_idx k = 2; k <= 8 && k <= N && k * bufsize <= cap; k++)
+    const fc_idx lanes = FC_ROUND_UP(P, (fc_idx)vl);
+    if (P <= 0 || FC_GROUP_EMPTY_LANES * (lanes - P) <= lanes) return 1;
+    const fc_idx cap = FC_GROUP_MAX_BYTES / (fc_idx)sizeof(T);
+    for (fc_idx k = 2; k <= FC_GROUP_MAX_IMAGES && k <= N && k * bufsize <= cap; k++)
         if ((k * P) % vl == 0) return k;
     return 1;
 }
@@ -347,9 +362,8 @@ typedef struct {
 
 /* A[mb][t][i] = w[m0 + i][t] for the rows m0 + i of each balanced row block mb (fc_row_block)
  * of the M x TT matrix w, MR lanes per tap (those past a short block are left alone: zero).
- * Written in order, reading the block's rows in step. It runs on the calling thread before the
- * parallel items: on the deep layer (256 x 2304 weights) a third faster than the row-by-row loop
- * with stores MR elements apart that it replaces (1.1% of the forward's CPU time, from 1.6%). */
+ * Written in order, reading the block's rows in step, so that the stores are sequential: it runs
+ * on the calling thread, before the parallel items, so its time is not shared out. */
 static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T *restrict A) {
     for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) {
         fc_idx m0;
@@ -373,7 +387,8 @@ static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
     if (!pl->boff) return -1;
     fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg, pl->TT, &pl->bwl, pl->boff);
     pl->bbufsize = FC_MAX(pl->Cg * pl->bwl.chstride,
-                          bmax + pl->band_rows * pl->bwl.Wq + 4 * pl->isa.vl) + 64;
+                          bmax + pl->band_rows * pl->bwl.Wq + FC_PANEL_VECS * pl->isa.vl) +
+                   FC_SLACK;
     pl->NB = 1;
     pl->ngroups = g->N;
     pl->Pr = FC_ROUND_UP(pl->band_rows * g->OW, nr);
@@ -400,7 +415,8 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + 4 * pl->isa.vl) + 64;
+    pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride,
+                         max_off + g->OH * pl->wl.Wq + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
     for (fc_idx gi = 0; gi < g->G; gi++)
         TF(fc_pack_rows)(pl->w + gi * pl->Kg * pl->TT, pl->Kg, pl->TT, MRv,
                          pl->A + gi * pl->nmb * pl->TT * MRv);
@@ -440,7 +456,8 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx P = rows * g->OW, ocs = g->OH * g->OW, Wq = pl->wl.Wq;
     const fc_idx *off = pl->off;
     const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg,
-                                    (r0 + rows) * Wq + pl->max_off + 4 * vl + 64);
+                                    (r0 + rows) * Wq + pl->max_off + FC_PANEL_VECS * vl +
+                                        FC_SLACK);
     if (src) {
         src += r0 * Wq;
     } else {
@@ -458,19 +475,22 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const int direct = pl->nmb > 1 ? P % vl == 0 : g->OW % vl == 0;
     T *out = pl->out + (n * g->K + gi * pl->Kg) * ocs + r0 * g->OW;
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
-    fc_idx ldc = direct ? ocs : pl->PB + 4 * vl;
+    fc_idx ldc = direct ? ocs : pl->PB + FC_PANEL_VECS * vl;
     T *Ct = direct ? NULL : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if ((!direct && !Ct) || !Bp) return -1;
-    fc_idx rowlen = Wq == g->OW ? P : g->OW;
-    const T *A = pl->A + gi * pl->nmb * pl->TT * pl->isa.mr;
+    const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
+    const TF(fc_pixels) px = {.B = src, .off = off, .rowlen = Wq == g->OW ? P : g->OW, .Wq = Wq,
+                              .Pimg = P, .imgs = 0, .P = P};
+    const TF(fc_out_view) view = {.out = out, .imgs = 0, .ocs = ocs, .ors = g->OW,
+                                  .rowlen = g->OW, .OHv = rows, .rstep = 1, .cstep = 1,
+                                  .copy = pl->stream ? pl->isa.stream_copy : TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
         fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
-        pl->isa.gemm_tile(A, pl->Kg, pl->TT, src, off, rowlen, Wq, P, 0, P, p0, p1,
-                          direct ? out + p0 : Ct, ldc, bias, direct && pl->stream, Bp);
+        const TF(fc_tile) tile = {direct ? out + p0 : Ct, ldc, bias, direct && pl->stream};
+        pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
         if (!direct) {
-            TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, 0, g->OW, rows, out, ocs,
-                             g->OW, 0, 1, 0, 1, pl->stream ? pl->isa.stream_copy : TF(fc_copy));
+            TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, &view);
             if (pl->stream) FC_SFENCE();
         }
     }
@@ -499,7 +519,7 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx ocs = g->OH * g->OW;
     T *out = pl->out + (n0 * g->K + gi * pl->Kg) * ocs;
     const T *bias = pl->bias ? pl->bias + gi * pl->Kg : NULL;
-    fc_idx ldc = direct ? ocs : pl->PB + 4 * pl->isa.vl;
+    fc_idx ldc = direct ? ocs : pl->PB + FC_PANEL_VECS * pl->isa.vl;
     T *Ct = direct ? out + p0 : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if ((!view && !buf) || !Ct || !Bp) return -1;
@@ -514,13 +534,16 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const T *src = view ? view : buf;
     /* rows without gaps between them (Wq == OW, e.g. a 1x1 kernel) make one long row: every
      * panel is then read in place */
-    fc_idx rowlen = pl->wl.Wq == g->OW ? P : g->OW;
-    pl->isa.gemm_tile(pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT, src, pl->off,
-                      rowlen, pl->wl.Wq, P, imgs, Ptot, p0, p1, Ct, ldc, bias,
-                      direct && pl->stream, Bp);
+    const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
+    const TF(fc_pixels) px = {.B = src, .off = pl->off, .rowlen = pl->wl.Wq == g->OW ? P : g->OW,
+                              .Wq = pl->wl.Wq, .Pimg = P, .imgs = imgs, .P = Ptot};
+    const TF(fc_tile) tile = {Ct, ldc, bias, direct && pl->stream};
+    pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
     if (!direct) {
-        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, g->K * ocs, g->OW, g->OH, out,
-                         ocs, g->OW, 0, 1, 0, 1, pl->stream ? pl->isa.stream_copy : TF(fc_copy));
+        const TF(fc_out_view) view = {.out = out, .imgs = g->K * ocs, .ocs = ocs, .ors = g->OW,
+                                      .rowlen = g->OW, .OHv = g->OH, .rstep = 1, .cstep = 1,
+                                      .copy = pl->stream ? pl->isa.stream_copy : TF(fc_copy)};
+        TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, Ptot), P, &view);
         if (pl->stream) FC_SFENCE();
     }
     return 0;
@@ -571,6 +594,29 @@ typedef struct {
     fc_idx *boff;
 } TF(fc_gin_plan);
 
+/* The tap offsets of every phase, in tap_start's order, into a padded grad_output buffer of
+ * planes `plane` elements apart: tap (k, i, j) of phase (a, b) reads plane k at row
+ * row0 + Uh - u_i and column j0 + Uw - u_j of its phases' shifts, where row0 is the phase's first
+ * row j0 in the whole-image buffer and 0 in a band's (whose rows start there). Returns the
+ * largest offset. */
+static fc_idx TF(fc_gin_offsets)(const TF(fc_gin_plan) * pl, fc_idx plane, int band, fc_idx *off) {
+    const TF(fc_geom) *g = &pl->g;
+    fc_idx t = 0, max_off = 0;
+    for (fc_idx a = 0; a < g->sh; a++)
+        for (fc_idx b = 0; b < g->sw; b++) {
+            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
+            const fc_idx row0 = band ? 0 : hh->j0;
+            for (fc_idx k = 0; k < pl->Kg; k++)
+                for (fc_idx i = 0; i < hh->ntaps; i++)
+                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
+                        off[t] = k * plane + (row0 + pl->Uh - hh->u[i]) * pl->Wb +
+                                 (ww->j0 + pl->Uw - ww->u[j]);
+                        max_off = FC_MAX(max_off, off[t]);
+                    }
+        }
+    return max_off;
+}
+
 /* Row bands, for an image whose padded grad_output would exceed the cap: item (image, group,
  * band, phase), the band's rows of its phase in pixel blocks of PB. Band row i of a phase's band
  * from phase row J0 holds padded row j0 + J0 + i of the whole-image buffer (the rows its taps
@@ -580,22 +626,13 @@ static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_id
     int nr = pl->isa.nr;
     pl->band_rows = TF(fc_band_rows_for)(pl->Kg * pl->Wb, pl->Uh, 0, Jh);
     pl->nbands = FC_CEIL_DIV(FC_MAX(Jh, (fc_idx)1), pl->band_rows);
-    fc_idx TTall = pl->Kg * g->R * g->S, plane = (pl->band_rows + pl->Uh) * pl->Wb, bmax = 0;
+    fc_idx TTall = pl->Kg * g->R * g->S, plane = (pl->band_rows + pl->Uh) * pl->Wb;
     pl->boff = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     if (!pl->boff) return -1;
-    for (fc_idx a = 0; a < g->sh; a++)
-        for (fc_idx b = 0; b < g->sw; b++) {
-            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
-            fc_idx t = pl->tap_start[a * g->sw + b];
-            for (fc_idx k = 0; k < pl->Kg; k++)
-                for (fc_idx i = 0; i < hh->ntaps; i++)
-                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
-                        pl->boff[t] = k * plane + (pl->Uh - hh->u[i]) * pl->Wb +
-                                      (ww->j0 + pl->Uw - ww->u[j]);
-                        bmax = FC_MAX(bmax, pl->boff[t]);
-                    }
-        }
-    pl->bbufsize = FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + 4 * pl->isa.vl) + 64;
+    fc_idx bmax = TF(fc_gin_offsets)(pl, plane, 1, pl->boff);
+    pl->bbufsize =
+        FC_MAX(pl->Kg * plane, bmax + pl->band_rows * pl->Wb + FC_PANEL_VECS * pl->isa.vl) +
+        FC_SLACK;
     pl->NB = 1;
     pl->ngroups = g->N;
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->band_rows * Jw, (fc_idx)1), nr);
@@ -605,59 +642,53 @@ static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_id
     return 0;
 }
 
-static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
-    TF(fc_geom) *g = &pl->g;
-    TF(fc_isa_table)(&pl->isa);
-    int MRv = pl->isa.mr, nr = pl->isa.nr;
-    pl->Cg = g->C / g->G;
-    pl->nphase = g->sh * g->sw;
+/* The phases of both axes (fc_phases_1d), where each phase's taps start in off and A
+ * (tap_start), the largest number of phase rows and columns (*Jh, *Jw), the row shifts Uh, Uw
+ * and the padded grad_output's plane (Hb x Wb). */
+static int TF(fc_gin_phase_tables)(TF(fc_gin_plan) * pl, fc_idx *Jh, fc_idx *Jw) {
+    const TF(fc_geom) *g = &pl->g;
     pl->ph_h = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sh * sizeof(TF(fc_phase1d)));
     pl->ph_w = (TF(fc_phase1d) *)fc_aligned_calloc((size_t)g->sw * sizeof(TF(fc_phase1d)));
     pl->tap_start = (fc_idx *)fc_aligned_calloc((size_t)(pl->nphase + 1) * sizeof(fc_idx));
     pl->slots = (fc_idx *)fc_aligned_calloc(
         (size_t)(2 * (g->sh * g->R + g->sw * g->S)) * sizeof(fc_idx));
     if (!pl->ph_h || !pl->ph_w || !pl->tap_start || !pl->slots) return -1;
-    pl->Kg = g->K / g->G;
-    pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->Uh = ((g->R - 1) * g->dh) / g->sh;
     pl->Uw = ((g->S - 1) * g->dw) / g->sw;
-    fc_idx lastj_h = 0, lastj_w = 0, Jh = 0, Jw = 0;
+    fc_idx lastj_h = 0, lastj_w = 0;
+    *Jh = *Jw = 0;
     for (fc_idx a = 0; a < g->sh; a++) {
         TF(fc_phases_1d)(g->R, g->sh, g->dh, g->pt, g->H, a, &pl->ph_h[a],
                          pl->slots + 2 * a * g->R);
         lastj_h = FC_MAX(lastj_h, pl->ph_h[a].j0 + pl->ph_h[a].J);
-        Jh = FC_MAX(Jh, pl->ph_h[a].J);
+        *Jh = FC_MAX(*Jh, pl->ph_h[a].J);
     }
     for (fc_idx b = 0; b < g->sw; b++) {
         TF(fc_phases_1d)(g->S, g->sw, g->dw, g->pl, g->W, b, &pl->ph_w[b],
                          pl->slots + 2 * (g->sh * g->R + b * g->S));
         lastj_w = FC_MAX(lastj_w, pl->ph_w[b].j0 + pl->ph_w[b].J);
-        Jw = FC_MAX(Jw, pl->ph_w[b].J);
+        *Jw = FC_MAX(*Jw, pl->ph_w[b].J);
     }
     pl->Hb = pl->Uh + FC_MAX(lastj_h, g->OH) + 1;
     /* a spare zero column between rows, except where no tap reaches across a row end (Uw == 0):
      * rows without gaps are one long row for gemm_tile */
     pl->Wb = pl->Uw + FC_MAX(lastj_w, g->OW) + (pl->Uw > 0);
-    fc_idx RS = g->R * g->S, TTall = pl->Kg * RS;
-    pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
-    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
-    if (!pl->off || !pl->A) return -1;
-    fc_idx plane = pl->Hb * pl->Wb, t = 0, max_off = 0;
-    for (fc_idx a = 0; a < g->sh; a++)
-        for (fc_idx b = 0; b < g->sw; b++) {
-            const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
-            pl->tap_start[a * g->sw + b] = t;
-            for (fc_idx k = 0; k < pl->Kg; k++)
-                for (fc_idx i = 0; i < hh->ntaps; i++)
-                    for (fc_idx j = 0; j < ww->ntaps; j++, t++) {
-                        pl->off[t] = k * plane + (hh->j0 + pl->Uh - hh->u[i]) * pl->Wb +
-                                     (ww->j0 + pl->Uw - ww->u[j]);
-                        max_off = FC_MAX(max_off, pl->off[t]);
-                    }
-        }
+    fc_idx t = 0;
+    for (fc_idx f = 0; f < pl->nphase; f++) {
+        pl->tap_start[f] = t;
+        t += pl->Kg * pl->ph_h[f / g->sw].ntaps * pl->ph_w[f % g->sw].ntaps;
+    }
     pl->tap_start[pl->nphase] = t;
-    /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s);
-     * row c's block and lane are computed once here, not per weight. */
+    return 0;
+}
+
+/* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s), packed
+ * as gemm_tile reads it ([nmb][Tf][MR], rows in the blocks of fc_row_block); row c's block and
+ * lane are computed once here, not per weight. */
+static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
+    const TF(fc_geom) *g = &pl->g;
+    const int MRv = pl->isa.mr;
+    const fc_idx TTall = pl->Kg * g->R * g->S;
     fc_idx *cblk = (fc_idx *)malloc((size_t)(2 * pl->Cg + 1) * sizeof(fc_idx));
     if (!cblk) return -1;
     fc_idx *clane = cblk + pl->Cg;
@@ -683,8 +714,28 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
                                               g->S + ww->taps[j]];
             }
     free(cblk);
+    return 0;
+}
+
+static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
+    TF(fc_geom) *g = &pl->g;
+    TF(fc_isa_table)(&pl->isa);
+    int MRv = pl->isa.mr, nr = pl->isa.nr;
+    pl->Cg = g->C / g->G;
+    pl->Kg = g->K / g->G;
+    pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
+    pl->nphase = g->sh * g->sw;
+    fc_idx Jh, Jw;
+    if (TF(fc_gin_phase_tables)(pl, &Jh, &Jw)) return -1;
+    fc_idx TTall = pl->Kg * g->R * g->S, plane = pl->Hb * pl->Wb;
+    pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
+    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
+    if (!pl->off || !pl->A) return -1;
+    fc_idx max_off = TF(fc_gin_offsets)(pl, plane, 0, pl->off);
+    if (TF(fc_gin_pack_weights)(pl)) return -1;
     fc_idx P = Jh * Jw;
-    pl->bufsize = FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + 4 * pl->isa.vl) + 64;
+    pl->bufsize =
+        FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
     pl->call = fc_next_call_id();
     if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes())
         return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
@@ -750,7 +801,7 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     if (J0 >= hh->J || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros */
     fc_idx rows = FC_MIN(pl->band_rows, hh->J - J0), P = rows * ww->J;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bbufsize * sizeof(T));
-    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    fc_idx ldc = pl->PB + FC_PANEL_VECS * pl->isa.vl;
     T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if (!buf || !Ct || !Bp) return -1;
@@ -758,18 +809,21 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     TF(fc_build_padded_dy_rows)(pl, n, gi, hh->j0 + J0, rows + pl->Uh,
                                 (pl->band_rows + pl->Uh) * pl->Wb, buf);
     fc_idx TTall = pl->Kg * g->R * g->S;
-    const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    fc_idx rowlen = pl->Wb == ww->J ? P : ww->J;
+    const TF(fc_packed_w) wts = {pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr, pl->Cg, Tf};
+    const TF(fc_pixels) px = {.B = buf, .off = pl->boff + t0, .rowlen = pl->Wb == ww->J ? P : ww->J,
+                              .Wq = pl->Wb, .Pimg = P, .imgs = 0, .P = P};
+    const TF(fc_tile) tile = {Ct, ldc, NULL, 0};
     fc_idx a = f / g->sw, b = f % g->sw;
-    fc_idx row0 = (hh->j0 + J0) * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
+    const TF(fc_out_view) view = {.out = pl->dx + (n * g->C + gi * pl->Cg) * ocs, .imgs = 0,
+                                  .ocs = ocs, .ors = g->W, .rowlen = ww->J, .OHv = rows,
+                                  .row0 = (hh->j0 + J0) * g->sh + a - g->pt, .rstep = g->sh,
+                                  .col0 = ww->j0 * g->sw + b - g->pl, .cstep = g->sw,
+                                  .copy = TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
         fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
-        pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->boff + t0, rowlen, pl->Wb, P, 0, P, p0, p1,
-                          Ct, ldc, NULL, 0, Bp);
-        TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, P), P, 0, ww->J, rows,
-                         pl->dx + (n * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
-                         g->sw, TF(fc_copy));
+        pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
+        TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, P), P, &view);
     }
     return 0;
 }
@@ -786,7 +840,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
     T *buf = (T *)fc_ws_get(0, (size_t)(pl->NB * pl->bufsize) * sizeof(T));
-    fc_idx ldc = pl->PB + 4 * pl->isa.vl;
+    fc_idx ldc = pl->PB + FC_PANEL_VECS * pl->isa.vl;
     T *Ct = (T *)fc_ws_get(1, (size_t)(pl->Cg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if (!buf || !Ct || !Bp) return -1;
@@ -798,16 +852,20 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
         ws->cached_key = ng;
     }
     fc_idx TTall = pl->Kg * g->R * g->S;
-    const T *Af = pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr;
-    fc_idx rowlen = pl->Wb == ww->J ? P : ww->J; /* rows without gaps: one long row */
-    pl->isa.gemm_tile(Af, pl->Cg, Tf, buf, pl->off + t0, rowlen, pl->Wb, P, pl->bufsize, nb * P,
-                      p0, p1, Ct, ldc, NULL, 0, Bp);
+    const TF(fc_packed_w) wts = {pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr, pl->Cg, Tf};
+    /* rows without gaps: one long row */
+    const TF(fc_pixels) px = {.B = buf, .off = pl->off + t0, .rowlen = pl->Wb == ww->J ? P : ww->J,
+                              .Wq = pl->Wb, .Pimg = P, .imgs = pl->bufsize, .P = nb * P};
+    const TF(fc_tile) tile = {Ct, ldc, NULL, 0};
+    pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
     fc_idx a = f / g->sw, b = f % g->sw;
-    fc_idx row0 = hh->j0 * g->sh + a - g->pt, col0 = ww->j0 * g->sw + b - g->pl;
     fc_idx ocs = g->H * g->W;
-    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, g->C * ocs, ww->J, hh->J,
-                     pl->dx + (n0 * g->C + gi * pl->Cg) * ocs, ocs, g->W, row0, g->sh, col0,
-                     g->sw, TF(fc_copy));
+    const TF(fc_out_view) view = {.out = pl->dx + (n0 * g->C + gi * pl->Cg) * ocs,
+                                  .imgs = g->C * ocs, .ocs = ocs, .ors = g->W, .rowlen = ww->J,
+                                  .OHv = hh->J, .row0 = hh->j0 * g->sh + a - g->pt,
+                                  .rstep = g->sh, .col0 = ww->j0 * g->sw + b - g->pl,
+                                  .cstep = g->sw, .copy = TF(fc_copy)};
+    TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, &view);
     return 0;
 }
 
@@ -831,6 +889,11 @@ typedef struct {
     fc_idx *boff; /* [Cg*RS] */
 } TF(fc_gw_plan);
 
+/* grad_weight's work split: enough items for a few threads, few enough partial sums to add. */
+#define FC_GW_CHANNEL_GROUPS 4
+#define FC_GW_ITEMS 8
+/* Spare bytes past an item's table of tap offsets: a margin (no kernel reads past the table). */
+#define FC_TABLE_SLACK_BYTES 64
 static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     TF(fc_geom) *g = &pl->g;
     TF(fc_isa_table)(&pl->isa);
@@ -845,27 +908,30 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     if (!pl->off) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     /* Work split from the shapes alone (never the thread count), so the reduction order is fixed:
-     * up to 4 channel groups, and batch chunks until there are 8 items. */
-    pl->ncg = g->G == 1 ? FC_MIN(pl->Cg, (fc_idx)4) : 1;
+     * up to FC_GW_CHANNEL_GROUPS channel groups, and batch chunks until there are FC_GW_ITEMS
+     * items. */
+    pl->ncg = g->G == 1 ? FC_MIN(pl->Cg, (fc_idx)FC_GW_CHANNEL_GROUPS) : 1;
     pl->cgs = FC_CEIL_DIV(pl->Cg, pl->ncg);
     pl->ncg = FC_CEIL_DIV(pl->Cg, pl->cgs);
     fc_idx per = g->G * pl->ncg;
-    pl->nchunk = pl->depthwise ? 1 : FC_MAX((fc_idx)1, FC_MIN(g->N, FC_CEIL_DIV(8, per)));
+    pl->nchunk = pl->depthwise ? 1
+                               : FC_MAX((fc_idx)1, FC_MIN(g->N, FC_CEIL_DIV(FC_GW_ITEMS, per)));
     pl->chunk = FC_CEIL_DIV(g->N, pl->nchunk);
     pl->nchunk = FC_CEIL_DIV(g->N, pl->chunk);
     pl->nitems = per * pl->nchunk;
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->cgs * pl->RS && t < pl->Cg * pl->RS; t++)
         max_off = FC_MAX(max_off, pl->off[t]);
-    pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + 64;
+    pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + FC_SLACK;
     pl->ldy = FC_ROUND_UP(g->OW, vl);
     /* row bands when the wide input of a channel block or the grad_output buffer (transposed,
      * or rows padded to ldy for depthwise) of an image would exceed the cap. Whether to band
-     * and how high a band is are reckoned with the widest vector (64 bytes) on every path:
+     * and how high a band is are reckoned with the widest vector (FC_WIDEST_VB) on every path:
      * depthwise grad_weight adds its sums band by band, so its bits depend on the bands, which
      * must then depend on the shapes alone, never on the SIMD path. */
-    const fc_idx vlw = 64 / (fc_idx)sizeof(T);
-    fc_idx bufw = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vlw) + 64;
+    const fc_idx vlw = FC_WIDEST_VB / (fc_idx)sizeof(T);
+    fc_idx bufw =
+        FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vlw) + FC_SLACK;
     fc_idx dy_row = pl->depthwise ? FC_ROUND_UP(g->OW, vlw) : g->OW * FC_ROUND_UP(pl->Kg, vlw);
     int64_t cap = fc_ws_cap_bytes();
     pl->band_rows = 0;
@@ -879,7 +945,8 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg,
                                          FC_MIN(pl->cgs, pl->Cg) * pl->RS, &pl->bwl, pl->boff);
         pl->bbufsize =
-            FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) + 64;
+            FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) +
+            FC_SLACK;
     }
     pl->partial = NULL;
     if (!pl->depthwise) {
@@ -925,8 +992,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS, P = g->OH * g->OW;
     fc_idx dy_row = pl->depthwise ? pl->ldy : g->OW * pl->ldm;
     int TRv = pl->isa.tr, vl = pl->isa.vl;
-    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)(2 * Tn) * sizeof(fc_idx) + 64);
-    T *dyb = (T *)fc_ws_get(1, (size_t)(pl->band_rows * dy_row + 64) * sizeof(T));
+    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)(2 * Tn) * sizeof(fc_idx) + FC_TABLE_SLACK_BYTES);
+    T *dyb = (T *)fc_ws_get(1, (size_t)(pl->band_rows * dy_row + FC_SLACK) * sizeof(T));
     if (!off || !dyb) return -1;
     fc_idx *boff = off + Tn; /* off: in the input's layout, boff: in the band's */
     for (fc_idx t = 0; t < Tn; t++) {
@@ -942,7 +1009,7 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             fc_idx rows = FC_MIN(pl->band_rows, g->OH - r0), Wq = pl->wl.Wq;
             const fc_idx *o = off;
             const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0,
-                                            (r0 + rows) * Wq + pl->max_off + vl + 64);
+                                            (r0 + rows) * Wq + pl->max_off + vl + FC_SLACK);
             if (src) {
                 src += r0 * Wq;
             } else {
@@ -960,8 +1027,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
                     memcpy(dyb + oh * pl->ldy, dy + oh * g->OW, (size_t)g->OW * sizeof(T));
                     memset(dyb + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
                 }
-                pl->isa.dw_depthwise(pl->RS, src, o, dyb, pl->ldy, rows, g->OW, Wq,
-                                     pl->dw + gi * pl->RS);
+                const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldy, rows, g->OW};
+                pl->isa.dw_depthwise(pl->RS, &a, pl->dw + gi * pl->RS);
                 continue;
             }
             /* the band's DYT, as fc_transpose_dy */
@@ -969,12 +1036,14 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             if (pl->ldm > pl->Kg)
                 for (fc_idx p = 0; p < rows * g->OW; p++)
                     memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
+            TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW};
             for (fc_idx tb = 0; tb < Tn; tb += TRv) {
                 int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+                a.off = o + tb;
                 for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
                     int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                    pl->isa.dw_kernel(tr, nv, src, o + tb, dyb + mb, pl->ldm, rows, g->OW, Wq,
-                                      Cp + tb * pl->ldm + mb, pl->ldm);
+                    a.dy = dyb + mb;
+                    pl->isa.dw_kernel(tr, nv, &a, Cp + tb * pl->ldm + mb, pl->ldm);
                 }
             }
         }
@@ -990,13 +1059,13 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     fc_idx n0 = chunk * pl->chunk, n1 = FC_MIN(g->N, n0 + pl->chunk);
     fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)Tn * sizeof(fc_idx) + 64);
+    fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)Tn * sizeof(fc_idx) + FC_TABLE_SLACK_BYTES);
     if (!buf || !off) return -1;
     fc_workspace *ws = fc_ws();
     ws->cached_call = 0; /* this pass reuses slot 0 for another layout */
     for (fc_idx t = 0; t < Tn; t++) off[t] = pl->off[T0 + t] - c0 * pl->wl.chstride;
     if (pl->depthwise) {
-        T *dyp = (T *)fc_ws_get(1, (size_t)(g->OH * pl->ldy + 64) * sizeof(T));
+        T *dyp = (T *)fc_ws_get(1, (size_t)(g->OH * pl->ldy + FC_SLACK) * sizeof(T));
         if (!dyp) return -1;
         T *res = pl->dw + gi * pl->RS;
         for (fc_idx n = n0; n < n1; n++) {
@@ -1006,7 +1075,8 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
                 memcpy(dyp + oh * pl->ldy, src + oh * g->OW, (size_t)g->OW * sizeof(T));
                 memset(dyp + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
             }
-            pl->isa.dw_depthwise(pl->RS, buf, off, dyp, pl->ldy, g->OH, g->OW, pl->wl.Wq, res);
+            const TF(fc_dw_args) a = {buf, off, pl->wl.Wq, dyp, pl->ldy, g->OH, g->OW};
+            pl->isa.dw_depthwise(pl->RS, &a, res);
         }
         return 0;
     }
@@ -1023,12 +1093,14 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             src = buf;
         }
         TF(fc_transpose_dy)(pl, n, gi, DYT);
+        TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW};
         for (fc_idx tb = 0; tb < Tn; tb += TRv) {
             int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+            a.off = off + tb;
             for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
                 int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                pl->isa.dw_kernel(tr, nv, src, off + tb, DYT + mb, pl->ldm, g->OH, g->OW,
-                                  pl->wl.Wq, Cp + tb * pl->ldm + mb, pl->ldm);
+                a.dy = DYT + mb;
+                pl->isa.dw_kernel(tr, nv, &a, Cp + tb * pl->ldm + mb, pl->ldm);
             }
         }
     }
@@ -1061,17 +1133,28 @@ static int TF(fc_gw_reduce_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     return 0;
 }
 
-/* grad_bias[k] = sum over n, then pixels in blocks of 8 lanes, in a fixed order. */
+/* grad_bias[k] = sum over n, then pixels in blocks of FC_BIAS_LANES lanes, in a fixed order (the
+ * same on every path: a lane count that every vector width divides or fills). */
+#define FC_BIAS_LANES 8
 static void TF(fc_grad_bias_item)(const T *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, T *gb) {
-    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    T acc[FC_BIAS_LANES] = {0};
     for (fc_idx n = 0; n < N; n++) {
         const T *src = dy + (n * K + k) * P;
         fc_idx p = 0;
-        for (; p + 8 <= P; p += 8)
-            for (int l = 0; l < 8; l++) acc[l] += src[p + l];
+        for (; p + FC_BIAS_LANES <= P; p += FC_BIAS_LANES)
+            for (int l = 0; l < FC_BIAS_LANES; l++) acc[l] += src[p + l];
         for (int l = 0; p < P; p++, l++) acc[l] += src[p];
     }
     gb[k] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 #undef TF
+#undef FC_TILE_BYTES
+#undef FC_BAND_MIN_HALOS
+#undef FC_GROUP_MAX_IMAGES
+#undef FC_GROUP_EMPTY_LANES
+#undef FC_GROUP_MAX_BYTES
+#undef FC_GW_CHANNEL_GROUPS
+#undef FC_GW_ITEMS
+#undef FC_TABLE_SLACK_BYTES
+#undef FC_BIAS_LANES

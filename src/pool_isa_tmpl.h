@@ -38,6 +38,10 @@ typedef int64_t VL64U __attribute__((vector_size(VLN * 8), aligned(8)));
 
 #include "fc_shuffle.h"
 
+/* Spare bytes past the row buffers (a widest vector): a vector load that starts inside the last
+ * row stays inside the buffer. */
+#define FC_POOL_SLACK 64
+
 /* Store the first nv (1..VL) lanes of v at p. */
 ALWAYS void FN(store_lanes)(T *p, VEC v, fc_idx nv) {
     if (nv >= VL) STOREU(p, v);
@@ -143,18 +147,43 @@ static FC_TARGET void FN(unsplit_row)(T *restrict dst, const T *restrict src, fc
 /* ---- forward row kernels ----------------------------------------------------------------
  * Chunks of VL outputs along the row; when OW is not a multiple of VL the last chunk is moved
  * back to end at OW (recomputing a few outputs identically) so that every store is a full
- * vector inside the row. G output rows at once (G independent accumulator chains hide the latency of each chain;
- * row g reads the buffer rows p0 + g*gstep + r*rstep, r < nr, and writes out + g*OW);
- * KW > 0: the number of taps per row as a compile-time constant (0: runtime kw). */
+ * vector inside the row. G output rows at once: G independent accumulator chains hide the
+ * latency of each chain. KW > 0: the number of taps per row as a compile-time constant (0: the
+ * runtime kw). G and KW are compile-time constants in every expansion (see FN(fwd_rows)). */
 
-ALWAYS void FN(max_rows_body)(const int G, const int KW, const T *restrict p0, fc_idx gstep,
-                              fc_idx rstep, fc_idx nr, fc_idx kw, const fc_idx *restrict qoff,
-                              fc_idx OW, T *restrict out) {
-    const fc_idx nk = KW ? KW : kw;
+/* Rows output at once where every window row is inside the input. */
+#define FC_GROUP 4
+
+/* A row kernel's operands: output rows g < G at out + g*OW; row g reads the buffer rows
+ * p0 + g*gstep + r*rstep, r < nr, at the tap offsets qoff[t], t < kw. */
+typedef struct {
+    const T *p0;
+    fc_idx gstep, rstep, nr, kw;
+    const fc_idx *qoff;
+    fc_idx OW;
+    T *out;
+    const T *drow, *dcol; /* average: the divisor of output (g, ow) is drow[g] * dcol[ow] */
+    /* max with indices: see maxidx_rows_body */
+    IT cand, gcand, rowinc, dw;
+    const IT *colbase, *colfirst;
+    int64_t *oind;
+} FN(rows);
+
+/* The row kernels: average, max, max with indices. */
+#define FC_ROWS_AVG 0
+#define FC_ROWS_MAX 1
+#define FC_ROWS_MAXIDX 2
+
+ALWAYS void FN(max_rows_body)(const int G, const int KW, const FN(rows) *restrict a) {
+    const T *restrict p0 = a->p0;
+    const fc_idx *restrict qoff = a->qoff;
+    T *restrict out = a->out;
+    const fc_idx gstep = a->gstep, rstep = a->rstep, nr = a->nr, OW = a->OW;
+    const fc_idx nk = KW ? KW : a->kw;
     const VEC ninf = (VEC){0} - (T)INFINITY;
     for (fc_idx ow = 0; ow < OW; ow += VL) {
         if (ow + VL > OW && OW >= VL) ow = OW - VL; /* last chunk overlaps: full stores */
-        VEC best[4];
+        VEC best[FC_GROUP];
         for (int g = 0; g < G; g++) best[g] = ninf;
         for (fc_idx r = 0; r < nr; r++) {
             const T *p = p0 + r * rstep + ow;
@@ -174,17 +203,20 @@ ALWAYS void FN(max_rows_body)(const int G, const int KW, const T *restrict p0, f
  * window row of output row 0 (gcand = sh*W more per output row, rowinc = dh*W more per window
  * row), colbase[ow] = ow*sw - pw, colfirst[ow] the window's first in-bounds column: cand +
  * colfirst is the index torch reports for a window whose values are all -inf. */
-ALWAYS void FN(maxidx_rows_body)(const int G, const int KW, const T *restrict p0, fc_idx gstep,
-                                 fc_idx rstep, fc_idx nr, fc_idx kw, const fc_idx *restrict qoff,
-                                 fc_idx OW, IT cand, IT gcand, IT rowinc, IT dw,
-                                 const IT *restrict colbase, const IT *restrict colfirst,
-                                 T *restrict out, int64_t *restrict oind) {
-    const fc_idx nk = KW ? KW : kw;
+ALWAYS void FN(maxidx_rows_body)(const int G, const int KW, const FN(rows) *restrict a) {
+    const T *restrict p0 = a->p0;
+    const fc_idx *restrict qoff = a->qoff;
+    const IT *restrict colbase = a->colbase, *restrict colfirst = a->colfirst;
+    T *restrict out = a->out;
+    int64_t *restrict oind = a->oind;
+    const fc_idx gstep = a->gstep, rstep = a->rstep, nr = a->nr, OW = a->OW;
+    const IT cand = a->cand, gcand = a->gcand, rowinc = a->rowinc, dw = a->dw;
+    const fc_idx nk = KW ? KW : a->kw;
     const VEC ninf = (VEC){0} - (T)INFINITY;
     for (fc_idx ow = 0; ow < OW; ow += VL) {
         if (ow + VL > OW && OW >= VL) ow = OW - VL; /* last chunk overlaps: full stores */
-        VEC best[4];
-        VI bi[4];
+        VEC best[FC_GROUP];
+        VI bi[FC_GROUP];
         const VI cb = LOADI(colbase + ow), cf = LOADI(colfirst + ow);
         for (int g = 0; g < G; g++) {
             best[g] = ninf;
@@ -210,14 +242,16 @@ ALWAYS void FN(maxidx_rows_body)(const int G, const int KW, const T *restrict p0
 }
 
 /* sum over the taps in row-major order, then / (drow[g] * dcol[ow]) -- torch's arithmetic. */
-ALWAYS void FN(avg_rows_body)(const int G, const int KW, const T *restrict p0, fc_idx gstep,
-                              fc_idx rstep, fc_idx nr, fc_idx kw, const fc_idx *restrict qoff,
-                              fc_idx OW, const T *restrict drow, const T *restrict dcol,
-                              T *restrict out) {
-    const fc_idx nk = KW ? KW : kw;
+ALWAYS void FN(avg_rows_body)(const int G, const int KW, const FN(rows) *restrict a) {
+    const T *restrict p0 = a->p0;
+    const fc_idx *restrict qoff = a->qoff;
+    const T *restrict drow = a->drow, *restrict dcol = a->dcol;
+    T *restrict out = a->out;
+    const fc_idx gstep = a->gstep, rstep = a->rstep, nr = a->nr, OW = a->OW;
+    const fc_idx nk = KW ? KW : a->kw;
     for (fc_idx ow = 0; ow < OW; ow += VL) {
         if (ow + VL > OW && OW >= VL) ow = OW - VL; /* last chunk overlaps: full stores */
-        VEC s[4];
+        VEC s[FC_GROUP];
         for (int g = 0; g < G; g++) s[g] = (VEC){0};
         for (fc_idx r = 0; r < nr; r++) {
             const T *p = p0 + r * rstep + ow;
@@ -230,39 +264,63 @@ ALWAYS void FN(avg_rows_body)(const int G, const int KW, const T *restrict p0, f
     }
 }
 
-#define FC_GROUP 4
-#define FC_KW_SWITCH(G, body, ...)                                                              \
-    switch (kw) {                                                                              \
-        case 1: body(G, 1, __VA_ARGS__); break;                                                \
-        case 2: body(G, 2, __VA_ARGS__); break;                                                \
-        case 3: body(G, 3, __VA_ARGS__); break;                                                \
-        default: body(G, 0, __VA_ARGS__); break;                                               \
+/* The row kernel of `kind` (FC_ROWS_*) with G rows and KW taps. */
+ALWAYS void FN(rows_kernel)(const int kind, const int G, const int KW, const FN(rows) *a) {
+    if (kind == FC_ROWS_AVG) FN(avg_rows_body)(G, KW, a);
+    else if (kind == FC_ROWS_MAX) FN(max_rows_body)(G, KW, a);
+    else FN(maxidx_rows_body)(G, KW, a);
+}
+
+/* The same with the tap count a compile-time constant for the common windows (kw <= 3). */
+ALWAYS void FN(rows_kernel_kw)(const int kind, const int G, const FN(rows) *a) {
+    switch (a->kw) {
+        case 1: FN(rows_kernel)(kind, G, 1, a); break;
+        case 2: FN(rows_kernel)(kind, G, 2, a); break;
+        case 3: FN(rows_kernel)(kind, G, 3, a); break;
+        default: FN(rows_kernel)(kind, G, 0, a); break;
     }
+}
+
+/* What the output rows of one forward item share: the row buffer (from input row r_lo, rows RS
+ * apart) and the plane's output and indices. */
+typedef struct {
+    const fc_pool_job *j;
+    const T *buf;
+    fc_idx r_lo, RS;
+    T *out;
+    int64_t *oind;
+} FN(fwd_plane);
 
 /* Output rows [oh, oh + G) (G = 1 or FC_GROUP; when G > 1 all their window rows are inside). */
-#define FC_FWD_ROWS(G)                                                                          \
-    do {                                                                                       \
-        const fc_idx hs = oh * sh - ph;                                                        \
-        const fc_idx i_lo = j->rowtaps[2 * oh], i_hi = j->rowtaps[2 * oh + 1];                 \
-        const fc_idx ih0 = hs + i_lo * dh, nr = i_hi - i_lo;                                   \
-        const T *p0 = buf + (ih0 - r_lo) * RS;                                                 \
-        const fc_idx rstep = dh * RS, gstep = sh * RS;                                         \
-        T *orow = out + oh * OW;                                                               \
-        if (!is_max) {                                                                         \
-            FC_KW_SWITCH(G, FN(avg_rows_body), p0, gstep, rstep, nr, kw, qoff, OW, drow + oh,  \
-                         dcol, orow)                                                           \
-        } else if (!oind) {                                                                    \
-            FC_KW_SWITCH(G, FN(max_rows_body), p0, gstep, rstep, nr, kw, qoff, OW, orow)       \
-        } else {                                                                               \
-            FC_KW_SWITCH(G, FN(maxidx_rows_body), p0, gstep, rstep, nr, kw, qoff, OW,          \
-                         (IT)(ih0 * W), (IT)(sh * W), (IT)(dh * W), (IT)j->dw, colbase,        \
-                         colfirst, orow, oind + oh * OW)                                       \
-        }                                                                                      \
-    } while (0)
+ALWAYS void FN(fwd_rows)(const int G, const FN(fwd_plane) *pp, fc_idx oh) {
+    const fc_pool_job *j = pp->j;
+    const fc_idx hs = oh * j->sh - j->ph, W = j->W;
+    const fc_idx i_lo = j->rowtaps[2 * oh], i_hi = j->rowtaps[2 * oh + 1];
+    const fc_idx ih0 = hs + i_lo * j->dh;
+    FN(rows) a = {.p0 = pp->buf + (ih0 - pp->r_lo) * pp->RS, .gstep = j->sh * pp->RS,
+                  .rstep = j->dh * pp->RS, .nr = i_hi - i_lo, .kw = j->kw, .qoff = j->qoff,
+                  .OW = j->OW, .out = pp->out + oh * j->OW};
+    if (j->op != FC_POOL_MAX) {
+        a.drow = (const T *)j->drow + oh;
+        a.dcol = (const T *)j->dcol;
+        FN(rows_kernel_kw)(FC_ROWS_AVG, G, &a);
+    } else if (!pp->oind) {
+        FN(rows_kernel_kw)(FC_ROWS_MAX, G, &a);
+    } else {
+        a.cand = (IT)(ih0 * W);
+        a.gcand = (IT)(j->sh * W);
+        a.rowinc = (IT)(j->dh * W);
+        a.dw = (IT)j->dw;
+        a.colbase = (const IT *)j->colbase;
+        a.colfirst = (const IT *)j->colfirst;
+        a.oind = pp->oind + oh * j->OW;
+        FN(rows_kernel_kw)(FC_ROWS_MAXIDX, G, &a);
+    }
+}
 
 /* Forward work item: output rows [oh0, oh1) of one (n, c) plane. */
 static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
-    const fc_idx H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = j->kh, kw = j->kw;
+    const fc_idx H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = j->kh;
     const fc_idx sh = j->sh, sw = j->sw, ph = j->ph, pw = j->pw, dh = j->dh;
     const fc_idx LQ = j->LQ, LQS = j->LQS, RS = sw * LQS;
     const fc_idx plane = item / j->nblocks, blk = item % j->nblocks;
@@ -271,7 +329,7 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
     const fc_idx r_lo = FC_MAX(0, oh0 * sh - ph);
     const fc_idx r_hi = FC_MIN(H, (oh1 - 1) * sh - ph + (kh - 1) * dh + 1);
     const int is_max = j->op == FC_POOL_MAX;
-    T *buf = (T *)fc_ws_get(0, (size_t)FC_MAX(r_hi - r_lo, 1) * RS * sizeof(T) + 64);
+    T *buf = (T *)fc_ws_get(0, (size_t)FC_MAX(r_hi - r_lo, 1) * RS * sizeof(T) + FC_POOL_SLACK);
     unsigned char *built = (unsigned char *)fc_ws_get(1, (size_t)FC_MAX(r_hi - r_lo, 1));
     if (!buf || !built) return -1;
     memset(built, 0, (size_t)FC_MAX(r_hi - r_lo, 0));
@@ -279,9 +337,6 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
     const T pad = is_max ? -(T)INFINITY : (T)0;
     T *out = (T *)j->dst + plane * OH * OW;
     int64_t *oind = j->dst_ind ? j->dst_ind + plane * OH * OW : NULL;
-    const fc_idx *qoff = j->qoff;
-    const T *drow = (const T *)j->drow, *dcol = (const T *)j->dcol;
-    const IT *colbase = (const IT *)j->colbase, *colfirst = (const IT *)j->colfirst;
 
     /* Build every buffer row some window of the block reads, in one streaming pass. */
     for (fc_idx oh = oh0; oh < oh1; oh++) {
@@ -299,10 +354,12 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
     for (fc_idx r = 0; r < r_hi - r_lo; r++) {
         if (xn) fc_prefetch_row(xn + r * j->ss[2], W * (fc_idx)sizeof(T));
         if (built[r])
-            FN(build_row)(buf + r * RS, x + (r + r_lo) * j->ss[2], j->ss[3], W, pw, sw, LQ, LQS, pad);
+            FN(build_row)(buf + r * RS, x + (r + r_lo) * j->ss[2], j->ss[3], W, pw, sw, LQ, LQS,
+                          pad);
     }
 
     /* rows whose whole window is inside go FC_GROUP at a time */
+    const FN(fwd_plane) pp = {j, buf, r_lo, RS, out, oind};
     const fc_idx full_lo = FC_MAX(oh0, j->full_lo), full_hi = FC_MIN(oh1, j->full_hi);
     for (fc_idx oh = oh0; oh < oh1;) {
         if (j->rowtaps[2 * oh + 1] <= j->rowtaps[2 * oh]) {
@@ -313,17 +370,15 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
             }
             oh++;
         } else if (oh >= full_lo && oh + FC_GROUP <= full_hi) {
-            FC_FWD_ROWS(FC_GROUP);
+            FN(fwd_rows)(FC_GROUP, &pp, oh);
             oh += FC_GROUP;
         } else {
-            FC_FWD_ROWS(1);
+            FN(fwd_rows)(1, &pp, oh);
             oh++;
         }
     }
     return 0;
 }
-#undef FC_FWD_ROWS
-#undef FC_GROUP
 
 /* ---- average backward ---------------------------------------------------------------------
  * A gather: every input element sums grad/divisor of the windows that contain it, in the
@@ -332,16 +387,53 @@ static FC_TARGET int FN(pool_fwd_item)(const fc_pool_job *j, fc_idx item) {
  * a tap, i.e. ow = m - a for a < ceil((kw - q) / sw): for phase q, the terms of positions
  * m..m+VL-1 are contiguous loads of the scaled gradient row, shifted by a. */
 
-/* G independent gather tasks: *dst[g] (nv lanes) = sum over the no gradient rows (stride LG)
- * and a = A-1..0 of src[g][o*LG - a]. */
-ALWAYS void FN(gather_body)(const int G, const T *const *src, T *const *dst, fc_idx LG,
-                            fc_idx no, fc_idx A, fc_idx nv) {
-    VEC acc[4];
+/* Gather tasks waiting to run together (up to FC_GROUP: independent accumulator chains hide each
+ * other's latency): task g sums into dst[g] (nv lanes), over the no gradient rows (LG apart) and
+ * a = A-1..0, the terms src[g][o*LG - a]. The n queued tasks share no, A and nv; these counts
+ * are kept apart from the task arrays so that they stay in registers. */
+typedef struct {
+    int n;
+    fc_idx no, A, nv, LG;
+} FN(gather_batch);
+typedef struct {
+    const T *src[FC_GROUP];
+    T *dst[FC_GROUP];
+} FN(gather_tasks);
+
+/* The first G tasks (G a compile-time constant in each expansion, see gather_flush). */
+ALWAYS void FN(gather_body)(const int G, const FN(gather_batch) *b, const FN(gather_tasks) *q) {
+    const fc_idx no = b->no, A = b->A, LG = b->LG;
+    VEC acc[FC_GROUP];
     for (int g = 0; g < G; g++) acc[g] = (VEC){0};
     for (fc_idx o = 0; o < no; o++)
         for (fc_idx a = A - 1; a >= 0; a--)
-            for (int g = 0; g < G; g++) acc[g] += LOADU(src[g] + o * LG - a);
-    for (int g = 0; g < G; g++) FN(store_lanes)(dst[g], acc[g], nv);
+            for (int g = 0; g < G; g++) acc[g] += LOADU(q->src[g] + o * LG - a);
+    for (int g = 0; g < G; g++) FN(store_lanes)(q->dst[g], acc[g], b->nv);
+}
+
+/* Run the queued tasks and empty the queue. */
+ALWAYS void FN(gather_flush)(FN(gather_batch) *b, const FN(gather_tasks) *q) {
+    switch (b->n) {
+        case 0: break;
+        case 1: FN(gather_body)(1, b, q); break;
+        case 2: FN(gather_body)(2, b, q); break;
+        case 3: FN(gather_body)(3, b, q); break;
+        default: FN(gather_body)(FC_GROUP, b, q); break;
+    }
+    b->n = 0;
+}
+
+/* Queue a task, first running the queue when it is full or its tasks' counts differ. */
+ALWAYS void FN(gather_push)(FN(gather_batch) *b, FN(gather_tasks) *q, const T *src, T *dst,
+                            fc_idx no, fc_idx A, fc_idx nv) {
+    if (b->n == FC_GROUP || (b->n && (no != b->no || A != b->A || nv != b->nv)))
+        FN(gather_flush)(b, q);
+    q->src[b->n] = src;
+    q->dst[b->n] = dst;
+    b->no = no;
+    b->A = A;
+    b->nv = nv;
+    b->n++;
 }
 
 /* Average backward work item: input rows [r0, r1) of one plane. */
@@ -355,8 +447,8 @@ static FC_TARGET int FN(avg_bwd_item)(const fc_pool_job *j, fc_idx item) {
     /* outputs whose rows [oh*sh - ph, oh*sh - ph + kh) meet [r0, r1) */
     const fc_idx oh_lo = r0 + ph - kh + 1 <= 0 ? 0 : FC_CEIL_DIV(r0 + ph - kh + 1, sh);
     const fc_idx oh_hi = FC_MIN(OH, (r1 - 1 + ph) / sh + 1);
-    T *gdb = (T *)fc_ws_get(1, (size_t)FC_MAX(oh_hi - oh_lo, 1) * LG * sizeof(T) + 64);
-    T *pb = (T *)fc_ws_get(0, (size_t)(sw * LQS) * sizeof(T) + 64);
+    T *gdb = (T *)fc_ws_get(1, (size_t)FC_MAX(oh_hi - oh_lo, 1) * LG * sizeof(T) + FC_POOL_SLACK);
+    T *pb = (T *)fc_ws_get(0, (size_t)(sw * LQS) * sizeof(T) + FC_POOL_SLACK);
     if (!gdb || !pb) return -1;
     const T *go = (const T *)j->src + n * j->ss[0] + c * j->ss[1];
     const fc_idx gs2 = j->ss[2], gs3 = j->ss[3];
@@ -397,7 +489,7 @@ static FC_TARGET int FN(avg_bwd_item)(const fc_pool_job *j, fc_idx item) {
             if (oh != oh_prev) {
                 const T *gr = gdb + (oh - oh_lo) * LG + GP;
                 if (sw == 2) {
-                                for (fc_idx ow = 0; 2 * ow < pw + W; ow += VL) {
+                    for (fc_idx ow = 0; 2 * ow < pw + W; ow += VL) {
                         VEC a = LOADU(gr + ow) + (T)0;
                         STOREU(I + 2 * ow, SHUF2(a, a, FC_ILO));
                         STOREU(I + 2 * ow + VL, SHUF2(a, a, FC_IHI));
@@ -434,22 +526,9 @@ static FC_TARGET int FN(avg_bwd_item)(const fc_pool_job *j, fc_idx item) {
         nch[2 * q + 1] = FC_MIN((fc_idx)VL, m_hi - m_lo);
     }
     /* 3. every input row gathers from its output rows, oldest first. Tasks (one vector chunk
-     * of one phase of one row) with the same term counts are run 4 at a time for latency. */
-    const T *tsrc[4];
-    T *tdst[4];
-    int nt = 0;
-    fc_idx tno = 0, tA = 0, tnv = 0;
-#define FC_FLUSH()                                                                               \
-    do {                                                                                       \
-        switch (nt) {                                                                          \
-            case 0: break;                                                                     \
-            case 1: FN(gather_body)(1, tsrc, tdst, LG, tno, tA, tnv); break;                   \
-            case 2: FN(gather_body)(2, tsrc, tdst, LG, tno, tA, tnv); break;                   \
-            case 3: FN(gather_body)(3, tsrc, tdst, LG, tno, tA, tnv); break;                   \
-            default: FN(gather_body)(4, tsrc, tdst, LG, tno, tA, tnv); break;                  \
-        }                                                                                      \
-        nt = 0;                                                                                \
-    } while (0)
+     * of one phase of one row) with the same term counts run FC_GROUP at a time. */
+    FN(gather_batch) batch = {.n = 0, .LG = LG};
+    FN(gather_tasks) tasks;
     for (fc_idx ih = r0; ih < r1; ih++) {
         const fc_idx oa = j->rowsrc[2 * ih], no = j->rowsrc[2 * ih + 1];
         const T *g0 = gdb + (oa - oh_lo) * LG + GP;
@@ -463,27 +542,23 @@ static FC_TARGET int FN(avg_bwd_item)(const fc_pool_job *j, fc_idx item) {
                 for (fc_idx m = j->qrange[2 * q]; m < j->qrange[2 * q + 1]; m++) dst[m] = 0;
                 continue;
             }
-            for (fc_idx k = 0; k < k_end; k++) {
-                if (nt == 4 || (nt && (no != tno || A != tA || nv != tnv))) FC_FLUSH();
-                tsrc[nt] = g0 + ms[k];
-                tdst[nt] = dst + ms[k];
-                tno = no;
-                tA = A;
-                tnv = nv;
-                nt++;
-            }
+            for (fc_idx k = 0; k < k_end; k++)
+                FN(gather_push)(&batch, &tasks, g0 + ms[k], dst + ms[k], no, A, nv);
         }
         if (sw > 1) {
-            FC_FLUSH(); /* the phase buffer is reused by the next row */
+            FN(gather_flush)(&batch, &tasks); /* the phase buffer is reused by the next row */
             FN(unsplit_row)(girow, pb, W, pw, sw, LQS);
         }
     }
-    FC_FLUSH();
-#undef FC_FLUSH
+    FN(gather_flush)(&batch, &tasks);
     return 0;
 }
 
-#undef FC_KW_SWITCH
+#undef FC_GROUP
+#undef FC_ROWS_AVG
+#undef FC_ROWS_MAX
+#undef FC_ROWS_MAXIDX
+#undef FC_POOL_SLACK
 #undef FC_EVEN
 #undef FC_ODD
 #undef FC_ILO

@@ -1,0 +1,74 @@
+/* What the convolution passes (conv_tmpl.h) and the ISA kernels (conv_isa_tmpl.h) share: the
+ * sizes both reckon with and the argument structs of the ISA entry points, which the passes call
+ * through the ISA table. The structs are per dtype, not per ISA (the table holds the three ISAs'
+ * functions under one type), so they are declared here once for both dtypes; the first ISA
+ * instantiation includes this file. */
+#ifndef FC_CONV_ISA_API_H
+#define FC_CONV_ISA_API_H
+
+#include "fc_common.h"
+
+/* Bytes of the widest vector (AVX-512). The sizes that decide a summation order (depthwise
+ * partial sums, grad_weight's row bands) are reckoned with it on every path, so that every path
+ * sums in the same order. */
+#define FC_WIDEST_VB 64
+/* The widest pixel panel of the GEMM micro-kernels, in vectors: row blocks of at most 4 rows
+ * need 4 vectors of pixels to have enough independent accumulators to hide the FMA latency. */
+#define FC_PANEL_VECS 4
+/* Spare elements past the end of every buffer the kernels read by whole vectors (more than a
+ * widest vector of either type): a read that starts at the last computed element stays inside. */
+#define FC_SLACK 64
+
+/* How a micro-kernel reads its pixel panel: packed into a contiguous buffer, in place in the wide
+ * buffer, or in place with vectors that straddle two output rows (two loads merged by a mask). */
+enum { FC_PANEL_PACKED = 0, FC_PANEL_INPLACE = 1, FC_PANEL_SPLIT = 2, FC_PANEL_MODES = 3 };
+
+/* split2_rows' geometry: input rows h < nrows, lds elements apart, W contiguous elements each;
+ * row h goes to row (h + r0) / sh of row phase (h + r0) % sh (phase planes phs apart, rows Wq
+ * long); its even columns 2j to column qe + j of the column phase at offset pe*pws, its odd ones
+ * to column qo + j of the other. */
+typedef struct {
+    fc_idx lds, nrows, W, r0, sh, phs, pws, qe, qo, Wq;
+    int pe;
+} fc_split2;
+
+#define FC_CONV_ARGS(TN, T)                                                                    \
+    /* The weights of gemm_tile: A packed [ceil(M/MR)][TT][MR] (fc_pack_rows), M rows of TT    \
+     * taps. */                                                                                \
+    typedef struct {                                                                           \
+        const T *A;                                                                            \
+        fc_idx M, TT;                                                                          \
+    } FC_CAT(fc_packed_w, TN);                                                                 \
+    /* The pixels gemm_tile reads: output pixel p of image i = p / Pimg, row oh and column ow  \
+     * of that image (p % Pimg = oh*rowlen + ow), tap t, sits at                               \
+     * B[off[t] + i*imgs + oh*Wq + ow]; pixels at or past P are padding. */                    \
+    typedef struct {                                                                           \
+        const T *B;                                                                            \
+        const fc_idx *off; /* [TT] */                                                          \
+        fc_idx rowlen, Wq, Pimg, imgs, P;                                                      \
+    } FC_CAT(fc_pixels, TN);                                                                   \
+    /* Where gemm_tile writes: C[m*ldc + p - p0], rows starting from bias[m] (or 0 when bias   \
+     * is NULL); stream: non-temporal stores where every vector store is aligned. */           \
+    typedef struct {                                                                           \
+        T *C;                                                                                  \
+        fc_idx ldc;                                                                            \
+        const T *bias;                                                                         \
+        int stream;                                                                            \
+    } FC_CAT(fc_tile, TN);                                                                     \
+    /* The weight-gradient kernels' operands: the wide input X, read at the taps' offsets off  \
+     * plus oh*Wq + ow, and the grad_output dy of OH x OW pixels: pixel (oh, ow) at            \
+     * dy[(oh*OW + ow)*ld] transposed (channels contiguous, dw_kernel), or at dy[oh*ld + ow]   \
+     * (one channel, rows padded to ld, dw_depthwise). */                                      \
+    typedef struct {                                                                           \
+        const T *X;                                                                            \
+        const fc_idx *off;                                                                     \
+        fc_idx Wq;                                                                             \
+        const T *dy;                                                                           \
+        fc_idx ld, OH, OW;                                                                     \
+    } FC_CAT(fc_dw_args, TN);
+
+FC_CONV_ARGS(f32, float)
+FC_CONV_ARGS(f64, double)
+#undef FC_CONV_ARGS
+
+#endif /* FC_CONV_ISA_API_H */
