@@ -400,7 +400,6 @@ static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
 
 static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
-    TF(fc_isa_table)(&pl->isa);
     int MRv = pl->isa.mr, nr = pl->isa.nr;
     pl->Cg = g->C / g->G;
     pl->Kg = g->K / g->G;
@@ -719,7 +718,6 @@ static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
 
 static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
-    TF(fc_isa_table)(&pl->isa);
     int MRv = pl->isa.mr, nr = pl->isa.nr;
     pl->Cg = g->C / g->G;
     pl->Kg = g->K / g->G;
@@ -896,7 +894,6 @@ typedef struct {
 #define FC_TABLE_SLACK_BYTES 64
 static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     TF(fc_geom) *g = &pl->g;
-    TF(fc_isa_table)(&pl->isa);
     int vl = pl->isa.vl;
     pl->Cg = g->C / g->G;
     pl->Kg = g->K / g->G;

@@ -39,7 +39,6 @@ typedef struct {
 struct fc_pool_job {
     /* filled by the caller */
     int pass, op, f64;
-    int isa; /* read only by pool_tmpl.h's fc_pool_item_f32/f64, which nothing calls any more */
     int scalar;                      /* force the scalar forward path (tests) */
     fc_idx N, C, H, W, OH, OW;      /* input and output sizes */
     fc_idx kh, kw, sh, sw, ph, pw, dh, dw;

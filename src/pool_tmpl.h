@@ -120,21 +120,4 @@ static int FD(fc_pool_maxbwd_item)(fc_pool_job *j, fc_idx plane) {
     return 0;
 }
 
-static int FD(fc_pool_item)(fc_pool_job *j, fc_idx item) {
-    if (j->pass == FC_POOL_BACKWARD && j->op == FC_POOL_MAX) return FD(fc_pool_maxbwd_item)(j, item);
-    if (j->pass == FC_POOL_FORWARD && j->scalar) return FD(fc_pool_fwd_item_scalar)(j, item);
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (j->isa >= FC_ISA_AVX512) {
-        return j->pass == FC_POOL_FORWARD ? FC_CAT(FD(pool_fwd_item), avx512)(j, item)
-                                          : FC_CAT(FD(avg_bwd_item), avx512)(j, item);
-    }
-    if (j->isa >= FC_ISA_AVX2) {
-        return j->pass == FC_POOL_FORWARD ? FC_CAT(FD(pool_fwd_item), avx2)(j, item)
-                                          : FC_CAT(FD(avg_bwd_item), avx2)(j, item);
-    }
-#endif
-    return j->pass == FC_POOL_FORWARD ? FC_CAT(FD(pool_fwd_item), generic)(j, item)
-                                      : FC_CAT(FD(avg_bwd_item), generic)(j, item);
-}
-
 #undef FD
