@@ -53,6 +53,12 @@ struct fc_job {
     void *plan;
 };
 
+/* A zeroed plan of `size` bytes, owned by the job from now on (fc_job_free frees it). */
+static void *fc_job_new_plan(fc_job *j, size_t size) {
+    j->plan = calloc(1, size);
+    return j->plan;
+}
+
 /* One dtype: its three ISA instantiations, the passes (conv_tmpl.h) and their job functions
  * (conv_job_tmpl.h). The AVX-512 register block is 12 rows x 2 vectors for float32 and 6 x 4
  * for float64 (panels of the same width in pixels); AVX2 and the portable path use 6 x 2

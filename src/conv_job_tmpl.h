@@ -4,14 +4,18 @@
  * free forward to conv_tmpl.h. */
 #define FJ(name) FC_CAT(name, TN)
 
+/* The input the forward and grad_weight passes read: x and its element strides (any sign). */
+static void FJ(fc_job_input)(const fc_job *j, const T **x, fc_idx xs[4]) {
+    *x = (const T *)j->a;
+    memcpy(xs, j->a_strides, 4 * sizeof *xs);
+}
+
 static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
-    FJ(fc_fwd_plan) *p = calloc(1, sizeof *p);
+    FJ(fc_fwd_plan) *p = fc_job_new_plan(j, sizeof *p);
     if (!p) return -1;
-    j->plan = p;
     p->isa = *(const FJ(fc_isa) *)isa;
     p->g = j->geom;
-    p->x = (const T *)j->a;
-    memcpy(p->xs, j->a_strides, sizeof p->xs);
+    FJ(fc_job_input)(j, &p->x, p->xs);
     p->w = (const T *)j->b;
     p->bias = (const T *)j->bias;
     p->out = (T *)j->out;
@@ -23,9 +27,8 @@ static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
 }
 
 static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
-    FJ(fc_gin_plan) *p = calloc(1, sizeof *p);
+    FJ(fc_gin_plan) *p = fc_job_new_plan(j, sizeof *p);
     if (!p) return -1;
-    j->plan = p;
     p->isa = *(const FJ(fc_isa) *)isa;
     p->g = j->geom;
     p->dy = (const T *)j->a;
@@ -40,13 +43,11 @@ static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
 
 static int FJ(fc_gw_start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s) {
     (void)nthreads; /* the work split depends on the shapes only, so the sums are fixed */
-    FJ(fc_gw_plan) *p = calloc(1, sizeof *p);
+    FJ(fc_gw_plan) *p = fc_job_new_plan(j, sizeof *p);
     if (!p) return -1;
-    j->plan = p;
     p->isa = *(const FJ(fc_isa) *)isa;
     p->g = j->geom;
-    p->x = (const T *)j->a;
-    memcpy(p->xs, j->a_strides, sizeof p->xs);
+    FJ(fc_job_input)(j, &p->x, p->xs);
     p->dy = (const T *)j->b;
     p->dw = (T *)j->out;
     int st = FJ(fc_gw_prepare)(p);

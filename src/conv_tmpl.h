@@ -980,6 +980,25 @@ static void TF(fc_transpose_dy)(const TF(fc_gw_plan) * pl, fc_idx n, fc_idx gi, 
  * the same pixels in the same order as on the whole-image path: the same bits. (dw_depthwise
  * sums a band in lanes before adding it to res: there bands change the rounding, not the
  * determinism.) */
+/* Add one image's (or band's) products into the partial grad_weight Cp [taps][ldm]: the
+ * register-blocked kernel over blocks of TR taps times two vectors of output channels. `a` holds
+ * the input view and the transposed grad_output; its tap offsets and grad_output start move per
+ * block. */
+static inline __attribute__((always_inline)) void TF(fc_gw_accumulate)(
+    const TF(fc_gw_plan) * pl, const TF(fc_dw_args) * a, fc_idx Tn, T *Cp) {
+    const int TRv = pl->isa.tr, vl = pl->isa.vl;
+    TF(fc_dw_args) blk = *a;
+    for (fc_idx tb = 0; tb < Tn; tb += TRv) {
+        int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
+        blk.off = a->off + tb;
+        for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
+            int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
+            blk.dy = a->dy + mb;
+            pl->isa.dw_kernel(tr, nv, &blk, Cp + tb * pl->ldm + mb, pl->ldm);
+        }
+    }
+}
+
 static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
     fc_idx chunk = item % pl->nchunk, rest = item / pl->nchunk;
@@ -988,7 +1007,7 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     fc_idx n0 = chunk * pl->chunk, n1 = FC_MIN(g->N, n0 + pl->chunk);
     fc_idx T0 = c0 * pl->RS, Tn = nc * pl->RS, P = g->OH * g->OW;
     fc_idx dy_row = pl->depthwise ? pl->ldy : g->OW * pl->ldm;
-    int TRv = pl->isa.tr, vl = pl->isa.vl;
+    const int vl = pl->isa.vl;
     fc_idx *off = (fc_idx *)fc_ws_get(2, (size_t)(2 * Tn) * sizeof(fc_idx) + FC_TABLE_SLACK_BYTES);
     T *dyb = (T *)fc_ws_get(1, (size_t)(pl->band_rows * dy_row + FC_SLACK) * sizeof(T));
     if (!off || !dyb) return -1;
@@ -1033,16 +1052,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             if (pl->ldm > pl->Kg)
                 for (fc_idx p = 0; p < rows * g->OW; p++)
                     memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
-            TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW};
-            for (fc_idx tb = 0; tb < Tn; tb += TRv) {
-                int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
-                a.off = o + tb;
-                for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
-                    int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                    a.dy = dyb + mb;
-                    pl->isa.dw_kernel(tr, nv, &a, Cp + tb * pl->ldm + mb, pl->ldm);
-                }
-            }
+            const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW};
+            TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
         }
     return 0;
 }
@@ -1080,7 +1091,6 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
     T *DYT = (T *)fc_ws_get(1, (size_t)(g->OH * g->OW * pl->ldm) * sizeof(T));
     if (!DYT) return -1;
     T *Cp = pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
-    int TRv = pl->isa.tr, vl = pl->isa.vl;
     for (fc_idx n = n0; n < n1; n++) {
         const T *src =
             TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, pl->bufsize);
@@ -1090,16 +1100,8 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             src = buf;
         }
         TF(fc_transpose_dy)(pl, n, gi, DYT);
-        TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW};
-        for (fc_idx tb = 0; tb < Tn; tb += TRv) {
-            int tr = (int)FC_MIN((fc_idx)TRv, Tn - tb);
-            a.off = off + tb;
-            for (fc_idx mb = 0; mb < pl->ldm; mb += 2 * vl) {
-                int nv = (int)FC_MIN((fc_idx)2, (pl->ldm - mb) / vl);
-                a.dy = DYT + mb;
-                pl->isa.dw_kernel(tr, nv, &a, Cp + tb * pl->ldm + mb, pl->ldm);
-            }
-        }
+        const TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW};
+        TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
     }
     return 0;
 }

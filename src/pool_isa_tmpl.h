@@ -163,7 +163,7 @@ typedef struct {
     fc_idx OW;
     T *out;
     const T *drow, *dcol; /* average: the divisor of output (g, ow) is drow[g] * dcol[ow] */
-    /* max with indices: see maxidx_rows_body */
+    /* max with indices: see max_rows_body */
     IT cand, gcand, rowinc, dw;
     const IT *colbase, *colfirst;
     int64_t *oind;
@@ -174,36 +174,13 @@ typedef struct {
 #define FC_ROWS_MAX 1
 #define FC_ROWS_MAXIDX 2
 
-ALWAYS void FN(max_rows_body)(const int G, const int KW, const FN(rows) *restrict a) {
-    const T *restrict p0 = a->p0;
-    const fc_idx *restrict qoff = a->qoff;
-    T *restrict out = a->out;
-    const fc_idx gstep = a->gstep, rstep = a->rstep, nr = a->nr, OW = a->OW;
-    const fc_idx nk = KW ? KW : a->kw;
-    const VEC ninf = (VEC){0} - (T)INFINITY;
-    for (fc_idx ow = 0; ow < OW; ow += VL) {
-        if (ow + VL > OW && OW >= VL) ow = OW - VL; /* last chunk overlaps: full stores */
-        VEC best[FC_GROUP];
-        for (int g = 0; g < G; g++) best[g] = ninf;
-        for (fc_idx r = 0; r < nr; r++) {
-            const T *p = p0 + r * rstep + ow;
-            for (fc_idx t = 0; t < nk; t++) {
-                for (int g = 0; g < G; g++) {
-                    VEC v = LOADU(p + g * gstep + qoff[t]);
-                    VI m = (v > best[g]) | (v != v); /* torch: val > maxval || isnan(val) */
-                    best[g] = SEL(m, v, best[g]);
-                }
-            }
-        }
-        for (int g = 0; g < G; g++) FN(store_lanes)(out + g * OW + ow, best[g], OW - ow);
-    }
-}
-
-/* As above, also tracking the flat index ih*W + iw of the maximum. cand is ih0*W for the first
- * window row of output row 0 (gcand = sh*W more per output row, rowinc = dh*W more per window
- * row), colbase[ow] = ow*sw - pw, colfirst[ow] the window's first in-bounds column: cand +
- * colfirst is the index torch reports for a window whose values are all -inf. */
-ALWAYS void FN(maxidx_rows_body)(const int G, const int KW, const FN(rows) *restrict a) {
+/* The max of every window, and with IDX also the flat index ih*W + iw of its maximum: cand is
+ * ih0*W for the first window row of output row 0 (gcand = sh*W more per output row, rowinc =
+ * dh*W more per window row), colbase[ow] = ow*sw - pw, colfirst[ow] the window's first
+ * in-bounds column: cand + colfirst is the index torch reports for a window whose values are all
+ * -inf. IDX is a compile-time constant: without it the index code is not generated. */
+ALWAYS void FN(max_rows_body)(const int G, const int KW, const int IDX,
+                              const FN(rows) *restrict a) {
     const T *restrict p0 = a->p0;
     const fc_idx *restrict qoff = a->qoff;
     const IT *restrict colbase = a->colbase, *restrict colfirst = a->colfirst;
@@ -217,10 +194,14 @@ ALWAYS void FN(maxidx_rows_body)(const int G, const int KW, const FN(rows) *rest
         if (ow + VL > OW && OW >= VL) ow = OW - VL; /* last chunk overlaps: full stores */
         VEC best[FC_GROUP];
         VI bi[FC_GROUP];
-        const VI cb = LOADI(colbase + ow), cf = LOADI(colfirst + ow);
+        VI cb = (VI){0}, cf = (VI){0};
+        if (IDX) {
+            cb = LOADI(colbase + ow);
+            cf = LOADI(colfirst + ow);
+        }
         for (int g = 0; g < G; g++) {
             best[g] = ninf;
-            bi[g] = cf + (cand + (IT)g * gcand);
+            if (IDX) bi[g] = cf + (cand + (IT)g * gcand);
         }
         for (fc_idx r = 0; r < nr; r++) {
             const T *p = p0 + r * rstep + ow;
@@ -228,15 +209,15 @@ ALWAYS void FN(maxidx_rows_body)(const int G, const int KW, const FN(rows) *rest
             for (fc_idx t = 0; t < nk; t++) {
                 for (int g = 0; g < G; g++) {
                     VEC v = LOADU(p + g * gstep + qoff[t]);
-                    VI m = (v > best[g]) | (v != v);
+                    VI m = (v > best[g]) | (v != v); /* torch: val > maxval || isnan(val) */
                     best[g] = SEL(m, v, best[g]);
-                    bi[g] = SELI(m, rb + ((IT)g * gcand + (IT)t * dw), bi[g]);
+                    if (IDX) bi[g] = SELI(m, rb + ((IT)g * gcand + (IT)t * dw), bi[g]);
                 }
             }
         }
         for (int g = 0; g < G; g++) {
             FN(store_lanes)(out + g * OW + ow, best[g], OW - ow);
-            FN(store_index_lanes)(oind + g * OW + ow, bi[g], OW - ow);
+            if (IDX) FN(store_index_lanes)(oind + g * OW + ow, bi[g], OW - ow);
         }
     }
 }
@@ -267,8 +248,7 @@ ALWAYS void FN(avg_rows_body)(const int G, const int KW, const FN(rows) *restric
 /* The row kernel of `kind` (FC_ROWS_*) with G rows and KW taps. */
 ALWAYS void FN(rows_kernel)(const int kind, const int G, const int KW, const FN(rows) *a) {
     if (kind == FC_ROWS_AVG) FN(avg_rows_body)(G, KW, a);
-    else if (kind == FC_ROWS_MAX) FN(max_rows_body)(G, KW, a);
-    else FN(maxidx_rows_body)(G, KW, a);
+    else FN(max_rows_body)(G, KW, kind == FC_ROWS_MAXIDX, a);
 }
 
 /* The same with the tap count a compile-time constant for the common windows (kw <= 3). */

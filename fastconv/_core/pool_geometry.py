@@ -10,20 +10,6 @@ from .args import as_bool, as_float_array, as_int, as_int64, batched, nonnegativ
 from .geometry import pool_windows
 
 
-class PoolGeometry(NamedTuple):
-    """Everything a pooling kernel needs besides the arrays (all pairs are (height, width))."""
-
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    ceil_mode: bool
-    count_include_pad: bool
-    divisor_override: Optional[int]
-    out_h: int
-    out_w: int
-
-
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
     """torch's ``pooling_output_shape``: with ceil_mode the last window must start inside the
     input or the left padding, else it is dropped."""
@@ -70,6 +56,11 @@ class PoolParams(NamedTuple):
     ceil_mode: bool
     count_include_pad: bool
     divisor_override: Optional[int]
+
+
+# Everything a pooling kernel needs besides the arrays: the hyper-parameters, then the output size.
+PoolGeometry = NamedTuple("PoolGeometry", [*PoolParams.__annotations__.items(),
+                                           ("out_h", int), ("out_w", int)])
 
 
 def pool_params(kernel_size, stride, padding, dilation=1, ceil_mode=False,

@@ -748,6 +748,19 @@ POOL_CASES = [
 ]
 
 
+def assert_pool_layer_is_functional(layer_class, kwargs, functional_call, name):
+    """The pooling layer built with ``kwargs`` gives what ``functional_call(x)`` gives (output
+    and input gradient for a gradient of ones), or fails as it does, naming ``name``."""
+    x = rand(*POOL_X_SHAPE, seed=6)
+
+    def layer_call():
+        layer = layer_class(**kwargs)
+        out = layer(x)
+        return [out, layer.backward(np.ones_like(out))]
+
+    assert_same_outcome(layer_call, lambda: functional_call(x), name)
+
+
 @pytest.mark.parametrize("kwargs, name", POOL_CASES + [
     (dict(kernel_size=2, dilation=(2,)), None),
     (dict(kernel_size=(2, 3), dilation=(1, 2), padding=1), None),
@@ -760,18 +773,11 @@ def test_max_pool2d_layer_follows_functional_rules(kwargs, name):
         with pytest.raises(TypeError, match="return_indices"):
             nn.MaxPool2d(**kwargs)
         return
-    x = rand(*POOL_X_SHAPE, seed=6)
-
-    def layer_call():
-        layer = nn.MaxPool2d(**kwargs)
-        out = layer(x)
-        return [out, layer.backward(np.ones_like(out))]
-
-    def functional_call():
+    def functional_call(x):
         out, idx = F.max_pool2d(x, **kwargs, return_indices=True)
         return [out, F.max_pool2d_backward(np.ones_like(out), idx, x.shape)]
 
-    assert_same_outcome(layer_call, functional_call, name)
+    assert_pool_layer_is_functional(nn.MaxPool2d, kwargs, functional_call, name)
 
 
 def test_max_pool2d_layer_rejects_windows_of_padding_only_as_functional():
@@ -792,18 +798,11 @@ def test_max_pool2d_layer_rejects_windows_of_padding_only_as_functional():
     (dict(kernel_size=3, divisor_override=2**63), "divisor_override"),
 ])
 def test_avg_pool2d_layer_follows_functional_rules(kwargs, name):
-    x = rand(*POOL_X_SHAPE, seed=6)
-
-    def layer_call():
-        layer = nn.AvgPool2d(**kwargs)
-        out = layer(x)
-        return [out, layer.backward(np.ones_like(out))]
-
-    def functional_call():
+    def functional_call(x):
         out = F.avg_pool2d(x, **kwargs)
         return [out, F.avg_pool2d_backward(np.ones_like(out), x.shape, **kwargs)]
 
-    assert_same_outcome(layer_call, functional_call, name)
+    assert_pool_layer_is_functional(nn.AvgPool2d, kwargs, functional_call, name)
 
 
 @pytest.mark.parametrize("layer, kwargs, name", [
