@@ -5,18 +5,19 @@ Design, for a newcomer
 
 The package, layer by layer
 ---------------------------
-Each layer imports only from the layers above it in this list:
+Each layer imports only from itself and the layers before it in this list (tests/test_package.py
+checks every import):
 
 1. ``fastconv._core``: the kernel API's implementation. ``args`` (dtype, shapes, ints and pairs,
    with an error that names the argument) and ``geometry`` (per-axis reduction of huge strides
    and paddings, size limits) are shared by everything; ``conv_geometry`` and ``pool_geometry``
    hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python).
    ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
-   ``direct`` (the compiled kernels: ``fastconv._kernels``, one module for convolution and
-   pooling, built from ``src/``) or ``fft``
-   (NumPy's FFT, on request). The backends import the shared rules, never each other.
-   ``pool`` runs the pooling kernels; ``threads``, ``denormal`` and ``memory`` are the
-   compiled module's run-time settings. The compiled kernels trust their arguments.
+   ``direct`` (the compiled kernels) or ``fft`` (NumPy's FFT, on request); the backends import
+   the shared rules, never each other. ``pool`` runs the pooling kernels; ``threads``,
+   ``denormal`` and ``memory`` are the compiled module's run-time settings. The compiled module,
+   ``fastconv._kernels`` (built from ``src/``), computes convolution and pooling and trusts its
+   arguments; ``fastconv._testing`` holds its test-only switches.
 2. The public kernel API: ``fastconv.functional`` (re-exported here, loaded on first use)
    mirrors ``torch.nn.functional`` on NumPy arrays -- NCHW, cross-correlation, torch's argument
    rules and output sizes; ``fastconv.fft`` offers the FFT path and its cost model.
@@ -24,12 +25,12 @@ Each layer imports only from the layers above it in this list:
    of the property tests and the baseline of the benchmarks: it shares the rules of which
    arguments are accepted, but computes the output sizes and every number itself, and loads no
    compiled code.
-3. ``fastconv.nn``: layers (``module``, ``layers``, ``activations``, ``losses``), their
+3. Extras built on the kernels: ``fastconv.filters`` (classic image kernels: blur, sharpen,
+   edges; padding modes), ``fastconv.stats`` (statistics of natural images),
+   ``fastconv.datasets`` (digits and IDX files).
+4. ``fastconv.nn``: layers (``module``, ``layers``, ``activations``, ``losses``), their
    initialisation and optimisers (``nn.optim``, also importable as ``fastconv.optim``), enough
    to train a small CNN; the layers validate with the functional API's rules.
-4. Extras built on the kernels: ``fastconv.filters`` (classic image kernels: blur, sharpen,
-   edges), ``fastconv.stats`` (statistics of natural images), ``fastconv.datasets`` (digits
-   and IDX files).
 5. ``fastconv.interop``: adapters for existing code, the PyTorch autograd functions and modules
    (import path ``fastconv.torch``) and CS231n-style layer functions (``fastconv.compat.cs231n``).
 6. ``fastconv.cli``: the ``fastconv`` command, one module per sub-command (``demo``, ``filter``,

@@ -3,6 +3,7 @@ direction only, the NumPy oracle loads no compiled code, and one dispatcher pick
 backend."""
 import ast
 import importlib
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -108,39 +109,84 @@ def test_reference_loads_no_compiled_code():
                                            "kernels unavailable"], proc.stdout
 
 
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent is a module, not a package: name is an attribute
+        return False
+
+
 def _imported_modules(path):
-    """The modules a source file imports (relative imports resolved against fastconv._core)."""
+    """The modules a source file imports, relative imports resolved: for ``from X import a``, X
+    and, when it is a module, X.a."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path.parent)
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level == 1:
-                names.add(f"fastconv._core.{base}".rstrip("."))
-                names.update(f"fastconv._core.{a.name}" for a in node.names if not base)
-            elif node.level == 2:
-                names.add(f"fastconv.{base}".rstrip("."))
-                names.update(f"fastconv.{a.name}" for a in node.names if not base)
-            else:
-                names.add(base)
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names
+                         if _is_module(f"{module}.{a.name}"))
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
     return names
 
 
+# The layers of the package's design (fastconv/__init__.py), lowest first: a module may import
+# from its own layer and the layers before it, never from a later one.
+LAYERS = [
+    ("fastconv._core", "fastconv._kernels", "fastconv._testing"),
+    ("fastconv.functional", "fastconv.fft", "fastconv.reference"),
+    ("fastconv.filters", "fastconv.stats", "fastconv.datasets", "fastconv.data"),
+    ("fastconv.nn", "fastconv.optim"),
+    ("fastconv.interop", "fastconv.torch", "fastconv.compat"),
+    ("fastconv.cli", "fastconv.__main__"),
+]
+
+
+def _layer(module):
+    for level, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return level
+    return None
+
+
+def test_each_layer_imports_only_from_the_layers_before_it():
+    sources = [p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE]
+    checked = 0
+    for path in sources:
+        own = _layer(_module_name(path))
+        assert own is not None, f"{path} belongs to no layer of the design"
+        for module in _imported_modules(path):
+            other = _layer(module)
+            assert other is None or other <= own, f"{_module_name(path)} imports {module}"
+            checked += other is not None
+    assert checked > 50  # the walk did see the package's imports
+
+
+def _core_imports(module):
+    """The fastconv modules that fastconv._core.<module> imports."""
+    imported = _imported_modules(PACKAGE / "_core" / f"{module}.py")
+    return {m for m in imported if m.startswith("fastconv.")}
+
+
 def test_backends_import_only_the_shared_rules():
     shared = {"fastconv._core.args", "fastconv._core.geometry", "fastconv._core.conv_geometry",
-              "fastconv._core.threads", "fastconv._kernels", "fastconv"}
+              "fastconv._core.threads", "fastconv._kernels"}
     for backend in ("direct", "fft"):
-        internal = {m for m in _imported_modules(PACKAGE / "_core" / f"{backend}.py")
-                    if m.startswith("fastconv")}
+        internal = _core_imports(backend)
         assert internal <= shared, f"{backend} imports {sorted(internal - shared)}"
 
 
 def test_argument_rules_load_no_compiled_code():
     for module in ("args", "geometry", "conv_geometry", "pool_geometry"):
-        internal = {m for m in _imported_modules(PACKAGE / "_core" / f"{module}.py")
-                    if m.startswith("fastconv")}
-        assert "fastconv._kernels" not in internal and "fastconv" not in internal, module
+        assert not {m for m in _core_imports(module) if m.startswith("fastconv._kernels")}, module
 
 
 # ---- the dispatcher ---------------------------------------------------------------------------
