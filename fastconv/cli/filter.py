@@ -64,9 +64,9 @@ def _read(path, Image):
 
 
 def _to_array(im):
-    """(pixels to filter as an (H, W) or (H, W, C) array, alpha or None, Pillow mode to write)."""
+    """(pixels to filter as an (H, W) or (H, W, C) array, alpha or None)."""
     if im.mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.uint16), None, None
+        return np.asarray(im, dtype=np.uint16), None
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode in ("1", "I", "F"):
@@ -75,8 +75,8 @@ def _to_array(im):
         im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
     a = np.asarray(im)
     if im.mode in ("LA", "RGBA"):
-        return a[..., :-1].copy(), a[..., -1:].copy(), im.mode
-    return a, None, im.mode
+        return a[..., :-1].copy(), a[..., -1:].copy()
+    return a, None
 
 
 def _filter(pixels, kernel, args):
@@ -86,16 +86,18 @@ def _filter(pixels, kernel, args):
     return filters.filter2d(pixels, kernel, args.padding_mode, args.mode)
 
 
-def _write(path, out, alpha, mode, Image):
+def _write(path, out, alpha, Image):
     ext = os.path.splitext(path)[1].lower()
     if alpha is not None and ext in (".jpg", ".jpeg"):
         print(f"{PROG}: note: JPEG has no alpha channel; it is dropped", file=sys.stderr)
-        alpha, mode = None, mode[:-1]
+        alpha = None
     if alpha is not None:
         out = np.concatenate([out if out.ndim == 3 else out[..., None], alpha], axis=2)
     elif out.ndim == 3 and out.shape[2] == 1:
         out = out[..., 0]
-    im = Image.fromarray(out) if mode is None else Image.fromarray(out, mode=mode)
+    # Pillow reads the mode off the array: L, LA, RGB or RGBA from a uint8 array's channels,
+    # I;16 from uint16 (its `mode` argument is deprecated)
+    im = Image.fromarray(out)
     try:
         im.save(path)
     except (ValueError, KeyError) as exc:  # unknown extension, mode the format cannot store
@@ -121,12 +123,12 @@ def _run(args):
         raise _Error(f"cannot write {args.output!r}: unknown image file extension "
                      f"{ext or '(none)'!r}; use e.g. .png or .jpg", status=USAGE_ERROR)
     im = _read(args.input, Image)
-    pixels, alpha, mode = _to_array(im)
+    pixels, alpha = _to_array(im)
     try:
         out = _filter(pixels, kernel, args)
     except ValueError as exc:  # e.g. reflect padding wider than a tiny image
         raise _Error(str(exc)) from None
-    _write(args.output, out, alpha, mode, Image)
+    _write(args.output, out, alpha, Image)
     h, w = pixels.shape[:2]
     extra = f", sigma {1.0 if args.sigma is None else args.sigma:g}" if args.kernel == "gaussian" else ""
     print(f"wrote {args.output}: {w}x{h} {im.mode}, kernel {args.kernel}{extra}, "

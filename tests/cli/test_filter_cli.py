@@ -29,7 +29,7 @@ def gray(tmp_path):
 def rgba(tmp_path):
     a = (np.random.default_rng(1).random((16, 12, 4)) * 255).astype(np.uint8)
     path = tmp_path / "rgba.png"
-    Image.fromarray(a, mode="RGBA").save(path)
+    Image.fromarray(a).save(path)  # (H, W, 4) uint8: RGBA
     return path, a
 
 
