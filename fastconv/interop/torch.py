@@ -216,30 +216,45 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 
 # ------------------------------------------------------------------------------ modules
+def _fastconv_takes(*tensors):
+    """Whether fastconv computes with these tensors (None is skipped): dense float32 or float64
+    CPU tensors. A swapped layer called with others (a half-precision model, a model moved to
+    another device after the swap) runs on torch, so that a swap never breaks a model."""
+    return all(t is None or (t.device.type == "cpu" and t.dtype in SUPPORTED_DTYPES and
+                             t.layout == torch.strided) for t in tensors)
+
+
 class Conv2d(torch.nn.Conv2d):
     """``torch.nn.Conv2d`` computed by fastconv (same constructor, parameters and state_dict).
 
-    ``padding_mode`` other than ``'zeros'`` runs on torch, as ``torch.nn.Conv2d`` would.
+    ``padding_mode`` other than ``'zeros'``, and tensors fastconv does not take (other dtypes
+    or devices), run on torch, as ``torch.nn.Conv2d`` would.
     """
 
     def _conv_forward(self, input, weight, bias):
-        if self.padding_mode != "zeros":
+        if self.padding_mode != "zeros" or not _fastconv_takes(input, weight, bias):
             return super()._conv_forward(input, weight, bias)
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
-    """``torch.nn.MaxPool2d`` computed by fastconv (same constructor and behaviour)."""
+    """``torch.nn.MaxPool2d`` computed by fastconv (same constructor and behaviour); inputs
+    fastconv does not take (other dtypes or devices) run on torch."""
 
     def forward(self, input):
+        if not _fastconv_takes(input):
+            return super().forward(input)
         return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                           ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
-    """``torch.nn.AvgPool2d`` computed by fastconv (same constructor and behaviour)."""
+    """``torch.nn.AvgPool2d`` computed by fastconv (same constructor and behaviour); inputs
+    fastconv does not take (other dtypes or devices) run on torch."""
 
     def forward(self, input):
+        if not _fastconv_takes(input):
+            return super().forward(input)
         return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                           self.count_include_pad, self.divisor_override)
 
@@ -266,7 +281,9 @@ def swap_modules(model):
     :class:`Conv2d`, :class:`MaxPool2d` or :class:`AvgPool2d`. Nothing else changes: parameters,
     buffers, hooks, state_dict keys and the optimizer's references are the same objects. A
     convolution with ``padding_mode != 'zeros'`` or with parameters that are not float32/float64
-    CPU tensors stays on torch. Call it after moving the model to its final device and dtype;
+    CPU tensors stays on torch, and a swapped layer called with tensors fastconv does not take
+    (half precision, another device) computes on torch for that call: a swap never breaks a
+    model. Call it after moving the model to its final device and dtype;
     ``model.apply(swap_modules)`` is equivalent.
     """
     if not isinstance(model, torch.nn.Module):

@@ -230,7 +230,7 @@ def test_non_cpu_devices_are_refused():
     with pytest.raises(RuntimeError, match="weight is on meta"):
         fct.conv2d(torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3, device="meta"))
     with pytest.raises(RuntimeError, match="CPU only"):
-        fct.MaxPool2d(2)(x)
+        fct.max_pool2d(x, 2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -287,6 +287,43 @@ def test_swap_leaves_unsupported_parameters_on_torch():
     fct.swap_modules(half)
     fct.swap_modules(meta)
     assert type(half) is nn.Conv2d and type(meta) is nn.Conv2d
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_swap_never_breaks_a_half_precision_model(dtype):
+    # its convolutions stay on torch; its pooling layers are swapped (they have no parameters)
+    # and, called with tensors fastconv does not take, compute on torch: torch's exact result
+    original = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.AvgPool2d(2, ceil_mode=True)).to(dtype)
+    swapped = fct.swap_modules(copy.deepcopy(original))
+    assert type(swapped[0]) is nn.Conv2d and type(swapped[2]) is fct.MaxPool2d
+    x = torch.randn(3, 2, 9, 9).to(dtype)
+    assert torch.equal(swapped(x), original(x))
+    assert swapped(x).dtype == dtype
+
+
+def test_swapped_layers_leave_other_devices_and_dtypes_to_torch():
+    # a model swapped in float32 on the CPU, then moved or called with other tensors
+    layers = [fct.swap_modules(m) for m in (nn.Conv2d(2, 4, 3), nn.MaxPool2d(2),
+                                             nn.AvgPool2d(2))]
+    assert [type(m) for m in layers] == [fct.Conv2d, fct.MaxPool2d, fct.AvgPool2d]
+    meta = torch.ones(1, 2, 6, 6, device="meta")
+    for layer in layers:
+        out = copy.deepcopy(layer).to("meta")(meta)
+        assert out.device.type == "meta"
+        half = torch.randn(1, 2, 6, 6).half()
+        torch_layer = fct.unswap_modules(copy.deepcopy(layer)).half()
+        assert torch.equal(copy.deepcopy(layer).half()(half), torch_layer(half))
+
+
+def test_functions_take_a_one_int_sequence_as_torch_does():
+    x, w = rand(1, 2, 9, 9, grad=False), rand(3, 2, 3, 3, grad=False)
+    torch.testing.assert_close(fct.conv2d(x, w, stride=(2,), padding=[1], dilation=(2,)),
+                               TF.conv2d(x, w, stride=(2,), padding=[1], dilation=(2,)))
+    torch.testing.assert_close(fct.max_pool2d(x, (3,), stride=(2,), padding=(1,)),
+                               TF.max_pool2d(x, (3,), stride=(2,), padding=(1,)))
+    torch.testing.assert_close(fct.avg_pool2d(x, (3,), stride=[2], padding=(1,)),
+                               TF.avg_pool2d(x, (3,), stride=[2], padding=(1,)))
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
