@@ -10,8 +10,6 @@ same errors. Everything that shapes the numbers is the oracle's own, written fro
 documentation: the output sizes, the 'same' padding, ceil_mode's last window, the average
 pooling divisors and the arithmetic. Importing this module loads no compiled code.
 """
-from typing import NamedTuple
-
 import numpy as np
 
 from ._core.args import as_bool, as_float_array, batched, restore_batch
@@ -20,49 +18,21 @@ from ._core.geometry import check_size
 from ._core.pool_geometry import check_input, check_input_shape, pool_geometry
 
 
-def _pair(value):
-    """An int or a pair (a 1-sequence counts as an int) as a pair of Python ints; the value is
-    already known to be valid."""
-    if isinstance(value, (tuple, list)):
-        return (int(value[0]), int(value[-1]))
-    return (int(value), int(value))
-
-
-class _Conv(NamedTuple):
-    stride: tuple
-    dilation: tuple
-    pad_top: int
-    pad_left: int
-    groups: int
-    out_h: int
-    out_w: int
-
-
 def _conv_shape(input_shape, weight_shape, stride, padding, dilation, groups):
-    """torch.nn.functional.conv2d's output size; 'same' pads d*(k-1) in total per axis, the
-    odd one at the end (bottom/right)."""
-    conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)  # the errors
-    stride, dilation = _pair(stride), _pair(dilation)
-    extents = [d * (k - 1) + 1 for d, k in zip(dilation, weight_shape[2:])]
+    """The shared rules' validated geometry with the oracle's own padding and output size:
+    torch.nn.functional.conv2d's formula; 'same' pads d*(k-1) in total per axis, the odd one at
+    the end (bottom/right)."""
+    g = conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
+    extents = [d * (k - 1) + 1 for d, k in zip(g.dilation, weight_shape[2:])]
     if isinstance(padding, str):
         totals = [0, 0] if padding == "valid" else [e - 1 for e in extents]
         pads = [(t // 2, t - t // 2) for t in totals]
     else:
-        pads = [(p, p) for p in _pair(padding)]
+        pads = [(g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)]
     out = [(size + lo + hi - e) // s + 1
-           for size, (lo, hi), e, s in zip(input_shape[2:], pads, extents, stride)]
-    return _Conv(stride, dilation, pads[0][0], pads[1][0], int(groups), out[0], out[1])
-
-
-class _Pool(NamedTuple):
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    count_include_pad: bool
-    divisor_override: object
-    out_h: int
-    out_w: int
+           for size, (lo, hi), e, s in zip(input_shape[2:], pads, extents, g.stride)]
+    return g._replace(pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0],
+                      pad_right=pads[1][1], out_h=out[0], out_w=out[1])
 
 
 def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
@@ -78,17 +48,12 @@ def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
 
 def _pool_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
                 count_include_pad=True, divisor_override=None, is_max=True):
-    pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
-                  count_include_pad, divisor_override, is_max)  # the errors
-    kernel = _pair(kernel_size)
-    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-    stride = kernel if no_stride else _pair(stride)
-    padding, dilation = _pair(padding), _pair(dilation)
-    out = [_pool_out(n, k, s, p, d, bool(ceil_mode))
-           for n, k, s, p, d in zip(input_shape[2:], kernel, stride, padding, dilation)]
-    override = None if divisor_override is None else int(divisor_override)
-    return _Pool(kernel, stride, padding, dilation, bool(count_include_pad), override,
-                 out[0], out[1])
+    """The shared rules' validated geometry with the oracle's own output size."""
+    g = pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                      count_include_pad, divisor_override, is_max)
+    out = [_pool_out(n, k, s, p, d, g.ceil_mode)
+           for n, k, s, p, d in zip(input_shape[2:], g.kernel, g.stride, g.padding, g.dilation)]
+    return g._replace(out_h=out[0], out_w=out[1])
 
 
 def _big(*values):

@@ -130,9 +130,9 @@ def check_backward_args(grad_output, input, weight, stride, padding, dilation, g
     x4, unbatched, weight, _ = check_conv_arrays(input, weight, None)
     check_same_dtype("input", x4, grad_output=grad_output)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
-    check_size((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.itemsize, "the output")
-    go4, go_unbatched = batched(grad_output, "grad_output")
     expected = (x4.shape[0], weight.shape[0], g.out_h, g.out_w)
+    check_size(expected, x4.itemsize, "the output")
+    go4, go_unbatched = batched(grad_output, "grad_output")
     if go4.shape != expected or go_unbatched != unbatched:
         want = expected[1:] if unbatched else expected
         raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")

@@ -268,8 +268,7 @@ def _swappable(module):
     if isinstance(module, torch.nn.Conv2d):
         if module.padding_mode != "zeros":
             return False
-        return all(p.device.type == "cpu" and p.dtype in SUPPORTED_DTYPES and
-                   p.layout == torch.strided for p in module.parameters(recurse=False))
+        return _fastconv_takes(*module.parameters(recurse=False))
     return True
 
 
