@@ -141,6 +141,26 @@ def test_empty_batch_and_channels():
     assert out.shape == (1, 0, 6, 6)
 
 
+@pytest.mark.parametrize("x_shape, kwargs", [
+    ((1, 2, 1, 1), dict(stride=2**40)),
+    ((1, 2, 1, 2), dict(stride=(2**62, 1), padding=(0, 1))),
+    ((1, 2, 2, 3), dict(dilation=(2**40, 1), padding=(2**39, 0))),
+    ((1, 2, 3, 3), dict(dilation=(2**61, 1), padding=(2**60, 0), output_padding=(5, 0))),
+])
+def test_huge_geometry_costs_nothing(x_shape, kwargs):
+    # strides, dilations and paddings up to int64 with a small output: the kernels run the
+    # equivalent small geometry, as conv2d's do
+    rng = np.random.default_rng(2)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal((2, 3, 2, 3)), np.ones(3)
+    out = fastconv.conv_transpose2d(x, w, b, **kwargs)
+    np.testing.assert_allclose(out, reference.conv_transpose2d(x, w, b, **kwargs), rtol=1e-12,
+                               atol=1e-12)
+    gy = rng.standard_normal(out.shape)
+    for got, want in zip(fastconv.conv_transpose2d_backward(gy, x, w, **kwargs),
+                         reference.conv_transpose2d_backward(gy, x, w, **kwargs)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------------ bitwise determinism
 DETERMINISM_CASES = {
     "dcgan": ((4, 16, 6, 6), (16, 8, 4, 4), dict(stride=2, padding=1)),
