@@ -14,7 +14,9 @@ checks every import):
    hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python).
    ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
    ``direct`` (the compiled kernels) or ``fft`` (NumPy's FFT, on request); the backends import
-   the shared rules, never each other. ``pool`` runs the pooling kernels; ``threads``,
+   the shared rules, never each other. ``transpose`` (conv_transpose2d) has no kernel of its
+   own: its forward is the direct backend's conv2d grad_input, its gradients conv2d's forward
+   and grad_weight with the arrays' roles swapped (rules in ``conv_geometry``). ``pool`` runs the pooling kernels; ``threads``,
    ``denormal`` and ``memory`` are the compiled module's run-time settings. The compiled module,
    ``fastconv._kernels`` (built from ``src/``), computes convolution and pooling and trusts its
    arguments; ``fastconv._testing`` holds its test-only switches.
@@ -151,6 +153,8 @@ __version__ = "0.1.0"
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

@@ -9,10 +9,13 @@ from ._core.denormal import get_flush_denormal, set_flush_denormal
 from ._core.memory import release_memory
 from ._core.pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from ._core.threads import get_num_threads, max_num_threads, set_num_threads
+from ._core.transpose import conv_transpose2d, conv_transpose2d_backward
 
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

@@ -13,7 +13,13 @@ pooling divisors and the arithmetic. Importing this module loads no compiled cod
 import numpy as np
 
 from ._core.args import as_bool, as_float_array, batched, restore_batch
-from ._core.conv_geometry import check_conv_arrays, conv_geometry
+from ._core.conv_geometry import (
+    check_conv_arrays,
+    check_transpose_arrays,
+    check_transpose_bias,
+    conv_geometry,
+    conv_transpose_geometry,
+)
 from ._core.geometry import check_size
 from ._core.pool_geometry import check_input, check_input_shape, pool_geometry
 
@@ -132,6 +138,100 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     grad_weight = gw.reshape(weight.shape)
     grad_bias = go.sum(axis=(0, 2, 3))
     return tuple(v if want else None for v, want in zip((grad_input, grad_weight, grad_bias), needs))
+
+
+# ---------------------------------------------------------------------- transposed convolution
+# Scatter-add form, straight from the definition: input element (n, c_in, i, j) times tap (r, s)
+# of its filters lands on output (i * stride - padding + r * dilation, j * ... ); a position
+# outside the output (cut by the padding) is dropped. The backward passes gather the same pairs.
+
+
+def _transpose_shape(input_shape, weight_shape, stride, padding, output_padding, dilation,
+                     groups):
+    """The shared rules' validated hyper-parameters with the oracle's own output size:
+    torch.nn.functional.conv_transpose2d's formula."""
+    t = conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding,
+                                dilation, groups)
+    st, dl, pad = t.conv.stride, t.conv.dilation, (t.conv.pad_top, t.conv.pad_left)
+    out = [(size - 1) * s - 2 * p + d * (k - 1) + op + 1 for size, s, p, d, k, op in
+           zip(input_shape[2:], st, pad, dl, weight_shape[2:], t.output_padding)]
+    return st, dl, pad, t.groups, out
+
+
+def _transpose_targets(size, out, tap, stride, dilation, pad):
+    """Output index of every input position along one axis for kernel tap ``tap``, and which of
+    them land inside ``[0, out)``."""
+    dt = _big(size * stride, tap * dilation, pad, out)
+    pos = np.arange(size, dtype=dt) * stride + tap * dilation - pad
+    inside = ((pos >= 0) & (pos < out)).astype(bool)
+    return np.where(inside, pos, 0).astype(np.int64), inside
+
+
+def _transpose_taps(x4, weight, stride, dilation, pad, out):
+    """Every tap ``(r, s)`` with the (input rows, input cols) it uses and the output (rows, cols)
+    they land on; taps that reach no output are skipped."""
+    _, _, h, w = x4.shape
+    for r in range(weight.shape[2]):
+        rows, in_r = _transpose_targets(h, out[0], r, stride[0], dilation[0], pad[0])
+        for s in range(weight.shape[3]):
+            cols, in_c = _transpose_targets(w, out[1], s, stride[1], dilation[1], pad[1])
+            if in_r.any() and in_c.any():
+                yield r, s, (np.flatnonzero(in_r), np.flatnonzero(in_c)), (rows[in_r], cols[in_c])
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Reference of :func:`fastconv.functional.conv_transpose2d`: every tap's products added
+    onto the output positions they reach (same arguments, same result)."""
+    x4, unbatched, weight, bias = check_transpose_arrays(input, weight, bias)
+    st, dl, pad, groups, out = _transpose_shape(x4.shape, weight.shape, stride, padding,
+                                                output_padding, dilation, groups)
+    check_transpose_bias(bias, weight, groups)
+    n, c_in, _, _ = x4.shape
+    cg_out = weight.shape[1]
+    check_size((n, cg_out * groups) + tuple(out), x4.itemsize, "the output")
+    y = np.zeros((n, groups, cg_out, out[0], out[1]), dtype=x4.dtype)
+    xg = x4.reshape(n, groups, c_in // groups, x4.shape[2], x4.shape[3])
+    wg = weight.reshape(groups, c_in // groups, cg_out, weight.shape[2], weight.shape[3])
+    if y.size and xg.size:
+        for r, s, (ri, ci), (ro, co) in _transpose_taps(x4, weight, st, dl, pad, out):
+            part = np.einsum("ngkhw,gkc->ngchw", xg[:, :, :, ri][..., ci], wg[:, :, :, r, s])
+            y[:, :, :, ro[:, None], co[None, :]] += part  # one tap reaches each position once
+    y = y.reshape(n, groups * cg_out, out[0], out[1])
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return restore_batch(y, unbatched)
+
+
+def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, needs=(True, True, True)):
+    """Reference of :func:`fastconv.functional.conv_transpose2d_backward`: for each tap, the
+    output gradients at the positions it reached, multiplied back onto the input (grad_input)
+    or the input onto them (grad_weight)."""
+    x4, unbatched, weight, _ = check_transpose_arrays(input, weight, None)
+    grad_output = as_float_array(grad_output, "grad_output")
+    go, _ = batched(grad_output, "grad_output")
+    st, dl, pad, groups, out = _transpose_shape(x4.shape, weight.shape, stride, padding,
+                                                output_padding, dilation, groups)
+    n, c_in, h, w = x4.shape
+    cg_in, cg_out = c_in // groups, weight.shape[1]
+    if go.shape != (n, cg_out * groups, out[0], out[1]):
+        raise ValueError(f"grad_output must have shape {(n, cg_out * groups, *out)}, got "
+                         f"{grad_output.shape}")
+    xg = x4.reshape(n, groups, cg_in, h, w)
+    wg = weight.reshape(groups, cg_in, cg_out, weight.shape[2], weight.shape[3])
+    gog = go.reshape(n, groups, cg_out, out[0], out[1])
+    gx = np.zeros(xg.shape, dtype=x4.dtype)
+    gw = np.zeros(wg.shape, dtype=x4.dtype)
+    if go.size and x4.size:
+        for r, s, (ri, ci), (ro, co) in _transpose_taps(x4, weight, st, dl, pad, out):
+            g_tap = gog[:, :, :, ro][..., co]  # (N, G, C_out/g, H', W')
+            gx[:, :, :, ri[:, None], ci[None, :]] += np.einsum(
+                "ngchw,gkc->ngkhw", g_tap, wg[:, :, :, r, s])
+            gw[:, :, :, r, s] += np.einsum("ngchw,ngkhw->gkc", g_tap, xg[:, :, :, ri][..., ci])
+    grads = (restore_batch(gx.reshape(x4.shape), unbatched), gw.reshape(weight.shape),
+             go.sum(axis=(0, 2, 3)))
+    return tuple(v if want else None for v, want in zip(grads, needs))
 
 
 # ------------------------------------------------------------------------------------ pooling

@@ -146,6 +146,61 @@ def conv_backward_cases(draw, **kwargs):
 
 
 
+# ---- transposed convolution cases ------------------------------------------------------------
+def transpose_output_size(size, pad, kernel, stride, dilation, output_padding):
+    """torch's conv_transpose2d output-size formula, written out independently of fastconv."""
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1
+
+
+@st.composite
+def conv_transpose_cases(draw, dtypes=DTYPES, max_n=3, max_channels=3, max_groups=3,
+                         max_kernel=4, max_stride=3, max_dilation=3, max_pad=3, max_extra=4,
+                         layout=True, allow_unbatched=True, backward=False):
+    """A valid conv_transpose2d call (a ConvCase whose ``w`` is ``(C_in, C_out // groups, kH,
+    kW)``): N may be 0; groups include depthwise; strides, dilations, paddings and output
+    paddings (below the stride or the dilation, so sometimes at or above the stride) in every
+    form (int, tuple, list, 1-tuple); inputs unbatched, non-contiguous or read-only. The input
+    size is the smallest one with an output of >= 1, plus 0..max_extra. With ``backward``, a
+    grad_output of the output's shape and ``needs`` too."""
+    dtype = np.dtype(draw(dtypes))
+    groups = draw(st.integers(1, max_groups))
+    if draw(st.integers(0, 3)) == 0:  # depthwise, sometimes with a channel multiplier
+        cg_in, cg_out = 1, draw(st.sampled_from([1, 1, 2]))
+    else:
+        cg_in, cg_out = draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
+    c_in, c_out = cg_in * groups, cg_out * groups
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+    stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+    dilation = (draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation)))
+    pad = (draw(st.integers(0, max_pad)), draw(st.integers(0, max_pad)))
+    out_pad = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    sizes = []
+    for p, k, s, d, op in zip(pad, kernel, stride, dilation, out_pad):
+        low = 1
+        while transpose_output_size(low, p, k, s, d, op) < 1:
+            low += 1
+        sizes.append(low + draw(st.integers(0, max_extra)))
+    out_hw = tuple(transpose_output_size(*a) for a in zip(sizes, pad, kernel, stride, dilation,
+                                                           out_pad))
+    n = draw(st.integers(0, max_n))
+    x_shape, unbatched = maybe_unbatched(draw, (n, c_in) + tuple(sizes), allow_unbatched)
+    out_shape = ((c_out,) if unbatched else (n, c_out)) + out_hw
+    x = random_array(draw, x_shape, dtype, layout)
+    w = random_array(draw, (c_in, cg_out) + kernel, dtype, layout)
+    b = random_array(draw, (c_out,), dtype, layout) if draw(st.booleans()) else None
+    kwargs = {"stride": int_or_pair(draw, *stride), "padding": int_or_pair(draw, *pad),
+              "output_padding": int_or_pair(draw, *out_pad),
+              "dilation": int_or_pair(draw, *dilation)}
+    if groups > 1 or draw(st.booleans()):
+        kwargs["groups"] = groups
+    case = ConvCase(x=x, w=w, b=b, kwargs=kwargs, out_shape=out_shape, dtype=dtype,
+                    groups=groups, unbatched=unbatched, gy=None, needs=(True, True, True))
+    if backward:
+        case.gy = random_array(draw, out_shape, dtype, layout)
+        case.needs = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    return case
+
+
 # ---- convolution problems with every hyper-parameter (FFT vs direct) --------------------------
 @st.composite
 def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5, readonly=True):

@@ -139,3 +139,127 @@ def check_backward_args(grad_output, input, weight, stride, padding, dilation, g
     return go4, x4, unbatched, weight, g, needs
 
 
+
+
+# ---------------------------------------------------------------------- transposed convolution
+# conv_transpose2d is the adjoint of conv2d: its input plays conv2d's grad_output, its output
+# conv2d's input, and its weight (C_in, C_out // groups, kH, kW) is conv2d's weight as it is.
+# The rules below are torch.nn.functional.conv_transpose2d's; the stride, padding and dilation
+# rules are conv2d's (conv_hyperparameters), except that padding is never a string.
+
+
+class TransposeGeometry(NamedTuple):
+    """A validated transposed convolution: its output size and groups, and the conv2d whose
+    grad_input it is (``conv``: the geometry of conv2d from the output back to the input;
+    ``conv.out_h`` may exceed the input height, by ``output_padding // stride`` when the
+    output padding is allowed by the dilation only; those rows of the input count as zeros)."""
+
+    out_h: int
+    out_w: int
+    output_padding: tuple
+    groups: int
+    conv: ConvGeometry
+
+
+def transpose_groups(groups, in_channels):
+    """``groups`` as an int, or TypeError/ValueError naming it when it is not >= 1 or does not
+    divide the input channels (``input.shape[1] == weight.shape[0]``)."""
+    groups = as_int64(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if in_channels % groups:
+        raise ValueError(f"groups={groups} must divide the input channels C_in={in_channels}")
+    return groups
+
+
+def transpose_hyperparameters(kernel_hw, stride, padding, output_padding, dilation):
+    """The rules of stride, padding, output_padding and dilation, which do not depend on the
+    input: returns ``(stride, (pH, pW), output_padding, dilation)``, all pairs. The output
+    padding must be smaller than the stride or than the dilation (per axis), as in torch."""
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be an int or a pair of ints for a transposed "
+                         f"convolution ('valid' and 'same' are not defined), got {padding!r}")
+    stride, dilation, (ph, _, pw, _) = conv_hyperparameters(kernel_hw, stride, padding, dilation)
+    output_padding = nonnegative_pair(output_padding, "output_padding")
+    for op, s, d in zip(output_padding, stride, dilation):
+        if not (op < s or op < d):
+            raise ValueError(f"output_padding must be smaller than either stride or dilation, got "
+                             f"output_padding={output_padding}, stride={stride}, "
+                             f"dilation={dilation}")
+    return stride, (ph, pw), output_padding, dilation
+
+
+def transpose_output_size(size, pad, kernel, stride, dilation, output_padding):
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1
+
+
+def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding,
+                            dilation, groups):
+    """Validate shapes and hyper-parameters (both 4-D shapes); return a TransposeGeometry."""
+    n, c, h, w = input_shape
+    cw, cg_out, r, s = weight_shape
+    if cw != c:
+        raise ValueError(
+            f"weight.shape[0]={cw} must equal the input channels C_in={c} (input shape "
+            f"{tuple(input_shape)}, weight shape {tuple(weight_shape)}; the weight of a "
+            "transposed convolution is (C_in, C_out // groups, kH, kW))")
+    groups = transpose_groups(groups, c)
+    if r < 1 or s < 1:
+        raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight_shape)}")
+    if h < 1 or w < 1:
+        raise ValueError(f"input must have non-empty spatial dimensions, got shape "
+                         f"{tuple(input_shape)}")
+    stride, pads, ops, dilation = transpose_hyperparameters((r, s), stride, padding,
+                                                            output_padding, dilation)
+    oh, ow = (transpose_output_size(*a) for a in zip((h, w), pads, (r, s), stride, dilation, ops))
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"output size ({oh}, {ow}) is < 1: input {h}x{w} with padding {pads} is too small "
+            f"for a {r}x{s} kernel with stride {stride} and dilation {dilation}")
+    conv = conv_geometry((n, cg_out * groups, oh, ow), (c, cg_out, r, s), stride, pads,
+                         dilation, groups)
+    return TransposeGeometry(oh, ow, ops, groups, conv)
+
+
+def check_transpose_arrays(input, weight, bias):
+    """``(input4, unbatched, weight, bias)`` of a transposed convolution; the bias's shape is
+    checked by :func:`check_transpose_bias` once the groups are known."""
+    input = as_float_array(input, "input")
+    weight = as_float_array(weight, "weight")
+    check_same_dtype("input", input, weight=weight)
+    if bias is not None:
+        bias = as_float_array(bias, "bias")
+        check_same_dtype("input", input, bias=bias)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D (C_in, C_out // groups, kH, kW), got shape "
+                         f"{weight.shape}")
+    x4, unbatched = batched(input, "input")
+    return x4, unbatched, weight, bias
+
+
+def check_transpose_bias(bias, weight, groups):
+    out_channels = weight.shape[1] * groups
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},) (C_out = weight.shape[1] * "
+                         f"groups), got {bias.shape}")
+
+
+def check_transpose_backward_args(grad_output, input, weight, stride, padding, output_padding,
+                                  dilation, groups, needs):
+    """Validate the arguments of a conv_transpose2d backward pass. Returns ``(grad_output4,
+    input4, unbatched, weight, geometry, needs)`` with 4-D views of grad_output and input."""
+    if len(needs) != 3:
+        raise ValueError(f"needs must be three booleans (input, weight, bias), got {needs!r}")
+    needs = tuple(bool(v) for v in needs)
+    grad_output = as_float_array(grad_output, "grad_output")
+    x4, unbatched, weight, _ = check_transpose_arrays(input, weight, None)
+    check_same_dtype("input", x4, grad_output=grad_output)
+    t = conv_transpose_geometry(x4.shape, weight.shape, stride, padding, output_padding,
+                                dilation, groups)
+    expected = (x4.shape[0], weight.shape[1] * t.groups, t.out_h, t.out_w)
+    check_size(expected, x4.itemsize, "the output")
+    go4, go_unbatched = batched(grad_output, "grad_output")
+    if go4.shape != expected or go_unbatched != unbatched:
+        want = expected[1:] if unbatched else expected
+        raise ValueError(f"grad_output must have shape {want}, got {grad_output.shape}")
+    return go4, x4, unbatched, weight, t, needs

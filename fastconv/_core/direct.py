@@ -4,6 +4,7 @@
 kernel runs, the geometry is reduced axis by axis to an equivalent small one (``kernel_plan``,
 see ``geometry``), so that a huge stride, padding or dilation costs no memory.
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -119,22 +120,42 @@ def forward(x4, weight, bias, g):
     return out
 
 
-def _grad_input(go4, x4, weight, g, plan):
-    runs = x4.size and go4.size and weight.size
+def _grad_input(go4, input_shape, weight, g, plan):
+    """grad_input for an input of ``input_shape`` (only its shape matters), dtype of ``go4``."""
+    dtype = go4.dtype
+    runs = math.prod(input_shape) and go4.size and weight.size
     if runs and not np.isfinite(weight).all():
-        check_size(x4.shape, x4.itemsize, "grad_input")
-        return _grad_input_by_taps(go4, weight, x4.shape, g)
+        check_size(input_shape, dtype.itemsize, "grad_input")
+        return _grad_input_by_taps(go4, weight, input_shape, g)
     kg = plan.geometry
-    shape = _kernel_shape(x4.shape, plan)
-    check_size(shape, x4.itemsize, "grad_input")
+    shape = _kernel_shape(input_shape, plan)
+    check_size(shape, dtype.itemsize, "grad_input")
     # with stride 1 the kernel writes every element; with a stride, the positions that no tap
     # reaches keep the zeros
-    grad_input = _kernels.empty(shape, x4.dtype, zero=not runs or kg.stride != (1, 1))
+    grad_input = _kernels.empty(shape, dtype, zero=not runs or kg.stride != (1, 1))
     if runs:
         _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, kg)
     if plan.gathered:  # back from the gathered rows to the input's, in a fixed order
-        grad_input = scatter_add(x4.shape, x4.dtype, grad_input, plan.rows_h, plan.rows_w)
+        grad_input = scatter_add(input_shape, dtype, grad_input, plan.rows_h, plan.rows_w)
     return grad_input
+
+
+def grad_input(go4, input_shape, weight, g):
+    """conv2d's grad_input alone, for an input of ``input_shape`` (its values play no part):
+    the transposed convolution of the 4-D ``go4`` with ``weight``, an array of ``input_shape``
+    in the dtype of ``go4``."""
+    if not go4.size:
+        return np.zeros(input_shape, dtype=go4.dtype)
+    plan = kernel_plan(input_shape, weight.shape, g)
+    return _grad_input(np.ascontiguousarray(go4), input_shape, weight, g, plan)
+
+
+def grad_bias(go4):
+    """``go4`` summed over N, H and W, in a fixed order: a ``(K,)`` array."""
+    grad_bias = np.zeros(go4.shape[1], dtype=go4.dtype)
+    if go4.size:
+        _kernels.conv2d_grad_bias(np.ascontiguousarray(go4), grad_bias)
+    return grad_bias
 
 
 def backward(go4, x4, weight, g, needs):
@@ -145,7 +166,7 @@ def backward(go4, x4, weight, g, needs):
     if not go4.size:
         return _zero_gradients(x4.shape, weight.shape, x4.dtype, needs)
     plan = kernel_plan(x4.shape, weight.shape, g)
-    grad_input = _grad_input(go4, x4, weight, g, plan) if need_input else None
+    grad_input = _grad_input(go4, x4.shape, weight, g, plan) if need_input else None
     grad_weight = grad_bias = None
     if need_weight:
         grad_weight = np.zeros(weight.shape, dtype=x4.dtype)

@@ -33,7 +33,7 @@ PROG = "fastconv bench"
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # 'conv', 'max', 'avg'
+    kind: str  # 'conv', 'conv_transpose', 'max', 'avg'
     shape: tuple  # input (N, C, H, W)
     k: int = 0  # conv output channels
     kernel: int = 3
@@ -42,9 +42,19 @@ class Case:
     dilation: int = 1
     groups: int = 1
     count_include_pad: bool = True
+    output_padding: int = 0  # conv_transpose only
 
     def conv_kwargs(self):
-        return dict(stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.groups)
+        kw = dict(stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.groups)
+        if self.kind == "conv_transpose":
+            kw["output_padding"] = self.output_padding
+        return kw
+
+    def weight_shape(self):
+        """conv2d's (K, C // groups, R, S) or conv_transpose2d's (C, K // groups, R, S)."""
+        c, k, g = self.shape[1], self.k, self.groups
+        out_in = (c, k // g) if self.kind == "conv_transpose" else (k, c // g)
+        return out_in + (self.kernel, self.kernel)
 
     def pool_kwargs(self):
         kw = dict(kernel_size=self.kernel, stride=self.stride, padding=self.pad)
@@ -70,7 +80,12 @@ CASES = [
     Case("avg-2x2-s2", "avg", (64, 32, 32, 32), kernel=2, stride=2),
     Case("avg-3x3-s1-p1-nopad", "avg", (32, 64, 28, 28), kernel=3, stride=1, pad=1,
          count_include_pad=False),
+    # transposed convolutions (conv_transpose2d): a DCGAN generator layer (8x8 -> 16x16) and a
+    # U-Net up-convolution (56x56 -> 112x112)
+    Case("dcgan-up", "conv_transpose", (8, 512, 8, 8), 256, 4, stride=2, pad=1),
+    Case("unet-up", "conv_transpose", (2, 128, 56, 56), 64, 2, stride=2),
 ]
+CONV_KINDS = ("conv", "conv_transpose")
 BLAS_COOLDOWN_S = 0.5
 # Timed calls per contender, of which the median is reported: 7 outvote a couple of calls slowed
 # by the machine; --quick trades that for a run well under a minute.
@@ -87,15 +102,18 @@ POOLING = ("max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad")
 # ------------------------------------------------------------------------------ the contenders
 def _fastconv_fns(case, x, w, b, impl):
     """(forward, forward+backward) closures for fastconv (impl=functional) or its reference."""
-    if case.kind == "conv":
+    if case.kind in CONV_KINDS:
         kw = case.conv_kwargs()
+        transposed = case.kind == "conv_transpose"
+        op = impl.conv_transpose2d if transposed else impl.conv2d
+        op_backward = impl.conv_transpose2d_backward if transposed else impl.conv2d_backward
 
         def fwd():
-            return impl.conv2d(x, w, b, **kw)
+            return op(x, w, b, **kw)
 
         def fwd_bwd():
-            y = impl.conv2d(x, w, b, **kw)
-            return impl.conv2d_backward(np.ones_like(y), x, w, **kw)
+            y = op(x, w, b, **kw)
+            return op_backward(np.ones_like(y), x, w, **kw)
 
         return fwd, fwd_bwd
     kw = case.pool_kwargs()
@@ -123,17 +141,18 @@ def _torch_fns(torch, case, x, w, b):
     F = torch.nn.functional
     xt = torch.from_numpy(x)
     xg = xt.clone().requires_grad_(True)
-    if case.kind == "conv":
+    if case.kind in CONV_KINDS:
         kw = case.conv_kwargs()
+        conv = F.conv_transpose2d if case.kind == "conv_transpose" else F.conv2d
         wt, bt = torch.from_numpy(w), torch.from_numpy(b)
         wg, bg = wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
 
         def fwd():
             with torch.no_grad():
-                return F.conv2d(xt, wt, bt, **kw)
+                return conv(xt, wt, bt, **kw)
 
         def fwd_bwd():
-            y = F.conv2d(xg, wg, bg, **kw)
+            y = conv(xg, wg, bg, **kw)
             y.backward(torch.ones_like(y))
             xg.grad = wg.grad = bg.grad = None
 
@@ -198,6 +217,9 @@ def _ratio_in_rounds(num, den, calls, rounds=11, warmup=2):
 
 
 def _conv_flops(case, out_shape):
+    if case.kind == "conv_transpose":  # every input element meets every tap of its filters
+        n, c, h, w = case.shape
+        return 2.0 * n * c * h * w * (case.k // case.groups) * case.kernel * case.kernel
     n, k, oh, ow = out_shape
     return 2.0 * n * k * oh * ow * (case.shape[1] // case.groups) * case.kernel * case.kernel
 
@@ -211,6 +233,9 @@ def _workspace_mb(fn):
 
 
 def _batch_im2col_mb(case, out_shape, itemsize=4):
+    if case.kind == "conv_transpose":  # the columns a GEMM + col2im would scatter from
+        n, _, h, w = case.shape
+        return n * h * w * case.k * case.kernel * case.kernel * itemsize / 2**20
     n, _, oh, ow = out_shape
     return n * oh * ow * case.shape[1] * case.kernel * case.kernel * itemsize / 2**20
 
@@ -234,8 +259,8 @@ def _case_inputs(case, rng):
     """float32 ``(x, weight, bias)`` of a case (weight and bias None for pooling)."""
     x = rng.standard_normal(case.shape).astype(np.float32)
     w = b = None
-    if case.kind == "conv":
-        w = rng.standard_normal((case.k, case.shape[1] // case.groups, case.kernel, case.kernel))
+    if case.kind in CONV_KINDS:
+        w = rng.standard_normal(case.weight_shape())
         w = (w / math.sqrt(w[0].size)).astype(np.float32)
         b = rng.standard_normal(case.k).astype(np.float32)
     return x, w, b
@@ -279,7 +304,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
     if slow:
         _time_reference(row, slow, repeats)
     out_shape = fwd().shape
-    if case.kind == "conv":
+    if case.kind in CONV_KINDS:
         _conv_rates(row, case, out_shape, peak)
     as64 = [None if a is None else a.astype(np.float64) for a in (x, w, b)]
     f64 = _fastconv_fns(case, *as64, functional)[0]
@@ -315,7 +340,7 @@ def format_table(rows, have_torch, with_reference):
             vals += [_fmt(r.ms.get("reference fwd"), ".1f"), _fmt(r.ms.get("reference fwd+bwd"), ".1f")]
         vals += [_fmt(r.gflops.get("fastconv fwd"), ".0f"), _fmt(100 * r.peak_fraction, ".0f"),
                  _fmt(r.f64_over_f32), _fmt(r.workspace_mb, ".1f"),
-                 _fmt(r.batch_im2col_mb if r.kind == "conv" else None, ".0f")]
+                 _fmt(r.batch_im2col_mb if r.kind in CONV_KINDS else None, ".0f")]
         lines.append(" | ".join(vals))
     return "\n".join(lines)
 
@@ -354,7 +379,7 @@ def check_bar(rows, scaling):
         worst64 = max(rows, key=lambda r: r.f64_over_f32)
         checks.append(("float64 no slower than half float32 speed (forward time ratio <= 2)",
                        f"{worst64.f64_over_f32:.2f} ({worst64.case})", worst64.f64_over_f32 <= 2.0))
-    convs = [r for r in rows if r.kind == "conv"]
+    convs = [r for r in rows if r.kind in CONV_KINDS]
     if convs:
         bounded = all(r.workspace_mb < 0.5 * r.batch_im2col_mb or r.workspace_mb < SMALL_WORKSPACE_MB
                       for r in convs)

@@ -6,20 +6,21 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
 
     y = fct.conv2d(x, w, b, stride=1, padding=1)     # like torch.nn.functional.conv2d
     conv = fct.Conv2d(3, 16, 3, padding=1)           # a torch.nn.Conv2d running on fastconv
+    up = fct.ConvTranspose2d(16, 8, 4, stride=2, padding=1)  # a torch.nn.ConvTranspose2d
     model = fct.swap_modules(model)                  # every supported layer of a model, in place
     # equivalently: model.apply(fct.swap_modules)
 
-- :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the signatures of their
-  ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
-  (:class:`Conv2dFunction`, ...): gradients flow to every input that requires one, and
+- :func:`conv2d`, :func:`conv_transpose2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the
+  signatures of their ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
+  (:class:`Conv2dFunction`, :class:`ConvTranspose2dFunction`, ...): gradients flow to every input that requires one, and
   ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
   not implemented: a backward pass with ``create_graph=True`` through them raises instead of
   silently dropping the second-order terms.
-- :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d` subclass ``torch.nn.Conv2d``, ... and
-  add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
+- :class:`Conv2d`, :class:`ConvTranspose2d`, :class:`MaxPool2d`, :class:`AvgPool2d` subclass
+  ``torch.nn.Conv2d``, ... and add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
   saved from either class loads into the other.
-- :func:`swap_modules` changes the class of every ``torch.nn.Conv2d`` / ``MaxPool2d`` /
-  ``AvgPool2d`` in a model to its fastconv subclass, in place (the parameters stay the same
+- :func:`swap_modules` changes the class of every ``torch.nn.Conv2d`` / ``ConvTranspose2d`` /
+  ``MaxPool2d`` / ``AvgPool2d`` in a model to its fastconv subclass, in place (the parameters stay the same
   objects, so an optimizer built before the swap keeps working). :func:`unswap_modules` undoes it.
   Left on torch: subclasses of those modules (they may override ``forward``), convolutions with
   ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
@@ -46,12 +47,15 @@ from .. import functional as F
 
 __all__ = [
     "conv2d",
+    "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
     "Conv2dFunction",
+    "ConvTranspose2dFunction",
     "MaxPool2dFunction",
     "AvgPool2dFunction",
     "Conv2d",
+    "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
     "swap_modules",
@@ -138,6 +142,37 @@ class Conv2dFunction(torch.autograd.Function):
         return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None
 
 
+class ConvTranspose2dFunction(torch.autograd.Function):
+    """``conv_transpose2d`` with fastconv's kernels (forward: conv2d's grad_input; backward:
+    conv2d's forward and grad_weight).
+
+    ``ConvTranspose2dFunction.apply(input, weight, bias, stride, padding, output_padding, groups,
+    dilation)``; use :func:`conv_transpose2d` for torch's defaults.
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, output_padding, groups, dilation):
+        x = _array(input, "input")
+        w = _array(weight, "weight")
+        b = None if bias is None else _array(bias, "bias")
+        out = F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+        ctx.save_for_backward(input, weight)
+        ctx.conf = (stride, padding, output_padding, groups, dilation)
+        ctx.has_bias = bias is not None
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        _refuse_double_backward("conv_transpose2d", grad_output, input, weight)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx, gw, gb = F.conv_transpose2d_backward(
+            _array(grad_output, "grad_output"), _array(input, "input"), _array(weight, "weight"),
+            *ctx.conf, needs=(need_x, need_w, need_b and ctx.has_bias),
+        )
+        return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None, None
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     """``max_pool2d`` with fastconv's kernels; the backward routes through the cached argmax.
 
@@ -200,6 +235,14 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
 
 
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """``torch.nn.functional.conv_transpose2d`` on fastconv (weight ``(C_in, C_out // groups,
+    kH, kW)``)."""
+    return ConvTranspose2dFunction.apply(input, weight, bias, stride, padding, output_padding,
+                                         groups, dilation)
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """``torch.nn.functional.max_pool2d`` on fastconv; the indices (if returned) are torch's:
@@ -237,6 +280,23 @@ class Conv2d(torch.nn.Conv2d):
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+class ConvTranspose2d(torch.nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` computed by fastconv (same constructor, parameters and
+    state_dict; ``forward(input, output_size=None)`` picks the output padding by torch's rule).
+
+    ``padding_mode`` other than ``'zeros'`` (which torch refuses), and tensors fastconv does
+    not take (other dtypes or devices), run on torch, as ``torch.nn.ConvTranspose2d`` would.
+    """
+
+    def forward(self, input, output_size=None):
+        if self.padding_mode != "zeros" or not _fastconv_takes(input, self.weight, self.bias):
+            return super().forward(input, output_size)
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
+                                              self.kernel_size, 2, self.dilation)
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                output_padding, self.groups, self.dilation)
+
+
 class MaxPool2d(torch.nn.MaxPool2d):
     """``torch.nn.MaxPool2d`` computed by fastconv (same constructor and behaviour); inputs
     fastconv does not take (other dtypes or devices) run on torch."""
@@ -259,13 +319,13 @@ class AvgPool2d(torch.nn.AvgPool2d):
                           self.count_include_pad, self.divisor_override)
 
 
-_TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d,
-                torch.nn.AvgPool2d: AvgPool2d}
+_TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.ConvTranspose2d: ConvTranspose2d,
+                torch.nn.MaxPool2d: MaxPool2d, torch.nn.AvgPool2d: AvgPool2d}
 _TO_TORCH = {v: k for k, v in _TO_FASTCONV.items()}
 
 
 def _swappable(module):
-    if isinstance(module, torch.nn.Conv2d):
+    if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
         if module.padding_mode != "zeros":
             return False
         return _fastconv_takes(*module.parameters(recurse=False))
@@ -275,9 +335,10 @@ def _swappable(module):
 def swap_modules(model):
     """Run every supported layer of ``model`` on fastconv; returns ``model`` (changed in place).
 
-    Each ``torch.nn.Conv2d``, ``torch.nn.MaxPool2d`` and ``torch.nn.AvgPool2d`` in ``model`` (the
-    model itself included; exact classes only, not subclasses) becomes an instance of
-    :class:`Conv2d`, :class:`MaxPool2d` or :class:`AvgPool2d`. Nothing else changes: parameters,
+    Each ``torch.nn.Conv2d``, ``torch.nn.ConvTranspose2d``, ``torch.nn.MaxPool2d`` and
+    ``torch.nn.AvgPool2d`` in ``model`` (the model itself included; exact classes only, not
+    subclasses) becomes an instance of :class:`Conv2d`, :class:`ConvTranspose2d`,
+    :class:`MaxPool2d` or :class:`AvgPool2d`. Nothing else changes: parameters,
     buffers, hooks, state_dict keys and the optimizer's references are the same objects. A
     convolution with ``padding_mode != 'zeros'`` or with parameters that are not float32/float64
     CPU tensors stays on torch, and a swapped layer called with tensors fastconv does not take

@@ -21,7 +21,7 @@ biases) from a seeded ``np.random.Generator`` (``rng``: a Generator, an int seed
 Names in :meth:`Module.state_dict` are torch's (``"0.weight"``, ``"3.bias"``, ...).
 """
 from .activations import ReLU
-from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d
+from .layers import AvgPool2d, Conv2d, ConvTranspose2d, Dropout, Flatten, Linear, MaxPool2d
 from .losses import CrossEntropyLoss
 from .module import Module, Parameter, Sequential
 
@@ -29,6 +29,7 @@ __all__ = [
     "Parameter",
     "Module",
     "Conv2d",
+    "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
     "ReLU",

@@ -3,7 +3,13 @@ import numpy as np
 
 from .. import functional as F
 from .._core.args import as_int, positive_pair
-from .._core.conv_geometry import conv_groups, conv_hyperparameters
+from .._core.conv_geometry import (
+    conv_groups,
+    conv_hyperparameters,
+    transpose_groups,
+    transpose_hyperparameters,
+    transpose_output_size,
+)
 from .._core.geometry import check_size
 from .._core.pool_geometry import pool_params
 from ..filters import check_padding_mode, pad2d, pad2d_backward
@@ -114,6 +120,128 @@ class Conv2d(Module):
             self.bias.accumulate(gb)
         if self.padding_mode != "zeros":
             gi = pad2d_backward(gi, self._explicit_pad(), self.padding_mode)
+        return gi
+
+
+class ConvTranspose2d(Module):
+    """2-D transposed convolution layer, as ``torch.nn.ConvTranspose2d`` (padding mode
+    ``'zeros'`` only, as in torch). ``weight``: ``(in_channels, out_channels // groups, kH,
+    kW)``; ``bias``: ``(out_channels,)`` or None. Input ``(N, C, H, W)`` or ``(C, H, W)``.
+    ``forward(x, output_size=None)``: ``output_size`` (``(H, W)``, or the whole output shape)
+    picks the output padding, as torch's does, among the sizes the stride leaves open.
+
+    The hyper-parameters follow the rules of :func:`fastconv.conv_transpose2d` (the same code
+    checks them, here at construction); weights and bias are initialised as torch's
+    (Kaiming-uniform with ``fan_in = out_channels // groups * kH * kW``)."""
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        bias=True,
+        dilation=1,
+        padding_mode="zeros",
+        *,
+        dtype=np.float32,
+        rng=None,
+    ):
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' for ConvTranspose2d (as in torch), "
+                             f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        in_channels = as_int(in_channels, "in_channels")
+        out_channels = as_int(out_channels, "out_channels")
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(
+                f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.groups = transpose_groups(groups, in_channels)
+        if out_channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide the output channels out_channels={out_channels}"
+            )
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride, self.padding, self.output_padding, self.dilation = \
+            transpose_hyperparameters(self.kernel_size, stride, padding, output_padding, dilation)
+        dt, rng = float_dtype(dtype), generator(rng)
+        kh, kw = self.kernel_size
+        shape = (in_channels, out_channels // self.groups, kh, kw)
+        check_size(shape, dt.itemsize, "the weight")
+        fan_in = out_channels // self.groups * kh * kw  # torch's fan_in: weight.shape[1] * kH * kW
+        self.weight = Parameter(kaiming_uniform(rng, shape, fan_in, dt))
+        self.bias = Parameter(kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
+        self._input = None
+
+    def extra_repr(self):
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+    def _output_padding(self, x, output_size):
+        """torch's rule: ``output_size`` (spatial, or the whole shape) fixes the output padding,
+        which must leave it between the smallest output and that plus ``stride - 1``."""
+        if output_size is None:
+            return self.output_padding
+        size = list(output_size) if isinstance(output_size, (tuple, list)) else output_size
+        if not isinstance(size, list) or len(size) not in (2, x.ndim):
+            raise ValueError(f"{self!r}: output_size must have 2 or {x.ndim} elements for a "
+                             f"{x.ndim}-D input, got {output_size!r}")
+        size = [as_int(v, "output_size") for v in size[-2:]]
+        smallest = [transpose_output_size(n, p, k, s, d, 0) for n, p, k, s, d in
+                    zip(x.shape[-2:], self.padding, self.kernel_size, self.stride, self.dilation)]
+        largest = [lo + s - 1 for lo, s in zip(smallest, self.stride)]
+        if any(not lo <= v <= hi for v, lo, hi in zip(size, smallest, largest)):
+            raise ValueError(f"{self!r}: requested an output_size of {tuple(size)}, but valid "
+                             f"sizes range from {tuple(smallest)} to {tuple(largest)} (for an "
+                             f"input of {tuple(x.shape[-2:])})")
+        return tuple(v - lo for v, lo in zip(size, smallest))
+
+    def _args(self, output_padding):
+        return dict(stride=self.stride, padding=self.padding, output_padding=output_padding,
+                    groups=self.groups, dilation=self.dilation)
+
+    def forward(self, x, output_size=None):
+        expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
+        x = self._check_input(x, expected)
+        if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
+        args = self._args(self._output_padding(x, output_size))
+        try:
+            out = F.conv_transpose2d(
+                x, self.weight.data, None if self.bias is None else self.bias.data, **args)
+        except ValueError as exc:
+            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        self._input, self._out_shape, self._last_args = x, out.shape, args
+        return out
+
+    def backward(self, grad_output):
+        x = self._cached("_input")
+        g = self._check_grad(grad_output, self._out_shape)
+        gi, gw, gb = F.conv_transpose2d_backward(
+            g, x, self.weight.data, **self._last_args, needs=(True, True, self.bias is not None)
+        )
+        self.weight.accumulate(gw)
+        if self.bias is not None:
+            self.bias.accumulate(gb)
         return gi
 
 

@@ -15,6 +15,8 @@ from conv_helpers import num_threads
 
 TINY_CONV = bench.Case("tiny-conv", "conv", (2, 3, 9, 8), 4, 3, pad=1)
 TINY_MAX = bench.Case("tiny-max", "max", (2, 3, 9, 8), kernel=3, stride=2, pad=1)
+TINY_CONVT = bench.Case("tiny-convt", "conv_transpose", (2, 4, 5, 4), 6, 3, stride=2, pad=1,
+                        output_padding=1, groups=2)
 TINY_AVG = bench.Case("tiny-avg", "avg", (2, 3, 9, 8), kernel=3, stride=1, pad=1,
                       count_include_pad=False)
 ONE_CALL = ["--repeats", "1", "--no-reference", "--no-torch", "--threads", "1"]
@@ -187,20 +189,44 @@ def test_run_case_times_pooling(case):
     assert not row.gflops and math.isnan(row.peak_fraction) and row.f64_over_f32 > 0
 
 
-@pytest.mark.parametrize("case", [TINY_CONV, TINY_MAX, TINY_AVG], ids=["conv", "max", "avg"])
+@pytest.mark.parametrize("case", [TINY_CONV, TINY_CONVT, TINY_MAX, TINY_AVG],
+                         ids=["conv", "conv_transpose", "max", "avg"])
 def test_the_timed_closures_compute_what_they_time(case):
     """fastconv's and the reference's closures agree: each contender does the same work."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal(case.shape)
     w = b = None
-    if case.kind == "conv":
-        w, b = rng.standard_normal((case.k, case.shape[1], 3, 3)), rng.standard_normal(case.k)
+    if case.kind in bench.CONV_KINDS:
+        w, b = rng.standard_normal(case.weight_shape()), rng.standard_normal(case.k)
     fast = bench._fastconv_fns(case, x, w, b, fastconv.functional)
     ref = bench._fastconv_fns(case, x, w, b, fastconv.reference)
     for f, r in zip(fast, ref):
         got, want = f(), r()
         for g, e in zip(*(v if isinstance(v, tuple) else (v,) for v in (got, want))):
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_run_case_times_a_transposed_convolution():
+    row = bench.run_case(TINY_CONVT, None, repeats=1, with_reference=True, peak=100.0,
+                         rng=np.random.default_rng(0))
+    assert set(row.ms) == {"fastconv fwd", "fastconv fwd+bwd", "reference fwd",
+                           "reference fwd+bwd"}
+    flops = 2 * 2 * 4 * 5 * 4 * 3 * 9  # every input element times its 3 filters' 9 taps
+    assert row.gflops["fastconv fwd"] == pytest.approx(flops / row.ms["fastconv fwd"] / 1e6)
+    assert row.batch_im2col_mb == pytest.approx(2 * 5 * 4 * 6 * 9 * 4 / 2**20)
+    assert row.f64_over_f32 > 0 and row.workspace_mb > 0
+
+
+def test_transposed_cases_are_compared_with_torch(monkeypatch):
+    torch = pytest.importorskip("torch")
+    calls = []
+    real = torch.nn.functional.conv_transpose2d
+    monkeypatch.setattr(torch.nn.functional, "conv_transpose2d",
+                        lambda *a, **k: calls.append(k) or real(*a, **k))
+    row = bench.run_case(TINY_CONVT, torch, repeats=1, with_reference=False, peak=100.0,
+                         rng=np.random.default_rng(0))
+    assert calls and all(k == TINY_CONVT.conv_kwargs() for k in calls)
+    assert row.ratio_fwd > 0 and row.ratio_fwd_bwd > 0
 
 
 def test_thread_scaling_reports_each_case():
@@ -319,6 +345,7 @@ def test_every_performance_case_is_in_the_suite():
     names = [c.name for c in bench.CASES]
     assert names == ["lenet-conv1", "lenet-conv2", "cifar-first", "resnet-c16", "resnet-c64",
                      "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated",
-                     "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad"]
+                     "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad",
+                     "dcgan-up", "unet-up"]
     assert set(bench.QUICK) <= set(names) and set(bench.LARGE_3X3) <= set(names)
-    assert set(bench.POOLING) == {c.name for c in bench.CASES if c.kind != "conv"}
+    assert set(bench.POOLING) == {c.name for c in bench.CASES if c.kind not in bench.CONV_KINDS}
