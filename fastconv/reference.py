@@ -297,7 +297,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     indices = np.empty((n, c, oh, ow), np.int64)
     for i, (h0, h1) in enumerate(_adaptive_bins(h, oh)):
         for j, (w0, w1) in enumerate(_adaptive_bins(w, ow)):
-            vals = x4[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            vals = x4[:, :, h0:h1, w0:w1].reshape(n, c, (h1 - h0) * (w1 - w0))
             nan = np.isnan(vals)
             last_nan = vals.shape[2] - 1 - np.argmax(nan[..., ::-1], axis=-1)
             best = np.where(nan, -np.inf, vals).max(axis=-1)

@@ -264,6 +264,45 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
     return dict(x=x, kwargs=kwargs, g=g, out_shape=out_shape, empty=empty, kind=kind)
 
 
+
+# ---------------------------------------------------------------------- adaptive pooling cases
+# Small planes pooled to output sizes below, equal to and above the input's (non-divisible ones
+# included, so that neighbouring bins overlap), every accepted form of output_size (an int, a
+# pair, a 1-sequence, None entries) and the value kinds of pool_values.
+
+def adaptive_output_form(draw, h, w, oh, ow):
+    """output_size for an (h, w) input pooled to (oh, ow) in a drawn form: None where the size
+    equals the input's (sometimes), an int or a 1-tuple when equal (sometimes), else a pair."""
+    eh = None if oh == h and draw(st.booleans()) else oh
+    ew = None if ow == w and draw(st.booleans()) else ow
+    if eh is not None and eh == ew:
+        return int_or_pair(draw, eh, ew)
+    return draw(st.sampled_from([tuple, list]))((eh, ew))
+
+
+@st.composite
+def adaptive_pool_cases(draw, dtypes=DTYPES, values=("normal", "ties", "special"), max_size=12,
+                        max_out=14, max_n=3, max_c=3, layout=True, allow_unbatched=True):
+    """A dict: ``x`` (input), ``output_size`` (for adaptive_avg_pool2d / adaptive_max_pool2d),
+    ``out_shape``, ``g`` (a gradient of the output's shape), ``kind`` (of values)."""
+    dtype = draw(dtypes)
+    h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+    size = lambda n: st.one_of(st.just(1), st.just(n), st.integers(1, max_out))
+    oh, ow = draw(size(h)), draw(size(w))
+    if draw(st.integers(0, 4)) == 0:
+        oh = ow = 1  # the global average / max
+    n, c = draw(st.integers(0, max_n)), draw(st.integers(1, max_c))
+    shape, unbatched = maybe_unbatched(draw, (n, c, h, w), allow_unbatched)
+    kind = draw(st.sampled_from(values))
+    x = pool_values(draw, shape, dtype, kind)
+    if layout:
+        x = any_layout(draw, x)
+    out_shape = (c, oh, ow) if unbatched else (n, c, oh, ow)
+    g = random_array(draw, out_shape, dtype, layout)
+    return dict(x=x, output_size=adaptive_output_form(draw, h, w, oh, ow), out_shape=out_shape,
+                g=g, kind=kind)
+
+
 # ------------------------------------------------------------------------ fuzz candidates
 # Plain seeded generators (no Hypothesis): tests/core/test_fuzz.py rebuilds candidate i in a worker
 # process from (seed, i) alone, so a candidate that kills the worker can be named and replayed.
