@@ -14,10 +14,10 @@ checks every import):
    hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python).
    ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
    ``direct`` (the compiled kernels) or ``fft`` (NumPy's FFT, on request); the backends import
-   the shared rules, never each other. ``pool`` runs the pooling kernels; ``threads``,
-   ``denormal`` and ``memory`` are the compiled module's run-time settings. The compiled module,
-   ``fastconv._kernels`` (built from ``src/``), computes convolution and pooling and trusts its
-   arguments; ``fastconv._testing`` holds its test-only switches.
+   the shared rules, never each other. ``pool`` and ``adaptive_pool`` run the pooling kernels;
+   ``threads``, ``denormal`` and ``memory`` are the compiled module's run-time settings. The
+   compiled module, ``fastconv._kernels`` (built from ``src/``), computes convolution and
+   pooling and trusts its arguments; ``fastconv._testing`` holds its test-only switches.
 2. The public kernel API: ``fastconv.functional`` (re-exported here, loaded on first use)
    mirrors ``torch.nn.functional`` on NumPy arrays -- NCHW, cross-correlation, torch's argument
    rules and output sizes; ``fastconv.fft`` offers the FFT path and its cost model.
@@ -136,7 +136,8 @@ without either). Two rules make it so (tests/core/test_simd_paths.py holds every
   is one output channel, summed over the pixels in order; the depthwise grad_weight sums into 16
   (float32) or 8 (float64) fixed partial sums -- one AVX-512 vector, two AVX2 ones, four
   portable ones -- added by halving; grad_bias and the pooling sums are per element, in torch's
-  order.
+  order, except the global average pooling (a 1x1 adaptive output), which sums a plane into the
+  same 16 or 8 fixed partial sums.
 
 That matters beyond the last bit: a sum in which a product overflows gives +-inf or NaN
 depending on its order (1e300 * 1e300 + 1e300 * -1e300 is +inf fused in tap order, NaN

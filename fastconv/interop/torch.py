@@ -10,18 +10,19 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
     # equivalently: model.apply(fct.swap_modules)
 
 - :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d`, :func:`adaptive_avg_pool2d`,
-  :func:`adaptive_max_pool2d` have the signatures of their ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
-  (:class:`Conv2dFunction`, ...): gradients flow to every input that requires one, and
-  ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
-  not implemented: a backward pass with ``create_graph=True`` through them raises instead of
-  silently dropping the second-order terms.
+  :func:`adaptive_max_pool2d` have the signatures of their ``torch.nn.functional`` namesakes
+  and are ``torch.autograd.Function``\ s (:class:`Conv2dFunction`, ...): gradients flow to
+  every input that requires one, and ``torch.no_grad()`` / ``torch.inference_mode()`` skip the
+  bookkeeping. Second derivatives are not implemented: a backward pass with
+  ``create_graph=True`` through them raises instead of silently dropping the second-order terms.
 - :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`AdaptiveAvgPool2d`,
-  :class:`AdaptiveMaxPool2d` subclass ``torch.nn.Conv2d``, ... and
-  add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
-  saved from either class loads into the other.
+  :class:`AdaptiveMaxPool2d` subclass ``torch.nn.Conv2d``, ... and add no state: same
+  constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict saved from either
+  class loads into the other.
 - :func:`swap_modules` changes the class of every ``torch.nn.Conv2d`` / ``MaxPool2d`` /
-  ``AvgPool2d`` / ``AdaptiveAvgPool2d`` / ``AdaptiveMaxPool2d`` in a model to its fastconv subclass, in place (the parameters stay the same
-  objects, so an optimizer built before the swap keeps working). :func:`unswap_modules` undoes it.
+  ``AvgPool2d`` / ``AdaptiveAvgPool2d`` / ``AdaptiveMaxPool2d`` in a model to its fastconv
+  subclass, in place (the parameters stay the same objects, so an optimizer built before the
+  swap keeps working). :func:`unswap_modules` undoes it.
   Left on torch: subclasses of those modules (they may override ``forward``), convolutions with
   ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
   convolutions called through ``torch.nn.functional`` inside a custom ``forward``.

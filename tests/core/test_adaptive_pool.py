@@ -60,7 +60,8 @@ def run_all(case):
     out, ind = fastconv.adaptive_max_pool2d(x, size, return_indices=True)
     return [out, ind, fastconv.adaptive_max_pool2d(x, size),
             fastconv.adaptive_max_pool2d_backward(g, ind, x.shape),
-            fastconv.adaptive_avg_pool2d(x, size), fastconv.adaptive_avg_pool2d_backward(g, x.shape)]
+            fastconv.adaptive_avg_pool2d(x, size),
+            fastconv.adaptive_avg_pool2d_backward(g, x.shape)]
 
 
 # ------------------------------------------------------------------------ properties vs reference

@@ -852,8 +852,8 @@ def test_adaptive_pool_layers_follow_functional_rules():
         want, want_idx = F.adaptive_max_pool2d(x, size, return_indices=True)
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(idx, want_idx)
-        np.testing.assert_array_equal(layer.backward(np.ones_like(out)),
-                                      F.adaptive_max_pool2d_backward(np.ones_like(out), idx, x.shape))
+        gi = F.adaptive_max_pool2d_backward(np.ones_like(out), idx, x.shape)
+        np.testing.assert_array_equal(layer.backward(np.ones_like(out)), gi)
     assert repr(nn.AdaptiveAvgPool2d(1)) == "AdaptiveAvgPool2d(output_size=(1, 1))"
     assert nn.AdaptiveMaxPool2d((None, 3))(x[0]).shape == (3, 7, 3)  # unbatched
 
