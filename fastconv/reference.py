@@ -280,6 +280,8 @@ def adaptive_avg_pool2d(input, output_size):
     oh, ow = adaptive_output_size(x4.shape, output_size)
     n, c, h, w = x4.shape
     out = np.empty((n, c, oh, ow), x4.dtype)
+    if out.size == 0:
+        return restore_batch(out, unbatched)
     for i, (h0, h1) in enumerate(_adaptive_bins(h, oh)):
         for j, (w0, w1) in enumerate(_adaptive_bins(w, ow)):
             out[:, :, i, j] = x4[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
@@ -295,7 +297,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     n, c, h, w = x4.shape
     out = np.empty((n, c, oh, ow), x4.dtype)
     indices = np.empty((n, c, oh, ow), np.int64)
-    for i, (h0, h1) in enumerate(_adaptive_bins(h, oh)):
+    for i, (h0, h1) in (enumerate(_adaptive_bins(h, oh)) if out.size else ()):
         for j, (w0, w1) in enumerate(_adaptive_bins(w, ow)):
             vals = x4[:, :, h0:h1, w0:w1].reshape(n, c, (h1 - h0) * (w1 - w0))
             nan = np.isnan(vals)
