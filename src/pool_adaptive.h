@@ -45,7 +45,9 @@ struct fc_apool_job {
     /* set by fc_apool_prepare */
     fc_idx nblocks, rows_per_item;
     fc_apool_item_fn item;
-    const void *gsum; /* the global sum of the SIMD path in use (T (*)(const T *, fc_idx)) */
+    /* the global average's sum on the SIMD path in use (of the job's dtype) */
+    float (*gsum_f32)(const float *x, fc_idx n);
+    double (*gsum_f64)(const double *x, fc_idx n);
 };
 
 /* Bytes of the global sum's partial sums: the widest vector (AVX-512). */
@@ -72,13 +74,13 @@ static int fc_apool_prepare(fc_apool_job *j, int nthreads, fc_schedule *s) {
     j->rows_per_item = FC_CEIL_DIV(rows, nb);
     j->nblocks = FC_CEIL_DIV(rows, j->rows_per_item);
     if (j->f64) {
-        j->gsum = (const void *)fc_apool_gsums_f64[level];
+        j->gsum_f64 = fc_apool_gsums_f64[level];
         j->item = j->pass == FC_POOL_BACKWARD ? fc_apool_avg_bwd_f64
                   : j->op == FC_POOL_MAX      ? fc_apool_max_fwd_f64
                   : global                    ? fc_apool_global_fwd_f64
                                               : fc_apool_avg_fwd_f64;
     } else {
-        j->gsum = (const void *)fc_apool_gsums_f32[level];
+        j->gsum_f32 = fc_apool_gsums_f32[level];
         j->item = j->pass == FC_POOL_BACKWARD ? fc_apool_avg_bwd_f32
                   : j->op == FC_POOL_MAX      ? fc_apool_max_fwd_f32
                   : global                    ? fc_apool_global_fwd_f32

@@ -111,7 +111,7 @@ static int FD(fc_apool_global_fwd)(const fc_apool_job *j, fc_idx plane) {
     const T *x = (const T *)j->src + (plane / j->C) * j->ss[0] + (plane % j->C) * j->ss[1];
     T s;
     if (xs3 == 1 && (xs2 == W || H == 1)) {
-        s = ((FD(fc_apool_gsum_fn))j->gsum)(x, H * W);
+        s = j->FD(gsum)(x, H * W);
     } else {
         T part[FC_APOOL_LANE_BYTES / sizeof(T)] = {0};
         fc_idx k = 0;

@@ -3,15 +3,18 @@
 -inf rules, the global average's documented summation order, every argument error, thread-count
 and SIMD-path determinism and, when torch is importable, agreement with torch's CPU kernels
 (bitwise, except the global average's summation order)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import reference
-from conv_helpers import (SUPPORTED_ISAS, assert_close, assert_same_bits, assert_unchanged, f64,
-                          f64abs, snapshot, using_isa)
+from fastconv import _testing, reference
+from conv_helpers import (SUPPORTED_ISAS, TESTS_DIR, assert_close, assert_same_bits,
+                          assert_unchanged, child_env, f64, f64abs, snapshot, using_isa)
 from conv_helpers import num_threads as threads
 from strategies import adaptive_pool_cases
 
@@ -92,7 +95,7 @@ def test_adaptive_pooling_matches_reference(name, case, nthreads):
     check_avg_backward(gavg, g, x.shape)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(case=adaptive_pool_cases(max_size=40, max_out=45, max_n=2, max_c=4, layout=False))
 def test_bitwise_identical_for_any_thread_count_and_simd_path(case):
     """Every output is computed by one work item in a fixed order, the same on every SIMD path:
@@ -130,6 +133,36 @@ def test_a_few_large_planes_split_into_row_blocks():
         assert_same_bits(results[0][1], ind, "indices")
         check_avg(results[0][4], x)
         check_avg_backward(results[0][5], case["g"], x.shape)
+
+
+
+CHILD = """
+import hashlib, numpy as np, fastconv
+from fastconv import _testing
+_testing.set_serial_bytes(0)  # split even these small calls across every thread
+rng, digest = np.random.default_rng(4), hashlib.sha256()
+for dt in (np.float32, np.float64):
+    for shape, size in [((2, 16, 7, 7), 1), ((1, 3, 37, 29), (5, 9)), ((3, 4, 9, 8), (13, None))]:
+        x = rng.standard_normal(shape).astype(dt)
+        out, ind = fastconv.adaptive_max_pool2d(x, size, return_indices=True)
+        avg = fastconv.adaptive_avg_pool2d(x, size)
+        for r in (out, ind, avg, fastconv.adaptive_max_pool2d_backward(avg, ind, shape),
+                  fastconv.adaptive_avg_pool2d_backward(avg, shape)):
+            digest.update(r.tobytes())
+print(fastconv.get_num_threads(), digest.hexdigest())
+"""
+
+
+def test_same_bits_for_any_omp_num_threads():
+    """Fresh interpreters with OMP_NUM_THREADS=1 and 3 compute the same bits."""
+    runs = []
+    for n in ("1", "3"):
+        proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
+                              env=child_env(OMP_NUM_THREADS=n), timeout=120, cwd=TESTS_DIR)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(proc.stdout.split())
+    assert [r[0] for r in runs] == ["1", "3"]
+    assert runs[0][1] == runs[1][1]
 
 
 # ---------------------------------------------------------------------------- the global average
@@ -173,6 +206,26 @@ def test_global_average_of_a_resnet_head():
     g = rng.standard_normal(out.shape).astype(np.float32)
     gi = fastconv.adaptive_avg_pool2d_backward(g, x.shape)
     assert_same_bits(gi, np.broadcast_to(g / np.float32(49), x.shape).copy(), "global backward")
+
+
+
+@pytest.mark.skipif(_testing.mxcsr() is None, reason="no MXCSR (not x86-64)")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_flush_setting_applies(dtype):
+    """set_flush_denormal(True) reaches the adaptive kernels' threads: subnormal sums and
+    gradients become zero (and stay themselves without it)."""
+    t = np.finfo(dtype).tiny / 4  # subnormal
+    x = np.full((2, 3, 8, 8), t, dtype)
+    for flush in (False, True):
+        assert fastconv.set_flush_denormal(flush) or not flush
+        try:
+            with threads(2):
+                results = [fastconv.adaptive_avg_pool2d(x, 1), fastconv.adaptive_avg_pool2d(x, 3),
+                           fastconv.adaptive_avg_pool2d_backward(x[:, :, :3, :5], x.shape)]
+        finally:
+            fastconv.set_flush_denormal(False)
+        for r in results:
+            assert (r == 0).all() if flush else (r > 0).all()
 
 
 # --------------------------------------------------------------------- torch's rules, by example
