@@ -50,8 +50,9 @@ def adaptive_avg_pool2d(input, output_size):
             any memory layout (views, transposes, negative strides). N may be 0; C, H and W may
             not.
         output_size: the output's ``(OH, OW)``: an int (both), or a pair whose entries are ints
-            or ``None`` (the input's size along that axis); every size >= 1. A sequence of one
-            entry counts for both axes.
+            or ``None`` (the input's size along that axis); every size >= 1 (torch also takes 0,
+            for an empty output). A sequence of one entry counts for both axes, as for the other
+            poolings' sizes (torch's adaptive poolings refuse it).
 
     Returns:
         ``(N, C, OH, OW)`` (or ``(C, OH, OW)``), dtype of ``input``. Output ``(i, j)`` is the
