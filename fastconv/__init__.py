@@ -16,10 +16,11 @@ checks every import):
    ``direct`` (the compiled kernels) or ``fft`` (NumPy's FFT, on request); the backends import
    the shared rules, never each other. ``transpose`` (conv_transpose2d) has no kernel of its
    own: its forward is the direct backend's conv2d grad_input, its gradients conv2d's forward
-   and grad_weight with the arrays' roles swapped (rules in ``conv_geometry``). ``pool`` runs the pooling kernels; ``threads``,
-   ``denormal`` and ``memory`` are the compiled module's run-time settings. The compiled module,
-   ``fastconv._kernels`` (built from ``src/``), computes convolution and pooling and trusts its
-   arguments; ``fastconv._testing`` holds its test-only switches.
+   and grad_weight with the arrays' roles swapped (rules in ``conv_geometry``). ``pool`` and
+   ``adaptive_pool`` run the pooling kernels; ``threads``, ``denormal`` and ``memory`` are the
+   compiled module's run-time settings. The compiled module, ``fastconv._kernels`` (built from
+   ``src/``), computes convolution and pooling and trusts its arguments; ``fastconv._testing``
+   holds its test-only switches.
 2. The public kernel API: ``fastconv.functional`` (re-exported here, loaded on first use)
    mirrors ``torch.nn.functional`` on NumPy arrays -- NCHW, cross-correlation, torch's argument
    rules and output sizes; ``fastconv.fft`` offers the FFT path and its cost model.
@@ -138,7 +139,8 @@ without either). Two rules make it so (tests/core/test_simd_paths.py holds every
   is one output channel, summed over the pixels in order; the depthwise grad_weight sums into 16
   (float32) or 8 (float64) fixed partial sums -- one AVX-512 vector, two AVX2 ones, four
   portable ones -- added by halving; grad_bias and the pooling sums are per element, in torch's
-  order.
+  order, except the global average pooling (a 1x1 adaptive output), which sums a plane into the
+  same 16 or 8 fixed partial sums.
 
 That matters beyond the last bit: a sum in which a product overflows gives +-inf or NaN
 depending on its order (1e300 * 1e300 + 1e300 * -1e300 is +inf fused in tap order, NaN
@@ -159,6 +161,10 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
     "max_num_threads",

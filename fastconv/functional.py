@@ -4,6 +4,8 @@ Arrays are NCHW (or unbatched CHW), float32 or float64; the convolution is a cro
 as in every deep-learning framework. Each ``*_backward`` returns the gradients that autograd would.
 """
 from ._core.activations import log_softmax, softmax
+from ._core.adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,
+                                  adaptive_max_pool2d, adaptive_max_pool2d_backward)
 from ._core.conv import conv2d, conv2d_backward
 from ._core.denormal import get_flush_denormal, set_flush_denormal
 from ._core.memory import release_memory
@@ -20,6 +22,10 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
     "get_num_threads",
     "set_num_threads",
     "max_num_threads",

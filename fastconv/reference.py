@@ -21,7 +21,8 @@ from ._core.conv_geometry import (
     conv_transpose_geometry,
 )
 from ._core.geometry import check_size
-from ._core.pool_geometry import check_input, check_input_shape, pool_geometry
+from ._core.pool_geometry import (adaptive_output_size, check_input, check_input_shape,
+                                  pool_geometry)
 
 
 def _conv_shape(input_shape, weight_shape, stride, padding, dilation, groups):
@@ -362,3 +363,69 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     terms = np.broadcast_to(scaled[..., None, None], (n, c) + real.shape)[:, :, real]
     np.add.at(grad, (slice(None), slice(None), flat[real]), terms)
     return restore_batch(grad.reshape(shape4), unbatched)
+
+
+# --------------------------------------------------------------------------- adaptive pooling
+# A loop over the output positions, each reducing its own bin: torch's bins, start =
+# floor(i * size / out) and end = ceil((i + 1) * size / out), in Python integers.
+
+
+def _adaptive_bins(size, out):
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Reference of :func:`fastconv.functional.adaptive_avg_pool2d`: the mean of every bin."""
+    x4, unbatched = check_input(input)
+    oh, ow = adaptive_output_size(x4.shape, output_size)
+    n, c, h, w = x4.shape
+    out = np.empty((n, c, oh, ow), x4.dtype)
+    if out.size == 0:
+        return restore_batch(out, unbatched)
+    for i, (h0, h1) in enumerate(_adaptive_bins(h, oh)):
+        for j, (w0, w1) in enumerate(_adaptive_bins(w, ow)):
+            out[:, :, i, j] = x4[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
+    return restore_batch(out, unbatched)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Reference of :func:`fastconv.functional.adaptive_max_pool2d`: per bin, the last NaN if
+    there is one, else the first maximum in row-major order."""
+    x4, unbatched = check_input(input)
+    return_indices = as_bool(return_indices, "return_indices")
+    oh, ow = adaptive_output_size(x4.shape, output_size)
+    n, c, h, w = x4.shape
+    out = np.empty((n, c, oh, ow), x4.dtype)
+    indices = np.empty((n, c, oh, ow), np.int64)
+    for i, (h0, h1) in (enumerate(_adaptive_bins(h, oh)) if out.size else ()):
+        for j, (w0, w1) in enumerate(_adaptive_bins(w, ow)):
+            vals = x4[:, :, h0:h1, w0:w1].reshape(n, c, (h1 - h0) * (w1 - w0))
+            nan = np.isnan(vals)
+            last_nan = vals.shape[2] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+            best = np.where(nan, -np.inf, vals).max(axis=-1)
+            first_best = np.argmax(vals == best[..., None], axis=-1)
+            k = np.where(nan.any(axis=-1), last_nan, first_best)
+            out[:, :, i, j] = np.where(nan.any(axis=-1), np.nan, best)
+            indices[:, :, i, j] = (h0 + k // (w1 - w0)) * w + w0 + k % (w1 - w0)
+    out, indices = restore_batch(out, unbatched), restore_batch(indices, unbatched)
+    return (out, indices) if return_indices else out
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Reference of :func:`fastconv.functional.adaptive_avg_pool2d_backward`: grad / bin area
+    added to every element of its bin, in output row-major order."""
+    grad_output = as_float_array(grad_output, "grad_output")
+    shape4, unbatched = check_input_shape(input_shape)
+    go, _ = batched(grad_output, "grad_output")
+    n, c, h, w = shape4
+    grad = np.zeros(shape4, go.dtype)
+    for i, (h0, h1) in enumerate(_adaptive_bins(h, go.shape[2])):
+        for j, (w0, w1) in enumerate(_adaptive_bins(w, go.shape[3])):
+            grad[:, :, h0:h1, w0:w1] += (go[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+    return restore_batch(grad, unbatched)
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """Reference of :func:`fastconv.functional.adaptive_max_pool2d_backward`: every gradient
+    added onto its index, in output row-major order (as :func:`max_pool2d_backward`)."""
+    return max_pool2d_backward(grad_output, indices, input_shape)

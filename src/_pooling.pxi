@@ -116,3 +116,74 @@ def max_pool2d_backward(const floating[:, :, :, :] grad_output, const int64_t[:,
     job.dst_ind = NULL
     _run_pool(&job)
     return not job.bad_index
+
+
+# Adaptive pooling (src/pool_adaptive.h): the bins arrive as int64 tables from
+# fastconv._core.adaptive_pool; the max backward is max_pool2d_backward above.
+
+cdef extern from "fc_kernels.h" nogil:
+    ctypedef struct fc_apool_job:
+        int pass_ "pass"
+        int op, f64
+        fc_idx N, C, H, W, OH, OW
+        const int64_t *hs
+        const int64_t *he
+        const int64_t *ws
+        const int64_t *we
+        const int64_t *ohlo
+        const int64_t *ohhi
+        const void *src
+        fc_idx ss[4]
+        void *dst
+        int64_t *dst_ind
+    const fc_task fc_apool_task
+
+
+cdef int _run_apool(fc_apool_job *job, int pass_, int op, bint f64, Py_ssize_t *in_shape,
+                    const int64_t[::1] hs, const int64_t[::1] he, const int64_t[::1] ws,
+                    const int64_t[::1] we) except -1:
+    """Run ``job`` (its arrays set) on (N, C, H, W) = in_shape and the bins; small calls (below
+    _serial_bytes, as the other pooling calls) on the calling thread alone."""
+    job.pass_ = pass_
+    job.op = op
+    job.f64 = f64
+    job.N, job.C, job.H, job.W = in_shape[0], in_shape[1], in_shape[2], in_shape[3]
+    job.OH, job.OW = hs.shape[0], ws.shape[0]
+    job.hs, job.he, job.ws, job.we = &hs[0], &he[0], &ws[0], &we[0]
+    cdef double touched = (<double>job.N * job.C * (job.H * job.W + job.OH * job.OW)
+                           * (8 if f64 else 4))
+    return _run(job, &fc_apool_task, 1 if touched < _serial_bytes else fc_get_max_threads(),
+                "pooling")
+
+
+def adaptive_pool2d_forward(const floating[:, :, :, :] x, floating[:, :, :, ::1] out,
+                            int64_t[:, :, :, ::1] indices, bint is_max, const int64_t[::1] hs,
+                            const int64_t[::1] he, const int64_t[::1] ws,
+                            const int64_t[::1] we):
+    """out (and indices, if not None, max only) = adaptive pooling of x over the bins
+    [hs[oh], he[oh]) x [ws[ow], we[ow]); x may have any strides; nothing empty."""
+    cdef fc_apool_job job
+    job.src = &x[0, 0, 0, 0]
+    _strides(job.ss, x.strides, sizeof(floating))
+    job.dst = &out[0, 0, 0, 0]
+    job.dst_ind = NULL if indices is None else &indices[0, 0, 0, 0]
+    job.ohlo = job.ohhi = NULL
+    _run_apool(&job, FC_POOL_FORWARD, FC_POOL_MAX if is_max else FC_POOL_AVG,
+               floating is double, x.shape, hs, he, ws, we)
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, :, :] grad_output,
+                                 floating[:, :, :, ::1] grad_input, const int64_t[::1] hs,
+                                 const int64_t[::1] he, const int64_t[::1] ws,
+                                 const int64_t[::1] we, const int64_t[::1] ohlo,
+                                 const int64_t[::1] ohhi):
+    """grad_input (need not be zeroed) = adaptive average pooling backward of grad_output (any
+    strides); input row ih lies in the bins of output rows [ohlo[ih], ohhi[ih])."""
+    cdef fc_apool_job job
+    job.src = &grad_output[0, 0, 0, 0]
+    _strides(job.ss, grad_output.strides, sizeof(floating))
+    job.dst = &grad_input[0, 0, 0, 0]
+    job.dst_ind = NULL
+    job.ohlo, job.ohhi = &ohlo[0], &ohhi[0]
+    _run_apool(&job, FC_POOL_BACKWARD, FC_POOL_AVG, floating is double, grad_input.shape,
+               hs, he, ws, we)

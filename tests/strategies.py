@@ -319,12 +319,53 @@ def pool_cases(draw, op="max", dtypes=DTYPES, values=("normal", "ties", "special
     return dict(x=x, kwargs=kwargs, g=g, out_shape=out_shape, empty=empty, kind=kind)
 
 
+
+# ---------------------------------------------------------------------- adaptive pooling cases
+# Small planes pooled to output sizes below, equal to and above the input's (non-divisible ones
+# included, so that neighbouring bins overlap), every accepted form of output_size (an int, a
+# pair, a 1-sequence, None entries) and the value kinds of pool_values.
+
+def adaptive_output_form(draw, h, w, oh, ow):
+    """output_size for an (h, w) input pooled to (oh, ow) in a drawn form: None where the size
+    equals the input's (sometimes), an int or a 1-tuple when equal (sometimes), else a pair."""
+    eh = None if oh == h and draw(st.booleans()) else oh
+    ew = None if ow == w and draw(st.booleans()) else ow
+    if eh is not None and eh == ew:
+        return int_or_pair(draw, eh, ew)
+    return draw(st.sampled_from([tuple, list]))((eh, ew))
+
+
+@st.composite
+def adaptive_pool_cases(draw, dtypes=DTYPES, values=("normal", "ties", "special"), max_size=12,
+                        max_out=14, max_n=3, max_c=3, layout=True, allow_unbatched=True):
+    """A dict: ``x`` (input), ``output_size`` (for adaptive_avg_pool2d / adaptive_max_pool2d),
+    ``out_shape``, ``g`` (a gradient of the output's shape), ``kind`` (of values)."""
+    dtype = draw(dtypes)
+    h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+    size = lambda n: st.one_of(st.just(1), st.just(n), st.integers(1, max_out))
+    oh, ow = draw(size(h)), draw(size(w))
+    if draw(st.integers(0, 4)) == 0:
+        oh = ow = 1  # the global average / max
+    n, c = draw(st.integers(0, max_n)), draw(st.integers(1, max_c))
+    shape, unbatched = maybe_unbatched(draw, (n, c, h, w), allow_unbatched)
+    kind = draw(st.sampled_from(values))
+    x = pool_values(draw, shape, dtype, kind)
+    if layout:
+        x = any_layout(draw, x)
+    out_shape = (c, oh, ow) if unbatched else (n, c, oh, ow)
+    g = random_array(draw, out_shape, dtype, layout)
+    return dict(x=x, output_size=adaptive_output_form(draw, h, w, oh, ow), out_shape=out_shape,
+                g=g, kind=kind)
+
+
 # ------------------------------------------------------------------------ fuzz candidates
 # Plain seeded generators (no Hypothesis): tests/core/test_fuzz.py rebuilds candidate i in a worker
 # process from (seed, i) alone, so a candidate that kills the worker can be named and replayed.
 
 FUZZ_FUNCTIONS = ("conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
-                  "avg_pool2d", "avg_pool2d_backward")
+                  "avg_pool2d", "avg_pool2d_backward", "adaptive_avg_pool2d",
+                  "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+                  "adaptive_max_pool2d_backward")
 
 # geometry values: mostly small, then the int64 edges, then out of range / wrong types
 _SMALL_INTS = (0, 1, 1, 1, 2, 2, 3, 5)
@@ -455,6 +496,34 @@ def _grad_shape(rng, batch, channels, sizes):
     return (batch, channels) + tuple(sizes)
 
 
+def _fuzz_adaptive(rng, name, dtype, n, c, h, w, misaligned):
+    """A call of one of the adaptive pooling functions: output_size mostly a pair of small ints
+    or None, sometimes any geometry value (int64 edges, odd types)."""
+    x_shape = (n, c, h, w) if rng.random() < 0.9 else (c, h, w)
+    if rng.random() < 0.6:
+        size = tuple(None if rng.random() < 0.2 else fuzz_int(rng, (1, 1, 2, 3, 4, 7, 9))
+                     for _ in range(2))
+        output_size = size if rng.random() < 0.8 else list(size)
+    else:
+        output_size = fuzz_geometry(rng, (0, 1, 1, 2, 3, 5))
+    if name == "adaptive_avg_pool2d":
+        return name, (fuzz_array(rng, x_shape, dtype, misaligned), output_size), {}
+    if name == "adaptive_max_pool2d":
+        return name, (fuzz_array(rng, x_shape, dtype, misaligned), output_size), dict(
+            return_indices=bool(rng.random() < 0.5))
+    sizes = [full if s is None else int(s) if _plain(s) else None
+             for s, full in zip(_as_pair(output_size), (h, w))]
+    g_shape = _grad_shape(rng, n, c, sizes)[4 - len(x_shape):]
+    go = fuzz_array(rng, g_shape, dtype, misaligned)
+    shape = x_shape if rng.random() < 0.9 else tuple(fuzz_int(rng) for _ in x_shape)
+    if name == "adaptive_avg_pool2d_backward":
+        return name, (go, shape), {}
+    hw = max(h * w, 1)
+    ind = rng.integers(0, hw, g_shape) if rng.random() < 0.9 else rng.integers(-2, hw + 2, g_shape)
+    ind = fuzz_layout(rng, ind.astype(np.int64 if rng.random() < 0.95 else np.int32), misaligned)
+    return name, (go, ind, shape), {}
+
+
 def fuzz_candidate(seed, index, misaligned=True):
     """Candidate ``index`` of the seeded stream: ``(function name, args, kwargs)`` for one call
     of a fastconv function (the same call is made on fastconv.reference)."""
@@ -468,6 +537,8 @@ def fuzz_candidate(seed, index, misaligned=True):
     while n * c * h * w > 2**18:  # at most a few MB per array, whichever dimensions grew
         n, c = max(n // 4, 1), max(c // 2, 1)
         h, w = (h, max(w // 2, 1)) if h > w else (max(h // 2, 1), w)
+    if name.startswith("adaptive"):
+        return _fuzz_adaptive(rng, name, dtype, n, c, h, w, misaligned)
     if name in ("conv2d", "conv2d_backward"):
         groups = fuzz_int(rng, (1, 1, 1, 2, 3)) if rng.random() < 0.95 else fuzz_geometry(rng)
         g = groups if _plain(groups) and 0 < groups <= 8 else 1

@@ -121,3 +121,35 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mo
     if is_max and p.dilation != (1, 1):
         _check_windows(h, w, p, out)
     return PoolGeometry(*p, out[0], out[1])
+
+
+def adaptive_output_param(output_size):
+    """The rule of adaptive pooling's ``output_size``, which does not depend on the input: an
+    int, or a pair (a sequence of one counts as that entry for both axes, as for the other
+    pooling sizes) whose entries are ints >= 1 or ``None`` (the input's size along that axis).
+    Returns ``(oh, ow)``, ``None`` entries kept; TypeError/ValueError naming output_size. The
+    layers check it with this at construction."""
+    value = output_size.tolist() if isinstance(output_size, np.ndarray) else output_size
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            value = (value[0], value[0])
+        if len(value) != 2:
+            raise ValueError(
+                f"output_size must be an int or a pair (of ints or None), got {output_size!r}")
+        sizes = tuple(None if v is None else as_int64(v, "output_size") for v in value)
+    elif value is None:
+        raise TypeError("output_size must be an int or a pair (of ints or None), got None")
+    else:
+        v = as_int64(value, "output_size")
+        sizes = (v, v)
+    if any(v is not None and v < 1 for v in sizes):
+        raise ValueError(
+            f"output_size must be >= 1 (or None: the input's size), got {output_size!r}")
+    return sizes
+
+
+def adaptive_output_size(input_shape, output_size):
+    """``(OH, OW)`` of adaptive pooling of an (N, C, H, W) input: ``output_size`` checked by
+    :func:`adaptive_output_param`, ``None`` entries replaced by H or W."""
+    oh, ow = adaptive_output_param(output_size)
+    return (input_shape[2] if oh is None else oh, input_shape[3] if ow is None else ow)

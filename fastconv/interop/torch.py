@@ -10,18 +10,21 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
     model = fct.swap_modules(model)                  # every supported layer of a model, in place
     # equivalently: model.apply(fct.swap_modules)
 
-- :func:`conv2d`, :func:`conv_transpose2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the
-  signatures of their ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
-  (:class:`Conv2dFunction`, :class:`ConvTranspose2dFunction`, ...): gradients flow to every input that requires one, and
+- :func:`conv2d`, :func:`conv_transpose2d`, :func:`max_pool2d`, :func:`avg_pool2d`,
+  :func:`adaptive_avg_pool2d`, :func:`adaptive_max_pool2d` have the signatures of their
+  ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
+  (:class:`Conv2dFunction`, ...): gradients flow to every input that requires one, and
   ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
   not implemented: a backward pass with ``create_graph=True`` through them raises instead of
   silently dropping the second-order terms.
-- :class:`Conv2d`, :class:`ConvTranspose2d`, :class:`MaxPool2d`, :class:`AvgPool2d` subclass
-  ``torch.nn.Conv2d``, ... and add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
+- :class:`Conv2d`, :class:`ConvTranspose2d`, :class:`MaxPool2d`, :class:`AvgPool2d`,
+  :class:`AdaptiveAvgPool2d`, :class:`AdaptiveMaxPool2d` subclass ``torch.nn.Conv2d``, ... and
+  add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
   saved from either class loads into the other.
 - :func:`swap_modules` changes the class of every ``torch.nn.Conv2d`` / ``ConvTranspose2d`` /
-  ``MaxPool2d`` / ``AvgPool2d`` in a model to its fastconv subclass, in place (the parameters stay the same
-  objects, so an optimizer built before the swap keeps working). :func:`unswap_modules` undoes it.
+  ``MaxPool2d`` / ``AvgPool2d`` / ``AdaptiveAvgPool2d`` / ``AdaptiveMaxPool2d`` in a model to
+  its fastconv subclass, in place (the parameters stay the same objects, so an optimizer built
+  before the swap keeps working). :func:`unswap_modules` undoes it.
   Left on torch: subclasses of those modules (they may override ``forward``), convolutions with
   ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
   convolutions called through ``torch.nn.functional`` inside a custom ``forward``.
@@ -50,14 +53,20 @@ __all__ = [
     "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
     "Conv2dFunction",
     "ConvTranspose2dFunction",
     "MaxPool2dFunction",
     "AvgPool2dFunction",
+    "AdaptiveAvgPool2dFunction",
+    "AdaptiveMaxPool2dFunction",
     "Conv2d",
     "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
     "swap_modules",
     "unswap_modules",
 ]
@@ -228,6 +237,57 @@ class AvgPool2dFunction(torch.autograd.Function):
         return torch.from_numpy(gx), None, None, None, None, None, None
 
 
+class AdaptiveAvgPool2dFunction(torch.autograd.Function):
+    """``adaptive_avg_pool2d`` with fastconv's kernels.
+
+    ``AdaptiveAvgPool2dFunction.apply(input, output_size)``; same as
+    :func:`adaptive_avg_pool2d`.
+    """
+
+    @staticmethod
+    def forward(ctx, input, output_size):
+        x = _array(input, "input")
+        out = F.adaptive_avg_pool2d(x, output_size)
+        ctx.input_shape = x.shape
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        _refuse_double_backward("adaptive_avg_pool2d", grad_output)
+        gx = F.adaptive_avg_pool2d_backward(_array(grad_output, "grad_output"), ctx.input_shape)
+        return torch.from_numpy(gx), None
+
+
+class AdaptiveMaxPool2dFunction(torch.autograd.Function):
+    """``adaptive_max_pool2d`` with fastconv's kernels; the backward routes through the cached
+    argmax.
+
+    ``AdaptiveMaxPool2dFunction.apply(input, output_size, return_indices)``; use
+    :func:`adaptive_max_pool2d` for torch's defaults.
+    """
+
+    @staticmethod
+    def forward(ctx, input, output_size, return_indices):
+        x = _array(input, "input")
+        out, indices = F.adaptive_max_pool2d(x, output_size, return_indices=True)
+        indices = torch.from_numpy(indices)
+        ctx.save_for_backward(indices)
+        ctx.input_shape = x.shape
+        out = torch.from_numpy(out)
+        if return_indices:
+            ctx.mark_non_differentiable(indices)
+            return out, indices
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output, *unused):
+        _refuse_double_backward("adaptive_max_pool2d", grad_output)
+        (indices,) = ctx.saved_tensors
+        gx = F.adaptive_max_pool2d_backward(_array(grad_output, "grad_output"), indices.numpy(),
+                                            ctx.input_shape)
+        return torch.from_numpy(gx), None, None
+
+
 # ------------------------------------------------------------------------------ functional
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
@@ -256,6 +316,18 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     """``torch.nn.functional.avg_pool2d`` on fastconv."""
     return AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode,
                                    count_include_pad, divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """``torch.nn.functional.adaptive_avg_pool2d`` on fastconv (output_size: an int, or a pair
+    whose ``None`` entries keep the input's size)."""
+    return AdaptiveAvgPool2dFunction.apply(input, output_size)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """``torch.nn.functional.adaptive_max_pool2d`` on fastconv; the indices (if returned) are
+    torch's: int64 flat positions ``h * W + w`` in each input plane."""
+    return AdaptiveMaxPool2dFunction.apply(input, output_size, return_indices)
 
 
 # ------------------------------------------------------------------------------ modules
@@ -319,8 +391,30 @@ class AvgPool2d(torch.nn.AvgPool2d):
                           self.count_include_pad, self.divisor_override)
 
 
+class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveAvgPool2d`` computed by fastconv (same constructor and behaviour);
+    inputs fastconv does not take (other dtypes or devices) run on torch."""
+
+    def forward(self, input):
+        if not _fastconv_takes(input):
+            return super().forward(input)
+        return adaptive_avg_pool2d(input, self.output_size)
+
+
+class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
+    """``torch.nn.AdaptiveMaxPool2d`` computed by fastconv (same constructor and behaviour);
+    inputs fastconv does not take (other dtypes or devices) run on torch."""
+
+    def forward(self, input):
+        if not _fastconv_takes(input):
+            return super().forward(input)
+        return adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
 _TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.ConvTranspose2d: ConvTranspose2d,
-                torch.nn.MaxPool2d: MaxPool2d, torch.nn.AvgPool2d: AvgPool2d}
+                torch.nn.MaxPool2d: MaxPool2d, torch.nn.AvgPool2d: AvgPool2d,
+                torch.nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
+                torch.nn.AdaptiveMaxPool2d: AdaptiveMaxPool2d}
 _TO_TORCH = {v: k for k, v in _TO_FASTCONV.items()}
 
 
@@ -335,10 +429,10 @@ def _swappable(module):
 def swap_modules(model):
     """Run every supported layer of ``model`` on fastconv; returns ``model`` (changed in place).
 
-    Each ``torch.nn.Conv2d``, ``torch.nn.ConvTranspose2d``, ``torch.nn.MaxPool2d`` and
-    ``torch.nn.AvgPool2d`` in ``model`` (the model itself included; exact classes only, not
-    subclasses) becomes an instance of :class:`Conv2d`, :class:`ConvTranspose2d`,
-    :class:`MaxPool2d` or :class:`AvgPool2d`. Nothing else changes: parameters,
+    Each ``torch.nn.Conv2d``, ``torch.nn.ConvTranspose2d``, ``torch.nn.MaxPool2d``,
+    ``torch.nn.AvgPool2d``, ``torch.nn.AdaptiveAvgPool2d`` and ``torch.nn.AdaptiveMaxPool2d`` in
+    ``model`` (the model itself included; exact classes only, not subclasses) becomes an
+    instance of its fastconv subclass of the same name. Nothing else changes: parameters,
     buffers, hooks, state_dict keys and the optimizer's references are the same objects. A
     convolution with ``padding_mode != 'zeros'`` or with parameters that are not float32/float64
     CPU tensors stays on torch, and a swapped layer called with tensors fastconv does not take

@@ -21,7 +21,8 @@ biases) from a seeded ``np.random.Generator`` (``rng``: a Generator, an int seed
 Names in :meth:`Module.state_dict` are torch's (``"0.weight"``, ``"3.bias"``, ...).
 """
 from .activations import ReLU
-from .layers import AvgPool2d, Conv2d, ConvTranspose2d, Dropout, Flatten, Linear, MaxPool2d
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d,
+                     Dropout, Flatten, Linear, MaxPool2d)
 from .losses import CrossEntropyLoss
 from .module import Module, Parameter, Sequential
 
@@ -32,6 +33,8 @@ __all__ = [
     "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
     "ReLU",
     "Flatten",
     "Linear",

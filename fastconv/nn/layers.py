@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import functional as F
-from .._core.args import as_int, positive_pair
+from .._core.args import as_bool, as_int, positive_pair
 from .._core.conv_geometry import (
     conv_groups,
     conv_hyperparameters,
@@ -11,7 +11,7 @@ from .._core.conv_geometry import (
     transpose_output_size,
 )
 from .._core.geometry import check_size
-from .._core.pool_geometry import pool_params
+from .._core.pool_geometry import adaptive_output_param, pool_params
 from ..filters import check_padding_mode, pad2d, pad2d_backward
 from .init import float_dtype, generator, kaiming_uniform
 from .module import Module, Parameter
@@ -343,6 +343,66 @@ class AvgPool2d(Module):
         shape = self._cached("_input_shape")
         g = self._check_grad(grad_output, self._out_shape)
         return F.avg_pool2d_backward(g, shape, *self._args())
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive average pooling, as ``torch.nn.AdaptiveAvgPool2d``: the output has the size
+    ``output_size`` (an int for both axes, or a pair whose ``None`` entries keep the input's
+    size) whatever the input's; ``AdaptiveAvgPool2d(1)`` is the global average pooling that ends
+    most CNNs. output_size follows the rules of :func:`fastconv.adaptive_avg_pool2d`, checked at
+    construction by the same code."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = adaptive_output_param(output_size)
+        self._input_shape = None
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+    def forward(self, x):
+        x = _check_pool_input(self, x)
+        try:
+            out = F.adaptive_avg_pool2d(x, self.output_size)
+        except ValueError as exc:
+            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        self._input_shape, self._out_shape = x.shape, out.shape
+        return out
+
+    def backward(self, grad_output):
+        shape = self._cached("_input_shape")
+        g = self._check_grad(grad_output, self._out_shape)
+        return F.adaptive_avg_pool2d_backward(g, shape)
+
+
+class AdaptiveMaxPool2d(Module):
+    """Adaptive max pooling, as ``torch.nn.AdaptiveMaxPool2d``: output_size as in
+    :class:`AdaptiveAvgPool2d`. The forward caches the argmax indices, the backward routes each
+    gradient to its argmax; with ``return_indices`` the forward returns ``(out, indices)``
+    (torch's flat ``h * W + w`` positions) and the backward takes the gradient of ``out``."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size = adaptive_output_param(output_size)
+        self.return_indices = as_bool(return_indices, "return_indices")
+        self._indices = None
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+    def forward(self, x):
+        x = _check_pool_input(self, x)
+        try:
+            out, idx = F.adaptive_max_pool2d(x, self.output_size, return_indices=True)
+        except ValueError as exc:
+            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        self._indices, self._input_shape = idx, x.shape
+        return (out, idx) if self.return_indices else out
+
+    def backward(self, grad_output):
+        idx = self._cached("_indices")
+        g = self._check_grad(grad_output, idx.shape)
+        return F.adaptive_max_pool2d_backward(g, idx, self._input_shape)
 
 
 class Flatten(Module):

@@ -397,3 +397,76 @@ def test_modules_match_torch_modules():
     assert torch.equal(idx, ref_idx)
     torch.testing.assert_close(nn.MaxUnpool2d(2)(out, idx, output_size=x.shape),
                                nn.MaxUnpool2d(2)(ref, ref_idx, output_size=x.shape))
+
+
+# ----------------------------------------------------------------------------- adaptive pooling
+ADAPTIVE_SIZES = [1, (3, 4), (None, 2), (9, 11), [2, None]]
+
+
+@pytest.mark.parametrize("size", ADAPTIVE_SIZES)
+def test_adaptive_pool2d_gradcheck(size, one_thread):
+    x = rand(2, 3, 7, 8)
+    assert torch.autograd.gradcheck(lambda x: fct.adaptive_avg_pool2d(x, size), (x,))
+    assert torch.autograd.gradcheck(lambda x: fct.adaptive_max_pool2d(x, size), (x,))
+
+
+@pytest.mark.parametrize("size", ADAPTIVE_SIZES)
+def test_adaptive_pool2d_float32_matches_torch(size):
+    x = rand(2, 3, 7, 8, dtype=torch.float32)
+    out, idx = fct.adaptive_max_pool2d(x, size, return_indices=True)
+    ref, ref_idx = TF.adaptive_max_pool2d(x, size, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx) and not idx.requires_grad
+    for ours, theirs in [(fct.adaptive_max_pool2d, TF.adaptive_max_pool2d),
+                         (fct.adaptive_avg_pool2d, TF.adaptive_avg_pool2d)]:
+        a = forward_backward(lambda x: ours(x, size), x)
+        b = forward_backward(lambda x: theirs(x, size), x)
+        torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-6)
+        assert_close_all(a[1], b[1], rtol=1e-6, atol=1e-6)
+
+
+def test_adaptive_pool_modules_match_torch_modules_and_swap():
+    x = torch.randn(2, 3, 9, 10)
+    for ours, theirs in [(fct.AdaptiveAvgPool2d((1, 1)), nn.AdaptiveAvgPool2d((1, 1))),
+                         (fct.AdaptiveAvgPool2d((4, None)), nn.AdaptiveAvgPool2d((4, None))),
+                         (fct.AdaptiveMaxPool2d(5), nn.AdaptiveMaxPool2d(5))]:
+        assert isinstance(ours, type(theirs)) and repr(ours) == repr(theirs)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+    out, idx = fct.AdaptiveMaxPool2d((3, 4), return_indices=True)(x)
+    ref, ref_idx = nn.AdaptiveMaxPool2d((3, 4), return_indices=True)(x)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    layers = [fct.swap_modules(m) for m in (nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d(2))]
+    assert [type(m) for m in layers] == [fct.AdaptiveAvgPool2d, fct.AdaptiveMaxPool2d]
+    half = torch.randn(1, 2, 6, 6).half()  # fastconv does not take it: computed on torch
+    for layer in layers:
+        torch_layer = fct.unswap_modules(copy.deepcopy(layer))
+        assert type(torch_layer) in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+        assert torch.equal(layer(half), torch_layer(half))
+
+
+def small_resnet_like(dtype):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d((5, 6)),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(16, 10)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_swapped_model_ending_in_global_average_pooling_matches_torch(dtype, tol):
+    original = small_resnet_like(dtype)
+    swapped = fct.swap_modules(copy.deepcopy(original))
+    assert type(swapped[5]) is fct.AdaptiveMaxPool2d and type(swapped[8]) is fct.AdaptiveAvgPool2d
+    x = torch.randn(4, 3, 21, 19, dtype=dtype)
+    target = torch.randint(0, 10, (4,))
+    results = []
+    for model in (original, swapped):
+        inp = x.clone().requires_grad_(True)
+        loss = TF.cross_entropy(model(inp), target)
+        loss.backward()
+        results.append((loss.detach(), inp.grad, [p.grad for p in model.parameters()]))
+    (l0, gx0, gp0), (l1, gx1, gp1) = results
+    torch.testing.assert_close(l1, l0, rtol=tol, atol=tol)
+    torch.testing.assert_close(gx1, gx0, rtol=tol, atol=tol)
+    for a, b in zip(gp1, gp0):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    fct.unswap_modules(swapped)
+    assert [type(m) for m in swapped] == [type(m) for m in original]

@@ -824,3 +824,70 @@ def test_layers_check_hyperparameters_at_construction(layer, kwargs, name):
         return
     with pytest.raises((TypeError, ValueError), match=name):
         layer(**kwargs)
+
+
+# -- adaptive pooling ----------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [1, (3, 4), (None, 2), (9, 8), (2,)])
+def test_adaptive_avg_pool2d_gradients(size):
+    check_module_grads(nn.AdaptiveAvgPool2d(size), rand(2, 3, 6, 7))
+
+
+@pytest.mark.parametrize("size", [1, (3, 4), (4, None), (9, 8)])
+def test_adaptive_max_pool2d_gradients(size):
+    # distinct values far apart: no ties and no argmax switch within +-eps; (9, 8) overlaps bins
+    x = np.random.default_rng(3).permutation(2 * 3 * 6 * 7).reshape(2, 3, 6, 7) * 0.01
+    check_module_grads(nn.AdaptiveMaxPool2d(size), x)
+
+
+def test_adaptive_pool_layers_follow_functional_rules():
+    x = rand(2, 3, 7, 5, seed=4)
+    for size in [1, (2, 3), (None, 4), (9,)]:
+        layer = nn.AdaptiveAvgPool2d(size)
+        out = layer(x)
+        np.testing.assert_array_equal(out, F.adaptive_avg_pool2d(x, size))
+        np.testing.assert_array_equal(layer.backward(np.ones_like(out)),
+                                      F.adaptive_avg_pool2d_backward(np.ones_like(out), x.shape))
+        layer = nn.AdaptiveMaxPool2d(size, return_indices=True)
+        out, idx = layer(x)
+        want, want_idx = F.adaptive_max_pool2d(x, size, return_indices=True)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(idx, want_idx)
+        gi = F.adaptive_max_pool2d_backward(np.ones_like(out), idx, x.shape)
+        np.testing.assert_array_equal(layer.backward(np.ones_like(out)), gi)
+    assert repr(nn.AdaptiveAvgPool2d(1)) == "AdaptiveAvgPool2d(output_size=(1, 1))"
+    assert nn.AdaptiveMaxPool2d((None, 3))(x[0]).shape == (3, 7, 3)  # unbatched
+
+
+@pytest.mark.parametrize("layer, args, name", [
+    (nn.AdaptiveAvgPool2d, (0,), "output_size"),
+    (nn.AdaptiveAvgPool2d, ((2, 3, 4),), "output_size"),
+    (nn.AdaptiveAvgPool2d, (2.0,), "output_size"),
+    (nn.AdaptiveAvgPool2d, (None,), "output_size"),
+    (nn.AdaptiveMaxPool2d, ((1, -1),), "output_size"),
+    (nn.AdaptiveMaxPool2d, (2, 1), "return_indices"),
+])
+def test_adaptive_pool_layers_check_arguments_at_construction(layer, args, name):
+    with pytest.raises((TypeError, ValueError), match=name):
+        layer(*args)
+
+
+def test_adaptive_pool_layer_errors_name_the_layer():
+    layer = nn.AdaptiveAvgPool2d(2)
+    with pytest.raises(RuntimeError, match=r"AdaptiveAvgPool2d.*backward\(\) called before"):
+        layer.backward(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d.*expected input of shape"):
+        layer(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"AdaptiveMaxPool2d.*non-zero C, H and W"):
+        nn.AdaptiveMaxPool2d(2)(np.zeros((1, 1, 0, 4)))
+    layer(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match=r"grad_output has shape \(1, 1, 3, 3\)"):
+        layer.backward(np.zeros((1, 1, 3, 3)))
+
+
+def test_small_cnn_ending_in_global_average_pooling_trains():
+    """conv -> ReLU -> AdaptiveAvgPool2d(1) -> Flatten -> Linear: gradients by backward() match
+    finite differences through the whole model."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=0), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(3, 2, dtype=np.float64, rng=1))
+    check_module_grads(model, rand(2, 2, 5, 6, seed=2), rtol=1e-5, atol=1e-7)
