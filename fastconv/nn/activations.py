@@ -26,8 +26,9 @@ class _Activation(Module):
 
     def _fused_epilogue(self):
         """The epilogue a preceding convolution may apply for this layer (None: it may not):
-        only for the layers as written here, not a subclass that may compute otherwise."""
-        if type(self) not in (ReLU, ReLU6, LeakyReLU):
+        only for the layers as written here, not a subclass or an instance whose forward or
+        backward was replaced, which may compute otherwise."""
+        if type(self) not in (ReLU, ReLU6, LeakyReLU) or {"forward", "backward"} & vars(self).keys():
             return None
         return self._epilogue()
 

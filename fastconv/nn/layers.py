@@ -93,8 +93,9 @@ class Conv2d(Module):
 
     def _fusable_conv(self):
         """Whether a :class:`Sequential` may run this layer with the next one's activation in
-        its epilogue: the layer as written here, not a subclass that may compute otherwise."""
-        return type(self) is Conv2d
+        its epilogue: the layer as written here, not a subclass or an instance whose forward or
+        backward was replaced, which may compute otherwise."""
+        return type(self) is Conv2d and not {"forward", "backward"} & vars(self).keys()
 
     def _forward(self, x, epilogue=NONE):
         """:meth:`forward`, the output activated by ``epilogue`` in the kernels' epilogue."""
