@@ -88,6 +88,7 @@ class LeakyReLU(_Activation):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
+        self._positive = None  # x > 0 of the last forward, kept when its slope was negative
         if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
                 negative_slope, (int, float, np.integer, np.floating)):
             raise TypeError(f"negative_slope must be a real number, got "
@@ -105,7 +106,18 @@ class LeakyReLU(_Activation):
             return None
         return super()._fused_epilogue()
 
+    def forward(self, x):
+        out = super().forward(x)
+        # the output's sign is the input's only for a slope >= 0; otherwise keep the input's
+        self._positive = None if self.negative_slope >= 0 else np.asarray(x) > 0
+        return out
+
+    def _set_output(self, out):
+        super()._set_output(out)
+        self._positive = None
+
     def _mask(self, g, out):
+        positive = out > 0 if self._positive is None else self._positive
         with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-            return np.where(out > 0, g, g * out.dtype.type(self.negative_slope))
+            return np.where(positive, g, g * out.dtype.type(self.negative_slope))
 
