@@ -264,8 +264,9 @@ ALWAYS_INLINE int FN(gemm_stream_at)(const TILE *tile, fc_idx t0, fc_idx kc, fc_
 /* No taps: the tile is the bias (or 0), activated. */
 ALWAYS_INLINE void FN(gemm_no_taps)(fc_idx M, fc_idx ncols, const TILE *tile) {
     for (fc_idx m = 0; m < M; m++) {
-        const VEC y = FN(activate)((VEC){0} + (tile->bias ? tile->bias[m] : (T)0), tile->act,
-                                   tile->slope);
+        VEC y = {0};
+        y[0] = tile->bias ? tile->bias[m] : (T)0; /* as it is: a -0.0 bias stays -0.0 */
+        y = FN(activate)(y, tile->act, tile->slope);
         for (fc_idx p = 0; p < ncols; p++) tile->C[m * tile->ldc + p] = y[0];
     }
 }

@@ -318,8 +318,8 @@ def test_an_unwritable_json_path_fails_before_the_run(where, tmp_path, monkeypat
 def test_every_performance_case_is_in_the_suite():
     names = [c.name for c in bench.CASES]
     assert names == ["lenet-conv1", "lenet-conv2", "cifar-first", "resnet-c16", "resnet-c64",
-                     "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated", "resnet-c64-relu",
-                     "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad"]
+                     "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated",
+                     "resnet-c64-relu", "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad"]
     assert set(bench.QUICK) <= set(names) and set(bench.LARGE_3X3) <= set(names)
     assert set(bench.POOLING) == {c.name for c in bench.CASES if c.kind != "conv"}
 
