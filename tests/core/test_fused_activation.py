@@ -107,7 +107,7 @@ def test_fused_forward_on_every_kernel_path(name, dtype):
     for activation in FUSED_ACTIVATIONS:
         results = []
         for isa in SUPPORTED_ISAS:
-            for threads in (1, 2):
+            for threads in (1,) if name == "streamed" else (1, 2):  # a large one: once
                 with using_isa(isa), num_threads(threads):
                     fused, want = fused_and_unfused(x, w, b, activation, 0.1, **kwargs)
                 assert_same_bits(fused, want, f"{name} {activation} on {isa}, {threads} threads")
