@@ -11,7 +11,8 @@ checks every import):
 1. ``fastconv._core``: the kernel API's implementation. ``args`` (dtype, shapes, ints and pairs,
    with an error that names the argument) and ``geometry`` (per-axis reduction of huge strides
    and paddings, size limits) are shared by everything; ``conv_geometry`` and ``pool_geometry``
-   hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python).
+   hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python);
+   ``epilogue`` the activation a convolution may apply in its output epilogue, and its gradient.
    ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
    ``direct`` (the compiled kernels) or ``fft`` (NumPy's FFT, on request); the backends import
    the shared rules, never each other. ``transpose`` (conv_transpose2d) has no kernel of its

@@ -217,6 +217,8 @@ cdef extern from "fc_kernels.h" nogil:
         fc_idx a_strides[4]
         const void *b
         const void *bias
+        int act
+        double slope
         void *out
     const fc_task fc_conv_task
     void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
@@ -256,8 +258,10 @@ cdef int _run_conv(fc_job *job) except -1:
 
 
 def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
-                   const floating[::1] bias, floating[:, :, :, ::1] out, object g):
-    """out = conv2d(x, w, bias); x may have any strides, out is C-contiguous and non-empty."""
+                   const floating[::1] bias, floating[:, :, :, ::1] out, object g,
+                   int act=0, double slope=0.0):
+    """out = activation(conv2d(x, w, bias)); x may have any strides, out is C-contiguous and
+    non-empty; act is an FC_ACT_* code (fastconv._core.epilogue), applied in the epilogue."""
     cdef fc_job job
     job.pass_ = FC_PASS_FORWARD
     job.f64 = floating is double
@@ -266,6 +270,8 @@ def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
     _strides(job.a_strides, x.strides, sizeof(floating))
     job.b = &w[0, 0, 0, 0]
     job.bias = &bias[0] if bias is not None else NULL
+    job.act = act
+    job.slope = slope
     job.out = &out[0, 0, 0, 0]
     _run_conv(&job)
 
@@ -280,6 +286,7 @@ def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, :
     job.a = &dy[0, 0, 0, 0]
     job.b = &w[0, 0, 0, 0]
     job.bias = NULL
+    job.act = 0
     job.out = &dx[0, 0, 0, 0]
     _run_conv(&job)
 
@@ -295,6 +302,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
     _strides(job.a_strides, x.strides, sizeof(floating))
     job.b = &dy[0, 0, 0, 0]
     job.bias = NULL
+    job.act = 0
     job.out = &dw[0, 0, 0, 0]
     _run_conv(&job)
 
@@ -313,6 +321,39 @@ def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
                 fc_grad_bias_item_f32(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
             else:
                 fc_grad_bias_item_f64(&dy[0, 0, 0, 0], N, K, P, k, &gb[0])
+        fc_run_leave(mode)
+
+
+# Below this many elements the activation's gradient runs on the calling thread alone.
+cdef fc_idx _ACT_GRAIN = 1 << 16
+
+
+def activation_grad(const floating[::1] grad, const floating[::1] out, int act, double slope,
+                    floating[::1] result):
+    """result = grad times the derivative of the activation act (FC_ACT_*, as conv2d_forward),
+    read off that activation's output out: relu 0 where out <= 0 (NaN passes, as torch's
+    threshold_backward), relu6 grad where 0 < out < 6, leaky_relu grad where out > 0, else
+    grad * slope (slope rounded to the dtype first). One pass, element by element, so the result
+    is the same for any thread count."""
+    cdef fc_idx i, n = grad.shape[0]
+    cdef floating s = <floating>slope
+    cdef floating o
+    cdef int nthreads = fc_get_max_threads() if n >= _ACT_GRAIN else 1
+    cdef unsigned mode = 0  # each thread's own (firstprivate)
+    cdef fc_run run
+    if n == 0:
+        return
+    fc_run_init(&run, _flush_denormal, 0, NULL)  # one pass: too short to need interrupting
+    with nogil, parallel(num_threads=nthreads):
+        mode = fc_run_enter(&run)
+        for i in prange(n, schedule="static"):
+            o = out[i]
+            if act == 1:
+                result[i] = 0 if o <= 0 else grad[i]
+            elif act == 2:
+                result[i] = grad[i] if (o > 0 and o < 6) else 0
+            else:
+                result[i] = grad[i] if o > 0 else grad[i] * s
         fc_run_leave(mode)
 
 

@@ -48,6 +48,8 @@ struct fc_job {
     fc_idx a_strides[4];  /* element strides of `a` (forward and grad_weight) */
     const void *b;        /* forward: w; grad_input: w; grad_weight: dy (contiguous) */
     const void *bias;     /* forward only, may be NULL */
+    int act;              /* forward only: the activation of its epilogue (FC_ACT_*, 0: none) */
+    double slope;         /* forward only: leaky_relu's negative slope */
     void *out;            /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
     const fc_conv_pass *ops; /* set by fc_job_prepare */
     void *plan;

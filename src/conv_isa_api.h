@@ -23,6 +23,10 @@
  * buffer, or in place with vectors that straddle two output rows (two loads merged by a mask). */
 enum { FC_PANEL_PACKED = 0, FC_PANEL_INPLACE = 1, FC_PANEL_SPLIT = 2, FC_PANEL_MODES = 3 };
 
+/* The activation the forward applies to its finished outputs before storing them (the
+ * epilogue, gemm_tile's last tap block): fastconv._core.epilogue holds the same codes. */
+enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_RELU6 = 2, FC_ACT_LEAKY_RELU = 3 };
+
 /* split2_rows' geometry: input rows h < nrows, lds elements apart, W contiguous elements each;
  * row h goes to row (h + r0) / sh of row phase (h + r0) % sh (phase planes phs apart, rows Wq
  * long); its even columns 2j to column qe + j of the column phase at offset pe*pws, its odd ones
@@ -48,12 +52,15 @@ typedef struct {
         fc_idx rowlen, Wq, Pimg, imgs, P;                                                      \
     } FC_CAT(fc_pixels, TN);                                                                   \
     /* Where gemm_tile writes: C[m*ldc + p - p0], rows starting from bias[m] (or 0 when bias   \
-     * is NULL); stream: non-temporal stores where every vector store is aligned. */           \
+     * is NULL); stream: non-temporal stores where every vector store is aligned; act: the     \
+     * activation (FC_ACT_*) of the finished sums, slope leaky_relu's negative slope. */       \
     typedef struct {                                                                           \
         T *C;                                                                                  \
         fc_idx ldc;                                                                            \
         const T *bias;                                                                         \
         int stream;                                                                            \
+        int act;                                                                               \
+        T slope;                                                                               \
     } FC_CAT(fc_tile, TN);                                                                     \
     /* The weight-gradient kernels' operands: the wide input X, read at the taps' offsets off  \
      * plus oh*Wq + ow, and the grad_output dy of OH x OW pixels: pixel (oh, ow) at            \

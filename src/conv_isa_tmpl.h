@@ -81,9 +81,32 @@ typedef struct {
     VI vmask[FC_PANEL_VECS];
 } FN(panel);
 
+/* The forward's epilogue: the activation `act` (FC_ACT_*, conv_isa_api.h) of one vector of
+ * finished outputs, with torch's rules, by lane selects (no arithmetic but leaky_relu's product):
+ * relu y < 0 ? +0 : y and relu6 (hardtanh(0, 6)) y < 0 ? +0 : y > 6 ? 6 : y, so that NaN and
+ * -0.0 pass unchanged as in torch; leaky_relu y > 0 ? y : y * slope. */
+ALWAYS_INLINE VEC FN(activate)(VEC y, int act, T slope) {
+    const VEC zero = {0}, six = zero + (T)6;
+    VI pos, high;
+    switch (act) {
+    case FC_ACT_RELU:
+        return (VEC)((VI)y & ~(y < zero));
+    case FC_ACT_RELU6:
+        y = (VEC)((VI)y & ~(y < zero));
+        high = y > six;
+        return (VEC)(((VI)y & ~high) | ((VI)six & high));
+    case FC_ACT_LEAKY_RELU:
+        pos = y > zero;
+        return (VEC)(((VI)y & pos) | ((VI)(y * slope) & ~pos));
+    default:
+        return y;
+    }
+}
+
 /* C[i][0:nv*VL] (+)= sum_t A[t][i] * (vector of tap t of the panel) for i < mr: a register block
  * of mr x nv vectors (C, ldc and the bias from `out`; the sum starts from C when accumulate, else
- * from the bias or 0). A is packed [kc][MR] (weights, broadcast).
+ * from the bias or 0), activated by out->act before the store. A is packed [kc][MR] (weights,
+ * broadcast).
  * Each C[i][j] is one chain of fused multiply-adds over the taps in order, from its start value:
  * the register blocking, the vector width and the tap blocks of the caller change which lanes and
  * calls compute it, never its arithmetic, so every path gives its bits.
@@ -126,6 +149,11 @@ ALWAYS_INLINE void FN(ukernel_body)(const int mr, const int nv, const int mode, 
             FC_UNROLL
             for (int v = 0; v < nv; v++) c[i][v] = FN(fma1)(a[i], bv[v], c[i][v]);
     }
+    /* the activation while the sums are in registers (only the last tap block has one) */
+    const int act = out->act;
+    if (act)
+        for (int i = 0; i < mr; i++)
+            for (int v = 0; v < nv; v++) c[i][v] = FN(activate)(c[i][v], act, out->slope);
     if (stream) {
         for (int i = 0; i < mr; i++)
             for (int v = 0; v < nv; v++) STREAM(C + i * ldc + v * VL, c[i][v]);
@@ -233,11 +261,25 @@ ALWAYS_INLINE int FN(gemm_stream_at)(const TILE *tile, fc_idx t0, fc_idx kc, fc_
     return tile->stream && t0 + kc == TT && col % VL == 0;
 }
 
-/* No taps: the tile is the bias (or 0). */
+/* No taps: the tile is the bias (or 0), activated. */
 ALWAYS_INLINE void FN(gemm_no_taps)(fc_idx M, fc_idx ncols, const TILE *tile) {
-    for (fc_idx m = 0; m < M; m++)
-        for (fc_idx p = 0; p < ncols; p++)
-            tile->C[m * tile->ldc + p] = tile->bias ? tile->bias[m] : (T)0;
+    for (fc_idx m = 0; m < M; m++) {
+        VEC y = {0};
+        y[0] = tile->bias ? tile->bias[m] : (T)0; /* as it is: a -0.0 bias stays -0.0 */
+        y = FN(activate)(y, tile->act, tile->slope);
+        for (fc_idx p = 0; p < ncols; p++) tile->C[m * tile->ldc + p] = y[0];
+    }
+}
+
+/* The tile of the tap block from t0 of kc taps at column col, rows from m0 (bias from bias[m0]):
+ * it streams (gemm_stream_at) and is activated when the block ends the sum. */
+ALWAYS_INLINE TILE FN(gemm_block_tile)(const TILE *tile, fc_idx m0, fc_idx col, fc_idx t0,
+                                      fc_idx kc, fc_idx TT) {
+    const int last = t0 + kc == TT;
+    TILE blk = {tile->C + m0 * tile->ldc + col, tile->ldc, tile->bias ? tile->bias + m0 : NULL,
+                FN(gemm_stream_at)(tile, t0, kc, TT, col), last ? tile->act : FC_ACT_NONE,
+                tile->slope};
+    return blk;
 }
 
 /* One row block: nothing would reuse a packed panel, so the wide buffer is read in place, one row
@@ -256,8 +298,7 @@ ALWAYS_INLINE void FN(gemm_one_block)(const PACKED_W *w, const PIXELS *px, fc_id
         for (fc_idx t0 = 0; t0 < w->TT; t0 += KB) {
             fc_idx kc = FC_MIN(KB, w->TT - t0);
             pn.off = px->off + t0;
-            TILE blk = {tile->C + (p - p0), tile->ldc, tile->bias,
-                        FN(gemm_stream_at)(tile, t0, kc, w->TT, p - p0)};
+            TILE blk = FN(gemm_block_tile)(tile, 0, p - p0, t0, kc, w->TT);
             FN(ukernels)[w->M - 1][nv - 1][FC_PANEL_INPLACE](kc, w->A + t0 * MR, &pn, &blk, t0 > 0);
         }
         p += FC_MIN(avail, (fc_idx)nv * VL);
@@ -341,14 +382,12 @@ ALWAYS_INLINE void FN(gemm_pack_panel)(const FN(segments) *sg, const T *restrict
  * vectors at tile column col, read as `mode`. */
 ALWAYS_INLINE void FN(gemm_row_blocks)(int mode, const PACKED_W *w, fc_idx t0, fc_idx kc,
                                        int nv, const FN(panel) *pn, const TILE *tile, fc_idx col) {
-    const int stream = FN(gemm_stream_at)(tile, t0, kc, w->TT, col);
     const fc_idx nmb = FC_CEIL_DIV(w->M, MR);
     for (fc_idx mb = 0; mb < nmb; mb++) {
         fc_idx m0;
         int mr;
         fc_row_block(w->M, MR, mb, &m0, &mr);
-        TILE blk = {tile->C + m0 * tile->ldc + col, tile->ldc, tile->bias ? tile->bias + m0 : NULL,
-                    stream};
+        TILE blk = FN(gemm_block_tile)(tile, m0, col, t0, kc, w->TT);
         FN(ukernels)[mr - 1][nv - 1][mode](kc, w->A + (mb * w->TT + t0) * MR, pn, &blk, t0 > 0);
     }
 }

@@ -18,6 +18,8 @@ static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     FJ(fc_job_input)(j, &p->x, p->xs);
     p->w = (const T *)j->b;
     p->bias = (const T *)j->bias;
+    p->act = j->act;
+    p->slope = (T)j->slope; /* rounded to T once, as torch converts its scalar */
     p->out = (T *)j->out;
     int st = FJ(fc_fwd_prepare)(p, nthreads);
     s->nitems = p->nitems;

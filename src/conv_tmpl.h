@@ -349,6 +349,8 @@ typedef struct {
     fc_idx Cg, Kg, TT, nmb, P, Pr, PB, nPB, nitems, bufsize;
     fc_idx NB, ngroups; /* images side by side in one item's pixel range, groups of them */
     int stream;         /* non-temporal final stores (large outputs) */
+    int act;            /* the epilogue's activation (FC_ACT_*) and leaky_relu's slope */
+    T slope;
     TF(fc_wide) wl;
     T *A;        /* [G][nmb][TT][MR] */
     fc_idx *off; /* [TT] */
@@ -486,7 +488,8 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
                                   .copy = pl->stream ? pl->isa.stream_copy : TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
         fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
-        const TF(fc_tile) tile = {direct ? out + p0 : Ct, ldc, bias, direct && pl->stream};
+        const TF(fc_tile) tile = {direct ? out + p0 : Ct, ldc, bias, direct && pl->stream,
+                                  pl->act, pl->slope};
         pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
         if (!direct) {
             TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, &view);
@@ -536,7 +539,7 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
     const TF(fc_pixels) px = {.B = src, .off = pl->off, .rowlen = pl->wl.Wq == g->OW ? P : g->OW,
                               .Wq = pl->wl.Wq, .Pimg = P, .imgs = imgs, .P = Ptot};
-    const TF(fc_tile) tile = {Ct, ldc, bias, direct && pl->stream};
+    const TF(fc_tile) tile = {Ct, ldc, bias, direct && pl->stream, pl->act, pl->slope};
     pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
     if (!direct) {
         const TF(fc_out_view) view = {.out = out, .imgs = g->K * ocs, .ocs = ocs, .ors = g->OW,

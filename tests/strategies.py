@@ -612,3 +612,17 @@ def describe(value):
     if isinstance(value, (list, tuple)) and len(repr(value)) > 80:
         return f"{type(value).__name__}(len={len(value)})"
     return repr(value)
+
+
+# ------------------------------------------------------------ conv2d's fused activation epilogue
+FUSED_ACTIVATIONS = ("relu", "relu6", "leaky_relu")
+
+
+@st.composite
+def fused_activations(draw):
+    """``(activation, negative_slope)`` as conv2d takes them: a name and a slope >= 0 (0, the
+    default 0.01, 1, slopes above 1, and any float in between)."""
+    name = draw(st.sampled_from(FUSED_ACTIVATIONS))
+    slope = draw(st.one_of(st.sampled_from([0.0, 0.01, 1.0, 3.0]),
+                           st.floats(0, 10, allow_nan=False, allow_subnormal=False)))
+    return name, slope

@@ -178,7 +178,7 @@ def _core_imports(module):
 
 def test_backends_import_only_the_shared_rules():
     shared = {"fastconv._core.args", "fastconv._core.geometry", "fastconv._core.conv_geometry",
-              "fastconv._core.threads", "fastconv._kernels"}
+              "fastconv._core.epilogue", "fastconv._core.threads", "fastconv._kernels"}
     for backend in ("direct", "fft"):
         internal = _core_imports(backend)
         assert internal <= shared, f"{backend} imports {sorted(internal - shared)}"

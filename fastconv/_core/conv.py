@@ -3,25 +3,30 @@
 from . import dispatch
 from .args import restore_batch
 from .conv_geometry import check_backward_args, check_conv_arrays, conv_geometry
+from .epilogue import NONE, check_activation, check_output, masked_grad
 from .geometry import check_size
 
 
-def _forward(algorithm, input, weight, bias, stride, padding, dilation, groups):
+def _forward(algorithm, input, weight, bias, stride, padding, dilation, groups, epilogue=NONE):
     x4, unbatched, weight, bias = check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     check_size((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.itemsize, "the output")
-    return restore_batch(dispatch.forward(algorithm, x4, weight, bias, g), unbatched)
+    return restore_batch(dispatch.forward(algorithm, x4, weight, bias, g, epilogue), unbatched)
 
 
-def _backward(algorithm, grad_output, input, weight, stride, padding, dilation, groups, needs):
+def _backward(algorithm, grad_output, input, weight, stride, padding, dilation, groups, needs,
+              epilogue=NONE, output=None):
     go4, x4, unbatched, weight, g, needs = check_backward_args(
         grad_output, input, weight, stride, padding, dilation, groups, needs)
+    out4 = check_output(output, go4, unbatched, epilogue)
+    if out4 is not None:
+        go4 = masked_grad(go4, out4, epilogue)
     grad_input, grad_weight, grad_bias = dispatch.backward(algorithm, go4, x4, weight, g, needs)
     return restore_batch(grad_input, unbatched), grad_weight, grad_bias
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
+           algorithm="auto", activation=None, negative_slope=0.01):
     r"""2-D convolution (cross-correlation) over an NCHW batch, as ``torch.nn.functional.conv2d``.
 
     Args:
@@ -44,6 +49,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             output of its image non-finite (the direct kernels, as torch: only the outputs that
             see it). For large kernels on well-scaled, finite data it can be much faster
             (:func:`fastconv.fft.prefer_fft` predicts where). Default: ``'auto'``.
+        activation: keyword-only; ``None``, ``'relu'``, ``'relu6'`` or ``'leaky_relu'``: applied
+            to every output in the kernels' epilogue, where the bias is added, before the output
+            is stored (no second pass over it). The result is bitwise that of
+            ``torch.relu`` / ``torch.nn.functional.relu6`` / ``leaky_relu(..., negative_slope)``
+            of the plain convolution, NaN and -0.0 included (``algorithm='fft'`` applies it
+            after its own output). Default: ``None``.
+        negative_slope: keyword-only; ``leaky_relu``'s slope for ``y <= 0``, a real number
+            >= 0 (rounded to the dtype, as in torch): :func:`conv2d_backward` reads the
+            activation's gradient off its output, which a negative slope would make ambiguous.
+            Ignored by the other activations. Default: 0.01.
 
     Returns:
         ``(N, K, OH, OW)`` (or ``(K, OH, OW)`` for unbatched input), dtype of ``input``, with
@@ -58,13 +73,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     is a ``ValueError``): the kernels run an equivalent small geometry (see
     ``fastconv._core.geometry``), so a huge stride or padding costs no memory. A result larger
     than the machine's physical memory is a ``ValueError`` raised before anything is allocated.
+
+    With :func:`fastconv.set_flush_denormal` on, ``leaky_relu``'s products that would be
+    subnormal are zero, as every other result of the kernels.
     """
     dispatch.check_algorithm(algorithm)
-    return _forward(algorithm, input, weight, bias, stride, padding, dilation, groups)
+    epilogue = check_activation(activation, negative_slope)
+    return _forward(algorithm, input, weight, bias, stride, padding, dilation, groups, epilogue)
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
-                    needs=(True, True, True), *, algorithm="auto"):
+                    needs=(True, True, True), *, algorithm="auto", activation=None,
+                    negative_slope=0.01, output=None):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Args:
@@ -78,21 +98,37 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         algorithm: keyword-only, ``'auto'`` (meaning ``'direct'``), ``'direct'`` or ``'fft'``
             (:func:`fastconv.fft.conv2d_backward_fft`, opt-in: see :func:`conv2d` for when it
             is less exact). Default: ``'auto'``.
+        activation: keyword-only; the ``activation`` given to :func:`conv2d` (``None``,
+            ``'relu'``, ``'relu6'`` or ``'leaky_relu'``): ``grad_output`` is then the gradient
+            with respect to the activated output, and is multiplied by the activation's
+            derivative, read off ``output``: relu ``0 if output <= 0 else 1`` (torch's rule,
+            NaN passes), relu6 ``1 if 0 < output < 6 else 0``, leaky_relu ``1 if output > 0
+            else negative_slope`` -- torch's gradients bit for bit (see
+            ``fastconv._core.epilogue`` for why reading the output is equivalent). Default:
+            ``None``.
+        negative_slope: keyword-only; as in :func:`conv2d`. Default: 0.01.
+        output: keyword-only; the activated output :func:`conv2d` returned, shape and dtype of
+            ``grad_output``; required with an activation, not accepted without one. Default:
+            ``None``.
 
     Returns:
         ``(grad_input, grad_weight, grad_bias)`` with the shapes of ``input``, ``weight`` and
-        ``(K,)``; grad_bias is ``grad_output`` summed over N, OH and OW. Each result is bitwise
-        identical for any number of threads.
+        ``(K,)``; grad_bias is ``grad_output`` (times the activation's derivative) summed over
+        N, OH and OW. Each result is bitwise identical for any number of threads.
 
     Non-finite values behave as in torch (float64 CPU): grad_input sums only the real (output
     position, kernel tap) pairs, so when the weight holds inf or NaN an input position that no
     window reaches is 0, and one that only finite taps reach stays finite; grad_weight, like
     the forward pass, multiplies the zero padding too, so an inf or NaN in ``grad_output`` next
     to the padding gives NaN, in torch as here.
+
+    With an activation, the masked gradient is formed once, in one compiled pass over
+    ``grad_output`` and ``output`` (neither is modified), and read by the three gradients.
     """
     dispatch.check_algorithm(algorithm)
+    epilogue = check_activation(activation, negative_slope)
     return _backward(algorithm, grad_output, input, weight, stride, padding, dilation, groups,
-                     needs)
+                     needs, epilogue, output)
 
 
 def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _kernels
 from .conv_geometry import ConvGeometry
+from .epilogue import NONE, activate_
 from .geometry import check_size, conv_axis, gather, scatter_add
 
 
@@ -107,16 +108,18 @@ def _zero_gradients(input_shape, weight_shape, dtype, needs):
     return tuple(v if need else None for v, need in zip(grads, needs))
 
 
-def forward(x4, weight, bias, g):
-    """conv2d of the 4-D ``x4``: an ``(N, K, OH, OW)`` array."""
+def forward(x4, weight, bias, g, epilogue=NONE):
+    """conv2d of the 4-D ``x4``: an ``(N, K, OH, OW)`` array, activated by ``epilogue`` in the
+    kernels' output epilogue."""
     out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
     if out.size and weight.shape[1] == 0:  # no input channels: only the bias remains
         out[...] = 0 if bias is None else bias[None, :, None, None]
+        activate_(out, epilogue)
     elif out.size:
         plan = kernel_plan(x4.shape, weight.shape, g)
         _kernels.conv2d_forward(_kernel_input(x4, plan), np.ascontiguousarray(weight),
                                 None if bias is None else np.ascontiguousarray(bias), out,
-                                plan.geometry)
+                                plan.geometry, epilogue.code, epilogue.slope)
     return out
 
 

@@ -4,7 +4,8 @@ Each backend module offers the same three functions, on validated 4-D arrays and
 :class:`~fastconv._core.conv_geometry.ConvGeometry`:
 
 * ``is_usable_for(input_shape, weight_shape, geometry)``: whether it computes this problem well;
-* ``forward(x4, weight, bias, geometry)``: the ``(N, K, OH, OW)`` output;
+* ``forward(x4, weight, bias, geometry, epilogue)``: the ``(N, K, OH, OW)`` output, activated
+  by ``epilogue`` (``epilogue.NONE``: no activation);
 * ``backward(grad_output4, x4, weight, geometry, needs)``: ``(grad_input, grad_weight,
   grad_bias)``, None where ``needs`` says so.
 
@@ -15,6 +16,7 @@ usable for (a padding far beyond what the windows read) to the direct kernels, w
 same result. The backends share the argument rules and the geometry, never each other's code.
 """
 from . import direct, fft
+from .epilogue import NONE
 
 ALGORITHMS = ("auto", "direct", "fft")
 
@@ -31,9 +33,9 @@ def backend_for(algorithm, input_shape, weight_shape, geometry):
     return direct
 
 
-def forward(algorithm, x4, weight, bias, geometry):
+def forward(algorithm, x4, weight, bias, geometry, epilogue=NONE):
     backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
-    return backend.forward(x4, weight, bias, geometry)
+    return backend.forward(x4, weight, bias, geometry, epilogue)
 
 
 def backward(algorithm, grad_output4, x4, weight, geometry, needs):

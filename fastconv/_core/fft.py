@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .epilogue import NONE, activate_
 from .threads import get_num_threads
 
 
@@ -220,8 +221,9 @@ def is_usable_for(input_shape, weight_shape, g):
     return True
 
 
-def forward(x4, weight, bias, g):
-    """conv2d of the 4-D ``x4`` by FFTs: an ``(N, K, OH, OW)`` array."""
+def forward(x4, weight, bias, g, epilogue=NONE):
+    """conv2d of the 4-D ``x4`` by FFTs: an ``(N, K, OH, OW)`` array, activated by
+    ``epilogue`` (a pass over the fresh output: the FFT has no epilogue to fuse it into)."""
     dtype = x4.dtype
     p = _Plan(x4.shape, weight.shape, g)
     out = np.zeros((p.n, p.k, g.out_h, g.out_w), dtype=dtype)
@@ -238,7 +240,7 @@ def forward(x4, weight, bias, g):
         out = out.reshape(p.n, p.k, g.out_h, g.out_w)
     if bias is not None:
         out += bias.astype(dtype, copy=False)[None, :, None, None]
-    return out
+    return activate_(out, epilogue)
 
 
 def backward(go4, x4, weight, g, needs):

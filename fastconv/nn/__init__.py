@@ -20,7 +20,7 @@ initialised as torch does (Kaiming-uniform: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 biases) from a seeded ``np.random.Generator`` (``rng``: a Generator, an int seed, or None).
 Names in :meth:`Module.state_dict` are torch's (``"0.weight"``, ``"3.bias"``, ...).
 """
-from .activations import ReLU
+from .activations import LeakyReLU, ReLU, ReLU6
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, Conv2d, ConvTranspose2d,
                      Dropout, Flatten, Linear, MaxPool2d)
 from .losses import CrossEntropyLoss
@@ -36,6 +36,8 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "AdaptiveMaxPool2d",
     "ReLU",
+    "ReLU6",
+    "LeakyReLU",
     "Flatten",
     "Linear",
     "Dropout",

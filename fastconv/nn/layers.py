@@ -10,6 +10,7 @@ from .._core.conv_geometry import (
     transpose_hyperparameters,
     transpose_output_size,
 )
+from .._core.epilogue import NONE
 from .._core.geometry import check_size
 from .._core.pool_geometry import adaptive_output_param, pool_params
 from ..filters import check_padding_mode, pad2d, pad2d_backward
@@ -94,6 +95,16 @@ class Conv2d(Module):
         return (left, right, top, bottom)
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _fusable_conv(self):
+        """Whether a :class:`Sequential` may run this layer with the next one's activation in
+        its epilogue: the layer as written here, not a subclass or an instance whose forward or
+        backward was replaced, which may compute otherwise."""
+        return type(self) is Conv2d and not {"forward", "backward"} & vars(self).keys()
+
+    def _forward(self, x, epilogue=NONE):
+        """:meth:`forward`, the output activated by ``epilogue`` in the kernels' epilogue."""
         expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
         x = self._check_input(x, expected)
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
@@ -102,7 +113,8 @@ class Conv2d(Module):
             x = pad2d(x, self._explicit_pad(), self.padding_mode)
         try:
             out = F.conv2d(
-                x, self.weight.data, None if self.bias is None else self.bias.data, **self._args()
+                x, self.weight.data, None if self.bias is None else self.bias.data, **self._args(),
+                activation=epilogue.name, negative_slope=epilogue.slope
             )
         except ValueError as exc:
             raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
@@ -110,10 +122,16 @@ class Conv2d(Module):
         return out
 
     def backward(self, grad_output):
+        return self._backward(grad_output)
+
+    def _backward(self, grad_output, epilogue=NONE, output=None):
+        """:meth:`backward` of :meth:`_forward` with ``epilogue``, whose output was ``output``
+        (``grad_output`` is then the gradient with respect to the activated output)."""
         x = self._cached("_input")
         g = self._check_grad(grad_output, self._out_shape)
         gi, gw, gb = F.conv2d_backward(
-            g, x, self.weight.data, **self._args(), needs=(True, True, self.bias is not None)
+            g, x, self.weight.data, **self._args(), needs=(True, True, self.bias is not None),
+            activation=epilogue.name, negative_slope=epilogue.slope, output=output
         )
         self.weight.accumulate(gw)
         if self.bias is not None:

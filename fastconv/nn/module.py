@@ -301,19 +301,65 @@ class Sequential(Module):
         setattr(self, str(len(self)), module)
         return self
 
+    @staticmethod
+    def _fusions(layers):
+        """``{i: epilogue}`` for every convolution ``layers[i]`` followed directly by an
+        activation it can apply in its output epilogue (``Conv2d`` then ``ReLU``, ``ReLU6`` or
+        ``LeakyReLU`` with a slope >= 0: see fastconv.nn.activations)."""
+        fusions = {}
+        for i in range(len(layers) - 1):
+            conv_ok = getattr(layers[i], "_fusable_conv", None)
+            epilogue_of = getattr(layers[i + 1], "_fused_epilogue", None)
+            if conv_ok is not None and epilogue_of is not None and conv_ok():
+                epilogue = epilogue_of()
+                if epilogue is not None:
+                    fusions[i] = epilogue
+        return fusions
+
     def forward(self, x):
-        for i, m in enumerate(self):
+        """The layers in order. A convolution followed by an activation it can fuse runs as one
+        convolution with the activation in its epilogue (one pass over the output instead of
+        two); both layers then cache what they would have, so the numbers, the gradients and
+        the layers' own state are those of running them one after the other."""
+        layers = list(self)
+        fusions = self._fusions(layers)
+        object.__setattr__(self, "_fused", {})
+        i = 0
+        while i < len(layers):
             try:
-                x = m(x)
+                x = layers[i]._forward(x, fusions[i]) if i in fusions else layers[i](x)
             except (ValueError, TypeError) as exc:
                 raise type(exc)(f"Sequential layer {i}: {exc}") from None
+            if i in fusions:
+                layers[i + 1]._set_output(x)
+                i += 1
+            i += 1
+        object.__setattr__(self, "_fused", fusions)
         return x
 
     def backward(self, grad_output):
+        """The layers' backward in reverse order; a pair fused in the last forward (and still
+        fusable) runs as one convolution backward that masks the gradient once."""
+        layers = list(self)
+        fused, now = getattr(self, "_fused", {}), self._fusions(layers)
         g = grad_output
-        for i, m in reversed(list(enumerate(self))):
+        i = len(layers) - 1
+        while i >= 0:
+            if i - 1 in fused and now.get(i - 1) is not None:
+                try:
+                    g_act, out = layers[i]._grad(g)
+                except (ValueError, TypeError) as exc:
+                    raise type(exc)(f"Sequential layer {i} (backward): {exc}") from None
+                if g_act.dtype == out.dtype:  # else the activation converts it: run it alone
+                    try:
+                        g = layers[i - 1]._backward(g_act, now[i - 1], out)
+                    except (ValueError, TypeError) as exc:
+                        raise type(exc)(f"Sequential layer {i - 1} (backward): {exc}") from None
+                    i -= 2
+                    continue
             try:
-                g = m.backward(g)
+                g = layers[i].backward(g)
             except (ValueError, TypeError) as exc:
                 raise type(exc)(f"Sequential layer {i} (backward): {exc}") from None
+            i -= 1
         return g

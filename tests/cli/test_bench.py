@@ -345,7 +345,63 @@ def test_every_performance_case_is_in_the_suite():
     names = [c.name for c in bench.CASES]
     assert names == ["lenet-conv1", "lenet-conv2", "cifar-first", "resnet-c16", "resnet-c64",
                      "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated",
-                     "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2", "avg-3x3-s1-p1-nopad",
-                     "dcgan-up", "unet-up"]
+                     "resnet-c64-relu", "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2",
+                     "avg-3x3-s1-p1-nopad", "dcgan-up", "unet-up"]
     assert set(bench.QUICK) <= set(names) and set(bench.LARGE_3X3) <= set(names)
     assert set(bench.POOLING) == {c.name for c in bench.CASES if c.kind not in bench.CONV_KINDS}
+
+
+TINY_RELU = bench.Case("tiny-relu", "conv", (2, 3, 9, 8), 4, 3, pad=1, activation="relu")
+
+
+def test_conv_relu_case_times_fused_unfused_and_torch(monkeypatch):
+    """The convolution + ReLU case: fastconv fused, fastconv unfused (a ReLU pass after the
+    convolution) and torch's conv2d + relu, all computing the same numbers; the full suite has
+    resnet-c64 + ReLU."""
+    assert [c for c in bench.CASES if c.activation] == [
+        bench.Case("resnet-c64-relu", "conv", (64, 64, 32, 32), 64, 3, pad=1, activation="relu")]
+    rng = np.random.default_rng(0)
+    x, w, b = bench._case_inputs(TINY_RELU, rng)
+    fused = bench._fastconv_fns(TINY_RELU, x, w, b, fastconv.functional)
+    unfused = bench._unfused_fns(TINY_RELU, x, w, b, fastconv.functional)
+    reference = bench._fastconv_fns(TINY_RELU, x, w, b, fastconv.reference)
+    want = np.maximum(fastconv.conv2d(x, w, b, padding=1), 0)
+    assert (want == 0).any() and (want > 0).any()
+    for fwd, fwd_bwd in (fused, unfused, reference):
+        np.testing.assert_allclose(fwd(), want, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(fused[1](), unfused[1]()):
+        np.testing.assert_array_equal(got, expected)
+    for got, expected in zip(reference[1](), unfused[1]()):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    row = bench.run_case(TINY_RELU, None, 1, False, 100.0, rng)
+    assert set(row.ms) == {"fastconv fwd", "fastconv fwd+bwd", "fastconv unfused fwd",
+                           "fastconv unfused fwd+bwd"}
+
+
+def test_conv_relu_case_against_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x, w, b = bench._case_inputs(TINY_RELU, rng)
+    fwd, fwd_bwd = bench._torch_fns(torch, TINY_RELU, x, w, b)
+    np.testing.assert_allclose(fwd().numpy(), fastconv.conv2d(x, w, b, padding=1,
+                                                              activation="relu"),
+                               rtol=1e-5, atol=1e-5)
+    fwd_bwd()
+
+
+def test_conv_relu_case_runs_from_the_command_line(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "CASES", [TINY_CONV, TINY_RELU])
+    monkeypatch.setattr(bench, "BLAS_COOLDOWN_S", 0.0)
+    with num_threads(fastconv.get_num_threads()):
+        assert cli.main(["bench", "--case", "tiny-relu", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-relu: fastconv" in out and "unfused (a relu pass)" in out
+
+
+def test_the_conv_relu_case_is_left_out_of_the_torch_ratios():
+    rows = passing_rows()
+    fused = next(r for r in rows if r.case == "resnet-c64-relu")
+    fused.ratio_fwd = fused.ratio_fwd_bwd = 50.0
+    assert all(verdicts(rows).values())
+    fused.workspace_mb = 1e6  # its other measures are judged as any convolution's
+    assert not verdicts(rows)["workspace bounded (well below the batch im2col)"]
