@@ -1,10 +1,10 @@
 """The per-layer choice of ``swap_modules(model, example_input=...)``: torch's or fastconv's
 layer, whichever is faster on the shapes the model gives it.
 
-The model runs once on the example input, without gradients, with a forward pre-hook on every
-swapped layer that keeps a copy of the arguments it is called with (a layer used twice keeps
-both calls).
-Then, for each swapped layer, its forward -- forward and backward when the choice is for
+Before the swap (so that an input the model does not take raises before anything changes),
+the model runs once on the example input, without gradients, with a forward pre-hook on every
+candidate layer that keeps a copy of the arguments it is called with (a layer used twice keeps
+both calls). Then, after the swap, for each swapped layer, its forward -- forward and backward when the choice is for
 training -- runs on those arguments with torch's class and with fastconv's, in alternating rounds
 after one warm-up each, and the medians are compared. The layer stays on fastconv unless torch's
 time is below fastconv's by more than ``MARGIN`` (5%): differences that small are within the
@@ -72,25 +72,46 @@ def swap_report(model):
     return list(_REPORTS.get(model, ()))
 
 
-def choose_layers(model, example_input, training, to_torch):
-    """Put back on torch each fastconv layer of ``model`` that torch runs faster on the inputs
-    ``model(*example_input)`` gives it; record the report (see :func:`swap_report`).
+Capture = collections.namedtuple("Capture", "calls data training")
+
+
+def capture(model, example_input, training, kinds):
+    """Check the arguments, then run ``model(*example_input)`` once without gradients and keep
+    the arguments of every call of a module whose class is in ``kinds``; the model is left as it
+    was (see :func:`_capture_calls`). Called before the swap, so that an example input the model
+    does not take raises before anything changes.
 
     Args:
-        model: a ``torch.nn.Module`` whose fastconv layers were just swapped in.
-        example_input: a tensor or a tuple of positional arguments (checked here too).
-        training: time forward and backward (True) or forward only (False); ``None`` means
-            ``model.training``.
-        to_torch: maps each fastconv layer class to its torch class.
+        model: the ``torch.nn.Module``.
+        example_input: a tensor or a tuple of positional arguments.
+        training: choose for forward and backward (True) or forward only (False); ``None``
+            means ``model.training``.
+        kinds: the classes of the candidate layers (torch's and fastconv's).
     """
     args = check_arguments(example_input, training)
     if training is None:
         training = model.training
+    modules = [m for m in model.modules() if type(m) in kinds]
+    calls, data = _capture_calls(model, args, modules, training)
+    return Capture(calls, data, training)
+
+
+def choose_layers(model, captured, to_torch):
+    """Put back on torch each fastconv layer of ``model`` that torch runs faster on the
+    arguments ``captured`` (from :func:`capture`) holds for it; record the report (see
+    :func:`swap_report`) and return it.
+
+    Args:
+        model: a ``torch.nn.Module`` whose fastconv layers were just swapped in.
+        captured: the :class:`Capture` of ``model`` on the example input.
+        to_torch: maps each fastconv layer class to its torch class.
+    """
+    training, data = captured.training, captured.data
     names = {}
     for name, module in model.named_modules():  # a layer used twice keeps its first name
         if type(module) in to_torch:
             names.setdefault(module, name)
-    calls, data = _capture_calls(model, args, list(names), training)
+    calls = {module: captured.calls.get(module, []) for module in names}
     report = []
     for module, name in names.items():
         fast_cls = type(module)

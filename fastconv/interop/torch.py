@@ -304,15 +304,16 @@ def swap_modules(model, *, example_input=None, training=None):
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"swap_modules expects a torch.nn.Module, got {type(model).__name__}")
-    if example_input is not None:
+    if example_input is not None:  # runs the model once, before anything changes
         from . import _layer_choice
-        _layer_choice.check_arguments(example_input, training)  # before anything changes
+        captured = _layer_choice.capture(model, example_input, training,
+                                         kinds=(*_TO_FASTCONV, *_TO_TORCH))
     for module in model.modules():
         cls = _TO_FASTCONV.get(type(module))
         if cls is not None and _swappable(module):
             module.__class__ = cls
     if example_input is not None:
-        _layer_choice.choose_layers(model, example_input, training, to_torch=_TO_TORCH)
+        _layer_choice.choose_layers(model, captured, to_torch=_TO_TORCH)
     return model
 
 

@@ -84,8 +84,8 @@ def test_the_candidates_run_as_torch_and_as_fastconv(monkeypatch):
     use_timer(monkeypatch, lambda m: (1.0, 2.0))
     model = nn.Conv2d(2, 3, 3)
     fct.swap_modules(model, example_input=torch.randn(1, 2, 6, 6))
-    # the capture pass (fastconv's class), then one run of each candidate
-    assert seen == [fct.Conv2d, nn.Conv2d, fct.Conv2d]
+    # the pass over the example input (before the swap), then one run of each candidate
+    assert seen == [nn.Conv2d, nn.Conv2d, fct.Conv2d]
     assert type(model) is nn.Conv2d
 
 
@@ -217,3 +217,13 @@ def test_a_bad_example_input_is_refused_before_any_change(bad, kind):
     assert type(model[0]) is nn.Conv2d
     with pytest.raises(TypeError, match="swap_report expects a torch.nn.Module, got list"):
         fct.swap_report([model])
+
+
+def test_an_input_the_model_does_not_take_raises_before_any_change(monkeypatch):
+    use_timer(monkeypatch, lambda m: (1.0, 2.0))
+    model = small_model()
+    with pytest.raises(RuntimeError):
+        fct.swap_modules(model, example_input=torch.randn(2, 4, 16, 16))  # 4 channels, not 3
+    assert [type(m) for m in model.modules()] == [type(m) for m in small_model().modules()]
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    assert fct.swap_report(model) == []
