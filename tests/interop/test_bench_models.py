@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
+import fastconv  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
 from fastconv.interop import _layer_choice  # noqa: E402
 
@@ -143,8 +144,13 @@ def test_runner_table_and_json(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(_layer_choice, "_time_candidates",  # pooling faster on torch
                         lambda m, a, b: (1.0, 2.0) if isinstance(m, torch.nn.AvgPool2d) else (2, 1))
     out = tmp_path / "r.json"
-    assert runner.main(["--models", "lenet5", "--quick", "--threads", "1", "--example-input",
-                        "--json", str(out)]) == 0
+    threads = torch.get_num_threads(), fastconv.get_num_threads()
+    try:
+        assert runner.main(["--models", "lenet5", "--quick", "--threads", "1",
+                            "--example-input", "--json", str(out)]) == 0
+    finally:  # main sets both libraries' thread counts for the process
+        torch.set_num_threads(threads[0])
+        fastconv.set_num_threads(threads[1])
     text = capsys.readouterr().out
     assert "lenet5: 61,706 parameters" in text and "ok" in text
     assert text.count("AvgPool2d(kernel_size=2") == 6  # two per mode
