@@ -48,7 +48,7 @@ except ImportError:  # run from a source checkout built in place
     import fastconv
 import fastconv._kernels  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
-import models  # noqa: E402
+import models  # noqa: E402,F401  (tests reach the builders as torch_models.models)
 from models import MODELS, parameter_count  # noqa: E402
 
 MODES = ("inference", "training", "channels_last")
