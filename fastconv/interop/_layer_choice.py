@@ -6,9 +6,9 @@ the model runs once on the example input, without gradients, with a forward pre-
 candidate layer that keeps a copy of the arguments it is called with (a layer used twice keeps
 both calls). Then, after the swap, each swapped layer's forward -- forward and backward when
 the choice is for training -- runs on those arguments with torch's class and with fastconv's,
-in alternating rounds after one warm-up each, and the medians are compared. The layer stays on fastconv unless torch's
-time is below fastconv's by more than ``MARGIN`` (5%): differences that small are within the
-noise of a shared machine, and the caller asked for fastconv.
+in alternating rounds after one warm-up each, and the medians are compared. The layer stays on
+fastconv unless torch's time is below fastconv's by more than ``MARGIN`` (5%): differences that
+small are within the noise of a shared machine, and the caller asked for fastconv.
 
 Nothing of the model changes but the classes of the layers put back on torch: its buffers (such
 as BatchNorm's running statistics), each submodule's training flag, the parameters' ``.grad``
