@@ -1,0 +1,228 @@
+"""The per-layer choice of ``swap_modules(model, example_input=...)``: torch's or fastconv's
+layer, whichever is faster on the shapes the model gives it.
+
+Before the swap (so that an input the model does not take raises before anything changes),
+the model runs once on the example input, without gradients, with a forward pre-hook on every
+candidate layer that keeps a copy of the arguments it is called with (a layer used twice keeps
+both calls). Then, after the swap, each swapped layer's forward -- forward and backward when
+the choice is for training -- runs on those arguments with torch's class and with fastconv's,
+in alternating rounds after one warm-up each, and the medians are compared. The layer stays on
+fastconv unless torch's time is below fastconv's by more than ``MARGIN`` (5%): differences that
+small are within the noise of a shared machine, and the caller asked for fastconv.
+
+Nothing of the model changes but the classes of the layers put back on torch: its buffers (such
+as BatchNorm's running statistics), each submodule's training flag, the parameters' ``.grad``
+and the random number generator are as they were. The timed calls go to ``forward`` directly,
+so the model's hooks run only during the one pass over the example input.
+"""
+import collections
+import statistics
+import time
+import weakref
+
+import torch
+
+MARGIN = 0.05
+"""fastconv is kept unless torch's time is below ``(1 - MARGIN)`` times fastconv's."""
+
+ROUNDS = 5
+"""Timed calls per backend and layer, after one warm-up call each."""
+
+LayerChoice = collections.namedtuple("LayerChoice", "name layer torch_ms fastconv_ms choice")
+LayerChoice.__doc__ = """One layer's entry in :func:`swap_report`.
+
+    name: qualified name in the model (``model.get_submodule(name)``; ``''`` for the model).
+    layer: the layer's ``repr``.
+    torch_ms, fastconv_ms: median time of the layer's calls on the example input, in
+        milliseconds, summed over the calls if the model uses the layer more than once; ``None``
+        if the example input did not reach the layer (it then stays on fastconv).
+    choice: ``'torch'`` or ``'fastconv'``.
+"""
+
+_REPORTS = weakref.WeakKeyDictionary()  # model -> its last report; no attribute on the model
+
+
+def check_arguments(example_input, training):
+    """The positional arguments of ``model(*args)`` for ``example_input``: a tensor, or a tuple or
+    list of arguments (as ``torch.jit.trace`` takes); ``training`` is None or a bool."""
+    if training is not None and not isinstance(training, bool):
+        raise TypeError(
+            f"swap_modules: training must be None or a bool, got {type(training).__name__}")
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    if isinstance(example_input, (tuple, list)):
+        return tuple(example_input)
+    raise TypeError(
+        "swap_modules: example_input must be a torch.Tensor or a tuple of the model's "
+        f"positional arguments, got {type(example_input).__name__}"
+    )
+
+
+def swap_report(model):
+    """What :func:`swap_modules` chose for each layer of ``model`` on its ``example_input``.
+
+    Returns:
+        a list of :class:`LayerChoice` ``(name, layer, torch_ms, fastconv_ms, choice)``, one per
+        layer that was swapped before the choice, in the order of ``model.named_modules()``; the
+        layers with ``choice == 'torch'`` are the ones left on torch. Empty if ``swap_modules``
+        was never called on ``model`` with an ``example_input``.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"swap_report expects a torch.nn.Module, got {type(model).__name__}")
+    return list(_REPORTS.get(model, ()))
+
+
+Capture = collections.namedtuple("Capture", "calls data training")
+
+
+def capture(model, example_input, training, kinds):
+    """Check the arguments, then run ``model(*example_input)`` once without gradients and keep
+    the arguments of every call of a module whose class is in ``kinds``; the model is left as it
+    was (see :func:`_capture_calls`). Called before the swap, so that an example input the model
+    does not take raises before anything changes.
+
+    Args:
+        model: the ``torch.nn.Module``.
+        example_input: a tensor or a tuple of positional arguments.
+        training: choose for forward and backward (True) or forward only (False); ``None``
+            means ``model.training``.
+        kinds: the classes of the candidate layers (torch's and fastconv's).
+    """
+    args = check_arguments(example_input, training)
+    if training is None:
+        training = model.training
+    modules = [m for m in model.modules() if type(m) in kinds]
+    calls, data = _capture_calls(model, args, modules, training)
+    return Capture(calls, data, training)
+
+
+def choose_layers(model, captured, to_torch):
+    """Put back on torch each fastconv layer of ``model`` that torch runs faster on the
+    arguments ``captured`` (from :func:`capture`) holds for it; record the report (see
+    :func:`swap_report`) and return it.
+
+    Args:
+        model: a ``torch.nn.Module`` whose fastconv layers were just swapped in.
+        captured: the :class:`Capture` of ``model`` on the example input.
+        to_torch: maps each fastconv layer class to its torch class.
+    """
+    training, data = captured.training, captured.data
+    names = {}
+    for name, module in model.named_modules():  # a layer used twice keeps its first name
+        if type(module) in to_torch:
+            names.setdefault(module, name)
+    calls = {module: captured.calls.get(module, []) for module in names}
+    report = []
+    for module, name in names.items():
+        fast_cls = type(module)
+        torch_ms = fastconv_ms = None
+        choice = "fastconv"
+        if calls[module]:
+            torch_s = fastconv_s = 0.0
+            for call in calls[module]:
+                call = _prepare(call, training, data)
+                t_torch, t_fast = _time_candidates(
+                    module, _runner(module, to_torch[fast_cls], fast_cls, call, training),
+                    _runner(module, fast_cls, fast_cls, call, training))
+                torch_s += t_torch
+                fastconv_s += t_fast
+            torch_ms, fastconv_ms = 1e3 * torch_s, 1e3 * fastconv_s
+            if torch_s < (1.0 - MARGIN) * fastconv_s:
+                choice = "torch"
+                module.__class__ = to_torch[fast_cls]
+        report.append(LayerChoice(name, repr(module), torch_ms, fastconv_ms, choice))
+    _REPORTS[model] = report
+    return report
+
+
+def _capture_calls(model, args, modules, training):
+    """Run ``model(*args)`` once without gradients, in ``training`` mode; leave the model's state
+    as it was. Returns each module's positional arguments, one tuple per call, and the ids of
+    the kept tensors that are the model's own inputs."""
+    calls = {module: [] for module in modules}
+    inputs = {id(a) for a in args if isinstance(a, torch.Tensor)}
+    data = set()
+
+    def copy(a):
+        # a copy: the model may later change the tensor in place (x += identity)
+        if not isinstance(a, torch.Tensor):
+            return a
+        kept = a.clone()
+        if id(a) in inputs:
+            data.add(id(kept))
+        return kept
+
+    def keep(module, args):
+        calls[module].append(tuple(copy(a) for a in args))
+
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    handles = [m.register_forward_pre_hook(keep) for m in modules]
+    try:
+        model.train(training)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model(*args)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    return calls, data
+
+
+def _prepare(call, training, data):
+    """The arguments a timed call gets: for training, tensors that need a gradient as they would
+    in the model (every activation, but not the model's own inputs)."""
+    if not training:
+        return call
+    return tuple(
+        a.detach().requires_grad_(id(a) not in data and a.is_floating_point())
+        if isinstance(a, torch.Tensor) else a
+        for a in call
+    )
+
+
+def _runner(module, cls, home_cls, call, training):
+    """A function running ``module``'s forward as class ``cls`` on ``call`` (and its backward if
+    ``training``), without the module's hooks; the module is of ``home_cls`` between calls."""
+    inputs = [a for a in call if isinstance(a, torch.Tensor) and a.requires_grad]
+    grad_out = []
+
+    def run():
+        module.__class__ = cls
+        try:
+            if not training:
+                with torch.no_grad():
+                    cls.forward(module, *call)
+                return
+            with torch.enable_grad():
+                out = cls.forward(module, *call)
+                out = out[0] if isinstance(out, tuple) else out
+                wrt = inputs + [p for p in module.parameters(recurse=False) if p.requires_grad]
+                if wrt and out.requires_grad:
+                    if not grad_out:  # the same gradient for both classes and every round
+                        grad_out.append(torch.ones_like(out))
+                    # autograd.grad, not backward: the parameters' .grad stay untouched
+                    torch.autograd.grad(out, wrt, grad_out[0])
+        finally:
+            module.__class__ = home_cls
+
+    return run
+
+
+def _time_candidates(module, run_torch, run_fastconv):
+    """Median seconds of ``run_torch()`` and ``run_fastconv()`` (``module`` is the layer they run;
+    tests replace this function to decide the outcome without timing)."""
+    times = ([], [])
+    runs = (run_torch, run_fastconv)
+    for run in runs:  # warm-up: workspaces, thread pools
+        run()
+    for _ in range(ROUNDS):
+        for run, out in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
