@@ -42,7 +42,18 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "fastconv (fastconv.functional, fastconv.compat.cs231n) works without it."
     ) from exc
 
+from typing import List, Optional, Tuple
+
 from .. import functional as F
+from .._core.args import as_bool, as_int, pair
+from .._core.conv_geometry import conv_output_size
+from .._core.pool_geometry import pool_output_size
+
+if not hasattr(torch.library, "custom_op"):  # pragma: no cover - torch < 2.4
+    raise ImportError(
+        f"fastconv.torch needs PyTorch 2.4 or later (torch.library.custom_op), found "
+        f"{torch.__version__}."
+    )
 
 __all__ = [
     "conv2d",
@@ -107,112 +118,388 @@ def _default_stride(stride):
     return stride
 
 
+# ------------------------------------------------------------------------------ memory format
+# torch's CPU convolution and pooling return channels_last (NHWC-strided) results for a
+# channels_last input (a convolution: input or weight), and contiguous ones otherwise; fastconv's
+# kernels read any strides but write NCHW, so a channels_last result costs one reorder.
+_CHANNELS_LAST = torch.channels_last
+
+try:  # DDE-safe on symbolic shapes (the fake implementations); recent torch only
+    from torch._prims_common import suggest_memory_format as _suggest_memory_format
+except ImportError:  # pragma: no cover - older torch
+    _suggest_memory_format = None
+
+
+def _strides_like_channels_last(shape, strides):
+    """torch's ``is_channels_last_strides_2d`` (c10/core/MemoryFormat.h), which
+    ``Tensor.suggest_memory_format()`` reads: NHWC-ordered strides; ambiguous cases (a trivial
+    channel axis, N111) count as NCHW."""
+    if strides[1] == 0:
+        return False
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if shape[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:
+            return False
+        smallest = strides[d] * shape[d] if shape[d] > 1 else strides[d]
+    return True
+
+
+def _is_channels_last(t):
+    """Whether ``t.suggest_memory_format()`` is ``torch.channels_last`` (a real tensor)."""
+    if t.dim() != 4:
+        return False
+    if t.is_contiguous() and not t.is_contiguous(memory_format=_CHANNELS_LAST):
+        return False  # the common case, without reading the strides in Python
+    return _strides_like_channels_last(t.shape, t.stride())
+
+
+def _fake_is_channels_last(t):
+    """:func:`_is_channels_last` for a fake tensor, whose sizes may be symbolic."""
+    if t.dim() != 4:
+        return False
+    if _suggest_memory_format is not None:
+        return _suggest_memory_format(t) == _CHANNELS_LAST
+    return _strides_like_channels_last(t.shape, t.stride())  # pragma: no cover - older torch
+
+
+def _conv_channels_last(input, weight, is_channels_last=_is_channels_last):
+    """torch's rule for a CPU convolution's output, grad_input and grad_weight: channels_last
+    when the input or the weight is (an unbatched input counts as its batch of one)."""
+    x4 = input if input.dim() == 4 else input.unsqueeze(0)
+    return is_channels_last(x4) or is_channels_last(weight)
+
+
+def _result(array, channels_last):
+    """A fresh NCHW (or CHW) array from the kernels as a tensor in the memory format torch's
+    op would return: the array itself, or one reorder to channels_last."""
+    t = torch.from_numpy(array)
+    if not channels_last:
+        return t
+    if t.dim() == 4:
+        return t.contiguous(memory_format=_CHANNELS_LAST)
+    return t.unsqueeze(0).contiguous(memory_format=_CHANNELS_LAST)[0]  # an unbatched result
+
+
+def _empty(like, shape, channels_last):
+    """The fake counterpart of :func:`_result`: an empty tensor with the strides it would have."""
+    if not channels_last:
+        return like.new_empty(shape)
+    if len(shape) == 4:
+        return torch.empty(shape, dtype=like.dtype, device=like.device,
+                           memory_format=_CHANNELS_LAST)
+    return torch.empty((1, *shape), dtype=like.dtype, device=like.device,
+                       memory_format=_CHANNELS_LAST)[0]
+
+
+def _view(t):
+    """A NumPy view of a CPU tensor for a kernel call (no copy, any strides). The operators
+    receive tensors that may require grad (the autograd layer is above them) or carry a
+    negative bit (a lazy negation, resolved only then)."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t.numpy()
+
+
+def _pair2(v):
+    """A one-int list as a pair (torch's lists of one int), in the fake implementations."""
+    return (v[0], v[0]) if len(v) == 1 else v
+
+
+def _none_if_empty_stride(stride):
+    return None if len(stride) == 0 else stride
+
+
+# ------------------------------------------------------------------------------ custom operators
+def _register_op(name, impl, fake, setup_context=None, backward=None):
+    """Define ``torch.ops.fastconv.<name>`` and return it (its default overload).
+
+    ``impl`` is the CPU implementation; its type annotations give the op's schema (Tensor,
+    Optional[Tensor], int, bool, List[int], List[bool]; returns Tensor or a tuple of Tensors)
+    and it must not modify its inputs. ``fake`` computes the outputs' shapes, dtypes and
+    strides without data (torch.compile, meta tensors). ``setup_context(ctx, inputs, output)``
+    and ``backward(ctx, *grads)`` make the op differentiable (the backward returns one gradient
+    or None per argument, usually by calling another registered op).
+    """
+    op = torch.library.custom_op(f"fastconv::{name}", impl, mutates_args=(), device_types="cpu")
+    op.register_fake(fake)
+    if backward is not None:
+        op.register_autograd(backward, setup_context=setup_context)
+    return getattr(torch.ops.fastconv, name).default
+
+
+# conv2d ----------------------------------------------------------------------------------------
+def _conv2d_impl(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 stride: List[int], padding: List[int], dilation: List[int], groups: int,
+                 same: bool) -> torch.Tensor:
+    out = F.conv2d(_view(input), _view(weight), None if bias is None else _view(bias), stride,
+                   "same" if same else padding, dilation, groups)
+    return _result(out, _conv_channels_last(input, weight))
+
+
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, same):
+    batch, (h, w) = input.shape[:-3], input.shape[-2:]
+    k, _, r, s = weight.shape
+    if same:
+        out_h, out_w = h, w
+    else:
+        (sh, sw), (ph, pw), (dh, dw) = _pair2(stride), _pair2(padding), _pair2(dilation)
+        out_h = conv_output_size(h, ph, ph, r, sh, dh)
+        out_w = conv_output_size(w, pw, pw, s, sw, dw)
+    return _empty(input, (*batch, k, out_h, out_w),
+                  _conv_channels_last(input, weight, _fake_is_channels_last))
+
+
+def _conv2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                          stride: List[int], padding: List[int], dilation: List[int],
+                          groups: int, same: bool,
+                          output_mask: List[bool]) -> Tuple[torch.Tensor, torch.Tensor,
+                                                            torch.Tensor]:
+    # the kernels read grad_output C-contiguous: torch reorders another layout fastest
+    grads = F.conv2d_backward(_view(grad_output.contiguous()), _view(input), _view(weight),
+                              stride, "same" if same else padding, dilation, groups,
+                              needs=tuple(output_mask))
+    channels_last = _conv_channels_last(input, weight)
+    return tuple(input.new_empty(0) if g is None else _result(g, channels_last and g.ndim > 1)
+                 for g in grads)
+
+
+def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, same,
+                          output_mask):
+    channels_last = _conv_channels_last(input, weight, _fake_is_channels_last)
+    shapes = (input.shape, weight.shape, weight.shape[:1])
+    return tuple(_empty(input, shape, channels_last and len(shape) > 1) if need
+                 else input.new_empty(0) for need, shape in zip(output_mask, shapes))
+
+
+def _conv2d_setup_context(ctx, inputs, output):
+    input, weight, bias, *conf = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conf = conf
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    _refuse_double_backward("conv2d", grad_output, input, weight)
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+             ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = _conv2d_backward_op(grad_output, input, weight, *ctx.conf, needs)
+    return (*(g if need else None for g, need in zip(grads, needs)),) + (None,) * 5
+
+
+_conv2d_backward_op = _register_op("conv2d_backward", _conv2d_backward_impl,
+                                   _conv2d_backward_fake)
+_conv2d_op = _register_op("conv2d", _conv2d_impl, _conv2d_fake, _conv2d_setup_context,
+                          _conv2d_backward)
+
+
+# max_pool2d ------------------------------------------------------------------------------------
+def _max_pool2d_impl(input: torch.Tensor, kernel_size: List[int], stride: List[int],
+                     padding: List[int], dilation: List[int],
+                     ceil_mode: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, indices = F.max_pool2d(_view(input), kernel_size, _none_if_empty_stride(stride),
+                                padding, dilation, ceil_mode, return_indices=True)
+    channels_last = _is_channels_last(input)
+    return _result(out, channels_last), _result(indices, channels_last)
+
+
+def _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel = _pair2(kernel_size)
+    stride = kernel if len(stride) == 0 else _pair2(stride)
+    sizes = [pool_output_size(n, k, s, p, d, ceil_mode)
+             for n, k, s, p, d in zip(input.shape[-2:], kernel, stride, _pair2(padding),
+                                      _pair2(dilation))]
+    return _empty(input, (*input.shape[:-2], *sizes), _fake_is_channels_last(input))
+
+
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    out = _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return out, torch.empty_like(out, dtype=torch.int64)
+
+
+def _max_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
+                              indices: torch.Tensor) -> torch.Tensor:
+    grad_input = F.max_pool2d_backward(_view(grad_output), indices.numpy(), tuple(input.shape))
+    return _result(grad_input, _is_channels_last(input))
+
+
+def _max_pool2d_backward_fake(grad_output, input, indices):
+    return _empty(input, input.shape, _fake_is_channels_last(input))
+
+
+def _max_pool2d_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _max_pool2d_backward(ctx, grad_output, grad_indices):
+    _refuse_double_backward("max_pool2d", grad_output)
+    input, indices = ctx.saved_tensors
+    return _max_pool2d_backward_op(grad_output, input, indices), None, None, None, None, None
+
+
+_max_pool2d_backward_op = _register_op("max_pool2d_backward", _max_pool2d_backward_impl,
+                                       _max_pool2d_backward_fake)
+_max_pool2d_op = _register_op("max_pool2d", _max_pool2d_impl, _max_pool2d_fake,
+                              _max_pool2d_setup_context, _max_pool2d_backward)
+
+
+# avg_pool2d ------------------------------------------------------------------------------------
+def _avg_pool2d_impl(input: torch.Tensor, kernel_size: List[int], stride: List[int],
+                     padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                     divisor_override: Optional[int]) -> torch.Tensor:
+    out = F.avg_pool2d(_view(input), kernel_size, _none_if_empty_stride(stride), padding,
+                       ceil_mode, count_include_pad, divisor_override)
+    return _result(out, _is_channels_last(input))
+
+
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override):
+    return _pool_fake(input, kernel_size, stride, padding, (1,), ceil_mode)
+
+
+def _avg_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
+                              kernel_size: List[int], stride: List[int], padding: List[int],
+                              ceil_mode: bool, count_include_pad: bool,
+                              divisor_override: Optional[int]) -> torch.Tensor:
+    grad_input = F.avg_pool2d_backward(_view(grad_output), tuple(input.shape), kernel_size,
+                                       _none_if_empty_stride(stride), padding, ceil_mode,
+                                       count_include_pad, divisor_override)
+    return _result(grad_input, _is_channels_last(input))
+
+
+def _avg_pool2d_backward_fake(grad_output, input, *conf):
+    return _empty(input, input.shape, _fake_is_channels_last(input))
+
+
+def _avg_pool2d_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.conf = inputs[1:]
+
+
+def _avg_pool2d_backward(ctx, grad_output):
+    _refuse_double_backward("avg_pool2d", grad_output)
+    (input,) = ctx.saved_tensors
+    return (_avg_pool2d_backward_op(grad_output, input, *ctx.conf),) + (None,) * 6
+
+
+_avg_pool2d_backward_op = _register_op("avg_pool2d_backward", _avg_pool2d_backward_impl,
+                                       _avg_pool2d_backward_fake)
+_avg_pool2d_op = _register_op("avg_pool2d", _avg_pool2d_impl, _avg_pool2d_fake,
+                              _avg_pool2d_setup_context, _avg_pool2d_backward)
+
+
+# ------------------------------------------------------------------------------ argument lists
+def _conv_padding(padding):
+    """The operators' ``(padding, same)``: 'valid' is padding 0; 'same' (which may pad one more
+    row or column at the bottom/right) is a flag."""
+    if isinstance(padding, str):
+        if padding == "same":
+            return (0, 0), True
+        if padding == "valid":
+            return (0, 0), False
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    return pair(padding, "padding"), False
+
+
+def _stride(stride):
+    # torch accepts None or an empty list for "stride = kernel_size"; the operators take [].
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        return ()
+    return pair(stride, "stride")
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups):
+    """conv2d of checked tensors: the arguments as the operator's lists (errors name them)."""
+    padding, same = _conv_padding(padding)
+    return _conv2d_op(input, weight, bias, pair(stride, "stride"), padding,
+                      pair(dilation, "dilation"), as_int(groups, "groups"), same)
+
+
+def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    out, indices = _max_pool2d_op(input, pair(kernel_size, "kernel_size"), _stride(stride),
+                                  pair(padding, "padding"), pair(dilation, "dilation"),
+                                  as_bool(ceil_mode, "ceil_mode"))
+    return (out, indices) if as_bool(return_indices, "return_indices") else out
+
+
+def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor_override):
+    if divisor_override is not None:
+        divisor_override = as_int(divisor_override, "divisor_override")
+    return _avg_pool2d_op(input, pair(kernel_size, "kernel_size"), _stride(stride),
+                          pair(padding, "padding"), as_bool(ceil_mode, "ceil_mode"),
+                          as_bool(count_include_pad, "count_include_pad"), divisor_override)
+
+
+# ------------------------------------------------------------------------------ functional
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
+    'same'): the operator ``torch.ops.fastconv.conv2d``."""
+    _check_tensor(input, "input")
+    _check_tensor(weight, "weight")
+    if bias is not None:
+        _check_tensor(bias, "bias")
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """``torch.nn.functional.max_pool2d`` on fastconv (``torch.ops.fastconv.max_pool2d``); the
+    indices (if returned) are torch's: int64 flat positions ``h * W + w`` in each input plane."""
+    _check_tensor(input, "input")
+    return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """``torch.nn.functional.avg_pool2d`` on fastconv (``torch.ops.fastconv.avg_pool2d``)."""
+    _check_tensor(input, "input")
+    return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override)
+
+
 # ------------------------------------------------------------------------------ autograd Functions
-class Conv2dFunction(torch.autograd.Function):
-    """``conv2d`` with fastconv's forward and backward kernels.
+class Conv2dFunction:
+    """:func:`conv2d` under its earlier name, an autograd function's interface.
 
     ``Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)``; use
     :func:`conv2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, dilation, groups):
-        x = _array(input, "input")
-        w = _array(weight, "weight")
-        b = None if bias is None else _array(bias, "bias")
-        out = F.conv2d(x, w, b, stride, padding, dilation, groups)
-        ctx.save_for_backward(input, weight)
-        ctx.conf = (stride, padding, dilation, groups)
-        ctx.has_bias = bias is not None
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        _refuse_double_backward("conv2d", grad_output, input, weight)
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gw, gb = F.conv2d_backward(
-            _array(grad_output, "grad_output"), _array(input, "input"), _array(weight, "weight"),
-            *ctx.conf, needs=(need_x, need_w, need_b and ctx.has_bias),
-        )
-        return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None
+    def apply(input, weight, bias, stride, padding, dilation, groups):
+        return conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
-class MaxPool2dFunction(torch.autograd.Function):
-    """``max_pool2d`` with fastconv's kernels; the backward routes through the cached argmax.
+class MaxPool2dFunction:
+    """:func:`max_pool2d` under its earlier name, an autograd function's interface.
 
     ``MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode,
     return_indices)``; use :func:`max_pool2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-        x = _array(input, "input")
-        out, indices = F.max_pool2d(x, kernel_size, _default_stride(stride), padding, dilation,
-                                    ceil_mode, return_indices=True)
-        indices = torch.from_numpy(indices)
-        ctx.save_for_backward(indices)
-        ctx.input_shape = x.shape
-        out = torch.from_numpy(out)
-        if return_indices:
-            ctx.mark_non_differentiable(indices)
-            return out, indices
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_output, *unused):
-        _refuse_double_backward("max_pool2d", grad_output)
-        (indices,) = ctx.saved_tensors
-        gx = F.max_pool2d_backward(_array(grad_output, "grad_output"), indices.numpy(),
-                                   ctx.input_shape)
-        return torch.from_numpy(gx), None, None, None, None, None, None
+    def apply(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+        return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode,
+                          return_indices)
 
 
-class AvgPool2dFunction(torch.autograd.Function):
-    """``avg_pool2d`` with fastconv's kernels.
+class AvgPool2dFunction:
+    """:func:`avg_pool2d` under its earlier name, an autograd function's interface.
 
     ``AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
     divisor_override)``; use :func:`avg_pool2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                divisor_override):
-        x = _array(input, "input")
-        conf = (kernel_size, _default_stride(stride), padding, ceil_mode, count_include_pad,
-                divisor_override)
-        out = F.avg_pool2d(x, *conf)
-        ctx.conf = conf
-        ctx.input_shape = x.shape
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        _refuse_double_backward("avg_pool2d", grad_output)
-        gx = F.avg_pool2d_backward(_array(grad_output, "grad_output"), ctx.input_shape, *ctx.conf)
-        return torch.from_numpy(gx), None, None, None, None, None, None
-
-
-# ------------------------------------------------------------------------------ functional
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
-    'same')."""
-    return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
-
-
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """``torch.nn.functional.max_pool2d`` on fastconv; the indices (if returned) are torch's:
-    int64 flat positions ``h * W + w`` in each input plane."""
-    return MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                   return_indices)
-
-
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
-    """``torch.nn.functional.avg_pool2d`` on fastconv."""
-    return AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode,
-                                   count_include_pad, divisor_override)
+    def apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+        return avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override)
 
 
 # ------------------------------------------------------------------------------ modules
@@ -222,6 +509,15 @@ def _fastconv_takes(*tensors):
     another device after the swap) runs on torch, so that a swap never breaks a model."""
     return all(t is None or (t.device.type == "cpu" and t.dtype in SUPPORTED_DTYPES and
                              t.layout == torch.strided) for t in tensors)
+
+
+def _refuse_scripting(module):
+    raise RuntimeError(
+        f"torch.jit.script cannot compile fastconv.torch.{type(module).__name__} (its forward "
+        "is Python). Trace the model instead (torch.jit.trace; saved models load after "
+        "`import fastconv.torch`), or script torch's layers: "
+        "fastconv.torch.unswap_modules(model) first."
+    )
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -234,7 +530,12 @@ class Conv2d(torch.nn.Conv2d):
     def _conv_forward(self, input, weight, bias):
         if self.padding_mode != "zeros" or not _fastconv_takes(input, weight, bias):
             return super()._conv_forward(input, weight, bias)
-        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        # the module's hyper-parameters are already ints and pairs (torch checked them)
+        padding, same = _conv_padding(self.padding)
+        return _conv2d_op(input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                          same)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
@@ -244,8 +545,10 @@ class MaxPool2d(torch.nn.MaxPool2d):
     def forward(self, input):
         if not _fastconv_takes(input):
             return super().forward(input)
-        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                          ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+        return _max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                           self.ceil_mode, self.return_indices)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
@@ -255,8 +558,10 @@ class AvgPool2d(torch.nn.AvgPool2d):
     def forward(self, input):
         if not _fastconv_takes(input):
             return super().forward(input)
-        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                          self.count_include_pad, self.divisor_override)
+        return _avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                           self.count_include_pad, self.divisor_override)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 _TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d,
