@@ -214,21 +214,67 @@ def _none_if_empty_stride(stride):
 
 
 # ------------------------------------------------------------------------------ custom operators
-def _register_op(name, impl, fake, setup_context=None, backward=None):
-    """Define ``torch.ops.fastconv.<name>`` and return it (its default overload).
+_LIBRARY = torch.library.Library("fastconv", "DEF")  # noqa: TOR901 - the ops live as long as the module
+_AFTER_AUTOGRAD = torch._C._after_autograd_keyset
+_infer_schema = getattr(torch.library, "infer_schema", None)
+if _infer_schema is None:  # pragma: no cover - torch 2.4
+    from torch._library.infer_schema import infer_schema as _infer_schema
 
-    ``impl`` is the CPU implementation; its type annotations give the op's schema (Tensor,
-    Optional[Tensor], int, bool, List[int], List[bool]; returns Tensor or a tuple of Tensors)
-    and it must not modify its inputs. ``fake`` computes the outputs' shapes, dtypes and
-    strides without data (torch.compile, meta tensors). ``setup_context(ctx, inputs, output)``
-    and ``backward(ctx, *grads)`` make the op differentiable (the backward returns one gradient
-    or None per argument, usually by calling another registered op).
+
+def _register_op(name, impl, fake, setup_context=None, backward=None):
+    """Define the operator ``torch.ops.fastconv.<name>`` and return it (its default overload).
+
+    ``impl`` is its CPU kernel: its type annotations give the schema (``torch.Tensor``,
+    ``Optional[torch.Tensor]``, ``int``, ``bool``, ``List[int]``, ``List[bool]``; returns a
+    Tensor or a ``Tuple`` of Tensors, fresh ones: never an input or a view of one). ``fake``
+    computes the outputs' shapes, dtypes and strides without data (torch.compile, meta
+    tensors); it must give the strides ``impl`` gives. ``setup_context(ctx, inputs, output)``
+    and ``backward(ctx, *grad_outputs)`` make it differentiable, as
+    ``torch.library.register_autograd`` would: the backward returns one gradient (or None)
+    per argument of the operator, usually computed by another registered operator.
+
+    The autograd kernel is registered directly (not with ``torch.library.custom_op``'s
+    wrappers, which cost tens of microseconds per call); the operator is the same to torch's
+    dispatcher, torch.compile, ``torch.jit.trace`` and ``torch.library.opcheck``.
     """
-    op = torch.library.custom_op(f"fastconv::{name}", impl, mutates_args=(), device_types="cpu")
-    op.register_fake(fake)
+    _LIBRARY.define(name + _infer_schema(impl, mutates_args=()))
+    _LIBRARY.impl(name, impl, "CPU")
+    torch.library.register_fake(f"fastconv::{name}", fake, lib=_LIBRARY)
+    op = getattr(torch.ops.fastconv, name).default
     if backward is not None:
-        op.register_autograd(backward, setup_context=setup_context)
-    return getattr(torch.ops.fastconv, name).default
+        _LIBRARY.impl(name, _autograd_kernel(op, setup_context, backward), "Autograd",
+                      with_keyset=True)
+    return op
+
+
+def _autograd_kernel(op, setup_context, backward):
+    """The Autograd dispatch kernel of ``op``: an autograd.Function around the operator's
+    kernels below autograd when an input requires grad, else those kernels directly."""
+
+    def forward(ctx, keyset, *args):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+        setup_context(ctx, args, output)
+        return output
+
+    def backward_(ctx, *grads):
+        needs_input_grad = ctx.needs_input_grad
+        ctx.needs_input_grad = needs_input_grad[1:]  # the operator's arguments, not the keyset
+        try:
+            return (None, *backward(ctx, *grads))
+        finally:  # a backward pass may run again (retain_graph)
+            ctx.needs_input_grad = needs_input_grad
+
+    function = type(f"{op._opname}_autograd", (torch.autograd.Function,),
+                    {"forward": staticmethod(forward), "backward": staticmethod(backward_)})
+
+    def kernel(keyset, *args):
+        if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            return function.apply(keyset, *args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+
+    return kernel
 
 
 # conv2d ----------------------------------------------------------------------------------------
