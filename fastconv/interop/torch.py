@@ -175,11 +175,20 @@ def _result(array, channels_last):
     """A fresh NCHW (or CHW) array from the kernels as a tensor in the memory format torch's
     op would return: the array itself, or one reorder to channels_last."""
     t = torch.from_numpy(array)
-    if not channels_last:
-        return t
-    if t.dim() == 4:
+    return _to_channels_last(t) if channels_last else t
+
+
+def _to_channels_last(t):
+    """``t`` (C-contiguous) with the strides of ``torch.empty(..., memory_format=channels_last)``
+    (an unbatched result: those of its batch of one)."""
+    if t.dim() == 3:
+        return _to_channels_last(t.unsqueeze(0))[0]
+    if not t.is_contiguous(memory_format=_CHANNELS_LAST):
         return t.contiguous(memory_format=_CHANNELS_LAST)
-    return t.unsqueeze(0).contiguous(memory_format=_CHANNELS_LAST)[0]  # an unbatched result
+    # a trivial channel or plane: the bytes are already in place, only the strides of the
+    # size-1 axes differ from torch's (c10's get_channels_last_strides_2d)
+    _, c, h, w = t.shape
+    return t.as_strided(t.shape, (h * w * c, 1, w * c, c))
 
 
 def _empty(like, shape, channels_last):
@@ -309,16 +318,27 @@ def _conv2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor, weight
                               stride, "same" if same else padding, dilation, groups,
                               needs=tuple(output_mask))
     channels_last = _conv_channels_last(input, weight)
-    return tuple(input.new_empty(0) if g is None else _result(g, channels_last and g.ndim > 1)
-                 for g in grads)
+    grad_input, grad_weight, grad_bias = (None if g is None else torch.from_numpy(g)
+                                          for g in grads)
+    if channels_last:
+        grad_input = None if grad_input is None else _to_channels_last(grad_input)
+        # torch reorders its grad_weight (a (K, 1, R, S) one keeps its NCHW strides)
+        grad_weight = None if grad_weight is None else grad_weight.contiguous(
+            memory_format=_CHANNELS_LAST)
+    return tuple(input.new_empty(0) if g is None else g
+                 for g in (grad_input, grad_weight, grad_bias))
 
 
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, same,
                           output_mask):
     channels_last = _conv_channels_last(input, weight, _fake_is_channels_last)
-    shapes = (input.shape, weight.shape, weight.shape[:1])
-    return tuple(_empty(input, shape, channels_last and len(shape) > 1) if need
-                 else input.new_empty(0) for need, shape in zip(output_mask, shapes))
+    grad_input = _empty(input, input.shape, channels_last)
+    grad_weight = weight.new_empty(weight.shape)
+    if channels_last:
+        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
+    grad_bias = weight.new_empty(weight.shape[:1])
+    return tuple(g if need else input.new_empty(0)
+                 for g, need in zip((grad_input, grad_weight, grad_bias), output_mask))
 
 
 def _conv2d_setup_context(ctx, inputs, output):
