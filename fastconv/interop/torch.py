@@ -1,6 +1,6 @@
-r"""fastconv behind PyTorch's autograd: functions, modules, and a one-call swap for CPU models.
+r"""fastconv behind PyTorch: operators, functions, modules, and a one-call swap for CPU models.
 
-Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. Three layers::
+Needs PyTorch 2.4 or later (CPU build or not); fastconv itself never depends on it. Three layers::
 
     import fastconv.torch as fct
 
@@ -10,11 +10,15 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
     # equivalently: model.apply(fct.swap_modules)
 
 - :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the signatures of their
-  ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
-  (:class:`Conv2dFunction`, ...): gradients flow to every input that requires one, and
+  ``torch.nn.functional`` namesakes. They check their tensors, turn the hyper-parameters into
+  the operators' int lists, and call the torch operators this module registers:
+  ``torch.ops.fastconv.conv2d``, ``max_pool2d`` (returns the output and the int64 indices),
+  ``avg_pool2d`` and their ``*_backward`` ops, each with a fake (meta) implementation and, for
+  the forward ops, an autograd formula. Gradients flow to every input that requires one, and
   ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
   not implemented: a backward pass with ``create_graph=True`` through them raises instead of
-  silently dropping the second-order terms.
+  silently dropping the second-order terms. :class:`Conv2dFunction`, ... remain as aliases with
+  an autograd function's ``apply``.
 - :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d` subclass ``torch.nn.Conv2d``, ... and
   add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
   saved from either class loads into the other.
@@ -25,10 +29,24 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
   ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
   convolutions called through ``torch.nn.functional`` inside a custom ``forward``.
 
+Compilers and serialisation:
+
+- ``torch.compile(model, fullgraph=True)`` of a swapped model compiles without graph breaks
+  (the operators are opaque nodes of the graph, forward and backward; dynamic shapes work).
+- ``torch.jit.trace`` records the operators; ``torch.jit.save`` / ``torch.jit.load`` keep them
+  (with their gradients), and a process that loads such a model must ``import fastconv.torch``
+  first, which registers them (otherwise torch reports an unknown ``fastconv::`` operator).
+- ``torch.jit.script`` of a swapped layer is refused with a ``RuntimeError``: trace the model
+  instead, or script torch's layers after ``fastconv.torch.unswap_modules(model)``.
+
 Tensors must be float32 or float64, strided, on the CPU: a CUDA (or other device) tensor raises
 ``RuntimeError``, another dtype raises ``TypeError``, both saying so (unswap a model before moving
-it to a GPU). No copies are made at the boundary: CPU tensors are viewed as NumPy arrays
-(``Tensor.numpy()``, any strides) and results are wrapped with ``torch.from_numpy``.
+it to a GPU). No copies are made at the boundary: CPU tensors of any strides are viewed as NumPy
+arrays (``Tensor.numpy()``), channels_last (NHWC-strided) ones included, and results are the
+kernels' fresh arrays wrapped with ``torch.from_numpy`` -- gradients become ``.grad`` as they
+are. Results have the memory format torch's CPU ops give: a convolution's output, grad_input and
+grad_weight are channels_last when its input or weight is, a pooling's output and grad_input
+when its input is; as the kernels write NCHW, such a result costs one reorder.
 
 fastconv's kernels use their own OpenMP runtime: set their threads with
 ``fastconv.set_num_threads`` or ``threadpoolctl.threadpool_limits(n, user_api='openmp')`` (which
@@ -44,14 +62,16 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from .. import functional as F
 from .._core.args import as_bool, as_int, pair
 from .._core.conv_geometry import conv_output_size
 from .._core.pool_geometry import pool_output_size
 
-if not hasattr(torch.library, "custom_op"):  # pragma: no cover - torch < 2.4
+if not hasattr(torch.library, "register_fake"):  # pragma: no cover - torch < 2.4
     raise ImportError(
-        f"fastconv.torch needs PyTorch 2.4 or later (torch.library.custom_op), found "
+        f"fastconv.torch needs PyTorch 2.4 or later (torch.library.register_fake), found "
         f"{torch.__version__}."
     )
 
@@ -70,6 +90,8 @@ __all__ = [
 ]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
+_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+           np.dtype(np.int64): torch.int64}
 
 
 # ------------------------------------------------------------------------------ tensor <-> array
@@ -92,7 +114,7 @@ def _check_tensor(t, name):
 
 
 def _array(t, name):
-    """A NumPy view of a CPU tensor (no copy, any strides)."""
+    """A NumPy view of a CPU tensor (no copy, any strides); the operators use :func:`_view`."""
     _check_tensor(t, name)
     return t.detach().resolve_neg().numpy()
 
@@ -171,35 +193,36 @@ def _conv_channels_last(input, weight, is_channels_last=_is_channels_last):
     return is_channels_last(x4) or is_channels_last(weight)
 
 
+def _channels_last_strides(shape):
+    """The strides of ``torch.empty(shape, memory_format=torch.channels_last)`` (c10's
+    get_channels_last_strides_2d); an unbatched (C, H, W) shape: those of its batch of one."""
+    c, h, w = shape[-3:]
+    strides = (h * w * c, 1, w * c, c)
+    return strides if len(shape) == 4 else strides[1:]
+
+
 def _result(array, channels_last):
     """A fresh NCHW (or CHW) array from the kernels as a tensor in the memory format torch's
-    op would return: the array itself, or one reorder to channels_last."""
-    t = torch.from_numpy(array)
-    return _to_channels_last(t) if channels_last else t
-
-
-def _to_channels_last(t):
-    """``t`` (C-contiguous) with the strides of ``torch.empty(..., memory_format=channels_last)``
-    (an unbatched result: those of its batch of one)."""
-    if t.dim() == 3:
-        return _to_channels_last(t.unsqueeze(0))[0]
-    if not t.is_contiguous(memory_format=_CHANNELS_LAST):
-        return t.contiguous(memory_format=_CHANNELS_LAST)
-    # a trivial channel or plane: the bytes are already in place, only the strides of the
-    # size-1 axes differ from torch's (c10's get_channels_last_strides_2d)
-    _, c, h, w = t.shape
-    return t.as_strided(t.shape, (h * w * c, 1, w * c, c))
+    op would return: the array itself, or one reorder to channels_last. Never a view of
+    another tensor (autograd refuses in-place changes, such as ReLU(inplace=True), to an
+    operator's output that is one)."""
+    if not channels_last:
+        return torch.from_numpy(array)
+    strides = _channels_last_strides(array.shape)
+    itemsize = array.itemsize
+    if all(n == 1 or a == b * itemsize for n, a, b in zip(array.shape, array.strides, strides)):
+        # a trivial channel or plane: the bytes are in place, only size-1 axes' strides differ
+        return torch.from_numpy(np.lib.stride_tricks.as_strided(
+            array, strides=[b * itemsize for b in strides]))
+    out = torch.empty_strided(array.shape, strides, dtype=_DTYPES[array.dtype])
+    return out.copy_(torch.from_numpy(array))
 
 
 def _empty(like, shape, channels_last):
     """The fake counterpart of :func:`_result`: an empty tensor with the strides it would have."""
     if not channels_last:
         return like.new_empty(shape)
-    if len(shape) == 4:
-        return torch.empty(shape, dtype=like.dtype, device=like.device,
-                           memory_format=_CHANNELS_LAST)
-    return torch.empty((1, *shape), dtype=like.dtype, device=like.device,
-                       memory_format=_CHANNELS_LAST)[0]
+    return like.new_empty_strided(shape, _channels_last_strides(shape))
 
 
 def _view(t):
@@ -318,13 +341,13 @@ def _conv2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor, weight
                               stride, "same" if same else padding, dilation, groups,
                               needs=tuple(output_mask))
     channels_last = _conv_channels_last(input, weight)
-    grad_input, grad_weight, grad_bias = (None if g is None else torch.from_numpy(g)
-                                          for g in grads)
-    if channels_last:
-        grad_input = None if grad_input is None else _to_channels_last(grad_input)
+    grad_input, grad_weight, grad_bias = grads
+    grad_input = None if grad_input is None else _result(grad_input, channels_last)
+    grad_weight = None if grad_weight is None else torch.from_numpy(grad_weight)
+    grad_bias = None if grad_bias is None else torch.from_numpy(grad_bias)
+    if channels_last and grad_weight is not None:
         # torch reorders its grad_weight (a (K, 1, R, S) one keeps its NCHW strides)
-        grad_weight = None if grad_weight is None else grad_weight.contiguous(
-            memory_format=_CHANNELS_LAST)
+        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
     return tuple(input.new_empty(0) if g is None else g
                  for g in (grad_input, grad_weight, grad_bias))
 

@@ -90,9 +90,11 @@ OPCHECK_CASES = [
     ("conv2d_backward", lambda: (_x(2, 4, 5, 5, grad=False), _x(2, 4, 5, 5, grad=False, cl=True),
                                  _x(4, 1, 3, 3, grad=False), [1, 1], [1, 1], [1, 1], 4, False,
                                  [True, True, False])),
-    ("max_pool2d_backward", lambda: (_x(2, 3, 3, 4, grad=False), _x(2, 3, 7, 8, cl=True),
+    ("max_pool2d_backward", lambda: (_x(2, 3, 3, 4, grad=False),
+                                     _x(2, 3, 7, 8, cl=True, grad=False),
                                      torch.zeros(2, 3, 3, 4, dtype=torch.int64))),
-    ("avg_pool2d_backward", lambda: (_x(2, 3, 4, 4, grad=False), _x(2, 3, 7, 8, cl=True),
+    ("avg_pool2d_backward", lambda: (_x(2, 3, 4, 4, grad=False),
+                                     _x(2, 3, 7, 8, cl=True, grad=False),
                                      [2, 2], [], [0, 0], True, True, None)),
 ]
 
@@ -289,6 +291,29 @@ def test_pooling_returns_torch_memory_format(ours, theirs, kind):
     assert [t.stride() for t in results[0]] == [t.stride() for t in results[1]]
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("xs, ws, x_cl, w_cl", [
+    ((2, 3, 5, 5), (1, 3, 3, 3), True, False),  # one output channel: channels_last in place
+    ((3, 5, 5), (4, 3, 3, 3), False, True),  # unbatched, channels_last weight
+    ((2, 3, 5, 5), (4, 3, 3, 3), True, False),
+])
+def test_results_take_in_place_changes(xs, ws, x_cl, w_cl):
+    # an operator's output that is a view of another tensor cannot be changed in place under
+    # autograd (nn.ReLU(inplace=True) after a convolution)
+    x, w = _x(*xs, cl=x_cl, grad=False), _x(*ws, cl=w_cl, grad=False)
+    grads = []
+    for conv in (fct.conv2d, TF.conv2d):
+        xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        out = conv(xg, wg, padding=1)
+        out.relu_()
+        grads.append(torch.autograd.grad(out.sum(), (xg, wg)))
+        assert conv is TF.conv2d or not out._is_view()
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    pooled, idx = fct.max_pool2d(_x(2, 1, 4, 4, cl=True), 2, return_indices=True)
+    pooled.mul_(2)
+    assert not pooled._is_view() and not idx._is_view()
 
 
 def test_fake_strides_are_the_real_ones():
