@@ -246,7 +246,7 @@ def _none_if_empty_stride(stride):
 
 
 # ------------------------------------------------------------------------------ custom operators
-_LIBRARY = torch.library.Library("fastconv", "DEF")  # noqa: TOR901 - the ops live as long as the module
+_LIBRARY = torch.library.Library("fastconv", "DEF")  # noqa: TOR901 - lives as long as the module
 _AFTER_AUTOGRAD = torch._C._after_autograd_keyset
 _infer_schema = getattr(torch.library, "infer_schema", None)
 if _infer_schema is None:  # pragma: no cover - torch 2.4

@@ -129,6 +129,16 @@ def test_dynamo_explain_finds_no_graph_break():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
+def test_export_keeps_the_operators():
+    model = fct.swap_modules(small_cnn())
+    x = torch.randn(2, 3, 8, 8)
+    exported = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert {"fastconv.conv2d.default", "fastconv.max_pool2d.default",
+            "fastconv.avg_pool2d.default"} <= targets
+    torch.testing.assert_close(exported.module()(x), model(x), rtol=0, atol=0)
+
+
 @pytest.mark.skipif(os.environ.get("FASTCONV_TEST_INDUCTOR") != "1",
                     reason="inductor's first compilation takes tens of seconds on a 2-core CI "
                            "machine; FASTCONV_TEST_INDUCTOR=1 runs it")
