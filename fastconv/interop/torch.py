@@ -1,6 +1,6 @@
-r"""fastconv behind PyTorch's autograd: functions, modules, and a one-call swap for CPU models.
+r"""fastconv behind PyTorch: operators, functions, modules, and a one-call swap for CPU models.
 
-Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. Three layers::
+Needs PyTorch 2.4 or later (CPU build or not); fastconv itself never depends on it. Three layers::
 
     import fastconv.torch as fct
 
@@ -10,13 +10,17 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
     model = fct.swap_modules(model)                  # every supported layer of a model, in place
     # equivalently: model.apply(fct.swap_modules)
 
-- :func:`conv2d`, :func:`conv_transpose2d`, :func:`max_pool2d`, :func:`avg_pool2d`,
-  :func:`adaptive_avg_pool2d`, :func:`adaptive_max_pool2d` have the signatures of their
-  ``torch.nn.functional`` namesakes and are ``torch.autograd.Function``\ s
-  (:class:`Conv2dFunction`, ...): gradients flow to every input that requires one, and
+- :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the signatures of their
+  ``torch.nn.functional`` namesakes. They check their tensors, turn the hyper-parameters into
+  the operators' int lists, and call the torch operators this module registers:
+  ``torch.ops.fastconv.conv2d``, ``max_pool2d`` (returns the output and the int64 indices),
+  ``avg_pool2d`` and their ``*_backward`` ops, each with a fake (meta) implementation and, for
+  the forward ops, an autograd formula. Gradients flow to every input that requires one, and
   ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
   not implemented: a backward pass with ``create_graph=True`` through them raises instead of
-  silently dropping the second-order terms.
+  silently dropping the second-order terms. :class:`Conv2dFunction`, ... remain as aliases with
+  an autograd function's ``apply``. :func:`conv_transpose2d`, :func:`adaptive_avg_pool2d` and
+  :func:`adaptive_max_pool2d` have their namesakes' signatures too.
 - :class:`Conv2d`, :class:`ConvTranspose2d`, :class:`MaxPool2d`, :class:`AvgPool2d`,
   :class:`AdaptiveAvgPool2d`, :class:`AdaptiveMaxPool2d` subclass ``torch.nn.Conv2d``, ... and
   add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
@@ -29,10 +33,24 @@ Needs PyTorch (any 2.x, CPU build or not); fastconv itself never depends on it. 
   ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
   convolutions called through ``torch.nn.functional`` inside a custom ``forward``.
 
+Compilers and serialisation:
+
+- ``torch.compile(model, fullgraph=True)`` of a swapped model compiles without graph breaks
+  (the operators are opaque nodes of the graph, forward and backward; dynamic shapes work).
+- ``torch.jit.trace`` records the operators; ``torch.jit.save`` / ``torch.jit.load`` keep them
+  (with their gradients), and a process that loads such a model must ``import fastconv.torch``
+  first, which registers them (otherwise torch reports an unknown ``fastconv::`` operator).
+- ``torch.jit.script`` of a swapped layer is refused with a ``RuntimeError``: trace the model
+  instead, or script torch's layers after ``fastconv.torch.unswap_modules(model)``.
+
 Tensors must be float32 or float64, strided, on the CPU: a CUDA (or other device) tensor raises
 ``RuntimeError``, another dtype raises ``TypeError``, both saying so (unswap a model before moving
-it to a GPU). No copies are made at the boundary: CPU tensors are viewed as NumPy arrays
-(``Tensor.numpy()``, any strides) and results are wrapped with ``torch.from_numpy``.
+it to a GPU). No copies are made at the boundary: CPU tensors of any strides are viewed as NumPy
+arrays (``Tensor.numpy()``), channels_last (NHWC-strided) ones included, and results are the
+kernels' fresh arrays wrapped with ``torch.from_numpy`` -- gradients become ``.grad`` as they
+are. Results have the memory format torch's CPU ops give: a convolution's output, grad_input and
+grad_weight are channels_last when its input or weight is, a pooling's output and grad_input
+when its input is; as the kernels write NCHW, such a result costs one reorder.
 
 fastconv's kernels use their own OpenMP runtime: set their threads with
 ``fastconv.set_num_threads`` or ``threadpoolctl.threadpool_limits(n, user_api='openmp')`` (which
@@ -46,7 +64,20 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "fastconv (fastconv.functional, fastconv.compat.cs231n) works without it."
     ) from exc
 
+from typing import List, Optional, Tuple
+
+import numpy as np
+
 from .. import functional as F
+from .._core.args import as_bool, as_int, pair
+from .._core.conv_geometry import conv_output_size
+from .._core.pool_geometry import pool_output_size
+
+if not hasattr(torch.library, "register_fake"):  # pragma: no cover - torch < 2.4
+    raise ImportError(
+        f"fastconv.torch needs PyTorch 2.4 or later (torch.library.register_fake), found "
+        f"{torch.__version__}."
+    )
 
 __all__ = [
     "conv2d",
@@ -73,6 +104,8 @@ __all__ = [
 ]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
+_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+           np.dtype(np.int64): torch.int64}
 
 
 # ------------------------------------------------------------------------------ tensor <-> array
@@ -95,7 +128,7 @@ def _check_tensor(t, name):
 
 
 def _array(t, name):
-    """A NumPy view of a CPU tensor (no copy, any strides)."""
+    """A NumPy view of a CPU tensor (no copy, any strides); the operators use :func:`_view`."""
     _check_tensor(t, name)
     return t.detach().resolve_neg().numpy()
 
@@ -121,35 +154,428 @@ def _default_stride(stride):
     return stride
 
 
+# ------------------------------------------------------------------------------ memory format
+# torch's CPU convolution and pooling return channels_last (NHWC-strided) results for a
+# channels_last input (a convolution: input or weight), and contiguous ones otherwise; fastconv's
+# kernels read any strides but write NCHW, so a channels_last result costs one reorder.
+_CHANNELS_LAST = torch.channels_last
+
+try:  # DDE-safe on symbolic shapes (the fake implementations); recent torch only
+    from torch._prims_common import suggest_memory_format as _suggest_memory_format
+except ImportError:  # pragma: no cover - older torch
+    _suggest_memory_format = None
+
+
+def _strides_like_channels_last(shape, strides):
+    """torch's ``is_channels_last_strides_2d`` (c10/core/MemoryFormat.h), which
+    ``Tensor.suggest_memory_format()`` reads: NHWC-ordered strides; ambiguous cases (a trivial
+    channel axis, N111) count as NCHW."""
+    if strides[1] == 0:
+        return False
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if shape[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:
+            return False
+        smallest = strides[d] * shape[d] if shape[d] > 1 else strides[d]
+    return True
+
+
+def _is_channels_last(t):
+    """Whether ``t.suggest_memory_format()`` is ``torch.channels_last`` (a real tensor)."""
+    if t.dim() != 4:
+        return False
+    if t.is_contiguous() and not t.is_contiguous(memory_format=_CHANNELS_LAST):
+        return False  # the common case, without reading the strides in Python
+    return _strides_like_channels_last(t.shape, t.stride())
+
+
+def _fake_is_channels_last(t):
+    """:func:`_is_channels_last` for a fake tensor, whose sizes may be symbolic."""
+    if t.dim() != 4:
+        return False
+    if _suggest_memory_format is not None:
+        return _suggest_memory_format(t) == _CHANNELS_LAST
+    return _strides_like_channels_last(t.shape, t.stride())  # pragma: no cover - older torch
+
+
+def _conv_channels_last(input, weight, is_channels_last=_is_channels_last):
+    """torch's rule for a CPU convolution's output, grad_input and grad_weight: channels_last
+    when the input or the weight is (an unbatched input counts as its batch of one)."""
+    x4 = input if input.dim() == 4 else input.unsqueeze(0)
+    return is_channels_last(x4) or is_channels_last(weight)
+
+
+def _channels_last_strides(shape):
+    """The strides of ``torch.empty(shape, memory_format=torch.channels_last)`` (c10's
+    get_channels_last_strides_2d); an unbatched (C, H, W) shape: those of its batch of one."""
+    c, h, w = shape[-3:]
+    strides = (h * w * c, 1, w * c, c)
+    return strides if len(shape) == 4 else strides[1:]
+
+
+def _result(array, channels_last):
+    """A fresh NCHW (or CHW) array from the kernels as a tensor in the memory format torch's
+    op would return: the array itself, or one reorder to channels_last. Never a view of
+    another tensor (autograd refuses in-place changes, such as ReLU(inplace=True), to an
+    operator's output that is one)."""
+    if not channels_last:
+        return torch.from_numpy(array)
+    strides = _channels_last_strides(array.shape)
+    itemsize = array.itemsize
+    if all(n == 1 or a == b * itemsize for n, a, b in zip(array.shape, array.strides, strides)):
+        # a trivial channel or plane: the bytes are in place, only size-1 axes' strides differ
+        return torch.from_numpy(np.lib.stride_tricks.as_strided(
+            array, strides=[b * itemsize for b in strides]))
+    out = torch.empty_strided(array.shape, strides, dtype=_DTYPES[array.dtype])
+    return out.copy_(torch.from_numpy(array))
+
+
+def _empty(like, shape, channels_last):
+    """The fake counterpart of :func:`_result`: an empty tensor with the strides it would have."""
+    if not channels_last:
+        return like.new_empty(shape)
+    return like.new_empty_strided(shape, _channels_last_strides(shape))
+
+
+def _view(t):
+    """A NumPy view of a CPU tensor for a kernel call (no copy, any strides). The operators
+    receive tensors that may require grad (the autograd layer is above them) or carry a
+    negative bit (a lazy negation, resolved only then)."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t.numpy()
+
+
+def _pair2(v):
+    """A one-int list as a pair (torch's lists of one int), in the fake implementations."""
+    return (v[0], v[0]) if len(v) == 1 else v
+
+
+def _none_if_empty_stride(stride):
+    return None if len(stride) == 0 else stride
+
+
+# ------------------------------------------------------------------------------ custom operators
+_LIBRARY = torch.library.Library("fastconv", "DEF")  # noqa: TOR901 - lives as long as the module
+_AFTER_AUTOGRAD = torch._C._after_autograd_keyset
+_infer_schema = getattr(torch.library, "infer_schema", None)
+if _infer_schema is None:  # pragma: no cover - torch 2.4
+    from torch._library.infer_schema import infer_schema as _infer_schema
+
+
+def _register_op(name, impl, fake, setup_context=None, backward=None):
+    """Define the operator ``torch.ops.fastconv.<name>`` and return it (its default overload).
+
+    ``impl`` is its CPU kernel: its type annotations give the schema (``torch.Tensor``,
+    ``Optional[torch.Tensor]``, ``int``, ``bool``, ``List[int]``, ``List[bool]``; returns a
+    Tensor or a ``Tuple`` of Tensors, fresh ones: never an input or a view of one). ``fake``
+    computes the outputs' shapes, dtypes and strides without data (torch.compile, meta
+    tensors); it must give the strides ``impl`` gives. ``setup_context(ctx, inputs, output)``
+    and ``backward(ctx, *grad_outputs)`` make it differentiable, as
+    ``torch.library.register_autograd`` would: the backward returns one gradient (or None)
+    per argument of the operator, usually computed by another registered operator.
+
+    The autograd kernel is registered directly (not with ``torch.library.custom_op``'s
+    wrappers, which cost tens of microseconds per call); the operator is the same to torch's
+    dispatcher, torch.compile, ``torch.jit.trace`` and ``torch.library.opcheck``.
+    """
+    _LIBRARY.define(name + _infer_schema(impl, mutates_args=()))
+    _LIBRARY.impl(name, impl, "CPU")
+    torch.library.register_fake(f"fastconv::{name}", fake, lib=_LIBRARY)
+    op = getattr(torch.ops.fastconv, name).default
+    if backward is not None:
+        _LIBRARY.impl(name, _autograd_kernel(op, setup_context, backward), "Autograd",
+                      with_keyset=True)
+    return op
+
+
+def _autograd_kernel(op, setup_context, backward):
+    """The Autograd dispatch kernel of ``op``: an autograd.Function around the operator's
+    kernels below autograd when an input requires grad, else those kernels directly."""
+
+    def forward(ctx, keyset, *args):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+        setup_context(ctx, args, output)
+        return output
+
+    def backward_(ctx, *grads):
+        needs_input_grad = ctx.needs_input_grad
+        ctx.needs_input_grad = needs_input_grad[1:]  # the operator's arguments, not the keyset
+        try:
+            return (None, *backward(ctx, *grads))
+        finally:  # a backward pass may run again (retain_graph)
+            ctx.needs_input_grad = needs_input_grad
+
+    function = type(f"{op._opname}_autograd", (torch.autograd.Function,),
+                    {"forward": staticmethod(forward), "backward": staticmethod(backward_)})
+
+    def kernel(keyset, *args):
+        if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            return function.apply(keyset, *args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+
+    return kernel
+
+
+# conv2d ----------------------------------------------------------------------------------------
+def _conv2d_impl(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 stride: List[int], padding: List[int], dilation: List[int], groups: int,
+                 same: bool) -> torch.Tensor:
+    out = F.conv2d(_view(input), _view(weight), None if bias is None else _view(bias), stride,
+                   "same" if same else padding, dilation, groups)
+    return _result(out, _conv_channels_last(input, weight))
+
+
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, same):
+    batch, (h, w) = input.shape[:-3], input.shape[-2:]
+    k, _, r, s = weight.shape
+    if same:
+        out_h, out_w = h, w
+    else:
+        (sh, sw), (ph, pw), (dh, dw) = _pair2(stride), _pair2(padding), _pair2(dilation)
+        out_h = conv_output_size(h, ph, ph, r, sh, dh)
+        out_w = conv_output_size(w, pw, pw, s, sw, dw)
+    return _empty(input, (*batch, k, out_h, out_w),
+                  _conv_channels_last(input, weight, _fake_is_channels_last))
+
+
+def _conv2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                          stride: List[int], padding: List[int], dilation: List[int],
+                          groups: int, same: bool,
+                          output_mask: List[bool]) -> Tuple[torch.Tensor, torch.Tensor,
+                                                            torch.Tensor]:
+    # the kernels read grad_output C-contiguous: torch reorders another layout fastest
+    grads = F.conv2d_backward(_view(grad_output.contiguous()), _view(input), _view(weight),
+                              stride, "same" if same else padding, dilation, groups,
+                              needs=tuple(output_mask))
+    channels_last = _conv_channels_last(input, weight)
+    grad_input, grad_weight, grad_bias = grads
+    grad_input = None if grad_input is None else _result(grad_input, channels_last)
+    grad_weight = None if grad_weight is None else torch.from_numpy(grad_weight)
+    grad_bias = None if grad_bias is None else torch.from_numpy(grad_bias)
+    if channels_last and grad_weight is not None:
+        # torch reorders its grad_weight (a (K, 1, R, S) one keeps its NCHW strides)
+        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
+    return tuple(input.new_empty(0) if g is None else g
+                 for g in (grad_input, grad_weight, grad_bias))
+
+
+def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, same,
+                          output_mask):
+    channels_last = _conv_channels_last(input, weight, _fake_is_channels_last)
+    grad_input = _empty(input, input.shape, channels_last)
+    grad_weight = weight.new_empty(weight.shape)
+    if channels_last:
+        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
+    grad_bias = weight.new_empty(weight.shape[:1])
+    return tuple(g if need else input.new_empty(0)
+                 for g, need in zip((grad_input, grad_weight, grad_bias), output_mask))
+
+
+def _conv2d_setup_context(ctx, inputs, output):
+    input, weight, bias, *conf = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conf = conf
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    _refuse_double_backward("conv2d", grad_output, input, weight)
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+             ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = _conv2d_backward_op(grad_output, input, weight, *ctx.conf, needs)
+    return (*(g if need else None for g, need in zip(grads, needs)),) + (None,) * 5
+
+
+_conv2d_backward_op = _register_op("conv2d_backward", _conv2d_backward_impl,
+                                   _conv2d_backward_fake)
+_conv2d_op = _register_op("conv2d", _conv2d_impl, _conv2d_fake, _conv2d_setup_context,
+                          _conv2d_backward)
+
+
+# max_pool2d ------------------------------------------------------------------------------------
+def _max_pool2d_impl(input: torch.Tensor, kernel_size: List[int], stride: List[int],
+                     padding: List[int], dilation: List[int],
+                     ceil_mode: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, indices = F.max_pool2d(_view(input), kernel_size, _none_if_empty_stride(stride),
+                                padding, dilation, ceil_mode, return_indices=True)
+    channels_last = _is_channels_last(input)
+    return _result(out, channels_last), _result(indices, channels_last)
+
+
+def _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel = _pair2(kernel_size)
+    stride = kernel if len(stride) == 0 else _pair2(stride)
+    sizes = [pool_output_size(n, k, s, p, d, ceil_mode)
+             for n, k, s, p, d in zip(input.shape[-2:], kernel, stride, _pair2(padding),
+                                      _pair2(dilation))]
+    return _empty(input, (*input.shape[:-2], *sizes), _fake_is_channels_last(input))
+
+
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    out = _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return out, torch.empty_like(out, dtype=torch.int64)
+
+
+def _max_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
+                              indices: torch.Tensor) -> torch.Tensor:
+    grad_input = F.max_pool2d_backward(_view(grad_output), indices.numpy(), tuple(input.shape))
+    return _result(grad_input, _is_channels_last(input))
+
+
+def _max_pool2d_backward_fake(grad_output, input, indices):
+    return _empty(input, input.shape, _fake_is_channels_last(input))
+
+
+def _max_pool2d_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _max_pool2d_backward(ctx, grad_output, grad_indices):
+    _refuse_double_backward("max_pool2d", grad_output)
+    input, indices = ctx.saved_tensors
+    return _max_pool2d_backward_op(grad_output, input, indices), None, None, None, None, None
+
+
+_max_pool2d_backward_op = _register_op("max_pool2d_backward", _max_pool2d_backward_impl,
+                                       _max_pool2d_backward_fake)
+_max_pool2d_op = _register_op("max_pool2d", _max_pool2d_impl, _max_pool2d_fake,
+                              _max_pool2d_setup_context, _max_pool2d_backward)
+
+
+# avg_pool2d ------------------------------------------------------------------------------------
+def _avg_pool2d_impl(input: torch.Tensor, kernel_size: List[int], stride: List[int],
+                     padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                     divisor_override: Optional[int]) -> torch.Tensor:
+    out = F.avg_pool2d(_view(input), kernel_size, _none_if_empty_stride(stride), padding,
+                       ceil_mode, count_include_pad, divisor_override)
+    return _result(out, _is_channels_last(input))
+
+
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override):
+    return _pool_fake(input, kernel_size, stride, padding, (1,), ceil_mode)
+
+
+def _avg_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
+                              kernel_size: List[int], stride: List[int], padding: List[int],
+                              ceil_mode: bool, count_include_pad: bool,
+                              divisor_override: Optional[int]) -> torch.Tensor:
+    grad_input = F.avg_pool2d_backward(_view(grad_output), tuple(input.shape), kernel_size,
+                                       _none_if_empty_stride(stride), padding, ceil_mode,
+                                       count_include_pad, divisor_override)
+    return _result(grad_input, _is_channels_last(input))
+
+
+def _avg_pool2d_backward_fake(grad_output, input, *conf):
+    return _empty(input, input.shape, _fake_is_channels_last(input))
+
+
+def _avg_pool2d_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.conf = inputs[1:]
+
+
+def _avg_pool2d_backward(ctx, grad_output):
+    _refuse_double_backward("avg_pool2d", grad_output)
+    (input,) = ctx.saved_tensors
+    return (_avg_pool2d_backward_op(grad_output, input, *ctx.conf),) + (None,) * 6
+
+
+_avg_pool2d_backward_op = _register_op("avg_pool2d_backward", _avg_pool2d_backward_impl,
+                                       _avg_pool2d_backward_fake)
+_avg_pool2d_op = _register_op("avg_pool2d", _avg_pool2d_impl, _avg_pool2d_fake,
+                              _avg_pool2d_setup_context, _avg_pool2d_backward)
+
+
+# ------------------------------------------------------------------------------ argument lists
+def _conv_padding(padding):
+    """The operators' ``(padding, same)``: 'valid' is padding 0; 'same' (which may pad one more
+    row or column at the bottom/right) is a flag."""
+    if isinstance(padding, str):
+        if padding == "same":
+            return (0, 0), True
+        if padding == "valid":
+            return (0, 0), False
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    return pair(padding, "padding"), False
+
+
+def _stride(stride):
+    # torch accepts None or an empty list for "stride = kernel_size"; the operators take [].
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        return ()
+    return pair(stride, "stride")
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups):
+    """conv2d of checked tensors: the arguments as the operator's lists (errors name them)."""
+    padding, same = _conv_padding(padding)
+    return _conv2d_op(input, weight, bias, pair(stride, "stride"), padding,
+                      pair(dilation, "dilation"), as_int(groups, "groups"), same)
+
+
+def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    out, indices = _max_pool2d_op(input, pair(kernel_size, "kernel_size"), _stride(stride),
+                                  pair(padding, "padding"), pair(dilation, "dilation"),
+                                  as_bool(ceil_mode, "ceil_mode"))
+    return (out, indices) if as_bool(return_indices, "return_indices") else out
+
+
+def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor_override):
+    if divisor_override is not None:
+        divisor_override = as_int(divisor_override, "divisor_override")
+    return _avg_pool2d_op(input, pair(kernel_size, "kernel_size"), _stride(stride),
+                          pair(padding, "padding"), as_bool(ceil_mode, "ceil_mode"),
+                          as_bool(count_include_pad, "count_include_pad"), divisor_override)
+
+
+# ------------------------------------------------------------------------------ functional
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
+    'same'): the operator ``torch.ops.fastconv.conv2d``."""
+    _check_tensor(input, "input")
+    _check_tensor(weight, "weight")
+    if bias is not None:
+        _check_tensor(bias, "bias")
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """``torch.nn.functional.max_pool2d`` on fastconv (``torch.ops.fastconv.max_pool2d``); the
+    indices (if returned) are torch's: int64 flat positions ``h * W + w`` in each input plane."""
+    _check_tensor(input, "input")
+    return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """``torch.nn.functional.avg_pool2d`` on fastconv (``torch.ops.fastconv.avg_pool2d``)."""
+    _check_tensor(input, "input")
+    return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override)
+
+
 # ------------------------------------------------------------------------------ autograd Functions
-class Conv2dFunction(torch.autograd.Function):
-    """``conv2d`` with fastconv's forward and backward kernels.
+class Conv2dFunction:
+    """:func:`conv2d` under its earlier name, an autograd function's interface.
 
     ``Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)``; use
     :func:`conv2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, dilation, groups):
-        x = _array(input, "input")
-        w = _array(weight, "weight")
-        b = None if bias is None else _array(bias, "bias")
-        out = F.conv2d(x, w, b, stride, padding, dilation, groups)
-        ctx.save_for_backward(input, weight)
-        ctx.conf = (stride, padding, dilation, groups)
-        ctx.has_bias = bias is not None
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        _refuse_double_backward("conv2d", grad_output, input, weight)
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gw, gb = F.conv2d_backward(
-            _array(grad_output, "grad_output"), _array(input, "input"), _array(weight, "weight"),
-            *ctx.conf, needs=(need_x, need_w, need_b and ctx.has_bias),
-        )
-        return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None
+    def apply(input, weight, bias, stride, padding, dilation, groups):
+        return conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
 class ConvTranspose2dFunction(torch.autograd.Function):
@@ -183,59 +609,31 @@ class ConvTranspose2dFunction(torch.autograd.Function):
         return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None, None
 
 
-class MaxPool2dFunction(torch.autograd.Function):
-    """``max_pool2d`` with fastconv's kernels; the backward routes through the cached argmax.
+class MaxPool2dFunction:
+    """:func:`max_pool2d` under its earlier name, an autograd function's interface.
 
     ``MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode,
     return_indices)``; use :func:`max_pool2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-        x = _array(input, "input")
-        out, indices = F.max_pool2d(x, kernel_size, _default_stride(stride), padding, dilation,
-                                    ceil_mode, return_indices=True)
-        indices = torch.from_numpy(indices)
-        ctx.save_for_backward(indices)
-        ctx.input_shape = x.shape
-        out = torch.from_numpy(out)
-        if return_indices:
-            ctx.mark_non_differentiable(indices)
-            return out, indices
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_output, *unused):
-        _refuse_double_backward("max_pool2d", grad_output)
-        (indices,) = ctx.saved_tensors
-        gx = F.max_pool2d_backward(_array(grad_output, "grad_output"), indices.numpy(),
-                                   ctx.input_shape)
-        return torch.from_numpy(gx), None, None, None, None, None, None
+    def apply(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+        return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode,
+                          return_indices)
 
 
-class AvgPool2dFunction(torch.autograd.Function):
-    """``avg_pool2d`` with fastconv's kernels.
+class AvgPool2dFunction:
+    """:func:`avg_pool2d` under its earlier name, an autograd function's interface.
 
     ``AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
     divisor_override)``; use :func:`avg_pool2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                divisor_override):
-        x = _array(input, "input")
-        conf = (kernel_size, _default_stride(stride), padding, ceil_mode, count_include_pad,
-                divisor_override)
-        out = F.avg_pool2d(x, *conf)
-        ctx.conf = conf
-        ctx.input_shape = x.shape
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        _refuse_double_backward("avg_pool2d", grad_output)
-        gx = F.avg_pool2d_backward(_array(grad_output, "grad_output"), ctx.input_shape, *ctx.conf)
-        return torch.from_numpy(gx), None, None, None, None, None, None
+    def apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+        return avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override)
 
 
 class AdaptiveAvgPool2dFunction(torch.autograd.Function):
@@ -289,34 +687,12 @@ class AdaptiveMaxPool2dFunction(torch.autograd.Function):
         return torch.from_numpy(gx), None, None
 
 
-# ------------------------------------------------------------------------------ functional
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
-    'same')."""
-    return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
-
-
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1):
     """``torch.nn.functional.conv_transpose2d`` on fastconv (weight ``(C_in, C_out // groups,
     kH, kW)``)."""
     return ConvTranspose2dFunction.apply(input, weight, bias, stride, padding, output_padding,
                                          groups, dilation)
-
-
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """``torch.nn.functional.max_pool2d`` on fastconv; the indices (if returned) are torch's:
-    int64 flat positions ``h * W + w`` in each input plane."""
-    return MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                   return_indices)
-
-
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
-    """``torch.nn.functional.avg_pool2d`` on fastconv."""
-    return AvgPool2dFunction.apply(input, kernel_size, stride, padding, ceil_mode,
-                                   count_include_pad, divisor_override)
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -340,6 +716,15 @@ def _fastconv_takes(*tensors):
                              t.layout == torch.strided) for t in tensors)
 
 
+def _refuse_scripting(module):
+    raise RuntimeError(
+        f"torch.jit.script cannot compile fastconv.torch.{type(module).__name__} (its forward "
+        "is Python). Trace the model instead (torch.jit.trace; saved models load after "
+        "`import fastconv.torch`), or script torch's layers: "
+        "fastconv.torch.unswap_modules(model) first."
+    )
+
+
 class Conv2d(torch.nn.Conv2d):
     """``torch.nn.Conv2d`` computed by fastconv (same constructor, parameters and state_dict).
 
@@ -350,7 +735,12 @@ class Conv2d(torch.nn.Conv2d):
     def _conv_forward(self, input, weight, bias):
         if self.padding_mode != "zeros" or not _fastconv_takes(input, weight, bias):
             return super()._conv_forward(input, weight, bias)
-        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        # the module's hyper-parameters are already ints and pairs (torch checked them)
+        padding, same = _conv_padding(self.padding)
+        return _conv2d_op(input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                          same)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class ConvTranspose2d(torch.nn.ConvTranspose2d):
@@ -377,8 +767,10 @@ class MaxPool2d(torch.nn.MaxPool2d):
     def forward(self, input):
         if not _fastconv_takes(input):
             return super().forward(input)
-        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                          ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+        return _max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                           self.ceil_mode, self.return_indices)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
@@ -388,8 +780,10 @@ class AvgPool2d(torch.nn.AvgPool2d):
     def forward(self, input):
         if not _fastconv_takes(input):
             return super().forward(input)
-        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                          self.count_include_pad, self.divisor_override)
+        return _avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                           self.count_include_pad, self.divisor_override)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
