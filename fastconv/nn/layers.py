@@ -18,6 +18,35 @@ from .init import float_dtype, generator, kaiming_uniform
 from .module import Module, Parameter
 
 
+def _init_conv_parameters(layer, shape, fan_in, bias, dtype, rng):
+    """torch's initialisation of a convolution's weight (of ``shape``) and bias: both uniform in
+    +-1/sqrt(fan_in), drawn weight first."""
+    dt, rng = float_dtype(dtype), generator(rng)
+    check_size(shape, dt.itemsize, "the weight")
+    layer.weight = Parameter(kaiming_uniform(rng, shape, fan_in, dt))
+    out_channels = layer.out_channels
+    layer.bias = Parameter(kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
+    layer._input = None
+
+
+def _conv_repr(layer, padding_repr, extras=()):
+    """torch's repr of a convolution: the channels, kernel and stride, then each setting that is
+    not its default (``extras``: (name, value, default) after dilation)."""
+    s = (
+        f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+        f"stride={layer.stride}"
+    )
+    settings = (("padding", padding_repr, "(0, 0)"), ("dilation", str(layer.dilation), "(1, 1)"))
+    for name, value, default in settings + tuple(extras):
+        if value != default:
+            s += f", {name}={value}"
+    if layer.groups != 1:
+        s += f", groups={layer.groups}"
+    if layer.bias is None:
+        s += ", bias=False"
+    return s
+
+
 class Conv2d(Module):
     """2-D convolution layer, as ``torch.nn.Conv2d``: ``padding`` an int, a pair, ``'same'`` or
     ``'valid'``; ``padding_mode`` ``'zeros'`` (default), ``'reflect'``, ``'replicate'`` or
@@ -58,28 +87,12 @@ class Conv2d(Module):
         self.stride, self.dilation, self._pads = conv_hyperparameters(
             self.kernel_size, stride, padding, dilation)
         self.padding = padding if isinstance(padding, str) else self._pads[::2]  # (top, left)
-        dt, rng = float_dtype(dtype), generator(rng)
         kh, kw = self.kernel_size
-        shape = (out_channels, in_channels // self.groups, kh, kw)
-        check_size(shape, dt.itemsize, "the weight")
-        fan_in = in_channels // self.groups * kh * kw
-        self.weight = Parameter(kaiming_uniform(rng, shape, fan_in, dt))
-        self.bias = Parameter(kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
-        self._input = None
+        _init_conv_parameters(self, (out_channels, in_channels // self.groups, kh, kw),
+                              in_channels // self.groups * kh * kw, bias, dtype, rng)
 
     def extra_repr(self):
-        s = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding != (0, 0):
-            s += f", padding={self.padding!r}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
+        s = _conv_repr(self, repr(self.padding))
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
         return s
@@ -188,31 +201,14 @@ class ConvTranspose2d(Module):
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.stride, self.padding, self.output_padding, self.dilation = \
             transpose_hyperparameters(self.kernel_size, stride, padding, output_padding, dilation)
-        dt, rng = float_dtype(dtype), generator(rng)
         kh, kw = self.kernel_size
-        shape = (in_channels, out_channels // self.groups, kh, kw)
-        check_size(shape, dt.itemsize, "the weight")
-        fan_in = out_channels // self.groups * kh * kw  # torch's fan_in: weight.shape[1] * kH * kW
-        self.weight = Parameter(kaiming_uniform(rng, shape, fan_in, dt))
-        self.bias = Parameter(kaiming_uniform(rng, (out_channels,), fan_in, dt)) if bias else None
-        self._input = None
+        # torch's fan_in is weight.shape[1] * kH * kW: the output channels per group here
+        _init_conv_parameters(self, (in_channels, out_channels // self.groups, kh, kw),
+                              out_channels // self.groups * kh * kw, bias, dtype, rng)
 
     def extra_repr(self):
-        s = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.output_padding != (0, 0):
-            s += f", output_padding={self.output_padding}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_repr(self, str(self.padding),
+                          [("output_padding", str(self.output_padding), "(0, 0)")])
 
     def _output_padding(self, x, output_size):
         """torch's rule: ``output_size`` (spatial, or the whole shape) fixes the output padding,
