@@ -317,6 +317,7 @@ def conv2d_grad_bias(const floating[:, :, :, ::1] dy, floating[::1] gb):
 
 
 include "_pooling.pxi"
+include "_filters.pxi"
 include "_testing.pxi"
 
 

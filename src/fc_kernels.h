@@ -11,6 +11,7 @@
 
 #include "conv_engine.h"
 #include "pool_engine.h"
+#include "filter_engine.h"
 #include "fma_probe.h"
 #include "fc_alloc.h"
 

@@ -1,0 +1,222 @@
+/* The loops of the image-filter engine (filter_engine.h), written once with GCC vector extensions
+ * and compiled once per (work dtype, ISA); filter_engine.h defines before including this file:
+ *   T (float/double), TN (f32/f64), ISA (avx512/avx2/generic), VB (vector bytes), FC_TARGET.
+ *
+ * Every pass is one kernel, `taps`: out[j] = sum_t w[t] * src_t[j] over a list of taps (weight,
+ * pointer), in the order of the list, the first a multiply and the others fused multiply-adds
+ * (fc_fma.h). The horizontal pass of a separable filter reads one padded row at the offsets u*C,
+ * the vertical pass kh rows at offset 0, the direct 2-D pass kh rows at u*C: a lane is one output
+ * element whichever block of the loop computes it, so results never depend on the row bands,
+ * column strips or thread count. */
+#define FN(name) FC_CAT(FC_CAT(FC_CAT(flt, name), TN), ISA)
+#define VL ((int)(VB / sizeof(T)))
+#define VEC FN(vec)
+#define VECU FN(vecu)
+#define ALWAYS static inline __attribute__((always_inline)) FC_TARGET
+
+typedef T VEC __attribute__((vector_size(VB)));
+typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
+#define LOADU(p) (*(const VECU *)(p))
+#define STOREU(p, v) (*(VECU *)(p) = (v))
+
+#include "fc_fma.h"
+
+/* Vectors per register block: enough independent accumulators to hide the FMA latency (AVX-512
+ * has 32 registers, the others 16). */
+#define NB (VB == 64 ? 8 : 4)
+
+/* out[j] = sum_t w[t] * p[t][j] for j < n (nt >= 1). Reads up to VL - 1 elements past n of every
+ * p[t] (the buffers have slack); writes exactly n elements. */
+static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt) {
+    fc_idx j = 0;
+    for (; j + NB * VL <= n; j += NB * VL) {
+        VEC acc[NB];
+        const T *p0 = p[0] + j;
+        T w0 = w[0];
+        FC_UNROLL
+        for (int b = 0; b < NB; b++) acc[b] = w0 * LOADU(p0 + b * VL);
+        for (int t = 1; t < nt; t++) {
+            const T *pt = p[t] + j;
+            T wt = w[t];
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) acc[b] = FN(fma1)(wt, LOADU(pt + b * VL), acc[b]);
+        }
+        FC_UNROLL
+        for (int b = 0; b < NB; b++) STOREU(out + j + b * VL, acc[b]);
+    }
+    for (; j < n; j += VL) {
+        VEC acc = w[0] * LOADU(p[0] + j);
+        for (int t = 1; t < nt; t++) acc = FN(fma1)(w[t], LOADU(p[t] + j), acc);
+        if (j + VL <= n) STOREU(out + j, acc);
+        else memcpy(out + j, &acc, (size_t)(n - j) * sizeof(T));
+    }
+}
+
+/* d[k] = (T)s[k] for k < n, from the image's element type. */
+static FC_TARGET void FN(convert_in)(T *restrict d, const void *restrict s, fc_idx n, int type) {
+    switch (type) {
+    case FC_FT_U8: {
+        const uint8_t *q = (const uint8_t *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    case FC_FT_U16: {
+        const uint16_t *q = (const uint16_t *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    case FC_FT_F32: {
+        const float *q = (const float *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    default: {
+        const double *q = (const double *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    }
+}
+
+/* d[k] = s[k] in the output's element type: integers rounded half to even and saturated (NaN
+ * gives 0), float64 to float32 rounded to nearest. */
+static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_idx n, int type) {
+    switch (type) {
+    case FC_FT_U8: {
+        uint8_t *q = (uint8_t *)d;
+        for (fc_idx k = 0; k < n; k++) {
+            T v = s[k];
+            v = !(v > 0) ? (T)0 : v;
+            v = v > (T)255 ? (T)255 : v;
+            q[k] = (uint8_t)(int)(sizeof(T) == 4 ? __builtin_rintf((float)v)
+                                                 : __builtin_rint((double)v));
+        }
+        break;
+    }
+    case FC_FT_U16: {
+        uint16_t *q = (uint16_t *)d;
+        for (fc_idx k = 0; k < n; k++) {
+            T v = s[k];
+            v = !(v > 0) ? (T)0 : v;
+            v = v > (T)65535 ? (T)65535 : v;
+            q[k] = (uint16_t)(int)(sizeof(T) == 4 ? __builtin_rintf((float)v)
+                                                  : __builtin_rint((double)v));
+        }
+        break;
+    }
+    case FC_FT_F32: {
+        float *q = (float *)d;
+        for (fc_idx k = 0; k < n; k++) q[k] = (float)s[k];
+        break;
+    }
+    default: {
+        double *q = (double *)d;
+        for (fc_idx k = 0; k < n; k++) q[k] = (double)s[k];
+        break;
+    }
+    }
+}
+
+/* Padded row ri (any integer; mapped into the image by the padding mode) of pixels x0 .. x0+npx-1
+ * (also mapped), converted to T: npx*C elements at d, then FC_FILTER_SLACK zeros. */
+static FC_TARGET void FN(build_row)(T *restrict d, const fc_filter_job *j, fc_idx ri, fc_idx x0,
+                                    fc_idx npx) {
+    const fc_idx C = j->C, W = j->W, es = fc_filter_type_bytes(j->in_type);
+    fc_idx rs = fc_filter_map(ri, j->H, j->pad);
+    memset(d + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
+    if (rs < 0) {
+        memset(d, 0, (size_t)(npx * C) * sizeof(T));
+        return;
+    }
+    const char *row = (const char *)j->src + (rs * j->src_rs) * es;
+    fc_idx lo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0)), hi = FC_MAX(lo, FC_MIN(npx, W - x0));
+    if (hi > lo) FN(convert_in)(d + lo * C, row + (x0 + lo) * C * es, (hi - lo) * C, j->in_type);
+    for (fc_idx p = 0; p < npx; p++) {
+        if (p == lo) p = hi;
+        if (p >= npx) break;
+        fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
+        if (xs < 0) memset(d + p * C, 0, (size_t)C * sizeof(T));
+        else FN(convert_in)(d + p * C, row + xs * C * es, C, j->in_type);
+    }
+}
+
+/* One work item: the output rows of band `item / nstrips`, columns of strip `item % nstrips`,
+ * of every filter. The padded input rows of the strip (and, for each separable filter, their
+ * horizontal pass) are kept in rings of kh rows: each is built once per item, read by every
+ * filter while in cache. */
+static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
+    const fc_idx kh = j->kh, C = j->C;
+    const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
+    const fc_idx r0 = band * j->band, r1 = FC_MIN(j->H, r0 + j->band);
+    const fc_idx c0 = strip * j->strip, npix = FC_MIN(j->W, c0 + j->strip) - c0;
+    const fc_idx n = npix * C, npx = npix + j->kw - 1;
+    const fc_idx LS = j->ring_stride; /* elements per ring row */
+    fc_workspace *ws = fc_ws_enter();
+    if (!ws) return -1;
+    size_t ring_bytes = (size_t)(kh * (1 + j->nsep)) * (size_t)LS * sizeof(T);
+    size_t scratch_bytes = (size_t)(LS) * sizeof(T);
+    size_t ptr_bytes = (size_t)j->maxtaps * sizeof(T *);
+    char *buf = (char *)fc_ws_get(0, ring_bytes + scratch_bytes + ptr_bytes + FC_ALIGN);
+    if (!buf) {
+        fc_ws_leave(ws);
+        return -1;
+    }
+    T *P = (T *)buf;                      /* kh padded rows */
+    T *Hr = P + kh * LS;                  /* nsep rings of kh horizontally filtered rows */
+    T *scratch = Hr + j->nsep * kh * LS;  /* an output row before its conversion */
+    const T **ptr = (const T **)(scratch + LS);
+    const T *wt = (const T *)j->tap_w;
+    const fc_idx rbase = r0 - j->top; /* input row of ring slot 0 */
+    const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
+    const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+
+    for (fc_idx ri = rbase; ri < r1 - j->top + kh - 1; ri++) {
+        fc_idx slot = (ri - rbase) % kh;
+        T *prow = P + slot * LS;
+        FN(build_row)(prow, j, ri, c0 - j->left, npx);
+        /* the horizontal passes of the separable filters */
+        for (fc_idx f = 0, s = 0; f < j->F; f++) {
+            if (!j->sep[f]) continue;
+            const fc_filter_taps *tp = &j->taps[2 * f];
+            T *hrow = Hr + (s * kh + slot) * LS;
+            for (int t = 0; t < tp->n; t++) ptr[t] = prow + j->tap_off[tp->first + t];
+            if (tp->n) FN(taps)(hrow, n, ptr, wt + tp->first, tp->n);
+            else memset(hrow, 0, (size_t)n * sizeof(T));
+            memset(hrow + n, 0, FC_FILTER_SLACK * sizeof(T));
+            s++;
+        }
+        fc_idx r = ri - kh + 1 + j->top; /* the output row whose last input row this is */
+        if (r < r0) continue;
+        fc_idx first = (r - j->top - rbase); /* ring position of its first input row */
+        for (fc_idx f = 0, s = 0; f < j->F; f++) {
+            const fc_filter_taps *tp;
+            if (j->sep[f]) {
+                tp = &j->taps[2 * f + 1];
+                for (int t = 0; t < tp->n; t++)
+                    ptr[t] = Hr + (s * kh + (first + j->tap_row[tp->first + t]) % kh) * LS;
+                s++;
+            } else {
+                tp = &j->taps[2 * f];
+                for (int t = 0; t < tp->n; t++)
+                    ptr[t] = P + ((first + j->tap_row[tp->first + t]) % kh) * LS +
+                             j->tap_off[tp->first + t];
+            }
+            char *drow = (char *)j->dst + (f * j->dst_fs + r * j->dst_rs + c0 * C) * es_out;
+            T *o = direct_out ? (T *)drow : scratch;
+            if (tp->n) FN(taps)(o, n, ptr, wt + tp->first, tp->n);
+            else memset(o, 0, (size_t)n * sizeof(T));
+            if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
+        }
+    }
+    fc_ws_leave(ws);
+    return 0;
+}
+
+#undef FN
+#undef VL
+#undef VEC
+#undef VECU
+#undef ALWAYS
+#undef LOADU
+#undef STOREU
+#undef NB
