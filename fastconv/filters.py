@@ -433,8 +433,9 @@ def _separable_factors(k, work, separable, index):
     if factors is None or min(k.shape) == 1:
         return None
     kv, kx = factors
-    # two passes cost a store and a load more than one: only when they save multiply-adds
-    return factors if np.count_nonzero(kv) + np.count_nonzero(kx) < np.count_nonzero(k) else None
+    # two passes cost a store and a load per element more than one: only when they save more
+    return factors if np.count_nonzero(kv) + np.count_nonzero(kx) + 2 < np.count_nonzero(k) \
+        else None
 
 
 def _rank1(k, work):

@@ -141,9 +141,10 @@ static FC_TARGET void FN(build_row)(T *restrict d, const fc_filter_job *j, fc_id
 }
 
 /* One work item: the output rows of band `item / nstrips`, columns of strip `item % nstrips`,
- * of every filter. The padded input rows of the strip (and, for each separable filter, their
- * horizontal pass) are kept in rings of kh rows: each is built once per item, read by every
- * filter while in cache. */
+ * of every filter. The padded input rows of the strip are kept in a ring of kh rows: each is
+ * built once per item and read by every filter while in cache. A separable filter runs its
+ * vertical pass first, over the whole padded width (a row V of npx*C elements), then its
+ * horizontal pass on V: no horizontal work is spent on the rows above and below the band. */
 static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx kh = j->kh, C = j->C;
     const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
@@ -153,56 +154,44 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx LS = j->ring_stride; /* elements per ring row */
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
-    size_t ring_bytes = (size_t)(kh * (1 + j->nsep)) * (size_t)LS * sizeof(T);
-    size_t scratch_bytes = (size_t)(LS) * sizeof(T);
+    size_t ring_bytes = (size_t)(kh + 2) * (size_t)LS * sizeof(T);
     size_t ptr_bytes = (size_t)j->maxtaps * sizeof(T *);
-    char *buf = (char *)fc_ws_get(0, ring_bytes + scratch_bytes + ptr_bytes + FC_ALIGN);
+    char *buf = (char *)fc_ws_get(0, ring_bytes + ptr_bytes + FC_ALIGN);
     if (!buf) {
         fc_ws_leave(ws);
         return -1;
     }
-    T *P = (T *)buf;                      /* kh padded rows */
-    T *Hr = P + kh * LS;                  /* nsep rings of kh horizontally filtered rows */
-    T *scratch = Hr + j->nsep * kh * LS;  /* an output row before its conversion */
+    T *P = (T *)buf;          /* kh padded rows */
+    T *V = P + kh * LS;       /* a separable filter's vertical pass */
+    T *scratch = V + LS;      /* an output row before its conversion */
     const T **ptr = (const T **)(scratch + LS);
     const T *wt = (const T *)j->tap_w;
     const fc_idx rbase = r0 - j->top; /* input row of ring slot 0 */
     const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
     const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+    memset(V + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
 
     for (fc_idx ri = rbase; ri < r1 - j->top + kh - 1; ri++) {
-        fc_idx slot = (ri - rbase) % kh;
-        T *prow = P + slot * LS;
-        FN(build_row)(prow, j, ri, c0 - j->left, npx);
-        /* the horizontal passes of the separable filters */
-        for (fc_idx f = 0, s = 0; f < j->F; f++) {
-            if (!j->sep[f]) continue;
-            const fc_filter_taps *tp = &j->taps[2 * f];
-            T *hrow = Hr + (s * kh + slot) * LS;
-            for (int t = 0; t < tp->n; t++) ptr[t] = prow + j->tap_off[tp->first + t];
-            if (tp->n) FN(taps)(hrow, n, ptr, wt + tp->first, tp->n);
-            else memset(hrow, 0, (size_t)n * sizeof(T));
-            memset(hrow + n, 0, FC_FILTER_SLACK * sizeof(T));
-            s++;
-        }
+        FN(build_row)(P + ((ri - rbase) % kh) * LS, j, ri, c0 - j->left, npx);
         fc_idx r = ri - kh + 1 + j->top; /* the output row whose last input row this is */
         if (r < r0) continue;
-        fc_idx first = (r - j->top - rbase); /* ring position of its first input row */
-        for (fc_idx f = 0, s = 0; f < j->F; f++) {
-            const fc_filter_taps *tp;
+        fc_idx first = r - r0; /* ring position of its first input row */
+        for (fc_idx f = 0; f < j->F; f++) {
+            const fc_filter_taps *tp = &j->taps[2 * f];
+            char *drow = (char *)j->dst + (f * j->dst_fs + r * j->dst_rs + c0 * C) * es_out;
+            T *o = direct_out ? (T *)drow : scratch;
             if (j->sep[f]) {
-                tp = &j->taps[2 * f + 1];
-                for (int t = 0; t < tp->n; t++)
-                    ptr[t] = Hr + (s * kh + (first + j->tap_row[tp->first + t]) % kh) * LS;
-                s++;
+                const fc_filter_taps *tv = &j->taps[2 * f + 1];
+                for (int t = 0; t < tv->n; t++)
+                    ptr[t] = P + ((first + j->tap_row[tv->first + t]) % kh) * LS;
+                if (tv->n) FN(taps)(V, npx * C, ptr, wt + tv->first, tv->n);
+                else memset(V, 0, (size_t)(npx * C) * sizeof(T));
+                for (int t = 0; t < tp->n; t++) ptr[t] = V + j->tap_off[tp->first + t];
             } else {
-                tp = &j->taps[2 * f];
                 for (int t = 0; t < tp->n; t++)
                     ptr[t] = P + ((first + j->tap_row[tp->first + t]) % kh) * LS +
                              j->tap_off[tp->first + t];
             }
-            char *drow = (char *)j->dst + (f * j->dst_fs + r * j->dst_rs + c0 * C) * es_out;
-            T *o = direct_out ? (T *)drow : scratch;
             if (tp->n) FN(taps)(o, n, ptr, wt + tp->first, tp->n);
             else memset(o, 0, (size_t)n * sizeof(T));
             if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
