@@ -35,6 +35,7 @@ indices (downwards); with ``'convolve'`` the signs flip.
 ``circular``   ``c d | a b c d | a b``  wrap around, periodic (pad <= size)
 =============  ===================  ===========================================================
 """
+import functools
 import math
 import numbers
 
@@ -439,6 +440,25 @@ def _separable_factors(k, work, separable, index):
 
 
 def _rank1(k, work):
+    """The factors of :func:`_rank1_of` (cached: a loop filtering many small images with one
+    kernel would otherwise spend most of its time on the SVD)."""
+    k = np.asarray(k)
+    if k.size > _RANK1_CACHE_MAX_SIZE:
+        return _rank1_of(k, work)
+    key = (k.tobytes(), k.shape, k.dtype.str, np.dtype(work).str)
+    return _rank1_cached(key)
+
+
+_RANK1_CACHE_MAX_SIZE = 64 * 64
+
+
+@functools.lru_cache(maxsize=128)
+def _rank1_cached(key):
+    data, shape, dtype, work = key
+    return _rank1_of(np.frombuffer(data, dtype=dtype).reshape(shape), np.dtype(work).type)
+
+
+def _rank1_of(k, work):
     """``(kv, kx)`` (float64) with ``outer(kv, kx)`` equal to ``k`` within _SEPARABLE_ULPS units
     in the last place, or None. The factors are a row and a column of ``k`` through its largest
     element (scaled by it): exact for integer kernels (Sobel: ``[1, 2, 1]`` and ``[-1, 0, 1]``
@@ -458,6 +478,8 @@ def _rank1(k, work):
     kv = k64[:, c] / k64[r, c]
     if np.abs(np.outer(kv, kx) - k64).max() > tol * kmax:
         return None
+    kv.setflags(write=False)
+    kx.setflags(write=False)
     return kv, kx
 
 

@@ -81,6 +81,27 @@ static FC_TARGET void FN(convert_in)(T *restrict d, const void *restrict s, fc_i
 /* d[k] = s[k] in the output's element type: integers rounded half to even and saturated (NaN
  * gives 0), float64 to float32 rounded to nearest. */
 static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_idx n, int type) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 64
+    /* float32 to uint8/uint16 on AVX-512: max(v, 0) (0 for NaN: maxps returns its second operand
+     * then), min(v, top), a conversion rounding as rint does (the current rounding mode, to
+     * nearest even by default), a truncating pack of values already in range */
+    if (sizeof(T) == 4 && (type == FC_FT_U8 || type == FC_FT_U16)) {
+        const __m512 zero = _mm512_setzero_ps();
+        const __m512 top = _mm512_set1_ps(type == FC_FT_U8 ? 255.0f : 65535.0f);
+        fc_idx k = 0;
+        for (; k + 16 <= n; k += 16) {
+            __m512 v = _mm512_loadu_ps((const float *)s + k);
+            __m512i i = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, zero), top));
+            if (type == FC_FT_U8) _mm_storeu_si128((__m128i *)((uint8_t *)d + k),
+                                                   _mm512_cvtepi32_epi8(i));
+            else _mm256_storeu_si256((__m256i *)((uint16_t *)d + k), _mm512_cvtepi32_epi16(i));
+        }
+        if (k == n) return;
+        d = (char *)d + k * (type == FC_FT_U8 ? 1 : 2);
+        s += k;
+        n -= k;
+    }
+#endif
     switch (type) {
     case FC_FT_U8: {
         uint8_t *q = (uint8_t *)d;

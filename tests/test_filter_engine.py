@@ -324,3 +324,22 @@ def test_equals_opencv(mode):
     want = cv2.filter2D(u8, cv2.CV_32F, fl.sharpen, borderType=border)
     np.testing.assert_allclose(fl.filter2d(u8, "sharpen", mode, output_dtype="float"), want,
                                atol=1e-4)
+
+
+def test_every_simd_path_gives_bitwise_the_same():
+    from fastconv import _kernels
+    img = (rng.random((19, 45, 3)) * 300 - 20).astype(np.float32)
+    bank = np.stack([fl.gaussian(1.0), rng.standard_normal((7, 7)), np.full((7, 7), 1 / 49)])
+    u8 = np.clip(img, 0, 255).astype(np.uint8)
+    before = _kernels.get_isa()
+    try:
+        outs = []
+        for isa in _kernels.ISA_NAMES:
+            _kernels.set_isa(isa)
+            outs.append((fl.filter2d(img, bank), fl.filter2d(u8, bank),
+                         fl.filter2d(img.astype(np.float64), bank, output_dtype=np.uint16)))
+    finally:
+        _kernels.set_isa(before)
+    for o in outs[1:]:
+        for a, b in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, b)
