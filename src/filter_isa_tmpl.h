@@ -52,6 +52,50 @@ static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, con
     }
 }
 
+/* Rows of output a vertical pass computes at once: each input row vector loaded is used by up to
+ * FC_VROWS outputs, so a pass of kh taps loads (FC_VROWS + kh - 1) / FC_VROWS vectors per output
+ * vector instead of kh. */
+#ifndef FC_VROWS
+#define FC_VROWS 4
+#endif
+#define VNB (VB == 64 ? 4 : 2)
+
+/* out[r][j] = sum_i w[i] * rows[r + i][j] for r < FC_VROWS, j < n, over the non-zero w[i] in
+ * order of i, accumulated from +0 by fused multiply-adds (so every output row's arithmetic is
+ * the same whichever of the FC_VROWS it is). rows has FC_VROWS + kh - 1 entries; an output row
+ * that is not wanted may be given any readable row (its result is stored all the same). */
+static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, const T *w,
+                                int kh) {
+    const int nq = FC_VROWS + kh - 1;
+    fc_idx j = 0;
+    for (; j < n; j += VNB * VL) {
+        VEC acc[FC_VROWS][VNB];
+        FC_UNROLL
+        for (int r = 0; r < FC_VROWS; r++) {
+            FC_UNROLL
+            for (int b = 0; b < VNB; b++) acc[r][b] = (VEC){0};
+        }
+        for (int q = 0; q < nq; q++) {
+            VEC v[VNB];
+            FC_UNROLL
+            for (int b = 0; b < VNB; b++) v[b] = LOADU(rows[q] + j + b * VL);
+            FC_UNROLL
+            for (int r = 0; r < FC_VROWS; r++) {
+                int i = q - r;
+                if (i < 0 || i >= kh || w[i] == 0) continue;
+                T wi = w[i];
+                FC_UNROLL
+                for (int b = 0; b < VNB; b++) acc[r][b] = FN(fma1)(wi, v[b], acc[r][b]);
+            }
+        }
+        FC_UNROLL
+        for (int r = 0; r < FC_VROWS; r++) {
+            FC_UNROLL
+            for (int b = 0; b < VNB; b++) STOREU(out[r] + j + b * VL, acc[r][b]);
+        }
+    }
+}
+
 /* d[k] = (T)s[k] for k < n, from the image's element type. */
 static FC_TARGET void FN(convert_in)(T *restrict d, const void *restrict s, fc_idx n, int type) {
     switch (type) {
@@ -167,7 +211,7 @@ static FC_TARGET void FN(build_row)(T *restrict d, const fc_filter_job *j, fc_id
  * vertical pass first, over the whole padded width (a row V of npx*C elements), then its
  * horizontal pass on V: no horizontal work is spent on the rows above and below the band. */
 static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
-    const fc_idx kh = j->kh, C = j->C;
+    const fc_idx kh = j->kh, C = j->C, NR = kh + FC_VROWS - 1;
     const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
     const fc_idx r0 = band * j->band, r1 = FC_MIN(j->H, r0 + j->band);
     const fc_idx c0 = strip * j->strip, npix = FC_MIN(j->W, c0 + j->strip) - c0;
@@ -175,47 +219,57 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx LS = j->ring_stride; /* elements per ring row */
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
-    size_t ring_bytes = (size_t)(kh + 2) * (size_t)LS * sizeof(T);
-    size_t ptr_bytes = (size_t)j->maxtaps * sizeof(T *);
-    char *buf = (char *)fc_ws_get(0, ring_bytes + ptr_bytes + FC_ALIGN);
+    /* the ring, FC_VROWS rows of vertical passes (whole vector blocks: VNB*VL past npx*C),
+     * a scratch row, pointer arrays */
+    const fc_idx VS = FC_ROUND_UP(npx * C, 64) + FC_FILTER_SLACK;
+    size_t bytes = ((size_t)(NR + 1) * (size_t)LS + (size_t)FC_VROWS * (size_t)VS) * sizeof(T) +
+                   (size_t)(j->maxtaps + NR + 2 * FC_VROWS) * sizeof(T *) + FC_ALIGN;
+    char *buf = (char *)fc_ws_get(0, bytes);
     if (!buf) {
         fc_ws_leave(ws);
         return -1;
     }
-    T *P = (T *)buf;          /* kh padded rows */
-    T *V = P + kh * LS;       /* a separable filter's vertical pass */
-    T *scratch = V + LS;      /* an output row before its conversion */
-    const T **ptr = (const T **)(scratch + LS);
+    T *P = (T *)buf;                    /* NR padded rows */
+    T *scratch = P + NR * LS;           /* an output row before its conversion */
+    T *V = scratch + LS;                /* FC_VROWS rows of a separable filter's vertical pass */
+    const T **ptr = (const T **)(V + FC_VROWS * VS);
+    const T **rows = ptr + j->maxtaps;
+    T **vout = (T **)(rows + NR);
     const T *wt = (const T *)j->tap_w;
     const fc_idx rbase = r0 - j->top; /* input row of ring slot 0 */
     const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
     const fc_idx es_out = fc_filter_type_bytes(j->out_type);
-    memset(V + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
+    for (int r = 0; r < FC_VROWS; r++) {
+        vout[r] = V + r * VS;
+        memset(vout[r] + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
+    }
+    fc_idx built = rbase; /* the next input row to build */
 
-    for (fc_idx ri = rbase; ri < r1 - j->top + kh - 1; ri++) {
-        FN(build_row)(P + ((ri - rbase) % kh) * LS, j, ri, c0 - j->left, npx);
-        fc_idx r = ri - kh + 1 + j->top; /* the output row whose last input row this is */
-        if (r < r0) continue;
-        fc_idx first = r - r0; /* ring position of its first input row */
+    for (fc_idx r = r0; r < r1; r += FC_VROWS) {
+        const fc_idx nr = FC_MIN((fc_idx)FC_VROWS, r1 - r);
+        const fc_idx last = r + nr - 1 - j->top + kh - 1; /* the last input row they read */
+        for (; built <= last; built++)
+            FN(build_row)(P + ((built - rbase) % NR) * LS, j, built, c0 - j->left, npx);
+        for (fc_idx q = 0; q < NR; q++) /* rows past the last one built repeat it */
+            rows[q] = P + ((FC_MIN(r - j->top + q, last) - rbase) % NR) * LS;
         for (fc_idx f = 0; f < j->F; f++) {
             const fc_filter_taps *tp = &j->taps[2 * f];
-            char *drow = (char *)j->dst + (f * j->dst_fs + r * j->dst_rs + c0 * C) * es_out;
-            T *o = direct_out ? (T *)drow : scratch;
-            if (j->sep[f]) {
-                const fc_filter_taps *tv = &j->taps[2 * f + 1];
-                for (int t = 0; t < tv->n; t++)
-                    ptr[t] = P + ((first + j->tap_row[tv->first + t]) % kh) * LS;
-                if (tv->n) FN(taps)(V, npx * C, ptr, wt + tv->first, tv->n);
-                else memset(V, 0, (size_t)(npx * C) * sizeof(T));
-                for (int t = 0; t < tp->n; t++) ptr[t] = V + j->tap_off[tp->first + t];
-            } else {
-                for (int t = 0; t < tp->n; t++)
-                    ptr[t] = P + ((first + j->tap_row[tp->first + t]) % kh) * LS +
-                             j->tap_off[tp->first + t];
+            if (j->sep[f])
+                FN(vtaps)(vout, npx * C, rows, (const T *)j->kv + f * kh, (int)kh);
+            for (fc_idx rr = 0; rr < nr; rr++) {
+                char *drow =
+                    (char *)j->dst + (f * j->dst_fs + (r + rr) * j->dst_rs + c0 * C) * es_out;
+                T *o = direct_out ? (T *)drow : scratch;
+                if (j->sep[f]) {
+                    for (int t = 0; t < tp->n; t++) ptr[t] = vout[rr] + j->tap_off[tp->first + t];
+                } else {
+                    for (int t = 0; t < tp->n; t++)
+                        ptr[t] = rows[rr + j->tap_row[tp->first + t]] + j->tap_off[tp->first + t];
+                }
+                if (tp->n) FN(taps)(o, n, ptr, wt + tp->first, tp->n);
+                else memset(o, 0, (size_t)n * sizeof(T));
+                if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
             }
-            if (tp->n) FN(taps)(o, n, ptr, wt + tp->first, tp->n);
-            else memset(o, 0, (size_t)n * sizeof(T));
-            if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
         }
     }
     fc_ws_leave(ws);
@@ -230,3 +284,4 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
 #undef LOADU
 #undef STOREU
 #undef NB
+#undef VNB
