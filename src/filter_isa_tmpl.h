@@ -182,27 +182,43 @@ static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_
     }
 }
 
-/* Padded row ri (any integer; mapped into the image by the padding mode) of pixels x0 .. x0+npx-1
- * (also mapped), converted to T: npx*C elements at d, then FC_FILTER_SLACK zeros. */
-static FC_TARGET void FN(build_row)(T *restrict d, const fc_filter_job *j, fc_idx ri, fc_idx x0,
-                                    fc_idx npx) {
+/* Pixels [pa, pb) of the padded row of pixels x0, x0 + 1, ... (mapped into the image by the
+ * padding mode) of the image row at `row`, converted to T: at d + pa*C. */
+static FC_TARGET void FN(build_pixels)(T *restrict d, const fc_filter_job *j, const char *row,
+                                       fc_idx x0, fc_idx pa, fc_idx pb) {
     const fc_idx C = j->C, W = j->W, es = fc_filter_type_bytes(j->in_type);
-    fc_idx rs = fc_filter_map(ri, j->H, j->pad);
-    memset(d + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
-    if (rs < 0) {
-        memset(d, 0, (size_t)(npx * C) * sizeof(T));
-        return;
-    }
-    const char *row = (const char *)j->src + (rs * j->src_rs) * es;
-    fc_idx lo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0)), hi = FC_MAX(lo, FC_MIN(npx, W - x0));
+    fc_idx lo = FC_MIN(pb, FC_MAX(pa, -x0)), hi = FC_MAX(lo, FC_MIN(pb, W - x0));
     if (hi > lo) FN(convert_in)(d + lo * C, row + (x0 + lo) * C * es, (hi - lo) * C, j->in_type);
-    for (fc_idx p = 0; p < npx; p++) {
+    for (fc_idx p = pa; p < pb; p++) {
         if (p == lo) p = hi;
-        if (p >= npx) break;
+        if (p >= pb) break;
         fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
         if (xs < 0) memset(d + p * C, 0, (size_t)C * sizeof(T));
         else FN(convert_in)(d + p * C, row + xs * C * es, C, j->in_type);
     }
+}
+
+/* Padded row ri (any integer; mapped into the image by the padding mode) of pixels x0 .. x0+npx-1
+ * (also mapped), converted to T: npx*C elements at d, then FC_FILTER_SLACK zeros. When the image
+ * is of the work dtype and pl < pr, only pixels [0, pl) and [pr, npx) are built and the image
+ * row is returned, to be read in place in between; else NULL. */
+static FC_TARGET const T *FN(build_row)(T *restrict d, const fc_filter_job *j, fc_idx ri,
+                                        fc_idx x0, fc_idx npx, fc_idx pl, fc_idx pr) {
+    const fc_idx es = fc_filter_type_bytes(j->in_type);
+    fc_idx rs = fc_filter_map(ri, j->H, j->pad);
+    memset(d + npx * j->C, 0, FC_FILTER_SLACK * sizeof(T));
+    if (rs < 0) {
+        memset(d, 0, (size_t)(npx * j->C) * sizeof(T));
+        return NULL;
+    }
+    const char *row = (const char *)j->src + (rs * j->src_rs) * es;
+    if (pl < pr && j->in_type == (sizeof(T) == 8 ? FC_FT_F64 : FC_FT_F32)) {
+        FN(build_pixels)(d, j, row, x0, 0, pl);
+        FN(build_pixels)(d, j, row, x0, pr, npx);
+        return (const T *)row;
+    }
+    FN(build_pixels)(d, j, row, x0, 0, npx);
+    return NULL;
 }
 
 /* One work item: the output rows of band `item / nstrips`, columns of strip `item % nstrips`,
@@ -223,7 +239,7 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
      * a scratch row, pointer arrays */
     const fc_idx VS = FC_ROUND_UP(npx * C, 64) + FC_FILTER_SLACK;
     size_t bytes = ((size_t)(NR + 1) * (size_t)LS + (size_t)FC_VROWS * (size_t)VS) * sizeof(T) +
-                   (size_t)(j->maxtaps + NR + 2 * FC_VROWS) * sizeof(T *) + FC_ALIGN;
+                   (size_t)(j->maxtaps + 4 * NR + 2 * FC_VROWS) * sizeof(T *) + FC_ALIGN;
     char *buf = (char *)fc_ws_get(0, bytes);
     if (!buf) {
         fc_ws_leave(ws);
@@ -234,7 +250,11 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     T *V = scratch + LS;                /* FC_VROWS rows of a separable filter's vertical pass */
     const T **ptr = (const T **)(V + FC_VROWS * VS);
     const T **rows = ptr + j->maxtaps;
-    T **vout = (T **)(rows + NR);
+    const T **srows = rows + NR;       /* the image row of ring slot q read in place, or NULL */
+    const T **slot_src = srows + NR;   /* per ring slot */
+    const T **rq = slot_src + NR;
+    T **vout = (T **)(rq + NR);
+    T *vo[FC_VROWS];
     const T *wt = (const T *)j->tap_w;
     const fc_idx rbase = r0 - j->top; /* input row of ring slot 0 */
     const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
@@ -244,30 +264,75 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
         memset(vout[r] + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
     }
     fc_idx built = rbase; /* the next input row to build */
+    /* An image of the work dtype is read in place in the interior of the strip: output elements
+     * [oa, ob) of a direct pass, [va, vb) of a vertical pass, whose taps read no padding (with
+     * FC_FILTER_SLACK elements to spare for whole-vector reads); only the pixels [0, pl) and
+     * [pr, npx) of a ring row are then built. The results are the same bits either way. */
+    const fc_idx x0 = c0 - j->left, x0c = x0 * C, M = FC_FILTER_SLACK;
+    const fc_idx a = FC_MAX((fc_idx)0, j->left - c0);
+    const fc_idx b = FC_MIN(npix, j->W - (j->kw - 1 - j->left) - c0);
+    const fc_idx oa = a * C, ob = b * C - M;
+    const fc_idx va = oa, vb = FC_MIN(npx, j->W - x0) * C - M;
+    const fc_idx pl = FC_MIN(npx, FC_CEIL_DIV(oa + (j->kw - 1) * C + M, C));
+    fc_idx pr = ob / C;
+    const int inplace = ob - oa >= M && pl < pr;
+    if (!inplace) pr = 0;
 
     for (fc_idx r = r0; r < r1; r += FC_VROWS) {
         const fc_idx nr = FC_MIN((fc_idx)FC_VROWS, r1 - r);
         const fc_idx last = r + nr - 1 - j->top + kh - 1; /* the last input row they read */
-        for (; built <= last; built++)
-            FN(build_row)(P + ((built - rbase) % NR) * LS, j, built, c0 - j->left, npx);
-        for (fc_idx q = 0; q < NR; q++) /* rows past the last one built repeat it */
-            rows[q] = P + ((FC_MIN(r - j->top + q, last) - rbase) % NR) * LS;
+        for (; built <= last; built++) {
+            fc_idx slot = (built - rbase) % NR;
+            slot_src[slot] = FN(build_row)(P + slot * LS, j, built, x0, npx, pl, pr);
+        }
+        for (fc_idx q = 0; q < NR; q++) { /* rows past the last one built repeat it */
+            fc_idx slot = (FC_MIN(r - j->top + q, last) - rbase) % NR;
+            rows[q] = P + slot * LS;
+            srows[q] = slot_src[slot];
+        }
         for (fc_idx f = 0; f < j->F; f++) {
             const fc_filter_taps *tp = &j->taps[2 * f];
-            if (j->sep[f])
-                FN(vtaps)(vout, npx * C, rows, (const T *)j->kv + f * kh, (int)kh);
+            const T *kvf = (const T *)j->kv + f * kh;
+            if (j->sep[f] && !inplace) {
+                FN(vtaps)(vout, npx * C, rows, kvf, (int)kh);
+            } else if (j->sep[f]) { /* left edge, interior, right edge: each overwrites what the
+                                     * whole vectors of the one before wrote past its end */
+                if (va > 0) FN(vtaps)(vout, va, rows, kvf, (int)kh);
+                for (fc_idx q = 0; q < NR; q++)
+                    rq[q] = srows[q] ? srows[q] + x0c + va : rows[q] + va;
+                for (int r2 = 0; r2 < FC_VROWS; r2++) vo[r2] = vout[r2] + va;
+                FN(vtaps)(vo, vb - va, rq, kvf, (int)kh);
+                for (fc_idx q = 0; q < NR; q++) rq[q] = rows[q] + vb;
+                for (int r2 = 0; r2 < FC_VROWS; r2++) vo[r2] = vout[r2] + vb;
+                FN(vtaps)(vo, npx * C - vb, rq, kvf, (int)kh);
+            }
             for (fc_idx rr = 0; rr < nr; rr++) {
                 char *drow =
                     (char *)j->dst + (f * j->dst_fs + (r + rr) * j->dst_rs + c0 * C) * es_out;
                 T *o = direct_out ? (T *)drow : scratch;
-                if (j->sep[f]) {
+                if (!tp->n) {
+                    memset(o, 0, (size_t)n * sizeof(T));
+                } else if (j->sep[f]) {
                     for (int t = 0; t < tp->n; t++) ptr[t] = vout[rr] + j->tap_off[tp->first + t];
-                } else {
+                    FN(taps)(o, n, ptr, wt + tp->first, tp->n);
+                } else if (!inplace) {
                     for (int t = 0; t < tp->n; t++)
                         ptr[t] = rows[rr + j->tap_row[tp->first + t]] + j->tap_off[tp->first + t];
+                    FN(taps)(o, n, ptr, wt + tp->first, tp->n);
+                } else { /* left edge, interior (in place), right edge */
+                    const fc_idx *tr = j->tap_row + tp->first, *to = j->tap_off + tp->first;
+                    if (oa > 0) {
+                        for (int t = 0; t < tp->n; t++) ptr[t] = rows[rr + tr[t]] + to[t];
+                        FN(taps)(o, oa, ptr, wt + tp->first, tp->n);
+                    }
+                    for (int t = 0; t < tp->n; t++) {
+                        const T *sr = srows[rr + tr[t]];
+                        ptr[t] = sr ? sr + (x0c + oa + to[t]) : rows[rr + tr[t]] + oa + to[t];
+                    }
+                    FN(taps)(o + oa, ob - oa, ptr, wt + tp->first, tp->n);
+                    for (int t = 0; t < tp->n; t++) ptr[t] = rows[rr + tr[t]] + ob + to[t];
+                    FN(taps)(o + ob, n - ob, ptr, wt + tp->first, tp->n);
                 }
-                if (tp->n) FN(taps)(o, n, ptr, wt + tp->first, tp->n);
-                else memset(o, 0, (size_t)n * sizeof(T));
                 if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
             }
         }

@@ -343,3 +343,23 @@ def test_every_simd_path_gives_bitwise_the_same():
     for o in outs[1:]:
         for a, b in zip(o, outs[0]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", FILTER_PADDING_MODES)
+@pytest.mark.parametrize("shape", [(9, 700), (5, 2100, 3), (40, 130, 2)])
+def test_image_read_in_place_equals_converted_copy(mode, shape):
+    # a float64 image is read in place in the interior of each strip; a float32 one computed in
+    # float64 (output_dtype) is converted row by row: the same values, so the same bits
+    img32 = (rng.random(shape) * 4 - 2).astype(np.float32)
+    img64 = img32.astype(np.float64)
+    bank = np.stack([fl.gaussian(1.2, 5), rng.standard_normal((5, 5)),
+                     np.outer([1.0, 2, 0, 2, 1], [-1.0, 0, 0, 0, 1])])
+    for k in list(bank) + [bank]:
+        for view in (img64, img64[::-1, ::-1]):
+            src32 = img32 if view is img64 else img32[::-1, ::-1]
+            a = fl.filter2d(view, k, mode)
+            b = fl.filter2d(src32, k, mode, output_dtype=np.float64)
+            np.testing.assert_array_equal(a, b)
+        if k.ndim == 2:
+            assert_close_to_reference(fl.filter2d(img64, k, mode), img64, k, mode,
+                                      work_eps(np.float64))
