@@ -16,6 +16,7 @@ cdef extern from "fc_kernels.h" nogil:
         const void *kv
         const void *kx
         const int *sep
+        int inplace
     const fc_task fc_filter_task
 
 
@@ -33,7 +34,8 @@ cdef int _filter_type(cnp.ndarray a) except -1:
 
 
 def filter_bank(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray k2, cnp.ndarray kv,
-                cnp.ndarray kx, cnp.ndarray sep, int pad, fc_idx top, fc_idx left):
+                cnp.ndarray kx, cnp.ndarray sep, int pad, fc_idx top, fc_idx left,
+                bint inplace=True):
     """dst[f] = filter f of the bank applied to src, an (H, W, C) image whose rows are contiguous
     (any row stride); dst is (F, H, W, C) C-contiguous. k2 (F, kh, kw), kv (F, kh), kx (F, kw)
     are C-contiguous in the work dtype (float32 or float64); sep (F,) int32; pad an FC_FPAD_*
@@ -55,6 +57,7 @@ def filter_bank(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray k2, cnp.ndarray kv
     job.kv = cnp.PyArray_DATA(kv)
     job.kx = cnp.PyArray_DATA(kx)
     job.sep = <const int *>cnp.PyArray_DATA(sep)
+    job.inplace = inplace
     cdef double touched = (<double>job.H * job.W * job.C * (src.itemsize + job.F * dst.itemsize))
     cdef int nthreads = 1 if touched < _serial_bytes else fc_get_max_threads()
     _run(&job, &fc_filter_task, nthreads, "filter")

@@ -52,7 +52,7 @@ struct fc_filter_job {
     const void *k2;           /* (F, kh, kw) work dtype: the kernels (correlation) */
     const void *kv, *kx;      /* (F, kh), (F, kw): factors of the separable ones, k = kv kx^T */
     const int *sep;           /* (F): filter f runs separable (int32) */
-    int nthreads;
+    int inplace;              /* read an image of the work dtype in place where it can */
     /* set by fc_filter_prepare */
     fc_filter_taps *taps;     /* [2f]: horizontal (separable) or 2-D taps; [2f+1]: vertical */
     void *tap_w;              /* weights (T) */

@@ -275,7 +275,7 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx va = oa, vb = FC_MIN(npx, j->W - x0) * C - M;
     const fc_idx pl = FC_MIN(npx, FC_CEIL_DIV(oa + (j->kw - 1) * C + M, C));
     fc_idx pr = ob / C;
-    const int inplace = ob - oa >= M && pl < pr;
+    const int inplace = j->inplace && ob - oa >= M && pl < pr;
     if (!inplace) pr = 0;
 
     for (fc_idx r = r0; r < r1; r += FC_VROWS) {
