@@ -31,6 +31,10 @@ enum { FC_FPAD_ZEROS = 0, FC_FPAD_REFLECT = 1, FC_FPAD_REPLICATE = 2, FC_FPAD_CI
  * re-reads kw - 1 columns of its neighbours. */
 #define FC_FILTER_MIN_STRIP 512
 
+/* Outputs larger than this (bytes) are written by non-temporal stores: they would not stay in the
+ * last-level cache anyway, and the stores then do not read every line before overwriting it. */
+#define FC_FILTER_STREAM_BYTES (24.0 * 1024 * 1024)
+
 typedef struct {
     int first, n; /* taps [first, first + n) of the tap arrays */
 } fc_filter_taps;
@@ -58,6 +62,7 @@ struct fc_filter_job {
     void *tap_w;              /* weights (T) */
     fc_idx *tap_row, *tap_off; /* row i of a tap; element offset u*C in its row */
     int maxtaps, nsep;
+    int stream;               /* the output is larger than the caches: non-temporal stores */
     fc_idx band, strip, nbands, nstrips, ring_stride;
     fc_filter_item_fn item;
 };
@@ -165,6 +170,8 @@ static int fc_filter_prepare(fc_filter_job *j, int nthreads, fc_schedule *s) {
     j->nbands = FC_CEIL_DIV(j->H, band);
     j->band = FC_CEIL_DIV(j->H, j->nbands);
     j->ring_stride = FC_ROUND_UP((j->strip + kw - 1) * C + FC_FILTER_SLACK, 16);
+    j->stream = (double)F * (double)j->H * (double)j->W * (double)C *
+                    (double)fc_filter_type_bytes(j->out_type) > FC_FILTER_STREAM_BYTES;
     s->nitems = j->nbands * j->nstrips;
     s->nreduce = 0;
     s->chunk = 1;

@@ -25,10 +25,52 @@ typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
  * has 32 registers, the others 16). */
 #define NB (VB == 64 ? 8 : 4)
 
+/* Store v at p (aligned to a whole vector) without reading its line into the caches first. */
+ALWAYS void FN(stream)(T *p, VEC v) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 64
+    if (sizeof(T) == 4) _mm512_stream_ps((float *)p, (__m512)v);
+    else _mm512_stream_pd((double *)p, (__m512d)v);
+#elif defined(__x86_64__) && defined(__GNUC__) && VB == 32
+    if (sizeof(T) == 4) _mm256_stream_ps((float *)p, (__m256)v);
+    else _mm256_stream_pd((double *)p, (__m256d)v);
+#else
+    *(VEC *)p = v;
+#endif
+}
+
 /* out[j] = sum_t w[t] * p[t][j] for j < n (nt >= 1). Reads up to VL - 1 elements past n of every
- * p[t] (the buffers have slack); writes exactly n elements. */
-static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt) {
+ * p[t] (the buffers have slack); writes exactly n elements; with `stream`, the whole register
+ * blocks by non-temporal stores (for outputs larger than the caches: no read of the lines they
+ * overwrite), after a first vector written as far as the next vector-aligned element. */
+static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt,
+                               int stream) {
     fc_idx j = 0;
+    if (stream) {
+        fc_idx head = (fc_idx)((VB - ((uintptr_t)out & (VB - 1))) & (VB - 1)) / (fc_idx)sizeof(T);
+        if ((uintptr_t)out % sizeof(T)) head = n; /* never aligned: no streaming */
+        head = FC_MIN(head, n);
+        if (head) {
+            VEC acc = w[0] * LOADU(p[0]);
+            for (int t = 1; t < nt; t++) acc = FN(fma1)(w[t], LOADU(p[t]), acc);
+            memcpy(out, &acc, (size_t)head * sizeof(T));
+            j = head;
+        }
+        for (; j + NB * VL <= n; j += NB * VL) {
+            VEC acc[NB];
+            const T *p0 = p[0] + j;
+            T w0 = w[0];
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) acc[b] = w0 * LOADU(p0 + b * VL);
+            for (int t = 1; t < nt; t++) {
+                const T *pt = p[t] + j;
+                T wt = w[t];
+                FC_UNROLL
+                for (int b = 0; b < NB; b++) acc[b] = FN(fma1)(wt, LOADU(pt + b * VL), acc[b]);
+            }
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) FN(stream)(out + j + b * VL, acc[b]);
+        }
+    }
     for (; j + NB * VL <= n; j += NB * VL) {
         VEC acc[NB];
         const T *p0 = p[0] + j;
@@ -259,6 +301,7 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx rbase = r0 - j->top; /* input row of ring slot 0 */
     const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
     const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+    const int stream = direct_out && j->stream;
     for (int r = 0; r < FC_VROWS; r++) {
         vout[r] = V + r * VS;
         memset(vout[r] + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
@@ -314,29 +357,32 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
                     memset(o, 0, (size_t)n * sizeof(T));
                 } else if (j->sep[f]) {
                     for (int t = 0; t < tp->n; t++) ptr[t] = vout[rr] + j->tap_off[tp->first + t];
-                    FN(taps)(o, n, ptr, wt + tp->first, tp->n);
+                    FN(taps)(o, n, ptr, wt + tp->first, tp->n, stream);
                 } else if (!inplace) {
                     for (int t = 0; t < tp->n; t++)
                         ptr[t] = rows[rr + j->tap_row[tp->first + t]] + j->tap_off[tp->first + t];
-                    FN(taps)(o, n, ptr, wt + tp->first, tp->n);
+                    FN(taps)(o, n, ptr, wt + tp->first, tp->n, stream);
                 } else { /* left edge, interior (in place), right edge */
                     const fc_idx *tr = j->tap_row + tp->first, *to = j->tap_off + tp->first;
                     if (oa > 0) {
                         for (int t = 0; t < tp->n; t++) ptr[t] = rows[rr + tr[t]] + to[t];
-                        FN(taps)(o, oa, ptr, wt + tp->first, tp->n);
+                        FN(taps)(o, oa, ptr, wt + tp->first, tp->n, 0);
                     }
                     for (int t = 0; t < tp->n; t++) {
                         const T *sr = srows[rr + tr[t]];
                         ptr[t] = sr ? sr + (x0c + oa + to[t]) : rows[rr + tr[t]] + oa + to[t];
                     }
-                    FN(taps)(o + oa, ob - oa, ptr, wt + tp->first, tp->n);
+                    FN(taps)(o + oa, ob - oa, ptr, wt + tp->first, tp->n, stream);
                     for (int t = 0; t < tp->n; t++) ptr[t] = rows[rr + tr[t]] + ob + to[t];
-                    FN(taps)(o + ob, n - ob, ptr, wt + tp->first, tp->n);
+                    FN(taps)(o + ob, n - ob, ptr, wt + tp->first, tp->n, 0);
                 }
                 if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
             }
         }
     }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (stream) _mm_sfence(); /* the non-temporal stores are seen by whoever reads the output */
+#endif
     fc_ws_leave(ws);
     return 0;
 }

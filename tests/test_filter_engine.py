@@ -363,3 +363,15 @@ def test_image_read_in_place_equals_converted_copy(mode, shape):
         if k.ndim == 2:
             assert_close_to_reference(fl.filter2d(img64, k, mode), img64, k, mode,
                                       work_eps(np.float64))
+
+
+def test_large_output_written_by_streaming_stores():
+    # a 25 MB output (over the engine's 24 MB threshold) with rows not aligned to a vector:
+    # the same bits as a small window of the image computed on its own (ordinary stores)
+    img = rng.random((1500, 1401, 3), dtype=np.float32)
+    for k in (fl.sharpen, fl.gaussian(1.0, 5)):
+        big = fl.filter2d(img, k, "reflect")
+        lo, hi = 700, 760
+        window = fl.filter2d(img[lo - 2:hi + 2], k, "reflect")[2:-2]
+        np.testing.assert_array_equal(big[lo:hi, 2:-2], window[:, 2:-2])
+        np.testing.assert_array_equal(big[:4], fl.filter2d(img[:40], k, "reflect")[:4])
