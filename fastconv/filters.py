@@ -44,6 +44,7 @@ import numpy as np
 from ._core.args import as_int
 from ._core.conv import conv2d
 from ._core.conv_geometry import conv_padding
+from ._core.dispatch import check_algorithm
 
 __all__ = [
     "identity", "sharpen", "box_blur", "gaussian_blur", "sobel_x", "sobel_y", "laplacian",
@@ -313,7 +314,6 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
     if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
         raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
     check_padding_mode(padding_mode)
-    from ._core.dispatch import check_algorithm
     check_algorithm(algorithm)
     if separable is not None and not isinstance(separable, bool):
         raise TypeError(f"separable must be None, True or False, got {separable!r}")
