@@ -21,7 +21,8 @@ Outputs: float32 for float32 images; for uint8 images uint8 (rounded, saturated)
 for the signed results (sharpen, Sobel, the bank). SciPy writes float32 throughout.
 
 Each round times every call once, in turn (alternating rounds, so drifts of a shared machine hit
-all alike); the table gives the median ms, each peer's time over fastconv's (> 1: fastconv is
+all alike; each round starts with the next library, so that the threads a library leaves spinning
+after its call slow each other library alike; ``--pause`` sleeps before every call); the table gives the median ms, each peer's time over fastconv's (> 1: fastconv is
 faster) and the largest absolute difference of the peer's output from fastconv's.
 """
 import argparse
@@ -193,16 +194,22 @@ def as_fastconv_layout(y, img, name, ref):
     return np.asarray(y, dtype=np.float64).reshape(ref.shape)
 
 
-def median_ms(fn_by_name, rounds):
+def median_ms(fn_by_name, rounds, pause=0.0):
     times = {n: [] for n in fn_by_name}
     outs = {}
     for n, fn in fn_by_name.items():  # warm up, keep the output for the check
         outs[n] = fn()
-    for _ in range(rounds):
-        for n, fn in fn_by_name.items():
+    names = list(fn_by_name)
+    for r in range(rounds):
+        # each round starts with the next library: the worker threads of the library timed
+        # before spin for a few ms after its call (OpenMP's wait policy) and take cores from the
+        # next one's team, so each library follows every other one in turn
+        for n in names[r % len(names):] + names[:r % len(names)]:
             gc.collect()
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
-            fn()
+            fn_by_name[n]()
             times[n].append(time.perf_counter() - t0)
     return {n: 1e3 * statistics.median(t) for n, t in times.items()}, outs
 
@@ -220,6 +227,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--size", type=int, default=8192)
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds to sleep before each timed call (idle thread pools)")
     ap.add_argument("--quick", action="store_true", help="a 1024x1024 synthetic image, 3 rounds")
     args = ap.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
@@ -247,7 +256,7 @@ def main(argv=None):
                 for n in [n for n in peers if huge and n in ("scipy.correlate", "torch.conv2d")]:
                     del peers[n]
                 calls.update(peers)
-                ms, outs = median_ms(calls, rounds)
+                ms, outs = median_ms(calls, rounds, args.pause)
                 ref = np.asarray(outs.pop("fastconv"), dtype=np.float64)
                 cells = []
                 for n, y in outs.items():
