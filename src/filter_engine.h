@@ -5,7 +5,7 @@
  * A work item is a band of output rows times a strip of columns. It converts the input rows it
  * needs (uint8/uint16/float32/float64 to the work dtype, float32 or float64) and extends them by
  * the padding mode only there (no padded copy of the image is ever made), one row at a time into
- * a ring of kh rows that stays in the L2 cache, and applies all F filters to each while it is
+ * a ring of kh + 3 rows that stays in the L2 cache, and applies all F filters to each while it is
  * there. Channels stay interleaved: a horizontal tap u is the offset u*C, so the passes run along
  * whole rows of W*C elements.
  *
