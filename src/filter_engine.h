@@ -1,6 +1,6 @@
 /* fastconv's image-filter engine (fastconv.filters.filter2d): a bank of F 2-D filters applied to
- * an (H, W) image or an (H, W, C) channels-last one, every filter separable (a horizontal then a
- * vertical 1-D pass) or direct (all its 2-D taps), output the size of the input ("same").
+ * an (H, W) image or an (H, W, C) channels-last one, every filter separable (a vertical then a
+ * horizontal 1-D pass) or direct (all its 2-D taps), output the size of the input ("same").
  *
  * A work item is a band of output rows times a strip of columns. It converts the input rows it
  * needs (uint8/uint16/float32/float64 to the work dtype, float32 or float64) and extends them by
