@@ -35,6 +35,7 @@ indices (downwards); with ``'convolve'`` the signs flip.
 ``circular``   ``c d | a b c d | a b``  wrap around, periodic (pad <= size)
 =============  ===================  ===========================================================
 """
+import functools
 import math
 import numbers
 
@@ -43,11 +44,12 @@ import numpy as np
 from ._core.args import as_int
 from ._core.conv import conv2d
 from ._core.conv_geometry import conv_padding
+from ._core.dispatch import check_algorithm
 
 __all__ = [
     "identity", "sharpen", "box_blur", "gaussian_blur", "sobel_x", "sobel_y", "laplacian",
     "emboss", "gaussian", "get_kernel", "KERNEL_NAMES", "filter2d", "pad2d", "pad2d_backward",
-    "PADDING_MODES",
+    "PADDING_MODES", "IMAGE_DTYPES",
 ]
 
 
@@ -252,65 +254,102 @@ def pad2d_backward(grad_output, pad, mode="constant"):
 # filter2d
 # ----------------------------------------------------------------------------------------------
 _UINT8_MAX = int(np.iinfo(np.uint8).max)  # uint8 results are clipped to [0, 255]
+#: The image dtypes :func:`filter2d` takes (any byte order).
+IMAGE_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+_OUTPUT_DTYPES = IMAGE_DTYPES
+_INTEGER = (np.uint8, np.uint16)
+# A kernel is run as two 1-D passes when it equals the outer product of its factors to within this
+# many units in the last place (of the finer of its own dtype and the work dtype), relative to its
+# largest element: the two passes then differ from the direct sum by rounding only.
+_SEPARABLE_ULPS = 16
 
 
-def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorithm="auto"):
-    r"""Filter a grayscale or colour image with a 2-D kernel; the output has the input's size.
+def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorithm="auto",
+             separable=None, output_dtype=None):
+    r"""Filter a grayscale or colour image with a 2-D kernel, or with a bank of kernels in one
+    pass; each output has the input's size.
 
     Args:
-        image: ``(H, W)`` grayscale or ``(H, W, C)`` colour/multichannel array; float (float32 and
-            float64 are computed in their precision, float16 in float32) or uint8. Each channel is
-            filtered on its own, through one grouped (depthwise) :func:`fastconv.conv2d` call.
-        kernel: a 2-D array ``(R, S)``, or a kernel name (:data:`KERNEL_NAMES`; ``'gaussian'``
-            means ``gaussian(1.0)``). The output pixel ``(i, j)`` lines up with kernel element
-            ``((R - 1) // 2, (S - 1) // 2)`` (the centre for odd sizes; as ``padding='same'``).
-        padding_mode: how the image is extended beyond its border: ``'zeros'``, ``'reflect'``,
-            ``'replicate'`` or ``'circular'`` (see :func:`pad2d`). Default: ``'reflect'``.
-        mode: ``'correlate'`` (``sum f(x+u, y+v) g(u, v)``, as CNN layers) or ``'convolve'``
-            (``sum f(x-u, y-v) g(u, v)``, the mathematical convolution: the kernel flipped by a half
-            turn).
-            Default: ``'correlate'``.
-        algorithm: passed on to :func:`fastconv.conv2d` (``'auto'``, ``'direct'`` or ``'fft'``).
+        image: ``(H, W)`` grayscale or ``(H, W, C)`` channels-last colour/multichannel array of
+            uint8, uint16, float16, float32 or float64 (any strides and byte order). Each channel
+            is filtered on its own. Integer images are converted to floats a row at a time while
+            they are filtered: no float copy of the image is made.
+        kernel: a 2-D array ``(R, S)``, a kernel name (:data:`KERNEL_NAMES`; ``'gaussian'`` means
+            ``gaussian(1.0)``), or a bank of ``F`` kernels: a 3-D array ``(F, R, S)`` or a
+            sequence of names or 2-D arrays of one shape. The output pixel ``(i, j)`` lines up with
+            kernel element ``((R - 1) // 2, (S - 1) // 2)`` (the centre for odd sizes; as
+            ``padding='same'``). Kernel elements equal to zero are skipped (an ``inf`` or ``nan``
+            pixel does not spread through them).
+        padding_mode: how the image is extended beyond its border: ``'zeros'``, ``'reflect'``
+            (``d c b | a b c d``'s mirror without repeating the edge: numpy's ``'reflect'``,
+            OpenCV's ``BORDER_REFLECT_101``, its default), ``'replicate'`` or ``'circular'`` (see
+            :func:`pad2d`). Only the border rows and columns are extended, as they are read.
+            Default: ``'reflect'``.
+        mode: ``'correlate'`` (``sum f(x+u, y+v) g(u, v)``, as CNN layers, ``cv2.filter2D`` and
+            ``scipy.ndimage.correlate``) or ``'convolve'`` (``sum f(x-u, y-v) g(u, v)``, the
+            mathematical convolution: the kernel flipped by a half turn). Default: ``'correlate'``.
+        algorithm: ``'auto'`` or ``'direct'``: the filter engine (separable kernels as two 1-D
+            passes, the others as a direct 2-D sum); ``'fft'``: :func:`fastconv.conv2d`'s FFT,
+            only on request, as it can be less exact (see :mod:`fastconv.fft`). Default:
+            ``'auto'``.
+        separable: ``None`` (default): a kernel runs as a vertical then a horizontal 1-D pass when
+            it is of rank 1 (to within 16 units in the last place of the finer of its dtype and
+            the work dtype) and that takes fewer multiply-adds; ``True``: every kernel must be of
+            rank 1 (ValueError otherwise) and runs separable; ``False``: always the direct sum.
+        output_dtype: the dtype of the result: ``None`` or ``'input'`` (default): the image's;
+            ``'float'``: float64 for a float64 image, else float32; or one of uint8, uint16,
+            float16, float32, float64. Integer results are rounded to the nearest integer (halves
+            to even) and saturated to the dtype's range (as OpenCV's), ``nan`` giving 0.
+
+    The work dtype (of every sum) is float64 when the image or the output is float64, float32
+    otherwise (uint8, uint16 and float16 images included, as OpenCV's float kernels). Results are
+    bitwise the same for any thread count.
 
     Returns:
-        an array of the shape and dtype of ``image``. For uint8 input the result is computed in
-        float64, rounded to the nearest integer (halves to even) and clipped to ``[0, 255]``.
+        an ``(H, W)`` or ``(H, W, C)`` array (the image's shape) for one kernel, ``(F, H, W)`` or
+        ``(F, H, W, C)`` for a bank, of dtype ``output_dtype``.
     """
-    img, work = _as_image(image)
-    k = _as_kernel(kernel)
+    img = _as_image(image)
+    bank, ks = _as_kernels(kernel)
     if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
         raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
     check_padding_mode(padding_mode)
+    check_algorithm(algorithm)
+    if separable is not None and not isinstance(separable, bool):
+        raise TypeError(f"separable must be None, True or False, got {separable!r}")
+    out_dtype = _output_dtype(output_dtype, img.dtype)
+    work = np.float64 if np.float64 in (img.dtype, out_dtype) else np.float32
     if mode == "convolve":
-        k = k[::-1, ::-1]
+        ks = ks[:, ::-1, ::-1]
+    factors = [_separable_factors(k, work, separable, i if bank else None)
+               for i, k in enumerate(ks)]
     x = img[:, :, None] if img.ndim == 2 else img
+    out_shape = (len(ks),) + x.shape
     if 0 in x.shape:
-        return img.copy()
-    x = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]       # (1, C, H, W), a view
-    y = _filter_channels(x, k.astype(work), padding_mode, algorithm)
-    y = np.moveaxis(y[0], 0, 2)                                   # (H, W, C)
+        y = np.empty(out_shape, out_dtype)
+    else:
+        _check_fits(x.shape, ks.shape[1:], padding_mode)
+        if algorithm == "fft":
+            y = np.stack([_fft_filter(x, k, padding_mode, work) for k in ks])
+            y = _cast_output(y, out_dtype)
+        else:
+            y = _run_bank(x, ks, factors, padding_mode, work, out_dtype)
     if img.ndim == 2:
-        y = y[:, :, 0]
-    if img.dtype == np.uint8:
-        return np.clip(np.rint(y), 0, _UINT8_MAX).astype(np.uint8)
-    return np.ascontiguousarray(y, dtype=img.dtype)
+        y = y[..., 0]
+    return y if bank else y[0]
 
 
 def _as_image(image):
-    """``(image, work dtype)``: the image as a native-order (H, W) or (H, W, C) array, and the
-    float dtype it is filtered in."""
+    """The image as a native-order (H, W) or (H, W, C) array of one of IMAGE_DTYPES."""
     img = np.asarray(image)
     if not img.dtype.isnative:  # a byte-swapped image holds the same values: compute natively
         img = img.astype(img.dtype.newbyteorder("="))
     if img.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
-    if img.dtype == np.uint8:
-        return img, np.float64
-    if img.dtype in (np.float32, np.float64):
-        return img, img.dtype.type
-    if img.dtype == np.float16:
-        return img, np.float32
-    raise TypeError(f"image must be a float or uint8 array, got dtype {img.dtype}")
+    if img.dtype.type not in IMAGE_DTYPES:
+        raise TypeError("image must be a uint8, uint16, float16, float32 or float64 array, got "
+                        f"dtype {img.dtype}")
+    return img
 
 
 def _as_kernel(kernel):
@@ -320,9 +359,172 @@ def _as_kernel(kernel):
     k = np.asarray(kernel)
     if k.ndim != 2 or k.size == 0:
         raise ValueError(f"kernel must be a non-empty 2-D array, got shape {k.shape}")
+    _check_real(k)
+    return k
+
+
+def _check_real(k):
     if not (np.issubdtype(k.dtype, np.floating) or np.issubdtype(k.dtype, np.integer)):
         raise TypeError(f"kernel must be real numbers, got dtype {k.dtype}")
-    return k
+
+
+def _as_kernels(kernel):
+    """``(bank, kernels)``: whether ``kernel`` is a bank, and its kernels as an (F, R, S) array."""
+    if isinstance(kernel, str):
+        return False, _as_kernel(kernel)[None]
+    if isinstance(kernel, (list, tuple)) and kernel and all(
+            isinstance(k, str) or np.ndim(k) == 2 for k in kernel):
+        ks = [_as_kernel(k) for k in kernel]
+        shapes = {k.shape for k in ks}
+        if len(shapes) > 1:
+            raise ValueError(f"the kernels of a bank must have one shape, got {sorted(shapes)}")
+        return True, np.stack(ks)
+    k = np.asarray(kernel)
+    if k.ndim == 3:
+        if k.size == 0:
+            raise ValueError(f"kernel must be a non-empty 2-D array or an (F, R, S) bank of them, "
+                             f"got shape {k.shape}")
+        _check_real(k)
+        return True, k
+    if k.ndim != 2:
+        raise ValueError(f"kernel must be a non-empty 2-D array or an (F, R, S) bank of them, got "
+                         f"shape {k.shape}")
+    return False, _as_kernel(k)[None]
+
+
+def _output_dtype(output_dtype, image_dtype):
+    if output_dtype is None or (isinstance(output_dtype, str) and output_dtype == "input"):
+        return image_dtype.type
+    if isinstance(output_dtype, str) and output_dtype == "float":
+        return np.float64 if image_dtype == np.float64 else np.float32
+    try:
+        dt = np.dtype(output_dtype).type
+    except TypeError:
+        dt = None
+    if dt not in _OUTPUT_DTYPES:
+        raise ValueError("output_dtype must be None, 'input', 'float' or one of uint8, uint16, "
+                         f"float16, float32, float64, got {output_dtype!r}")
+    return dt
+
+
+def _check_fits(shape, kshape, padding_mode):
+    """ValueError when the padding ``padding_mode`` needs for this kernel exceeds its limits."""
+    (h, w), (r, s) = shape[:2], kshape
+    top, left = (r - 1) // 2, (s - 1) // 2
+    try:
+        _check_size(padding_mode, h, top, r - 1 - top, 0, shape[:2])
+        _check_size(padding_mode, w, left, s - 1 - left, 1, shape[:2])
+    except ValueError as exc:
+        raise ValueError(f"a {r}x{s} kernel with padding_mode={padding_mode!r} does not fit "
+                         f"a {h}x{w} image: {exc}") from None
+
+
+def _separable_factors(k, work, separable, index):
+    """``(kv, kx)`` with ``k == outer(kv, kx)`` to rounding when ``k`` is to run separable, else
+    None; ValueError naming ``separable`` when it is True and ``k`` is not of rank 1."""
+    if separable is False:
+        return None
+    factors = _rank1(k, work)
+    if separable is True:
+        if factors is None:
+            which = "the kernel" if index is None else f"kernel {index} of the bank"
+            raise ValueError(f"separable=True, but {which} is not of rank 1 (an outer product of "
+                             f"a column and a row, to rounding): pass separable=None or False")
+        return factors
+    if factors is None or min(k.shape) == 1:
+        return None
+    kv, kx = factors
+    # two passes cost a store and a load per element more than one: only when they save more
+    return factors if np.count_nonzero(kv) + np.count_nonzero(kx) + 2 < np.count_nonzero(k) \
+        else None
+
+
+def _rank1(k, work):
+    """The factors of :func:`_rank1_of` (cached: a loop filtering many small images with one
+    kernel would otherwise spend most of its time on the SVD)."""
+    k = np.asarray(k)
+    if k.size > _RANK1_CACHE_MAX_SIZE:
+        return _rank1_of(k, work)
+    key = (k.tobytes(), k.shape, k.dtype.str, np.dtype(work).str)
+    return _rank1_cached(key)
+
+
+_RANK1_CACHE_MAX_SIZE = 64 * 64
+
+
+@functools.lru_cache(maxsize=128)
+def _rank1_cached(key):
+    data, shape, dtype, work = key
+    return _rank1_of(np.frombuffer(data, dtype=dtype).reshape(shape), np.dtype(work).type)
+
+
+def _rank1_of(k, work):
+    """``(kv, kx)`` (float64) with ``outer(kv, kx)`` equal to ``k`` within _SEPARABLE_ULPS units
+    in the last place, or None. The factors are a row and a column of ``k`` through its largest
+    element (scaled by it): exact for integer kernels (Sobel: ``[1, 2, 1]`` and ``[-1, 0, 1]``
+    up to a power of two) where a singular vector would not be."""
+    k64 = k.astype(np.float64)
+    kmax = np.abs(k64).max() if k64.size else 0.0
+    if not (np.isfinite(k64).all() and kmax > 0):
+        return None
+    kdt = k.dtype if np.issubdtype(k.dtype, np.floating) else np.float64
+    eps = min(np.finfo(kdt).eps, np.finfo(work).eps) if kdt != np.float16 else np.finfo(work).eps
+    tol = _SEPARABLE_ULPS * eps
+    s = np.linalg.svd(k64, compute_uv=False)
+    if len(s) > 1 and s[1] > tol * s[0]:
+        return None
+    r, c = np.unravel_index(np.argmax(np.abs(k64)), k64.shape)
+    kx = k64[r, :].copy()
+    kv = k64[:, c] / k64[r, c]
+    if np.abs(np.outer(kv, kx) - k64).max() > tol * kmax:
+        return None
+    kv.setflags(write=False)
+    kx.setflags(write=False)
+    return kv, kx
+
+
+# The engine reads an image of the work dtype in place (False: converts every row, as for the
+# other dtypes; the same results, for the tests and benchmarks).
+_READ_IN_PLACE = True
+_PAD_CODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
+
+
+def _run_bank(x, ks, factors, padding_mode, work, out_dtype):
+    """The filter engine on the (H, W, C) image ``x``: (F, H, W, C) of ``out_dtype``."""
+    from . import _kernels
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    itemsize = x.itemsize
+    c = x.shape[2]
+    if (x.strides[1] != c * itemsize or (c > 1 and x.strides[2] != itemsize)
+            or x.strides[0] % itemsize):
+        x = np.ascontiguousarray(x)
+    f, r, s = ks.shape
+    k2 = np.ascontiguousarray(ks, dtype=work)
+    kv, kx = np.zeros((f, r), work), np.zeros((f, s), work)
+    sep = np.zeros(f, np.int32)
+    for i, fac in enumerate(factors):
+        if fac is not None:
+            kv[i], kx[i], sep[i] = fac[0], fac[1], 1
+    engine_out = np.float32 if out_dtype == np.float16 else out_dtype
+    y = _kernels.empty((f,) + x.shape, engine_out)
+    _kernels.filter_bank(x, y, k2, kv, kx, sep, _PAD_CODE[padding_mode], (r - 1) // 2,
+                         (s - 1) // 2, _READ_IN_PLACE)
+    return y.astype(out_dtype) if engine_out != out_dtype else y
+
+
+def _cast_output(y, out_dtype):
+    if out_dtype in _INTEGER:
+        top = np.iinfo(out_dtype).max
+        return np.clip(np.nan_to_num(np.rint(y), nan=0.0), 0, top).astype(out_dtype)
+    return y.astype(out_dtype)
+
+
+def _fft_filter(x, k, padding_mode, work):
+    """The (H, W, C) image filtered by one kernel through conv2d's FFT (algorithm='fft')."""
+    xc = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]      # (1, C, H, W), a view
+    y = _filter_channels(xc, k.astype(work), padding_mode, "fft")
+    return np.moveaxis(y[0], 0, 2)                                 # (H, W, C)
 
 
 def _filter_channels(x, k, padding_mode, algorithm):

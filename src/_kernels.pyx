@@ -358,6 +358,7 @@ def activation_grad(const floating[::1] grad, const floating[::1] out, int act, 
 
 
 include "_pooling.pxi"
+include "_filters.pxi"
 include "_testing.pxi"
 
 

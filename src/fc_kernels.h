@@ -12,6 +12,7 @@
 #include "conv_engine.h"
 #include "pool_engine.h"
 #include "pool_adaptive.h"
+#include "filter_engine.h"
 #include "fma_probe.h"
 #include "fc_alloc.h"
 

@@ -47,7 +47,8 @@ def any_layout(draw, a, readonly=True):
     if kind == "f":
         a = np.asfortranarray(a)
     elif kind == "sliced":
-        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, dtype=a.dtype)
+        fill = np.nan if np.issubdtype(a.dtype, np.inexact) else 0
+        big = np.full(tuple(2 * s + 1 for s in a.shape), fill, dtype=a.dtype)
         view = big[tuple(slice(1, None, 2) for _ in a.shape)]
         view[...] = a
         a = view
@@ -414,7 +415,8 @@ def fuzz_layout(rng, a, misaligned=True):
     if kind == "f":
         return np.asfortranarray(a)
     if kind == "sliced":
-        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, dtype=a.dtype)
+        fill = np.nan if np.issubdtype(a.dtype, np.inexact) else 0
+        big = np.full(tuple(2 * s + 1 for s in a.shape), fill, dtype=a.dtype)
         view = big[tuple(slice(1, None, 2) for _ in a.shape)]
         view[...] = a
         return view
@@ -626,3 +628,56 @@ def fused_activations(draw):
     slope = draw(st.one_of(st.sampled_from([0.0, 0.01, 1.0, 3.0]),
                            st.floats(0, 10, allow_nan=False, allow_subnormal=False)))
     return name, slope
+
+
+# ---------------------------------------------------------------------------- filter2d cases
+FILTER_IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+FILTER_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def filter_padding_fits(mode, shape, kshape):
+    """Whether ``mode`` can extend an (H, W, ...) image for a kernel of ``kshape`` (reflect needs
+    each pad < the size, circular <= it), from the definition of the modes."""
+    for size, k in zip(shape[:2], kshape):
+        lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+        if mode == "reflect" and max(lo, hi) >= size:
+            return False
+        if mode == "circular" and max(lo, hi) > size:
+            return False
+    return True
+
+
+@st.composite
+def filter_images(draw, dtypes=FILTER_IMAGE_DTYPES, max_side=12):
+    """An (H, W) or (H, W, C) image of a dtype drawn from ``dtypes``, values in the dtype's range
+    (float images in [-2, 2]), in a layout drawn by any_layout."""
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    c = draw(st.sampled_from([None, 1, 3]))
+    shape = (h, w) if c is None else (h, w, c)
+    dtype = draw(st.sampled_from(dtypes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if np.issubdtype(dtype, np.integer):
+        img = rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+    else:
+        img = (rng.random(shape) * 4 - 2).astype(dtype)
+    return any_layout(draw, img)
+
+
+@st.composite
+def filter_kernels(draw, max_side=5, rank1=None):
+    """A (kh, kw) float64 kernel: of rank 1 (an outer product of small integer-valued vectors,
+    so exactly rank 1) when ``rank1`` is True, a random one (rank > 1 almost surely) when False,
+    either when None; some elements are zero."""
+    kh, kw = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if rank1 is None:
+        rank1 = draw(st.booleans())
+    if rank1:
+        a = rng.integers(-3, 4, kh).astype(np.float64)
+        b = rng.integers(-3, 4, kw).astype(np.float64) / 4
+        a[rng.integers(kh)] = 1.0 + rng.integers(3)  # not all zero
+        b[rng.integers(kw)] = -0.5
+        return np.outer(a, b)
+    k = rng.standard_normal((kh, kw))
+    k[rng.random((kh, kw)) < 0.2] = 0.0
+    return k

@@ -1,0 +1,63 @@
+# Image filters (included by _kernels.pyx): the OpenMP loop over the work items of
+# src/filter_engine.h, on the SIMD path, threads and floating-point mode of the whole module.
+# Arguments arrive validated and normalised by fastconv.filters.
+
+cdef extern from "fc_kernels.h" nogil:
+    int FC_FT_U8, FC_FT_U16, FC_FT_F32, FC_FT_F64
+    ctypedef struct fc_filter_job:
+        int f64, in_type, out_type, pad
+        fc_idx H, W, C
+        const void *src
+        fc_idx src_rs
+        void *dst
+        fc_idx dst_fs, dst_rs
+        fc_idx F, kh, kw, top, left
+        const void *k2
+        const void *kv
+        const void *kx
+        const int *sep
+        int inplace
+    const fc_task fc_filter_task
+
+
+cdef int _filter_type(cnp.ndarray a) except -1:
+    cdef int num = cnp.PyArray_TYPE(a)
+    if num == cnp.NPY_UINT8:
+        return FC_FT_U8
+    if num == cnp.NPY_UINT16:
+        return FC_FT_U16
+    if num == cnp.NPY_FLOAT32:
+        return FC_FT_F32
+    if num == cnp.NPY_FLOAT64:
+        return FC_FT_F64
+    raise TypeError(f"unsupported dtype {a.dtype}")
+
+
+def filter_bank(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray k2, cnp.ndarray kv,
+                cnp.ndarray kx, cnp.ndarray sep, int pad, fc_idx top, fc_idx left,
+                bint inplace=True):
+    """dst[f] = filter f of the bank applied to src, an (H, W, C) image whose rows are contiguous
+    (any row stride); dst is (F, H, W, C) C-contiguous. k2 (F, kh, kw), kv (F, kh), kx (F, kw)
+    are C-contiguous in the work dtype (float32 or float64); sep (F,) int32; pad an FC_FPAD_*
+    mode whose limits the caller checked; top/left the padding before the first row/column."""
+    cdef fc_filter_job job
+    job.f64 = cnp.PyArray_TYPE(k2) == cnp.NPY_FLOAT64
+    job.in_type = _filter_type(src)
+    job.out_type = _filter_type(dst)
+    job.pad = pad
+    job.H, job.W, job.C = src.shape[0], src.shape[1], src.shape[2]
+    job.src = cnp.PyArray_DATA(src)
+    job.src_rs = src.strides[0] // src.itemsize
+    job.dst = cnp.PyArray_DATA(dst)
+    job.dst_fs = dst.strides[0] // dst.itemsize
+    job.dst_rs = dst.strides[1] // dst.itemsize
+    job.F, job.kh, job.kw = k2.shape[0], k2.shape[1], k2.shape[2]
+    job.top, job.left = top, left
+    job.k2 = cnp.PyArray_DATA(k2)
+    job.kv = cnp.PyArray_DATA(kv)
+    job.kx = cnp.PyArray_DATA(kx)
+    job.sep = <const int *>cnp.PyArray_DATA(sep)
+    job.inplace = inplace
+    cdef double touched = (<double>job.H * job.W * job.C * (src.itemsize + job.F * dst.itemsize))
+    cdef int nthreads = 1 if touched < _serial_bytes else fc_get_max_threads()
+    _run(&job, &fc_filter_task, nthreads, "filter")

@@ -1,0 +1,39 @@
+/* Instantiates the image-filter loops (filter_isa_tmpl.h) for one work dtype on every SIMD path:
+ * filter_engine.h defines T and TN, includes this file, and T and TN are undefined at the end.
+ * Each ISA instantiation is compiled for its path's features (FC_TARGET_*, fc_common.h). */
+#ifdef FC_HAVE_X86_PATHS
+#define ISA avx512
+#define VB 64
+#define FC_TARGET FC_TARGET_AVX512
+#include "filter_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef FC_TARGET
+
+#define ISA avx2
+#define VB 32
+#define FC_TARGET FC_TARGET_AVX2
+#include "filter_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef FC_TARGET
+#endif
+
+#define ISA generic
+#define VB 16
+#define FC_TARGET
+#include "filter_isa_tmpl.h"
+#undef ISA
+#undef VB
+#undef FC_TARGET
+
+/* This dtype's item function on each SIMD path (fc_filter_prepare picks the one in use). */
+static const fc_filter_item_fn FC_CAT(fc_filter_items, TN)[FC_ISA_COUNT] = {
+    [FC_ISA_GENERIC] = FC_CAT(FC_CAT(flt_item, TN), generic),
+#ifdef FC_HAVE_X86_PATHS
+    [FC_ISA_AVX2] = FC_CAT(FC_CAT(flt_item, TN), avx2),
+    [FC_ISA_AVX512] = FC_CAT(FC_CAT(flt_item, TN), avx512),
+#endif
+};
+#undef T
+#undef TN

@@ -1,0 +1,398 @@
+/* The loops of the image-filter engine (filter_engine.h), written once with GCC vector extensions
+ * and compiled once per (work dtype, ISA); filter_engine.h defines before including this file:
+ *   T (float/double), TN (f32/f64), ISA (avx512/avx2/generic), VB (vector bytes), FC_TARGET.
+ *
+ * Every pass is one kernel, `taps`: out[j] = sum_t w[t] * src_t[j] over a list of taps (weight,
+ * pointer), in the order of the list, the first a multiply and the others fused multiply-adds
+ * (fc_fma.h). The horizontal pass of a separable filter reads one padded row at the offsets u*C,
+ * the vertical pass kh rows at offset 0, the direct 2-D pass kh rows at u*C: a lane is one output
+ * element whichever block of the loop computes it, so results never depend on the row bands,
+ * column strips or thread count. */
+#define FN(name) FC_CAT(FC_CAT(FC_CAT(flt, name), TN), ISA)
+#define VL ((int)(VB / sizeof(T)))
+#define VEC FN(vec)
+#define VECU FN(vecu)
+#define ALWAYS static inline __attribute__((always_inline)) FC_TARGET
+
+typedef T VEC __attribute__((vector_size(VB)));
+typedef T VECU __attribute__((vector_size(VB), aligned(sizeof(T))));
+#define LOADU(p) (*(const VECU *)(p))
+#define STOREU(p, v) (*(VECU *)(p) = (v))
+
+#include "fc_fma.h"
+
+/* Vectors per register block: enough independent accumulators to hide the FMA latency (AVX-512
+ * has 32 registers, the others 16). */
+#define NB (VB == 64 ? 8 : 4)
+
+/* Store v at p (aligned to a whole vector) without reading its line into the caches first. */
+ALWAYS void FN(stream)(T *p, VEC v) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 64
+    if (sizeof(T) == 4) _mm512_stream_ps((float *)p, (__m512)v);
+    else _mm512_stream_pd((double *)p, (__m512d)v);
+#elif defined(__x86_64__) && defined(__GNUC__) && VB == 32
+    if (sizeof(T) == 4) _mm256_stream_ps((float *)p, (__m256)v);
+    else _mm256_stream_pd((double *)p, (__m256d)v);
+#else
+    *(VEC *)p = v;
+#endif
+}
+
+/* out[j] = sum_t w[t] * p[t][j] for j < n (nt >= 1). Reads up to VL - 1 elements past n of every
+ * p[t] (the buffers have slack); writes exactly n elements; with `stream`, the whole register
+ * blocks by non-temporal stores (for outputs larger than the caches: no read of the lines they
+ * overwrite), after a first vector written as far as the next vector-aligned element. */
+static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt,
+                               int stream) {
+    fc_idx j = 0;
+    if (stream) {
+        fc_idx head = (fc_idx)((VB - ((uintptr_t)out & (VB - 1))) & (VB - 1)) / (fc_idx)sizeof(T);
+        if ((uintptr_t)out % sizeof(T)) head = n; /* never aligned: no streaming */
+        head = FC_MIN(head, n);
+        if (head) {
+            VEC acc = w[0] * LOADU(p[0]);
+            for (int t = 1; t < nt; t++) acc = FN(fma1)(w[t], LOADU(p[t]), acc);
+            memcpy(out, &acc, (size_t)head * sizeof(T));
+            j = head;
+        }
+        for (; j + NB * VL <= n; j += NB * VL) {
+            VEC acc[NB];
+            const T *p0 = p[0] + j;
+            T w0 = w[0];
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) acc[b] = w0 * LOADU(p0 + b * VL);
+            for (int t = 1; t < nt; t++) {
+                const T *pt = p[t] + j;
+                T wt = w[t];
+                FC_UNROLL
+                for (int b = 0; b < NB; b++) acc[b] = FN(fma1)(wt, LOADU(pt + b * VL), acc[b]);
+            }
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) FN(stream)(out + j + b * VL, acc[b]);
+        }
+    }
+    for (; j + NB * VL <= n; j += NB * VL) {
+        VEC acc[NB];
+        const T *p0 = p[0] + j;
+        T w0 = w[0];
+        FC_UNROLL
+        for (int b = 0; b < NB; b++) acc[b] = w0 * LOADU(p0 + b * VL);
+        for (int t = 1; t < nt; t++) {
+            const T *pt = p[t] + j;
+            T wt = w[t];
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) acc[b] = FN(fma1)(wt, LOADU(pt + b * VL), acc[b]);
+        }
+        FC_UNROLL
+        for (int b = 0; b < NB; b++) STOREU(out + j + b * VL, acc[b]);
+    }
+    for (; j < n; j += VL) {
+        VEC acc = w[0] * LOADU(p[0] + j);
+        for (int t = 1; t < nt; t++) acc = FN(fma1)(w[t], LOADU(p[t] + j), acc);
+        if (j + VL <= n) STOREU(out + j, acc);
+        else memcpy(out + j, &acc, (size_t)(n - j) * sizeof(T));
+    }
+}
+
+/* Rows of output a vertical pass computes at once: each input row vector loaded is used by up to
+ * FC_VROWS outputs, so a pass of kh taps loads (FC_VROWS + kh - 1) / FC_VROWS vectors per output
+ * vector instead of kh. */
+#ifndef FC_VROWS
+#define FC_VROWS 4
+#endif
+#define VNB (VB == 64 ? 4 : 2)
+
+/* out[r][j] = sum_i w[i] * rows[r + i][j] for r < FC_VROWS, j < n, over the non-zero w[i] in
+ * order of i, accumulated from +0 by fused multiply-adds (so every output row's arithmetic is
+ * the same whichever of the FC_VROWS it is). rows has FC_VROWS + kh - 1 entries; an output row
+ * that is not wanted may be given any readable row (its result is stored all the same). */
+static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, const T *w,
+                                int kh) {
+    const int nq = FC_VROWS + kh - 1;
+    fc_idx j = 0;
+    for (; j < n; j += VNB * VL) {
+        VEC acc[FC_VROWS][VNB];
+        FC_UNROLL
+        for (int r = 0; r < FC_VROWS; r++) {
+            FC_UNROLL
+            for (int b = 0; b < VNB; b++) acc[r][b] = (VEC){0};
+        }
+        for (int q = 0; q < nq; q++) {
+            VEC v[VNB];
+            FC_UNROLL
+            for (int b = 0; b < VNB; b++) v[b] = LOADU(rows[q] + j + b * VL);
+            FC_UNROLL
+            for (int r = 0; r < FC_VROWS; r++) {
+                int i = q - r;
+                if (i < 0 || i >= kh || w[i] == 0) continue;
+                T wi = w[i];
+                FC_UNROLL
+                for (int b = 0; b < VNB; b++) acc[r][b] = FN(fma1)(wi, v[b], acc[r][b]);
+            }
+        }
+        FC_UNROLL
+        for (int r = 0; r < FC_VROWS; r++) {
+            FC_UNROLL
+            for (int b = 0; b < VNB; b++) STOREU(out[r] + j + b * VL, acc[r][b]);
+        }
+    }
+}
+
+/* d[k] = (T)s[k] for k < n, from the image's element type. */
+static FC_TARGET void FN(convert_in)(T *restrict d, const void *restrict s, fc_idx n, int type) {
+    switch (type) {
+    case FC_FT_U8: {
+        const uint8_t *q = (const uint8_t *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    case FC_FT_U16: {
+        const uint16_t *q = (const uint16_t *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    case FC_FT_F32: {
+        const float *q = (const float *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    default: {
+        const double *q = (const double *)s;
+        for (fc_idx k = 0; k < n; k++) d[k] = (T)q[k];
+        break;
+    }
+    }
+}
+
+/* d[k] = s[k] in the output's element type: integers rounded half to even and saturated (NaN
+ * gives 0), float64 to float32 rounded to nearest. */
+static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_idx n, int type) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 64
+    /* float32 to uint8/uint16 on AVX-512: max(v, 0) (0 for NaN: maxps returns its second operand
+     * then), min(v, top), a conversion rounding as rint does (the current rounding mode, to
+     * nearest even by default), a truncating pack of values already in range */
+    if (sizeof(T) == 4 && (type == FC_FT_U8 || type == FC_FT_U16)) {
+        const __m512 zero = _mm512_setzero_ps();
+        const __m512 top = _mm512_set1_ps(type == FC_FT_U8 ? 255.0f : 65535.0f);
+        fc_idx k = 0;
+        for (; k + 16 <= n; k += 16) {
+            __m512 v = _mm512_loadu_ps((const float *)s + k);
+            __m512i i = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, zero), top));
+            if (type == FC_FT_U8) _mm_storeu_si128((__m128i *)((uint8_t *)d + k),
+                                                   _mm512_cvtepi32_epi8(i));
+            else _mm256_storeu_si256((__m256i *)((uint16_t *)d + k), _mm512_cvtepi32_epi16(i));
+        }
+        if (k == n) return;
+        d = (char *)d + k * (type == FC_FT_U8 ? 1 : 2);
+        s += k;
+        n -= k;
+    }
+#endif
+    switch (type) {
+    case FC_FT_U8: {
+        uint8_t *q = (uint8_t *)d;
+        for (fc_idx k = 0; k < n; k++) {
+            T v = s[k];
+            v = !(v > 0) ? (T)0 : v;
+            v = v > (T)255 ? (T)255 : v;
+            q[k] = (uint8_t)(int)(sizeof(T) == 4 ? __builtin_rintf((float)v)
+                                                 : __builtin_rint((double)v));
+        }
+        break;
+    }
+    case FC_FT_U16: {
+        uint16_t *q = (uint16_t *)d;
+        for (fc_idx k = 0; k < n; k++) {
+            T v = s[k];
+            v = !(v > 0) ? (T)0 : v;
+            v = v > (T)65535 ? (T)65535 : v;
+            q[k] = (uint16_t)(int)(sizeof(T) == 4 ? __builtin_rintf((float)v)
+                                                  : __builtin_rint((double)v));
+        }
+        break;
+    }
+    case FC_FT_F32: {
+        float *q = (float *)d;
+        for (fc_idx k = 0; k < n; k++) q[k] = (float)s[k];
+        break;
+    }
+    default: {
+        double *q = (double *)d;
+        for (fc_idx k = 0; k < n; k++) q[k] = (double)s[k];
+        break;
+    }
+    }
+}
+
+/* Pixels [pa, pb) of the padded row of pixels x0, x0 + 1, ... (mapped into the image by the
+ * padding mode) of the image row at `row`, converted to T: at d + pa*C. */
+static FC_TARGET void FN(build_pixels)(T *restrict d, const fc_filter_job *j, const char *row,
+                                       fc_idx x0, fc_idx pa, fc_idx pb) {
+    const fc_idx C = j->C, W = j->W, es = fc_filter_type_bytes(j->in_type);
+    fc_idx lo = FC_MIN(pb, FC_MAX(pa, -x0)), hi = FC_MAX(lo, FC_MIN(pb, W - x0));
+    if (hi > lo) FN(convert_in)(d + lo * C, row + (x0 + lo) * C * es, (hi - lo) * C, j->in_type);
+    for (fc_idx p = pa; p < pb; p++) {
+        if (p == lo) p = hi;
+        if (p >= pb) break;
+        fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
+        if (xs < 0) memset(d + p * C, 0, (size_t)C * sizeof(T));
+        else FN(convert_in)(d + p * C, row + xs * C * es, C, j->in_type);
+    }
+}
+
+/* Padded row ri (any integer; mapped into the image by the padding mode) of pixels x0 .. x0+npx-1
+ * (also mapped), converted to T: npx*C elements at d, then FC_FILTER_SLACK zeros. When the image
+ * is of the work dtype and pl < pr, only pixels [0, pl) and [pr, npx) are built and the image
+ * row is returned, to be read in place in between; else NULL. */
+static FC_TARGET const T *FN(build_row)(T *restrict d, const fc_filter_job *j, fc_idx ri,
+                                        fc_idx x0, fc_idx npx, fc_idx pl, fc_idx pr) {
+    const fc_idx es = fc_filter_type_bytes(j->in_type);
+    fc_idx rs = fc_filter_map(ri, j->H, j->pad);
+    memset(d + npx * j->C, 0, FC_FILTER_SLACK * sizeof(T));
+    if (rs < 0) {
+        memset(d, 0, (size_t)(npx * j->C) * sizeof(T));
+        return NULL;
+    }
+    const char *row = (const char *)j->src + (rs * j->src_rs) * es;
+    if (pl < pr && j->in_type == (sizeof(T) == 8 ? FC_FT_F64 : FC_FT_F32)) {
+        FN(build_pixels)(d, j, row, x0, 0, pl);
+        FN(build_pixels)(d, j, row, x0, pr, npx);
+        return (const T *)row;
+    }
+    FN(build_pixels)(d, j, row, x0, 0, npx);
+    return NULL;
+}
+
+/* One work item: the output rows of band `item / nstrips`, columns of strip `item % nstrips`,
+ * of every filter. The padded input rows of the strip are kept in a ring of kh rows: each is
+ * built once per item and read by every filter while in cache. A separable filter runs its
+ * vertical pass first, over the whole padded width (a row V of npx*C elements), then its
+ * horizontal pass on V: no horizontal work is spent on the rows above and below the band. */
+static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
+    const fc_idx kh = j->kh, C = j->C, NR = kh + FC_VROWS - 1;
+    const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
+    const fc_idx r0 = band * j->band, r1 = FC_MIN(j->H, r0 + j->band);
+    const fc_idx c0 = strip * j->strip, npix = FC_MIN(j->W, c0 + j->strip) - c0;
+    const fc_idx n = npix * C, npx = npix + j->kw - 1;
+    const fc_idx LS = j->ring_stride; /* elements per ring row */
+    fc_workspace *ws = fc_ws_enter();
+    if (!ws) return -1;
+    /* the ring, FC_VROWS rows of vertical passes (whole vector blocks: VNB*VL past npx*C),
+     * a scratch row, pointer arrays */
+    const fc_idx VS = FC_ROUND_UP(npx * C, 64) + FC_FILTER_SLACK;
+    size_t bytes = ((size_t)(NR + 1) * (size_t)LS + (size_t)FC_VROWS * (size_t)VS) * sizeof(T) +
+                   (size_t)(j->maxtaps + 4 * NR + 2 * FC_VROWS) * sizeof(T *) + FC_ALIGN;
+    char *buf = (char *)fc_ws_get(0, bytes);
+    if (!buf) {
+        fc_ws_leave(ws);
+        return -1;
+    }
+    T *P = (T *)buf;                    /* NR padded rows */
+    T *scratch = P + NR * LS;           /* an output row before its conversion */
+    T *V = scratch + LS;                /* FC_VROWS rows of a separable filter's vertical pass */
+    const T **ptr = (const T **)(V + FC_VROWS * VS);
+    const T **rows = ptr + j->maxtaps;
+    const T **srows = rows + NR;       /* the image row of ring slot q read in place, or NULL */
+    const T **slot_src = srows + NR;   /* per ring slot */
+    const T **rq = slot_src + NR;
+    T **vout = (T **)(rq + NR);
+    T *vo[FC_VROWS];
+    const T *wt = (const T *)j->tap_w;
+    const fc_idx rbase = r0 - j->top; /* input row of ring slot 0 */
+    const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
+    const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+    const int stream = direct_out && j->stream;
+    for (int r = 0; r < FC_VROWS; r++) {
+        vout[r] = V + r * VS;
+        memset(vout[r] + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
+    }
+    fc_idx built = rbase; /* the next input row to build */
+    /* An image of the work dtype is read in place in the interior of the strip: output elements
+     * [oa, ob) of a direct pass, [va, vb) of a vertical pass, whose taps read no padding (with
+     * FC_FILTER_SLACK elements to spare for whole-vector reads); only the pixels [0, pl) and
+     * [pr, npx) of a ring row are then built. The results are the same bits either way. */
+    const fc_idx x0 = c0 - j->left, x0c = x0 * C, M = FC_FILTER_SLACK;
+    const fc_idx a = FC_MAX((fc_idx)0, j->left - c0);
+    const fc_idx b = FC_MIN(npix, j->W - (j->kw - 1 - j->left) - c0);
+    const fc_idx oa = a * C, ob = b * C - M;
+    const fc_idx va = oa, vb = FC_MIN(npx, j->W - x0) * C - M;
+    const fc_idx pl = FC_MIN(npx, FC_CEIL_DIV(oa + (j->kw - 1) * C + M, C));
+    fc_idx pr = ob / C;
+    const int inplace = j->inplace && ob - oa >= M && pl < pr;
+    if (!inplace) pr = 0;
+
+    for (fc_idx r = r0; r < r1; r += FC_VROWS) {
+        const fc_idx nr = FC_MIN((fc_idx)FC_VROWS, r1 - r);
+        const fc_idx last = r + nr - 1 - j->top + kh - 1; /* the last input row they read */
+        for (; built <= last; built++) {
+            fc_idx slot = (built - rbase) % NR;
+            slot_src[slot] = FN(build_row)(P + slot * LS, j, built, x0, npx, pl, pr);
+        }
+        for (fc_idx q = 0; q < NR; q++) { /* rows past the last one built repeat it */
+            fc_idx slot = (FC_MIN(r - j->top + q, last) - rbase) % NR;
+            rows[q] = P + slot * LS;
+            srows[q] = slot_src[slot];
+        }
+        for (fc_idx f = 0; f < j->F; f++) {
+            const fc_filter_taps *tp = &j->taps[2 * f];
+            const T *kvf = (const T *)j->kv + f * kh;
+            if (j->sep[f] && !inplace) {
+                FN(vtaps)(vout, npx * C, rows, kvf, (int)kh);
+            } else if (j->sep[f]) { /* left edge, interior, right edge: each overwrites what the
+                                     * whole vectors of the one before wrote past its end */
+                if (va > 0) FN(vtaps)(vout, va, rows, kvf, (int)kh);
+                for (fc_idx q = 0; q < NR; q++)
+                    rq[q] = srows[q] ? srows[q] + x0c + va : rows[q] + va;
+                for (int r2 = 0; r2 < FC_VROWS; r2++) vo[r2] = vout[r2] + va;
+                FN(vtaps)(vo, vb - va, rq, kvf, (int)kh);
+                for (fc_idx q = 0; q < NR; q++) rq[q] = rows[q] + vb;
+                for (int r2 = 0; r2 < FC_VROWS; r2++) vo[r2] = vout[r2] + vb;
+                FN(vtaps)(vo, npx * C - vb, rq, kvf, (int)kh);
+            }
+            for (fc_idx rr = 0; rr < nr; rr++) {
+                char *drow =
+                    (char *)j->dst + (f * j->dst_fs + (r + rr) * j->dst_rs + c0 * C) * es_out;
+                T *o = direct_out ? (T *)drow : scratch;
+                if (!tp->n) {
+                    memset(o, 0, (size_t)n * sizeof(T));
+                } else if (j->sep[f]) {
+                    for (int t = 0; t < tp->n; t++) ptr[t] = vout[rr] + j->tap_off[tp->first + t];
+                    FN(taps)(o, n, ptr, wt + tp->first, tp->n, stream);
+                } else if (!inplace) {
+                    for (int t = 0; t < tp->n; t++)
+                        ptr[t] = rows[rr + j->tap_row[tp->first + t]] + j->tap_off[tp->first + t];
+                    FN(taps)(o, n, ptr, wt + tp->first, tp->n, stream);
+                } else { /* left edge, interior (in place), right edge */
+                    const fc_idx *tr = j->tap_row + tp->first, *to = j->tap_off + tp->first;
+                    if (oa > 0) {
+                        for (int t = 0; t < tp->n; t++) ptr[t] = rows[rr + tr[t]] + to[t];
+                        FN(taps)(o, oa, ptr, wt + tp->first, tp->n, 0);
+                    }
+                    for (int t = 0; t < tp->n; t++) {
+                        const T *sr = srows[rr + tr[t]];
+                        ptr[t] = sr ? sr + (x0c + oa + to[t]) : rows[rr + tr[t]] + oa + to[t];
+                    }
+                    FN(taps)(o + oa, ob - oa, ptr, wt + tp->first, tp->n, stream);
+                    for (int t = 0; t < tp->n; t++) ptr[t] = rows[rr + tr[t]] + ob + to[t];
+                    FN(taps)(o + ob, n - ob, ptr, wt + tp->first, tp->n, 0);
+                }
+                if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
+            }
+        }
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (stream) _mm_sfence(); /* the non-temporal stores are seen by whoever reads the output */
+#endif
+    fc_ws_leave(ws);
+    return 0;
+}
+
+#undef FN
+#undef VL
+#undef VEC
+#undef VECU
+#undef ALWAYS
+#undef LOADU
+#undef STOREU
+#undef NB
+#undef VNB

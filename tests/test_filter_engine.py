@@ -1,0 +1,377 @@
+"""fastconv.filters.filter2d on its filter engine: every dtype and padding mode against a float64
+reference written here (numpy.pad + a sum of shifted slices), the separable path against the
+direct one, banks against one call per kernel (bitwise), thread counts (bitwise), the argument
+errors, and cross-checks against scipy.ndimage and OpenCV when they are installed."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import _testing
+from fastconv import filters as fl
+from tests.strategies import (FILTER_PADDING_MODES, filter_images, filter_kernels,
+                              filter_padding_fits)
+
+NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+rng = np.random.default_rng(1)
+
+
+def reference(img, k, padding_mode="reflect"):
+    """Correlation of each channel of ``img`` with ``k`` in float64, the output pixel (i, j) at
+    kernel element ((kh-1)//2, (kw-1)//2), the image extended by numpy.pad."""
+    x = np.asarray(img, dtype=np.float64)
+    x3 = x[:, :, None] if x.ndim == 2 else x
+    kh, kw = k.shape
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    xp = np.pad(x3, ((top, kh - 1 - top), (left, kw - 1 - left), (0, 0)),
+                mode=NUMPY_MODE[padding_mode])
+    h, w = x3.shape[:2]
+    out = np.zeros(x3.shape)
+    mag = np.zeros(x3.shape)  # sum |k| |x|: the scale of the rounding errors
+    for i in range(kh):
+        for u in range(kw):
+            out += k[i, u] * xp[i:i + h, u:u + w]
+            mag += abs(k[i, u]) * np.abs(xp[i:i + h, u:u + w])
+    return (out[..., 0], mag[..., 0]) if x.ndim == 2 else (out, mag)
+
+
+def work_eps(img_dtype, out_dtype=None):
+    f64 = np.float64 in (np.dtype(img_dtype).type, out_dtype)
+    return np.finfo(np.float64 if f64 else np.float32).eps
+
+
+def assert_close_to_reference(y, img, k, mode, eps):
+    ref, mag = reference(img, k, mode)
+    n = k.size
+    assert y.shape == ref.shape
+    err = np.abs(y.astype(np.float64) - ref)
+    assert (err <= 2 * n * eps * mag + 1e-300).all(), err.max()
+
+
+# ---- every dtype and padding mode against the reference ---------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(img=filter_images(), k=filter_kernels(), mode=st.sampled_from(FILTER_PADDING_MODES),
+       separable=st.sampled_from([None, False]))
+def test_float_output_matches_padded_reference(img, k, mode, separable):
+    if not filter_padding_fits(mode, img.shape, k.shape):
+        with pytest.raises(ValueError, match="does not fit"):
+            fl.filter2d(img, k, mode)
+        return
+    before = img.copy()
+    y = fl.filter2d(img, k, mode, separable=separable, output_dtype="float")
+    assert y.dtype == (np.float64 if img.dtype == np.float64 else np.float32)
+    assert_close_to_reference(y, img, k, mode, work_eps(img.dtype))
+    np.testing.assert_array_equal(img, before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(img=filter_images(dtypes=(np.uint8, np.uint16)), k=filter_kernels(),
+       mode=st.sampled_from(FILTER_PADDING_MODES))
+def test_integer_output_is_the_rounded_saturated_reference(img, k, mode):
+    if not filter_padding_fits(mode, img.shape, k.shape):
+        return
+    y = fl.filter2d(img, k, mode)
+    assert y.dtype == img.dtype
+    ref, mag = reference(img, k, mode)
+    top = np.iinfo(img.dtype).max
+    lo = np.clip(np.rint(ref - 2 * k.size * np.finfo(np.float32).eps * mag), 0, top)
+    hi = np.clip(np.rint(ref + 2 * k.size * np.finfo(np.float32).eps * mag), 0, top)
+    assert ((lo <= y) & (y <= hi)).all()
+
+
+def test_integer_rounding_halves_to_even_and_saturation():
+    img = np.array([[1, 2, 3, 2, 65535, 0]], dtype=np.uint16)
+    out = fl.filter2d(img, np.array([[0.5, 0.5]]), "replicate")
+    # (1+2)/2 = 1.5 -> 2, (2+3)/2 = 2.5 -> 2, (3+2)/2 = 2.5 -> 2, (2+65535)/2 = 32768.5 -> 32768
+    np.testing.assert_array_equal(out, [[2, 2, 2, 32768, 32768, 0]])
+    big = fl.filter2d(img, np.array([[2.0]]))
+    np.testing.assert_array_equal(big, [[2, 4, 6, 4, 65535, 0]])
+    neg = fl.filter2d(img, np.array([[-1.0]]))
+    np.testing.assert_array_equal(neg, np.zeros_like(img))
+    nan = fl.filter2d(np.array([[3]], np.uint8), np.array([[np.nan]]))
+    np.testing.assert_array_equal(nan, [[0]])
+
+
+def test_float16_and_output_dtypes():
+    img = rng.random((9, 11)).astype(np.float16)
+    ref, _ = reference(img, fl.sharpen)
+    y = fl.filter2d(img, "sharpen")
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y, ref, atol=1e-2)
+    u8 = (rng.random((9, 11)) * 255).astype(np.uint8)
+    assert fl.filter2d(u8, "sharpen", output_dtype="float").dtype == np.float32
+    y64 = fl.filter2d(u8, "box_blur", output_dtype=np.float64)
+    assert y64.dtype == np.float64
+    ref, mag = reference(u8, fl.box_blur)
+    np.testing.assert_allclose(y64, ref, rtol=0, atol=1e-12)
+    y16 = fl.filter2d(u8, "box_blur", output_dtype="uint16")
+    np.testing.assert_array_equal(y16, np.rint(ref).astype(np.uint16))
+    f64 = u8.astype(np.float64)
+    assert fl.filter2d(f64, "sharpen", output_dtype="float").dtype == np.float64
+    y32 = fl.filter2d(f64, "box_blur", output_dtype=np.float32)  # computed in float64
+    np.testing.assert_array_equal(y32, fl.filter2d(f64, "box_blur").astype(np.float32))
+
+
+def test_reflect_is_the_mirror_without_the_edge():
+    # a 1x5 kernel picking the pixel two to the left: out[j] = x[j - 2], read past the border
+    row = np.array([[1.0, 2.0, 3.0, 4.0]])
+    pick = np.array([[1.0, 0, 0, 0, 0]])
+    expected = {"reflect": [3, 2, 1, 2], "replicate": [1, 1, 1, 2], "circular": [3, 4, 1, 2],
+                "zeros": [0, 0, 1, 2]}
+    for mode, want in expected.items():
+        np.testing.assert_array_equal(fl.filter2d(row, pick, mode)[0], want)
+        np.testing.assert_array_equal(fl.filter2d(row.T, pick.T, mode)[:, 0], want)
+
+
+def test_kernels_larger_than_the_image():
+    img = rng.random((3, 2, 2))
+    k = rng.standard_normal((7, 9))
+    for mode in ("zeros", "replicate"):
+        assert_close_to_reference(fl.filter2d(img, k, mode), img, k, mode, work_eps(np.float64))
+
+
+def test_zero_taps_are_skipped():
+    img = np.zeros((5, 5))
+    img[2, 2] = np.inf
+    out = fl.filter2d(img, "sharpen", "zeros")
+    assert np.isinf(out[2, 2]) and np.isinf(out[1, 2]) and np.isinf(out[2, 1])
+    assert out[1, 1] == 0 and out[0, 0] == 0  # the diagonal taps are zero
+
+
+# ---- the separable path -----------------------------------------------------------------------
+@settings(max_examples=100, deadline=None)
+@given(img=filter_images(dtypes=(np.float32, np.float64, np.uint8)),
+       k=filter_kernels(rank1=True), mode=st.sampled_from(FILTER_PADDING_MODES))
+def test_separable_path_matches_direct(img, k, mode):
+    if not filter_padding_fits(mode, img.shape, k.shape):
+        return
+    sep = fl.filter2d(img, k, mode, separable=True, output_dtype="float")
+    direct = fl.filter2d(img, k, mode, separable=False, output_dtype="float")
+    eps = work_eps(img.dtype)
+    _, mag = reference(img, k, mode)
+    assert (np.abs(sep.astype(np.float64) - direct) <= 4 * k.size * eps * mag + 1e-300).all()
+    assert_close_to_reference(sep, img, k, mode, eps)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "box_blur", "gaussian_blur", "sobel_x", "sobel_y",
+                                  "identity"])
+def test_rank1_kernels_are_detected(name):
+    k = fl.get_kernel(name)
+    kv, kx = fl._rank1(k, np.float64)
+    np.testing.assert_allclose(np.outer(kv, kx), k, rtol=0, atol=1e-15)
+    fl.filter2d(IMG, k, separable=True)  # no error
+    for sigma in (0.5, 2.0, 5.0):
+        assert fl._rank1(fl.gaussian(sigma), np.float64) is not None
+    assert fl._rank1(np.ones((31, 31)) / 961, np.float32) is not None
+
+
+def test_sobel_factors_are_exact():
+    kv, kx = fl._rank1(fl.sobel_x, np.float32)
+    np.testing.assert_array_equal(np.outer(kv, kx), fl.sobel_x)
+
+
+@pytest.mark.parametrize("k", [
+    np.eye(2), np.eye(3), [[1.0, 2.0], [3.0, 4.0]], fl.sharpen, fl.laplacian, fl.emboss,
+    np.outer([1.0, 2.0, 1.0], [1.0, 0.0, -1.0]) + 1e-9 * np.eye(3),  # rank 2, far above rounding
+])
+def test_rank2_kernels_are_not_taken_as_separable(k):
+    k = np.asarray(k, dtype=np.float64)
+    assert fl._rank1(k, np.float64) is None
+    with pytest.raises(ValueError, match="separable=True"):
+        fl.filter2d(IMG, k, separable=True)
+    img = rng.random((10, 12))
+    assert_close_to_reference(fl.filter2d(img, k), img, k, "reflect", work_eps(np.float64))
+
+
+def test_tiny_singular_values():
+    # rank 2 only by far less than float64 rounding: separable, and as exact as the direct sum
+    a, b = np.array([1.0, 2.0, 1.0]), np.array([1.0, 0.0, -1.0])
+    k = np.outer(a, b) + 1e-300 * np.eye(3)
+    assert fl._rank1(k, np.float64) is not None
+    img = rng.random((8, 9))
+    sep = fl.filter2d(img, k, separable=True)
+    assert_close_to_reference(sep, img, k, "reflect", work_eps(np.float64))
+    # 1e-9 relative is below float32 rounding only: separable for a float32 kernel and image,
+    # not for float64
+    k = np.outer(a, b) * (1 + 1e-9 * np.eye(3)[:, ::-1])
+    assert fl._rank1(k, np.float64) is None
+    assert fl._rank1(k.astype(np.float32), np.float32) is not None
+    # zero and non-finite kernels are never separable
+    assert fl._rank1(np.zeros((3, 3)), np.float64) is None
+    assert fl._rank1(np.full((3, 3), np.inf), np.float64) is None
+    np.testing.assert_array_equal(fl.filter2d(img, np.zeros((3, 3))), 0)
+
+
+# ---- banks --------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(img=filter_images(), data=st.data(), mode=st.sampled_from(FILTER_PADDING_MODES),
+       conv=st.sampled_from(["correlate", "convolve"]))
+def test_bank_equals_one_call_per_kernel(img, data, mode, conv):
+    f = data.draw(st.integers(1, 4))
+    first = data.draw(filter_kernels())
+    ks = [first] + [data.draw(filter_kernels()) for _ in range(f - 1)]
+    ks = [np.resize(k, first.shape) if k.shape != first.shape else k for k in ks]
+    bank = np.stack(ks)
+    if not filter_padding_fits(mode, img.shape, first.shape):
+        return
+    out = fl.filter2d(img, bank, mode, conv)
+    assert out.shape == (f,) + img.shape and out.dtype == img.dtype
+    for i in range(f):
+        np.testing.assert_array_equal(out[i], fl.filter2d(img, bank[i], mode, conv))
+
+
+def test_bank_of_names_and_channels_last():
+    img = rng.random((10, 13, 3)).astype(np.float32)
+    names = ["sharpen", "sobel_x", "box_blur"]
+    out = fl.filter2d(img, names)
+    assert out.shape == (3, 10, 13, 3)
+    for i, n in enumerate(names):
+        np.testing.assert_array_equal(out[i], fl.filter2d(img, n))
+    one = fl.filter2d(img, fl.sharpen[None])
+    assert one.shape == (1, 10, 13, 3)
+
+
+def test_bank_with_fft_and_empty_images():
+    img = rng.random((12, 10))
+    bank = np.stack([fl.gaussian(1.0), fl.gaussian(1.0) * 2])
+    np.testing.assert_allclose(fl.filter2d(img, bank, algorithm="fft"), fl.filter2d(img, bank),
+                               atol=1e-12)
+    assert fl.filter2d(np.zeros((0, 4)), bank).shape == (2, 0, 4)
+    assert fl.filter2d(np.zeros((3, 0, 2), np.uint8), bank).dtype == np.uint8
+
+
+# ---- threads ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_thread_count_gives_bitwise_the_same(dtype):
+    img = (rng.random((97, 301, 3)) * 200).astype(dtype)
+    bank = np.stack([fl.gaussian(2.0, 9), rng.standard_normal((9, 9)), np.ones((9, 9)) / 81])
+    serial = _testing.set_serial_bytes(0)
+    threads = fastconv.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            fastconv.set_num_threads(n)
+            results.append(fl.filter2d(img, bank, "reflect", output_dtype="float"))
+    finally:
+        fastconv.set_num_threads(threads)
+        _testing.set_serial_bytes(serial)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+# ---- errors and inputs --------------------------------------------------------------------------
+IMG = rng.random((7, 8))
+
+
+@pytest.mark.parametrize("kernel,kw,exc,match", [
+    (np.ones(3), {}, ValueError, "kernel"),
+    (np.ones((2, 2, 3, 3)), {}, ValueError, "kernel"),
+    (np.ones((0, 3, 3)), {}, ValueError, "kernel"),
+    (np.ones((2, 3, 3), complex), {}, TypeError, "kernel"),
+    ([np.ones((3, 3)), np.ones((5, 5))], {}, ValueError, "one shape"),
+    (fl.sharpen, dict(separable=True), ValueError, "separable=True"),
+    (fl.sharpen, dict(separable="yes"), TypeError, "separable"),
+    (fl.sharpen, dict(output_dtype="int8"), ValueError, "output_dtype"),
+    (fl.sharpen, dict(output_dtype="double-ish"), ValueError, "output_dtype"),
+    (np.stack([fl.gaussian_blur, fl.sharpen]), dict(separable=True), ValueError, "kernel 1"),
+])
+def test_bad_arguments_are_named(kernel, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        fl.filter2d(IMG, kernel, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint32, bool, np.complex64])
+def test_unsupported_image_dtypes(dtype):
+    with pytest.raises(TypeError, match="image must be a uint8, uint16"):
+        fl.filter2d(np.zeros((4, 4), dtype), "sharpen")
+
+
+def test_inputs_unchanged_and_read_only_inputs():
+    img = (rng.random((9, 10, 3)) * 255).astype(np.uint8)
+    bank = rng.standard_normal((2, 3, 3))
+    img.setflags(write=False)
+    bank.setflags(write=False)
+    ic, kc = img.copy(), bank.copy()
+    fl.filter2d(img, bank, mode="convolve")
+    fl.filter2d(img[::-1, ::2], bank[0], "circular")
+    np.testing.assert_array_equal(img, ic)
+    np.testing.assert_array_equal(bank, kc)
+
+
+# ---- other libraries ------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,scipy_mode", [("reflect", "mirror"), ("zeros", "constant"),
+                                             ("replicate", "nearest"), ("circular", "wrap")])
+def test_equals_scipy_ndimage(mode, scipy_mode):
+    ndi = pytest.importorskip("scipy.ndimage")
+    img = rng.random((23, 31, 3))
+    for k in (fl.gaussian(1.5), rng.standard_normal((5, 5)), fl.sobel_y):
+        # scipy centres a kernel at k.shape // 2: the same as ours for odd sizes
+        want = ndi.correlate(img, k[:, :, None], mode=scipy_mode)
+        np.testing.assert_allclose(fl.filter2d(img, k, mode), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros", "replicate"])
+def test_equals_opencv(mode):
+    cv2 = pytest.importorskip("cv2")
+    border = {"reflect": cv2.BORDER_REFLECT_101, "zeros": cv2.BORDER_CONSTANT,
+              "replicate": cv2.BORDER_REPLICATE}[mode]
+    img = rng.random((40, 37, 3)).astype(np.float32)
+    for k in (fl.gaussian(2.0), fl.sharpen, rng.standard_normal((5, 7))):
+        want = cv2.filter2D(img, -1, k.astype(np.float32), borderType=border)
+        np.testing.assert_allclose(fl.filter2d(img, k, mode), want, rtol=0, atol=2e-5)
+    u8 = (img * 255).astype(np.uint8)
+    want = cv2.filter2D(u8, cv2.CV_32F, fl.sharpen, borderType=border)
+    np.testing.assert_allclose(fl.filter2d(u8, "sharpen", mode, output_dtype="float"), want,
+                               atol=1e-4)
+
+
+def test_every_simd_path_gives_bitwise_the_same():
+    from fastconv import _kernels
+    img = (rng.random((19, 45, 3)) * 300 - 20).astype(np.float32)
+    bank = np.stack([fl.gaussian(1.0), rng.standard_normal((7, 7)), np.full((7, 7), 1 / 49)])
+    u8 = np.clip(img, 0, 255).astype(np.uint8)
+    before = _kernels.get_isa()
+    try:
+        outs = []
+        for isa in _kernels.ISA_NAMES:
+            _kernels.set_isa(isa)
+            outs.append((fl.filter2d(img, bank), fl.filter2d(u8, bank),
+                         fl.filter2d(img.astype(np.float64), bank, output_dtype=np.uint16)))
+    finally:
+        _kernels.set_isa(before)
+    for o in outs[1:]:
+        for a, b in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", FILTER_PADDING_MODES)
+@pytest.mark.parametrize("shape", [(9, 700), (5, 2100, 3), (40, 130, 2)])
+def test_image_read_in_place_equals_converted_copy(mode, shape):
+    # a float64 image is read in place in the interior of each strip; a float32 one computed in
+    # float64 (output_dtype) is converted row by row: the same values, so the same bits
+    img32 = (rng.random(shape) * 4 - 2).astype(np.float32)
+    img64 = img32.astype(np.float64)
+    bank = np.stack([fl.gaussian(1.2, 5), rng.standard_normal((5, 5)),
+                     np.outer([1.0, 2, 0, 2, 1], [-1.0, 0, 0, 0, 1])])
+    for k in list(bank) + [bank]:
+        for view in (img64, img64[::-1, ::-1]):
+            src32 = img32 if view is img64 else img32[::-1, ::-1]
+            a = fl.filter2d(view, k, mode)
+            b = fl.filter2d(src32, k, mode, output_dtype=np.float64)
+            np.testing.assert_array_equal(a, b)
+        if k.ndim == 2:
+            assert_close_to_reference(fl.filter2d(img64, k, mode), img64, k, mode,
+                                      work_eps(np.float64))
+
+
+def test_large_output_written_by_streaming_stores():
+    # a 25 MB output (over the engine's 24 MB threshold) with rows not aligned to a vector:
+    # the same bits as a small window of the image computed on its own (ordinary stores)
+    img = rng.random((1500, 1401, 3), dtype=np.float32)
+    for k in (fl.sharpen, fl.gaussian(1.0, 5)):
+        big = fl.filter2d(img, k, "reflect")
+        lo, hi = 700, 760
+        window = fl.filter2d(img[lo - 2:hi + 2], k, "reflect")[2:-2]
+        np.testing.assert_array_equal(big[lo:hi, 2:-2], window[:, 2:-2])
+        np.testing.assert_array_equal(big[:4], fl.filter2d(img[:40], k, "reflect")[:4])
