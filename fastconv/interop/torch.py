@@ -278,11 +278,14 @@ def _register_op(name, impl, fake, setup_context=None, backward=None):
     tensors); it must give the strides ``impl`` gives. ``setup_context(ctx, inputs, output)``
     and ``backward(ctx, *grad_outputs)`` make it differentiable, as
     ``torch.library.register_autograd`` would: the backward returns one gradient (or None)
-    per argument of the operator, usually computed by another registered operator.
+    per argument of the operator, computed by a backward operator called as
+    ``ctx.run(backward_op, *args)``: through the dispatcher when the forward went through it
+    (so that torch.compile records it), its CPU kernel directly on the eager path.
 
     The autograd kernel is registered directly (not with ``torch.library.custom_op``'s
     wrappers, which cost tens of microseconds per call); the operator is the same to torch's
-    dispatcher, torch.compile, ``torch.jit.trace`` and ``torch.library.opcheck``.
+    dispatcher, torch.compile, ``torch.jit.trace`` and ``torch.library.opcheck``. A forward
+    operator also gets an eager call (:func:`_eager_call`, used through :func:`_caller`).
     """
     _LIBRARY.define(name + _infer_schema(impl, mutates_args=()))
     _LIBRARY.impl(name, impl, "CPU")
