@@ -45,6 +45,8 @@ def as_float_array(x, name):
     No copy, except for the layouts the kernels cannot read (see :func:`kernel_layout`): a
     byte-swapped float array is accepted and converted to native byte order.
     """
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:  # the common case, quickly
+        return kernel_layout(x)
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)) or np.isscalar(x):
             x = np.asarray(x)

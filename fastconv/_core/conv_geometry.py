@@ -77,8 +77,39 @@ def conv_hyperparameters(kernel_hw, stride, padding, dilation):
     return stride, dilation, conv_padding(padding, stride, dilation, kernel_hw)
 
 
+_GEOMETRIES = {}  # (shapes, hyper-parameters) -> ConvGeometry, for plain int arguments
+_MAX_GEOMETRIES = 1024
+
+
+def _is_plain(value):
+    """An int, or a tuple of two ints: exact ``int`` objects (not bool, which hashes as an int
+    and must still be refused by the checks)."""
+    if type(value) is int:
+        return True
+    return type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+        and type(value[1]) is int
+
+
 def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
-    """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry."""
+    """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry.
+
+    A model calls a layer with the same arguments again and again, and the checks cost
+    microseconds, as much as a small kernel: the geometry of valid plain arguments (ints, pairs
+    of ints, 'same' or 'valid') is kept, at most ``_MAX_GEOMETRIES`` of them. Anything else, and
+    every invalid call, runs the checks."""
+    if type(groups) is int and _is_plain(stride) and _is_plain(dilation) and (
+            type(padding) is str or _is_plain(padding)):
+        key = (tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups)
+        g = _GEOMETRIES.get(key)
+        if g is None:
+            g = _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
+            if len(_GEOMETRIES) < _MAX_GEOMETRIES:
+                _GEOMETRIES[key] = g
+        return g
+    return _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
+
+
+def _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     n, c, h, w = input_shape
     k, cg, r, s = weight_shape
     groups = conv_groups(groups, c, k)

@@ -33,8 +33,26 @@ class KernelPlan(NamedTuple):
         return self.rows_h is not None or self.rows_w is not None
 
 
+_PLANS = {}  # (H, W, R, S, geometry) -> its KernelPlan, for the plans without gathered rows
+_MAX_PLANS = 1024
+
+
 def kernel_plan(input_shape, weight_shape, g):
-    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run."""
+    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run.
+
+    A model calls a layer with the same shapes again and again, and the reduction costs
+    microseconds, as much as a small kernel: plans that gather no rows (every usual geometry)
+    are kept, at most ``_MAX_PLANS`` of them (a plan is a few small tuples)."""
+    key = (input_shape[2], input_shape[3], weight_shape[2], weight_shape[3], g)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _kernel_plan(input_shape, weight_shape, g)
+        if not plan.gathered and len(_PLANS) < _MAX_PLANS:
+            _PLANS[key] = plan
+    return plan
+
+
+def _kernel_plan(input_shape, weight_shape, g):
     _, _, h, w = input_shape
     _, _, r, s = weight_shape
     ah = conv_axis(h, g.pad_top, r, g.stride[0], g.dilation[0], g.out_h)

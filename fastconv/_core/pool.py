@@ -43,8 +43,25 @@ def _avg_divisor(shape4, g):
     return factors[0][:, None] * factors[1][None, :]
 
 
+_PLANS = {}  # (shape, geometry, is_max) -> PoolPlan, for plans with no gathered rows or divisors
+_MAX_PLANS = 1024
+
+
 def pool_plan(shape4, g, is_max):
-    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run."""
+    """Reduce the validated geometry ``g`` axis by axis to what the kernels should run.
+
+    Plans that gather no rows and need no divisor table (every usual geometry) are kept, at
+    most ``_MAX_PLANS`` of them: the reduction costs as much as a small kernel."""
+    key = (tuple(shape4), g, is_max)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _pool_plan(shape4, g, is_max)
+        if not plan.gathered and plan.divisor is None and len(_PLANS) < _MAX_PLANS:
+            _PLANS[key] = plan
+    return plan
+
+
+def _pool_plan(shape4, g, is_max):
     _, _, h, w = shape4
     ah = pool_axis(h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], g.out_h)
     aw = pool_axis(w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], g.out_w)

@@ -105,9 +105,46 @@ def _check_windows(h, w, p, out):
             )
 
 
+_GEOMETRIES = {}  # (shape, hyper-parameters) -> PoolGeometry, for plain arguments
+_MAX_GEOMETRIES = 1024
+
+
+def _is_plain(value):
+    """An int, or a tuple of two ints: exact ``int`` objects (a bool hashes as an int and must
+    still be refused by the checks)."""
+    if type(value) is int:
+        return True
+    return type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+        and type(value[1]) is int
+
+
 def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
                   count_include_pad=True, divisor_override=None, is_max=True):
-    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry."""
+    """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry.
+
+    A model calls a layer with the same arguments again and again, and the checks cost
+    microseconds, as much as a small kernel: the geometry of valid plain arguments (ints or
+    pairs of ints, bools, ``stride=None``) is kept, at most ``_MAX_GEOMETRIES`` of them.
+    Anything else, and every invalid call, runs the checks."""
+    if (_is_plain(kernel_size) and (stride is None or _is_plain(stride)) and _is_plain(padding)
+            and _is_plain(dilation) and type(ceil_mode) is bool
+            and type(count_include_pad) is bool
+            and (divisor_override is None or type(divisor_override) is int)):
+        key = (tuple(input_shape), kernel_size, stride, padding, dilation, ceil_mode,
+               count_include_pad, divisor_override, is_max)
+        g = _GEOMETRIES.get(key)
+        if g is None:
+            g = _pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                               count_include_pad, divisor_override, is_max)
+            if len(_GEOMETRIES) < _MAX_GEOMETRIES:
+                _GEOMETRIES[key] = g
+        return g
+    return _pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                          count_include_pad, divisor_override, is_max)
+
+
+def _pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                   count_include_pad, divisor_override, is_max):
     _, _, h, w = input_shape
     p = pool_params(kernel_size, stride, padding, dilation, ceil_mode, count_include_pad,
                     divisor_override)

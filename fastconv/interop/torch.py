@@ -10,17 +10,23 @@ Needs PyTorch 2.4 or later (CPU build or not); fastconv itself never depends on 
     model = fct.swap_modules(model)                  # every supported layer of a model, in place
     # equivalently: model.apply(fct.swap_modules)
 
-- :func:`conv2d`, :func:`max_pool2d`, :func:`avg_pool2d` have the signatures of their
+- :func:`conv2d`, :func:`conv_transpose2d`, :func:`max_pool2d`, :func:`avg_pool2d`,
+  :func:`adaptive_avg_pool2d`, :func:`adaptive_max_pool2d` have the signatures of their
   ``torch.nn.functional`` namesakes. They check their tensors, turn the hyper-parameters into
   the operators' int lists, and call the torch operators this module registers:
-  ``torch.ops.fastconv.conv2d``, ``max_pool2d`` (returns the output and the int64 indices),
-  ``avg_pool2d`` and their ``*_backward`` ops, each with a fake (meta) implementation and, for
-  the forward ops, an autograd formula. Gradients flow to every input that requires one, and
-  ``torch.no_grad()`` / ``torch.inference_mode()`` skip the bookkeeping. Second derivatives are
-  not implemented: a backward pass with ``create_graph=True`` through them raises instead of
-  silently dropping the second-order terms. :class:`Conv2dFunction`, ... remain as aliases with
-  an autograd function's ``apply``. :func:`conv_transpose2d`, :func:`adaptive_avg_pool2d` and
-  :func:`adaptive_max_pool2d` have their namesakes' signatures too.
+  ``torch.ops.fastconv.conv2d``, ``conv_transpose2d``, ``max_pool2d`` and
+  ``adaptive_max_pool2d`` (both return the output and the int64 indices), ``avg_pool2d``,
+  ``adaptive_avg_pool2d`` (output sizes as ints) and their ``*_backward`` ops, each with a fake
+  (meta) implementation and, for the forward ops, an autograd formula. Gradients flow to every
+  input that requires one, and ``torch.no_grad()`` / ``torch.inference_mode()`` skip the
+  bookkeeping. Second derivatives are not implemented: a backward pass with
+  ``create_graph=True`` through them raises instead of silently dropping the second-order
+  terms. :class:`Conv2dFunction`, ... remain as aliases with an autograd function's ``apply``.
+  In eager mode, on plain tensors, a call runs the operator's kernels without torch's
+  dispatcher (a few microseconds less per call, which counts in small models); whenever
+  something may be watching -- torch.compile, torch.export, ``torch.jit.trace``, FakeTensor,
+  ``make_fx``, torch function or dispatch modes, ``torch.func`` transforms, tensor subclasses
+  -- it calls the operator, so that the graph records it.
 - :class:`Conv2d`, :class:`ConvTranspose2d`, :class:`MaxPool2d`, :class:`AvgPool2d`,
   :class:`AdaptiveAvgPool2d`, :class:`AdaptiveMaxPool2d` subclass ``torch.nn.Conv2d``, ... and
   add no state: same constructor, parameters, buffers, ``state_dict`` keys, hooks; a state_dict
@@ -71,7 +77,7 @@ import numpy as np
 from .. import functional as F
 from .._core.args import as_bool, as_int, pair
 from .._core.conv_geometry import conv_output_size
-from .._core.pool_geometry import pool_output_size
+from .._core.pool_geometry import adaptive_output_param, pool_output_size
 
 if not hasattr(torch.library, "register_fake"):  # pragma: no cover - torch < 2.4
     raise ImportError(
@@ -110,6 +116,8 @@ _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.floa
 
 # ------------------------------------------------------------------------------ tensor <-> array
 def _check_tensor(t, name):
+    if _takes(t):
+        return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"fastconv.torch: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
@@ -127,14 +135,14 @@ def _check_tensor(t, name):
         )
 
 
-def _array(t, name):
-    """A NumPy view of a CPU tensor (no copy, any strides); the operators use :func:`_view`."""
-    _check_tensor(t, name)
-    return t.detach().resolve_neg().numpy()
+def _takes(t):
+    """Whether ``t`` is a dense float32/float64 CPU tensor (``is_cpu``: without building a
+    device object, a third of a microsecond per tensor and call)."""
+    return isinstance(t, torch.Tensor) and t.is_cpu and t.dtype in SUPPORTED_DTYPES and \
+        t.layout is _STRIDED
 
 
-def _tensor(a):
-    return None if a is None else torch.from_numpy(a)
+_STRIDED = torch.strided
 
 
 def _refuse_double_backward(name, *tensors):
@@ -145,13 +153,6 @@ def _refuse_double_backward(name, *tensors):
             f"fastconv.torch.{name}: double backward (create_graph=True) is not implemented; use "
             f"torch.nn.functional.{name} where second derivatives are needed."
         )
-
-
-def _default_stride(stride):
-    # torch accepts None or an empty list for "stride = kernel_size".
-    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
-        return None
-    return stride
 
 
 # ------------------------------------------------------------------------------ memory format
@@ -277,30 +278,49 @@ def _register_op(name, impl, fake, setup_context=None, backward=None):
     tensors); it must give the strides ``impl`` gives. ``setup_context(ctx, inputs, output)``
     and ``backward(ctx, *grad_outputs)`` make it differentiable, as
     ``torch.library.register_autograd`` would: the backward returns one gradient (or None)
-    per argument of the operator, usually computed by another registered operator.
+    per argument of the operator, computed by a backward operator called as
+    ``ctx.run(backward_op, *args)``: through the dispatcher when the forward went through it
+    (so that torch.compile records it), its CPU kernel directly on the eager path.
 
     The autograd kernel is registered directly (not with ``torch.library.custom_op``'s
     wrappers, which cost tens of microseconds per call); the operator is the same to torch's
-    dispatcher, torch.compile, ``torch.jit.trace`` and ``torch.library.opcheck``.
+    dispatcher, torch.compile, ``torch.jit.trace`` and ``torch.library.opcheck``. A forward
+    operator also gets an eager call (:func:`_eager_call`, used through :func:`_caller`).
     """
     _LIBRARY.define(name + _infer_schema(impl, mutates_args=()))
     _LIBRARY.impl(name, impl, "CPU")
     torch.library.register_fake(f"fastconv::{name}", fake, lib=_LIBRARY)
     op = getattr(torch.ops.fastconv, name).default
+    _IMPLS[op] = impl
     if backward is not None:
         _LIBRARY.impl(name, _autograd_kernel(op, setup_context, backward), "Autograd",
                       with_keyset=True)
+        _EAGER[op] = _eager_call(op, impl, setup_context, backward)
     return op
+
+
+_IMPLS = {}  # operator -> its CPU kernel (a Python function)
+_EAGER = {}  # forward operator -> its eager call (see _eager_call)
+
+
+def _via_dispatcher(op, *args):
+    return op(*args)
+
+
+def _direct(op, *args):
+    return _IMPLS[op](*args)
 
 
 def _autograd_kernel(op, setup_context, backward):
     """The Autograd dispatch kernel of ``op``: an autograd.Function around the operator's
-    kernels below autograd when an input requires grad, else those kernels directly."""
+    kernels below autograd when an input requires grad, else those kernels directly. Its
+    backward calls the backward operators (``ctx.run``), which torch.compile records."""
 
     def forward(ctx, keyset, *args):
         with torch._C._AutoDispatchBelowAutograd():
             output = op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
         setup_context(ctx, args, output)
+        ctx.run = _via_dispatcher
         return output
 
     def backward_(ctx, *grads):
@@ -321,6 +341,53 @@ def _autograd_kernel(op, setup_context, backward):
             return op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
 
     return kernel
+
+
+def _eager_call(op, impl, setup_context, backward):
+    """``op``'s computation without torch's dispatcher, for eager calls on plain tensors (see
+    :func:`_call`): the CPU kernel itself, or with an input that requires grad, a lean
+    autograd.Function around it whose backward calls the backward kernels directly. Same
+    results, tensors and memory formats as the operator; a few microseconds per call less."""
+
+    def forward(ctx, *args):
+        output = impl(*args)
+        setup_context(ctx, args, output)
+        ctx.run = _direct
+        return output
+
+    function = type(f"{op._opname}_eager", (torch.autograd.Function,),
+                    {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    apply = function.apply
+    grad_enabled, any_requires_grad = torch._C.is_grad_enabled, torch._C._any_requires_grad
+
+    def call(*args):
+        if grad_enabled() and any_requires_grad(*args):
+            return apply(*args)
+        return impl(*args)
+
+    return call
+
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_is_compiling = torch.compiler.is_compiling
+_is_tracing = torch._C._is_tracing
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def _traced(*tensors):
+    """Whether a call must go through the registered operator, so that whatever is watching
+    sees it: torch.compile / torch.export (dynamo), torch.jit.trace, a dispatch mode (FakeTensor,
+    make_fx, functionalization), a torch function mode, torch.func transforms, or a tensor
+    subclass. Otherwise (plain tensors in eager mode) the operator's kernels run directly."""
+    if _is_compiling() or _is_tracing() or _dispatch_modes() or _function_modes() \
+            or _functorch_active():
+        return True
+    for t in tensors:
+        if t is not None and type(t) not in _PLAIN_TENSORS:
+            return True
+    return False
 
 
 # conv2d ----------------------------------------------------------------------------------------
@@ -354,28 +421,12 @@ def _conv2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor, weight
     grads = F.conv2d_backward(_view(grad_output.contiguous()), _view(input), _view(weight),
                               stride, "same" if same else padding, dilation, groups,
                               needs=tuple(output_mask))
-    channels_last = _conv_channels_last(input, weight)
-    grad_input, grad_weight, grad_bias = grads
-    grad_input = None if grad_input is None else _result(grad_input, channels_last)
-    grad_weight = None if grad_weight is None else torch.from_numpy(grad_weight)
-    grad_bias = None if grad_bias is None else torch.from_numpy(grad_bias)
-    if channels_last and grad_weight is not None:
-        # torch reorders its grad_weight (a (K, 1, R, S) one keeps its NCHW strides)
-        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
-    return tuple(input.new_empty(0) if g is None else g
-                 for g in (grad_input, grad_weight, grad_bias))
+    return _conv_grads(grads, input, weight)
 
 
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, same,
                           output_mask):
-    channels_last = _conv_channels_last(input, weight, _fake_is_channels_last)
-    grad_input = _empty(input, input.shape, channels_last)
-    grad_weight = weight.new_empty(weight.shape)
-    if channels_last:
-        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
-    grad_bias = weight.new_empty(weight.shape[:1])
-    return tuple(g if need else input.new_empty(0)
-                 for g, need in zip((grad_input, grad_weight, grad_bias), output_mask))
+    return _conv_grads_fake(input, weight, output_mask, weight.shape[0])
 
 
 def _conv2d_setup_context(ctx, inputs, output):
@@ -390,7 +441,7 @@ def _conv2d_backward(ctx, grad_output):
     _refuse_double_backward("conv2d", grad_output, input, weight)
     needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
              ctx.has_bias and ctx.needs_input_grad[2]]
-    grads = _conv2d_backward_op(grad_output, input, weight, *ctx.conf, needs)
+    grads = ctx.run(_conv2d_backward_op, grad_output, input, weight, *ctx.conf, needs)
     return (*(g if need else None for g, need in zip(grads, needs)),) + (None,) * 5
 
 
@@ -441,7 +492,7 @@ def _max_pool2d_setup_context(ctx, inputs, output):
 def _max_pool2d_backward(ctx, grad_output, grad_indices):
     _refuse_double_backward("max_pool2d", grad_output)
     input, indices = ctx.saved_tensors
-    return _max_pool2d_backward_op(grad_output, input, indices), None, None, None, None, None
+    return (ctx.run(_max_pool2d_backward_op, grad_output, input, indices),) + (None,) * 5
 
 
 _max_pool2d_backward_op = _register_op("max_pool2d_backward", _max_pool2d_backward_impl,
@@ -486,13 +537,216 @@ def _avg_pool2d_setup_context(ctx, inputs, output):
 def _avg_pool2d_backward(ctx, grad_output):
     _refuse_double_backward("avg_pool2d", grad_output)
     (input,) = ctx.saved_tensors
-    return (_avg_pool2d_backward_op(grad_output, input, *ctx.conf),) + (None,) * 6
+    return (ctx.run(_avg_pool2d_backward_op, grad_output, input, *ctx.conf),) + (None,) * 6
 
 
 _avg_pool2d_backward_op = _register_op("avg_pool2d_backward", _avg_pool2d_backward_impl,
                                        _avg_pool2d_backward_fake)
 _avg_pool2d_op = _register_op("avg_pool2d", _avg_pool2d_impl, _avg_pool2d_fake,
                               _avg_pool2d_setup_context, _avg_pool2d_backward)
+
+
+# conv_transpose2d ------------------------------------------------------------------------------
+def _conv_transpose2d_impl(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                           stride: List[int], padding: List[int], output_padding: List[int],
+                           groups: int, dilation: List[int]) -> torch.Tensor:
+    out = F.conv_transpose2d(_view(input), _view(weight), None if bias is None else _view(bias),
+                             stride, padding, output_padding, groups, dilation)
+    return _result(out, _conv_channels_last(input, weight))
+
+
+def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups,
+                           dilation):
+    batch, (h, w) = input.shape[:-3], input.shape[-2:]
+    _, k, r, s = weight.shape
+    (sh, sw), (ph, pw) = _pair2(stride), _pair2(padding)
+    (oph, opw), (dh, dw) = _pair2(output_padding), _pair2(dilation)
+    out_h = (h - 1) * sh - 2 * ph + dh * (r - 1) + oph + 1
+    out_w = (w - 1) * sw - 2 * pw + dw * (s - 1) + opw + 1
+    return _empty(input, (*batch, k * groups, out_h, out_w),
+                  _conv_channels_last(input, weight, _fake_is_channels_last))
+
+
+def _exact_channels_last_weight(input, is_float32, is_channels_last):
+    """Whether torch gives a convolution's grad_weight channels_last strides even on its size-1
+    axes (float32 with a channels_last input: the oneDNN path), rather than the strides of
+    ``contiguous(memory_format=torch.channels_last)``, which keeps those of size-1 axes."""
+    return is_float32 and is_channels_last(input if input.dim() == 4 else input.unsqueeze(0))
+
+
+def _conv_grads(grads, input, weight):
+    """A convolution's (grad_input, grad_weight, grad_bias) arrays as the backward operators'
+    tensors, in torch's memory formats; an empty tensor for each one not computed."""
+    channels_last = _conv_channels_last(input, weight)
+    grad_input, grad_weight, grad_bias = grads
+    grad_input = None if grad_input is None else _result(grad_input, channels_last)
+    if grad_weight is not None:
+        if _exact_channels_last_weight(input, grad_weight.dtype == np.float32, _is_channels_last):
+            grad_weight = _result(grad_weight, True)
+        else:
+            grad_weight = torch.from_numpy(grad_weight)
+            if channels_last:
+                grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
+    grad_bias = None if grad_bias is None else torch.from_numpy(grad_bias)
+    return tuple(input.new_empty(0) if g is None else g
+                 for g in (grad_input, grad_weight, grad_bias))
+
+
+def _conv_grads_fake(input, weight, output_mask, bias_size):
+    channels_last = _conv_channels_last(input, weight, _fake_is_channels_last)
+    grad_input = _empty(input, input.shape, channels_last)
+    grad_weight = weight.new_empty(weight.shape)
+    if _exact_channels_last_weight(input, weight.dtype == torch.float32, _fake_is_channels_last):
+        grad_weight = _empty(weight, weight.shape, True)
+    elif channels_last:
+        grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
+    grad_bias = weight.new_empty((bias_size,))
+    return tuple(g if need else input.new_empty(0)
+                 for g, need in zip((grad_input, grad_weight, grad_bias), output_mask))
+
+
+def _conv_transpose2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
+                                    weight: torch.Tensor, stride: List[int], padding: List[int],
+                                    output_padding: List[int], groups: int, dilation: List[int],
+                                    output_mask: List[bool]) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+    grads = F.conv_transpose2d_backward(_view(grad_output), _view(input), _view(weight), stride,
+                                        padding, output_padding, groups, dilation,
+                                        needs=tuple(output_mask))
+    return _conv_grads(grads, input, weight)
+
+
+def _conv_transpose2d_backward_fake(grad_output, input, weight, stride, padding, output_padding,
+                                    groups, dilation, output_mask):
+    return _conv_grads_fake(input, weight, output_mask, weight.shape[1] * groups)
+
+
+def _conv_transpose2d_setup_context(ctx, inputs, output):
+    input, weight, bias, *conf = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conf = conf
+    ctx.has_bias = bias is not None
+
+
+def _conv_transpose2d_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    _refuse_double_backward("conv_transpose2d", grad_output, input, weight)
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+             ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = ctx.run(_conv_transpose2d_backward_op, grad_output, input, weight, *ctx.conf, needs)
+    return (*(g if need else None for g, need in zip(grads, needs)),) + (None,) * 5
+
+
+_conv_transpose2d_backward_op = _register_op(
+    "conv_transpose2d_backward", _conv_transpose2d_backward_impl, _conv_transpose2d_backward_fake)
+_conv_transpose2d_op = _register_op(
+    "conv_transpose2d", _conv_transpose2d_impl, _conv_transpose2d_fake,
+    _conv_transpose2d_setup_context, _conv_transpose2d_backward)
+
+
+# adaptive_avg_pool2d, adaptive_max_pool2d ------------------------------------------------------
+def _is_global(output_size):
+    return output_size[0] == 1 and output_size[1] == 1
+
+
+def _adaptive_avg_pool2d_impl(input: torch.Tensor, output_size: List[int]) -> torch.Tensor:
+    out = F.adaptive_avg_pool2d(_view(input), output_size)
+    return _result(out, _is_channels_last(input))
+
+
+def _adaptive_fake(input, output_size):
+    shape = (*input.shape[:-2], *_pair2(output_size))
+    return _empty(input, shape, _fake_is_channels_last(input))
+
+
+def _adaptive_avg_pool2d_backward_impl(grad_output: torch.Tensor,
+                                       input: torch.Tensor) -> torch.Tensor:
+    grad_input = F.adaptive_avg_pool2d_backward(_view(grad_output), tuple(input.shape))
+    # torch computes a 1x1 output as a mean, whose gradient is contiguous
+    channels_last = not _is_global(grad_output.shape[-2:]) and _is_channels_last(input)
+    return _result(grad_input, channels_last)
+
+
+def _adaptive_avg_pool2d_backward_fake(grad_output, input):
+    channels_last = not _is_global(grad_output.shape[-2:]) and _fake_is_channels_last(input)
+    return _empty(input, input.shape, channels_last)
+
+
+def _adaptive_avg_pool2d_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _adaptive_avg_pool2d_backward(ctx, grad_output):
+    _refuse_double_backward("adaptive_avg_pool2d", grad_output)
+    (input,) = ctx.saved_tensors
+    return ctx.run(_adaptive_avg_pool2d_backward_op, grad_output, input), None
+
+
+_adaptive_avg_pool2d_backward_op = _register_op(
+    "adaptive_avg_pool2d_backward", _adaptive_avg_pool2d_backward_impl,
+    _adaptive_avg_pool2d_backward_fake)
+_adaptive_avg_pool2d_op = _register_op(
+    "adaptive_avg_pool2d", _adaptive_avg_pool2d_impl, _adaptive_fake,
+    _adaptive_avg_pool2d_setup_context, _adaptive_avg_pool2d_backward)
+
+
+def _adaptive_max_pool2d_impl(input: torch.Tensor,
+                              output_size: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, indices = F.adaptive_max_pool2d(_view(input), output_size, return_indices=True)
+    channels_last = _is_channels_last(input)
+    return _result(out, channels_last), _result(indices, channels_last)
+
+
+def _adaptive_max_pool2d_fake(input, output_size):
+    out = _adaptive_fake(input, output_size)
+    return out, torch.empty_like(out, dtype=torch.int64)
+
+
+def _adaptive_max_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
+                                       indices: torch.Tensor) -> torch.Tensor:
+    grad_input = F.adaptive_max_pool2d_backward(_view(grad_output), indices.numpy(),
+                                                tuple(input.shape))
+    return _result(grad_input, _is_channels_last(input))
+
+
+def _adaptive_max_pool2d_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _adaptive_max_pool2d_backward(ctx, grad_output, grad_indices):
+    _refuse_double_backward("adaptive_max_pool2d", grad_output)
+    input, indices = ctx.saved_tensors
+    return ctx.run(_adaptive_max_pool2d_backward_op, grad_output, input, indices), None
+
+
+_adaptive_max_pool2d_backward_op = _register_op(
+    "adaptive_max_pool2d_backward", _adaptive_max_pool2d_backward_impl,
+    _max_pool2d_backward_fake)
+_adaptive_max_pool2d_op = _register_op(
+    "adaptive_max_pool2d", _adaptive_max_pool2d_impl, _adaptive_max_pool2d_fake,
+    _adaptive_max_pool2d_setup_context, _adaptive_max_pool2d_backward)
+
+
+# ------------------------------------------------------------------------------ calls
+def _caller(op, n_tensors):
+    """A call of ``op`` whose first ``n_tensors`` arguments are its (optional) tensors: through
+    the operator when :func:`_traced`, else its eager call (no dispatcher)."""
+    eager = _EAGER[op]
+
+    def call(*args):
+        if _traced(*args[:n_tensors]):
+            return op(*args)
+        return eager(*args)
+
+    return call
+
+
+_conv2d_call = _caller(_conv2d_op, 3)
+_max_pool2d_call = _caller(_max_pool2d_op, 1)
+_avg_pool2d_call = _caller(_avg_pool2d_op, 1)
+_conv_transpose2d_call = _caller(_conv_transpose2d_op, 3)
+_adaptive_avg_pool2d_call = _caller(_adaptive_avg_pool2d_op, 1)
+_adaptive_max_pool2d_call = _caller(_adaptive_max_pool2d_op, 1)
 
 
 # ------------------------------------------------------------------------------ argument lists
@@ -518,12 +772,12 @@ def _stride(stride):
 def _conv2d(input, weight, bias, stride, padding, dilation, groups):
     """conv2d of checked tensors: the arguments as the operator's lists (errors name them)."""
     padding, same = _conv_padding(padding)
-    return _conv2d_op(input, weight, bias, pair(stride, "stride"), padding,
+    return _conv2d_call(input, weight, bias, pair(stride, "stride"), padding,
                       pair(dilation, "dilation"), as_int(groups, "groups"), same)
 
 
 def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    out, indices = _max_pool2d_op(input, pair(kernel_size, "kernel_size"), _stride(stride),
+    out, indices = _max_pool2d_call(input, pair(kernel_size, "kernel_size"), _stride(stride),
                                   pair(padding, "padding"), pair(dilation, "dilation"),
                                   as_bool(ceil_mode, "ceil_mode"))
     return (out, indices) if as_bool(return_indices, "return_indices") else out
@@ -533,9 +787,31 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
                 divisor_override):
     if divisor_override is not None:
         divisor_override = as_int(divisor_override, "divisor_override")
-    return _avg_pool2d_op(input, pair(kernel_size, "kernel_size"), _stride(stride),
+    return _avg_pool2d_call(input, pair(kernel_size, "kernel_size"), _stride(stride),
                           pair(padding, "padding"), as_bool(ceil_mode, "ceil_mode"),
                           as_bool(count_include_pad, "count_include_pad"), divisor_override)
+
+
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    """conv_transpose2d of checked tensors: the arguments as the operator's lists."""
+    if isinstance(padding, str):
+        raise ValueError(
+            f"padding must be an int or a pair for a transposed convolution (as in torch, no "
+            f"string), got {padding!r}")
+    return _conv_transpose2d_call(input, weight, bias, pair(stride, "stride"),
+                                  pair(padding, "padding"),
+                                  pair(output_padding, "output_padding"),
+                                  as_int(groups, "groups"), pair(dilation, "dilation"))
+
+
+def _adaptive_size(input, output_size):
+    """The operators' output size: ``output_size`` checked, its ``None`` entries (the input's
+    size along that axis) replaced."""
+    oh, ow = adaptive_output_param(output_size)
+    if (oh is None or ow is None) and input.dim() >= 2:  # else the kernels refuse the input
+        oh = input.shape[-2] if oh is None else oh
+        ow = input.shape[-1] if ow is None else ow
+    return [1 if oh is None else oh, 1 if ow is None else ow]
 
 
 # ------------------------------------------------------------------------------ functional
@@ -565,6 +841,35 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                        divisor_override)
 
 
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """``torch.nn.functional.conv_transpose2d`` on fastconv (weight ``(C_in, C_out // groups,
+    kH, kW)``): the operator ``torch.ops.fastconv.conv_transpose2d``."""
+    _check_tensor(input, "input")
+    _check_tensor(weight, "weight")
+    if bias is not None:
+        _check_tensor(bias, "bias")
+    return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """``torch.nn.functional.adaptive_avg_pool2d`` on fastconv (output_size: an int, or a pair
+    whose ``None`` entries keep the input's size): ``torch.ops.fastconv.adaptive_avg_pool2d``."""
+    _check_tensor(input, "input")
+    return _adaptive_avg_pool2d_call(input, _adaptive_size(input, output_size))
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """``torch.nn.functional.adaptive_max_pool2d`` on fastconv
+    (``torch.ops.fastconv.adaptive_max_pool2d``); the indices (if returned) are torch's: int64
+    flat positions ``h * W + w`` in each input plane."""
+    _check_tensor(input, "input")
+    return_indices = as_bool(return_indices, "return_indices")
+    out, indices = _adaptive_max_pool2d_call(input, _adaptive_size(input, output_size))
+    return (out, indices) if return_indices else out
+
+
 # ------------------------------------------------------------------------------ autograd Functions
 class Conv2dFunction:
     """:func:`conv2d` under its earlier name, an autograd function's interface.
@@ -578,35 +883,17 @@ class Conv2dFunction:
         return conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
-class ConvTranspose2dFunction(torch.autograd.Function):
-    """``conv_transpose2d`` with fastconv's kernels (forward: conv2d's grad_input; backward:
-    conv2d's forward and grad_weight).
+class ConvTranspose2dFunction:
+    """:func:`conv_transpose2d` under its earlier name, an autograd function's interface.
 
     ``ConvTranspose2dFunction.apply(input, weight, bias, stride, padding, output_padding, groups,
     dilation)``; use :func:`conv_transpose2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, output_padding, groups, dilation):
-        x = _array(input, "input")
-        w = _array(weight, "weight")
-        b = None if bias is None else _array(bias, "bias")
-        out = F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
-        ctx.save_for_backward(input, weight)
-        ctx.conf = (stride, padding, output_padding, groups, dilation)
-        ctx.has_bias = bias is not None
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        _refuse_double_backward("conv_transpose2d", grad_output, input, weight)
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gw, gb = F.conv_transpose2d_backward(
-            _array(grad_output, "grad_output"), _array(input, "input"), _array(weight, "weight"),
-            *ctx.conf, needs=(need_x, need_w, need_b and ctx.has_bias),
-        )
-        return _tensor(gx), _tensor(gw), _tensor(gb), None, None, None, None, None
+    def apply(input, weight, bias, stride, padding, output_padding, groups, dilation):
+        return conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
+                                dilation)
 
 
 class MaxPool2dFunction:
@@ -636,75 +923,27 @@ class AvgPool2dFunction:
                           divisor_override)
 
 
-class AdaptiveAvgPool2dFunction(torch.autograd.Function):
-    """``adaptive_avg_pool2d`` with fastconv's kernels.
+class AdaptiveAvgPool2dFunction:
+    """:func:`adaptive_avg_pool2d` under its earlier name, an autograd function's interface.
 
-    ``AdaptiveAvgPool2dFunction.apply(input, output_size)``; same as
-    :func:`adaptive_avg_pool2d`.
+    ``AdaptiveAvgPool2dFunction.apply(input, output_size)``; same as :func:`adaptive_avg_pool2d`.
     """
 
     @staticmethod
-    def forward(ctx, input, output_size):
-        x = _array(input, "input")
-        out = F.adaptive_avg_pool2d(x, output_size)
-        ctx.input_shape = x.shape
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        _refuse_double_backward("adaptive_avg_pool2d", grad_output)
-        gx = F.adaptive_avg_pool2d_backward(_array(grad_output, "grad_output"), ctx.input_shape)
-        return torch.from_numpy(gx), None
+    def apply(input, output_size):
+        return adaptive_avg_pool2d(input, output_size)
 
 
-class AdaptiveMaxPool2dFunction(torch.autograd.Function):
-    """``adaptive_max_pool2d`` with fastconv's kernels; the backward routes through the cached
-    argmax.
+class AdaptiveMaxPool2dFunction:
+    """:func:`adaptive_max_pool2d` under its earlier name, an autograd function's interface.
 
     ``AdaptiveMaxPool2dFunction.apply(input, output_size, return_indices)``; use
     :func:`adaptive_max_pool2d` for torch's defaults.
     """
 
     @staticmethod
-    def forward(ctx, input, output_size, return_indices):
-        x = _array(input, "input")
-        out, indices = F.adaptive_max_pool2d(x, output_size, return_indices=True)
-        indices = torch.from_numpy(indices)
-        ctx.save_for_backward(indices)
-        ctx.input_shape = x.shape
-        out = torch.from_numpy(out)
-        if return_indices:
-            ctx.mark_non_differentiable(indices)
-            return out, indices
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_output, *unused):
-        _refuse_double_backward("adaptive_max_pool2d", grad_output)
-        (indices,) = ctx.saved_tensors
-        gx = F.adaptive_max_pool2d_backward(_array(grad_output, "grad_output"), indices.numpy(),
-                                            ctx.input_shape)
-        return torch.from_numpy(gx), None, None
-
-
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
-    """``torch.nn.functional.conv_transpose2d`` on fastconv (weight ``(C_in, C_out // groups,
-    kH, kW)``)."""
-    return ConvTranspose2dFunction.apply(input, weight, bias, stride, padding, output_padding,
-                                         groups, dilation)
-
-
-def adaptive_avg_pool2d(input, output_size):
-    """``torch.nn.functional.adaptive_avg_pool2d`` on fastconv (output_size: an int, or a pair
-    whose ``None`` entries keep the input's size)."""
-    return AdaptiveAvgPool2dFunction.apply(input, output_size)
-
-
-def adaptive_max_pool2d(input, output_size, return_indices=False):
-    """``torch.nn.functional.adaptive_max_pool2d`` on fastconv; the indices (if returned) are
-    torch's: int64 flat positions ``h * W + w`` in each input plane."""
-    return AdaptiveMaxPool2dFunction.apply(input, output_size, return_indices)
+    def apply(input, output_size, return_indices):
+        return adaptive_max_pool2d(input, output_size, return_indices)
 
 
 # ------------------------------------------------------------------------------ modules
@@ -712,8 +951,10 @@ def _fastconv_takes(*tensors):
     """Whether fastconv computes with these tensors (None is skipped): dense float32 or float64
     CPU tensors. A swapped layer called with others (a half-precision model, a model moved to
     another device after the swap) runs on torch, so that a swap never breaks a model."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype in SUPPORTED_DTYPES and
-                             t.layout == torch.strided) for t in tensors)
+    for t in tensors:
+        if t is not None and not _takes(t):
+            return False
+    return True
 
 
 def _refuse_scripting(module):
@@ -737,8 +978,8 @@ class Conv2d(torch.nn.Conv2d):
             return super()._conv_forward(input, weight, bias)
         # the module's hyper-parameters are already ints and pairs (torch checked them)
         padding, same = _conv_padding(self.padding)
-        return _conv2d_op(input, weight, bias, self.stride, padding, self.dilation, self.groups,
-                          same)
+        return _conv2d_call(input, weight, bias, self.stride, padding, self.dilation,
+                            self.groups, same)
 
     __prepare_scriptable__ = _refuse_scripting
 
@@ -756,8 +997,10 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
             return super().forward(input, output_size)
         output_padding = self._output_padding(input, output_size, self.stride, self.padding,
                                               self.kernel_size, 2, self.dilation)
-        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
-                                output_padding, self.groups, self.dilation)
+        return _conv_transpose2d_call(input, self.weight, self.bias, self.stride, self.padding,
+                                      output_padding, self.groups, self.dilation)
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
@@ -793,7 +1036,9 @@ class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
     def forward(self, input):
         if not _fastconv_takes(input):
             return super().forward(input)
-        return adaptive_avg_pool2d(input, self.output_size)
+        return _adaptive_avg_pool2d_call(input, _adaptive_size(input, self.output_size))
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
@@ -803,7 +1048,10 @@ class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
     def forward(self, input):
         if not _fastconv_takes(input):
             return super().forward(input)
-        return adaptive_max_pool2d(input, self.output_size, self.return_indices)
+        out, indices = _adaptive_max_pool2d_call(input, _adaptive_size(input, self.output_size))
+        return (out, indices) if self.return_indices else out
+
+    __prepare_scriptable__ = _refuse_scripting
 
 
 _TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.ConvTranspose2d: ConvTranspose2d,

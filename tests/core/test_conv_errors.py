@@ -226,3 +226,27 @@ def test_a_one_int_sequence_counts_as_that_int(name):
             assert_same_bits(got, expected)
     with pytest.raises(ValueError, match=name):
         fastconv.conv2d(x, w, **{name: (2, 2, 2)})
+
+
+def test_kept_geometries_do_not_let_bad_arguments_through():
+    # conv_geometry keeps the geometry of plain int arguments: a bool (equal to 1 and hashing
+    # as 1) or a float must still be refused after the same call with ints, and an invalid
+    # call is never kept
+    from fastconv._core import conv_geometry
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    for _ in range(2):
+        fastconv.conv2d(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+        fastconv.conv2d(x, w, None, 1, 1, 1, 1)
+    with pytest.raises(TypeError, match="stride"):
+        fastconv.conv2d(x, w, None, (True, True), (1, 1), (1, 1), 1)
+    with pytest.raises(TypeError, match="groups"):
+        fastconv.conv2d(x, w, None, 1, 1, 1, True)
+    with pytest.raises(TypeError, match="dilation"):
+        fastconv.conv2d(x, w, None, 1, 1, 1.0, 1)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="output size"):
+            fastconv.conv2d(x, w, None, 1, 0, 3, 1)
+    key_shapes = {key[:2] for key in conv_geometry._GEOMETRIES}
+    assert ((1, 2, 5, 5), (3, 2, 3, 3)) in key_shapes
+    assert all(isinstance(g, conv_geometry.ConvGeometry)
+               for g in conv_geometry._GEOMETRIES.values())

@@ -526,3 +526,23 @@ def test_errors_match_torch_where_torch_raises():
         F.avg_pool2d(x, 2, divisor_override=0)
     with pytest.raises(ValueError):
         fastconv.avg_pool2d(x.numpy(), 2, divisor_override=0)
+
+
+def test_kept_pool_geometries_do_not_let_bad_arguments_through():
+    # pool_geometry keeps the geometry of plain arguments: an int where a bool is required, a
+    # bool where an int is, or an invalid call, must still be refused after valid calls
+    x = np.ones((1, 2, 6, 6))
+    for _ in range(2):
+        fastconv.max_pool2d(x, (2, 2), None, (0, 0), (1, 1), False)
+        fastconv.avg_pool2d(x, 2, 2, 0, False, True, None)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        fastconv.max_pool2d(x, (2, 2), None, (0, 0), (1, 1), 0)
+    with pytest.raises(TypeError, match="kernel_size"):
+        fastconv.max_pool2d(x, (True, True), None, (0, 0), (1, 1), False)
+    with pytest.raises(TypeError, match="count_include_pad"):
+        fastconv.avg_pool2d(x, 2, 2, 0, False, 1, None)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="padding"):
+            fastconv.max_pool2d(x, 2, None, 2)
+    np.testing.assert_array_equal(fastconv.avg_pool2d(x, 2, 2, 0, False, True, 3),
+                                  np.full((1, 2, 3, 3), 4 / 3))
