@@ -12,6 +12,34 @@ settings.register_profile("dev", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+def _example_scale():
+    """FASTCONV_TEST_EXAMPLES (a fraction, default 1) scales every property test's example count:
+    CI's runs on further Pythons check that the package builds and behaves there, and use a
+    fraction of the examples that the main run tries in full."""
+    try:
+        scale = float(os.environ.get("FASTCONV_TEST_EXAMPLES", "1"))
+    except ValueError:
+        raise pytest.UsageError("FASTCONV_TEST_EXAMPLES must be a number") from None
+    if not 0 < scale <= 1:
+        raise pytest.UsageError("FASTCONV_TEST_EXAMPLES must be in (0, 1]")
+    return scale
+
+
+def pytest_collection_modifyitems(config, items):
+    scale = _example_scale()
+    if scale == 1:
+        return
+    scaled = set()
+    for item in items:
+        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if current is None or id(test) in scaled:  # a parametrised test shares one function
+            continue
+        scaled.add(id(test))
+        test._hypothesis_internal_use_settings = settings(
+            current, max_examples=max(3, round(current.max_examples * scale)))
+
+
 # ---------------------------------------------------------------- which fastconv is under test
 # `.ci/run` installs fastconv into a venv and sets FASTCONV_TEST_INSTALLED=1: the run must then
 # test that installed copy, never the source folder next to tests/ (a file missing from the wheel

@@ -3,7 +3,6 @@ three-layer ConvNet written against the drop-in functions (SGD steps, numeric gr
 import numpy as np
 import pytest
 
-import fastconv
 from fastconv.compat import cs231n as L
 
 
@@ -324,16 +323,6 @@ def test_convnet_sgd_reduces_the_loss():
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.75 * losses[0], losses
     assert np.all(np.diff(losses) < 0), losses
-
-
-@pytest.fixture
-def one_thread():
-    """Hundreds of tiny kernel calls: one thread avoids stalls on a loaded machine (the results
-    are bitwise identical for any thread count)."""
-    before = fastconv.get_num_threads()
-    fastconv.set_num_threads(1)
-    yield
-    fastconv.set_num_threads(before)
 
 
 def test_convnet_numeric_gradient_check(one_thread):

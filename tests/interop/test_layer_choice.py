@@ -14,11 +14,6 @@ import fastconv.torch as fct  # noqa: E402
 from fastconv.interop import _layer_choice  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def seeded():
-    torch.manual_seed(0)
-
-
 class FakeTimer:
     """Returns (torch seconds, fastconv seconds) from ``times(module)``, after running each
     candidate once; records the modules."""

@@ -16,22 +16,6 @@ import fastconv.functional  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def seeded():
-    torch.manual_seed(0)
-
-
-@pytest.fixture
-def one_thread():
-    """gradcheck makes hundreds of tiny kernel calls; on a loaded machine every multi-threaded
-    region can stall on a descheduled worker. Results are bitwise identical for any thread count,
-    so these run on one."""
-    before = fastconv.get_num_threads()
-    fastconv.set_num_threads(1)
-    yield
-    fastconv.set_num_threads(before)
-
-
 def rand(*shape, dtype=torch.float64, grad=True):
     return torch.randn(*shape, dtype=dtype).requires_grad_(grad)
 

@@ -25,11 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))  # t
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(autouse=True)
-def seeded():
-    torch.manual_seed(0)
-
-
 def small_cnn():
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

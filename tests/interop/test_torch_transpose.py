@@ -3,7 +3,6 @@ torch's autograd, the ConvTranspose2d module (output_size, state_dict, what stay
 swap_modules on a small decoder. Runs only where torch is importable."""
 import copy
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,20 +12,6 @@ import torch.nn.functional as TF  # noqa: E402
 import fastconv  # noqa: E402
 import fastconv.functional  # noqa: E402
 import fastconv.torch as fct  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def seeded():
-    torch.manual_seed(0)
-
-
-@pytest.fixture
-def one_thread():
-    """gradcheck makes many tiny kernel calls: one thread (results do not depend on it)."""
-    before = fastconv.get_num_threads()
-    fastconv.set_num_threads(1)
-    yield
-    fastconv.set_num_threads(before)
 
 
 def rand(*shape, dtype=torch.float64, grad=True):
