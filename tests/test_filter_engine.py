@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _testing
 from fastconv import filters as fl
-from tests.strategies import (FILTER_PADDING_MODES, filter_images, filter_kernels,
+from strategies import (FILTER_PADDING_MODES, filter_images, filter_kernels,
                               filter_padding_fits)
 
 NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
