@@ -6,7 +6,6 @@ direct stores, non-temporal stores, row bands, several tap blocks, images side b
 
 The expected values come from the plain conv2d and the activation written out below from
 torch's documented rules (and from torch itself where it is installed)."""
-import os
 import subprocess
 import sys
 
@@ -16,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from conv_helpers import (SUPPORTED_ISAS, assert_same_bits, assert_unchanged, num_threads,
-                          snapshot, using_isa, workspace_cap)
+from conv_helpers import (SUPPORTED_ISAS, TESTS_DIR, assert_same_bits, assert_unchanged,
+                          child_env, num_threads, snapshot, using_isa, workspace_cap)
 from strategies import FUSED_ACTIVATIONS, conv_problems, fused_activations
 
 
@@ -213,8 +212,8 @@ def test_forced_paths_give_the_same_bits(tmp_path):
     results = {}
     for isa in SUPPORTED_ISAS:
         path = tmp_path / f"{isa}.npz"
-        env = dict(os.environ, FASTCONV_ISA=isa)
-        proc = subprocess.run([sys.executable, "-c", ISA_SCRIPT, isa, str(path)], env=env,
+        proc = subprocess.run([sys.executable, "-c", ISA_SCRIPT, isa, str(path)],
+                              env=child_env(FASTCONV_ISA=isa), cwd=TESTS_DIR,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         with np.load(path) as f:
