@@ -18,6 +18,15 @@ from .init import float_dtype, generator, kaiming_uniform
 from .module import Module, Parameter
 
 
+def _layer_call(layer, fn, x, *args, **kwargs):
+    """``fn(x, *args, **kwargs)``, with a ValueError about the input restated as the layer's
+    (which layer, on what input shape)."""
+    try:
+        return fn(x, *args, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{layer!r} on input of shape {x.shape}: {exc}") from None
+
+
 def _init_conv_parameters(layer, shape, fan_in, bias, dtype, rng):
     """torch's initialisation of a convolution's weight (of ``shape``) and bias: both uniform in
     +-1/sqrt(fan_in), drawn weight first."""
@@ -124,13 +133,9 @@ class Conv2d(Module):
             raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
         if self.padding_mode != "zeros":
             x = pad2d(x, self._explicit_pad(), self.padding_mode)
-        try:
-            out = F.conv2d(
-                x, self.weight.data, None if self.bias is None else self.bias.data, **self._args(),
-                activation=epilogue.name, negative_slope=epilogue.slope
-            )
-        except ValueError as exc:
-            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        bias = None if self.bias is None else self.bias.data
+        out = _layer_call(self, F.conv2d, x, self.weight.data, bias, **self._args(),
+                          activation=epilogue.name, negative_slope=epilogue.slope)
         self._input, self._out_shape = x, out.shape
         return out
 
@@ -239,11 +244,8 @@ class ConvTranspose2d(Module):
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape {expected}, got {x.shape}")
         args = self._args(self._output_padding(x, output_size))
-        try:
-            out = F.conv_transpose2d(
-                x, self.weight.data, None if self.bias is None else self.bias.data, **args)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        bias = None if self.bias is None else self.bias.data
+        out = _layer_call(self, F.conv_transpose2d, x, self.weight.data, bias, **args)
         self._input, self._out_shape, self._last_args = x, out.shape, args
         return out
 
@@ -288,18 +290,8 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         x = _check_pool_input(self, x)
-        try:
-            out, idx = F.max_pool2d(
-                x,
-                self.kernel_size,
-                self.stride,
-                self.padding,
-                self.dilation,
-                self.ceil_mode,
-                return_indices=True,
-            )
-        except ValueError as exc:
-            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        out, idx = _layer_call(self, F.max_pool2d, x, self.kernel_size, self.stride, self.padding,
+                               self.dilation, self.ceil_mode, return_indices=True)
         self._indices, self._input_shape = idx, x.shape
         return out
 
@@ -346,10 +338,7 @@ class AvgPool2d(Module):
 
     def forward(self, x):
         x = _check_pool_input(self, x)
-        try:
-            out = F.avg_pool2d(x, *self._args())
-        except ValueError as exc:
-            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        out = _layer_call(self, F.avg_pool2d, x, *self._args())
         self._input_shape, self._out_shape = x.shape, out.shape
         return out
 
@@ -376,10 +365,7 @@ class AdaptiveAvgPool2d(Module):
 
     def forward(self, x):
         x = _check_pool_input(self, x)
-        try:
-            out = F.adaptive_avg_pool2d(x, self.output_size)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        out = _layer_call(self, F.adaptive_avg_pool2d, x, self.output_size)
         self._input_shape, self._out_shape = x.shape, out.shape
         return out
 
@@ -406,10 +392,8 @@ class AdaptiveMaxPool2d(Module):
 
     def forward(self, x):
         x = _check_pool_input(self, x)
-        try:
-            out, idx = F.adaptive_max_pool2d(x, self.output_size, return_indices=True)
-        except ValueError as exc:
-            raise ValueError(f"{self!r} on input of shape {x.shape}: {exc}") from None
+        out, idx = _layer_call(self, F.adaptive_max_pool2d, x, self.output_size,
+                               return_indices=True)
         self._indices, self._input_shape = idx, x.shape
         return (out, idx) if self.return_indices else out
 
