@@ -133,7 +133,9 @@ def _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
     return ConvGeometry(stride, dilation, pt, pb, pl, pr, groups, oh, ow)
 
 
-def check_conv_arrays(input, weight, bias):
+def _float_operands(input, weight, bias, weight_layout):
+    """``(input4, unbatched, weight, bias)``: float arrays of one dtype, a 4-D weight (described
+    as ``weight_layout`` in the error) and the input as a batch."""
     input = as_float_array(input, "input")
     weight = as_float_array(weight, "weight")
     check_same_dtype("input", input, weight=weight)
@@ -141,8 +143,13 @@ def check_conv_arrays(input, weight, bias):
         bias = as_float_array(bias, "bias")
         check_same_dtype("input", input, bias=bias)
     if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D (K, C // groups, R, S), got shape {weight.shape}")
+        raise ValueError(f"weight must be 4-D {weight_layout}, got shape {weight.shape}")
     x4, unbatched = batched(input, "input")
+    return x4, unbatched, weight, bias
+
+
+def check_conv_arrays(input, weight, bias):
+    x4, unbatched, weight, bias = _float_operands(input, weight, bias, "(K, C // groups, R, S)")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     return x4, unbatched, weight, bias
@@ -255,17 +262,7 @@ def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_p
 def check_transpose_arrays(input, weight, bias):
     """``(input4, unbatched, weight, bias)`` of a transposed convolution; the bias's shape is
     checked by :func:`check_transpose_bias` once the groups are known."""
-    input = as_float_array(input, "input")
-    weight = as_float_array(weight, "weight")
-    check_same_dtype("input", input, weight=weight)
-    if bias is not None:
-        bias = as_float_array(bias, "bias")
-        check_same_dtype("input", input, bias=bias)
-    if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D (C_in, C_out // groups, kH, kW), got shape "
-                         f"{weight.shape}")
-    x4, unbatched = batched(input, "input")
-    return x4, unbatched, weight, bias
+    return _float_operands(input, weight, bias, "(C_in, C_out // groups, kH, kW)")
 
 
 def check_transpose_bias(bias, weight, groups):
