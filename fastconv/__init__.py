@@ -148,6 +148,10 @@ depending on its order (1e300 * 1e300 + 1e300 * -1e300 is +inf fused in tap orde
 unfused), and the order is the same on every CPU. NaNs are NaNs on every path; which of two NaN
 operands an addition passes on (a NaN's sign and payload) is the compiler's choice.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, List
+
 __version__ = "0.1.0"
 
 # The kernel API is imported on first use (PEP 562), so that the pure-Python parts
@@ -175,7 +179,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+if TYPE_CHECKING:  # what __getattr__ loads, for the type checker
+    from .functional import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,
+                             adaptive_max_pool2d, adaptive_max_pool2d_backward, avg_pool2d,
+                             avg_pool2d_backward, conv2d, conv2d_backward, conv_transpose2d,
+                             conv_transpose2d_backward, get_flush_denormal, get_num_threads,
+                             max_num_threads, max_pool2d, max_pool2d_backward, release_memory,
+                             set_flush_denormal, set_num_threads)
+
+
+def __getattr__(name: str) -> Any:
     if name in __all__:
         from . import functional
 
@@ -185,5 +198,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> List[str]:
     return sorted(set(globals()) | set(__all__))

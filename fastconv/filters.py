@@ -35,9 +35,12 @@ indices (downwards); with ``'convolve'`` the signs flip.
 ``circular``   ``c d | a b c d | a b``  wrap around, periodic (pad <= size)
 =============  ===================  ===========================================================
 """
+from __future__ import annotations
+
 import functools
 import math
 import numbers
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,6 +49,15 @@ from ._core.conv import conv2d
 from ._core.conv_geometry import conv_padding
 from ._core.dispatch import check_algorithm
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from ._core.args import FloatArray
+
+    # a kernel: a 2-D array or a name; a bank: an (F, R, S) array or a sequence of kernels
+    KernelLike = Union[str, ArrayLike, Sequence[Union[str, ArrayLike]]]
+    Factors = Optional[Tuple[NDArray[np.float64], NDArray[np.float64]]]
+
 __all__ = [
     "identity", "sharpen", "box_blur", "gaussian_blur", "sobel_x", "sobel_y", "laplacian",
     "emboss", "gaussian", "get_kernel", "KERNEL_NAMES", "filter2d", "pad2d", "pad2d_backward",
@@ -53,7 +65,7 @@ __all__ = [
 ]
 
 
-def _kernel(rows, scale=1):
+def _kernel(rows: ArrayLike, scale: float = 1) -> NDArray[np.float64]:
     k = np.array(rows, dtype=np.float64) / scale
     k.setflags(write=False)
     return k
@@ -85,7 +97,7 @@ GAUSSIAN_MAX_SIZE = 4097
 _GAUSSIAN_RADIUS_SIGMAS = 3
 
 
-def gaussian(sigma, size=None):
+def gaussian(sigma: float, size: Optional[int] = None) -> NDArray[np.float64]:
     r"""A 2-D Gaussian kernel ``exp(-(u^2 + v^2) / (2 sigma^2))`` sampled at integer offsets from
     the centre and normalised to sum 1 (so it keeps the mean of an image).
 
@@ -123,7 +135,8 @@ def gaussian(sigma, size=None):
     return k / k.sum()
 
 
-def get_kernel(name, sigma=None, size=None):
+def get_kernel(name: str, sigma: Optional[float] = None, size: Optional[int] = None
+               ) -> NDArray[np.float64]:
     """The kernel called ``name`` (one of :data:`KERNEL_NAMES`) as a new float64 array.
 
     ``sigma`` (default 1.0) and ``size`` apply to ``'gaussian'`` only; ValueError for an unknown
@@ -144,11 +157,11 @@ def get_kernel(name, sigma=None, size=None):
 #: The padding modes of ``torch.nn.Conv2d`` (``'constant'`` is accepted as ``F.pad``'s name for
 #: ``'zeros'``).
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-_NUMPY_MODE = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
-               "replicate": "edge", "circular": "wrap"}
+_NUMPY_MODE: Dict[str, Any] = {"zeros": "constant", "constant": "constant",
+                               "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-def check_padding_mode(padding_mode):
+def check_padding_mode(padding_mode: object) -> str:
     """``padding_mode`` if it is one of :data:`PADDING_MODES`, else ValueError naming it."""
     if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, "
@@ -156,7 +169,8 @@ def check_padding_mode(padding_mode):
     return padding_mode
 
 
-def _check_pad(x, pad, mode):
+def _check_pad(x: NDArray[Any], pad: object, mode: object
+               ) -> Tuple[Tuple[int, ...], List[Tuple[int, int, int]]]:
     if not isinstance(mode, str) or mode not in _NUMPY_MODE:
         raise ValueError(f"mode must be one of {', '.join(map(repr, PADDING_MODES))} "
                          f"(or 'constant'), got {mode!r}")
@@ -174,7 +188,7 @@ def _check_pad(x, pad, mode):
     return pad, axes
 
 
-def _check_size(mode, size, lo, hi, axis, shape):
+def _check_size(mode: str, size: int, lo: int, hi: int, axis: int, shape: object) -> None:
     if mode == "reflect" and max(lo, hi) >= size:
         raise ValueError(f"reflect padding of {max(lo, hi)} must be < the size {size} of axis "
                          f"{axis} (input shape {shape})")
@@ -185,7 +199,8 @@ def _check_size(mode, size, lo, hi, axis, shape):
         raise ValueError(f"replicate padding needs a non-empty axis {axis} (input shape {shape})")
 
 
-def pad2d(x, pad, mode="constant", value=0.0):
+def pad2d(x: ArrayLike, pad: Sequence[int], mode: str = "constant", value: float = 0.0
+          ) -> NDArray[Any]:
     r"""Pad the last two axes of ``x`` as ``torch.nn.functional.pad(x, pad, mode, value)``.
 
     Args:
@@ -212,7 +227,8 @@ def pad2d(x, pad, mode="constant", value=0.0):
     return np.pad(x, widths, mode=_NUMPY_MODE[mode])
 
 
-def pad2d_backward(grad_output, pad, mode="constant"):
+def pad2d_backward(grad_output: ArrayLike, pad: Sequence[int], mode: str = "constant"
+                   ) -> NDArray[Any]:
     r"""The gradient of :func:`pad2d` with respect to its input: each padded position's gradient
     is added back onto the input element it copies (dropped for the constant padding).
 
@@ -264,8 +280,10 @@ _INTEGER = (np.uint8, np.uint16)
 _SEPARABLE_ULPS = 16
 
 
-def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorithm="auto",
-             separable=None, output_dtype=None):
+def filter2d(image: ArrayLike, kernel: KernelLike, padding_mode: str = "reflect",
+             mode: str = "correlate", *, algorithm: str = "auto",
+             separable: Optional[bool] = None,
+             output_dtype: Union[DTypeLike, str, None] = None) -> NDArray[Any]:
     r"""Filter a grayscale or colour image with a 2-D kernel, or with a bank of kernels in one
     pass; each output has the input's size.
 
@@ -326,7 +344,7 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
     x = img[:, :, None] if img.ndim == 2 else img
     out_shape = (len(ks),) + x.shape
     if 0 in x.shape:
-        y = np.empty(out_shape, out_dtype)
+        y: NDArray[Any] = np.empty(out_shape, out_dtype)
     else:
         _check_fits(x.shape, ks.shape[1:], padding_mode)
         if algorithm == "fft":
@@ -339,7 +357,7 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, algorit
     return y if bank else y[0]
 
 
-def _as_image(image):
+def _as_image(image: ArrayLike) -> NDArray[Any]:
     """The image as a native-order (H, W) or (H, W, C) array of one of IMAGE_DTYPES."""
     img = np.asarray(image)
     if not img.dtype.isnative:  # a byte-swapped image holds the same values: compute natively
@@ -352,7 +370,7 @@ def _as_image(image):
     return img
 
 
-def _as_kernel(kernel):
+def _as_kernel(kernel: Union[str, ArrayLike]) -> NDArray[Any]:
     """A kernel name or array as a non-empty 2-D array of real numbers."""
     if isinstance(kernel, str):
         kernel = get_kernel(kernel)
@@ -363,12 +381,12 @@ def _as_kernel(kernel):
     return k
 
 
-def _check_real(k):
+def _check_real(k: NDArray[Any]) -> None:
     if not (np.issubdtype(k.dtype, np.floating) or np.issubdtype(k.dtype, np.integer)):
         raise TypeError(f"kernel must be real numbers, got dtype {k.dtype}")
 
 
-def _as_kernels(kernel):
+def _as_kernels(kernel: KernelLike) -> Tuple[bool, NDArray[Any]]:
     """``(bank, kernels)``: whether ``kernel`` is a bank, and its kernels as an (F, R, S) array."""
     if isinstance(kernel, str):
         return False, _as_kernel(kernel)[None]
@@ -392,7 +410,8 @@ def _as_kernels(kernel):
     return False, _as_kernel(k)[None]
 
 
-def _output_dtype(output_dtype, image_dtype):
+def _output_dtype(output_dtype: Union[DTypeLike, str, None], image_dtype: np.dtype[Any]
+                  ) -> type:
     if output_dtype is None or (isinstance(output_dtype, str) and output_dtype == "input"):
         return image_dtype.type
     if isinstance(output_dtype, str) and output_dtype == "float":
@@ -407,7 +426,7 @@ def _output_dtype(output_dtype, image_dtype):
     return dt
 
 
-def _check_fits(shape, kshape, padding_mode):
+def _check_fits(shape: Sequence[int], kshape: Sequence[int], padding_mode: str) -> None:
     """ValueError when the padding ``padding_mode`` needs for this kernel exceeds its limits."""
     (h, w), (r, s) = shape[:2], kshape
     top, left = (r - 1) // 2, (s - 1) // 2
@@ -419,7 +438,8 @@ def _check_fits(shape, kshape, padding_mode):
                          f"a {h}x{w} image: {exc}") from None
 
 
-def _separable_factors(k, work, separable, index):
+def _separable_factors(k: NDArray[Any], work: Any, separable: Optional[bool],
+                       index: Optional[int]) -> Factors:
     """``(kv, kx)`` with ``k == outer(kv, kx)`` to rounding when ``k`` is to run separable, else
     None; ValueError naming ``separable`` when it is True and ``k`` is not of rank 1."""
     if separable is False:
@@ -439,7 +459,7 @@ def _separable_factors(k, work, separable, index):
         else None
 
 
-def _rank1(k, work):
+def _rank1(k: NDArray[Any], work: Any) -> Factors:
     """The factors of :func:`_rank1_of` (cached: a loop filtering many small images with one
     kernel would otherwise spend most of its time on the SVD)."""
     k = np.asarray(k)
@@ -453,12 +473,12 @@ _RANK1_CACHE_MAX_SIZE = 64 * 64
 
 
 @functools.lru_cache(maxsize=128)
-def _rank1_cached(key):
+def _rank1_cached(key: Tuple[bytes, Tuple[int, ...], str, str]) -> Factors:
     data, shape, dtype, work = key
     return _rank1_of(np.frombuffer(data, dtype=dtype).reshape(shape), np.dtype(work).type)
 
 
-def _rank1_of(k, work):
+def _rank1_of(k: NDArray[Any], work: Any) -> Factors:
     """``(kv, kx)`` (float64) with ``outer(kv, kx)`` equal to ``k`` within _SEPARABLE_ULPS units
     in the last place, or None. The factors are a row and a column of ``k`` through its largest
     element (scaled by it): exact for integer kernels (Sobel: ``[1, 2, 1]`` and ``[-1, 0, 1]``
@@ -489,7 +509,8 @@ _READ_IN_PLACE = True
 _PAD_CODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 
-def _run_bank(x, ks, factors, padding_mode, work, out_dtype):
+def _run_bank(x: NDArray[Any], ks: NDArray[Any], factors: Sequence[Factors], padding_mode: str,
+              work: Any, out_dtype: type) -> NDArray[Any]:
     """The filter engine on the (H, W, C) image ``x``: (F, H, W, C) of ``out_dtype``."""
     from . import _kernels
     if x.dtype == np.float16:
@@ -513,21 +534,23 @@ def _run_bank(x, ks, factors, padding_mode, work, out_dtype):
     return y.astype(out_dtype) if engine_out != out_dtype else y
 
 
-def _cast_output(y, out_dtype):
+def _cast_output(y: NDArray[Any], out_dtype: type) -> NDArray[Any]:
     if out_dtype in _INTEGER:
         top = np.iinfo(out_dtype).max
         return np.clip(np.nan_to_num(np.rint(y), nan=0.0), 0, top).astype(out_dtype)
     return y.astype(out_dtype)
 
 
-def _fft_filter(x, k, padding_mode, work):
+def _fft_filter(x: NDArray[Any], k: NDArray[Any], padding_mode: str, work: Any
+                ) -> NDArray[Any]:
     """The (H, W, C) image filtered by one kernel through conv2d's FFT (algorithm='fft')."""
     xc = np.moveaxis(x.astype(work, copy=False), 2, 0)[None]      # (1, C, H, W), a view
     y = _filter_channels(xc, k.astype(work), padding_mode, "fft")
     return np.moveaxis(y[0], 0, 2)                                 # (H, W, C)
 
 
-def _filter_channels(x, k, padding_mode, algorithm):
+def _filter_channels(x: NDArray[Any], k: NDArray[Any], padding_mode: str, algorithm: str
+                     ) -> FloatArray:
     """Correlate every channel of the (1, C, H, W) ``x`` with the 2-D ``k``: one depthwise
     conv2d with the padding of ``padding='same'``, extended as ``padding_mode`` says."""
     c, (r, s) = x.shape[1], k.shape

@@ -10,6 +10,10 @@ same errors. Everything that shapes the numbers is the oracle's own, written fro
 documentation: the output sizes, the 'same' padding, ceil_mode's last window, the average
 pooling divisors and the arithmetic. Importing this module loads no compiled code.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from ._core.args import as_bool, as_float_array, batched, restore_batch
@@ -24,8 +28,19 @@ from ._core.geometry import check_size
 from ._core.pool_geometry import (adaptive_output_size, check_input, check_input_shape,
                                   pool_geometry)
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-def _conv_shape(input_shape, weight_shape, stride, padding, dilation, groups):
+    from ._core.adaptive_pool import OutputSize
+    from ._core.args import FloatArray, Grads, IndexArray, IntOrPair, IntPair, Padding
+    from ._core.conv_geometry import ConvGeometry
+    from ._core.pool_geometry import PoolGeometry
+
+    BoolArray = NDArray[np.bool_]
+
+
+def _conv_shape(input_shape: Sequence[int], weight_shape: Sequence[int], stride: object,
+                padding: object, dilation: object, groups: object) -> ConvGeometry:
     """The shared rules' validated geometry with the oracle's own padding and output size:
     torch.nn.functional.conv2d's formula; 'same' pads d*(k-1) in total per axis, the odd one at
     the end (bottom/right)."""
@@ -42,7 +57,8 @@ def _conv_shape(input_shape, weight_shape, stride, padding, dilation, groups):
                       pad_right=pads[1][1], out_h=out[0], out_w=out[1])
 
 
-def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
+def _pool_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool
+              ) -> int:
     """torch's pooling output size: floor (or ceil) of (size + 2*pad - dilation*(kernel-1) - 1)
     / stride, plus one; with ceil_mode a last window that would start past the input and its
     left padding is dropped."""
@@ -53,8 +69,10 @@ def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
     return out
 
 
-def _pool_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
-                count_include_pad=True, divisor_override=None, is_max=True):
+def _pool_shape(input_shape: Sequence[int], kernel_size: object, stride: object,
+                padding: object, dilation: object, ceil_mode: object,
+                count_include_pad: object = True, divisor_override: object = None,
+                is_max: bool = True) -> PoolGeometry:
     """The shared rules' validated geometry with the oracle's own output size."""
     g = pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
                       count_include_pad, divisor_override, is_max)
@@ -63,12 +81,13 @@ def _pool_shape(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
     return g._replace(out_h=out[0], out_w=out[1])
 
 
-def _big(*values):
+def _big(*values: int) -> Union[type, DTypeLike]:
     """int64 while the position arithmetic cannot wrap around, else Python ints (object)."""
     return np.int64 if max(abs(int(v)) for v in values) < 2**61 else object
 
 
-def _conv_taps(size, out, taps, stride, dilation, pad):
+def _conv_taps(size: int, out: int, taps: int, stride: int, dilation: int, pad: int
+               ) -> Tuple[IndexArray, BoolArray]:
     """(out, taps) input index of each tap of each window along one axis (i*stride + r*dilation
     - pad) clipped into [0, size), and whether it is inside (else it reads the zero padding)."""
     dt = _big(out * stride, taps * dilation, pad, size)
@@ -77,7 +96,8 @@ def _conv_taps(size, out, taps, stride, dilation, pad):
     return np.where(inside, pos, 0).astype(np.int64), inside
 
 
-def _conv_windows(x4, g, r, s):
+def _conv_windows(x4: NDArray[Any], g: ConvGeometry, r: int, s: int
+                  ) -> Tuple[NDArray[Any], IndexArray, IndexArray, BoolArray]:
     """(N, C, OH, OW, R, S) input values of every tap of every window (zeros for padding), and
     the index arrays: an im2col by index arithmetic, no padded copy."""
     _, _, h, w = x4.shape
@@ -88,7 +108,9 @@ def _conv_windows(x4, g, r, s):
     return np.where(inside, win, 0).astype(x4.dtype, copy=False), rows, cols, inside
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+           stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+           groups: int = 1) -> FloatArray:
     """Reference of :func:`fastconv.functional.conv2d` (same arguments, same result)."""
     x4, unbatched, weight, bias = check_conv_arrays(input, weight, bias)
     g = _conv_shape(x4.shape, weight.shape, stride, padding, dilation, groups)
@@ -107,8 +129,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return restore_batch(out, unbatched)
 
 
-def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
-                    needs=(True, True, True)):
+def conv2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                    stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+                    groups: int = 1, needs: Sequence[bool] = (True, True, True)) -> Grads:
     """Reference of :func:`fastconv.functional.conv2d_backward` (einsums over the windows, then
     ``np.add.at`` of every tap's term onto the input element it read)."""
     x4, unbatched, weight, _ = check_conv_arrays(input, weight, None)
@@ -134,7 +157,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     grad_input = np.zeros(x4.shape, dtype=x4.dtype)
     ri = np.broadcast_to(rows[:, None, :, None], inside.shape)[inside]
     ci = np.broadcast_to(cols[None, :, None, :], inside.shape)[inside]
-    np.add.at(grad_input, (slice(None), slice(None), ri, ci), gx_win[:, :, inside])
+    np.add.at(grad_input, (slice(None), slice(None), ri, ci),  # type: ignore[arg-type]
+              gx_win[:, :, inside])  # (numpy's stub allows no slice in the index)
     grad_input = restore_batch(grad_input, unbatched)
     grad_weight = gw.reshape(weight.shape)
     grad_bias = go.sum(axis=(0, 2, 3))
@@ -147,8 +171,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
 # outside the output (cut by the padding) is dropped. The backward passes gather the same pairs.
 
 
-def _transpose_shape(input_shape, weight_shape, stride, padding, output_padding, dilation,
-                     groups):
+def _transpose_shape(input_shape: Sequence[int], weight_shape: Sequence[int], stride: object,
+                     padding: object, output_padding: object, dilation: object, groups: object
+                     ) -> Tuple[IntPair, IntPair, IntPair, int, List[int]]:
     """The shared rules' validated hyper-parameters with the oracle's own output size:
     torch.nn.functional.conv_transpose2d's formula."""
     t = conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding,
@@ -159,7 +184,8 @@ def _transpose_shape(input_shape, weight_shape, stride, padding, output_padding,
     return st, dl, pad, t.groups, out
 
 
-def _transpose_targets(size, out, tap, stride, dilation, pad):
+def _transpose_targets(size: int, out: int, tap: int, stride: int, dilation: int, pad: int
+                       ) -> Tuple[IndexArray, BoolArray]:
     """Output index of every input position along one axis for kernel tap ``tap``, and which of
     them land inside ``[0, out)``."""
     dt = _big(size * stride, tap * dilation, pad, out)
@@ -168,7 +194,8 @@ def _transpose_targets(size, out, tap, stride, dilation, pad):
     return np.where(inside, pos, 0).astype(np.int64), inside
 
 
-def _transpose_taps(x4, weight, stride, dilation, pad, out):
+def _transpose_taps(x4: NDArray[Any], weight: NDArray[Any], stride: IntPair, dilation: IntPair,
+                    pad: IntPair, out: Sequence[int]) -> Iterator[Tuple[Any, ...]]:
     """Every tap ``(r, s)`` with the (input rows, input cols) it uses and the output (rows, cols)
     they land on; taps that reach no output are skipped."""
     _, _, h, w = x4.shape
@@ -180,8 +207,10 @@ def _transpose_taps(x4, weight, stride, dilation, pad, out):
                 yield r, s, (np.flatnonzero(in_r), np.flatnonzero(in_c)), (rows[in_r], cols[in_c])
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
+def conv_transpose2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1,
+                     dilation: IntOrPair = 1) -> FloatArray:
     """Reference of :func:`fastconv.functional.conv_transpose2d`: every tap's products added
     onto the output positions they reach (same arguments, same result)."""
     x4, unbatched, weight, bias = check_transpose_arrays(input, weight, bias)
@@ -191,7 +220,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     n, c_in, _, _ = x4.shape
     cg_out = weight.shape[1]
     check_size((n, cg_out * groups) + tuple(out), x4.itemsize, "the output")
-    y = np.zeros((n, groups, cg_out, out[0], out[1]), dtype=x4.dtype)
+    y: NDArray[Any] = np.zeros((n, groups, cg_out, out[0], out[1]), dtype=x4.dtype)
     xg = x4.reshape(n, groups, c_in // groups, x4.shape[2], x4.shape[3])
     wg = weight.reshape(groups, c_in // groups, cg_out, weight.shape[2], weight.shape[3])
     if y.size and xg.size:
@@ -204,8 +233,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return restore_batch(y, unbatched)
 
 
-def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, needs=(True, True, True)):
+def conv_transpose2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                              stride: IntOrPair = 1, padding: IntOrPair = 0,
+                              output_padding: IntOrPair = 0, groups: int = 1,
+                              dilation: IntOrPair = 1,
+                              needs: Sequence[bool] = (True, True, True)) -> Grads:
     """Reference of :func:`fastconv.functional.conv_transpose2d_backward`: for each tap, the
     output gradients at the positions it reached, multiplied back onto the input (grad_input)
     or the input onto them (grad_weight)."""
@@ -241,7 +273,8 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, o
 # 2**63 - 1), in row-major order.
 
 
-def _pool_taps(size, out, kernel, stride, pad, dilation):
+def _pool_taps(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int
+               ) -> Tuple[IndexArray, BoolArray]:
     """(out, K') input coordinates of the in-bounds taps of every window along one axis, in
     order (clipped to 0 past a window's count), and whether each is a real tap."""
     dt = _big(out * stride, pad, size, kernel, dilation)
@@ -256,7 +289,8 @@ def _pool_taps(size, out, kernel, stride, pad, dilation):
     return np.where(real, pos, 0).astype(np.int64), real
 
 
-def _pool_gather(x4, g, fill):
+def _pool_gather(x4: NDArray[Any], g: PoolGeometry, fill: float
+                 ) -> Tuple[NDArray[Any], IndexArray, BoolArray]:
     """(N, C, OH, OW, K'h, K'w) tap values (``fill`` where no real tap), flat h*W+w indices and
     the real-tap mask (OH, OW, K'h, K'w)."""
     _, _, h, w = x4.shape
@@ -269,7 +303,7 @@ def _pool_gather(x4, g, fill):
     return vals, flat, real
 
 
-def _avg_divisor(shape, g):
+def _avg_divisor(shape: Sequence[int], g: PoolGeometry) -> NDArray[Any]:
     """(OH, OW) divisors of avg_pool2d, torch's rule, as exact Python integers."""
     if g.divisor_override is not None:
         return np.full((g.out_h, g.out_w), g.divisor_override, dtype=object)
@@ -283,12 +317,14 @@ def _avg_divisor(shape, g):
     return np.array([[a * b for b in counts[1]] for a in counts[0]], dtype=object)
 
 
-def _as_float(divisor, dtype):
+def _as_float(divisor: NDArray[Any], dtype: DTypeLike) -> NDArray[Any]:
     return np.array([float(v) for v in divisor.ravel()], dtype).reshape(divisor.shape)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False
+               ) -> Union[FloatArray, Tuple[FloatArray, IndexArray]]:
     """Reference of :func:`fastconv.functional.max_pool2d`: a NaN wins (the last one), else the
     first maximum among the in-bounds positions (padding is -inf and never reported)."""
     x4, unbatched = check_input(input)
@@ -313,7 +349,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (out, indices) if return_indices else out
 
 
-def max_pool2d_backward(grad_output, indices, input_shape):
+def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape: Sequence[int]
+                        ) -> FloatArray:
     """Reference of :func:`fastconv.functional.max_pool2d_backward`: ``np.add.at`` of every
     gradient onto its index, in output row-major order."""
     grad_output = as_float_array(grad_output, "grad_output")
@@ -334,8 +371,10 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     return restore_batch(grad.reshape(shape4), unbatched)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+def avg_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Optional[int] = None
+               ) -> FloatArray:
     """Reference of :func:`fastconv.functional.avg_pool2d`: sums of the in-bounds taps divided
     by torch's divisor."""
     x4, unbatched = check_input(input)
@@ -347,8 +386,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     return restore_batch(out, unbatched)
 
 
-def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int],
+                        kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                        padding: IntOrPair = 0, ceil_mode: bool = False,
+                        count_include_pad: bool = True, divisor_override: Optional[int] = None
+                        ) -> FloatArray:
     """Reference of :func:`fastconv.functional.avg_pool2d_backward`: grad / divisor added to every
     in-bounds tap of every window (``np.add.at``, output row-major order)."""
     grad_output = as_float_array(grad_output, "grad_output")
@@ -361,7 +403,8 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     grad = np.zeros((n, c, h * w), dtype=go.dtype)
     _, flat, real = _pool_gather(np.zeros((1, 1, h, w), go.dtype), g, 0)
     terms = np.broadcast_to(scaled[..., None, None], (n, c) + real.shape)[:, :, real]
-    np.add.at(grad, (slice(None), slice(None), flat[real]), terms)
+    np.add.at(grad, (slice(None), slice(None), flat[real]),  # type: ignore[arg-type]
+              terms)  # (numpy's stub allows no slice in the index)
     return restore_batch(grad.reshape(shape4), unbatched)
 
 
@@ -370,11 +413,11 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 # floor(i * size / out) and end = ceil((i + 1) * size / out), in Python integers.
 
 
-def _adaptive_bins(size, out):
+def _adaptive_bins(size: int, out: int) -> List[Tuple[int, int]]:
     return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
 
 
-def adaptive_avg_pool2d(input, output_size):
+def adaptive_avg_pool2d(input: ArrayLike, output_size: OutputSize) -> FloatArray:
     """Reference of :func:`fastconv.functional.adaptive_avg_pool2d`: the mean of every bin."""
     x4, unbatched = check_input(input)
     oh, ow = adaptive_output_size(x4.shape, output_size)
@@ -388,7 +431,8 @@ def adaptive_avg_pool2d(input, output_size):
     return restore_batch(out, unbatched)
 
 
-def adaptive_max_pool2d(input, output_size, return_indices=False):
+def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize, return_indices: bool = False
+                        ) -> Union[FloatArray, Tuple[FloatArray, IndexArray]]:
     """Reference of :func:`fastconv.functional.adaptive_max_pool2d`: per bin, the last NaN if
     there is one, else the first maximum in row-major order."""
     x4, unbatched = check_input(input)
@@ -411,7 +455,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     return (out, indices) if return_indices else out
 
 
-def adaptive_avg_pool2d_backward(grad_output, input_shape):
+def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int]
+                                 ) -> FloatArray:
     """Reference of :func:`fastconv.functional.adaptive_avg_pool2d_backward`: grad / bin area
     added to every element of its bin, in output row-major order."""
     grad_output = as_float_array(grad_output, "grad_output")
@@ -425,7 +470,8 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     return restore_batch(grad, unbatched)
 
 
-def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+def adaptive_max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike,
+                                 input_shape: Sequence[int]) -> FloatArray:
     """Reference of :func:`fastconv.functional.adaptive_max_pool2d_backward`: every gradient
     added onto its index, in output row-major order (as :func:`max_pool2d_backward`)."""
     return max_pool2d_backward(grad_output, indices, input_shape)

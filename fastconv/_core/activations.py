@@ -1,11 +1,20 @@
 """softmax / log_softmax: numerically stable (the maximum is subtracted first), as torch's."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
 import numpy as np
 
 from .args import as_float_array, as_int
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def _axis(x, dim):
+    from .args import FloatArray
+
+
+def _axis(x: NDArray[Any], dim: int) -> Optional[int]:
     dim = as_int(dim, "dim")
     if x.ndim == 0:
         if dim not in (0, -1):
@@ -18,14 +27,14 @@ def _axis(x, dim):
     return dim % x.ndim
 
 
-def _row_max(x, axis):
+def _row_max(x: NDArray[Any], axis: Optional[int]) -> NDArray[Any]:
     """The maximum along ``axis`` (kept), with -inf replaced by 0 so that a row of all -inf gives
     NaN like torch (``-inf - -inf``) only through the normalisation, never through the shift."""
     m = np.max(x, axis=axis, keepdims=True)
     return np.where(m == -np.inf, 0, m).astype(x.dtype, copy=False)
 
 
-def log_softmax(input, dim=-1):
+def log_softmax(input: ArrayLike, dim: int = -1) -> FloatArray:
     r"""``log(softmax(input))`` along ``dim``, as ``torch.nn.functional.log_softmax``.
 
     Args:
@@ -49,7 +58,7 @@ def log_softmax(input, dim=-1):
         return shifted - lse
 
 
-def softmax(input, dim=-1):
+def softmax(input: ArrayLike, dim: int = -1) -> FloatArray:
     r"""``exp(x) / sum(exp(x))`` along ``dim``, as ``torch.nn.functional.softmax``.
 
     Args:

@@ -1,6 +1,10 @@
 """adaptive_avg_pool2d / adaptive_max_pool2d and their backward passes: the argument rules of
 ``torch.nn.functional`` (``pool_geometry``), torch's bins, then the compiled kernels
 (src/pool_adaptive.h; the max backward is max_pool2d's)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union, overload
+
 import numpy as np
 
 from .. import _kernels
@@ -9,8 +13,18 @@ from .geometry import check_size
 from .pool import max_pool2d_backward
 from .pool_geometry import adaptive_output_size, check_input, check_input_shape
 
+if TYPE_CHECKING:
+    from typing import Literal
 
-def _bins(size, out):
+    from numpy.typing import ArrayLike
+
+    from .args import FloatArray, IndexArray, Shape
+
+    # an int, or a pair whose entries are ints or None (the input's size along that axis)
+    OutputSize = Union[int, None, Sequence[Optional[int]]]
+
+
+def _bins(size: int, out: int) -> Tuple[IndexArray, IndexArray]:
     """torch's bins along one axis of ``size`` pooled to ``out``: bin i is
     ``[floor(i * size / out), ceil((i + 1) * size / out))``; (start, end) as int64 arrays."""
     if (out + 1) * size < 2**62:
@@ -21,14 +35,16 @@ def _bins(size, out):
                                                np.int64)
 
 
-def _bin_tables(h, w, oh, ow):
+def _bin_tables(h: int, w: int, oh: int, ow: int
+                ) -> Tuple[IndexArray, IndexArray, IndexArray, IndexArray]:
     """The kernels' bin tables: row starts, row ends, column starts, column ends."""
     hs, he = _bins(h, oh)
     ws, we = _bins(w, ow)
     return hs, he, ws, we
 
 
-def _adaptive_forward(input, output_size, is_max, return_indices):
+def _adaptive_forward(input: ArrayLike, output_size: object, is_max: bool, return_indices: bool
+                      ) -> Tuple[FloatArray, Optional[IndexArray]]:
     x4, unbatched = check_input(input)
     oh, ow = adaptive_output_size(x4.shape, output_size)
     shape = (x4.shape[0], x4.shape[1], oh, ow)
@@ -41,7 +57,7 @@ def _adaptive_forward(input, output_size, is_max, return_indices):
     return restore_batch(out, unbatched), restore_batch(indices, unbatched)
 
 
-def adaptive_avg_pool2d(input, output_size):
+def adaptive_avg_pool2d(input: ArrayLike, output_size: OutputSize) -> FloatArray:
     r"""2-D adaptive average pooling over an NCHW batch, as
     ``torch.nn.functional.adaptive_avg_pool2d``.
 
@@ -71,7 +87,17 @@ def adaptive_avg_pool2d(input, output_size):
     return _adaptive_forward(input, output_size, False, False)[0]
 
 
-def adaptive_max_pool2d(input, output_size, return_indices=False):
+@overload
+def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize,
+                        return_indices: Literal[False] = ...) -> FloatArray: ...
+@overload
+def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize,
+                        return_indices: Literal[True]) -> Tuple[FloatArray, IndexArray]: ...
+@overload
+def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize, return_indices: bool = ...
+                        ) -> Union[FloatArray, Tuple[FloatArray, IndexArray]]: ...
+def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize, return_indices: bool = False
+                        ) -> Union[FloatArray, Tuple[FloatArray, Optional[IndexArray]]]:
     r"""2-D adaptive max pooling over an NCHW batch, as
     ``torch.nn.functional.adaptive_max_pool2d``.
 
@@ -98,7 +124,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     return (out, indices) if return_indices else out
 
 
-def _check_grad_output(grad_output, input_shape):
+def _check_grad_output(grad_output: ArrayLike, input_shape: Sequence[int]
+                       ) -> Tuple[FloatArray, FloatArray, Shape, bool]:
     """grad_output as a float array, its 4-D view, and the 4-D input shape: grad_output must be
     (N, C, OH, OW) with input_shape's N and C, OH, OW >= 1 (or (C, OH, OW) when unbatched)."""
     grad_output = as_float_array(grad_output, "grad_output")
@@ -120,7 +147,8 @@ def _check_grad_output(grad_output, input_shape):
     return grad_output, go4, shape4, unbatched
 
 
-def adaptive_avg_pool2d_backward(grad_output, input_shape):
+def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int]
+                                 ) -> FloatArray:
     r"""Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
 
     Args:
@@ -154,7 +182,8 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     return restore_batch(grad_input, unbatched)
 
 
-def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+def adaptive_max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike,
+                                 input_shape: Sequence[int]) -> FloatArray:
     r"""Gradient of :func:`adaptive_max_pool2d` with respect to its input.
 
     Args:

@@ -3,10 +3,27 @@
 Every public function validates here first, so the compiled kernels only ever see well-formed,
 float32/float64 arrays and positive, normalised geometry. Each error names the argument.
 """
+from __future__ import annotations
+
 import numbers
 import operator
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # the aliases the annotations share (never evaluated at run time)
+    from numpy.typing import ArrayLike, NDArray
+
+    FloatArray = NDArray[np.floating[Any]]
+    IndexArray = NDArray[np.int64]
+    IntPair = Tuple[int, int]
+    Shape = Tuple[int, ...]
+    Grads = Tuple[Optional[FloatArray], ...]  # (grad_input, grad_weight, grad_bias)
+    Needs = Tuple[bool, ...]  # (input, weight, bias): which gradients to compute
+    IntOrPair = Union[int, Sequence[int]]  # an int, or a pair (h, w) (an ndarray also counts)
+    Padding = Union[int, Sequence[int], str]  # also 'valid' or 'same'
+    _A = TypeVar("_A", bound=Optional[NDArray[Any]])
+    _D = TypeVar("_D", bound=np.generic)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -16,7 +33,7 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
 
-def kernel_layout(x):
+def kernel_layout(x: NDArray[Any]) -> NDArray[Any]:
     """``x`` itself if the compiled kernels can read it as it is, else a C-contiguous copy.
 
     The kernels take strides in elements (byte stride // itemsize) and read native-endian,
@@ -38,7 +55,7 @@ def kernel_layout(x):
     return x
 
 
-def as_float_array(x, name):
+def as_float_array(x: ArrayLike, name: str) -> NDArray[Any]:
     """Return ``x`` as an ndarray of float32/float64 that the kernels can read, or raise
     TypeError naming ``name``.
 
@@ -60,7 +77,7 @@ def as_float_array(x, name):
     return kernel_layout(x)
 
 
-def as_index_array(x, name):
+def as_index_array(x: object, name: str) -> IndexArray:
     """Return ``x`` as an int64 ndarray that the kernels can read (see :func:`kernel_layout`),
     or raise TypeError naming ``name``. A byte-swapped int64 array is accepted."""
     if not isinstance(x, np.ndarray):
@@ -70,7 +87,8 @@ def as_index_array(x, name):
     return kernel_layout(x)
 
 
-def check_same_dtype(reference_name, reference, **others):
+def check_same_dtype(reference_name: str, reference: NDArray[Any],
+                     **others: Optional[NDArray[Any]]) -> None:
     """Raise TypeError if any array in ``others`` has a dtype other than ``reference``'s."""
     for name, arr in others.items():
         if arr is not None and arr.dtype != reference.dtype:
@@ -80,7 +98,7 @@ def check_same_dtype(reference_name, reference, **others):
             )
 
 
-def as_int(value, name):
+def as_int(value: object, name: str) -> int:
     """An exact integer (not bool, not float) or TypeError naming ``name``."""
     if type(value) is int:  # the common case, without the slower abstract-class check
         return value
@@ -89,7 +107,7 @@ def as_int(value, name):
     return operator.index(value)
 
 
-def as_int64(value, name):
+def as_int64(value: object, name: str) -> int:
     """:func:`as_int`, and ValueError naming ``name`` if the value does not fit in an int64."""
     v = as_int(value, name)
     if not INT64_MIN <= v <= INT64_MAX:
@@ -98,14 +116,14 @@ def as_int64(value, name):
     return v
 
 
-def as_bool(value, name):
+def as_bool(value: object, name: str) -> bool:
     """A bool (Python or NumPy) or TypeError naming ``name`` (ints are not accepted, as in torch)."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
 
 
-def pair(value, name):
+def pair(value: object, name: str) -> IntPair:
     """Normalise an int or a pair of ints to a tuple ``(h, w)``; TypeError/ValueError naming
     ``name``. A sequence of one int counts as that int, as in torch."""
     if isinstance(value, (tuple, list)):
@@ -120,21 +138,21 @@ def pair(value, name):
     return (v, v)
 
 
-def positive_pair(value, name):
+def positive_pair(value: object, name: str) -> IntPair:
     h, w = pair(value, name)
     if h < 1 or w < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return (h, w)
 
 
-def nonnegative_pair(value, name):
+def nonnegative_pair(value: object, name: str) -> IntPair:
     h, w = pair(value, name)
     if h < 0 or w < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return (h, w)
 
 
-def batched(x, name, n_spatial=2):
+def batched(x: NDArray[_D], name: str, n_spatial: int = 2) -> Tuple[NDArray[_D], bool]:
     """Return ``(x4, was_unbatched)``: a (C, H, W) input gains a batch axis of 1 (a view)."""
     ndim = n_spatial + 2
     if x.ndim == ndim - 1:
@@ -146,7 +164,7 @@ def batched(x, name, n_spatial=2):
     return x, False
 
 
-def restore_batch(result, unbatched):
+def restore_batch(result: _A, unbatched: bool) -> _A:
     """Undo :func:`batched` on a result computed for the 4-D view: drop the batch axis of 1
     when the caller's input had none (``None`` passes through: a gradient not asked for)."""
     return result[0] if unbatched and result is not None else result

@@ -1,21 +1,35 @@
 """conv2d and its gradients: the argument rules of ``torch.nn.functional.conv2d``
 (``conv_geometry``), then the backend the dispatcher picks (``dispatch``)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
 from . import dispatch
 from .args import restore_batch
 from .conv_geometry import check_backward_args, check_conv_arrays, conv_geometry
 from .epilogue import NONE, check_activation, check_output, masked_grad
 from .geometry import check_size
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def _forward(algorithm, input, weight, bias, stride, padding, dilation, groups, epilogue=NONE):
+    from .args import FloatArray, Grads, IntOrPair, Padding
+    from .epilogue import Epilogue
+
+
+def _forward(algorithm: str, input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike],
+             stride: object, padding: object, dilation: object, groups: object,
+             epilogue: Epilogue = NONE) -> FloatArray:
     x4, unbatched, weight, bias = check_conv_arrays(input, weight, bias)
     g = conv_geometry(x4.shape, weight.shape, stride, padding, dilation, groups)
     check_size((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.itemsize, "the output")
     return restore_batch(dispatch.forward(algorithm, x4, weight, bias, g, epilogue), unbatched)
 
 
-def _backward(algorithm, grad_output, input, weight, stride, padding, dilation, groups, needs,
-              epilogue=NONE, output=None):
+def _backward(algorithm: str, grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+              stride: object, padding: object, dilation: object, groups: object,
+              needs: Sequence[bool], epilogue: Epilogue = NONE,
+              output: Optional[ArrayLike] = None) -> Grads:
     go4, x4, unbatched, weight, g, needs = check_backward_args(
         grad_output, input, weight, stride, padding, dilation, groups, needs)
     out4 = check_output(output, go4, unbatched, epilogue)
@@ -25,8 +39,10 @@ def _backward(algorithm, grad_output, input, weight, stride, padding, dilation, 
     return restore_batch(grad_input, unbatched), grad_weight, grad_bias
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto", activation=None, negative_slope=0.01):
+def conv2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+           stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+           groups: int = 1, *, algorithm: str = "auto", activation: Optional[str] = None,
+           negative_slope: float = 0.01) -> FloatArray:
     r"""2-D convolution (cross-correlation) over an NCHW batch, as ``torch.nn.functional.conv2d``.
 
     Args:
@@ -82,9 +98,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _forward(algorithm, input, weight, bias, stride, padding, dilation, groups, epilogue)
 
 
-def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
-                    needs=(True, True, True), *, algorithm="auto", activation=None,
-                    negative_slope=0.01, output=None):
+def conv2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                    stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+                    groups: int = 1, needs: Sequence[bool] = (True, True, True), *,
+                    algorithm: str = "auto", activation: Optional[str] = None,
+                    negative_slope: float = 0.01, output: Optional[ArrayLike] = None) -> Grads:
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Args:
@@ -131,7 +149,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
                      needs, epilogue, output)
 
 
-def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_fft(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+               stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+               groups: int = 1) -> FloatArray:
     r"""2-D convolution (cross-correlation) computed with FFTs, as :func:`fastconv.conv2d`.
 
     Same arguments, validation and result (within float tolerance) as
@@ -158,8 +178,9 @@ def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return _forward("fft", input, weight, bias, stride, padding, dilation, groups)
 
 
-def conv2d_backward_fft(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
-                        needs=(True, True, True)):
+def conv2d_backward_fft(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                        stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+                        groups: int = 1, needs: Sequence[bool] = (True, True, True)) -> Grads:
     r"""Gradients of :func:`conv2d_fft` (and of :func:`fastconv.conv2d`), computed with FFTs.
 
     Same arguments, validation and results (within float tolerance) as

@@ -1,7 +1,9 @@
 """The argument rules of a convolution, shared by every backend: the arrays (dtype, shapes),
 the hyper-parameters (stride, padding -- ints, pairs, 'valid', 'same' --, dilation, groups) and the
 output size, as ``torch.nn.functional.conv2d`` defines them. Plain Python; no kernel is loaded."""
-from typing import NamedTuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 from .args import (
     as_float_array,
@@ -13,12 +15,17 @@ from .args import (
 )
 from .geometry import check_size
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from .args import FloatArray, IntOrPair, IntPair, Needs, Padding, Shape
+
 
 class ConvGeometry(NamedTuple):
     """Everything a conv kernel needs besides the arrays; padding may be asymmetric ('same')."""
 
-    stride: tuple
-    dilation: tuple
+    stride: IntPair
+    dilation: IntPair
     pad_top: int
     pad_bottom: int
     pad_left: int
@@ -28,11 +35,13 @@ class ConvGeometry(NamedTuple):
     out_w: int
 
 
-def conv_output_size(size, pad_lo, pad_hi, kernel, stride, dilation):
+def conv_output_size(size: int, pad_lo: int, pad_hi: int, kernel: int, stride: int,
+                     dilation: int) -> int:
     return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv_padding(padding, stride, dilation, kernel_hw):
+def conv_padding(padding: object, stride: IntPair, dilation: IntPair,
+                 kernel_hw: Sequence[int]) -> Tuple[int, ...]:
     """(top, bottom, left, right) zero padding following torch's rules for an int, a pair,
     'valid' and 'same' (the output keeps the input size: needs stride 1, and an odd total puts
     the extra row/column at the bottom/right). ``stride`` and ``dilation`` are normalised pairs,
@@ -54,7 +63,7 @@ def conv_padding(padding, stride, dilation, kernel_hw):
     return (ph, ph, pw, pw)
 
 
-def conv_groups(groups, in_channels, out_channels):
+def conv_groups(groups: object, in_channels: int, out_channels: int) -> int:
     """``groups`` as an int, or TypeError/ValueError naming it when it is not >= 1 or does not
     divide the input channels and the output channels."""
     groups = as_int64(groups, "groups")
@@ -69,7 +78,8 @@ def conv_groups(groups, in_channels, out_channels):
     return groups
 
 
-def conv_hyperparameters(kernel_hw, stride, padding, dilation):
+def conv_hyperparameters(kernel_hw: Sequence[int], stride: object, padding: object,
+                         dilation: object) -> Tuple[IntPair, IntPair, Tuple[int, ...]]:
     """The rules of stride, dilation and padding, which do not depend on the input: returns
     ``(stride, dilation, (top, bottom, left, right))`` with stride and dilation as pairs."""
     stride = positive_pair(stride, "stride")
@@ -77,11 +87,11 @@ def conv_hyperparameters(kernel_hw, stride, padding, dilation):
     return stride, dilation, conv_padding(padding, stride, dilation, kernel_hw)
 
 
-_GEOMETRIES = {}  # (shapes, hyper-parameters) -> ConvGeometry, for plain int arguments
+_GEOMETRIES: Dict[Any, ConvGeometry] = {}  # (shapes, hyper-parameters) -> ConvGeometry
 _MAX_GEOMETRIES = 1024
 
 
-def _is_plain(value):
+def _is_plain(value: object) -> bool:
     """An int, or a tuple of two ints: exact ``int`` objects (not bool, which hashes as an int
     and must still be refused by the checks)."""
     if type(value) is int:
@@ -90,7 +100,8 @@ def _is_plain(value):
         and type(value[1]) is int
 
 
-def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
+def conv_geometry(input_shape: Sequence[int], weight_shape: Sequence[int], stride: object,
+                  padding: object, dilation: object, groups: object) -> ConvGeometry:
     """Validate shapes and hyper-parameters (both 4-D shapes); return a ConvGeometry.
 
     A model calls a layer with the same arguments again and again, and the checks cost
@@ -109,7 +120,8 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     return _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
 
 
-def _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
+def _conv_geometry(input_shape: Sequence[int], weight_shape: Sequence[int], stride: object,
+                   padding: object, dilation: object, groups: object) -> ConvGeometry:
     n, c, h, w = input_shape
     k, cg, r, s = weight_shape
     groups = conv_groups(groups, c, k)
@@ -133,7 +145,9 @@ def _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
     return ConvGeometry(stride, dilation, pt, pb, pl, pr, groups, oh, ow)
 
 
-def _float_operands(input, weight, bias, weight_layout):
+def _float_operands(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike],
+                    weight_layout: str
+                    ) -> Tuple[FloatArray, bool, FloatArray, Optional[FloatArray]]:
     """``(input4, unbatched, weight, bias)``: float arrays of one dtype, a 4-D weight (described
     as ``weight_layout`` in the error) and the input as a batch."""
     input = as_float_array(input, "input")
@@ -148,14 +162,18 @@ def _float_operands(input, weight, bias, weight_layout):
     return x4, unbatched, weight, bias
 
 
-def check_conv_arrays(input, weight, bias):
+def check_conv_arrays(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike]
+                      ) -> Tuple[FloatArray, bool, FloatArray, Optional[FloatArray]]:
     x4, unbatched, weight, bias = _float_operands(input, weight, bias, "(K, C // groups, R, S)")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     return x4, unbatched, weight, bias
 
 
-def check_backward_args(grad_output, input, weight, stride, padding, dilation, groups, needs):
+def check_backward_args(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                        stride: object, padding: object, dilation: object, groups: object,
+                        needs: Sequence[Any]
+                        ) -> Tuple[FloatArray, FloatArray, bool, FloatArray, ConvGeometry, Needs]:
     """Validate the arguments of a conv2d backward pass (any algorithm).
 
     Returns ``(grad_output4, input4, unbatched, weight, geometry, (need_input, need_weight,
@@ -194,12 +212,12 @@ class TransposeGeometry(NamedTuple):
 
     out_h: int
     out_w: int
-    output_padding: tuple
+    output_padding: IntPair
     groups: int
     conv: ConvGeometry
 
 
-def transpose_groups(groups, in_channels):
+def transpose_groups(groups: object, in_channels: int) -> int:
     """``groups`` as an int, or TypeError/ValueError naming it when it is not >= 1 or does not
     divide the input channels (``input.shape[1] == weight.shape[0]``)."""
     groups = as_int64(groups, "groups")
@@ -210,7 +228,9 @@ def transpose_groups(groups, in_channels):
     return groups
 
 
-def transpose_hyperparameters(kernel_hw, stride, padding, output_padding, dilation):
+def transpose_hyperparameters(kernel_hw: Sequence[int], stride: object, padding: object,
+                              output_padding: object, dilation: object
+                              ) -> Tuple[IntPair, IntPair, IntPair, IntPair]:
     """The rules of stride, padding, output_padding and dilation, which do not depend on the
     input: returns ``(stride, (pH, pW), output_padding, dilation)``, all pairs. The output
     padding must be smaller than the stride or than the dilation (per axis), as in torch."""
@@ -227,12 +247,14 @@ def transpose_hyperparameters(kernel_hw, stride, padding, output_padding, dilati
     return stride, (ph, pw), output_padding, dilation
 
 
-def transpose_output_size(size, pad, kernel, stride, dilation, output_padding):
+def transpose_output_size(size: int, pad: int, kernel: int, stride: int, dilation: int,
+                          output_padding: int) -> int:
     return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1
 
 
-def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding,
-                            dilation, groups):
+def conv_transpose_geometry(input_shape: Sequence[int], weight_shape: Sequence[int],
+                            stride: object, padding: object, output_padding: object,
+                            dilation: object, groups: object) -> TransposeGeometry:
     """Validate shapes and hyper-parameters (both 4-D shapes); return a TransposeGeometry."""
     n, c, h, w = input_shape
     cw, cg_out, r, s = weight_shape
@@ -259,21 +281,25 @@ def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_p
     return TransposeGeometry(oh, ow, ops, groups, conv)
 
 
-def check_transpose_arrays(input, weight, bias):
+def check_transpose_arrays(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike]
+                           ) -> Tuple[FloatArray, bool, FloatArray, Optional[FloatArray]]:
     """``(input4, unbatched, weight, bias)`` of a transposed convolution; the bias's shape is
     checked by :func:`check_transpose_bias` once the groups are known."""
     return _float_operands(input, weight, bias, "(C_in, C_out // groups, kH, kW)")
 
 
-def check_transpose_bias(bias, weight, groups):
+def check_transpose_bias(bias: Optional[NDArray[Any]], weight: NDArray[Any], groups: int) -> None:
     out_channels = weight.shape[1] * groups
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},) (C_out = weight.shape[1] * "
                          f"groups), got {bias.shape}")
 
 
-def check_transpose_backward_args(grad_output, input, weight, stride, padding, output_padding,
-                                  dilation, groups, needs):
+def check_transpose_backward_args(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                                  stride: object, padding: object, output_padding: object,
+                                  dilation: object, groups: object, needs: Sequence[Any]
+                                  ) -> Tuple[FloatArray, FloatArray, bool, FloatArray,
+                                             TransposeGeometry, Needs]:
     """Validate the arguments of a conv_transpose2d backward pass. Returns ``(grad_output4,
     input4, unbatched, weight, geometry, needs)`` with 4-D views of grad_output and input."""
     if len(needs) != 3:

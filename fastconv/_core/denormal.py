@@ -12,7 +12,7 @@ from .. import _kernels
 from .args import as_bool
 
 
-def set_flush_denormal(flag):
+def set_flush_denormal(flag: bool) -> bool:
     """Flush subnormal numbers to zero in every later fastconv kernel call (from any thread).
 
     Args:
@@ -34,6 +34,6 @@ def set_flush_denormal(flag):
     return _kernels.set_flush_denormal(as_bool(flag, "flag"))
 
 
-def get_flush_denormal():
+def get_flush_denormal() -> bool:
     """Whether the kernels flush subnormal numbers to zero (see :func:`set_flush_denormal`)."""
     return _kernels.get_flush_denormal()

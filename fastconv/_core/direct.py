@@ -4,8 +4,10 @@
 kernel runs, the geometry is reduced axis by axis to an equivalent small one (``kernel_plan``,
 see ``geometry``), so that a huge stride, padding or dilation costs no memory.
 """
+from __future__ import annotations
+
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,8 +16,15 @@ from .conv_geometry import ConvGeometry
 from .epilogue import NONE, activate_
 from .geometry import check_size, conv_axis, gather, scatter_add
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
-def is_usable_for(input_shape, weight_shape, geometry):
+    from .args import FloatArray, Grads, IndexArray, Needs, Shape
+    from .epilogue import Epilogue
+
+
+def is_usable_for(input_shape: Sequence[int], weight_shape: Sequence[int],
+                  geometry: ConvGeometry) -> bool:
     """The direct kernels compute every convolution the argument rules accept."""
     return True
 
@@ -25,19 +34,20 @@ class KernelPlan(NamedTuple):
     per gathered axis, the source row of every row of the gathered input (None: not gathered)."""
 
     geometry: ConvGeometry
-    rows_h: object
-    rows_w: object
+    rows_h: Optional[IndexArray]
+    rows_w: Optional[IndexArray]
 
     @property
-    def gathered(self):
+    def gathered(self) -> bool:
         return self.rows_h is not None or self.rows_w is not None
 
 
-_PLANS = {}  # (H, W, R, S, geometry) -> its KernelPlan, for the plans without gathered rows
+_PLANS: Dict[Any, KernelPlan] = {}  # (H, W, R, S, geometry) -> its KernelPlan, if not gathered
 _MAX_PLANS = 1024
 
 
-def kernel_plan(input_shape, weight_shape, g):
+def kernel_plan(input_shape: Sequence[int], weight_shape: Sequence[int], g: ConvGeometry
+                ) -> KernelPlan:
     """Reduce the validated geometry ``g`` axis by axis to what the kernels should run.
 
     A model calls a layer with the same shapes again and again, and the reduction costs
@@ -52,7 +62,8 @@ def kernel_plan(input_shape, weight_shape, g):
     return plan
 
 
-def _kernel_plan(input_shape, weight_shape, g):
+def _kernel_plan(input_shape: Sequence[int], weight_shape: Sequence[int], g: ConvGeometry
+                 ) -> KernelPlan:
     _, _, h, w = input_shape
     _, _, r, s = weight_shape
     ah = conv_axis(h, g.pad_top, r, g.stride[0], g.dilation[0], g.out_h)
@@ -62,14 +73,14 @@ def _kernel_plan(input_shape, weight_shape, g):
     return KernelPlan(kg, ah.rows, aw.rows)
 
 
-def _kernel_shape(input_shape, plan):
+def _kernel_shape(input_shape: Sequence[int], plan: KernelPlan) -> Shape:
     """The shape of the input the kernels read (see _kernel_input)."""
     n, c, h, w = input_shape
     return (n, c, h if plan.rows_h is None else plan.rows_h.size,
             w if plan.rows_w is None else plan.rows_w.size)
 
 
-def _kernel_input(x4, plan):
+def _kernel_input(x4: FloatArray, plan: KernelPlan) -> FloatArray:
     """The input the kernels read: x4 itself, or its gathered rows/columns (zeros for padding)."""
     if not plan.gathered:
         return x4
@@ -77,7 +88,8 @@ def _kernel_input(x4, plan):
     return gather(x4, plan.rows_h, plan.rows_w, 0)
 
 
-def _tap_range(out_size, in_size, pad, offset, stride):
+def _tap_range(out_size: int, in_size: int, pad: int, offset: int, stride: int
+               ) -> Tuple[int, int, int]:
     """Output positions ``lo..hi-1`` (along one axis) whose input position
     ``o * stride - pad + offset`` lies inside ``[0, in_size)``; the first such input position."""
     lo = max(0, -((offset - pad) // stride))           # ceil((pad - offset) / stride)
@@ -85,7 +97,8 @@ def _tap_range(out_size, in_size, pad, offset, stride):
     return lo, hi, lo * stride - pad + offset
 
 
-def _grad_input_by_taps(go4, weight, input_shape, g):
+def _grad_input_by_taps(go4: FloatArray, weight: FloatArray, input_shape: Sequence[int],
+                        g: ConvGeometry) -> FloatArray:
     """grad_input summed over real (output position, tap) pairs only, as torch's col2im does.
 
     The compiled grad_input correlates a zero-padded grad_output with the flipped kernel, which
@@ -118,7 +131,8 @@ def _grad_input_by_taps(go4, weight, input_shape, g):
     return grad_input
 
 
-def _zero_gradients(input_shape, weight_shape, dtype, needs):
+def _zero_gradients(input_shape: Shape, weight_shape: Shape, dtype: DTypeLike, needs: Needs
+                    ) -> Tuple[Any, ...]:
     """The gradients of a convolution with an empty output (no image or no output channel):
     zeros, with no plan made for its geometry, which may be huge."""
     grads = (np.zeros(input_shape, dtype=dtype), np.zeros(weight_shape, dtype=dtype),
@@ -126,7 +140,8 @@ def _zero_gradients(input_shape, weight_shape, dtype, needs):
     return tuple(v if need else None for v, need in zip(grads, needs))
 
 
-def forward(x4, weight, bias, g, epilogue=NONE):
+def forward(x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray], g: ConvGeometry,
+            epilogue: Epilogue = NONE) -> FloatArray:
     """conv2d of the 4-D ``x4``: an ``(N, K, OH, OW)`` array, activated by ``epilogue`` in the
     kernels' output epilogue."""
     out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
@@ -141,7 +156,8 @@ def forward(x4, weight, bias, g, epilogue=NONE):
     return out
 
 
-def _grad_input(go4, input_shape, weight, g, plan):
+def _grad_input(go4: FloatArray, input_shape: Sequence[int], weight: FloatArray,
+                g: ConvGeometry, plan: KernelPlan) -> FloatArray:
     """grad_input for an input of ``input_shape`` (only its shape matters), dtype of ``go4``."""
     dtype = go4.dtype
     runs = math.prod(input_shape) and go4.size and weight.size
@@ -161,7 +177,8 @@ def _grad_input(go4, input_shape, weight, g, plan):
     return grad_input
 
 
-def grad_input(go4, input_shape, weight, g):
+def grad_input(go4: FloatArray, input_shape: Sequence[int], weight: FloatArray,
+               g: ConvGeometry) -> FloatArray:
     """conv2d's grad_input alone, for an input of ``input_shape`` (its values play no part):
     the transposed convolution of the 4-D ``go4`` with ``weight``, an array of ``input_shape``
     in the dtype of ``go4``."""
@@ -171,7 +188,7 @@ def grad_input(go4, input_shape, weight, g):
     return _grad_input(np.ascontiguousarray(go4), input_shape, weight, g, plan)
 
 
-def grad_bias(go4):
+def grad_bias(go4: FloatArray) -> FloatArray:
     """``go4`` summed over N, H and W, in a fixed order: a ``(K,)`` array."""
     grad_bias = np.zeros(go4.shape[1], dtype=go4.dtype)
     if go4.size:
@@ -179,7 +196,8 @@ def grad_bias(go4):
     return grad_bias
 
 
-def backward(go4, x4, weight, g, needs):
+def backward(go4: FloatArray, x4: FloatArray, weight: FloatArray, g: ConvGeometry, needs: Needs
+             ) -> Grads:
     """``(grad_input, grad_weight, grad_bias)`` of conv2d for the 4-D ``go4`` and ``x4``; an
     entry whose ``needs`` flag is False is None."""
     need_input, need_weight, need_bias = needs

@@ -15,29 +15,55 @@ Each backend module offers the same three functions, on validated 4-D arrays and
 usable for (a padding far beyond what the windows read) to the direct kernels, which give the
 same result. The backends share the argument rules and the geometry, never each other's code.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
 from . import direct, fft
 from .epilogue import NONE
+
+if TYPE_CHECKING:
+    from .args import FloatArray, Grads, Needs
+    from .conv_geometry import ConvGeometry
+    from .epilogue import Epilogue
+
+    from typing import Protocol
+
+    class Backend(Protocol):
+        """What a backend module offers (see above)."""
+
+        def is_usable_for(self, input_shape: Sequence[int], weight_shape: Sequence[int],
+                          geometry: ConvGeometry) -> bool: ...
+
+        def forward(self, x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray],
+                    geometry: ConvGeometry, epilogue: Epilogue = ...) -> FloatArray: ...
+
+        def backward(self, grad_output4: FloatArray, x4: FloatArray, weight: FloatArray,
+                     geometry: ConvGeometry, needs: Needs) -> Grads: ...
 
 ALGORITHMS = ("auto", "direct", "fft")
 
 
-def check_algorithm(algorithm):
+def check_algorithm(algorithm: object) -> None:
     if not (isinstance(algorithm, str) and algorithm in ALGORITHMS):
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'fft', got {algorithm!r}")
 
 
-def backend_for(algorithm, input_shape, weight_shape, geometry):
+def backend_for(algorithm: str, input_shape: Sequence[int], weight_shape: Sequence[int],
+                geometry: ConvGeometry) -> Backend:
     """The backend module that computes this convolution under ``algorithm``."""
     if algorithm == "fft" and fft.is_usable_for(input_shape, weight_shape, geometry):
         return fft
     return direct
 
 
-def forward(algorithm, x4, weight, bias, geometry, epilogue=NONE):
+def forward(algorithm: str, x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray],
+            geometry: ConvGeometry, epilogue: Epilogue = NONE) -> FloatArray:
     backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
     return backend.forward(x4, weight, bias, geometry, epilogue)
 
 
-def backward(algorithm, grad_output4, x4, weight, geometry, needs):
+def backward(algorithm: str, grad_output4: FloatArray, x4: FloatArray, weight: FloatArray,
+             geometry: ConvGeometry, needs: Needs) -> Grads:
     backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
     return backend.backward(grad_output4, x4, weight, geometry, needs)

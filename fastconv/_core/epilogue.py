@@ -25,12 +25,19 @@ fused backward has (the convolution's own output is never stored):
   NaN), so the results are the same, at 0, -0.0, infinities and NaN too. A negative slope would
   make o > 0 for y < 0, so the gradient could not be read off the output: it is rejected.
 """
-from typing import NamedTuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import numpy as np
 
 from .. import _kernels
 from .args import as_float_array, batched, check_same_dtype
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .args import FloatArray
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu")
 # the codes of the compiled epilogue: FC_ACT_* in src/conv_isa_api.h
@@ -40,7 +47,7 @@ _CODES = {"relu": 1, "relu6": 2, "leaky_relu": 3}
 class Epilogue(NamedTuple):
     """A validated activation: its name (None: no activation), kernel code and slope."""
 
-    name: object
+    name: Optional[str]
     code: int
     slope: float
 
@@ -48,7 +55,7 @@ class Epilogue(NamedTuple):
 NONE = Epilogue(None, 0, 0.0)
 
 
-def check_activation(activation, negative_slope):
+def check_activation(activation: Optional[str], negative_slope: float) -> Epilogue:
     """The :class:`Epilogue` of ``conv2d``'s ``activation`` and ``negative_slope`` arguments."""
     if activation is not None and not isinstance(activation, str):
         raise TypeError(f"activation must be None or a str, got {type(activation).__name__}")
@@ -70,7 +77,7 @@ def check_activation(activation, negative_slope):
     return Epilogue(activation, _CODES[activation], slope)
 
 
-def activate_(y, ep):
+def activate_(y: FloatArray, ep: Epilogue) -> FloatArray:
     """Apply the activation ``ep`` to the float array ``y`` in place (torch's rules, see the
     module's docstring) and return it."""
     if ep.name is None:
@@ -85,7 +92,8 @@ def activate_(y, ep):
     return y
 
 
-def check_output(output, grad_output4, unbatched, ep):
+def check_output(output: Optional[ArrayLike], grad_output4: FloatArray, unbatched: bool,
+                 ep: Epilogue) -> Optional[FloatArray]:
     """The activated forward output a fused backward reads (``conv2d_backward``'s ``output``):
     required with an activation, of grad_output's shape and dtype; None without one."""
     if ep.name is None:
@@ -105,7 +113,7 @@ def check_output(output, grad_output4, unbatched, ep):
     return out4
 
 
-def masked_grad(grad_output4, output4, ep):
+def masked_grad(grad_output4: FloatArray, output4: FloatArray, ep: Epilogue) -> FloatArray:
     """The gradient at the convolution's output: ``grad_output4`` times the derivative of the
     activation read off its output ``output4`` (see the module's docstring). One compiled pass
     over both arrays into a new one; neither input is modified."""

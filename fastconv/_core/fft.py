@@ -22,21 +22,31 @@ The cost hardly depends on the kernel size, while the direct kernels' grows as `
 the FFT is faster. float32 inputs are transformed in single precision (NumPy >= 2) and the results
 are float32. Why this backend is opt-in is said in :mod:`fastconv.fft`.
 """
+from __future__ import annotations
+
 import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .epilogue import NONE, activate_
 from .threads import get_num_threads
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
+
+    from .args import FloatArray, Grads, Needs
+    from .conv_geometry import ConvGeometry
+    from .epilogue import Epilogue
+
 
 # ----------------------------------------------------------------------------------------------
 # sizes and threads
 # ----------------------------------------------------------------------------------------------
-def fft_size(n):
+def fft_size(n: int) -> int:
     """The smallest ``m >= n`` whose only prime factors are 2, 3, 5 and 7 (fast for pocketfft)."""
     n = int(n)
     if n <= 1:
@@ -62,12 +72,12 @@ def fft_size(n):
 # threads costs more than it saves.
 MIN_PARALLEL_WORK = 2e6
 
-_pool = None
+_pool: Optional[ThreadPoolExecutor] = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def _forget_pool():  # a forked child inherits the pool object but not its threads
+def _forget_pool() -> None:  # a forked child inherits the pool object but not its threads
     global _pool, _pool_size, _pool_lock
     _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
 
@@ -76,7 +86,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _executor(n):
+def _executor(n: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size != n:
@@ -87,13 +97,13 @@ def _executor(n):
         return _pool
 
 
-def _chunks(total, parts):
+def _chunks(total: int, parts: int) -> List[slice]:
     """``parts`` contiguous ``slice``s covering ``range(total)``."""
     bounds = np.linspace(0, total, parts + 1).round().astype(int)
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def _parallel(func, total, work):
+def _parallel(func: Callable[[slice], None], total: int, work: float) -> None:
     """Run ``func(slice)`` over ``range(total)`` split across fastconv's thread count (numpy.fft
     and matmul release the GIL). Serial when the work (in rough flops) is too small to share."""
     threads = min(get_num_threads(), total)
@@ -109,27 +119,28 @@ def _parallel(func, total, work):
         f.result()
 
 
-def _rfft2(a, shape):
+def _rfft2(a: NDArray[Any], shape: Tuple[int, int]) -> NDArray[Any]:
     """``rfft2`` over the last two axes of the real ``(M, h, w)`` array ``a``, zero-extended to
     ``shape``; returns ``(M, FH, FW // 2 + 1)`` complex (complex64 for float32 on NumPy >= 2)."""
     m = a.shape[0]
     out = np.empty((m, shape[0], shape[1] // 2 + 1), dtype=np.result_type(a.dtype, np.complex64))
 
-    def run(sl):
+    def run(sl: slice) -> None:
         out[sl] = np.fft.rfft2(a[sl], s=shape)
 
     _parallel(run, m, m * shape[0] * shape[1] * 8)
     return out
 
 
-def _irfft2_gather(spec, shape, rows, cols, dtype):
+def _irfft2_gather(spec: NDArray[Any], shape: Tuple[int, int], rows: NDArray[Any],
+                   cols: NDArray[Any], dtype: DTypeLike) -> NDArray[Any]:
     """``irfft2(spec)`` to a real ``shape`` grid, then ``[..., rows, cols]`` (the stride, crop and
     padding shift in one gather), as ``dtype``."""
     m = spec.shape[0]
     out = np.empty((m, len(rows), len(cols)), dtype=dtype)
     ix = np.ix_(rows, cols)
 
-    def run(sl):
+    def run(sl: slice) -> None:
         full = np.fft.irfft2(spec[sl], s=shape)
         out[sl] = full[(slice(None),) + ix]
 
@@ -137,7 +148,7 @@ def _irfft2_gather(spec, shape, rows, cols, dtype):
     return out
 
 
-def _product(a, b):
+def _product(a: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
     """Per-frequency matrix product of two spectra with a frequency-last layout.
 
     ``a`` is ``(G, P, Q, F)`` and ``b`` is ``(G, Q, R, F)`` (any strides), the result
@@ -150,14 +161,14 @@ def _product(a, b):
     out = np.empty((g, p, r, nf), dtype=dtype)
     if q <= 4 or p * r <= 4:
         # few terms (or tiny matrices, e.g. depthwise): a broadcast multiply-add per term
-        def run(sl):
+        def run(sl: slice) -> None:
             acc = a[:, :, 0, None, sl] * b[:, None, 0, :, sl]
             for i in range(1, q):
                 acc += a[:, :, i, None, sl] * b[:, None, i, :, sl]
             out[..., sl] = acc
     else:
         # frequency-major copies, then one stacked BLAS matmul (G, F, P, Q) @ (G, F, Q, R)
-        def run(sl):
+        def run(sl: slice) -> None:
             at = np.ascontiguousarray(a[..., sl].transpose(0, 3, 1, 2))
             bt = np.ascontiguousarray(b[..., sl].transpose(0, 3, 1, 2))
             out[..., sl] = np.matmul(at, bt).transpose(0, 2, 3, 1)
@@ -171,7 +182,7 @@ def _product(a, b):
 class _Plan:
     """Sizes shared by the forward and backward passes of one convolution."""
 
-    def __init__(self, x_shape, w_shape, g):
+    def __init__(self, x_shape: Sequence[int], w_shape: Sequence[int], g: ConvGeometry) -> None:
         n, c, h, w = x_shape
         k, cg, r, s = w_shape
         self.n, self.c, self.h, self.w = n, c, h, w
@@ -189,28 +200,29 @@ class _Plan:
         self.out_rows = (np.arange(g.out_h) * self.sh - g.pad_top) % fh
         self.out_cols = (np.arange(g.out_w) * self.sw - g.pad_left) % fw
 
-    def dilated_weight(self, weight):
+    def dilated_weight(self, weight: FloatArray) -> FloatArray:
         if self.dh == self.dw == 1:
             return weight
         wd = np.zeros((self.k, self.cg, self.rd, self.sd), dtype=weight.dtype)
         wd[:, :, ::self.dh, ::self.dw] = weight
         return wd
 
-    def spectrum(self, a):
+    def spectrum(self, a: NDArray[Any]) -> NDArray[Any]:
         """rfft2 of an ``(A, B, h, w)`` array -> ``(A, B, FH, FW//2+1)``."""
         a0, a1 = a.shape[:2]
         spec = _rfft2(a.reshape((a0 * a1,) + a.shape[2:]), self.shape)
         return spec.reshape((a0, a1) + spec.shape[1:])
 
 
-def _flat(spec):
+def _flat(spec: NDArray[Any]) -> NDArray[Any]:
     return spec.reshape(spec.shape[:-2] + (-1,))
 
 
 # ----------------------------------------------------------------------------------------------
 # the backend's entry points
 # ----------------------------------------------------------------------------------------------
-def is_usable_for(input_shape, weight_shape, g):
+def is_usable_for(input_shape: Sequence[int], weight_shape: Sequence[int], g: ConvGeometry
+                  ) -> bool:
     """Whether the FFT's grid (the whole padded input) stays near the size of the problem: not
     so with paddings far beyond what the windows read, where the FFT path hands the call to the
     direct kernels (same result, without a grid of the padding's size)."""
@@ -221,7 +233,8 @@ def is_usable_for(input_shape, weight_shape, g):
     return True
 
 
-def forward(x4, weight, bias, g, epilogue=NONE):
+def forward(x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray], g: ConvGeometry,
+            epilogue: Epilogue = NONE) -> FloatArray:
     """conv2d of the 4-D ``x4`` by FFTs: an ``(N, K, OH, OW)`` array, activated by
     ``epilogue`` (a pass over the fresh output: the FFT has no epilogue to fuse it into)."""
     dtype = x4.dtype
@@ -243,7 +256,8 @@ def forward(x4, weight, bias, g, epilogue=NONE):
     return activate_(out, epilogue)
 
 
-def backward(go4, x4, weight, g, needs):
+def backward(go4: FloatArray, x4: FloatArray, weight: FloatArray, g: ConvGeometry, needs: Needs
+             ) -> Grads:
     """``(grad_input, grad_weight, grad_bias)`` of conv2d by FFTs for the 4-D ``go4`` and ``x4``;
     an entry whose ``needs`` flag is False is None."""
     need_input, need_weight, need_bias = needs
@@ -314,7 +328,8 @@ SAFETY_MARGIN = 1.5
 MIN_FFT_TAPS = 64
 
 
-def _costs(input_shape, weight_shape, geometry, backward=False):
+def _costs(input_shape: Sequence[int], weight_shape: Sequence[int], geometry: ConvGeometry,
+           backward: bool = False) -> Tuple[float, float]:
     """(direct, fft) predicted seconds."""
     n, c, h, w = input_shape
     k, cg, r, s = weight_shape
@@ -325,7 +340,7 @@ def _costs(input_shape, weight_shape, geometry, backward=False):
     grid = fh * fw
     unit = grid * math.log2(max(grid, 2))
     nf = fh * (fw // 2 + 1)
-    macs = n * k * cg * g.out_h * g.out_w * r * s
+    macs: float = n * k * cg * g.out_h * g.out_w * r * s
     macs *= 1.0 + DEPTHWISE_PENALTY / max(cg * (k // g.groups), 1)
     if not backward:
         direct = macs * DIRECT_SECONDS_PER_MAC
@@ -339,7 +354,8 @@ def _costs(input_shape, weight_shape, geometry, backward=False):
     return direct, fft + FFT_OVERHEAD_SECONDS
 
 
-def prefer_fft(input_shape, weight_shape, geometry, backward=False):
+def prefer_fft(input_shape: Sequence[int], weight_shape: Sequence[int], geometry: ConvGeometry,
+               backward: bool = False) -> bool:
     """Whether the FFT path (``algorithm='fft'``) is predicted clearly faster than the direct
     kernels for this convolution.
 

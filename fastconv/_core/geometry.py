@@ -20,14 +20,21 @@ therefore rewritten, exactly, as follows:
 Ordinary layers never meet the second case (their span is about the input plus the output
 times the kernel), so their results are bitwise unchanged.
 """
-from typing import NamedTuple, Optional
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import os
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
 
-def _physical_memory():
+    from .args import IndexArray, Shape
+
+
+def _physical_memory() -> int:
     """Bytes of physical memory, or 2**47 (the x86-64 user address space) if unknown."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -40,7 +47,7 @@ def _physical_memory():
 MAX_ARRAY_BYTES = _physical_memory()
 
 
-def check_size(shape, itemsize, what):
+def check_size(shape: Iterable[int], itemsize: int, what: str) -> None:
     """ValueError naming ``what`` if an array of ``shape`` would not fit in physical memory."""
     count = 1
     for v in shape:
@@ -53,7 +60,7 @@ def check_size(shape, itemsize, what):
         )
 
 
-def _ints(values):
+def _ints(values: Iterable[int]) -> Union[type, DTypeLike]:
     """An int64 array when every value fits comfortably, else an object array of Python ints
     (no silent wrap-around in the position arithmetic below)."""
     big = max((abs(int(v)) for v in values), default=0)
@@ -66,11 +73,11 @@ class AxisPlan(NamedTuple):
     stride: int
     dilation: int
     pad: int                      # leading padding
-    rows: Optional[np.ndarray]    # gathered axis: source index per new row, -1 = padding
+    rows: Optional[IndexArray]    # gathered axis: source index per new row, -1 = padding
     kernel: int = 0               # pooling: the kernel size along this axis (0 for convolution)
 
 
-def _positions(o, stride, pad, taps, dilation, n):
+def _positions(o: int, stride: int, pad: int, taps: int, dilation: int, n: int) -> IndexArray:
     """(o, taps) input index of tap r of window i (i*stride + r*dilation - pad), -1 outside."""
     dt = _ints((o * stride, taps * dilation, pad, n))
     pos = (np.arange(o, dtype=dt) * stride)[:, None] + (np.arange(taps, dtype=dt) * dilation)
@@ -79,7 +86,7 @@ def _positions(o, stride, pad, taps, dilation, n):
     return np.where(inside, pos, -1).astype(np.int64)
 
 
-def conv_axis(n, pad, taps, stride, dilation, out):
+def conv_axis(n: int, pad: int, taps: int, stride: int, dilation: int, out: int) -> AxisPlan:
     """The AxisPlan of one axis of a convolution (input size n, leading padding pad, R taps)."""
     # only values beyond the problem's own size are rewritten: an ordinary layer runs exactly
     # the geometry it was given (and so keeps its bits)
@@ -94,7 +101,8 @@ def conv_axis(n, pad, taps, stride, dilation, out):
     return AxisPlan(taps, 1, 0, rows)
 
 
-def pool_windows(n, kernel, stride, pad, dilation, out):
+def pool_windows(n: int, kernel: int, stride: int, pad: int, dilation: int, out: int
+                 ) -> Tuple[IndexArray, IndexArray]:
     """Along one pooling axis: (first, count) of the in-bounds taps of every window, as int64
     arrays (tap indices; window i's taps sit at i*stride - pad + t*dilation)."""
     dt = _ints((out * stride, pad, n, kernel, dilation))
@@ -105,12 +113,13 @@ def pool_windows(n, kernel, stride, pad, dilation, out):
     return first.astype(np.int64), count.astype(np.int64)
 
 
-def _pool_cost(out, kernel, stride, pad, dilation):
+def _pool_cost(out: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
     """The kernels' cost along one pooling axis: their row buffer and tap table."""
     return stride * max(out, 16) + (kernel - 1) * dilation + kernel + pad
 
 
-def _clipped_pool(n, kernel, stride, pad, dilation, out):
+def _clipped_pool(n: int, kernel: int, stride: int, pad: int, dilation: int, out: int
+                  ) -> Tuple[int, int]:
     """A small (kernel, pad) whose windows hold the same in-bounds taps as the given ones:
     leading taps that only ever fall in the padding of every window are dropped (the padding
     shrinks by whole dilation steps), then trailing taps that never reach the input."""
@@ -121,7 +130,7 @@ def _clipped_pool(n, kernel, stride, pad, dilation, out):
     return max(kernel2, 1), pad2
 
 
-def pool_axis(n, kernel, stride, pad, dilation, out):
+def pool_axis(n: int, kernel: int, stride: int, pad: int, dilation: int, out: int) -> AxisPlan:
     """The AxisPlan of one pooling axis: the given geometry, the same with the kernel and
     padding clipped to the input (checked to give every window the same in-bounds taps), or,
     if both stay large, a gathered axis (kernel = stride = taps per window)."""
@@ -151,7 +160,8 @@ def pool_axis(n, kernel, stride, pad, dilation, out):
     return AxisPlan(taps, 1, 0, rows, taps)
 
 
-def gather(x, rows_h, rows_w, fill):
+def gather(x: NDArray[Any], rows_h: Optional[IndexArray], rows_w: Optional[IndexArray],
+           fill: float) -> NDArray[Any]:
     """x[:, :, rows_h][..., rows_w] with ``fill`` where a row or column index is -1 (None: the
     axis is kept); a new C-contiguous array."""
     if rows_h is not None:
@@ -163,7 +173,8 @@ def gather(x, rows_h, rows_w, fill):
     return np.ascontiguousarray(x)
 
 
-def scatter_add(shape, dtype, grad, rows_h, rows_w):
+def scatter_add(shape: Sequence[int], dtype: DTypeLike, grad: NDArray[Any],
+                rows_h: Optional[IndexArray], rows_w: Optional[IndexArray]) -> NDArray[Any]:
     """The adjoint of :func:`gather`: a zero array of ``shape`` with every element of ``grad``
     added to its source position (padding dropped), in ``grad``'s C order (deterministic)."""
     out = np.zeros(shape, dtype)
@@ -171,5 +182,6 @@ def scatter_add(shape, dtype, grad, rows_h, rows_w):
     rw = np.arange(shape[3]) if rows_w is None else rows_w
     keep_h, keep_w = rh >= 0, rw >= 0
     grad = grad[:, :, keep_h][:, :, :, keep_w]
-    np.add.at(out, (slice(None), slice(None), rh[keep_h][:, None], rw[keep_w][None, :]), grad)
+    index = (slice(None), slice(None), rh[keep_h][:, None], rw[keep_w][None, :])
+    np.add.at(out, index, grad)  # type: ignore[arg-type]  # numpy's stub: no slices in an index
     return out

@@ -2,7 +2,7 @@
 from .. import _kernels
 
 
-def release_memory():
+def release_memory() -> int:
     """Free the memory fastconv keeps for reuse between calls.
 
     The kernels keep, per thread, a few workspaces for the next call (at most 48 MiB per thread

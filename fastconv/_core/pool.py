@@ -1,6 +1,8 @@
 """max_pool2d / avg_pool2d and their backward passes: the argument rules of
 ``torch.nn.functional`` (``pool_geometry``), then the compiled kernels (src/pool_engine.h)."""
-from typing import NamedTuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -9,6 +11,13 @@ from .args import as_bool, as_float_array, as_index_array, batched, restore_batc
 from .geometry import check_size, gather, pool_axis, scatter_add
 from .pool_geometry import PoolGeometry, check_input, check_input_shape, pool_geometry
 
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from numpy.typing import ArrayLike, NDArray
+
+    from .args import FloatArray, IndexArray, IntOrPair, Shape
+
 
 class PoolPlan(NamedTuple):
     """The equivalent small problem the kernels run (see fastconv._core.geometry): its geometry, the
@@ -16,21 +25,21 @@ class PoolPlan(NamedTuple):
     whose divisors the kernels cannot derive from that geometry, the (OH, OW) divisors."""
 
     geometry: PoolGeometry
-    rows_h: object
-    rows_w: object
-    divisor: object
+    rows_h: Optional[IndexArray]
+    rows_w: Optional[IndexArray]
+    divisor: Optional[NDArray[np.object_]]
 
     @property
-    def gathered(self):
+    def gathered(self) -> bool:
         return self.rows_h is not None or self.rows_w is not None
 
-    def kernel_shape(self, shape4):
+    def kernel_shape(self, shape4: Sequence[int]) -> Shape:
         n, c, h, w = shape4
         return (n, c, h if self.rows_h is None else self.rows_h.size,
                 w if self.rows_w is None else self.rows_w.size)
 
 
-def _avg_divisor(shape4, g):
+def _avg_divisor(shape4: Sequence[int], g: PoolGeometry) -> NDArray[Any]:
     """(OH, OW) divisors of avg_pool2d without divisor_override, torch's rule, in exact integer
     arithmetic (an object array: the sizes may be near 2**63)."""
     factors = []
@@ -43,11 +52,11 @@ def _avg_divisor(shape4, g):
     return factors[0][:, None] * factors[1][None, :]
 
 
-_PLANS = {}  # (shape, geometry, is_max) -> PoolPlan, for plans with no gathered rows or divisors
+_PLANS: Dict[Any, PoolPlan] = {}  # (shape, geometry, is_max) -> PoolPlan, if plain (see below)
 _MAX_PLANS = 1024
 
 
-def pool_plan(shape4, g, is_max):
+def pool_plan(shape4: Sequence[int], g: PoolGeometry, is_max: bool) -> PoolPlan:
     """Reduce the validated geometry ``g`` axis by axis to what the kernels should run.
 
     Plans that gather no rows and need no divisor table (every usual geometry) are kept, at
@@ -61,7 +70,7 @@ def pool_plan(shape4, g, is_max):
     return plan
 
 
-def _pool_plan(shape4, g, is_max):
+def _pool_plan(shape4: Sequence[int], g: PoolGeometry, is_max: bool) -> PoolPlan:
     _, _, h, w = shape4
     ah = pool_axis(h, g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], g.out_h)
     aw = pool_axis(w, g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], g.out_w)
@@ -80,13 +89,32 @@ def _pool_plan(shape4, g, is_max):
     return plan
 
 
-def _divided(a, divisor):
+def _divided(a: FloatArray, divisor: NDArray[np.object_]) -> FloatArray:
     """a / divisor elementwise in a's dtype (divisor: the exact integers of _avg_divisor)."""
     return a / np.array([float(v) for v in divisor.ravel()], a.dtype).reshape(divisor.shape)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+@overload
+def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = ...,
+               padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ...,
+               return_indices: Literal[False] = ...) -> FloatArray: ...
+@overload
+def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = ...,
+               padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ..., *,
+               return_indices: Literal[True]) -> Tuple[FloatArray, IndexArray]: ...
+@overload
+def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair],
+               padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
+               return_indices: Literal[True]) -> Tuple[FloatArray, IndexArray]: ...
+@overload
+def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = ...,
+               padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ...,
+               return_indices: bool = ...
+               ) -> Union[FloatArray, Tuple[FloatArray, IndexArray]]: ...
+def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False
+               ) -> Union[FloatArray, Tuple[FloatArray, Optional[IndexArray]]]:
     r"""2-D max pooling over an NCHW batch, as ``torch.nn.functional.max_pool2d``.
 
     Args:
@@ -143,7 +171,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (out, indices) if return_indices else out
 
 
-def max_pool2d_backward(grad_output, indices, input_shape):
+def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape: Sequence[int]
+                        ) -> FloatArray:
     r"""Gradient of :func:`max_pool2d` with respect to its input.
 
     Args:
@@ -197,8 +226,10 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     return restore_batch(grad_input, unbatched)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+def avg_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Optional[int] = None
+               ) -> FloatArray:
     r"""2-D average pooling over an NCHW batch, as ``torch.nn.functional.avg_pool2d``.
 
     Args:
@@ -241,8 +272,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     return restore_batch(out, unbatched)
 
 
-def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int],
+                        kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                        padding: IntOrPair = 0, ceil_mode: bool = False,
+                        count_include_pad: bool = True, divisor_override: Optional[int] = None
+                        ) -> FloatArray:
     r"""Gradient of :func:`avg_pool2d` with respect to its input.
 
     Args:

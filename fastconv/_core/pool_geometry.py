@@ -2,15 +2,23 @@
 (dtype, shape), the hyper-parameters (kernel_size, stride, padding, dilation, ceil_mode,
 count_include_pad, divisor_override) and the output size, as ``torch.nn.functional`` defines them.
 Plain Python; no kernel is loaded."""
-from typing import NamedTuple, Optional
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .args import as_bool, as_float_array, as_int, as_int64, batched, nonnegative_pair, positive_pair
 from .geometry import pool_windows
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    from .args import FloatArray, IntPair, Shape
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                     ceil_mode: bool) -> int:
     """torch's ``pooling_output_shape``: with ceil_mode the last window must start inside the
     input or the left padding, else it is dropped."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
@@ -20,12 +28,13 @@ def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
     return out
 
 
-def _empty_windows(size, kernel, stride, padding, dilation, out):
+def _empty_windows(size: int, kernel: int, stride: int, padding: int, dilation: int, out: int
+                   ) -> NDArray[np.intp]:
     """Output positions (along one axis) whose dilated window holds no input element."""
     return np.flatnonzero(pool_windows(size, kernel, stride, padding, dilation, out)[1] == 0)
 
 
-def check_input(input, name="input"):
+def check_input(input: ArrayLike, name: str = "input") -> Tuple[FloatArray, bool]:
     x = as_float_array(input, name)
     x4, unbatched = batched(x, name)
     if 0 in x4.shape[1:]:
@@ -33,7 +42,7 @@ def check_input(input, name="input"):
     return x4, unbatched
 
 
-def check_input_shape(input_shape):
+def check_input_shape(input_shape: Sequence[int]) -> Tuple[Shape, bool]:
     if not isinstance(input_shape, (tuple, list)):
         raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
     shape = tuple(as_int(v, "input_shape") for v in input_shape)
@@ -49,22 +58,35 @@ def check_input_shape(input_shape):
 class PoolParams(NamedTuple):
     """The hyper-parameters of a pooling, validated and normalised (pairs are (height, width))."""
 
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
+    kernel: IntPair
+    stride: IntPair
+    padding: IntPair
+    dilation: IntPair
     ceil_mode: bool
     count_include_pad: bool
     divisor_override: Optional[int]
 
 
 # Everything a pooling kernel needs besides the arrays: the hyper-parameters, then the output size.
-PoolGeometry = NamedTuple("PoolGeometry", [*PoolParams.__annotations__.items(),
-                                           ("out_h", int), ("out_w", int)])
+if TYPE_CHECKING:  # what the line below builds, spelt out for the type checker
+    class PoolGeometry(NamedTuple):
+        kernel: IntPair
+        stride: IntPair
+        padding: IntPair
+        dilation: IntPair
+        ceil_mode: bool
+        count_include_pad: bool
+        divisor_override: Optional[int]
+        out_h: int
+        out_w: int
+else:
+    PoolGeometry = NamedTuple("PoolGeometry", [*PoolParams.__annotations__.items(),
+                                               ("out_h", int), ("out_w", int)])
 
 
-def pool_params(kernel_size, stride, padding, dilation=1, ceil_mode=False,
-                count_include_pad=True, divisor_override=None):
+def pool_params(kernel_size: object, stride: object, padding: object, dilation: object = 1,
+                ceil_mode: object = False, count_include_pad: object = True,
+                divisor_override: object = None) -> PoolParams:
     """The rules of the pooling hyper-parameters, which do not depend on the input: each one
     checked (TypeError/ValueError naming it) and normalised; ``stride=None`` (or an empty
     sequence) means ``kernel_size``. The layers check their arguments with this at construction."""
@@ -91,7 +113,7 @@ def pool_params(kernel_size, stride, padding, dilation=1, ceil_mode=False,
                       divisor_override)
 
 
-def _check_windows(h, w, p, out):
+def _check_windows(h: int, w: int, p: PoolParams, out: Sequence[int]) -> None:
     """ValueError if a max pooling window holds no input element (only padding)."""
     for axis, (n, k, s, pad, d, o) in enumerate(zip((h, w), p.kernel, p.stride, p.padding,
                                                     p.dilation, out)):
@@ -105,11 +127,11 @@ def _check_windows(h, w, p, out):
             )
 
 
-_GEOMETRIES = {}  # (shape, hyper-parameters) -> PoolGeometry, for plain arguments
+_GEOMETRIES: Dict[Any, PoolGeometry] = {}  # (shape, hyper-parameters) -> PoolGeometry
 _MAX_GEOMETRIES = 1024
 
 
-def _is_plain(value):
+def _is_plain(value: object) -> bool:
     """An int, or a tuple of two ints: exact ``int`` objects (a bool hashes as an int and must
     still be refused by the checks)."""
     if type(value) is int:
@@ -118,8 +140,10 @@ def _is_plain(value):
         and type(value[1]) is int
 
 
-def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False,
-                  count_include_pad=True, divisor_override=None, is_max=True):
+def pool_geometry(input_shape: Sequence[int], kernel_size: object, stride: object,
+                  padding: object, dilation: object = 1, ceil_mode: object = False,
+                  count_include_pad: object = True, divisor_override: object = None,
+                  is_max: bool = True) -> PoolGeometry:
     """Validate the hyper-parameters for a 4-D input shape; return a PoolGeometry.
 
     A model calls a layer with the same arguments again and again, and the checks cost
@@ -143,8 +167,10 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation=1, ceil_mo
                           count_include_pad, divisor_override, is_max)
 
 
-def _pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode,
-                   count_include_pad, divisor_override, is_max):
+def _pool_geometry(input_shape: Sequence[int], kernel_size: object, stride: object,
+                   padding: object, dilation: object, ceil_mode: object,
+                   count_include_pad: object, divisor_override: object, is_max: bool
+                   ) -> PoolGeometry:
     _, _, h, w = input_shape
     p = pool_params(kernel_size, stride, padding, dilation, ceil_mode, count_include_pad,
                     divisor_override)
@@ -160,7 +186,7 @@ def _pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mod
     return PoolGeometry(*p, out[0], out[1])
 
 
-def adaptive_output_param(output_size):
+def adaptive_output_param(output_size: object) -> Tuple[Optional[int], ...]:
     """The rule of adaptive pooling's ``output_size``, which does not depend on the input: an
     int, or a pair (a sequence of one counts as that entry for both axes, as for the other
     pooling sizes) whose entries are ints >= 1 or ``None`` (the input's size along that axis).
@@ -185,7 +211,7 @@ def adaptive_output_param(output_size):
     return sizes
 
 
-def adaptive_output_size(input_shape, output_size):
+def adaptive_output_size(input_shape: Sequence[int], output_size: object) -> IntPair:
     """``(OH, OW)`` of adaptive pooling of an (N, C, H, W) input: ``output_size`` checked by
     :func:`adaptive_output_param`, ``None`` entries replaced by H or W."""
     oh, ow = adaptive_output_param(output_size)

@@ -19,18 +19,21 @@ in src/fc_common.h): on the forking thread of a child they always run on one thr
 RuntimeWarning. From a thread the child starts itself (no stale pool), ``set_num_threads(n)``
 works. For multi-threaded worker processes, prefer the 'spawn' or 'forkserver' start method.
 """
+from __future__ import annotations
+
 import os
 import threading
 import warnings
+from typing import Optional
 
 from .. import _kernels
 from .args import as_int
 
 # In a forked child: the identifier of the thread that forked (it holds libgomp's stale pool).
-_forked_thread = None
+_forked_thread: Optional[int] = None
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use ``n`` OpenMP threads in every fastconv kernel from now on.
 
     Args:
@@ -56,7 +59,7 @@ def set_num_threads(n):
     _kernels.set_num_threads(n)
 
 
-def max_num_threads():
+def max_num_threads() -> int:
     """The most threads a kernel uses: 1024, or the number of processors if that is more, and
     never more than OpenMP's thread limit (``OMP_THREAD_LIMIT``); 1 without OpenMP.
 
@@ -66,13 +69,13 @@ def max_num_threads():
     return _kernels.max_num_threads()
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of OpenMP threads the kernels will use (default: OpenMP's, i.e. OMP_NUM_THREADS
     or the number of cores; at most :func:`max_num_threads`)."""
     return _kernels.get_num_threads()
 
 
-def _single_threaded_after_fork():
+def _single_threaded_after_fork() -> None:
     global _forked_thread
     _forked_thread = threading.get_ident()
     _kernels.set_num_threads(1)

@@ -4,6 +4,10 @@ conv2d's forward (for its input) and conv2d's grad_weight with the roles of the 
 swapped (for its weight). The argument rules are in ``conv_geometry``; the computation is the
 direct backend's (the compiled kernels), so every result is bitwise identical for any number of
 threads and on every SIMD path, as conv2d's are."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
 import numpy as np
 
 from . import direct
@@ -16,8 +20,14 @@ from .conv_geometry import (
 )
 from .geometry import check_size
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def _as_conv_output(x4, t):
+    from .args import FloatArray, Grads, IntOrPair
+    from .conv_geometry import TransposeGeometry
+
+
+def _as_conv_output(x4: FloatArray, t: TransposeGeometry) -> FloatArray:
     """``x4`` as the grad_output of the conv2d ``t.conv``: as it is, or with zero rows/columns
     at the bottom/right when that conv2d's output is larger (an output padding of at least the
     stride, which a larger dilation allows, adds output positions that no input reaches)."""
@@ -30,8 +40,10 @@ def _as_conv_output(x4, t):
     return padded
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
+def conv_transpose2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1,
+                     dilation: IntOrPair = 1) -> FloatArray:
     r"""2-D transposed convolution over an NCHW batch, as ``torch.nn.functional.conv_transpose2d``
     (the gradient of :func:`fastconv.conv2d` with respect to its input; sometimes called
     "deconvolution").
@@ -73,8 +85,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return restore_batch(out, unbatched)
 
 
-def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, needs=(True, True, True)):
+def conv_transpose2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
+                              stride: IntOrPair = 1, padding: IntOrPair = 0,
+                              output_padding: IntOrPair = 0, groups: int = 1,
+                              dilation: IntOrPair = 1,
+                              needs: Sequence[bool] = (True, True, True)) -> Grads:
     r"""Gradients of :func:`conv_transpose2d` with respect to its input, weight and bias.
 
     Args:
