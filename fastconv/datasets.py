@@ -11,6 +11,8 @@ Every loader returns ``(images, labels)``: ``images`` a uint8 array ``(N, H, W)`
 int64 array ``(N,)``. Scale the images to floats with :func:`to_float`.
 """
 
+from __future__ import annotations
+
 import gzip
 import math
 import os
@@ -18,8 +20,17 @@ import struct
 import sys
 import zlib
 from importlib import resources
+from typing import TYPE_CHECKING, Any, Dict, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from io import BufferedReader
+
+    from numpy.typing import ArrayLike, NDArray
+
+    StrPath = Union[str, "os.PathLike[str]"]
+    BinaryFile = Union[gzip.GzipFile, BufferedReader]
 
 DIGITS_MAX_VALUE = 16   # a UCI digit pixel counts the "on" pixels of a 4x4 block: 0..16
 MNIST_MAX_VALUE = 255   # MNIST pixels are 8-bit grey levels
@@ -33,7 +44,7 @@ MNIST_FILES = {
 # An IDX header is big-endian 32-bit words: the magic number, then the size of each dimension.
 _IDX_WORD = 4
 # IDX type codes (third byte of the magic number) -> big-endian dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: Dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -43,12 +54,12 @@ _IDX_DTYPES = {
 }
 
 
-def _check_split(split):
+def _check_split(split: str) -> None:
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
 
 
-def load_digits(split="train"):
+def load_digits(split: str = "train") -> Tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """The embedded 8x8 digits: ``(images, labels)`` of the fixed stratified split.
 
     Args:
@@ -78,13 +89,13 @@ IDX_MAX_BYTES = 2**32
 _CHUNK = 1 << 20
 
 
-def _open_maybe_gzipped(path):
+def _open_maybe_gzipped(path: StrPath) -> Tuple[BinaryFile, bool]:
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     return (gzip.open(path, "rb") if gzipped else open(path, "rb")), gzipped
 
 
-def read_idx(path, *, max_bytes=IDX_MAX_BYTES):
+def read_idx(path: StrPath, *, max_bytes: int = IDX_MAX_BYTES) -> NDArray[Any]:
     """Read one IDX file (the MNIST format), gzipped or not (detected from its first bytes).
 
     The header is read first and the data size it declares is checked before any data is read:
@@ -123,7 +134,8 @@ def read_idx(path, *, max_bytes=IDX_MAX_BYTES):
             raise ValueError(f"{path}: truncated or corrupt gzip data ({exc})") from None
 
 
-def _read_idx_stream(f, path, gzipped, max_bytes):
+def _read_idx_stream(f: BinaryFile, path: StrPath, gzipped: bool, max_bytes: int
+                     ) -> NDArray[Any]:
     magic = f.read(_IDX_WORD)
     if len(magic) < _IDX_WORD:
         raise ValueError(
@@ -164,7 +176,7 @@ def _read_idx_stream(f, path, gzipped, max_bytes):
         )
     # np.empty does not touch its pages: a short gzip stream costs only what it really holds.
     data = np.empty(nbytes, dtype=np.uint8)
-    view, got = memoryview(data), 0
+    view, got = memoryview(data), 0  # type: ignore[arg-type]  # (numpy's stub: no buffer)
     while got < nbytes:
         n = f.readinto(view[got : got + _CHUNK])
         if not n:
@@ -185,7 +197,7 @@ def _read_idx_stream(f, path, gzipped, max_bytes):
     return native.reshape(shape)
 
 
-def _find(directory, name):
+def _find(directory: str, name: str) -> str:
     for candidate in (name, name + ".gz"):
         path = os.path.join(directory, candidate)
         if os.path.isfile(path):
@@ -197,7 +209,8 @@ def _find(directory, name):
     )
 
 
-def load_mnist(directory, split="train"):
+def load_mnist(directory: StrPath, split: str = "train"
+               ) -> Tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """MNIST (or any data set in its format, e.g. Fashion-MNIST) from the four IDX files.
 
     Args:
@@ -250,7 +263,8 @@ def load_mnist(directory, split="train"):
     return images, labels.astype(np.int64)
 
 
-def to_float(images, max_value, dtype=np.float32):
+def to_float(images: ArrayLike, max_value: float, dtype: Union[type, str, np.dtype[Any]] = np.float32
+             ) -> NDArray[np.floating[Any]]:
     """uint8 images ``(N, H, W)`` -> ``(N, 1, H, W)`` floats in [0, 1] (divided by
     ``max_value``)."""
     dtype = np.dtype(dtype)

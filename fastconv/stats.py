@@ -22,9 +22,19 @@ their distance.
 
 Images may be ``(H, W)``, or ``(H, W, C)`` (averaged over channels); any real dtype.
 """
-from typing import NamedTuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    F64Array = NDArray[np.float64]
+    # what numpy.random.default_rng accepts
+    SeedLike = Union[None, int, Sequence[int], np.random.SeedSequence, np.random.BitGenerator,
+                     np.random.Generator]
 
 __all__ = [
     "power_spectrum", "radial_power_spectrum", "fit_power_law", "spectrum_slope",
@@ -33,7 +43,7 @@ __all__ = [
 ]
 
 
-def _gray(image):
+def _gray(image: ArrayLike) -> F64Array:
     x = np.asarray(image)
     if x.ndim == 3:
         x = x.mean(axis=2)
@@ -49,7 +59,7 @@ def _gray(image):
     return x
 
 
-def _window(shape, window):
+def _window(shape: Sequence[int], window: Optional[str]) -> Optional[F64Array]:
     if window is None:
         return None
     if window != "hann":
@@ -57,7 +67,8 @@ def _window(shape, window):
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
 
 
-def power_spectrum(image, window="hann"):
+def power_spectrum(image: ArrayLike, window: Optional[str] = "hann"
+                   ) -> Tuple[F64Array, F64Array, F64Array]:
     r"""The 2-D power spectrum ``|DFT(image - mean)|^2``, zero frequency at the centre.
 
     Args:
@@ -86,12 +97,12 @@ def power_spectrum(image, window="hann"):
 
 
 class RadialSpectrum(NamedTuple):
-    frequency: np.ndarray   #: mean spatial frequency of each ring, cycles per pixel
-    power: np.ndarray       #: mean power in the ring
-    count: np.ndarray       #: number of DFT coefficients in the ring
+    frequency: F64Array   #: mean spatial frequency of each ring, cycles per pixel
+    power: F64Array       #: mean power in the ring
+    count: NDArray[np.intp]  # type: ignore[assignment]  # (shadows tuple.count, as it always did)
 
 
-def radial_power_spectrum(image, window="hann"):
+def radial_power_spectrum(image: ArrayLike, window: Optional[str] = "hann") -> RadialSpectrum:
     r"""The power spectrum averaged over rings of equal spatial frequency ``|f|``.
 
     Rings are ``1 / min(H, W)`` cycles per pixel wide, from the first non-zero frequency up to
@@ -120,7 +131,9 @@ class PowerLawFit(NamedTuple):
     fmax: float
 
 
-def fit_power_law(frequency, power, fmin=None, fmax=None, weights=None):
+def fit_power_law(frequency: ArrayLike, power: ArrayLike, fmin: Optional[float] = None,
+                  fmax: Optional[float] = None, weights: Optional[ArrayLike] = None
+                  ) -> PowerLawFit:
     r"""Fit ``power = amplitude * frequency ** slope`` by weighted least squares on log-log axes.
 
     Args:
@@ -157,7 +170,8 @@ def fit_power_law(frequency, power, fmin=None, fmax=None, weights=None):
                        float(f[keep].max()))
 
 
-def spectrum_slope(image, fmin=None, fmax=0.4, window="hann"):
+def spectrum_slope(image: ArrayLike, fmin: Optional[float] = None, fmax: Optional[float] = 0.4,
+                   window: Optional[str] = "hann") -> PowerLawFit:
     r"""The power-law exponent of the radially averaged power spectrum of ``image``.
 
     ``fmin`` defaults to 3 rings (``3 / min(H, W)`` cycles per pixel: the lowest rings are
@@ -175,12 +189,13 @@ def spectrum_slope(image, fmin=None, fmax=0.4, window="hann"):
 
 
 class Correlation(NamedTuple):
-    distance: np.ndarray     #: pixel distances 0, 1, ..., max_distance
-    correlation: np.ndarray  #: Pearson correlation of the pixel pairs at each distance
-    n_pairs: np.ndarray      #: number of pairs behind each value
+    distance: NDArray[Any]     #: pixel distances 0, 1, ..., max_distance
+    correlation: F64Array      #: Pearson correlation of the pixel pairs at each distance
+    n_pairs: NDArray[Any]      #: number of pairs behind each value
 
 
-def correlation_vs_distance(image, max_distance=None):
+def correlation_vs_distance(image: ArrayLike, max_distance: Optional[int] = None
+                            ) -> Correlation:
     r"""The correlation between two pixels as a function of their distance.
 
     For each distance ``d``, all pixel pairs ``d`` apart along a row or along a column are
@@ -236,14 +251,14 @@ def correlation_vs_distance(image, max_distance=None):
     return Correlation(dist, np.clip(corr, -1.0, 1.0), npairs)
 
 
-def correlation_noise_floor(n_pairs):
+def correlation_noise_floor(n_pairs: ArrayLike) -> F64Array:
     r"""``1 / sqrt(n_pairs)``: the standard deviation of the sample correlation of ``n_pairs``
     independent pairs. A measured correlation of this size is indistinguishable from zero; to
     resolve a correlation of ``1e-3`` takes ``1e6`` samples."""
     return 1.0 / np.sqrt(np.asarray(n_pairs, dtype=np.float64))
 
 
-def autocorrelation(image):
+def autocorrelation(image: ArrayLike) -> F64Array:
     r"""The circular autocorrelation of ``image - mean``, normalised to 1 at zero lag, computed
     from the power spectrum (Wiener-Khinchin: ``irfft2(|rfft2(x)|^2)``).
 
@@ -262,7 +277,8 @@ def autocorrelation(image):
 # ----------------------------------------------------------------------------------------------
 # synthetic images with known statistics
 # ----------------------------------------------------------------------------------------------
-def power_law_noise(shape, exponent=2.0, seed=None, dtype=np.float64):
+def power_law_noise(shape: Sequence[int], exponent: float = 2.0, seed: SeedLike = None,
+                    dtype: DTypeLike = np.float64) -> NDArray[Any]:
     r"""A periodic Gaussian random field whose power spectrum is ``f^-exponent``.
 
     White noise is shaped in the frequency domain by ``f^(-exponent / 2)`` (zero at ``f = 0``),
@@ -286,7 +302,8 @@ def power_law_noise(shape, exponent=2.0, seed=None, dtype=np.float64):
     return x.astype(dtype)
 
 
-def dead_leaves(shape, n_discs=None, seed=None, rmin=1.0, rmax=None):
+def dead_leaves(shape: Sequence[int], n_discs: Optional[int] = None, seed: SeedLike = None,
+                rmin: float = 1.0, rmax: Optional[float] = None) -> F64Array:
     r"""A "dead leaves" image: opaque discs of random grey levels dropped one over another,
     radii drawn from ``p(r) ~ r^-3`` in ``[rmin, rmax]`` (scale invariant). It has the
     occlusions, flat regions and sharp edges of natural images and a power spectrum close to
