@@ -1,10 +1,16 @@
 """Reading .npz files without trusting them."""
+from __future__ import annotations
+
 import math
 import os
 import zipfile
 import zlib
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 
 # -- reading .npz files without trusting them ---------------------------------------------------
@@ -15,14 +21,16 @@ import numpy as np
 _NPZ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
 
 
-def _not_npz(path, exc):
+def _not_npz(path: str, exc: BaseException) -> ValueError:
     return ValueError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})")
 
 
 class _Npz:
     """An open .npz archive (a zip of .npy files); use as a context manager."""
 
-    def __init__(self, file):
+    path: str
+
+    def __init__(self, file: Any) -> None:
         if hasattr(file, "read"):  # an open binary file, as np.load accepts
             self.path = str(getattr(file, "name", "<file object>"))
             path = file
@@ -45,19 +53,19 @@ class _Npz:
                 f"Module.save and np.savez write): {type(exc).__name__}: {exc}"
             ) from None
 
-    def __enter__(self):
+    def __enter__(self) -> _Npz:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.zip.close()
 
 
-def open_npz(file):
+def open_npz(file: Any) -> _Npz:
     """Open ``file`` (a path or an open binary file) as an .npz archive."""
     return _Npz(file)
 
 
-def npz_keys(npz):
+def npz_keys(npz: _Npz) -> List[str]:
     """The array names of the archive, in file order (the member names without ``.npy``)."""
     return [
         info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
@@ -65,11 +73,11 @@ def npz_keys(npz):
     ]
 
 
-def _read_exactly(stream, n):
+def _read_exactly(stream: Any, n: int) -> Optional[NDArray[np.uint8]]:
     """``n`` bytes of ``stream`` into a new uint8 array, or None if the stream ends first. The
     array's pages are touched only as data arrives."""
     out = np.empty(n, dtype=np.uint8)
-    view, got = memoryview(out), 0
+    view, got = memoryview(out), 0  # type: ignore[arg-type]  # (numpy's stub: no buffer)
     while got < n:
         k = stream.readinto(view[got : got + (1 << 20)])
         if not k:
@@ -78,7 +86,9 @@ def _read_exactly(stream, n):
     return out
 
 
-def read_npz_array(npz, path, key, *, shape=None, kinds="fiu", max_bytes=None, what="an array"):
+def read_npz_array(npz: _Npz, path: str, key: str, *, shape: Optional[Sequence[int]] = None,
+                   kinds: str = "fiu", max_bytes: Optional[int] = None, what: str = "an array"
+                   ) -> NDArray[Any]:
     """Entry ``key`` of the open archive ``npz``, its header checked before its data is read.
 
     Args:

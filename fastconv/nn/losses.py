@@ -1,8 +1,15 @@
 """Losses: the last layer of a classifier."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Union
+
 import numpy as np
 
 from .. import functional as F
 from .module import Module
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
 
 class CrossEntropyLoss(Module):
@@ -14,17 +21,20 @@ class CrossEntropyLoss(Module):
     ``d loss / d logits`` (``(softmax(logits) - onehot(labels)) / N`` for the mean).
     """
 
-    def __init__(self, reduction="mean"):
+    _logp: Optional[NDArray[Any]]
+
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
         self._logp = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
 
-    def forward(self, input, target):
+    def forward(self, input: ArrayLike,  # type: ignore[override]  # a loss takes the targets
+                target: ArrayLike) -> Union[np.floating[Any], NDArray[Any]]:
         x = self._check_input(input, "(N, C) logits")
         t = np.asarray(target)
         if x.ndim not in (1, 2):
@@ -50,7 +60,7 @@ class CrossEntropyLoss(Module):
             return per_sample.sum(dtype=x.dtype)
         return per_sample.mean(dtype=x.dtype) if len(t1) else x.dtype.type(np.nan)
 
-    def backward(self, grad_output=1.0):
+    def backward(self, grad_output: ArrayLike = 1.0) -> NDArray[Any]:
         """``d loss / d logits`` times ``grad_output`` (a scalar, or ``(N,)`` for 'none')."""
         logp = self._cached("_logp")
         n = len(self._target)

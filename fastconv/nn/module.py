@@ -1,12 +1,27 @@
 """The building blocks: :class:`Parameter`, :class:`Module` (parameters, children, train/eval,
 dtype, state_dict and .npz save/load) and :class:`Sequential`."""
+from __future__ import annotations
+
 from collections import OrderedDict
+from typing import (IO, TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, TypeVar, Union)
 
 import numpy as np
 
 from .._core.args import FLOAT_DTYPES, kernel_layout
 from ._npz import npz_keys, open_npz, read_npz_array
 from .init import float_dtype
+
+if TYPE_CHECKING:
+    import os
+
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from .._core.epilogue import Epilogue
+
+    _M = TypeVar("_M", bound="Module")
+    # a file name or path, or a binary file object
+    FileLike = Union[str, "os.PathLike[str]", IO[bytes]]
 
 
 class Parameter:
@@ -15,7 +30,10 @@ class Parameter:
 
     __slots__ = ("data", "grad")
 
-    def __init__(self, data):
+    data: NDArray[Any]
+    grad: Optional[NDArray[Any]]
+
+    def __init__(self, data: ArrayLike) -> None:
         data = np.asarray(data)
         if not data.dtype.isnative:  # byte-swapped values: keep them in native order
             data = data.astype(data.dtype.newbyteorder("="))
@@ -24,25 +42,26 @@ class Parameter:
         self.grad = None
 
     @property
-    def shape(self):
+    def shape(self) -> Tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self.data.dtype
 
-    def accumulate(self, grad):
+    def accumulate(self, grad: NDArray[Any]) -> None:
         """Add ``grad`` to ``self.grad`` (which becomes ``grad`` itself when it was None)."""
         if self.grad is None:
             self.grad = grad
         else:
             self.grad += grad
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
-def _check_names(params, keys, source, module):
+def _check_names(params: Mapping[str, Any], keys: Sequence[str], source: str, module: Module
+                 ) -> None:
     """ValueError naming ``source`` unless ``keys`` are exactly the parameter names."""
     missing = [k for k in params if k not in keys]
     unexpected = [k for k in keys if k not in params]
@@ -58,12 +77,16 @@ class Module:
     ``super().__init__()`` before assigning attributes.
     """
 
-    def __init__(self):
+    _parameters: Dict[str, Parameter]
+    _modules: Dict[str, Module]
+    training: bool
+
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(
                 f"{type(self).__name__}.__init__ must call super().__init__() "
@@ -78,38 +101,38 @@ class Module:
         object.__setattr__(self, name, value)
 
     # -- the protocol -------------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
     # -- parameters and sub-modules -----------------------------------------------------------
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator[Tuple[str, Parameter]]:
         """Yield ``(name, parameter)`` pairs, this module's first, then each child's in order."""
         for name, p in self._parameters.items():
             yield prefix + name, p
         for name, m in self._modules.items():
             yield from m.named_parameters(prefix + name + ".")
 
-    def parameters(self):
+    def parameters(self) -> Iterator[Parameter]:
         """Yield every :class:`Parameter` (each one once), in :meth:`state_dict` order."""
         for _, p in self.named_parameters():
             yield p
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         """This module and all its descendants, depth first."""
         yield self
         for m in self._modules.values():
             yield from m.modules()
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients: set them to None (default, as torch) or fill them with zeros."""
         for p in self.parameters():
             if set_to_none or p.grad is None:
@@ -117,17 +140,17 @@ class Module:
             else:
                 p.grad[...] = 0
 
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         """Training mode (dropout active) for this module and its descendants; returns self."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         """Evaluation mode (dropout is the identity); returns self."""
         return self.train(False)
 
-    def astype(self, dtype):
+    def astype(self: _M, dtype: DTypeLike) -> _M:
         """Convert every parameter to ``dtype`` (float32 or float64), in place; returns self."""
         dt = float_dtype(dtype)
         for p in self.parameters():
@@ -136,18 +159,18 @@ class Module:
         return self
 
     @property
-    def dtype(self):
+    def dtype(self) -> Optional[np.dtype[Any]]:
         """The dtype of the parameters (None for a module without any)."""
         for p in self.parameters():
             return p.dtype
         return None
 
     # -- saving and loading -------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, NDArray[Any]]:
         """An ordered ``{name: array}`` copy of every parameter (names as in torch)."""
         return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike], strict: bool = True) -> None:
         """Copy arrays into the parameters (keeping their dtype).
 
         Args:
@@ -183,12 +206,12 @@ class Module:
             p.data = value.astype(p.dtype, copy=True)
             p.grad = None
 
-    def save(self, path):
+    def save(self, path: FileLike) -> None:
         """Write :meth:`state_dict` to ``path`` with ``np.savez`` (which appends ``.npz`` if the
         name has no such suffix)."""
-        np.savez(path, **self.state_dict())
+        np.savez(path, **self.state_dict())  # type: ignore[arg-type]  # (numpy's stub)
 
-    def load(self, path, strict=True):
+    def load(self: _M, path: FileLike, strict: bool = True) -> _M:
         """Load parameters saved by :meth:`save` (or ``np.savez(path, **model.state_dict())``).
 
         The file is read defensively: each array's ``.npy`` header is checked against the
@@ -227,10 +250,10 @@ class Module:
         return self
 
     # -- printing and errors ------------------------------------------------------------------
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self._modules:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"{type(self).__name__}("]
@@ -240,7 +263,7 @@ class Module:
         lines.append(")")
         return "\n".join(lines)
 
-    def _check_input(self, x, expected):
+    def _check_input(self, x: ArrayLike, expected: str) -> NDArray[Any]:
         """``x`` as a float ndarray whose dtype is that of the parameters (if any)."""
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
@@ -259,13 +282,13 @@ class Module:
             )
         return x
 
-    def _cached(self, name):
+    def _cached(self, name: str) -> Any:
         value = getattr(self, name, None)
         if value is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         return value
 
-    def _check_grad(self, grad_output, shape):
+    def _check_grad(self, grad_output: ArrayLike, shape: Sequence[int]) -> NDArray[Any]:
         if not isinstance(grad_output, np.ndarray):
             grad_output = np.asarray(grad_output)
         if grad_output.shape != tuple(shape):
@@ -279,30 +302,30 @@ class Module:
 class Sequential(Module):
     """Modules applied in order; ``backward`` runs them in reverse. Errors name the layer index."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module) -> None:
         super().__init__()
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
             setattr(self, str(i), m)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Module:
         return list(self._modules.values())[i]
 
-    def append(self, module):
+    def append(self, module: Module) -> Sequential:
         if not isinstance(module, Module):
             raise TypeError(f"Sequential.append: {type(module).__name__} is not a Module")
         setattr(self, str(len(self)), module)
         return self
 
     @staticmethod
-    def _fusions(layers):
+    def _fusions(layers: Sequence[Module]) -> Dict[int, Epilogue]:
         """``{i: epilogue}`` for every convolution ``layers[i]`` followed directly by an
         activation it can apply in its output epilogue (``Conv2d`` then ``ReLU``, ``ReLU6`` or
         ``LeakyReLU`` with a slope >= 0: see fastconv.nn.activations)."""
@@ -316,12 +339,12 @@ class Sequential(Module):
                     fusions[i] = epilogue
         return fusions
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Any:
         """The layers in order. A convolution followed by an activation it can fuse runs as one
         convolution with the activation in its epilogue (one pass over the output instead of
         two); both layers then cache what they would have, so the numbers, the gradients and
         the layers' own state are those of running them one after the other."""
-        layers = list(self)
+        layers: List[Any] = list(self)  # (their private fusion methods are called too)
         fusions = self._fusions(layers)
         object.__setattr__(self, "_fused", {})
         i = 0
@@ -337,10 +360,10 @@ class Sequential(Module):
         object.__setattr__(self, "_fused", fusions)
         return x
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> Any:
         """The layers' backward in reverse order; a pair fused in the last forward (and still
         fusable) runs as one convolution backward that masks the gradient once."""
-        layers = list(self)
+        layers: List[Any] = list(self)
         fused, now = getattr(self, "_fused", {}), self._fusions(layers)
         g = grad_output
         i = len(layers) - 1

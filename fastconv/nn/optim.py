@@ -5,16 +5,22 @@ A parameter whose ``.grad`` is None is skipped, as in torch. All arithmetic is d
 parameter's dtype, in torch's order of operations.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Tuple
 
 import numpy as np
 
 from .module import Parameter
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _nonnegative(value, name):
+def _nonnegative(value: float, name: str) -> float:
     value = float(value)
     if not value >= 0.0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0, got {value}")
@@ -24,7 +30,7 @@ def _nonnegative(value, name):
 class Optimizer:
     """Base class: holds the parameter list and a per-parameter ``state`` dict."""
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -37,9 +43,9 @@ class Optimizer:
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{type(self).__name__}: some parameters appear more than once")
         self.lr = _nonnegative(lr, "lr")
-        self.state = [dict() for _ in self.params]
+        self.state: List[Dict[str, Any]] = [dict() for _ in self.params]
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of the parameters (None by default, as torch)."""
         for p in self.params:
             if set_to_none or p.grad is None:
@@ -47,10 +53,10 @@ class Optimizer:
             else:
                 p.grad[...] = 0
 
-    def step(self):
+    def step(self) -> None:
         raise NotImplementedError
 
-    def _grads(self):
+    def _grads(self) -> Iterator[Tuple[Parameter, NDArray[Any], Dict[str, Any]]]:
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue
@@ -72,8 +78,9 @@ class SGD(Optimizer):
     """
 
     def __init__(
-        self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False
-    ):
+        self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0,
+        dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False
+    ) -> None:
         super().__init__(params, lr)
         self.momentum = _nonnegative(momentum, "momentum")
         self.dampening = float(dampening)
@@ -82,7 +89,7 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
 
-    def step(self):
+    def step(self) -> None:
         for p, g, state in self._grads():
             if self.weight_decay != 0:
                 g = g + self.weight_decay * p.data
@@ -108,8 +115,10 @@ class Adam(Optimizer):
     """
 
     def __init__(
-        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False
-    ):
+        self, params: Iterable[Parameter], lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0, amsgrad: bool = False
+    ) -> None:
         super().__init__(params, lr)
         beta1, beta2 = (float(b) for b in betas)
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
@@ -119,7 +128,7 @@ class Adam(Optimizer):
         self.weight_decay = _nonnegative(weight_decay, "weight_decay")
         self.amsgrad = bool(amsgrad)
 
-    def step(self):
+    def step(self) -> None:
         beta1, beta2 = self.betas
         for p, g, state in self._grads():
             if not state:
