@@ -1,4 +1,8 @@
 """The layers with parameters or a geometry: convolution, pooling, flatten, linear, dropout."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from .. import functional as F
@@ -17,8 +21,17 @@ from ..filters import check_padding_mode, pad2d, pad2d_backward
 from .init import float_dtype, generator, kaiming_uniform
 from .module import Module, Parameter
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-def _layer_call(layer, fn, x, *args, **kwargs):
+    from .._core.adaptive_pool import OutputSize
+    from .._core.args import IntOrPair, IntPair, Padding
+    from .._core.epilogue import Epilogue
+    from .init import RngLike
+
+
+def _layer_call(layer: Module, fn: Callable[..., Any], x: NDArray[Any], *args: Any,
+                **kwargs: Any) -> Any:
     """``fn(x, *args, **kwargs)``, with a ValueError about the input restated as the layer's
     (which layer, on what input shape)."""
     try:
@@ -27,7 +40,8 @@ def _layer_call(layer, fn, x, *args, **kwargs):
         raise ValueError(f"{layer!r} on input of shape {x.shape}: {exc}") from None
 
 
-def _init_conv_parameters(layer, shape, fan_in, bias, dtype, rng):
+def _init_conv_parameters(layer: Union[Conv2d, ConvTranspose2d], shape: Tuple[int, ...],
+                          fan_in: int, bias: bool, dtype: DTypeLike, rng: RngLike) -> None:
     """torch's initialisation of a convolution's weight (of ``shape``) and bias: both uniform in
     +-1/sqrt(fan_in), drawn weight first."""
     dt, rng = float_dtype(dtype), generator(rng)
@@ -38,7 +52,8 @@ def _init_conv_parameters(layer, shape, fan_in, bias, dtype, rng):
     layer._input = None
 
 
-def _conv_repr(layer, padding_repr, extras=()):
+def _conv_repr(layer: Union[Conv2d, ConvTranspose2d], padding_repr: str,
+               extras: Sequence[Tuple[str, str, str]] = ()) -> str:
     """torch's repr of a convolution: the channels, kernel and stride, then each setting that is
     not its default (``extras``: (name, value, default) after dilation)."""
     s = (
@@ -67,21 +82,26 @@ class Conv2d(Module):
     them, here at construction): every value it accepts is accepted, every other one raises
     the same error."""
 
+    _input: Optional[NDArray[Any]]
+    weight: Parameter
+    bias: Optional[Parameter]
+    padding: Union[str, Tuple[int, ...]]
+
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
-        padding_mode="zeros",
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrPair,
+        stride: IntOrPair = 1,
+        padding: Padding = 0,
+        dilation: IntOrPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
         *,
-        dtype=np.float32,
-        rng=None,
-    ):
+        dtype: DTypeLike = np.float32,
+        rng: RngLike = None,
+    ) -> None:
         super().__init__()
         self.padding_mode = check_padding_mode(padding_mode)
         in_channels = as_int(in_channels, "in_channels")
@@ -100,32 +120,32 @@ class Conv2d(Module):
         _init_conv_parameters(self, (out_channels, in_channels // self.groups, kh, kw),
                               in_channels // self.groups * kh * kw, bias, dtype, rng)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = _conv_repr(self, repr(self.padding))
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
         return s
 
-    def _args(self):
+    def _args(self) -> Dict[str, Any]:
         padding = self.padding if self.padding_mode == "zeros" else 0
         return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
 
-    def _explicit_pad(self):
+    def _explicit_pad(self) -> Tuple[int, int, int, int]:
         """(left, right, top, bottom), pad2d's order, of the non-zero padding modes: the
         padding conv2d would add (:func:`fastconv._core.conv_geometry.conv_padding`)."""
         top, bottom, left, right = self._pads
         return (left, right, top, bottom)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         return self._forward(x)
 
-    def _fusable_conv(self):
+    def _fusable_conv(self) -> bool:
         """Whether a :class:`Sequential` may run this layer with the next one's activation in
         its epilogue: the layer as written here, not a subclass or an instance whose forward or
         backward was replaced, which may compute otherwise."""
         return type(self) is Conv2d and not {"forward", "backward"} & vars(self).keys()
 
-    def _forward(self, x, epilogue=NONE):
+    def _forward(self, x: ArrayLike, epilogue: Epilogue = NONE) -> NDArray[Any]:
         """:meth:`forward`, the output activated by ``epilogue`` in the kernels' epilogue."""
         expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
         x = self._check_input(x, expected)
@@ -139,14 +159,18 @@ class Conv2d(Module):
         self._input, self._out_shape = x, out.shape
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         return self._backward(grad_output)
 
-    def _backward(self, grad_output, epilogue=NONE, output=None):
+    def _backward(self, grad_output: ArrayLike, epilogue: Epilogue = NONE,
+                  output: Optional[NDArray[Any]] = None) -> NDArray[Any]:
         """:meth:`backward` of :meth:`_forward` with ``epilogue``, whose output was ``output``
         (``grad_output`` is then the gradient with respect to the activated output)."""
         x = self._cached("_input")
         g = self._check_grad(grad_output, self._out_shape)
+        gi: Any  # (the gradients asked for are arrays, never None)
+        gw: Any
+        gb: Any
         gi, gw, gb = F.conv2d_backward(
             g, x, self.weight.data, **self._args(), needs=(True, True, self.bias is not None),
             activation=epilogue.name, negative_slope=epilogue.slope, output=output
@@ -170,22 +194,26 @@ class ConvTranspose2d(Module):
     checks them, here at construction); weights and bias are initialised as torch's
     (Kaiming-uniform with ``fan_in = out_channels // groups * kH * kW``)."""
 
+    _input: Optional[NDArray[Any]]
+    weight: Parameter
+    bias: Optional[Parameter]
+
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups=1,
-        bias=True,
-        dilation=1,
-        padding_mode="zeros",
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrPair,
+        stride: IntOrPair = 1,
+        padding: IntOrPair = 0,
+        output_padding: IntOrPair = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: IntOrPair = 1,
+        padding_mode: str = "zeros",
         *,
-        dtype=np.float32,
-        rng=None,
-    ):
+        dtype: DTypeLike = np.float32,
+        rng: RngLike = None,
+    ) -> None:
         super().__init__()
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' for ConvTranspose2d (as in torch), "
@@ -211,11 +239,12 @@ class ConvTranspose2d(Module):
         _init_conv_parameters(self, (in_channels, out_channels // self.groups, kh, kw),
                               out_channels // self.groups * kh * kw, bias, dtype, rng)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return _conv_repr(self, str(self.padding),
                           [("output_padding", str(self.output_padding), "(0, 0)")])
 
-    def _output_padding(self, x, output_size):
+    def _output_padding(self, x: NDArray[Any], output_size: Optional[Sequence[int]]
+                        ) -> Union[IntPair, Tuple[int, ...]]:
         """torch's rule: ``output_size`` (spatial, or the whole shape) fixes the output padding,
         which must leave it between the smallest output and that plus ``stride - 1``."""
         if output_size is None:
@@ -234,11 +263,12 @@ class ConvTranspose2d(Module):
                              f"input of {tuple(x.shape[-2:])})")
         return tuple(v - lo for v, lo in zip(size, smallest))
 
-    def _args(self, output_padding):
+    def _args(self, output_padding: Sequence[int]) -> Dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding, output_padding=output_padding,
                     groups=self.groups, dilation=self.dilation)
 
-    def forward(self, x, output_size=None):
+    def forward(self, x: ArrayLike, output_size: Optional[Sequence[int]] = None
+                ) -> NDArray[Any]:
         expected = f"(N, {self.in_channels}, H, W) or ({self.in_channels}, H, W)"
         x = self._check_input(x, expected)
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
@@ -249,9 +279,12 @@ class ConvTranspose2d(Module):
         self._input, self._out_shape, self._last_args = x, out.shape, args
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         x = self._cached("_input")
         g = self._check_grad(grad_output, self._out_shape)
+        gi: Any  # (the gradients asked for are arrays, never None)
+        gw: Any
+        gb: Any
         gi, gw, gb = F.conv_transpose2d_backward(
             g, x, self.weight.data, **self._last_args, needs=(True, True, self.bias is not None)
         )
@@ -261,7 +294,7 @@ class ConvTranspose2d(Module):
         return gi
 
 
-def _check_pool_input(layer, x):
+def _check_pool_input(layer: Module, x: ArrayLike) -> NDArray[Any]:
     expected = "(N, C, H, W) or (C, H, W)"
     x = layer._check_input(x, expected)
     if x.ndim not in (3, 4):
@@ -275,27 +308,29 @@ class MaxPool2d(Module):
     The hyper-parameters follow the rules of :func:`fastconv.max_pool2d`, checked at
     construction by the same code."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                 padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False
+                 ) -> None:
         super().__init__()
         p = pool_params(kernel_size, stride, padding, dilation, ceil_mode)
         self.kernel_size, self.stride, self.padding, self.dilation = p[:4]
         self.ceil_mode = p.ceil_mode
         self._indices = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
         )
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = _check_pool_input(self, x)
         out, idx = _layer_call(self, F.max_pool2d, x, self.kernel_size, self.stride, self.padding,
                                self.dilation, self.ceil_mode, return_indices=True)
         self._indices, self._input_shape = idx, x.shape
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         idx = self._cached("_indices")
         g = self._check_grad(grad_output, idx.shape)
         return F.max_pool2d_backward(g, idx, self._input_shape)
@@ -306,15 +341,17 @@ class AvgPool2d(Module):
     ``stride = kernel_size``. The hyper-parameters follow the rules of
     :func:`fastconv.avg_pool2d`, checked at construction by the same code."""
 
+    _input_shape: Optional[Tuple[int, ...]]
+
     def __init__(
         self,
-        kernel_size,
-        stride=None,
-        padding=0,
-        ceil_mode=False,
-        count_include_pad=True,
-        divisor_override=None,
-    ):
+        kernel_size: IntOrPair,
+        stride: Optional[IntOrPair] = None,
+        padding: IntOrPair = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: Optional[int] = None,
+    ) -> None:
         super().__init__()
         p = pool_params(kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                         divisor_override)
@@ -323,10 +360,10 @@ class AvgPool2d(Module):
         self.divisor_override = p.divisor_override
         self._input_shape = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
-    def _args(self):
+    def _args(self) -> Tuple[Any, ...]:
         return (
             self.kernel_size,
             self.stride,
@@ -336,13 +373,13 @@ class AvgPool2d(Module):
             self.divisor_override,
         )
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = _check_pool_input(self, x)
         out = _layer_call(self, F.avg_pool2d, x, *self._args())
         self._input_shape, self._out_shape = x.shape, out.shape
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         shape = self._cached("_input_shape")
         g = self._check_grad(grad_output, self._out_shape)
         return F.avg_pool2d_backward(g, shape, *self._args())
@@ -355,21 +392,23 @@ class AdaptiveAvgPool2d(Module):
     most CNNs. output_size follows the rules of :func:`fastconv.adaptive_avg_pool2d`, checked at
     construction by the same code."""
 
-    def __init__(self, output_size):
+    _input_shape: Optional[Tuple[int, ...]]
+
+    def __init__(self, output_size: OutputSize) -> None:
         super().__init__()
         self.output_size = adaptive_output_param(output_size)
         self._input_shape = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = _check_pool_input(self, x)
         out = _layer_call(self, F.adaptive_avg_pool2d, x, self.output_size)
         self._input_shape, self._out_shape = x.shape, out.shape
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         shape = self._cached("_input_shape")
         g = self._check_grad(grad_output, self._out_shape)
         return F.adaptive_avg_pool2d_backward(g, shape)
@@ -381,23 +420,24 @@ class AdaptiveMaxPool2d(Module):
     gradient to its argmax; with ``return_indices`` the forward returns ``(out, indices)``
     (torch's flat ``h * W + w`` positions) and the backward takes the gradient of ``out``."""
 
-    def __init__(self, output_size, return_indices=False):
+    def __init__(self, output_size: OutputSize, return_indices: bool = False) -> None:
         super().__init__()
         self.output_size = adaptive_output_param(output_size)
         self.return_indices = as_bool(return_indices, "return_indices")
         self._indices = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike
+                ) -> Union[NDArray[Any], Tuple[NDArray[Any], NDArray[np.int64]]]:
         x = _check_pool_input(self, x)
         out, idx = _layer_call(self, F.adaptive_max_pool2d, x, self.output_size,
                                return_indices=True)
         self._indices, self._input_shape = idx, x.shape
         return (out, idx) if self.return_indices else out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         idx = self._cached("_indices")
         g = self._check_grad(grad_output, idx.shape)
         return F.adaptive_max_pool2d_backward(g, idx, self._input_shape)
@@ -406,16 +446,18 @@ class AdaptiveMaxPool2d(Module):
 class Flatten(Module):
     """Flattens dimensions ``start_dim..end_dim`` into one, as ``torch.nn.Flatten``."""
 
-    def __init__(self, start_dim=1, end_dim=-1):
+    _input_shape: Optional[Tuple[int, ...]]
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         self.start_dim = as_int(start_dim, "start_dim")
         self.end_dim = as_int(end_dim, "end_dim")
         self._input_shape = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = self._check_input(x, f"at least {max(self.start_dim, self.end_dim) + 1} dimensions")
         nd = max(x.ndim, 1)
         start, end = self.start_dim, self.end_dim
@@ -428,7 +470,7 @@ class Flatten(Module):
         self._input_shape = x.shape
         return x.reshape(shape)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         shape = self._cached("_input_shape")
         return np.asarray(grad_output).reshape(shape)
 
@@ -437,7 +479,12 @@ class Linear(Module):
     """``y = x @ weight.T + bias``, as ``torch.nn.Linear``: ``weight`` ``(out_features,
     in_features)``, ``bias`` ``(out_features,)`` or None; input ``(..., in_features)``."""
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
+    _input: Optional[NDArray[Any]]
+    weight: Parameter
+    bias: Optional[Parameter]
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: DTypeLike = np.float32, rng: RngLike = None) -> None:
         super().__init__()
         self.in_features = as_int(in_features, "in_features")
         self.out_features = as_int(out_features, "out_features")
@@ -457,13 +504,13 @@ class Linear(Module):
         )
         self._input = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}"
         )
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         expected = f"(..., {self.in_features})"
         x = self._check_input(x, expected)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
@@ -474,7 +521,7 @@ class Linear(Module):
         self._input = x
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         x = self._cached("_input")
         g = self._check_grad(grad_output, x.shape[:-1] + (self.out_features,))
         g2 = g.reshape(-1, self.out_features)
@@ -488,7 +535,9 @@ class Dropout(Module):
     """In training mode, zeroes each element with probability ``p`` and scales the others by
     ``1 / (1 - p)``; the identity in eval mode. The masks come from ``rng`` (seeded Generator)."""
 
-    def __init__(self, p=0.5, *, rng=None):
+    _mask: Optional[NDArray[Any]]
+
+    def __init__(self, p: float = 0.5, *, rng: RngLike = None) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p <= 1.0:
@@ -497,10 +546,10 @@ class Dropout(Module):
         self.rng = generator(rng)
         self._mask = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> NDArray[Any]:
         x = self._check_input(x, "any shape")
         if not self.training or self.p == 0.0:
             self._mask = np.ones((), dtype=x.dtype)
@@ -514,7 +563,7 @@ class Dropout(Module):
         self._mask, self._out_shape = mask, x.shape
         return x * mask
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> NDArray[Any]:
         mask = self._cached("_mask")
         g = self._check_grad(grad_output, self._out_shape)
         return g * mask
