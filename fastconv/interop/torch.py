@@ -70,9 +70,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "fastconv (fastconv.functional, fastconv.compat.cs231n) works without it."
     ) from exc
 
-from typing import List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .. import functional as F
 from .._core.args import as_bool, as_int, pair
@@ -109,13 +110,15 @@ __all__ = [
     "swap_report",
 ]
 
+_Model = TypeVar("_Model", bound=torch.nn.Module)  # swap_modules returns the model it was given
+
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
            np.dtype(np.int64): torch.int64}
 
 
 # ------------------------------------------------------------------------------ tensor <-> array
-def _check_tensor(t, name):
+def _check_tensor(t: object, name: str) -> None:
     if _takes(t):
         return
     if not isinstance(t, torch.Tensor):
@@ -135,7 +138,7 @@ def _check_tensor(t, name):
         )
 
 
-def _takes(t):
+def _takes(t: object) -> bool:
     """Whether ``t`` is a dense float32/float64 CPU tensor (``is_cpu``: without building a
     device object, a third of a microsecond per tensor and call)."""
     return isinstance(t, torch.Tensor) and t.is_cpu and t.dtype in SUPPORTED_DTYPES and \
@@ -145,7 +148,7 @@ def _takes(t):
 _STRIDED = torch.strided
 
 
-def _refuse_double_backward(name, *tensors):
+def _refuse_double_backward(name: str, *tensors: Optional[torch.Tensor]) -> None:
     """Backward runs with grad mode on only under create_graph=True; the gradients computed here
     are not differentiable, so refuse instead of silently dropping second-order terms."""
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
@@ -164,10 +167,10 @@ _CHANNELS_LAST = torch.channels_last
 try:  # DDE-safe on symbolic shapes (the fake implementations); recent torch only
     from torch._prims_common import suggest_memory_format as _suggest_memory_format
 except ImportError:  # pragma: no cover - older torch
-    _suggest_memory_format = None
+    _suggest_memory_format = None  # type: ignore[assignment]
 
 
-def _strides_like_channels_last(shape, strides):
+def _strides_like_channels_last(shape: Sequence[int], strides: Sequence[int]) -> bool:
     """torch's ``is_channels_last_strides_2d`` (c10/core/MemoryFormat.h), which
     ``Tensor.suggest_memory_format()`` reads: NHWC-ordered strides; ambiguous cases (a trivial
     channel axis, N111) count as NCHW."""
@@ -183,7 +186,7 @@ def _strides_like_channels_last(shape, strides):
     return True
 
 
-def _is_channels_last(t):
+def _is_channels_last(t: torch.Tensor) -> bool:
     """Whether ``t.suggest_memory_format()`` is ``torch.channels_last`` (a real tensor)."""
     if t.dim() != 4:
         return False
@@ -192,7 +195,7 @@ def _is_channels_last(t):
     return _strides_like_channels_last(t.shape, t.stride())
 
 
-def _fake_is_channels_last(t):
+def _fake_is_channels_last(t: torch.Tensor) -> bool:
     """:func:`_is_channels_last` for a fake tensor, whose sizes may be symbolic."""
     if t.dim() != 4:
         return False
@@ -201,14 +204,16 @@ def _fake_is_channels_last(t):
     return _strides_like_channels_last(t.shape, t.stride())  # pragma: no cover - older torch
 
 
-def _conv_channels_last(input, weight, is_channels_last=_is_channels_last):
+def _conv_channels_last(input: torch.Tensor, weight: torch.Tensor,
+                        is_channels_last: Callable[[torch.Tensor], bool] = _is_channels_last
+    ) -> bool:
     """torch's rule for a CPU convolution's output, grad_input and grad_weight: channels_last
     when the input or the weight is (an unbatched input counts as its batch of one)."""
     x4 = input if input.dim() == 4 else input.unsqueeze(0)
     return is_channels_last(x4) or is_channels_last(weight)
 
 
-def _channels_last_strides(shape):
+def _channels_last_strides(shape: Sequence[int]) -> Tuple[int, ...]:
     """The strides of ``torch.empty(shape, memory_format=torch.channels_last)`` (c10's
     get_channels_last_strides_2d); an unbatched (C, H, W) shape: those of its batch of one."""
     c, h, w = shape[-3:]
@@ -216,7 +221,7 @@ def _channels_last_strides(shape):
     return strides if len(shape) == 4 else strides[1:]
 
 
-def _result(array, channels_last):
+def _result(array: "NDArray[Any]", channels_last: bool) -> torch.Tensor:
     """A fresh NCHW (or CHW) array from the kernels as a tensor in the memory format torch's
     op would return: the array itself, or one reorder to channels_last. Never a view of
     another tensor (autograd refuses in-place changes, such as ReLU(inplace=True), to an
@@ -233,14 +238,14 @@ def _result(array, channels_last):
     return out.copy_(torch.from_numpy(array))
 
 
-def _empty(like, shape, channels_last):
+def _empty(like: torch.Tensor, shape: Sequence[int], channels_last: bool) -> torch.Tensor:
     """The fake counterpart of :func:`_result`: an empty tensor with the strides it would have."""
     if not channels_last:
         return like.new_empty(shape)
     return like.new_empty_strided(shape, _channels_last_strides(shape))
 
 
-def _view(t):
+def _view(t: torch.Tensor) -> "NDArray[Any]":
     """A NumPy view of a CPU tensor for a kernel call (no copy, any strides). The operators
     receive tensors that may require grad (the autograd layer is above them) or carry a
     negative bit (a lazy negation, resolved only then)."""
@@ -251,24 +256,26 @@ def _view(t):
     return t.numpy()
 
 
-def _pair2(v):
+def _pair2(v: Sequence[int]) -> Sequence[int]:
     """A one-int list as a pair (torch's lists of one int), in the fake implementations."""
     return (v[0], v[0]) if len(v) == 1 else v
 
 
-def _none_if_empty_stride(stride):
+def _none_if_empty_stride(stride: List[int]) -> Optional[List[int]]:
     return None if len(stride) == 0 else stride
 
 
 # ------------------------------------------------------------------------------ custom operators
 _LIBRARY = torch.library.Library("fastconv", "DEF")  # noqa: TOR901 - lives as long as the module
 _AFTER_AUTOGRAD = torch._C._after_autograd_keyset
-_infer_schema = getattr(torch.library, "infer_schema", None)
+_infer_schema: Any = getattr(torch.library, "infer_schema", None)
 if _infer_schema is None:  # pragma: no cover - torch 2.4
     from torch._library.infer_schema import infer_schema as _infer_schema
 
 
-def _register_op(name, impl, fake, setup_context=None, backward=None):
+def _register_op(name: str, impl: Callable[..., Any], fake: Callable[..., Any],
+                 setup_context: Any = None,
+                 backward: Optional[Callable[..., Any]] = None) -> Any:
     """Define the operator ``torch.ops.fastconv.<name>`` and return it (its default overload).
 
     ``impl`` is its CPU kernel: its type annotations give the schema (``torch.Tensor``,
@@ -299,31 +306,32 @@ def _register_op(name, impl, fake, setup_context=None, backward=None):
     return op
 
 
-_IMPLS = {}  # operator -> its CPU kernel (a Python function)
-_EAGER = {}  # forward operator -> its eager call (see _eager_call)
+_IMPLS: Dict[Any, Callable[..., Any]] = {}  # operator -> its CPU kernel (a Python function)
+_EAGER: Dict[Any, Callable[..., Any]] = {}  # forward operator -> its eager call (_eager_call)
 
 
-def _via_dispatcher(op, *args):
+def _via_dispatcher(op: Any, *args: Any) -> Any:
     return op(*args)
 
 
-def _direct(op, *args):
+def _direct(op: Any, *args: Any) -> Any:
     return _IMPLS[op](*args)
 
 
-def _autograd_kernel(op, setup_context, backward):
+def _autograd_kernel(op: Any, setup_context: Callable[..., None], backward: Callable[..., Any]
+    ) -> Callable[..., Any]:
     """The Autograd dispatch kernel of ``op``: an autograd.Function around the operator's
     kernels below autograd when an input requires grad, else those kernels directly. Its
     backward calls the backward operators (``ctx.run``), which torch.compile records."""
 
-    def forward(ctx, keyset, *args):
+    def forward(ctx: Any, keyset: Any, *args: Any) -> Any:
         with torch._C._AutoDispatchBelowAutograd():
             output = op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
         setup_context(ctx, args, output)
         ctx.run = _via_dispatcher
         return output
 
-    def backward_(ctx, *grads):
+    def backward_(ctx: Any, *grads: Any) -> Tuple[Any, ...]:
         needs_input_grad = ctx.needs_input_grad
         ctx.needs_input_grad = needs_input_grad[1:]  # the operator's arguments, not the keyset
         try:
@@ -331,10 +339,10 @@ def _autograd_kernel(op, setup_context, backward):
         finally:  # a backward pass may run again (retain_graph)
             ctx.needs_input_grad = needs_input_grad
 
-    function = type(f"{op._opname}_autograd", (torch.autograd.Function,),
-                    {"forward": staticmethod(forward), "backward": staticmethod(backward_)})
+    function: Any = type(f"{op._opname}_autograd", (torch.autograd.Function,),
+                         {"forward": staticmethod(forward), "backward": staticmethod(backward_)})
 
-    def kernel(keyset, *args):
+    def kernel(keyset: Any, *args: Any) -> Any:
         if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
             return function.apply(keyset, *args)
         with torch._C._AutoDispatchBelowAutograd():
@@ -343,24 +351,25 @@ def _autograd_kernel(op, setup_context, backward):
     return kernel
 
 
-def _eager_call(op, impl, setup_context, backward):
+def _eager_call(op: Any, impl: Callable[..., Any], setup_context: Callable[..., None],
+                backward: Callable[..., Any]) -> Callable[..., Any]:
     """``op``'s computation without torch's dispatcher, for eager calls on plain tensors (see
     :func:`_call`): the CPU kernel itself, or with an input that requires grad, a lean
     autograd.Function around it whose backward calls the backward kernels directly. Same
     results, tensors and memory formats as the operator; a few microseconds per call less."""
 
-    def forward(ctx, *args):
+    def forward(ctx: Any, *args: Any) -> Any:
         output = impl(*args)
         setup_context(ctx, args, output)
         ctx.run = _direct
         return output
 
-    function = type(f"{op._opname}_eager", (torch.autograd.Function,),
-                    {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    function: Any = type(f"{op._opname}_eager", (torch.autograd.Function,),
+                         {"forward": staticmethod(forward), "backward": staticmethod(backward)})
     apply = function.apply
     grad_enabled, any_requires_grad = torch._C.is_grad_enabled, torch._C._any_requires_grad
 
-    def call(*args):
+    def call(*args: Any) -> Any:
         if grad_enabled() and any_requires_grad(*args):
             return apply(*args)
         return impl(*args)
@@ -376,7 +385,7 @@ _function_modes = torch._C._is_torch_function_mode_enabled
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
-def _traced(*tensors):
+def _traced(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether a call must go through the registered operator, so that whatever is watching
     sees it: torch.compile / torch.export (dynamo), torch.jit.trace, a dispatch mode (FakeTensor,
     make_fx, functionalization), a torch function mode, torch.func transforms, or a tensor
@@ -399,7 +408,9 @@ def _conv2d_impl(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     return _result(out, _conv_channels_last(input, weight))
 
 
-def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, same):
+def _conv2d_fake(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool
+    ) -> torch.Tensor:
     batch, (h, w) = input.shape[:-3], input.shape[-2:]
     k, _, r, s = weight.shape
     if same:
@@ -424,19 +435,20 @@ def _conv2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor, weight
     return _conv_grads(grads, input, weight)
 
 
-def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, same,
-                          output_mask):
+def _conv2d_backward_fake(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                          stride: List[int], padding: List[int], dilation: List[int], groups: int,
+                          same: bool, output_mask: List[bool]) -> Tuple[torch.Tensor, ...]:
     return _conv_grads_fake(input, weight, output_mask, weight.shape[0])
 
 
-def _conv2d_setup_context(ctx, inputs, output):
+def _conv2d_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
     input, weight, bias, *conf = inputs
     ctx.save_for_backward(input, weight)
     ctx.conf = conf
     ctx.has_bias = bias is not None
 
 
-def _conv2d_backward(ctx, grad_output):
+def _conv2d_backward(ctx: Any, grad_output: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
     input, weight = ctx.saved_tensors
     _refuse_double_backward("conv2d", grad_output, input, weight)
     needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
@@ -461,7 +473,8 @@ def _max_pool2d_impl(input: torch.Tensor, kernel_size: List[int], stride: List[i
     return _result(out, channels_last), _result(indices, channels_last)
 
 
-def _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+def _pool_fake(input: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+               padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> torch.Tensor:
     kernel = _pair2(kernel_size)
     stride = kernel if len(stride) == 0 else _pair2(stride)
     sizes = [pool_output_size(n, k, s, p, d, ceil_mode)
@@ -470,7 +483,9 @@ def _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     return _empty(input, (*input.shape[:-2], *sizes), _fake_is_channels_last(input))
 
 
-def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+def _max_pool2d_fake(input: torch.Tensor, kernel_size: List[int], stride: List[int],
+                     padding: List[int], dilation: List[int], ceil_mode: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
     out = _pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode)
     return out, torch.empty_like(out, dtype=torch.int64)
 
@@ -481,15 +496,18 @@ def _max_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
     return _result(grad_input, _is_channels_last(input))
 
 
-def _max_pool2d_backward_fake(grad_output, input, indices):
+def _max_pool2d_backward_fake(grad_output: torch.Tensor, input: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
     return _empty(input, input.shape, _fake_is_channels_last(input))
 
 
-def _max_pool2d_setup_context(ctx, inputs, output):
+def _max_pool2d_setup_context(ctx: Any, inputs: Tuple[Any, ...],
+                              output: Tuple[torch.Tensor, torch.Tensor]) -> None:
     ctx.save_for_backward(inputs[0], output[1])
 
 
-def _max_pool2d_backward(ctx, grad_output, grad_indices):
+def _max_pool2d_backward(ctx: Any, grad_output: torch.Tensor, grad_indices: Optional[torch.Tensor]
+    ) -> Tuple[Optional[torch.Tensor], ...]:
     _refuse_double_backward("max_pool2d", grad_output)
     input, indices = ctx.saved_tensors
     return (ctx.run(_max_pool2d_backward_op, grad_output, input, indices),) + (None,) * 5
@@ -510,8 +528,9 @@ def _avg_pool2d_impl(input: torch.Tensor, kernel_size: List[int], stride: List[i
     return _result(out, _is_channels_last(input))
 
 
-def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override):
+def _avg_pool2d_fake(input: torch.Tensor, kernel_size: List[int], stride: List[int],
+                     padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                     divisor_override: Optional[int]) -> torch.Tensor:
     return _pool_fake(input, kernel_size, stride, padding, (1,), ceil_mode)
 
 
@@ -525,16 +544,17 @@ def _avg_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.Tensor,
     return _result(grad_input, _is_channels_last(input))
 
 
-def _avg_pool2d_backward_fake(grad_output, input, *conf):
+def _avg_pool2d_backward_fake(grad_output: torch.Tensor, input: torch.Tensor, *conf: Any
+    ) -> torch.Tensor:
     return _empty(input, input.shape, _fake_is_channels_last(input))
 
 
-def _avg_pool2d_setup_context(ctx, inputs, output):
+def _avg_pool2d_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
     ctx.save_for_backward(inputs[0])
     ctx.conf = inputs[1:]
 
 
-def _avg_pool2d_backward(ctx, grad_output):
+def _avg_pool2d_backward(ctx: Any, grad_output: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
     _refuse_double_backward("avg_pool2d", grad_output)
     (input,) = ctx.saved_tensors
     return (ctx.run(_avg_pool2d_backward_op, grad_output, input, *ctx.conf),) + (None,) * 6
@@ -555,8 +575,9 @@ def _conv_transpose2d_impl(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     return _result(out, _conv_channels_last(input, weight))
 
 
-def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups,
-                           dilation):
+def _conv_transpose2d_fake(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                           stride: List[int], padding: List[int], output_padding: List[int],
+                           groups: int, dilation: List[int]) -> torch.Tensor:
     batch, (h, w) = input.shape[:-3], input.shape[-2:]
     _, k, r, s = weight.shape
     (sh, sw), (ph, pw) = _pair2(stride), _pair2(padding)
@@ -567,14 +588,15 @@ def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding,
                   _conv_channels_last(input, weight, _fake_is_channels_last))
 
 
-def _exact_channels_last_weight(input, is_float32, is_channels_last):
+def _exact_channels_last_weight(input: torch.Tensor, is_float32: bool,
+                                is_channels_last: Callable[[torch.Tensor], bool]) -> bool:
     """Whether torch gives a convolution's grad_weight channels_last strides even on its size-1
     axes (float32 with a channels_last input: the oneDNN path), rather than the strides of
     ``contiguous(memory_format=torch.channels_last)``, which keeps those of size-1 axes."""
     return is_float32 and is_channels_last(input if input.dim() == 4 else input.unsqueeze(0))
 
 
-def _conv_grads(grads, input, weight):
+def _conv_grads(grads: Sequence[Any], input: torch.Tensor, weight: torch.Tensor) -> Any:
     """A convolution's (grad_input, grad_weight, grad_bias) arrays as the backward operators'
     tensors, in torch's memory formats; an empty tensor for each one not computed."""
     channels_last = _conv_channels_last(input, weight)
@@ -592,7 +614,8 @@ def _conv_grads(grads, input, weight):
                  for g in (grad_input, grad_weight, grad_bias))
 
 
-def _conv_grads_fake(input, weight, output_mask, bias_size):
+def _conv_grads_fake(input: torch.Tensor, weight: torch.Tensor, output_mask: List[bool],
+                     bias_size: int) -> Tuple[torch.Tensor, ...]:
     channels_last = _conv_channels_last(input, weight, _fake_is_channels_last)
     grad_input = _empty(input, input.shape, channels_last)
     grad_weight = weight.new_empty(weight.shape)
@@ -616,19 +639,23 @@ def _conv_transpose2d_backward_impl(grad_output: torch.Tensor, input: torch.Tens
     return _conv_grads(grads, input, weight)
 
 
-def _conv_transpose2d_backward_fake(grad_output, input, weight, stride, padding, output_padding,
-                                    groups, dilation, output_mask):
+def _conv_transpose2d_backward_fake(grad_output: torch.Tensor, input: torch.Tensor,
+                                    weight: torch.Tensor, stride: List[int], padding: List[int],
+                                    output_padding: List[int], groups: int, dilation: List[int],
+                                    output_mask: List[bool]) -> Tuple[torch.Tensor, ...]:
     return _conv_grads_fake(input, weight, output_mask, weight.shape[1] * groups)
 
 
-def _conv_transpose2d_setup_context(ctx, inputs, output):
+def _conv_transpose2d_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor
+    ) -> None:
     input, weight, bias, *conf = inputs
     ctx.save_for_backward(input, weight)
     ctx.conf = conf
     ctx.has_bias = bias is not None
 
 
-def _conv_transpose2d_backward(ctx, grad_output):
+def _conv_transpose2d_backward(ctx: Any, grad_output: torch.Tensor
+    ) -> Tuple[Optional[torch.Tensor], ...]:
     input, weight = ctx.saved_tensors
     _refuse_double_backward("conv_transpose2d", grad_output, input, weight)
     needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
@@ -645,7 +672,7 @@ _conv_transpose2d_op = _register_op(
 
 
 # adaptive_avg_pool2d, adaptive_max_pool2d ------------------------------------------------------
-def _is_global(output_size):
+def _is_global(output_size: Sequence[int]) -> bool:
     return output_size[0] == 1 and output_size[1] == 1
 
 
@@ -654,7 +681,7 @@ def _adaptive_avg_pool2d_impl(input: torch.Tensor, output_size: List[int]) -> to
     return _result(out, _is_channels_last(input))
 
 
-def _adaptive_fake(input, output_size):
+def _adaptive_fake(input: torch.Tensor, output_size: List[int]) -> torch.Tensor:
     shape = (*input.shape[:-2], *_pair2(output_size))
     return _empty(input, shape, _fake_is_channels_last(input))
 
@@ -667,16 +694,19 @@ def _adaptive_avg_pool2d_backward_impl(grad_output: torch.Tensor,
     return _result(grad_input, channels_last)
 
 
-def _adaptive_avg_pool2d_backward_fake(grad_output, input):
+def _adaptive_avg_pool2d_backward_fake(grad_output: torch.Tensor, input: torch.Tensor
+    ) -> torch.Tensor:
     channels_last = not _is_global(grad_output.shape[-2:]) and _fake_is_channels_last(input)
     return _empty(input, input.shape, channels_last)
 
 
-def _adaptive_avg_pool2d_setup_context(ctx, inputs, output):
+def _adaptive_avg_pool2d_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor
+    ) -> None:
     ctx.save_for_backward(inputs[0])
 
 
-def _adaptive_avg_pool2d_backward(ctx, grad_output):
+def _adaptive_avg_pool2d_backward(ctx: Any, grad_output: torch.Tensor
+    ) -> Tuple[Optional[torch.Tensor], ...]:
     _refuse_double_backward("adaptive_avg_pool2d", grad_output)
     (input,) = ctx.saved_tensors
     return ctx.run(_adaptive_avg_pool2d_backward_op, grad_output, input), None
@@ -697,7 +727,8 @@ def _adaptive_max_pool2d_impl(input: torch.Tensor,
     return _result(out, channels_last), _result(indices, channels_last)
 
 
-def _adaptive_max_pool2d_fake(input, output_size):
+def _adaptive_max_pool2d_fake(input: torch.Tensor, output_size: List[int]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
     out = _adaptive_fake(input, output_size)
     return out, torch.empty_like(out, dtype=torch.int64)
 
@@ -709,11 +740,14 @@ def _adaptive_max_pool2d_backward_impl(grad_output: torch.Tensor, input: torch.T
     return _result(grad_input, _is_channels_last(input))
 
 
-def _adaptive_max_pool2d_setup_context(ctx, inputs, output):
+def _adaptive_max_pool2d_setup_context(ctx: Any, inputs: Tuple[Any, ...],
+                                       output: Tuple[torch.Tensor, torch.Tensor]) -> None:
     ctx.save_for_backward(inputs[0], output[1])
 
 
-def _adaptive_max_pool2d_backward(ctx, grad_output, grad_indices):
+def _adaptive_max_pool2d_backward(ctx: Any, grad_output: torch.Tensor,
+                                  grad_indices: Optional[torch.Tensor]
+    ) -> Tuple[Optional[torch.Tensor], ...]:
     _refuse_double_backward("adaptive_max_pool2d", grad_output)
     input, indices = ctx.saved_tensors
     return ctx.run(_adaptive_max_pool2d_backward_op, grad_output, input, indices), None
@@ -728,12 +762,12 @@ _adaptive_max_pool2d_op = _register_op(
 
 
 # ------------------------------------------------------------------------------ calls
-def _caller(op, n_tensors):
+def _caller(op: Any, n_tensors: int) -> Callable[..., Any]:
     """A call of ``op`` whose first ``n_tensors`` arguments are its (optional) tensors: through
     the operator when :func:`_traced`, else its eager call (no dispatcher)."""
     eager = _EAGER[op]
 
-    def call(*args):
+    def call(*args: Any) -> Any:
         if _traced(*args[:n_tensors]):
             return op(*args)
         return eager(*args)
@@ -750,7 +784,7 @@ _adaptive_max_pool2d_call = _caller(_adaptive_max_pool2d_op, 1)
 
 
 # ------------------------------------------------------------------------------ argument lists
-def _conv_padding(padding):
+def _conv_padding(padding: Union[int, Sequence[int], str]) -> Tuple[Tuple[int, int], bool]:
     """The operators' ``(padding, same)``: 'valid' is padding 0; 'same' (which may pad one more
     row or column at the bottom/right) is a flag."""
     if isinstance(padding, str):
@@ -762,29 +796,36 @@ def _conv_padding(padding):
     return pair(padding, "padding"), False
 
 
-def _stride(stride):
+def _stride(stride: Optional[Union[int, Sequence[int]]]) -> Tuple[int, ...]:
     # torch accepts None or an empty list for "stride = kernel_size"; the operators take [].
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
         return ()
     return pair(stride, "stride")
 
 
-def _conv2d(input, weight, bias, stride, padding, dilation, groups):
+def _conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+            stride: Union[int, Sequence[int]], padding: Union[int, Sequence[int], str],
+            dilation: Union[int, Sequence[int]], groups: int) -> torch.Tensor:
     """conv2d of checked tensors: the arguments as the operator's lists (errors name them)."""
     padding, same = _conv_padding(padding)
     return _conv2d_call(input, weight, bias, pair(stride, "stride"), padding,
                       pair(dilation, "dilation"), as_int(groups, "groups"), same)
 
 
-def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+def _max_pool2d(input: torch.Tensor, kernel_size: Union[int, Sequence[int]],
+                stride: Optional[Union[int, Sequence[int]]], padding: Union[int, Sequence[int]],
+                dilation: Union[int, Sequence[int]], ceil_mode: bool, return_indices: bool
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     out, indices = _max_pool2d_call(input, pair(kernel_size, "kernel_size"), _stride(stride),
                                   pair(padding, "padding"), pair(dilation, "dilation"),
                                   as_bool(ceil_mode, "ceil_mode"))
     return (out, indices) if as_bool(return_indices, "return_indices") else out
 
 
-def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                divisor_override):
+def _avg_pool2d(input: torch.Tensor, kernel_size: Union[int, Sequence[int]],
+                stride: Optional[Union[int, Sequence[int]]], padding: Union[int, Sequence[int]],
+                ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]
+    ) -> torch.Tensor:
     if divisor_override is not None:
         divisor_override = as_int(divisor_override, "divisor_override")
     return _avg_pool2d_call(input, pair(kernel_size, "kernel_size"), _stride(stride),
@@ -792,7 +833,10 @@ def _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pa
                           as_bool(count_include_pad, "count_include_pad"), divisor_override)
 
 
-def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+def _conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      stride: Union[int, Sequence[int]], padding: Union[int, Sequence[int]],
+                      output_padding: Union[int, Sequence[int]], groups: int,
+                      dilation: Union[int, Sequence[int]]) -> torch.Tensor:
     """conv_transpose2d of checked tensors: the arguments as the operator's lists."""
     if isinstance(padding, str):
         raise ValueError(
@@ -804,7 +848,8 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
                                   as_int(groups, "groups"), pair(dilation, "dilation"))
 
 
-def _adaptive_size(input, output_size):
+def _adaptive_size(input: torch.Tensor, output_size: Union[int, None, Sequence[Optional[int]]]
+    ) -> List[int]:
     """The operators' output size: ``output_size`` checked, its ``None`` entries (the input's
     size along that axis) replaced."""
     oh, ow = adaptive_output_param(output_size)
@@ -815,7 +860,9 @@ def _adaptive_size(input, output_size):
 
 
 # ------------------------------------------------------------------------------ functional
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int], str] = 0,
+           dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> torch.Tensor:
     """``torch.nn.functional.conv2d`` on fastconv (padding may be an int, a pair, 'valid' or
     'same'): the operator ``torch.ops.fastconv.conv2d``."""
     _check_tensor(input, "input")
@@ -825,24 +872,32 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool2d(input: torch.Tensor, kernel_size: Union[int, Sequence[int]],
+               stride: Optional[Union[int, Sequence[int]]] = None,
+               padding: Union[int, Sequence[int]] = 0, dilation: Union[int, Sequence[int]] = 1,
+               ceil_mode: bool = False, return_indices: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """``torch.nn.functional.max_pool2d`` on fastconv (``torch.ops.fastconv.max_pool2d``); the
     indices (if returned) are torch's: int64 flat positions ``h * W + w`` in each input plane."""
     _check_tensor(input, "input")
     return _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+def avg_pool2d(input: torch.Tensor, kernel_size: Union[int, Sequence[int]],
+               stride: Optional[Union[int, Sequence[int]]] = None,
+               padding: Union[int, Sequence[int]] = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Optional[int] = None
+    ) -> torch.Tensor:
     """``torch.nn.functional.avg_pool2d`` on fastconv (``torch.ops.fastconv.avg_pool2d``)."""
     _check_tensor(input, "input")
     return _avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override)
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
+def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+                     output_padding: Union[int, Sequence[int]] = 0, groups: int = 1,
+                     dilation: Union[int, Sequence[int]] = 1) -> torch.Tensor:
     """``torch.nn.functional.conv_transpose2d`` on fastconv (weight ``(C_in, C_out // groups,
     kH, kW)``): the operator ``torch.ops.fastconv.conv_transpose2d``."""
     _check_tensor(input, "input")
@@ -853,14 +908,17 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                              dilation)
 
 
-def adaptive_avg_pool2d(input, output_size):
+def adaptive_avg_pool2d(input: torch.Tensor, output_size: Union[int, None, Sequence[Optional[int]]]
+    ) -> torch.Tensor:
     """``torch.nn.functional.adaptive_avg_pool2d`` on fastconv (output_size: an int, or a pair
     whose ``None`` entries keep the input's size): ``torch.ops.fastconv.adaptive_avg_pool2d``."""
     _check_tensor(input, "input")
     return _adaptive_avg_pool2d_call(input, _adaptive_size(input, output_size))
 
 
-def adaptive_max_pool2d(input, output_size, return_indices=False):
+def adaptive_max_pool2d(input: torch.Tensor, output_size: Union[int, None, Sequence[Optional[int]]],
+                        return_indices: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """``torch.nn.functional.adaptive_max_pool2d`` on fastconv
     (``torch.ops.fastconv.adaptive_max_pool2d``); the indices (if returned) are torch's: int64
     flat positions ``h * W + w`` in each input plane."""
@@ -879,7 +937,9 @@ class Conv2dFunction:
     """
 
     @staticmethod
-    def apply(input, weight, bias, stride, padding, dilation, groups):
+    def apply(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+              stride: Union[int, Sequence[int]], padding: Union[int, Sequence[int], str],
+              dilation: Union[int, Sequence[int]], groups: int) -> torch.Tensor:
         return conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 
@@ -891,7 +951,10 @@ class ConvTranspose2dFunction:
     """
 
     @staticmethod
-    def apply(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    def apply(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+              stride: Union[int, Sequence[int]], padding: Union[int, Sequence[int]],
+              output_padding: Union[int, Sequence[int]], groups: int,
+              dilation: Union[int, Sequence[int]]) -> torch.Tensor:
         return conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
                                 dilation)
 
@@ -904,7 +967,10 @@ class MaxPool2dFunction:
     """
 
     @staticmethod
-    def apply(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    def apply(input: torch.Tensor, kernel_size: Union[int, Sequence[int]],
+              stride: Optional[Union[int, Sequence[int]]], padding: Union[int, Sequence[int]],
+              dilation: Union[int, Sequence[int]], ceil_mode: bool, return_indices: bool
+              ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode,
                           return_indices)
 
@@ -917,8 +983,10 @@ class AvgPool2dFunction:
     """
 
     @staticmethod
-    def apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override):
+    def apply(input: torch.Tensor, kernel_size: Union[int, Sequence[int]],
+              stride: Optional[Union[int, Sequence[int]]], padding: Union[int, Sequence[int]],
+              ceil_mode: bool, count_include_pad: bool,
+              divisor_override: Optional[int]) -> torch.Tensor:
         return avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor_override)
 
@@ -930,7 +998,8 @@ class AdaptiveAvgPool2dFunction:
     """
 
     @staticmethod
-    def apply(input, output_size):
+    def apply(input: torch.Tensor, output_size: Union[int, None, Sequence[Optional[int]]]
+              ) -> torch.Tensor:
         return adaptive_avg_pool2d(input, output_size)
 
 
@@ -942,12 +1011,13 @@ class AdaptiveMaxPool2dFunction:
     """
 
     @staticmethod
-    def apply(input, output_size, return_indices):
+    def apply(input: torch.Tensor, output_size: Union[int, None, Sequence[Optional[int]]],
+              return_indices: bool) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         return adaptive_max_pool2d(input, output_size, return_indices)
 
 
 # ------------------------------------------------------------------------------ modules
-def _fastconv_takes(*tensors):
+def _fastconv_takes(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether fastconv computes with these tensors (None is skipped): dense float32 or float64
     CPU tensors. A swapped layer called with others (a half-precision model, a model moved to
     another device after the swap) runs on torch, so that a swap never breaks a model."""
@@ -957,7 +1027,7 @@ def _fastconv_takes(*tensors):
     return True
 
 
-def _refuse_scripting(module):
+def _refuse_scripting(module: torch.nn.Module) -> NoReturn:
     raise RuntimeError(
         f"torch.jit.script cannot compile fastconv.torch.{type(module).__name__} (its forward "
         "is Python). Trace the model instead (torch.jit.trace; saved models load after "
@@ -973,7 +1043,8 @@ class Conv2d(torch.nn.Conv2d):
     or devices), run on torch, as ``torch.nn.Conv2d`` would.
     """
 
-    def _conv_forward(self, input, weight, bias):
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+        ) -> torch.Tensor:
         if self.padding_mode != "zeros" or not _fastconv_takes(input, weight, bias):
             return super()._conv_forward(input, weight, bias)
         # the module's hyper-parameters are already ints and pairs (torch checked them)
@@ -992,11 +1063,14 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
     not take (other dtypes or devices), run on torch, as ``torch.nn.ConvTranspose2d`` would.
     """
 
-    def forward(self, input, output_size=None):
+    def forward(self, input: torch.Tensor, output_size: Optional[List[int]] = None
+                ) -> torch.Tensor:
         if self.padding_mode != "zeros" or not _fastconv_takes(input, self.weight, self.bias):
             return super().forward(input, output_size)
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
-                                              self.kernel_size, 2, self.dilation)
+        # (torch's annotations of its own method say lists; its attributes are tuples)
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding,  # type: ignore[arg-type]
+            self.kernel_size, 2, self.dilation)  # type: ignore[arg-type]
         return _conv_transpose2d_call(input, self.weight, self.bias, self.stride, self.padding,
                                       output_padding, self.groups, self.dilation)
 
@@ -1007,7 +1081,8 @@ class MaxPool2d(torch.nn.MaxPool2d):
     """``torch.nn.MaxPool2d`` computed by fastconv (same constructor and behaviour); inputs
     fastconv does not take (other dtypes or devices) run on torch."""
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         if not _fastconv_takes(input):
             return super().forward(input)
         return _max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -1020,7 +1095,7 @@ class AvgPool2d(torch.nn.AvgPool2d):
     """``torch.nn.AvgPool2d`` computed by fastconv (same constructor and behaviour); inputs
     fastconv does not take (other dtypes or devices) run on torch."""
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not _fastconv_takes(input):
             return super().forward(input)
         return _avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -1033,7 +1108,7 @@ class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
     """``torch.nn.AdaptiveAvgPool2d`` computed by fastconv (same constructor and behaviour);
     inputs fastconv does not take (other dtypes or devices) run on torch."""
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not _fastconv_takes(input):
             return super().forward(input)
         return _adaptive_avg_pool2d_call(input, _adaptive_size(input, self.output_size))
@@ -1045,7 +1120,8 @@ class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
     """``torch.nn.AdaptiveMaxPool2d`` computed by fastconv (same constructor and behaviour);
     inputs fastconv does not take (other dtypes or devices) run on torch."""
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         if not _fastconv_takes(input):
             return super().forward(input)
         out, indices = _adaptive_max_pool2d_call(input, _adaptive_size(input, self.output_size))
@@ -1061,7 +1137,7 @@ _TO_FASTCONV = {torch.nn.Conv2d: Conv2d, torch.nn.ConvTranspose2d: ConvTranspose
 _TO_TORCH = {v: k for k, v in _TO_FASTCONV.items()}
 
 
-def _swappable(module):
+def _swappable(module: torch.nn.Module) -> bool:
     if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
         if module.padding_mode != "zeros":
             return False
@@ -1069,7 +1145,8 @@ def _swappable(module):
     return True
 
 
-def swap_modules(model, *, example_input=None, training=None):
+def swap_modules(model: _Model, *, example_input: Any = None, training: Optional[bool] = None
+    ) -> _Model:
     """Run every supported layer of ``model`` on fastconv; returns ``model`` (changed in place).
 
     Each ``torch.nn.Conv2d``, ``torch.nn.ConvTranspose2d``, ``torch.nn.MaxPool2d``,
@@ -1114,7 +1191,7 @@ def swap_modules(model, *, example_input=None, training=None):
     return model
 
 
-def swap_report(model):
+def swap_report(model: torch.nn.Module) -> List[Any]:
     """What :func:`swap_modules` chose for each layer of ``model`` given an ``example_input``: a
     list of ``(name, layer, torch_ms, fastconv_ms, choice)`` named tuples, one per swapped layer,
     ``choice`` being ``'torch'`` or ``'fastconv'`` (empty if no choice was made)."""
@@ -1122,7 +1199,7 @@ def swap_report(model):
     return report(model)
 
 
-def unswap_modules(model):
+def unswap_modules(model: _Model) -> _Model:
     """Undo :func:`swap_modules`: every fastconv module in ``model`` becomes torch's again (in
     place); returns ``model``."""
     if not isinstance(model, torch.nn.Module):
