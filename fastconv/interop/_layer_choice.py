@@ -15,10 +15,13 @@ as BatchNorm's running statistics), each submodule's training flag, the paramete
 and the random number generator are as they were. The timed calls go to ``forward`` directly,
 so the model's hooks run only during the one pass over the example input.
 """
+from __future__ import annotations
+
 import collections
 import statistics
 import time
 import weakref
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 
@@ -39,10 +42,11 @@ LayerChoice.__doc__ = """One layer's entry in :func:`swap_report`.
     choice: ``'torch'`` or ``'fastconv'``.
 """
 
-_REPORTS = weakref.WeakKeyDictionary()  # model -> its last report; no attribute on the model
+_REPORTS: weakref.WeakKeyDictionary[torch.nn.Module, List[LayerChoice]] = \
+    weakref.WeakKeyDictionary()  # model -> its last report; no attribute on the model
 
 
-def check_arguments(example_input, training):
+def check_arguments(example_input: Any, training: Optional[bool]) -> Tuple[Any, ...]:
     """The positional arguments of ``model(*args)`` for ``example_input``: a tensor, or a tuple or
     list of arguments (as ``torch.jit.trace`` takes); ``training`` is None or a bool."""
     if training is not None and not isinstance(training, bool):
@@ -58,7 +62,7 @@ def check_arguments(example_input, training):
     )
 
 
-def swap_report(model):
+def swap_report(model: torch.nn.Module) -> List[LayerChoice]:
     """What :func:`swap_modules` chose for each layer of ``model`` on its ``example_input``.
 
     Returns:
@@ -75,7 +79,8 @@ def swap_report(model):
 Capture = collections.namedtuple("Capture", "calls data training")
 
 
-def capture(model, example_input, training, kinds):
+def capture(model: torch.nn.Module, example_input: Any, training: Optional[bool],
+            kinds: Tuple[type, ...]) -> Capture:
     """Check the arguments, then run ``model(*example_input)`` once without gradients and keep
     the arguments of every call of a module whose class is in ``kinds``; the model is left as it
     was (see :func:`_capture_calls`). Called before the swap, so that an example input the model
@@ -96,7 +101,8 @@ def capture(model, example_input, training, kinds):
     return Capture(calls, data, training)
 
 
-def choose_layers(model, captured, to_torch):
+def choose_layers(model: torch.nn.Module, captured: Capture, to_torch: Dict[type, type]
+    ) -> List[LayerChoice]:
     """Put back on torch each fastconv layer of ``model`` that torch runs faster on the
     arguments ``captured`` (from :func:`capture`) holds for it; record the report (see
     :func:`swap_report`) and return it.
@@ -107,7 +113,7 @@ def choose_layers(model, captured, to_torch):
         to_torch: maps each fastconv layer class to its torch class.
     """
     training, data = captured.training, captured.data
-    names = {}
+    names: Dict[Any, Any] = {}
     for name, module in model.named_modules():  # a layer used twice keeps its first name
         if type(module) in to_torch:
             names.setdefault(module, name)
@@ -135,15 +141,16 @@ def choose_layers(model, captured, to_torch):
     return report
 
 
-def _capture_calls(model, args, modules, training):
+def _capture_calls(model: torch.nn.Module, args: Tuple[Any, ...], modules: List[torch.nn.Module],
+                   training: bool) -> Tuple[Dict[torch.nn.Module, List[Tuple[Any, ...]]], Set[int]]:
     """Run ``model(*args)`` once without gradients, in ``training`` mode; leave the model's state
     as it was. Returns each module's positional arguments, one tuple per call, and the ids of
     the kept tensors that are the model's own inputs."""
-    calls = {module: [] for module in modules}
+    calls: Dict[torch.nn.Module, List[Tuple[Any, ...]]] = {module: [] for module in modules}
     inputs = {id(a) for a in args if isinstance(a, torch.Tensor)}
     data = set()
 
-    def copy(a):
+    def copy(a: Any) -> Any:
         # a copy: the model may later change the tensor in place (x += identity)
         if not isinstance(a, torch.Tensor):
             return a
@@ -152,7 +159,7 @@ def _capture_calls(model, args, modules, training):
             data.add(id(kept))
         return kept
 
-    def keep(module, args):
+    def keep(module: torch.nn.Module, args: Tuple[Any, ...]) -> None:
         calls[module].append(tuple(copy(a) for a in args))
 
     modes = [(m, m.training) for m in model.modules()]
@@ -173,7 +180,7 @@ def _capture_calls(model, args, modules, training):
     return calls, data
 
 
-def _prepare(call, training, data):
+def _prepare(call: Tuple[Any, ...], training: bool, data: Set[int]) -> Tuple[Any, ...]:
     """The arguments a timed call gets: for training, tensors that need a gradient as they would
     in the model (every activation, but not the model's own inputs)."""
     if not training:
@@ -185,13 +192,14 @@ def _prepare(call, training, data):
     )
 
 
-def _runner(module, cls, home_cls, call, training):
+def _runner(module: torch.nn.Module, cls: Any, home_cls: type, call: Tuple[Any, ...],
+            training: bool) -> Callable[[], None]:
     """A function running ``module``'s forward as class ``cls`` on ``call`` (and its backward if
     ``training``), without the module's hooks; the module is of ``home_cls`` between calls."""
     inputs = [a for a in call if isinstance(a, torch.Tensor) and a.requires_grad]
-    grad_out = []
+    grad_out: List[Any] = []
 
-    def run():
+    def run() -> None:
         module.__class__ = cls
         try:
             if not training:
@@ -213,10 +221,11 @@ def _runner(module, cls, home_cls, call, training):
     return run
 
 
-def _time_candidates(module, run_torch, run_fastconv):
+def _time_candidates(module: torch.nn.Module, run_torch: Callable[[], None],
+                     run_fastconv: Callable[[], None]) -> Tuple[float, float]:
     """Median seconds of ``run_torch()`` and ``run_fastconv()`` (``module`` is the layer they run;
     tests replace this function to decide the outcome without timing)."""
-    times = ([], [])
+    times: Tuple[List[float], List[float]] = ([], [])
     runs = (run_torch, run_fastconv)
     for run in runs:  # warm-up: workspaces, thread pools
         run()

@@ -28,9 +28,16 @@ of each maximum in its input plane). Where several inputs of a window share the 
 gradient goes to the first of them in row-major order (like ``np.argmax`` in the naive layers,
 unlike the reshape-based fast layer, which gives it to all of them).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
 import numpy as np
 
 from .. import functional as F
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "conv_forward_fast",
@@ -46,14 +53,14 @@ __all__ = [
 ]
 
 
-def _as_arrays(*arrays):
+def _as_arrays(*arrays: Any) -> List[NDArray[Any]]:
     """The arrays in one dtype: float32 if all of them are float32, else float64."""
-    arrays = [np.asarray(a) for a in arrays]
+    arrays = [np.asarray(a) for a in arrays]  # type: ignore[assignment]  # (a list now)
     dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
     return [a.astype(dtype, copy=False) for a in arrays]
 
 
-def _get(param, key, name, default=None):
+def _get(param: Dict[str, Any], key: str, name: str, default: Any = None) -> Any:
     if not isinstance(param, dict):
         raise TypeError(f"{name} must be a dict, got {type(param).__name__}")
     if key in param:
@@ -63,13 +70,14 @@ def _get(param, key, name, default=None):
     raise KeyError(f"{name} has no key {key!r} (keys: {sorted(param)})")
 
 
-def _check_4d(x, name):
+def _check_4d(x: NDArray[Any], name: str) -> None:
     if x.ndim != 4:
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {x.shape}")
 
 
 # ------------------------------------------------------------------------------------ conv
-def conv_forward_fast(x, w, b, conv_param):
+def conv_forward_fast(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike], conv_param: Dict[str, Any]
+    ) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """Convolution layer forward pass.
 
     Args:
@@ -98,7 +106,7 @@ def conv_forward_fast(x, w, b, conv_param):
     return out, (x, w, stride, pad, b is not None)
 
 
-def conv_backward_fast(dout, cache):
+def conv_backward_fast(dout: ArrayLike, cache: Tuple[Any, ...]) -> Tuple[Any, ...]:
     """Convolution layer backward pass.
 
     Args:
@@ -116,7 +124,7 @@ def conv_backward_fast(dout, cache):
 
 
 # ------------------------------------------------------------------------------------ pooling
-def _pool_geometry(x, pool_param):
+def _pool_geometry(x: NDArray[Any], pool_param: Dict[str, Any]) -> Tuple[Tuple[int, int], int, int]:
     _check_4d(x, "x")
     ph = _get(pool_param, "pool_height", "pool_param")
     pw = _get(pool_param, "pool_width", "pool_param")
@@ -125,7 +133,8 @@ def _pool_geometry(x, pool_param):
     return (ph, pw), stride, pad
 
 
-def max_pool_forward_fast(x, pool_param):
+def max_pool_forward_fast(x: ArrayLike, pool_param: Dict[str, Any]
+    ) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """Max-pooling layer forward pass.
 
     Args:
@@ -143,7 +152,7 @@ def max_pool_forward_fast(x, pool_param):
     return out, (x.shape, x.dtype, indices)
 
 
-def max_pool_backward_fast(dout, cache):
+def max_pool_backward_fast(dout: ArrayLike, cache: Tuple[Any, ...]) -> NDArray[Any]:
     """Max-pooling layer backward pass: each gradient goes to the argmax of its window.
 
     Args:
@@ -158,7 +167,8 @@ def max_pool_backward_fast(dout, cache):
     return F.max_pool2d_backward(dout, indices, shape)
 
 
-def avg_pool_forward_fast(x, pool_param):
+def avg_pool_forward_fast(x: ArrayLike, pool_param: Dict[str, Any]
+    ) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """Average-pooling layer forward pass (same arguments as :func:`max_pool_forward_fast`).
 
     Returns:
@@ -171,7 +181,7 @@ def avg_pool_forward_fast(x, pool_param):
     return out, (x.shape, x.dtype, kernel, stride, pad)
 
 
-def avg_pool_backward_fast(dout, cache):
+def avg_pool_backward_fast(dout: ArrayLike, cache: Tuple[Any, ...]) -> NDArray[Any]:
     """Average-pooling layer backward pass.
 
     Args:
@@ -187,7 +197,8 @@ def avg_pool_backward_fast(dout, cache):
 
 
 # ------------------------------------------------------------------------------------ sandwiches
-def conv_relu_forward(x, w, b, conv_param):
+def conv_relu_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike], conv_param: Dict[str, Any]
+    ) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """Convolution followed by a ReLU. Returns ``(out, cache)``, ``cache = (conv_cache, relu_cache)``
     as in ``layer_utils.py`` (``relu_cache`` is the convolution's output)."""
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
@@ -195,14 +206,16 @@ def conv_relu_forward(x, w, b, conv_param):
     return out, (conv_cache, a)
 
 
-def conv_relu_backward(dout, cache):
+def conv_relu_backward(dout: ArrayLike, cache: Tuple[Any, ...]) -> Tuple[Any, ...]:
     """Backward pass of :func:`conv_relu_forward`. Returns ``(dx, dw, db)``."""
     conv_cache, a = cache
     da = np.where(a > 0, dout, 0).astype(a.dtype, copy=False)
     return conv_backward_fast(da, conv_cache)
 
 
-def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
+def conv_relu_pool_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
+                           conv_param: Dict[str, Any], pool_param: Dict[str, Any]
+    ) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """Convolution, ReLU, then max pooling. Returns ``(out, cache)``,
     ``cache = (conv_cache, relu_cache, pool_cache)`` as in ``layer_utils.py``."""
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
@@ -211,7 +224,7 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     return out, (conv_cache, a, pool_cache)
 
 
-def conv_relu_pool_backward(dout, cache):
+def conv_relu_pool_backward(dout: ArrayLike, cache: Tuple[Any, ...]) -> Tuple[Any, ...]:
     """Backward pass of :func:`conv_relu_pool_forward`. Returns ``(dx, dw, db)``."""
     conv_cache, relu_cache, pool_cache = cache
     ds = max_pool_backward_fast(dout, pool_cache)
