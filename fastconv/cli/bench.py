@@ -20,6 +20,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,7 +35,7 @@ PROG = "fastconv bench"
 class Case:
     name: str
     kind: str  # 'conv', 'conv_transpose', 'max', 'avg'
-    shape: tuple  # input (N, C, H, W)
+    shape: Tuple[int, ...]  # input (N, C, H, W)
     k: int = 0  # conv output channels
     kernel: int = 3
     stride: int = 1
@@ -43,7 +44,7 @@ class Case:
     groups: int = 1
     count_include_pad: bool = True
     output_padding: int = 0  # conv_transpose only
-    activation: str = None  # conv: applied after it, fused (fastconv) and as a pass (unfused)
+    activation: Optional[str] = None  # conv: applied after it, fused (fastconv) and as a pass (unfused)
 
     def conv_kwargs(self):
         kw = dict(stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.groups)
@@ -163,10 +164,10 @@ def _fastconv_fns(case, x, w, b, impl):
 
         return fwd, fwd_bwd
 
-    def fwd():
+    def fwd():  # type: ignore[no-redef]  # (this branch's closures)
         return impl.avg_pool2d(x, **kw)
 
-    def fwd_bwd():
+    def fwd_bwd():  # type: ignore[no-redef]  # (this branch's closures)
         y = impl.avg_pool2d(x, **kw)
         return impl.avg_pool2d_backward(np.ones_like(y), x.shape, **kw)
 
@@ -198,11 +199,11 @@ def _torch_fns(torch, case, x, w, b):
     kw = case.pool_kwargs()
     op = F.max_pool2d if case.kind == "max" else F.avg_pool2d
 
-    def fwd():
+    def fwd():  # type: ignore[no-redef]  # (this branch's closures)
         with torch.no_grad():
             return op(xt, **kw)
 
-    def fwd_bwd():
+    def fwd_bwd():  # type: ignore[no-redef]  # (this branch's closures)
         y = op(xg, **kw)
         y.backward(torch.ones_like(y))
         xg.grad = None
@@ -218,7 +219,7 @@ def _time_in_blocks(fns, repeats, warmup=2, rounds=5):
     idle threads spin for a while after a parallel region, and on a machine with as many cores
     as threads, call-by-call alternation would time each runtime fighting the other's spinning.
     """
-    times = {name: [] for name in fns}
+    times: Dict[str, List[float]] = {name: [] for name in fns}
     per_round = max(1, -(-repeats // rounds))
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -283,8 +284,8 @@ def _batch_im2col_mb(case, out_shape, itemsize=4):
 class Row:
     case: str
     kind: str
-    ms: dict = field(default_factory=dict)  # contender/pass -> median ms
-    gflops: dict = field(default_factory=dict)
+    ms: Dict[str, float] = field(default_factory=dict)  # contender/pass -> median ms
+    gflops: Dict[str, float] = field(default_factory=dict)
     ratio_fwd: float = float("nan")
     ratio_fwd_bwd: float = float("nan")
     workspace_mb: float = 0.0
@@ -347,7 +348,7 @@ def run_case(case, torch, repeats, with_reference, peak, rng):
     if case.kind in CONV_KINDS:
         _conv_rates(row, case, out_shape, peak)
     as64 = [None if a is None else a.astype(np.float64) for a in (x, w, b)]
-    f64 = _fastconv_fns(case, *as64, functional)[0]
+    f64 = _fastconv_fns(case, *as64, functional)[0]  # type: ignore[call-arg]  # (3 arrays)
     # On compute-bound layers the ratio sits at 2 (half the SIMD lanes, the same fraction of
     # peak), so it is measured in pairs of blocks, over more calls than the torch comparison.
     row.f64_over_f32 = _ratio_in_rounds(f64, fwd, calls=max(1, (6 * repeats) // 11))

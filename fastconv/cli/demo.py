@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from typing import Any, List
 
 import numpy as np
 
@@ -209,6 +210,7 @@ def predict(model, x, batch_size=EVAL_BATCH):
 def _feature_maps(model, image):
     """``([(name, maps)], probs)``: the activations after each conv layer (after its ReLU when
     one follows) for one ``(C, H, W)`` image, and the softmax output."""
+    found: List[Any]
     x, found, layers = image[None], [], list(model)
     model.eval()
     for i, m in enumerate(layers):
@@ -286,7 +288,7 @@ def draw_feature_maps(model, image, label, path):
     subfigs = fig.subfigures(
         1 + len(stages), 1, height_ratios=[2.2] + [0.9 * r + 0.4 for r in rows_per_stage]
     )
-    top = subfigs[0].subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})
+    top = subfigs[0].subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})  # type: ignore[index]
     top[0].imshow(image[0], cmap="gray_r", interpolation="nearest")
     top[0].set_axis_off()
     pred = int(np.argmax(probs))
@@ -299,7 +301,7 @@ def draw_feature_maps(model, image, label, path):
     top[1].set_xticks(range(len(probs)))
     top[1].set_ylim(0, 1)
     top[1].set_title(f"softmax output: predicted {pred} ({probs[pred]:.1%})", fontsize=9)
-    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):
+    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):  # type: ignore[index]
         axes = sf.subplots(r, cols, squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.set_axis_off()
@@ -381,7 +383,7 @@ def _parse_meta(text, path):
                    ("channels", 0)):
         value = meta.get(key)
         ok = (
-            _positive_ints(value) and (n == 0 and len(value) > 0 or len(value) == n)
+            _positive_ints(value) and (n == 0 and len(value) > 0 or len(value) == n)  # type: ignore[arg-type]
             if n is not None
             else _positive_ints([value])
         )
