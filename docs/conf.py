@@ -1,26 +1,20 @@
 """Sphinx configuration of fastconv's documentation.
 
-Build from the repository root (the package must be importable: installed, or on PYTHONPATH after
-``python setup.py build_ext --inplace``)::
+Build from the repository root, with fastconv importable (installed, or the source tree on
+PYTHONPATH after ``python setup.py build_ext --inplace``)::
 
     pip install ".[docs]"
     sphinx-build -W --keep-going -b html docs docs/_build/html
 """
-import importlib.util
 import os
 import re
-import sys
 
-# An installed fastconv is used when there is one; otherwise the source tree (its compiled module
-# built in place), so that `sphinx-build docs ...` works from a checkout too.
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-if importlib.util.find_spec("fastconv") is None:
-    sys.path.insert(0, ROOT)
+from sphinx.util import logging
 
-import fastconv  # noqa: E402
-from sphinx.util import logging  # noqa: E402
+import fastconv
 
 logger = logging.getLogger(__name__)
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 project = "fastconv"
 author = "the fastconv authors"
@@ -49,16 +43,15 @@ autodoc_typehints = "description"
 # fastconv.torch needs PyTorch, an optional dependency, and registers its operators with torch on
 # import, so it cannot be documented from a mock (autodoc_mock_imports): without torch, its page
 # says so instead of failing the build (CI installs torch, so its pages are complete).
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-if HAVE_TORCH:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        HAVE_TORCH = False
+try:
+    import torch  # noqa: F401
 
-# README.md is the front page: its headings become anchors, and its code blocks are Python.
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+# README.md is the front page; its headings get anchors (index.html#pooling, ...).
 myst_heading_anchors = 3
-myst_enable_extensions = ["colon_fence"]
 
 html_theme = "alabaster"
 html_title = f"fastconv {release}"
