@@ -6,6 +6,8 @@ PYTHONPATH after ``python setup.py build_ext --inplace``)::
     pip install ".[docs]"
     sphinx-build -W --keep-going -b html docs docs/_build/html
 """
+import importlib
+import inspect
 import os
 import re
 
@@ -39,6 +41,7 @@ napoleon_use_rtype = False
 
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 autodoc_typehints = "description"
+autodoc_preserve_defaults = True  # signatures show defaults as written (dtype=np.float32)
 
 # fastconv.torch needs PyTorch, an optional dependency, and registers its operators with torch on
 # import, so it cannot be documented from a mock (autodoc_mock_imports): without torch, its page
@@ -84,6 +87,18 @@ def _torch_page_without_torch(app, docname, source):
         )
 
 
+# fastconv.torch and fastconv.optim are import paths for fastconv.interop.torch and
+# fastconv.nn.optim, whose docstrings hold the overview: their pages show it too.
+_REEXPORTED = {"fastconv.torch": "fastconv.interop.torch", "fastconv.optim": "fastconv.nn.optim"}
+
+
+def _add_reexported_overview(app, what, name, obj, options, lines):
+    if what == "module" and name in _REEXPORTED:
+        source = importlib.import_module(_REEXPORTED[name])
+        lines.extend([""] + inspect.cleandoc(source.__doc__).splitlines())
+
+
 def setup(app):
+    app.connect("autodoc-process-docstring", _add_reexported_overview)
     app.connect("include-read", _link_readme_sources_to_api)
     app.connect("source-read", _torch_page_without_torch)

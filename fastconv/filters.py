@@ -98,7 +98,8 @@ def gaussian(sigma, size=None):
         a ``(size, size)`` float64 array.
 
     Raises:
-        ValueError naming ``sigma`` or ``size`` when out of range, before anything is allocated.
+        ValueError: naming ``sigma`` or ``size`` when out of range, before anything is
+            allocated.
     """
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0 \
             or not math.isfinite(sigma):

@@ -22,7 +22,11 @@ def _nonnegative(value, name):
 
 
 class Optimizer:
-    """Base class: holds the parameter list and a per-parameter ``state`` dict."""
+    """Base class: holds the parameter list and a per-parameter ``state`` dict.
+
+    ``step()`` updates every parameter from its ``.grad`` (skipping those whose ``.grad`` is
+    None); ``zero_grad()`` clears the gradients before the next backward pass.
+    """
 
     def __init__(self, params, lr):
         self.params = list(params)
