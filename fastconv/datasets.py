@@ -116,7 +116,7 @@ def read_idx(path: StrPath, *, max_bytes: int = IDX_MAX_BYTES) -> NDArray[Any]:
     Raises:
         FileNotFoundError: no such file.
         IsADirectoryError: ``path`` is a directory.
-        ValueError (naming ``path``): not an IDX file (bad magic number or type code), a declared
+        ValueError: (naming ``path``) not an IDX file (bad magic number or type code), a declared
             size above ``max_bytes``, truncated (fewer bytes than the header declares, including a
             cut gzip stream), trailing bytes after the data, or corrupt gzip data.
     """
@@ -223,9 +223,10 @@ def load_mnist(directory: StrPath, split: str = "train"
         ``labels``: int64 ``(N,)`` with values 0..9.
 
     Raises:
-        FileNotFoundError for a missing file; ValueError for a truncated file, an image file that
-        is not 3-D uint8, a label file that is not 1-D uint8 (e.g. the two swapped), label values
-        outside 0..9, or image and label files of different lengths.
+        FileNotFoundError: a missing file (or directory).
+        ValueError: a truncated file, an image file that is not 3-D uint8, a label file that is
+            not 1-D uint8 (e.g. the two swapped), label values outside 0..9, or image and label
+            files of different lengths.
     """
     _check_split(split)
     if split == "all":

@@ -28,12 +28,12 @@ indices (downwards); with ``'convolve'`` the signs flip.
 **Padding modes** (:func:`pad2d`, the names and results of ``torch.nn.functional.pad`` and of
 ``torch.nn.Conv2d(padding_mode=...)``), for the row ``a b c d`` padded by 2 on each side:
 
-=============  ===================  ===========================================================
+=============  =======================  =======================================================
 ``zeros``      ``0 0 | a b c d | 0 0``  (``'constant'`` in ``F.pad``; any ``value``)
 ``reflect``    ``c b | a b c d | c b``  mirror without repeating the edge (pad < size)
 ``replicate``  ``a a | a b c d | d d``  repeat the edge
 ``circular``   ``c d | a b c d | a b``  wrap around, periodic (pad <= size)
-=============  ===================  ===========================================================
+=============  =======================  =======================================================
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def gaussian(sigma: float, size: Optional[int] = None) -> NDArray[np.float64]:
         a ``(size, size)`` float64 array.
 
     Raises:
-        ValueError naming ``sigma`` or ``size`` when out of range, before anything is allocated.
+        ValueError: naming ``sigma`` or ``size`` when out of range, before anything is
+            allocated.
     """
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0 \
             or not math.isfinite(sigma):

@@ -165,7 +165,8 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[i
         for any number of threads.
 
     Raises:
-        ValueError: the shapes disagree. TypeError: wrong dtype or input_shape.
+        ValueError: the shapes disagree.
+        TypeError: wrong dtype or input_shape.
     """
     grad_output, go4, shape4, unbatched = _check_grad_output(grad_output, input_shape)
     check_size(shape4, grad_output.itemsize, "grad_input (input_shape)")
@@ -201,7 +202,8 @@ def adaptive_max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike,
 
     Raises:
         ValueError: if an index lies outside its plane (nothing is ever written out of bounds),
-            or the shapes disagree. TypeError: wrong dtypes.
+            or the shapes disagree.
+        TypeError: wrong dtypes.
     """
     _check_grad_output(grad_output, input_shape)
     return max_pool2d_backward(grad_output, indices, input_shape)

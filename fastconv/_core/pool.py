@@ -190,7 +190,8 @@ def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape:
 
     Raises:
         ValueError: if an index lies outside its plane (nothing is ever written out of bounds),
-            or the shapes disagree. TypeError: wrong dtypes.
+            or the shapes disagree.
+        TypeError: wrong dtypes.
     """
     grad_output = as_float_array(grad_output, "grad_output")
     indices = as_index_array(indices, "indices")

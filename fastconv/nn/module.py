@@ -75,6 +75,11 @@ class Module:
 
     Subclasses implement ``forward(x)`` and ``backward(grad_output) -> grad_input`` and call
     ``super().__init__()`` before assigning attributes.
+
+    ``module(x)`` runs ``forward(x)``, which returns the output and caches what the backward
+    pass needs; ``backward(grad_output)`` then takes the gradient of the loss with respect to that
+    output and returns the gradient with respect to ``x``, *adding* the gradients of the
+    parameters to their ``.grad`` (clear them with :meth:`zero_grad` or the optimiser's).
     """
 
     _parameters: Dict[str, Parameter]
@@ -180,8 +185,8 @@ class Module:
                 names are ignored.
 
         Raises:
-            ValueError naming the missing/unexpected keys, or the key and both shapes of a shape
-            mismatch. Nothing is modified unless everything matches.
+            ValueError: naming the missing/unexpected keys, or the key and both shapes of a
+                shape mismatch. Nothing is modified unless everything matches.
         """
         params = OrderedDict(self.named_parameters())
         keys = list(state_dict.keys())
@@ -229,10 +234,12 @@ class Module:
             self.
 
         Raises:
-            FileNotFoundError / IsADirectoryError: no such file, or a directory.
-            ValueError naming ``path``: not an ``.npz`` archive (not a zip, truncated, corrupt), a
-            missing or unexpected name, an entry of another shape, an entry that is not a plain
-            numeric ``.npy`` array. Nothing is modified unless everything matches.
+            FileNotFoundError: no such file.
+            IsADirectoryError: ``path`` is a directory.
+            ValueError: (naming ``path``) not an ``.npz`` archive (not a zip, truncated,
+                corrupt), a missing or unexpected name, an entry of another shape, an entry that
+                is not a plain numeric ``.npy`` array. Nothing is modified unless everything
+                matches.
         """
         params = OrderedDict(self.named_parameters())
         with open_npz(path) as npz:

@@ -28,7 +28,11 @@ def _nonnegative(value: float, name: str) -> float:
 
 
 class Optimizer:
-    """Base class: holds the parameter list and a per-parameter ``state`` dict."""
+    """Base class: holds the parameter list and a per-parameter ``state`` dict.
+
+    ``step()`` updates every parameter from its ``.grad`` (skipping those whose ``.grad`` is
+    None); ``zero_grad()`` clears the gradients before the next backward pass.
+    """
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = list(params)
@@ -71,10 +75,20 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``::
 
-    g = grad + weight_decay * p
-    buf = g (first step) | momentum * buf + (1 - dampening) * g
-    g = g + momentum * buf (nesterov) | buf (momentum != 0)
-    p -= lr * g
+        g = grad + weight_decay * p
+        buf = g (first step) | momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf (nesterov) | buf (momentum != 0)
+        p -= lr * g
+
+    Args:
+        params: the parameters to update, e.g. ``model.parameters()`` (a non-empty iterable of
+            :class:`fastconv.nn.Parameter`, each at most once).
+        lr: the learning rate (>= 0; may be changed between steps through ``.lr``). Default: 1e-3.
+        momentum: the momentum factor (>= 0; 0 turns momentum off). Default: 0.
+        dampening: the dampening of the momentum. Default: 0.
+        weight_decay: the L2 penalty added to the gradient (>= 0). Default: 0.
+        nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening = 0``).
+            Default: False.
     """
 
     def __init__(
@@ -112,6 +126,16 @@ class Adam(Optimizer):
         p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
     With ``amsgrad`` the running maximum of ``v`` replaces ``v`` in the denominator.
+
+    Args:
+        params: the parameters to update, e.g. ``model.parameters()`` (a non-empty iterable of
+            :class:`fastconv.nn.Parameter`, each at most once).
+        lr: the learning rate (>= 0; may be changed between steps through ``.lr``). Default: 1e-3.
+        betas: ``(beta1, beta2)``, the decay rates of the running averages of the gradient and of
+            its square (each in [0, 1)). Default: (0.9, 0.999).
+        eps: added to the denominator (>= 0). Default: 1e-8.
+        weight_decay: the L2 penalty added to the gradient (>= 0). Default: 0.
+        amsgrad: use the running maximum of ``v`` (AMSGrad). Default: False.
     """
 
     def __init__(
