@@ -224,6 +224,7 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, separab
         raise TypeError("image must be a uint8, uint16, float16, float32 or float64 array, got "
                         f"dtype {image.dtype}")
     bank, ks = _filters._as_kernels(kernel)
+    _filters.check_padding_mode(padding_mode)
     # every other argument checked now, by the single-array function on a 1-pixel image
     probe = _filters.filter2d(np.zeros((1, 1) + image.shape[2:], dtype), ks if bank else ks[0],
                               "zeros", mode, separable=separable, output_dtype=output_dtype)
