@@ -233,7 +233,7 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, separab
     lead = (f,) if bank else ()
     if 0 in image.shape:
         return da.empty(lead + image.shape, dtype=out_dtype,
-                        chunks=((f,) if bank else ()) + image.chunks)
+                        chunks=(((f,),) if bank else ()) + image.chunks)
     _filters._check_fits(image.shape, (r, s), padding_mode)
     depth = (r // 2, s // 2)  # the deeper side: max((R - 1) // 2, R - 1 - (R - 1) // 2)
     chunks = [_axis_chunks(image.chunks[a], depth[a]) for a in (0, 1)]

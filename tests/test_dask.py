@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 da = pytest.importorskip("dask.array")
@@ -118,6 +118,8 @@ def test_correlate_and_convolve_are_filter2d_modes():
 def test_empty_image():
     y = fd.filter2d(da.zeros((0, 5), chunks=2, dtype=np.uint8), "box_blur", output_dtype="float")
     assert y.shape == (0, 5) and y.dtype == np.float32
+    y = fd.filter2d(da.zeros((4, 0, 3), chunks=2, dtype=np.uint8), ["box_blur", "sharpen"])
+    assert y.shape == (2, 4, 0, 3) and y.chunks[0] == (2,) and y.compute().shape == y.shape
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -329,7 +331,7 @@ def client():
     cluster.close()
 
 
-@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6)
 @given(filter_calls(max_side=12))
 def test_filter2d_on_a_process_cluster_is_bitwise(client, case):
     _check_filter(*case, compute=lambda y: client.compute(y).result())
