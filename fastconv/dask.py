@@ -93,21 +93,13 @@ __all__ = ["filter2d", "correlate", "convolve", "conv2d", "max_pool2d", "avg_poo
 _INSTALL = 'pip install "fastconv[dask]"'
 
 
-def _dask_array():
-    """``dask.array``, or ImportError saying how to install it."""
-    try:
-        import dask.array as da
-    except ImportError as exc:
-        raise ImportError(f"fastconv.dask needs Dask: {_INSTALL} (dask[array], distributed, "
-                          f"zarr, tifffile); importing dask.array failed: {exc}") from exc
-    return da
-
-
-_dask_array()  # fail at import with the clear message, not at the first call
-
-import dask  # noqa: E402  (after the check above)
-import dask.array as da  # noqa: E402
-from dask.array.core import PerformanceWarning  # noqa: E402
+try:
+    import dask
+    import dask.array as da
+    from dask.array.core import PerformanceWarning
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(f"fastconv.dask needs Dask: {_INSTALL} (dask[array], distributed, zarr, "
+                      f"tifffile); importing dask.array failed: {exc}") from exc
 
 
 def _check_dask_array(x, name):
@@ -191,9 +183,9 @@ def _axis_chunks(chunks, depth):
 
 def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, separable=None,
              output_dtype=None):
-    r"""Filter a Dask image with a 2-D kernel or a bank of kernels: :func:`fastconv.filters.filter2d`
-    chunk by chunk, each chunk with the halo the kernel needs, the padding mode at the border of
-    the whole image only. Lazy: returns a Dask array.
+    r"""Filter a Dask image with a 2-D kernel or a bank of kernels: the single-array
+    :func:`fastconv.filters.filter2d` chunk by chunk, each chunk with the halo the kernel needs,
+    the padding mode at the border of the whole image only. Lazy: returns a Dask array.
 
     Args:
         image: a dask array ``(H, W)`` or ``(H, W, C)`` of uint8, uint16, float16, float32 or
@@ -239,12 +231,13 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, separab
     chunks = [_axis_chunks(image.chunks[a], depth[a]) for a in (0, 1)]
     x = image
     if tuple(chunks) != image.chunks[:2]:
+        smallest = tuple(min(c) for c in image.chunks[:2])
         warnings.warn(
             f"fastconv.dask.filter2d: a {r}x{s} kernel needs a halo of {depth[0]} rows and "
-            f"{depth[1]} columns, deeper than the smallest chunk {tuple(min(c) for c in image.chunks[:2])}"
-            f": the image is rechunked to chunks of at least the halo for the filter and the "
-            f"result back to the input's chunks. Chunks of at least {depth[0]}x{depth[1]} (the "
-            f"last ones included) avoid this.", PerformanceWarning, stacklevel=2)
+            f"{depth[1]} columns, deeper than the smallest chunk {smallest}: the image is "
+            f"rechunked to chunks of at least the halo for the filter and the result back to the "
+            f"input's chunks. Chunks of at least {depth[0]}x{depth[1]} (the last ones included) "
+            f"avoid this.", PerformanceWarning, stacklevel=2)
         x = image.rechunk(tuple(chunks) + image.chunks[2:])
     # per axis: the halo depth (0: one chunk, nothing to share) and Dask's boundary
     depths, boundary = {}, {}

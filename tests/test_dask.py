@@ -161,7 +161,8 @@ def test_conv2d_and_pools_are_bitwise_the_single_array_calls(chunks):
         (fd.conv2d(x, w, b, stride=2, padding=1), fastconv.conv2d(a, w, b, stride=2, padding=1)),
         (fd.conv2d(x, dw, None, groups=3, dilation=(2, 1)),
          fastconv.conv2d(a, dw, None, groups=3, dilation=(2, 1))),
-        (fd.max_pool2d(x, 3, 2, 1, ceil_mode=True), fastconv.max_pool2d(a, 3, 2, 1, ceil_mode=True)),
+        (fd.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+         fastconv.max_pool2d(a, 3, 2, 1, ceil_mode=True)),
         (fd.avg_pool2d(x, 2, count_include_pad=False, padding=1),
          fastconv.avg_pool2d(a, 2, count_include_pad=False, padding=1)),
     ]
@@ -317,6 +318,16 @@ def test_import_fastconv_does_not_import_dask():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_without_dask_the_import_error_says_what_to_install():
+    code = ("import sys; sys.modules['dask'] = None\n"
+            "try:\n    import fastconv.dask\nexcept ImportError as e:\n    print(e)")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "fastconv[dask]"' in out.stdout
 
 
 # ------------------------------------------------------------- a real multi-process cluster
