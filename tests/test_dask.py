@@ -295,19 +295,26 @@ def test_bad_inputs_name_the_argument():
 
 # ---------------------------------------------------------------------------------- threads
 def _threads_seen(block):
+    """``[budget, within, after]``: this thread's kernel threads before, within and after a
+    task's limit."""
+    budget = fastconv.get_num_threads()
     with fd._task_thread_limit():
-        return np.array([fastconv.get_num_threads()])
+        within = fastconv.get_num_threads()
+    return np.array([budget, within, fastconv.get_num_threads()])
+
+
+def _seen(scheduler):
+    x = da.zeros(4, chunks=1)
+    seen = x.map_blocks(_threads_seen, dtype=int, chunks=(3,)).compute(scheduler=scheduler)
+    return seen.reshape(-1, 3)
 
 
 def test_a_task_shares_the_cores_with_the_tasks_running_beside_it():
-    x = da.zeros(4, chunks=1)
-    before = fastconv.get_num_threads()
     with dask.config.set(num_workers=2):
-        seen = x.map_blocks(_threads_seen, dtype=int).compute(scheduler="threads")
-    assert set(seen) == {max(1, before // 2)}
-    seen = x.map_blocks(_threads_seen, dtype=int).compute(scheduler="sync")
-    assert set(seen) == {before}  # one task at a time: the whole budget
-    assert fastconv.get_num_threads() == before  # the limit is put back after the task
+        for budget, within, after in _seen("threads"):
+            assert within == max(1, budget // 2) and after == budget
+    for budget, within, after in _seen("sync"):  # one task at a time: the whole budget
+        assert within == budget == after
 
 
 def test_import_fastconv_does_not_import_dask():
@@ -362,5 +369,6 @@ def test_batches_and_models_on_a_process_cluster(client):
     model.eval()
     _same_bits(got, np.concatenate([model(digits[i:i + 4]) for i in range(0, 12, 4)]))
     # each 1-thread worker (its nanny sets OMP_NUM_THREADS=1) runs its tasks on one thread
-    seen = client.compute(da.zeros(4, chunks=1).map_blocks(_threads_seen, dtype=int)).result()
-    assert set(seen) == {1}
+    seen = client.compute(da.zeros(4, chunks=1).map_blocks(_threads_seen, dtype=int,
+                                                           chunks=(3,))).result()
+    assert set(seen.reshape(-1, 3)[:, 1]) == {1}
