@@ -165,7 +165,6 @@ def _filter_runs(args, client, n_workers, dask_image):
         for impl, value in _timed_runs(client, runs, args.rounds).items():
             results[(kname, impl)] = value
         print(f"  {n_workers} worker(s), {kname}: done", flush=True)
-    del image
     return results
 
 
