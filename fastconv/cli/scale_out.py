@@ -12,9 +12,10 @@ cluster and chunks, 'reflect' borders (SciPy's 'mirror'); and in this process, o
 (b) Batch inference: the CNN of ``fastconv demo`` (untrained: the time does not depend on the
 weights) over ``--images`` random 8x8 images by ``fastconv.dask.predict``.
 
-Each cluster is a fresh ``distributed.LocalCluster`` of N worker processes with one thread each
-(the workers' kernels then run on one thread: Dask's nanny starts them with OMP_NUM_THREADS=1 and
-fastconv.dask gives each task ``cores // tasks at once``). A timed run computes every output
+Each cluster is a fresh ``distributed.LocalCluster`` of N worker processes (started by 'spawn')
+with one thread each: their kernels run on one thread (Dask's nanny starts workers with
+OMP_NUM_THREADS=1, and fastconv.dask gives a task ``max(1, that budget // tasks at once)``
+threads). A timed run computes every output
 chunk and keeps one element of it (the chunks are freed as they are made, no image comes back).
 Reported: megapixels (or images) per second, the median of ``--rounds`` runs; the speed-up from 1
 to 2 workers; and each worker's peak memory during a run above what it held before the run (its
