@@ -36,7 +36,9 @@ checks every import):
    initialisation and optimisers (``nn.optim``, also importable as ``fastconv.optim``), enough
    to train a small CNN; the layers validate with the functional API's rules.
 5. ``fastconv.interop``: adapters for existing code, the PyTorch autograd functions and modules
-   (import path ``fastconv.torch``) and CS231n-style layer functions (``fastconv.compat.cs231n``).
+   (import path ``fastconv.torch``) and CS231n-style layer functions (``fastconv.compat.cs231n``);
+   ``fastconv.dask`` runs the filters, conv2d, pooling and a model's predictions chunk by chunk
+   on Dask arrays (the ``dask`` extra; ``import fastconv`` never imports Dask).
 6. ``fastconv.cli``: the ``fastconv`` command, one module per sub-command (``demo``, ``filter``,
    ``bench``, ``example``).
 

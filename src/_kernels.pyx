@@ -121,6 +121,27 @@ def set_num_threads(int n):
     fc_set_num_threads(n)
 
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    static int fc_thread_limit(int n) {
+        int old = omp_get_max_threads();
+        if (n > 0) omp_set_num_threads(n);
+        return old;
+    }
+    #else
+    static int fc_thread_limit(int n) { (void)n; return 1; }
+    #endif
+    """
+    int fc_thread_limit(int n) nogil
+
+
+def thread_limit(int n=0):
+    """The calling thread's own cap on the kernels' thread count (OpenMP's ``nthreads-var``, what
+    ``threadpoolctl`` sets), as it was; set to ``n`` when ``n >= 1`` (other threads keep theirs)."""
+    return fc_thread_limit(n)
+
+
 def max_num_threads():
     """The most threads a kernel uses (see fc_thread_cap in src/fc_common.h)."""
     return fc_thread_cap

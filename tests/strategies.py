@@ -681,3 +681,19 @@ def filter_kernels(draw, max_side=5, rank1=None):
     k = rng.standard_normal((kh, kw))
     k[rng.random((kh, kw)) < 0.2] = 0.0
     return k
+
+
+# ------------------------------------------------------------------------------- dask chunkings
+@st.composite
+def chunkings(draw, shape, max_chunks=4):
+    """A Dask chunking of ``shape``: per axis, sizes adding up to the axis, in up to
+    ``max_chunks`` chunks of any sizes (ones of 1, uneven last ones: smaller than any halo)."""
+    out = []
+    for n in shape:
+        if n == 0:
+            out.append((0,))
+            continue
+        cuts = draw(st.sets(st.integers(1, n - 1), max_size=max_chunks - 1)) if n > 1 else set()
+        edges = [0, *sorted(cuts), n]
+        out.append(tuple(b - a for a, b in zip(edges, edges[1:])))
+    return tuple(out)

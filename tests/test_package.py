@@ -145,7 +145,7 @@ LAYERS = [
     ("fastconv.functional", "fastconv.fft", "fastconv.reference"),
     ("fastconv.filters", "fastconv.stats", "fastconv.datasets", "fastconv.data"),
     ("fastconv.nn", "fastconv.optim"),
-    ("fastconv.interop", "fastconv.torch", "fastconv.compat"),
+    ("fastconv.interop", "fastconv.torch", "fastconv.compat", "fastconv.dask"),
     ("fastconv.cli", "fastconv.__main__"),
 ]
 

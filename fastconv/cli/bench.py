@@ -486,6 +486,10 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dask", action="store_true",
+                        help="run the scale-out benchmark instead: fastconv.dask on a local "
+                             "cluster of 1 and 2 worker processes, image filtering and batch "
+                             "inference (bench/scale_out.py; with --quick and --repeats only)")
 
 
 def run(args):
@@ -494,6 +498,8 @@ def run(args):
 
 
 def _run(args):
+    if args.dask:
+        return _run_scale_out(args)
     cases = _select_cases(args)
     if args.json:  # before the run, not after minutes of it
         check_output_file(args.json, "--json")
@@ -519,6 +525,22 @@ def _run(args):
     if args.json:
         _write_json(args.json, rows, scaling, checks, threads, peak, torch)
     return 0
+
+
+def _run_scale_out(args):
+    """--dask: the scale-out benchmark (fastconv.cli.scale_out), --repeats as its --rounds."""
+    others = [opt for opt, value in (("--case", args.case), ("--json", args.json),
+                                     ("--threads", args.threads),
+                                     ("--no-reference", args.no_reference),
+                                     ("--no-torch", args.no_torch)) if value]
+    if others:
+        raise CommandError(f"--dask takes only --quick and --repeats, got {', '.join(others)} "
+                           "(bench/scale_out.py --help lists its own options)", USAGE_ERROR)
+    from . import scale_out
+
+    argv = (["--quick"] if args.quick else []) + (
+        ["--rounds", str(args.repeats)] if args.repeats else [])
+    return scale_out.main(argv)
 
 
 def _select_cases(args):

@@ -60,7 +60,9 @@ when its input is; as the kernels write NCHW, such a result costs one reorder.
 
 fastconv's kernels use their own OpenMP runtime: set their threads with
 ``fastconv.set_num_threads`` or ``threadpoolctl.threadpool_limits(n, user_api='openmp')`` (which
-also limits torch's); ``torch.set_num_threads`` does not reach them.
+also limits torch's); ``torch.set_num_threads`` does not reach them. Several processes on one
+machine (``torchrun``, ``DistributedDataParallel``): :func:`threads_per_rank` gives each its share
+of the cores (examples/ddp_train.py).
 """
 try:
     import torch
@@ -70,6 +72,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "fastconv (fastconv.functional, fastconv.compat.cs231n) works without it."
     ) from exc
 
+import os
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -108,6 +111,7 @@ __all__ = [
     "swap_modules",
     "unswap_modules",
     "swap_report",
+    "threads_per_rank",
 ]
 
 _Model = TypeVar("_Model", bound=torch.nn.Module)  # swap_modules returns the model it was given
@@ -1209,3 +1213,63 @@ def unswap_modules(model: _Model) -> _Model:
         if cls is not None:
             module.__class__ = cls
     return model
+
+
+# ------------------------------------------------------------------------------ processes
+def _usable_cores():
+    """The processors this process may run on: its CPU affinity (a container's or ``taskset``'s
+    share, which is also OpenMP's default thread count), else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _local_world_size_from_env():
+    text = os.environ.get("LOCAL_WORLD_SIZE")
+    if text is None:
+        return 1
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"the LOCAL_WORLD_SIZE environment variable must be an integer >= 1, "
+                         f"got {text!r}") from None
+
+
+def threads_per_rank(local_world_size=None):
+    """The threads each of ``local_world_size`` processes on this machine should use, so that
+    together they use every core once: ``max(1, cores // local_world_size)``.
+
+    For training with ``torch.nn.parallel.DistributedDataParallel``, one process (rank) per
+    share of the cores. Set both libraries' thread pools with it in every rank::
+
+        n = fastconv.torch.threads_per_rank()
+        fastconv.set_num_threads(n)
+        torch.set_num_threads(n)
+
+    (``torchrun`` starts its processes with ``OMP_NUM_THREADS=1`` when it starts more than one
+    per machine, which leaves both libraries on one thread unless told otherwise.)
+
+    Args:
+        local_world_size (int, optional): the number of processes sharing this machine's cores.
+            Default: ``None``, the ``LOCAL_WORLD_SIZE`` environment variable that ``torchrun``
+            sets (its ``--nproc_per_node``), or 1 when it is not set.
+
+    Returns:
+        int >= 1. ``cores`` is the number of processors this process may run on
+        (``len(os.sched_getaffinity(0))``: a container's or ``taskset``'s share; where that is not
+        available, ``os.cpu_count()``). A launcher that already pins each rank to its own cores
+        leaves each rank its share in ``cores``: pass ``local_world_size=1`` then.
+
+    Raises:
+        TypeError if ``local_world_size`` is not an int; ValueError if it (or
+        ``LOCAL_WORLD_SIZE``) is not >= 1.
+    """
+    if local_world_size is None:
+        local_world_size = _local_world_size_from_env()
+        name = "the LOCAL_WORLD_SIZE environment variable"
+    else:
+        local_world_size = as_int(local_world_size, "local_world_size")
+        name = "local_world_size"
+    if local_world_size < 1:
+        raise ValueError(f"{name} must be >= 1, got {local_world_size}")
+    return max(1, _usable_cores() // local_world_size)
