@@ -15,10 +15,11 @@ others multiply only padding zeros. Dropping them leaves every result as it was:
 * grad_weight: a dropped tap's gradient sums grad_output times padding zeros: 0, or NaN where
   that output channel's grad_output holds an inf or NaN (``_dropped_weight_grads``).
 
-The one bit that can change is the sign of an exact zero: a chain from a bias of -0.0 whose
-kept products are all -0.0 stays -0.0, where a dropped tap's +0.0 would have made it +0.0 (as
-``-0.0 + 0.0`` is +0.0); a sum that starts from +0.0 (no bias, every gradient) is never -0.0
-either way. ``TRIM_DEAD_TAPS = False`` runs the whole kernel (for the tests that compare).
+Not even the sign of a zero changes: adding +-0 could only turn a -0.0 partial sum into +0.0,
+but the kernels' sums start from ``0 + bias`` (+0.0 for a bias of -0.0) or from +0.0, and a sum
+from +0.0 never becomes -0.0 (``x + -x`` is +0.0); the output of a kernel with no tap left is
+``0 + bias`` likewise. So the results are those of the whole kernel, bit for bit.
+``TRIM_DEAD_TAPS = False`` runs the whole kernel (for the tests that compare).
 """
 import math
 from typing import NamedTuple
@@ -204,6 +205,8 @@ def forward(x4, weight, bias, g, epilogue=NONE):
     plan = _forward_plan(x4.shape, weight, g) if out.size and weight.shape[1] else None
     if out.size and (plan is None or plan.dead):  # no input channel or no tap: only the bias
         out[...] = 0 if bias is None else bias[None, :, None, None]
+        if plan is not None:  # as the kernels' sums, which start from 0 + bias: -0.0 -> +0.0
+            out += out.dtype.type(0)
         activate_(out, epilogue)
     elif out.size:
         _kernels.conv2d_forward(_kernel_input(x4, plan),
