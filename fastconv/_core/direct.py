@@ -44,13 +44,15 @@ class KernelPlan(NamedTuple):
     """The equivalent small problem the kernels run (see fastconv._core.geometry): its geometry and,
     per gathered axis, the source row of every row of the gathered input (None: not gathered);
     ``taps``, the kernel block ``(r0, r1, s0, s1)`` the kernels run (rows ``r0:r1``, columns
-    ``s0:s1``) when taps reading only padding were dropped, else None. A plan with no tap left
-    (``dead``) has no geometry: no kernel runs."""
+    ``s0:s1``) when taps reading only padding were dropped, else None; ``crop``, the leading
+    input rows and columns that no kept tap reads (the kernels run on the rest). A plan with no
+    tap left (``dead``) has no geometry: no kernel runs."""
 
     geometry: ConvGeometry
     rows_h: object
     rows_w: object
     taps: tuple = None
+    crop: tuple = (0, 0)
 
     @property
     def gathered(self):
@@ -92,18 +94,18 @@ def _kernel_plan(input_shape, weight_shape, g, trim):
         s0, s1 = live_taps(w, g.pad_left, s, sw, dw, g.out_w)
         if r0 >= r1 or s0 >= s1:
             return KernelPlan(None, None, None, (r0, r1, s0, s1))
-        # the kernels take no negative padding: when the first kept tap starts below the
-        # input's first row (the windows never read the rows above), keep a dead tap or two
-        r0, s0 = min(r0, g.pad_top // dh), min(s0, g.pad_left // dw)
     taps = None if (r0, r1, s0, s1) == (0, r, 0, s) else (r0, r1, s0, s1)
+    # the first kept tap may start below the input's first row (its padding would be negative):
+    # the rows above are read by no kept tap, so the kernels run on the input without them
+    ch, cw = max(0, r0 * dh - g.pad_top), max(0, s0 * dw - g.pad_left)
     # one tap left along an axis: its dilation plays no part (1 lets the kernels read rows and
     # columns as a 1x1 kernel's)
     dh, dw = (1 if r1 - r0 == 1 else dh), (1 if s1 - s0 == 1 else dw)
-    ah = conv_axis(h, g.pad_top - r0 * g.dilation[0], r1 - r0, sh, dh, g.out_h)
-    aw = conv_axis(w, g.pad_left - s0 * g.dilation[1], s1 - s0, sw, dw, g.out_w)
+    ah = conv_axis(h - ch, g.pad_top - r0 * g.dilation[0] + ch, r1 - r0, sh, dh, g.out_h)
+    aw = conv_axis(w - cw, g.pad_left - s0 * g.dilation[1] + cw, s1 - s0, sw, dw, g.out_w)
     kg = ConvGeometry((ah.stride, aw.stride), (ah.dilation, aw.dilation), ah.pad, 0, aw.pad, 0,
                       g.groups, g.out_h, g.out_w)
-    return KernelPlan(kg, ah.rows, aw.rows, taps)
+    return KernelPlan(kg, ah.rows, aw.rows, taps, (ch, cw))
 
 
 def _kept_taps(weight, plan):
@@ -134,18 +136,29 @@ def _forward_plan(input_shape, weight, g):
     return plan
 
 
+def _cropped_shape(input_shape, plan):
+    """``input_shape`` less the leading rows and columns no kept tap reads (``plan.crop``)."""
+    n, c, h, w = input_shape
+    return (n, c, h - plan.crop[0], w - plan.crop[1])
+
+
 def _kernel_shape(input_shape, plan):
     """The shape of the input the kernels read (see _kernel_input)."""
-    n, c, h, w = input_shape
+    n, c, h, w = _cropped_shape(input_shape, plan)
     return (n, c, h if plan.rows_h is None else plan.rows_h.size,
             w if plan.rows_w is None else plan.rows_w.size)
 
 
 def _kernel_input(x4, plan):
-    """The input the kernels read: x4 itself, or its gathered rows/columns (zeros for padding)."""
+    """The input the kernels read: x4 itself (a view without the rows and columns no kept tap
+    reads), or its gathered rows/columns (zeros for padding)."""
+    shape = _kernel_shape(x4.shape, plan)
+    ch, cw = plan.crop
+    if ch or cw:
+        x4 = x4[:, :, ch:, cw:]
     if not plan.gathered:
         return x4
-    check_size(_kernel_shape(x4.shape, plan), x4.itemsize, "the gathered input")
+    check_size(shape, x4.itemsize, "the gathered input")
     return gather(x4, plan.rows_h, plan.rows_w, 0)
 
 
@@ -236,7 +249,13 @@ def _grad_input(go4, input_shape, weight, g, plan):
     if runs:
         _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, kg)
     if plan.gathered:  # back from the gathered rows to the input's, in a fixed order
-        grad_input = scatter_add(input_shape, dtype, grad_input, plan.rows_h, plan.rows_w)
+        grad_input = scatter_add(_cropped_shape(input_shape, plan), dtype, grad_input,
+                                 plan.rows_h, plan.rows_w)
+    ch, cw = plan.crop
+    if ch or cw:  # the rows and columns no tap reads have no gradient
+        full = np.zeros(input_shape, dtype=dtype)
+        full[:, :, ch:, cw:] = grad_input
+        grad_input = full
     return grad_input
 
 

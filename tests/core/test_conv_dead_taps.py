@@ -35,6 +35,16 @@ def brute_live_taps(n, pad, taps, stride, dilation, out):
             if any(0 <= o * stride + t * dilation - pad < n for o in range(out))]
 
 
+def conv_case_pairs(kwargs, kernel_hw):
+    """(dilation, leading padding) pairs of conv2d keyword arguments (torch's 'same' rule)."""
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    dilation = pair(kwargs.get("dilation", 1))
+    padding = kwargs.get("padding", 0)
+    if padding == "same":
+        return dilation, tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_hw))
+    return dilation, pair(padding)
+
+
 def plan_of(x_shape, w_shape, **kwargs):
     g = conv_geometry(x_shape, w_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
                       kwargs.get("dilation", 1), kwargs.get("groups", 1))
@@ -106,8 +116,10 @@ def test_aspp_branches_run_only_the_centre_tap_when_the_dilation_passes_the_map(
     ((2, 9), (3, 3), dict(padding=(5, 1), dilation=(5, 1)), (1, 2, 0, 3)),
     # a stride: one output row, tap 1 alone reads row 0
     ((1, 6), (3, 2), dict(stride=(2, 1), padding=(2, 0), dilation=2), (1, 2, 0, 2)),
-    # the first kept tap starts below row 0: one dead tap is kept (no negative padding)
-    ((1, 3), (1, 3), dict(padding=(0, 1), dilation=(1, 2)), (0, 1, 0, 2)),
+    # the first kept tap starts below the first column, which no kept tap reads
+    ((1, 3), (1, 3), dict(padding=(0, 1), dilation=(1, 2)), (0, 1, 1, 2)),
+    ((4, 4), (3, 3), dict(padding=3, dilation=4), (1, 2, 1, 2)),
+    ((3, 4), (3, 3), dict(stride=(1, 2), padding=1, dilation=2), (1, 2, 1, 3)),
     # dilation 1, padding far beyond the input and a stride that steps over it: no tap left
     ((3, 3), (3, 3), dict(stride=7, padding=10), (0, 0, 0, 0)),
 ])
@@ -116,6 +128,10 @@ def test_partial_and_complete_trims(x_hw, w_hw, kwargs, taps):
     plan = plan_of(x_shape, w_shape, **kwargs)
     assert plan.taps == taps
     assert plan.dead == (taps[0] == taps[1])
+    if not plan.dead:  # the kept block starts at or after row and column 0 of the input
+        (r0, _, s0, _), (ch, cw) = taps, plan.crop
+        (dh, dw), (ph, pw) = conv_case_pairs(kwargs, w_hw)
+        assert (ch, cw) == (max(0, r0 * dh - ph), max(0, s0 * dw - pw))
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(3)
     out = fastconv.conv2d(x, w, b, **kwargs)
