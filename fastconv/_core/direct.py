@@ -126,12 +126,21 @@ def _dropped_taps(weight, plan):
             weight[:, :, r0:r1, s1:])
 
 
+def _all_finite(a):
+    """Whether every element of ``a`` is finite: one pass that makes no temporary array when the
+    sum is finite (a sum holding inf or NaN is not; a finite one may still overflow)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 def _forward_plan(input_shape, weight, g):
     """The forward pass's plan: the trimmed one, unless a dropped tap holds an inf or NaN,
     whose products with the padding are NaN (as in torch), not zero."""
     plan = kernel_plan(input_shape, weight.shape, g)
-    if plan.taps is not None and not all(np.isfinite(part).all()
-                                         for part in _dropped_taps(weight, plan)):
+    if plan.taps is not None and not _all_finite(weight) and not all(
+            _all_finite(part) for part in _dropped_taps(weight, plan)):
         plan = kernel_plan(input_shape, weight.shape, g, trim=False)
     return plan
 
@@ -236,7 +245,7 @@ def _grad_input(go4, input_shape, weight, g, plan):
     if plan.dead:  # every tap reads only padding: no input position gets a gradient
         check_size(input_shape, dtype.itemsize, "grad_input")
         return np.zeros(input_shape, dtype=dtype)
-    if runs and not np.isfinite(_kept_taps(weight, plan)).all():
+    if runs and not _all_finite(_kept_taps(weight, plan)):
         check_size(input_shape, dtype.itemsize, "grad_input")
         return _grad_input_by_taps(go4, weight, input_shape, g)  # it skips the dropped taps
     kg = plan.geometry
@@ -289,7 +298,7 @@ def _dropped_weight_grads(grad_weight, go4, plan):
     """The gradient of the dropped taps (zero in ``grad_weight``): grad_output times padding
     zeros, summed; NaN for an output channel whose grad_output holds an inf or NaN (0 * inf),
     as the whole kernel (and torch) gives."""
-    if np.isfinite(go4.sum()):  # no temporary array; a sum of finite values may still overflow
+    if _all_finite(go4):
         return
     bad = ~np.isfinite(go4).all(axis=(0, 2, 3))
     for part in _dropped_taps(grad_weight, plan):
