@@ -10,7 +10,7 @@ others multiply only padding zeros. Dropping them leaves every result as it was:
   leaves a nonzero partial sum unchanged; the chain over the kept taps, in the same order, gives
   the same value. Only an inf or NaN weight makes such a product nonzero (NaN, as in torch), so
   a dropped tap holding one keeps the whole kernel (``_forward_plan``). With every tap dropped,
-  the output is the bias.
+  no kernel runs: the output is the bias.
 * grad_input: a dropped tap has no (output, input) pair, and the sum runs over real pairs only.
 * grad_weight: a dropped tap's gradient sums grad_output times padding zeros: 0, or NaN where
   that output channel's grad_output holds an inf or NaN (``_dropped_weight_grads``).

@@ -24,7 +24,8 @@ Before that, a convolution's kernel is trimmed (:func:`live_taps`): its leading 
 taps along an axis that read only padding for every output position (a dilation or a padding
 larger than the input, as in the atrous pyramids of segmentation networks) add only products
 with zero, so the kernels run the block of the remaining taps, with the leading padding less
-the dropped taps' span; stride, dilation and output size stay as they are.
+the dropped taps' span (where that is negative, on the input less the leading rows that no kept
+tap reads); stride, dilation and output size stay as they are (``direct.kernel_plan``).
 """
 from typing import NamedTuple, Optional
 
