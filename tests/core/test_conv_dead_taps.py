@@ -120,6 +120,10 @@ def test_aspp_branches_run_only_the_centre_tap_when_the_dilation_passes_the_map(
     ((1, 3), (1, 3), dict(padding=(0, 1), dilation=(1, 2)), (0, 1, 1, 2)),
     ((4, 4), (3, 3), dict(padding=3, dilation=4), (1, 2, 1, 2)),
     ((3, 4), (3, 3), dict(stride=(1, 2), padding=1, dilation=2), (1, 2, 1, 3)),
+    # an ASPP branch with a dilation and padding of 2**40, and one whose stride skips rows
+    ((5, 4), (3, 3), dict(padding=2**40, dilation=2**40), (1, 2, 1, 2)),
+    ((5, 4), (3, 2), dict(stride=(2**41, 1), padding=(2**40, 1), dilation=(2**39, 3)),
+     (2, 3, 0, 2)),
     # dilation 1, padding far beyond the input and a stride that steps over it: no tap left
     ((3, 3), (3, 3), dict(stride=7, padding=10), (0, 0, 0, 0)),
 ])
