@@ -149,7 +149,7 @@ def test_partial_and_complete_trims(x_hw, w_hw, kwargs, taps):
 
 # ------------------------------------------------------------------ against the reference
 @pytest.mark.parametrize("isa", SUPPORTED_ISAS)
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(case=padded_conv_cases(), threads=THREADS)
 def test_padded_geometries_match_reference(isa, case, threads):
     with using_isa(isa), num_threads(threads):
@@ -159,7 +159,7 @@ def test_padded_geometries_match_reference(isa, case, threads):
     check_backward(case, grads)
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(case=padded_conv_cases())
 def test_trimmed_results_are_the_whole_kernels_bit_for_bit(case):
     """Dropped taps add only +-0 to sums that start from +0 (or 0 + bias): every result, the
@@ -275,7 +275,7 @@ def test_inf_or_nan_grad_output_reaches_the_dropped_taps_gradient(value, kwargs)
 @needs_torch
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(case=padded_conv_cases(dtypes=st.just(np.float64), max_n=2), data=st.data())
 def test_non_finite_values_with_dropped_taps_match_torch(case, data):
     """inf and NaN in the weight and grad_output of padded geometries (float64): fastconv as
@@ -294,7 +294,7 @@ def test_non_finite_values_with_dropped_taps_match_torch(case, data):
 
 
 # ------------------------------------------------------------- what shares the path, or not
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(case=padded_conv_cases(max_stride=1))
 def test_conv_transpose2d_with_dropped_taps_matches_reference(case):
     """conv_transpose2d is conv2d's grad_input (and its gradients conv2d's forward and
