@@ -18,7 +18,9 @@ others multiply only padding zeros. Dropping them leaves every result as it was:
 Not even the sign of a zero changes: adding +-0 could only turn a -0.0 partial sum into +0.0,
 but the kernels' sums start from ``0 + bias`` (+0.0 for a bias of -0.0) or from +0.0, and a sum
 from +0.0 never becomes -0.0 (``x + -x`` is +0.0); the output of a kernel with no tap left is
-``0 + bias`` likewise. So the results are those of the whole kernel, bit for bit.
+``0 + bias`` likewise. So the results are those of the whole kernel, bit for bit, but for
+one: a depthwise grad_weight computed in row bands (an image whose buffer passes the workspace
+cap) rounds by band, and the bands follow the (smaller) buffer of the trimmed kernel.
 ``TRIM_DEAD_TAPS = False`` runs the whole kernel (for the tests that compare).
 """
 import math
