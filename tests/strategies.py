@@ -147,6 +147,48 @@ def conv_backward_cases(draw, **kwargs):
 
 
 
+@st.composite
+def padded_conv_cases(draw, dtypes=DTYPES, max_n=3, max_channels=2, max_groups=3, max_kernel=4,
+                      max_stride=3, max_dilation=9, max_pad=12, max_size=6):
+    """A valid conv2d call (a ConvCase with a grad_output ``gy`` and ``needs``) whose padding or
+    dilation is large against a small input, so that whole kernel rows or columns often read
+    only padding for every output position (leading, trailing or all of them): sizes 1..max_size,
+    paddings up to max_pad (ints, pairs or 'same', which with an even kernel is asymmetric),
+    dilations up to max_dilation, strides, groups and depthwise as in conv_cases."""
+    dtype = np.dtype(draw(dtypes))
+    groups = draw(st.integers(1, max_groups))
+    if draw(st.integers(0, 2)) == 0:  # depthwise, sometimes with a channel multiplier
+        cg, kg = 1, draw(st.sampled_from([1, 2]))
+    else:
+        cg, kg = draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
+    c, k = cg * groups, kg * groups
+    r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    dh, dw = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
+    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
+    if draw(st.integers(0, 2)) == 0:
+        sh = sw = 1
+        pads = same_padding(r, dh) + same_padding(s, dw)
+        padding = "same"
+    else:
+        ph, pw = draw(st.integers(0, max_pad)), draw(st.integers(0, max_pad))
+        pads = (ph, ph, pw, pw)
+        padding = (ph, pw)
+    h = max(1, dh * (r - 1) + 1 - pads[0] - pads[1]) + draw(st.integers(0, max_size - 1))
+    w = max(1, dw * (s - 1) + 1 - pads[2] - pads[3]) + draw(st.integers(0, max_size - 1))
+    oh = conv_output_size(h, pads[0], pads[1], r, sh, dh)
+    ow = conv_output_size(w, pads[2], pads[3], s, sw, dw)
+    n = draw(st.integers(1, max_n))
+    out_shape = (n, k, oh, ow)
+    x = random_array(draw, (n, c, h, w), dtype, layout=False)
+    wt = random_array(draw, (k, cg, r, s), dtype, layout=False)
+    b = random_array(draw, (k,), dtype, layout=False) if draw(st.booleans()) else None
+    kwargs = {"stride": (sh, sw), "padding": padding, "dilation": (dh, dw), "groups": groups}
+    return ConvCase(x=x, w=wt, b=b, kwargs=kwargs, out_shape=out_shape, dtype=dtype,
+                    groups=groups, pads=pads, stride=(sh, sw), dilation=(dh, dw),
+                    unbatched=False, gy=random_array(draw, out_shape, dtype, layout=False),
+                    needs=(True, True, True))
+
+
 # ---- transposed convolution cases ------------------------------------------------------------
 def transpose_output_size(size, pad, kernel, stride, dilation, output_padding):
     """torch's conv_transpose2d output-size formula, written out independently of fastconv."""

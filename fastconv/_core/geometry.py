@@ -19,6 +19,13 @@ therefore rewritten, exactly, as follows:
 
 Ordinary layers never meet the second case (their span is about the input plus the output
 times the kernel), so their results are bitwise unchanged.
+
+Before that, a convolution's kernel is trimmed (:func:`live_taps`): its leading and trailing
+taps along an axis that read only padding for every output position (a dilation or a padding
+larger than the input, as in the atrous pyramids of segmentation networks) add only products
+with zero, so the kernels run the block of the remaining taps, with the leading padding less
+the dropped taps' span (where that is negative, on the input less the leading rows that no kept
+tap reads); stride, dilation and output size stay as they are (``direct.kernel_plan``).
 """
 from __future__ import annotations
 
@@ -84,6 +91,37 @@ def _positions(o: int, stride: int, pad: int, taps: int, dilation: int, n: int) 
     pos = pos - pad
     inside = (pos >= 0) & (pos < n)
     return np.where(inside, pos, -1).astype(np.int64)
+
+
+def _tap_is_live(n: int, pad: int, tap: int, stride: int, dilation: int, out: int) -> bool:
+    """Whether tap ``tap`` reads the input (not the padding) for at least one output position
+    ``o`` in ``[0, out)``: its first position ``o * stride + tap * dilation - pad >= 0``
+    lies below ``n``. Python ints: exact for any size."""
+    offset = tap * dilation - pad
+    first = max(0, -(offset // stride))  # ceil(-offset / stride), the first o reading row >= 0
+    return first < out and first * stride + offset < n
+
+
+def live_taps(n: int, pad: int, taps: int, stride: int, dilation: int, out: int
+              ) -> Tuple[int, int]:
+    """``(first, stop)``: along one convolution axis (input size ``n``, leading padding ``pad``,
+    ``taps`` kernel taps, ``out`` outputs), the taps before ``first`` and from ``stop`` on read
+    only padding for every output position; ``first == stop`` when every tap does. Taps in
+    between may still be dead (a stride can step over the whole input); they are kept."""
+    n, pad, taps, stride, dilation, out = (int(v) for v in (n, pad, taps, stride, dilation, out))
+    if taps == 0 or out <= 0 or n <= 0:
+        return 0, 0
+    # no tap below lo reaches row 0 even from the last output, none above hi stays below row n
+    # even from the first: start the scans there (a huge padding costs no loop)
+    lo = max(0, -(((out - 1) * stride - pad) // dilation))
+    hi = min(taps - 1, (n - 1 + pad) // dilation)
+    first = next((t for t in range(lo, hi + 1)
+                  if _tap_is_live(n, pad, t, stride, dilation, out)), None)
+    if first is None:
+        return 0, 0
+    last = next(t for t in range(hi, first - 1, -1)
+                if _tap_is_live(n, pad, t, stride, dilation, out))
+    return first, last + 1
 
 
 def conv_axis(n: int, pad: int, taps: int, stride: int, dilation: int, out: int) -> AxisPlan:

@@ -228,11 +228,14 @@ def test_a_one_int_sequence_counts_as_that_int(name):
         fastconv.conv2d(x, w, **{name: (2, 2, 2)})
 
 
-def test_kept_geometries_do_not_let_bad_arguments_through():
+def test_kept_geometries_do_not_let_bad_arguments_through(monkeypatch):
     # conv_geometry keeps the geometry of plain int arguments: a bool (equal to 1 and hashing
     # as 1) or a float must still be refused after the same call with ints, and an invalid
     # call is never kept
     from fastconv._core import conv_geometry
+
+    # an empty store: the tests run before may have filled it to its limit
+    monkeypatch.setattr(conv_geometry, "_GEOMETRIES", {})
     x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
     for _ in range(2):
         fastconv.conv2d(x, w, None, (1, 1), (1, 1), (1, 1), 1)
