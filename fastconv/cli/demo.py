@@ -28,7 +28,7 @@ from .. import datasets, nn, optim
 from .. import functional as F
 from .._core.threads import get_num_threads, set_num_threads
 from ..nn._npz import npz_keys, open_npz, read_npz_array
-from . import CommandError, guard, positive_int
+from . import USAGE_ERROR, CommandError, guard, positive_int
 
 # The defaults reach about 98% test accuracy on the embedded 8x8 digits in about a second.
 DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
@@ -45,6 +45,15 @@ SMALL_IMAGE = 16     # images of at most 16x16: kernel calls too small to share 
 EVAL_BATCH = 500     # test images per forward call: bounds the activations' memory on MNIST
 MAPS_PER_ROW = 16    # feature_maps.png: one row per 16 maps (a 16-channel stage fills one)
 PROG = "fastconv demo"
+# The options that only training uses, and their defaults. Their parser default is None, so that
+# an option given with --load (which trains nothing) is refused rather than silently ignored.
+TRAINING_DEFAULTS = {
+    "epochs": DEFAULT_EPOCHS,
+    "batch_size": DEFAULT_BATCH_SIZE,
+    "lr": None,  # DEFAULT_LR of the optimizer
+    "optimizer": "sgd",
+    "seed": 0,
+}
 
 
 def add_arguments(parser):
@@ -66,13 +75,13 @@ def _add_training_arguments(parser):
     parser.add_argument(
         "--epochs",
         type=positive_int,
-        default=DEFAULT_EPOCHS,
+        default=None,
         help=f"passes over the training set (default: {DEFAULT_EPOCHS})",
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_SIZE,
+        default=None,
         help=f"images per optimisation step (default: {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
@@ -85,7 +94,7 @@ def _add_training_arguments(parser):
     parser.add_argument(
         "--optimizer",
         choices=("sgd", "adam"),
-        default="sgd",
+        default=None,
         help=f"sgd (with momentum {SGD_MOMENTUM}) or adam (default: sgd)",
     )
 
@@ -104,7 +113,7 @@ def _add_run_arguments(parser):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=None,
         help="seed of the initial weights and of the shuffling (default: 0)",
     )
 
@@ -132,7 +141,8 @@ def _add_file_arguments(parser):
         default=None,
         help="evaluate the model saved in WEIGHTS (a weights.npz of an earlier run) "
         "on the test set instead of training; still draws filters.png and "
-        "feature_maps.png",
+        "feature_maps.png. The training options (--epochs, --batch-size, --lr, "
+        "--optimizer, --seed) are refused with it",
     )
     parser.add_argument(
         "--quiet",
@@ -475,7 +485,27 @@ def run(args):
     return guard(PROG, _run_restoring_threads, args)
 
 
+def _training_options(args):
+    """``args`` with the training options' defaults filled in; a usage error if one of them is
+    given with --load, where it would have no effect."""
+    given = [name for name in TRAINING_DEFAULTS if getattr(args, name) is not None]
+    if args.load is not None and given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        verb = "has" if len(given) == 1 else "have"
+        raise CommandError(
+            f"{options} {verb} no effect with --load, which evaluates a saved model "
+            "without training it",
+            USAGE_ERROR,
+        )
+    args = argparse.Namespace(**vars(args))
+    for name, default in TRAINING_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
+
+
 def _run_restoring_threads(args):
+    args = _training_options(args)
     missing = _missing_extras(args.quiet)
     if missing:
         raise CommandError(

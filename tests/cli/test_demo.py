@@ -259,3 +259,32 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.rstrip().endswith("fastconv demo: interrupted")
     assert "wrote" not in out
+
+
+@pytest.mark.parametrize("options,named", [
+    (["--epochs", 3], "--epochs has"),
+    (["--epochs", demo_cmd.DEFAULT_EPOCHS], "--epochs has"),  # given, even if equal to the default
+    (["--batch-size", 8, "--lr", 0.1], "--batch-size, --lr have"),
+    (["--optimizer", "adam"], "--optimizer has"),
+    (["--seed", 3], "--seed has"),
+])
+def test_load_refuses_the_training_options(tmp_path, capsys, options, named):
+    """--load trains nothing: a training option given with it was silently ignored; it is a
+    usage error (status 2) now, reported before any work."""
+    weights = _weights(tmp_path / "w.npz")
+    out = tmp_path / "out"
+    assert demo("--load", weights, "--out", out, "--quiet", *options) == 2
+    assert capsys.readouterr().err == (
+        f"fastconv demo: error: {named} no effect with --load, which evaluates a saved model "
+        "without training it\n"
+    )
+    assert not out.exists()
+
+
+def test_load_takes_the_options_that_apply_to_it(tmp_path, capsys):
+    weights = _weights(tmp_path / "w.npz")
+    before = fastconv.get_num_threads()
+    assert demo("--load", weights, "--out", tmp_path / "out", "--quiet", "--threads", 2) == 0
+    assert fastconv.get_num_threads() == before
+    assert re.search(r"test accuracy [\d.]+% \(\d+/359\) of ", capsys.readouterr().out)
+    assert (tmp_path / "out" / "feature_maps.png").exists()
