@@ -99,6 +99,33 @@ def test_sixteen_bit_and_palette(tmp_path):
     assert Image.open(tmp_path / "op.png").mode == "RGB"
 
 
+def _image(mode):
+    """A 6x7 image of ``mode``, converted by Pillow from random pixels."""
+    rng = np.random.default_rng(4)
+    if mode == "1":
+        return Image.fromarray(rng.random((6, 7)) > 0.5)
+    return Image.fromarray((rng.random((6, 7, 3)) * 255).astype(np.uint8)).convert(mode)
+
+
+@pytest.mark.parametrize("mode,ext,written", [
+    ("P", ".png", "RGB"),
+    ("CMYK", ".tiff", "RGB"),
+    ("CMYK", ".jpg", "RGB"),
+    ("1", ".png", "L"),
+    ("LA", ".png", "LA"),
+])
+def test_reports_the_mode_it_writes(tmp_path, capsys, mode, ext, written):
+    """The summary line named the input's mode (P, CMYK, 1) although the file written is RGB or
+    L; it names the mode of the file written."""
+    path = tmp_path / f"in{ext}"
+    _image(mode).save(path)
+    assert Image.open(path).mode == mode  # the input is really of that mode
+    out = tmp_path / "out.png"
+    assert run(path, out, "--kernel", "box_blur") == 0
+    assert Image.open(out).mode == written
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 7x6 {written}, kernel box_blur,")
+
+
 @pytest.mark.parametrize("make,argv,status,message", [
     (None, ["missing.png", "o.png", "--kernel", "sharpen"], 1, "no such file"),
     ("text", ["bad.png", "o.png", "--kernel", "sharpen"], 1, "cannot read"),
