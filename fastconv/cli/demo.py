@@ -6,11 +6,12 @@ By default it trains on the 1,797 8x8 digits embedded in the package (UCI "Optic
 Handwritten Digits", as bundled by scikit-learn; fixed stratified split of 1,438 train / 359 test
 images), offline, in a few seconds. --data DIR trains on MNIST-format IDX files instead.
 
-It shows a progress bar per epoch (batches/s, loss, ETA), prints a line per epoch (train loss,
-train accuracy over the epoch's batches, test accuracy, seconds), and writes to --out: weights.npz
-(the model, loadable with --load), filters.png (each first-layer filter drawn as a small
-grey-scale image of its weights), feature_maps.png (a test digit and its feature maps after each
-conv layer) and training.png (loss and accuracy per epoch). The same --seed gives the same numbers whatever --threads is.
+On a terminal it shows a progress bar per epoch (batches/s, loss, ETA). It prints a line per
+epoch (train loss, train accuracy over the epoch's batches, test accuracy, seconds), and writes to
+--out: weights.npz (the model, loadable with --load), filters.png (each first-layer filter drawn
+as a small grey-scale image of its weights), feature_maps.png (a test digit and its feature maps
+after each conv layer) and training.png (loss and accuracy per epoch). The same --seed gives the
+same numbers whatever --threads is.
 
 Needs the demo extra: pip install "fastconv[demo]" (tqdm, matplotlib, Pillow).
 """
@@ -651,7 +652,8 @@ def _train(args, model, opt, lr, data, rng):
 
 
 def _progress_bar(args, epoch, n_batches):
-    """A tqdm bar on stderr for one epoch, or None with --quiet."""
+    """A tqdm bar on stderr for one epoch, or None with --quiet. The bar is drawn only when
+    stderr is a terminal: in a log file or a pipe its carriage returns would leave fragments."""
     if args.quiet:
         return None
     from tqdm import tqdm
@@ -663,6 +665,7 @@ def _progress_bar(args, epoch, n_batches):
         leave=False,
         dynamic_ncols=True,
         file=sys.stderr,
+        disable=None,  # tqdm's rule: disabled unless `file` is a terminal
     )
 
 

@@ -2,6 +2,7 @@
 the same numbers for any --threads, clear errors, and the default run's accuracy."""
 
 import argparse
+import io
 import os
 import re
 import signal
@@ -40,7 +41,7 @@ def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
         r"epoch 1/1  train loss \d\.\d{4}  train acc +\d+\.\d\d%  test acc +\d+\.\d\d%", stdout
     )
     assert re.search(r"test accuracy \d+\.\d\d% \(\d+/359\) after 1 epoch;", stdout)
-    assert "epoch 1/1:" in stderr and "batch/s" in stderr  # the tqdm bar
+    assert stderr == ""  # not a terminal: no progress bar (see test_progress_bar_*)
     for name in ("filters.png", "feature_maps.png", "training.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
@@ -89,6 +90,38 @@ def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys):
     assert runs[0][0] == runs[1][0]
     for k, v in runs[0][1].items():
         assert_same_bits(runs[1][1][k], v, k)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert demo("--epochs", 1, "--batch-size", 256, "--out", tmp_path) == 0
+    bar = sys.stderr.getvalue()
+    assert "epoch 1/1:" in bar and "batch/s" in bar and "\r" in bar
+    assert "\r" not in capsys.readouterr().out
+
+
+def test_progress_bar_left_out_of_logs(tmp_path):
+    """Output to a file or a pipe (a log) has clean epoch lines: tqdm's carriage returns and
+    half-drawn bars were written to stderr whatever it was. A real process, stdout and stderr
+    redirected to pipes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastconv", "demo", "--epochs", "2", "--batch-size", "256",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "\r" not in proc.stdout and "%|" not in proc.stdout
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line[:10] for line in epochs] == ["epoch 1/2 ", "epoch 2/2 "]
 
 
 def test_quiet_prints_only_the_summary(tmp_path, capsys):
