@@ -287,39 +287,82 @@ def draw_filters(model, path, title):
     _save(fig, path)
 
 
-def draw_feature_maps(model, image, label, path):
+def inactive_maps(maps):
+    """Which of the ``(C, H, W)`` feature maps are inactive: zero everywhere (a ReLU that never
+    fires on this image), drawn as such rather than as a blank square."""
+    maps = np.asarray(maps)
+    return ~np.any(maps != 0, axis=(1, 2))
+
+
+def feature_maps_figure(model, image, label):
+    """The figure of feature_maps.png: the ``(C, H, W)`` test ``image`` and the model's softmax
+    output for it on top, then the maps after each conv layer, on one colour scale per layer
+    (with its colour bar), each numbered by its channel; inactive maps are labelled so."""
     from matplotlib.figure import Figure
 
     stages, probs = _feature_maps(model, image)
     cols = MAPS_PER_ROW
     rows_per_stage = [int(np.ceil(len(maps) / cols)) for _, maps in stages]
-    fig = Figure(figsize=(cols * 0.8, 2.2 + 0.9 * sum(rows_per_stage) + 0.4 * len(stages)))
-    subfigs = fig.subfigures(
-        1 + len(stages), 1, height_ratios=[2.2] + [0.9 * r + 0.4 for r in rows_per_stage]
-    )
-    top = subfigs[0].subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})
-    top[0].imshow(image[0], cmap="gray_r", interpolation="nearest")
-    top[0].set_axis_off()
+    heights = [2.0] + [0.75 * r + 0.45 for r in rows_per_stage]
+    fig = Figure(figsize=(cols * 0.62 + 0.9, sum(heights)), layout="constrained")
+    subfigs = fig.subfigures(1 + len(stages), 1, height_ratios=heights)
+    _draw_prediction(subfigs[0], image, label, probs)
+    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):
+        _draw_stage(sf, name, maps, r, cols)
+    return fig
+
+
+def _draw_prediction(sf, image, label, probs):
+    """The digit and a bar chart of the softmax output, the prediction in green."""
+    ax_img, ax_bar = sf.subplots(1, 2, width_ratios=[1, 3])
+    ax_img.imshow(image[0], cmap="gray_r", interpolation="nearest")
+    ax_img.set_axis_off()
+    ax_img.set_title(f"test digit (label {label})", fontsize=9)
     pred = int(np.argmax(probs))
-    top[0].set_title(f"test digit (label {label})", fontsize=9)
-    top[1].bar(
+    ax_bar.bar(
         range(len(probs)),
         probs,
         color=["tab:green" if i == pred else "tab:gray" for i in range(len(probs))],
     )
-    top[1].set_xticks(range(len(probs)))
-    top[1].set_ylim(0, 1)
-    top[1].set_title(f"softmax output: predicted {pred} ({probs[pred]:.1%})", fontsize=9)
-    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):
-        axes = sf.subplots(r, cols, squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if i < len(maps):
-                ax.imshow(maps[i], cmap="viridis", interpolation="nearest")
-        sf.suptitle(
-            f"after {name}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}", fontsize=9
-        )
-    _save(fig, path)
+    ax_bar.set_xticks(range(len(probs)))
+    ax_bar.set_ylim(0, 1)
+    ax_bar.tick_params(labelsize=8)
+    ax_bar.set_xlabel("digit", fontsize=8)
+    ax_bar.set_title(f"softmax output: predicted {pred} ({probs[pred]:.1%})", fontsize=9)
+
+
+def _draw_stage(sf, name, maps, rows, cols):
+    """One conv layer's maps on a shared colour scale, inactive ones labelled."""
+    vmin, vmax = min(0.0, float(maps.min())), float(maps.max())
+    if vmax <= vmin:  # every map zero: any scale shows them
+        vmax = vmin + 1.0
+    inactive = inactive_maps(maps)
+    axes = sf.subplots(rows, cols, squeeze=False)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(maps):
+            continue
+        im = ax.imshow(maps[i], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(str(i), fontsize=7, pad=2)
+        if inactive[i]:
+            ax.text(0.5, 0.5, "inactive", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=6, color="white")
+    if im is not None:
+        bar = sf.colorbar(im, ax=axes, shrink=0.9, aspect=12 * rows, pad=0.01)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("activation", fontsize=7)
+    n_off = int(inactive.sum())
+    sf.suptitle(
+        f"after {name}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}"
+        + (f", {n_off} inactive (zero everywhere)" if n_off else ""),
+        fontsize=9,
+    )
+
+
+def draw_feature_maps(model, image, label, path):
+    """Write feature_maps.png (see :func:`feature_maps_figure`) to ``path``."""
+    _save(feature_maps_figure(model, image, label), path)
 
 
 def draw_training(history, path):

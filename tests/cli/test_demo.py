@@ -321,3 +321,65 @@ def test_load_takes_the_options_that_apply_to_it(tmp_path, capsys):
     assert fastconv.get_num_threads() == before
     assert re.search(r"test accuracy [\d.]+% \(\d+/359\) of ", capsys.readouterr().out)
     assert (tmp_path / "out" / "feature_maps.png").exists()
+
+
+def test_inactive_maps_are_the_maps_zero_everywhere():
+    maps = np.ones((4, 3, 3), np.float32)
+    maps[1] = 0
+    maps[2, :2] = 0  # partly zero: active
+    maps[3] = -0.5  # negative (a conv without ReLU): active
+    assert demo_cmd.inactive_maps(maps).tolist() == [False, True, False, False]
+
+
+def _model_with_dead_filters(dead):
+    """The demo's model with the first-layer filters ``dead`` zeroed (bias -1: their ReLU output
+    is zero on any image), and a test digit."""
+    model = demo_cmd.build_model((8, 8), rng=0)
+    model[0].weight.data[dead] = 0
+    model[0].bias.data[dead] = -1
+    _, _, _, xte, yte = demo_cmd.load_data(None)
+    return model, xte[0], int(yte[0])
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_feature_maps_label_inactive_maps_and_have_a_colour_scale(tmp_path):
+    model, image, label = _model_with_dead_filters([2, 5])
+    conv1 = model[1](model[0](image[None]))[0]  # the maps after conv1 + ReLU, computed here
+    expected = [i for i in range(len(conv1)) if not np.any(conv1[i])]
+    assert 2 in expected and 5 in expected
+    fig = demo_cmd.feature_maps_figure(model, image, label)
+    stage = fig.subfigs[1]
+    maps = [ax for ax in stage.axes if ax.images]
+    assert len(maps) == 16 and [ax.get_title() for ax in maps] == [str(i) for i in range(16)]
+    assert [i for i, ax in enumerate(maps) if "inactive" in _texts(ax)] == expected
+    assert f"{len(expected)} inactive" in stage._suptitle.get_text()
+    # one colour scale per layer: the same limits on every map, and a colour bar
+    assert len({ax.images[0].get_clim() for ax in maps}) == 1
+    assert any(ax.get_ylabel() == "activation" for ax in stage.axes if not ax.images)
+    demo_cmd.draw_feature_maps(model, image, label, tmp_path / "fm.png")
+    assert (tmp_path / "fm.png").read_bytes().startswith(PNG)
+
+
+def test_feature_maps_layout(tmp_path):
+    """The layer titles clear the bar chart's tick labels, and the maps use the figure's width
+    (the first layer's title touched the digits 0..9; a sixth of the width was margin)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    model, image, label = _model_with_dead_filters([])
+    fig = demo_cmd.feature_maps_figure(model, image, label)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    bar_chart = fig.subfigs[0].axes[1]
+    under_bars = min(t.get_window_extent(renderer).y0
+                     for t in bar_chart.get_xticklabels() + [bar_chart.xaxis.label])
+    title = fig.subfigs[1]._suptitle.get_window_extent(renderer)
+    assert under_bars - title.y1 > title.height / 2  # a visible gap (it was 3 pixels)
+    width = fig.bbox.width
+    for sf in fig.subfigs[1:]:
+        boxes = [ax.get_window_extent(renderer) for ax in sf.axes]
+        assert min(b.x0 for b in boxes) < 0.04 * width
+        assert max(b.x1 for b in boxes) > 0.94 * width
