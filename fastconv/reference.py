@@ -287,6 +287,12 @@ def _as_float(divisor, dtype):
     return np.array([float(v) for v in divisor.ravel()], dtype).reshape(divisor.shape)
 
 
+def _nonfinite_quietly():
+    """Sums of +inf and -inf are NaN and sums of large values overflow to inf, silently, as in
+    torch and in fastconv's kernels: no NumPy RuntimeWarning from the oracle either."""
+    return np.errstate(invalid="ignore", over="ignore")
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """Reference of :func:`fastconv.functional.max_pool2d`: a NaN wins (the last one), else the
@@ -333,12 +339,6 @@ def max_pool2d_backward(grad_output, indices, input_shape):
         np.add.at(grad, (nn[:, :, None], cc[:, :, None], ind.reshape(n, c, per_plane)),
                   go.reshape(n, c, per_plane))
     return restore_batch(grad.reshape(shape4), unbatched)
-
-
-def _nonfinite_quietly():
-    """Sums of +inf and -inf are NaN and sums of large values overflow to inf, silently, as in
-    torch and in fastconv's kernels: no NumPy RuntimeWarning from the oracle either."""
-    return np.errstate(invalid="ignore", over="ignore")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
