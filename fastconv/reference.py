@@ -321,6 +321,12 @@ def _as_float(divisor: NDArray[Any], dtype: DTypeLike) -> NDArray[Any]:
     return np.array([float(v) for v in divisor.ravel()], dtype).reshape(divisor.shape)
 
 
+def _nonfinite_quietly() -> Any:
+    """Sums of +inf and -inf are NaN and sums of large values overflow to inf, silently, as in
+    torch and in fastconv's kernels: no NumPy RuntimeWarning from the oracle either."""
+    return np.errstate(invalid="ignore", over="ignore")
+
+
 def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
                padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
                return_indices: bool = False
@@ -366,8 +372,9 @@ def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape:
     grad = np.zeros((n, c, h * w), dtype=go.dtype)
     nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
     per_plane = ind.shape[2] * ind.shape[3]
-    np.add.at(grad, (nn[:, :, None], cc[:, :, None], ind.reshape(n, c, per_plane)),
-              go.reshape(n, c, per_plane))
+    with _nonfinite_quietly():
+        np.add.at(grad, (nn[:, :, None], cc[:, :, None], ind.reshape(n, c, per_plane)),
+                  go.reshape(n, c, per_plane))
     return restore_batch(grad.reshape(shape4), unbatched)
 
 
@@ -381,8 +388,9 @@ def avg_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrP
     g = _pool_shape(x4.shape, kernel_size, stride, padding, 1, ceil_mode, count_include_pad,
                     divisor_override, is_max=False)
     vals, _, _ = _pool_gather(x4, g, 0)
-    sums = vals.sum(axis=(-2, -1))
-    out = (sums / _as_float(_avg_divisor(x4.shape, g), sums.dtype)).astype(x4.dtype)
+    with _nonfinite_quietly():
+        sums = vals.sum(axis=(-2, -1))
+        out = (sums / _as_float(_avg_divisor(x4.shape, g), sums.dtype)).astype(x4.dtype)
     return restore_batch(out, unbatched)
 
 
@@ -403,8 +411,9 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int],
     grad = np.zeros((n, c, h * w), dtype=go.dtype)
     _, flat, real = _pool_gather(np.zeros((1, 1, h, w), go.dtype), g, 0)
     terms = np.broadcast_to(scaled[..., None, None], (n, c) + real.shape)[:, :, real]
-    np.add.at(grad, (slice(None), slice(None), flat[real]),  # type: ignore[arg-type]
-              terms)  # (numpy's stub allows no slice in the index)
+    with _nonfinite_quietly():
+        np.add.at(grad, (slice(None), slice(None), flat[real]),  # type: ignore[arg-type]
+                  terms)  # (numpy's stub allows no slice in the index)
     return restore_batch(grad.reshape(shape4), unbatched)
 
 
@@ -427,7 +436,9 @@ def adaptive_avg_pool2d(input: ArrayLike, output_size: OutputSize) -> FloatArray
         return restore_batch(out, unbatched)
     for i, (h0, h1) in enumerate(_adaptive_bins(h, oh)):
         for j, (w0, w1) in enumerate(_adaptive_bins(w, ow)):
-            out[:, :, i, j] = x4[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
+            with _nonfinite_quietly():
+                bin_sum = x4[:, :, h0:h1, w0:w1].sum(axis=(2, 3))
+            out[:, :, i, j] = bin_sum / ((h1 - h0) * (w1 - w0))
     return restore_batch(out, unbatched)
 
 
@@ -466,7 +477,8 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[i
     grad = np.zeros(shape4, go.dtype)
     for i, (h0, h1) in enumerate(_adaptive_bins(h, go.shape[2])):
         for j, (w0, w1) in enumerate(_adaptive_bins(w, go.shape[3])):
-            grad[:, :, h0:h1, w0:w1] += (go[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+            with _nonfinite_quietly():
+                grad[:, :, h0:h1, w0:w1] += (go[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
     return restore_batch(grad, unbatched)
 
 

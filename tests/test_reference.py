@@ -2,6 +2,8 @@
 hand-computed cases, the convolution theorem (FFTs) for the forward and finite differences for
 the backward; for pooling, hand-computed cases, torch's documented examples and brute-force loops
 over every window. Nothing here uses the compiled kernels."""
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -465,3 +467,23 @@ def test_avg_pool_is_the_brute_force_loop(case):
     scale = without_batch(np.abs(brute_avg_pool_backward(np.abs(g4), x4.shape, *args)), unbatched)
     assert_close(reference.avg_pool2d_backward(g, x.shape, **kw), want_grad, scale, nterms,
                  x.dtype, "avg_pool2d_backward")
+
+
+def test_pooling_of_infinities_is_nan_without_a_warning():
+    """+inf and -inf in one window (or gradients meeting on one input) sum to NaN, and float32
+    sums overflow to inf, as in torch and in fastconv's kernels: silently. The oracle warned
+    "invalid value encountered in reduce"."""
+    x = np.array([[[[np.inf, -np.inf, 1.0, 2.0], [3.0, 4.0, 3e38, 3e38]]]], np.float32)
+    g = np.array([[[[np.inf, -np.inf, 1.0]]]], np.float32)  # two windows overlap on column 1
+    idx = np.array([[[[0, 0, 2]]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = reference.avg_pool2d(x, (1, 2))
+        adaptive = reference.adaptive_avg_pool2d(x, (1, 2))
+        grad = reference.avg_pool2d_backward(g, (1, 1, 1, 4), (1, 2), stride=1)
+        adaptive_grad = reference.adaptive_avg_pool2d_backward(g[..., :2], (1, 1, 1, 3))
+        max_grad = reference.max_pool2d_backward(g, idx, (1, 1, 1, 4))
+    assert np.isnan(out[0, 0, 0, 0]) and out[0, 0, 1, 1] == np.inf
+    assert np.isnan(adaptive[0, 0, 0, 0]) and adaptive[0, 0, 0, 1] == np.inf
+    assert np.isnan(grad[0, 0, 0, 1]) and np.isnan(adaptive_grad[0, 0, 0, 1])
+    assert np.isnan(max_grad[0, 0, 0, 0])

@@ -11,7 +11,8 @@ How every sub-command ends (decided here, in :func:`guard`, for all of them):
   enough memory. One line ``fastconv CMD: error: MESSAGE`` on stderr, naming the file or option.
 - ``2`` (:data:`USAGE_ERROR`): the command line itself is invalid, whatever the files: an unknown
   name, a value out of range (argparse's convention; argparse itself exits with 2 for malformed
-  options). Same one-line message.
+  options). Same one-line message. ``fastconv`` without a command is one too: it prints the
+  help, which lists the commands, on stderr.
 - ``130`` (:data:`INTERRUPTED`, 128 + SIGINT): interrupted with Ctrl-C; one line
   ``fastconv CMD: interrupted`` on stderr, as other Unix tools do.
 
@@ -104,10 +105,13 @@ COMMANDS = {
 
 
 def build_parser():
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="fastconv",
         description="fastconv: fast, exact CNN kernels for NumPy.",
     )
+    parser.add_argument("--version", action="version", version=f"fastconv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -121,7 +125,9 @@ def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["example"] + list(argv or []))
+        # a usage error, as argparse treats a missing required argument: the help says what to type
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
     return guard(f"fastconv {args.command}", args._run, args)
 
 

@@ -6,11 +6,12 @@ By default it trains on the 1,797 8x8 digits embedded in the package (UCI "Optic
 Handwritten Digits", as bundled by scikit-learn; fixed stratified split of 1,438 train / 359 test
 images), offline, in a few seconds. --data DIR trains on MNIST-format IDX files instead.
 
-It shows a progress bar per epoch (batches/s, loss, ETA), prints a line per epoch (train loss,
-train accuracy over the epoch's batches, test accuracy, seconds), and writes to --out: weights.npz
-(the model, loadable with --load), filters.png (each first-layer filter drawn as a small
-grey-scale image of its weights), feature_maps.png (a test digit and its feature maps after each
-conv layer) and training.png (loss and accuracy per epoch). The same --seed gives the same numbers whatever --threads is.
+On a terminal it shows a progress bar per epoch (batches/s, loss, ETA). It prints a line per
+epoch (train loss, train accuracy over the epoch's batches, test accuracy, seconds), and writes to
+--out: weights.npz (the model, loadable with --load), filters.png (each first-layer filter drawn
+as a small grey-scale image of its weights), feature_maps.png (a test digit and its feature maps
+after each conv layer) and training.png (loss and accuracy per epoch). The same --seed gives the
+same numbers whatever --threads is.
 
 Needs the demo extra: pip install "fastconv[demo]" (tqdm, matplotlib, Pillow).
 """
@@ -29,7 +30,7 @@ from .. import datasets, nn, optim
 from .. import functional as F
 from .._core.threads import get_num_threads, set_num_threads
 from ..nn._npz import npz_keys, open_npz, read_npz_array
-from . import CommandError, guard, positive_int
+from . import USAGE_ERROR, CommandError, guard, positive_int
 
 # The defaults reach about 98% test accuracy on the embedded 8x8 digits in about a second.
 DEFAULT_LR = {"sgd": 0.05, "adam": 5e-3}
@@ -46,6 +47,15 @@ SMALL_IMAGE = 16     # images of at most 16x16: kernel calls too small to share 
 EVAL_BATCH = 500     # test images per forward call: bounds the activations' memory on MNIST
 MAPS_PER_ROW = 16    # feature_maps.png: one row per 16 maps (a 16-channel stage fills one)
 PROG = "fastconv demo"
+# The options that only training uses, and their defaults. Their parser default is None, so that
+# an option given with --load (which trains nothing) is refused rather than silently ignored.
+TRAINING_DEFAULTS = {
+    "epochs": DEFAULT_EPOCHS,
+    "batch_size": DEFAULT_BATCH_SIZE,
+    "lr": None,  # DEFAULT_LR of the optimizer
+    "optimizer": "sgd",
+    "seed": 0,
+}
 
 
 def add_arguments(parser):
@@ -67,13 +77,13 @@ def _add_training_arguments(parser):
     parser.add_argument(
         "--epochs",
         type=positive_int,
-        default=DEFAULT_EPOCHS,
+        default=None,
         help=f"passes over the training set (default: {DEFAULT_EPOCHS})",
     )
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_SIZE,
+        default=None,
         help=f"images per optimisation step (default: {DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
@@ -86,7 +96,7 @@ def _add_training_arguments(parser):
     parser.add_argument(
         "--optimizer",
         choices=("sgd", "adam"),
-        default="sgd",
+        default=None,
         help=f"sgd (with momentum {SGD_MOMENTUM}) or adam (default: sgd)",
     )
 
@@ -105,7 +115,7 @@ def _add_run_arguments(parser):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=None,
         help="seed of the initial weights and of the shuffling (default: 0)",
     )
 
@@ -133,7 +143,8 @@ def _add_file_arguments(parser):
         default=None,
         help="evaluate the model saved in WEIGHTS (a weights.npz of an earlier run) "
         "on the test set instead of training; still draws filters.png and "
-        "feature_maps.png",
+        "feature_maps.png. The training options (--epochs, --batch-size, --lr, "
+        "--optimizer, --seed) are refused with it",
     )
     parser.add_argument(
         "--quiet",
@@ -278,39 +289,82 @@ def draw_filters(model, path, title):
     _save(fig, path)
 
 
-def draw_feature_maps(model, image, label, path):
+def inactive_maps(maps):
+    """Which of the ``(C, H, W)`` feature maps are inactive: zero everywhere (a ReLU that never
+    fires on this image), drawn as such rather than as a blank square."""
+    maps = np.asarray(maps)
+    return ~np.any(maps != 0, axis=(1, 2))
+
+
+def feature_maps_figure(model, image, label):
+    """The figure of feature_maps.png: the ``(C, H, W)`` test ``image`` and the model's softmax
+    output for it on top, then the maps after each conv layer, on one colour scale per layer
+    (with its colour bar), each numbered by its channel; inactive maps are labelled so."""
     from matplotlib.figure import Figure
 
     stages, probs = _feature_maps(model, image)
     cols = MAPS_PER_ROW
     rows_per_stage = [int(np.ceil(len(maps) / cols)) for _, maps in stages]
-    fig = Figure(figsize=(cols * 0.8, 2.2 + 0.9 * sum(rows_per_stage) + 0.4 * len(stages)))
-    subfigs = fig.subfigures(
-        1 + len(stages), 1, height_ratios=[2.2] + [0.9 * r + 0.4 for r in rows_per_stage]
-    )
-    top = subfigs[0].subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})  # type: ignore[index]
-    top[0].imshow(image[0], cmap="gray_r", interpolation="nearest")
-    top[0].set_axis_off()
+    heights = [2.0] + [0.75 * r + 0.45 for r in rows_per_stage]
+    fig = Figure(figsize=(cols * 0.62 + 0.9, sum(heights)), layout="constrained")
+    subfigs = fig.subfigures(1 + len(stages), 1, height_ratios=heights)
+    _draw_prediction(subfigs[0], image, label, probs)
+    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):
+        _draw_stage(sf, name, maps, r, cols)
+    return fig
+
+
+def _draw_prediction(sf, image, label, probs):
+    """The digit and a bar chart of the softmax output, the prediction in green."""
+    ax_img, ax_bar = sf.subplots(1, 2, width_ratios=[1, 3])
+    ax_img.imshow(image[0], cmap="gray_r", interpolation="nearest")
+    ax_img.set_axis_off()
+    ax_img.set_title(f"test digit (label {label})", fontsize=9)
     pred = int(np.argmax(probs))
-    top[0].set_title(f"test digit (label {label})", fontsize=9)
-    top[1].bar(
+    ax_bar.bar(
         range(len(probs)),
         probs,
         color=["tab:green" if i == pred else "tab:gray" for i in range(len(probs))],
     )
-    top[1].set_xticks(range(len(probs)))
-    top[1].set_ylim(0, 1)
-    top[1].set_title(f"softmax output: predicted {pred} ({probs[pred]:.1%})", fontsize=9)
-    for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):  # type: ignore[index]
-        axes = sf.subplots(r, cols, squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if i < len(maps):
-                ax.imshow(maps[i], cmap="viridis", interpolation="nearest")
-        sf.suptitle(
-            f"after {name}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}", fontsize=9
-        )
-    _save(fig, path)
+    ax_bar.set_xticks(range(len(probs)))
+    ax_bar.set_ylim(0, 1)
+    ax_bar.tick_params(labelsize=8)
+    ax_bar.set_xlabel("digit", fontsize=8)
+    ax_bar.set_title(f"softmax output: predicted {pred} ({probs[pred]:.1%})", fontsize=9)
+
+
+def _draw_stage(sf, name, maps, rows, cols):
+    """One conv layer's maps on a shared colour scale, inactive ones labelled."""
+    vmin, vmax = min(0.0, float(maps.min())), float(maps.max())
+    if vmax <= vmin:  # every map zero: any scale shows them
+        vmax = vmin + 1.0
+    inactive = inactive_maps(maps)
+    axes = sf.subplots(rows, cols, squeeze=False)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(maps):
+            continue
+        im = ax.imshow(maps[i], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(str(i), fontsize=7, pad=2)
+        if inactive[i]:
+            ax.text(0.5, 0.5, "inactive", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=6, color="white")
+    if im is not None:
+        bar = sf.colorbar(im, ax=axes, shrink=0.9, aspect=12 * rows, pad=0.01)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("activation", fontsize=7)
+    n_off = int(inactive.sum())
+    sf.suptitle(
+        f"after {name}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}"
+        + (f", {n_off} inactive (zero everywhere)" if n_off else ""),
+        fontsize=9,
+    )
+
+
+def draw_feature_maps(model, image, label, path):
+    """Write feature_maps.png (see :func:`feature_maps_figure`) to ``path``."""
+    _save(feature_maps_figure(model, image, label), path)
 
 
 def draw_training(history, path):
@@ -477,7 +531,27 @@ def run(args):
     return guard(PROG, _run_restoring_threads, args)
 
 
+def _training_options(args):
+    """``args`` with the training options' defaults filled in; a usage error if one of them is
+    given with --load, where it would have no effect."""
+    given = [name for name in TRAINING_DEFAULTS if getattr(args, name) is not None]
+    if args.load is not None and given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        verb = "has" if len(given) == 1 else "have"
+        raise CommandError(
+            f"{options} {verb} no effect with --load, which evaluates a saved model "
+            "without training it",
+            USAGE_ERROR,
+        )
+    args = argparse.Namespace(**vars(args))
+    for name, default in TRAINING_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
+
+
 def _run_restoring_threads(args):
+    args = _training_options(args)
     missing = _missing_extras(args.quiet)
     if missing:
         raise CommandError(
@@ -623,7 +697,8 @@ def _train(args, model, opt, lr, data, rng):
 
 
 def _progress_bar(args, epoch, n_batches):
-    """A tqdm bar on stderr for one epoch, or None with --quiet."""
+    """A tqdm bar on stderr for one epoch, or None with --quiet. The bar is drawn only when
+    stderr is a terminal: in a log file or a pipe its carriage returns would leave fragments."""
     if args.quiet:
         return None
     from tqdm import tqdm
@@ -635,6 +710,7 @@ def _progress_bar(args, epoch, n_batches):
         leave=False,
         dynamic_ncols=True,
         file=sys.stderr,
+        disable=None,  # tqdm's rule: disabled unless `file` is a terminal
     )
 
 

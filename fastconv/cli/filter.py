@@ -87,6 +87,7 @@ def _filter(pixels, kernel, args):
 
 
 def _write(path, out, alpha, Image):
+    """Save ``out`` (and ``alpha``) to ``path``; returns the mode of the image written."""
     ext = os.path.splitext(path)[1].lower()
     if alpha is not None and ext in (".jpg", ".jpeg"):
         print(f"{PROG}: note: JPEG has no alpha channel; it is dropped", file=sys.stderr)
@@ -104,6 +105,7 @@ def _write(path, out, alpha, Image):
         raise _Error(f"cannot write {path!r}: {exc} (use e.g. .png or .jpg)") from None
     except OSError as exc:
         raise _Error(f"cannot write {path!r}: {exc}") from None
+    return im.mode
 
 
 def run(args):
@@ -128,9 +130,10 @@ def _run(args):
         out = _filter(pixels, kernel, args)
     except ValueError as exc:  # e.g. reflect padding wider than a tiny image
         raise _Error(str(exc)) from None
-    _write(args.output, out, alpha, Image)
+    # the mode written, not the input's: P, CMYK, 1, ... are filtered as RGB(A) or L
+    mode = _write(args.output, out, alpha, Image)
     h, w = pixels.shape[:2]
     extra = f", sigma {1.0 if args.sigma is None else args.sigma:g}" if args.kernel == "gaussian" else ""
-    print(f"wrote {args.output}: {w}x{h} {im.mode}, kernel {args.kernel}{extra}, "
+    print(f"wrote {args.output}: {w}x{h} {mode}, kernel {args.kernel}{extra}, "
           f"padding {args.padding_mode}, {args.mode}")
     return 0

@@ -5,6 +5,7 @@ import errno
 import numpy as np
 import pytest
 
+import fastconv
 from fastconv import cli
 from fastconv.cli import bench, demo, example
 from fastconv.cli import filter as filter_cmd
@@ -81,3 +82,23 @@ def test_check_output_file(tmp_path):
         cli.check_output_file(tmp_path, "--json")
     with pytest.raises(cli.CommandError, match="the directory .*nowhere does not exist"):
         cli.check_output_file(tmp_path / "nowhere" / "x.json", "--json")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"fastconv {fastconv.__version__}\n"
+
+
+def test_no_command_prints_the_help_and_exits_2(monkeypatch, capsys):
+    """Bare `fastconv` ran `example` silently. It is a usage error now, answered with the help
+    (which lists the commands) on stderr and status 2: argparse's own answer to a missing required
+    argument (git prints its help and exits 1, but 1 is fastconv's status for runtime errors)."""
+    monkeypatch.setattr(example, "run", _raise(AssertionError("example must not run")))
+    assert cli.main([]) == cli.USAGE_ERROR == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: fastconv")
+    for command in cli.COMMANDS:
+        assert f"\n    {command} " in err, command

@@ -2,6 +2,7 @@
 the same numbers for any --threads, clear errors, and the default run's accuracy."""
 
 import argparse
+import io
 import os
 import re
 import signal
@@ -40,7 +41,7 @@ def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
         r"epoch 1/1  train loss \d\.\d{4}  train acc +\d+\.\d\d%  test acc +\d+\.\d\d%", stdout
     )
     assert re.search(r"test accuracy \d+\.\d\d% \(\d+/359\) after 1 epoch;", stdout)
-    assert "epoch 1/1:" in stderr and "batch/s" in stderr  # the tqdm bar
+    assert stderr == ""  # not a terminal: no progress bar (see test_progress_bar_*)
     for name in ("filters.png", "feature_maps.png", "training.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
@@ -89,6 +90,38 @@ def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys):
     assert runs[0][0] == runs[1][0]
     for k, v in runs[0][1].items():
         assert_same_bits(runs[1][1][k], v, k)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert demo("--epochs", 1, "--batch-size", 256, "--out", tmp_path) == 0
+    bar = sys.stderr.getvalue()
+    assert "epoch 1/1:" in bar and "batch/s" in bar and "\r" in bar
+    assert "\r" not in capsys.readouterr().out
+
+
+def test_progress_bar_left_out_of_logs(tmp_path):
+    """Output to a file or a pipe (a log) has clean epoch lines: tqdm's carriage returns and
+    half-drawn bars were written to stderr whatever it was. A real process, stdout and stderr
+    redirected to pipes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastconv", "demo", "--epochs", "2", "--batch-size", "256",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "\r" not in proc.stdout and "%|" not in proc.stdout
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line[:10] for line in epochs] == ["epoch 1/2 ", "epoch 2/2 "]
 
 
 def test_quiet_prints_only_the_summary(tmp_path, capsys):
@@ -259,3 +292,94 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.rstrip().endswith("fastconv demo: interrupted")
     assert "wrote" not in out
+
+
+@pytest.mark.parametrize("options,named", [
+    (["--epochs", 3], "--epochs has"),
+    (["--epochs", demo_cmd.DEFAULT_EPOCHS], "--epochs has"),  # given, even if equal to the default
+    (["--batch-size", 8, "--lr", 0.1], "--batch-size, --lr have"),
+    (["--optimizer", "adam"], "--optimizer has"),
+    (["--seed", 3], "--seed has"),
+])
+def test_load_refuses_the_training_options(tmp_path, capsys, options, named):
+    """--load trains nothing: a training option given with it was silently ignored; it is a
+    usage error (status 2) now, reported before any work."""
+    weights = _weights(tmp_path / "w.npz")
+    out = tmp_path / "out"
+    assert demo("--load", weights, "--out", out, "--quiet", *options) == 2
+    assert capsys.readouterr().err == (
+        f"fastconv demo: error: {named} no effect with --load, which evaluates a saved model "
+        "without training it\n"
+    )
+    assert not out.exists()
+
+
+def test_load_takes_the_options_that_apply_to_it(tmp_path, capsys):
+    weights = _weights(tmp_path / "w.npz")
+    before = fastconv.get_num_threads()
+    assert demo("--load", weights, "--out", tmp_path / "out", "--quiet", "--threads", 2) == 0
+    assert fastconv.get_num_threads() == before
+    assert re.search(r"test accuracy [\d.]+% \(\d+/359\) of ", capsys.readouterr().out)
+    assert (tmp_path / "out" / "feature_maps.png").exists()
+
+
+def test_inactive_maps_are_the_maps_zero_everywhere():
+    maps = np.ones((4, 3, 3), np.float32)
+    maps[1] = 0
+    maps[2, :2] = 0  # partly zero: active
+    maps[3] = -0.5  # negative (a conv without ReLU): active
+    assert demo_cmd.inactive_maps(maps).tolist() == [False, True, False, False]
+
+
+def _model_with_dead_filters(dead):
+    """The demo's model with the first-layer filters ``dead`` zeroed (bias -1: their ReLU output
+    is zero on any image), and a test digit."""
+    model = demo_cmd.build_model((8, 8), rng=0)
+    model[0].weight.data[dead] = 0
+    model[0].bias.data[dead] = -1
+    _, _, _, xte, yte = demo_cmd.load_data(None)
+    return model, xte[0], int(yte[0])
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_feature_maps_label_inactive_maps_and_have_a_colour_scale(tmp_path):
+    model, image, label = _model_with_dead_filters([2, 5])
+    conv1 = model[1](model[0](image[None]))[0]  # the maps after conv1 + ReLU, computed here
+    expected = [i for i in range(len(conv1)) if not np.any(conv1[i])]
+    assert 2 in expected and 5 in expected
+    fig = demo_cmd.feature_maps_figure(model, image, label)
+    stage = fig.subfigs[1]
+    maps = [ax for ax in stage.axes if ax.images]
+    assert len(maps) == 16 and [ax.get_title() for ax in maps] == [str(i) for i in range(16)]
+    assert [i for i, ax in enumerate(maps) if "inactive" in _texts(ax)] == expected
+    assert f"{len(expected)} inactive" in stage._suptitle.get_text()
+    # one colour scale per layer: the same limits on every map, and a colour bar
+    assert len({ax.images[0].get_clim() for ax in maps}) == 1
+    assert any(ax.get_ylabel() == "activation" for ax in stage.axes if not ax.images)
+    demo_cmd.draw_feature_maps(model, image, label, tmp_path / "fm.png")
+    assert (tmp_path / "fm.png").read_bytes().startswith(PNG)
+
+
+def test_feature_maps_layout(tmp_path):
+    """The layer titles clear the bar chart's tick labels, and the maps use the figure's width
+    (the first layer's title touched the digits 0..9; a sixth of the width was margin)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    model, image, label = _model_with_dead_filters([])
+    fig = demo_cmd.feature_maps_figure(model, image, label)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    bar_chart = fig.subfigs[0].axes[1]
+    under_bars = min(t.get_window_extent(renderer).y0
+                     for t in bar_chart.get_xticklabels() + [bar_chart.xaxis.label])
+    title = fig.subfigs[1]._suptitle.get_window_extent(renderer)
+    assert under_bars - title.y1 > title.height / 2  # a visible gap (it was 3 pixels)
+    width = fig.bbox.width
+    for sf in fig.subfigs[1:]:
+        boxes = [ax.get_window_extent(renderer) for ax in sf.axes]
+        assert min(b.x0 for b in boxes) < 0.04 * width
+        assert max(b.x1 for b in boxes) > 0.94 * width

@@ -37,13 +37,13 @@ def test_bad_options_are_rejected(capsys):
         assert exc.value.code == 2
 
 
-def test_python_m_fastconv_runs_the_example():
-    """`python -m fastconv` with no command is the main job, with its default (32, 16, 32, 32)
-    batch, as the README says; run in a subprocess against this same fastconv."""
+def test_python_m_fastconv_example_runs_the_default_batch():
+    """`python -m fastconv example` with its default (32, 16, 32, 32) batch; run in a subprocess
+    against this same fastconv. (Without a command, fastconv prints its help: test_cli.py.)"""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)),
                OMP_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, "-m", "fastconv"], capture_output=True, text=True,
-                          env=env, cwd=os.path.dirname(__file__), timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "fastconv", "example"], capture_output=True,
+                          text=True, env=env, cwd=os.path.dirname(__file__), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "input (32, 16, 32, 32) float32, weight (32, 16, 3, 3)" in proc.stdout
     assert proc.stdout.rstrip().endswith("OK")

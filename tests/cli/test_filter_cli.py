@@ -17,6 +17,13 @@ def run(*argv):
     return filter_cmd.run(parser.parse_args([str(a) for a in argv]))
 
 
+def _load(path):
+    """The image in ``path``, read, its file closed (an image only opened keeps it open)."""
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
 @pytest.fixture
 def gray(tmp_path):
     a = (np.random.default_rng(0).random((20, 24)) * 255).astype(np.uint8)
@@ -47,7 +54,7 @@ def test_grayscale_png_equals_filter2d(gray, tmp_path, kernel):
     path, a = gray
     out = tmp_path / f"{kernel}.png"
     assert run(path, out, "--kernel", kernel) == 0
-    b = np.asarray(Image.open(out))
+    b = np.asarray(_load(out))
     assert b.dtype == np.uint8 and b.shape == a.shape
     np.testing.assert_array_equal(b, filters.filter2d(a, filters.get_kernel(kernel)))
 
@@ -56,10 +63,10 @@ def test_options(gray, tmp_path):
     path, a = gray
     out = tmp_path / "o.png"
     assert run(path, out, "--kernel", "gaussian", "--sigma", "2.5", "--padding-mode", "circular") == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(out)),
+    np.testing.assert_array_equal(np.asarray(_load(out)),
                                   filters.filter2d(a, filters.gaussian(2.5), "circular"))
     assert run(path, out, "--kernel", "sobel_x", "--mode", "convolve", "--padding-mode", "zeros") == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(out)),
+    np.testing.assert_array_equal(np.asarray(_load(out)),
                                   filters.filter2d(a, filters.sobel_x, "zeros", mode="convolve"))
 
 
@@ -67,8 +74,8 @@ def test_colour_with_alpha_keeps_alpha(rgba, tmp_path):
     path, a = rgba
     out = tmp_path / "o.png"
     assert run(path, out, "--kernel", "sharpen") == 0
-    b = np.asarray(Image.open(out))
-    assert Image.open(out).mode == "RGBA"
+    b = np.asarray(_load(out))
+    assert _load(out).mode == "RGBA"
     np.testing.assert_array_equal(b[..., 3], a[..., 3])
     np.testing.assert_array_equal(b[..., :3], filters.filter2d(a[..., :3], filters.sharpen))
 
@@ -78,10 +85,10 @@ def test_jpeg_in_and_out(rgba, tmp_path, capsys):
     jpg = tmp_path / "in.jpg"
     Image.fromarray(a[..., :3]).save(jpg)
     assert run(jpg, tmp_path / "o.jpeg", "--kernel", "box_blur") == 0
-    assert Image.open(tmp_path / "o.jpeg").size == (12, 16)
+    assert _load(tmp_path / "o.jpeg").size == (12, 16)
     assert run(path, tmp_path / "o2.jpg", "--kernel", "box_blur") == 0  # RGBA -> JPEG
     assert "alpha" in capsys.readouterr().err
-    assert Image.open(tmp_path / "o2.jpg").mode == "RGB"
+    assert _load(tmp_path / "o2.jpg").mode == "RGB"
 
 
 def test_sixteen_bit_and_palette(tmp_path):
@@ -89,14 +96,41 @@ def test_sixteen_bit_and_palette(tmp_path):
     p16 = tmp_path / "g16.png"
     Image.fromarray(a16).save(p16)
     assert run(p16, tmp_path / "o16.png", "--kernel", "box_blur") == 0
-    b = np.asarray(Image.open(tmp_path / "o16.png"))
+    b = np.asarray(_load(tmp_path / "o16.png"))
     expected = np.clip(np.rint(filters.filter2d(a16.astype(np.float64), filters.box_blur)), 0, 65535)
     np.testing.assert_array_equal(b, expected)
     pal = tmp_path / "p.png"
     colours = (np.random.default_rng(3).random((9, 9, 3)) * 255).astype(np.uint8)
     Image.fromarray(colours).convert("P").save(pal)
     assert run(pal, tmp_path / "op.png", "--kernel", "emboss") == 0
-    assert Image.open(tmp_path / "op.png").mode == "RGB"
+    assert _load(tmp_path / "op.png").mode == "RGB"
+
+
+def _made(mode):
+    """A 6x7 image of ``mode``, converted by Pillow from random pixels."""
+    rng = np.random.default_rng(4)
+    if mode == "1":
+        return Image.fromarray(rng.random((6, 7)) > 0.5)
+    return Image.fromarray((rng.random((6, 7, 3)) * 255).astype(np.uint8)).convert(mode)
+
+
+@pytest.mark.parametrize("mode,ext,written", [
+    ("P", ".png", "RGB"),
+    ("CMYK", ".tiff", "RGB"),
+    ("CMYK", ".jpg", "RGB"),
+    ("1", ".png", "L"),
+    ("LA", ".png", "LA"),
+])
+def test_reports_the_mode_it_writes(tmp_path, capsys, mode, ext, written):
+    """The summary line named the input's mode (P, CMYK, 1) although the file written is RGB or
+    L; it names the mode of the file written."""
+    path = tmp_path / f"in{ext}"
+    _made(mode).save(path)
+    assert _load(path).mode == mode  # the input is really of that mode
+    out = tmp_path / "out.png"
+    assert run(path, out, "--kernel", "box_blur") == 0
+    assert _load(out).mode == written
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 7x6 {written}, kernel box_blur,")
 
 
 @pytest.mark.parametrize("make,argv,status,message", [

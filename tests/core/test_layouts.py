@@ -35,10 +35,11 @@ def _unaligned(a):
 
 
 def _memmap(a):
-    f = tempfile.TemporaryFile()
-    np.ascontiguousarray(a).tofile(f)
-    f.flush()
-    return np.memmap(f, dtype=a.dtype, mode="r", shape=a.shape)
+    # the map holds its own descriptor: closing the file (else a ResourceWarning) keeps it valid
+    with tempfile.TemporaryFile() as f:
+        np.ascontiguousarray(a).tofile(f)
+        f.flush()
+        return np.memmap(f, dtype=a.dtype, mode="r", shape=a.shape)
 
 
 def _reverse(a):
