@@ -307,7 +307,7 @@ def feature_maps_figure(model, image, label):
     rows_per_stage = [int(np.ceil(len(maps) / cols)) for _, maps in stages]
     heights = [2.0] + [0.75 * r + 0.45 for r in rows_per_stage]
     fig = Figure(figsize=(cols * 0.62 + 0.9, sum(heights)), layout="constrained")
-    subfigs = fig.subfigures(1 + len(stages), 1, height_ratios=heights)
+    subfigs: Any = fig.subfigures(1 + len(stages), 1, height_ratios=heights)  # an array of them
     _draw_prediction(subfigs[0], image, label, probs)
     for sf, (name, maps), r in zip(subfigs[1:], stages, rows_per_stage):
         _draw_stage(sf, name, maps, r, cols)
