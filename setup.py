@@ -40,9 +40,9 @@ def _macos_libomp_flags():
     roots = [os.environ.get("OpenMP_ROOT"), "/opt/homebrew/opt/libomp", "/usr/local/opt/libomp"]
     for root in filter(None, roots):
         if os.path.exists(os.path.join(root, "include", "omp.h")):
-            lib = os.path.join(root, "lib")
+            # libomp's install name is absolute: no rpath (delocate vendors it into a wheel)
             return (["-Xpreprocessor", "-fopenmp", f"-I{os.path.join(root, 'include')}"],
-                    [f"-L{lib}", f"-Wl,-rpath,{lib}", "-lomp"])
+                    [f"-L{os.path.join(root, 'lib')}", "-lomp"])
     return None
 
 
