@@ -10,7 +10,7 @@ checks every import):
 
 1. ``fastconv._core``: the kernel API's implementation. ``args`` (dtype, shapes, ints and pairs,
    with an error that names the argument) and ``geometry`` (per-axis reduction of huge strides
-   and paddings, size limits) are shared by everything; ``conv_geometry`` and ``pool_geometry``
+   and paddings, the trimming of kernel taps that read only padding, size limits) are shared by everything; ``conv_geometry`` and ``pool_geometry``
    hold each op's argument rules and output sizes, ``torch.nn.functional``'s (plain Python);
    ``epilogue`` the activation a convolution may apply in its output epilogue, and its gradient.
    ``conv`` validates a convolution and hands it to ``dispatch``, which picks a backend:
