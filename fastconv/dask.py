@@ -75,17 +75,33 @@ budget runs each task's kernels on 1 thread, and the cores are never oversubscri
 ``distributed.nanny.pre-spawn-environ``): their kernels then run on one thread each, and the
 parallelism comes from the tasks. Results never depend on the thread count.
 """
+from __future__ import annotations
+
 import contextlib
 import copy
 import sys
 import threading
 import warnings
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple,
+                    TypeVar, Union)
 
 import numpy as np
 
 from . import filters as _filters
 from . import functional as _functional
 from ._core.threads import get_num_threads
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from ._core.args import IntOrPair, Padding
+    from .filters import KernelLike
+    from .nn import Module
+
+    _M = TypeVar("_M", bound=Module)
+    # per axis of the image: (halo depth, halo on the image's border too, number of chunks)
+    Layout = Tuple[Tuple[int, bool, int], ...]
 
 __all__ = ["filter2d", "correlate", "convolve", "conv2d", "max_pool2d", "avg_pool2d", "predict",
            "forward", "PerformanceWarning"]
@@ -97,12 +113,13 @@ try:
     import dask
     import dask.array as da
     from dask.array.core import PerformanceWarning
+    from dask.delayed import delayed
 except ImportError as exc:  # the extra is not installed
     raise ImportError(f"fastconv.dask needs Dask: {_INSTALL} (dask[array], distributed, zarr, "
                       f"tifffile); importing dask.array failed: {exc}") from exc
 
 
-def _check_dask_array(x, name):
+def _check_dask_array(x: object, name: str) -> da.Array:
     if not isinstance(x, da.Array):
         raise TypeError(f"{name} must be a dask array (dask.array.Array; e.g. "
                         f"dask.array.from_array(a, chunks=...)), got {type(x).__name__}")
@@ -112,15 +129,15 @@ def _check_dask_array(x, name):
     return x
 
 
-def _shared(value, what):
+def _shared(value: object, what: str) -> Delayed:
     """``value`` as one key of the graph (a Delayed) that every task depends on: a distributed
     scheduler ships it to each worker once, not once per task."""
-    return dask.delayed(value, name=f"fastconv-{what}-{dask.base.tokenize(value)}", pure=True,
-                        traverse=False)
+    return delayed(value, name=f"fastconv-{what}-{dask.base.tokenize(value)}", pure=True,
+                   traverse=False)
 
 
 # ---------------------------------------------------------------------------------- threads
-def _tasks_at_once():
+def _tasks_at_once() -> int:
     """How many tasks the scheduler running this one runs at once in this process."""
     if "distributed" in sys.modules:
         try:
@@ -130,7 +147,8 @@ def _tasks_at_once():
             worker = None
         if worker is not None:
             state = getattr(worker, "state", None)
-            n = getattr(state, "nthreads", None) or getattr(worker, "nthreads", 1)
+            # read by name: where a worker keeps its thread count depends on the version
+            n: Any = getattr(state, "nthreads", None) or getattr(worker, "nthreads", 1)
             return max(1, int(n))
     if threading.current_thread() is threading.main_thread():
         return 1  # the synchronous scheduler (or a direct call)
@@ -141,14 +159,14 @@ def _tasks_at_once():
     return max(1, int(n))
 
 
-def task_threads():
+def task_threads() -> int:
     """The kernel threads a task uses here: ``max(1, get_num_threads() // tasks at once)`` (see
     the module's documentation)."""
     return max(1, get_num_threads() // _tasks_at_once())
 
 
 @contextlib.contextmanager
-def _task_thread_limit():
+def _task_thread_limit() -> Iterator[None]:
     """The calling thread's kernels limited to :func:`task_threads`, restored afterwards."""
     from . import _kernels
     previous = _kernels.thread_limit(task_threads())
@@ -159,18 +177,19 @@ def _task_thread_limit():
 
 
 # --------------------------------------------------------------------------------- filter2d
-def _native(dtype):
+def _native(dtype: DTypeLike) -> np.dtype[Any]:
     dtype = np.dtype(dtype)
     return dtype if dtype.isnative else dtype.newbyteorder("=")
 
 
-def _axis_chunks(chunks, depth):
+def _axis_chunks(chunks: Sequence[int], depth: int) -> Tuple[int, ...]:
     """The chunks of one axis with every chunk >= depth (neighbours merged), or one chunk."""
     if len(chunks) == 1 or min(chunks) >= depth:
         return tuple(chunks)
     if sum(chunks) < 2 * depth:
         return (sum(chunks),)
-    out, run = [], 0
+    out: List[int] = []
+    run = 0
     for c in chunks:
         run += c
         if run >= depth:
@@ -181,8 +200,9 @@ def _axis_chunks(chunks, depth):
     return tuple(out)
 
 
-def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, separable=None,
-             output_dtype=None):
+def filter2d(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect",
+             mode: str = "correlate", *, separable: Optional[bool] = None,
+             output_dtype: Union[DTypeLike, str, None] = None) -> da.Array:
     r"""Filter a Dask image with a 2-D kernel or a bank of kernels: the single-array
     :func:`fastconv.filters.filter2d` chunk by chunk, each chunk with the halo the kernel needs,
     the padding mode at the border of the whole image only. Lazy: returns a Dask array.
@@ -257,13 +277,16 @@ def filter2d(image, kernel, padding_mode="reflect", mode="correlate", *, separab
     return y
 
 
-def _filter_block(block, kernel, padding_mode, mode, separable, output_dtype, bank, layout,
-                  block_id=None):
+def _filter_block(block: NDArray[Any], kernel: NDArray[Any], padding_mode: str, mode: str,
+                  separable: Optional[bool], output_dtype: Union[DTypeLike, str, None],
+                  bank: bool, layout: Layout, block_id: Optional[Tuple[int, ...]] = None
+                  ) -> NDArray[Any]:
     """One chunk with its halo filtered, the halo's outputs cropped off."""
     with _task_thread_limit():
         y = _filters.filter2d(block, kernel, padding_mode, mode, separable=separable,
                               output_dtype=output_dtype)
     crop = [slice(None)] * y.ndim
+    assert block_id is not None  # map_blocks passes it (the parameter is named block_id)
     for a, (d, everywhere, nblocks) in enumerate(layout):
         i = block_id[a + bank]  # the output's block: a bank's leading axis F comes first
         lo = d if (everywhere or i > 0) else 0
@@ -272,20 +295,24 @@ def _filter_block(block, kernel, padding_mode, mode, separable, output_dtype, ba
     return np.ascontiguousarray(y[tuple(crop)])  # a copy: the halo's outputs are freed
 
 
-def correlate(image, kernel, padding_mode="reflect", *, separable=None, output_dtype=None):
+def correlate(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect", *,
+              separable: Optional[bool] = None,
+              output_dtype: Union[DTypeLike, str, None] = None) -> da.Array:
     """:func:`filter2d` with ``mode='correlate'`` (``sum f(x+u, y+v) g(u, v)``)."""
     return filter2d(image, kernel, padding_mode, "correlate", separable=separable,
                     output_dtype=output_dtype)
 
 
-def convolve(image, kernel, padding_mode="reflect", *, separable=None, output_dtype=None):
+def convolve(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect", *,
+             separable: Optional[bool] = None,
+             output_dtype: Union[DTypeLike, str, None] = None) -> da.Array:
     """:func:`filter2d` with ``mode='convolve'`` (the kernel flipped by a half turn)."""
     return filter2d(image, kernel, padding_mode, "convolve", separable=separable,
                     output_dtype=output_dtype)
 
 
 # --------------------------------------------------------------------------- batches (NCHW)
-def _batch_array(x, name, ndim=4):
+def _batch_array(x: da.Array, name: str, ndim: Optional[int] = 4) -> da.Array:
     """``x``, a dask array chunked along axis 0 only (the other axes rechunked to one chunk)."""
     _check_dask_array(x, name)
     if ndim is not None and x.ndim != ndim:
@@ -297,7 +324,8 @@ def _batch_array(x, name, ndim=4):
     return x
 
 
-def _batch_map(func, x, out, *args, token, **kwargs):
+def _batch_map(func: Callable[..., Any], x: da.Array, out: NDArray[Any], *args: Any, token: str,
+               **kwargs: Any) -> da.Array:
     """``func(chunk, *args, **kwargs)`` on every batch chunk of ``x``; ``out`` is the output of
     the probe call (an empty batch, or one sample), giving the shape and dtype of a sample."""
     return da.map_blocks(
@@ -307,16 +335,18 @@ def _batch_map(func, x, out, *args, token, **kwargs):
         token=token, **kwargs)
 
 
-def _empty_batch(x):
+def _empty_batch(x: da.Array) -> NDArray[Any]:
     return np.zeros((0,) + x.shape[1:], _native(x.dtype))
 
 
-def _call_in_task(chunk, fn, *args, **kwargs):
+def _call_in_task(chunk: NDArray[Any], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     with _task_thread_limit():
         return fn(chunk, *args, **kwargs)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x: da.Array, weight: ArrayLike, bias: Optional[ArrayLike] = None,
+           stride: IntOrPair = 1, padding: Padding = 0, dilation: IntOrPair = 1,
+           groups: int = 1) -> da.Array:
     """:func:`fastconv.conv2d` over a batch chunked along N (lazy).
 
     Args:
@@ -332,7 +362,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x = _batch_array(x, "x")
     weight = np.asarray(weight)
     bias = None if bias is None else np.asarray(bias)
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    kwargs: Dict[str, Any] = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     out = _functional.conv2d(_empty_batch(x), weight, bias, **kwargs)  # checks every argument
     w = _shared(weight, "weight")
     b = None if bias is None else _shared(bias, "bias")
@@ -340,36 +370,40 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                       **kwargs)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def max_pool2d(x: da.Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False
+               ) -> da.Array:
     """:func:`fastconv.max_pool2d` over a batch chunked along N (lazy); ``x`` as in
     :func:`conv2d`, the other arguments as :func:`fastconv.max_pool2d`. Bitwise the
     single-array result."""
     x = _batch_array(x, "x")
-    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                  ceil_mode=ceil_mode)
+    kwargs: Dict[str, Any] = dict(kernel_size=kernel_size, stride=stride, padding=padding,
+                                  dilation=dilation, ceil_mode=ceil_mode)
     out = _functional.max_pool2d(_empty_batch(x), **kwargs)
     return _batch_map(_call_in_task, x, out, _functional.max_pool2d, token="fastconv-max_pool2d",
                       **kwargs)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(x: da.Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+               padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None) -> da.Array:
     """:func:`fastconv.avg_pool2d` over a batch chunked along N (lazy); ``x`` as in
     :func:`conv2d`, the other arguments as :func:`fastconv.avg_pool2d`. Bitwise the
     single-array result."""
     x = _batch_array(x, "x")
-    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                  count_include_pad=count_include_pad, divisor_override=divisor_override)
+    kwargs: Dict[str, Any] = dict(kernel_size=kernel_size, stride=stride, padding=padding,
+                                  ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                                  divisor_override=divisor_override)
     out = _functional.avg_pool2d(_empty_batch(x), **kwargs)
     return _batch_map(_call_in_task, x, out, _functional.avg_pool2d, token="fastconv-avg_pool2d",
                       **kwargs)
 
 
 # ---------------------------------------------------------------------------------- models
-def _inference_copy(model):
+def _inference_copy(model: _M) -> _M:
     """A copy of ``model`` in evaluation mode, without what its last forward cached (arrays held
     by underscore attributes: inputs, masks, indices), with its own copy of the weights."""
-    memo = {}
+    memo: Dict[int, Any] = {}
     for m in model.modules():
         for key, value in vars(m).items():
             if key.startswith("_") and isinstance(value, np.ndarray):
@@ -378,7 +412,7 @@ def _inference_copy(model):
     return shipped.eval()
 
 
-def _per_task_model(model):
+def _per_task_model(model: _M) -> _M:
     """A copy of the structure of ``model`` sharing its parameter arrays: a task's forward caches
     its activations in its own copy (freed with it), so tasks running at once on one worker do
     not share state."""
@@ -386,7 +420,8 @@ def _per_task_model(model):
     return copy.deepcopy(model, memo)
 
 
-def _predict_block(chunk, model, batch_size):
+def _predict_block(chunk: NDArray[Any], model: Module, batch_size: Optional[int]
+                   ) -> NDArray[Any]:
     m = _per_task_model(model)
     step = batch_size or max(1, len(chunk))
     with _task_thread_limit():
@@ -394,7 +429,7 @@ def _predict_block(chunk, model, batch_size):
     return np.concatenate(outs) if len(outs) != 1 else np.ascontiguousarray(outs[0])
 
 
-def predict(model, x, batch_size=None):
+def predict(model: Module, x: da.Array, batch_size: Optional[int] = None) -> da.Array:
     """A trained :mod:`fastconv.nn` model's outputs over a batch chunked along N (lazy).
 
     The model runs in evaluation mode (``model.eval()``: dropout is the identity) on a copy made
@@ -435,7 +470,7 @@ def predict(model, x, batch_size=None):
                       token="fastconv-predict")
 
 
-def forward(model, x, batch_size=None):
+def forward(model: Module, x: da.Array, batch_size: Optional[int] = None) -> da.Array:
     """The same as :func:`predict`: the model's forward in evaluation mode over a batch chunked
     along N (no gradients are kept: a Dask graph has no backward)."""
     return predict(model, x, batch_size)

@@ -32,6 +32,7 @@ import statistics
 import sys
 import threading
 import time
+from typing import Dict, List
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def _timed_runs(client, runs, rounds):
     graph once, the order rotating between rounds; returns {name: (median seconds, worker peak
     bytes above the size before the run, the largest over the rounds and workers)}."""
     names = list(runs)
-    times = {n: [] for n in names}
+    times: Dict[str, List[float]] = {n: [] for n in names}
     extra = {n: 0 for n in names}
     for i in range(rounds):
         for name in names[i % len(names):] + names[:i % len(names)]:

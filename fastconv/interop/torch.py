@@ -1216,7 +1216,7 @@ def unswap_modules(model: _Model) -> _Model:
 
 
 # ------------------------------------------------------------------------------ processes
-def _usable_cores():
+def _usable_cores() -> int:
     """The processors this process may run on: its CPU affinity (a container's or ``taskset``'s
     share, which is also OpenMP's default thread count), else ``os.cpu_count()``."""
     if hasattr(os, "sched_getaffinity"):
@@ -1224,7 +1224,7 @@ def _usable_cores():
     return os.cpu_count() or 1
 
 
-def _local_world_size_from_env():
+def _local_world_size_from_env() -> int:
     text = os.environ.get("LOCAL_WORLD_SIZE")
     if text is None:
         return 1
@@ -1235,7 +1235,7 @@ def _local_world_size_from_env():
                          f"got {text!r}") from None
 
 
-def threads_per_rank(local_world_size=None):
+def threads_per_rank(local_world_size: Optional[int] = None) -> int:
     """The threads each of ``local_world_size`` processes on this machine should use, so that
     together they use every core once: ``max(1, cores // local_world_size)``.
 
