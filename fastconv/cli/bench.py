@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import _kernels, functional, reference
+from .._core.geometry import live_taps
 from .._core.threads import get_num_threads, set_num_threads
 from . import USAGE_ERROR, CommandError, check_output_file, guard, positive_int
 
@@ -77,6 +78,8 @@ CASES = [
     Case("alexnet-first", "conv", (8, 3, 224, 224), 96, 11, stride=4, pad=2),
     Case("depthwise", "conv", (32, 64, 56, 56), 64, 3, pad=1, groups=64),
     Case("dilated", "conv", (16, 64, 32, 32), 64, 3, pad=2, dilation=2),
+    # a DeepLabV3 atrous pyramid branch (rate 24 on a 14x14 map): most taps read only padding
+    Case("aspp-d24", "conv", (2, 960, 14, 14), 256, 3, pad=24, dilation=24),
     Case("resnet-c64-relu", "conv", (64, 64, 32, 32), 64, 3, pad=1, activation="relu"),
     Case("max-2x2-s2", "max", (64, 32, 32, 32), kernel=2, stride=2),
     Case("max-3x3-s2-p1", "max", (32, 64, 56, 56), kernel=3, stride=2, pad=1),
@@ -260,7 +263,12 @@ def _conv_flops(case, out_shape):
         n, c, h, w = case.shape
         return 2.0 * n * c * h * w * (case.k // case.groups) * case.kernel * case.kernel
     n, k, oh, ow = out_shape
-    return 2.0 * n * k * oh * ow * (case.shape[1] // case.groups) * case.kernel * case.kernel
+    # the taps that read the input for some output position (all of them but in atrous pyramids,
+    # whose other taps read only padding and are skipped: no work, so no flops)
+    taps = [stop - first for first, stop in (
+        live_taps(size, case.pad, case.kernel, case.stride, case.dilation, out)
+        for size, out in ((case.shape[2], oh), (case.shape[3], ow)))]
+    return 2.0 * n * k * oh * ow * (case.shape[1] // case.groups) * taps[0] * taps[1]
 
 
 def _workspace_mb(fn):

@@ -345,10 +345,21 @@ def test_every_performance_case_is_in_the_suite():
     names = [c.name for c in bench.CASES]
     assert names == ["lenet-conv1", "lenet-conv2", "cifar-first", "resnet-c16", "resnet-c64",
                      "strided", "deep", "pointwise", "alexnet-first", "depthwise", "dilated",
-                     "resnet-c64-relu", "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2",
+                     "aspp-d24", "resnet-c64-relu", "max-2x2-s2", "max-3x3-s2-p1", "avg-2x2-s2",
                      "avg-3x3-s1-p1-nopad", "dcgan-up", "unet-up"]
     assert set(bench.QUICK) <= set(names) and set(bench.LARGE_3X3) <= set(names)
     assert set(bench.POOLING) == {c.name for c in bench.CASES if c.kind not in bench.CONV_KINDS}
+
+
+def test_conv_flops_count_only_the_taps_that_read_the_input():
+    """A rate-24 atrous branch on a 14x14 map reads the input through its centre tap only: its
+    flops are a 1x1 convolution's; an ordinary padded 3x3 counts all nine taps."""
+    aspp = next(c for c in bench.CASES if c.name == "aspp-d24")
+    n, c, h, w = aspp.shape
+    assert bench._conv_flops(aspp, (n, aspp.k, h, w)) == 2.0 * n * aspp.k * h * w * c
+    deep = next(c for c in bench.CASES if c.name == "deep")
+    n, c, h, w = deep.shape
+    assert bench._conv_flops(deep, (n, deep.k, h, w)) == 2.0 * n * deep.k * h * w * c * 9
 
 
 TINY_RELU = bench.Case("tiny-relu", "conv", (2, 3, 9, 8), 4, 3, pad=1, activation="relu")
