@@ -2,7 +2,6 @@
 (any chunking, chunks smaller than the halo, every padding mode and dtype), on the threaded
 scheduler and on a real multi-process distributed cluster; weights and models are one key of the
 graph; no task holds the whole image; Zarr and TIFF files are filtered end to end."""
-import os
 import pickle
 import subprocess
 import sys
@@ -21,10 +20,10 @@ import fastconv.dask as fd  # noqa: E402
 from fastconv import filters  # noqa: E402
 from fastconv.cli.demo import build_model  # noqa: E402
 
+from conv_helpers import TESTS_DIR, child_env  # noqa: E402
 from strategies import (FILTER_PADDING_MODES, chunkings, filter_images,  # noqa: E402
                          filter_kernels)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
 
 
 def _same_bits(got, want):
@@ -320,9 +319,8 @@ def test_a_task_shares_the_cores_with_the_tasks_running_beside_it():
 def test_import_fastconv_does_not_import_dask():
     code = ("import sys, fastconv, fastconv.filters, fastconv.nn, fastconv.functional; "
             "print(any(m == 'dask' or m.startswith('dask.') for m in sys.modules))")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=TESTS_DIR,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
@@ -330,9 +328,8 @@ def test_import_fastconv_does_not_import_dask():
 def test_without_dask_the_import_error_says_what_to_install():
     code = ("import sys; sys.modules['dask'] = None\n"
             "try:\n    import fastconv.dask\nexcept ImportError as e:\n    print(e)")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=TESTS_DIR,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'pip install "fastconv[dask]"' in out.stdout
 

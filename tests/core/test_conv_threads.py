@@ -144,14 +144,17 @@ def test_gil_is_released_inside_the_kernels(pass_):
     # A kernel that holds the GIL fails every attempt. One that releases it passes unless the OS
     # did not wake the main thread during the whole kernel (tens of ms), on a very busy machine:
     # a few attempts make that as good as impossible.
-    for _ in range(3):
-        where = _main_thread_runs_during(call)
-        if where is not None:
-            break
-    assert where is not None, "the GIL was held for the whole kernel call"
-    # the GIL was released inside fastconv (not, say, in the Event machinery)
+    # The main thread may also wake while NumPy, which releases the GIL in its own loops, checks
+    # the arguments (a finiteness pass over the weight): such an attempt shows nothing either way.
     package = os.path.dirname(fastconv.__file__)
-    assert where.startswith(package), where
+    wakes = []
+    for _ in range(5):
+        wakes.append(_main_thread_runs_during(call))
+        if wakes[-1] is not None and wakes[-1].startswith(package):
+            break
+    assert any(w is not None for w in wakes), "the GIL was held for the whole kernel call"
+    # the GIL was released inside fastconv (not, say, in the Event machinery or in NumPy)
+    assert wakes[-1] is not None and wakes[-1].startswith(package), wakes
 
 
 def _main_thread_runs_during(call):
