@@ -316,22 +316,24 @@ def test_a_task_shares_the_cores_with_the_tasks_running_beside_it():
         assert within == budget == after
 
 
-def test_import_fastconv_does_not_import_dask():
-    code = ("import sys, fastconv, fastconv.filters, fastconv.nn, fastconv.functional; "
-            "print(any(m == 'dask' or m.startswith('dask.') for m in sys.modules))")
+def _child_prints(code):
+    """What ``code`` prints in a fresh interpreter with this same fastconv (it must succeed)."""
     out = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=TESTS_DIR,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    return out.stdout
+
+
+def test_import_fastconv_does_not_import_dask():
+    code = ("import sys, fastconv, fastconv.filters, fastconv.nn, fastconv.functional; "
+            "print(any(m == 'dask' or m.startswith('dask.') for m in sys.modules))")
+    assert _child_prints(code).strip() == "False"
 
 
 def test_without_dask_the_import_error_says_what_to_install():
     code = ("import sys; sys.modules['dask'] = None\n"
             "try:\n    import fastconv.dask\nexcept ImportError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=TESTS_DIR,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert 'pip install "fastconv[dask]"' in out.stdout
+    assert 'pip install "fastconv[dask]"' in _child_prints(code)
 
 
 # ------------------------------------------------------------- a real multi-process cluster
