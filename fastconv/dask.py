@@ -10,27 +10,30 @@ Every function builds a lazy Dask array (nothing is computed until ``.compute()`
 
 Data flow of :func:`filter2d`
 -----------------------------
-An ``(H, W)`` or ``(H, W, C)`` image chunked in any way is filtered chunk by chunk: each chunk is
-handed to :func:`fastconv.filters.filter2d` with the *halo* the kernel needs around it (the rows
-and columns its neighbours own), and only the chunk's own pixels are kept. For an ``R x S``
-kernel the output pixel ``(i, j)`` lines up with kernel element ``((R - 1) // 2, (S - 1) // 2)``
-(as in :func:`fastconv.filters.filter2d`, even sizes included), so it reads ``(R - 1) // 2`` rows
-above and ``R - 1 - (R - 1) // 2`` below (columns likewise); every chunk gets a halo of
-``R // 2`` rows and ``S // 2`` columns on each side it shares with a neighbour (the deeper of the
-two sides). The channel axis needs no halo: a chunking along ``C`` is kept.
+An ``(H, W)`` or ``(H, W, C)`` image chunked in any way is filtered chunk by chunk. For an
+``R x S`` kernel the output pixel ``(i, j)`` lines up with kernel element ``((R - 1) // 2,
+(S - 1) // 2)`` (as in :func:`fastconv.filters.filter2d`, even sizes included), so it reads
+``(R - 1) // 2`` rows above and ``R - 1 - (R - 1) // 2`` below (columns likewise): every chunk
+needs a *halo* of ``R // 2`` rows and ``S // 2`` columns (the deeper of the two sides) from each
+neighbour it has. The graph has two tasks per chunk and no other stage:
+
+1. *edges*: the chunk cuts the rows and columns its up to 8 neighbours read (its first and last
+   ``R // 2`` rows, ``S // 2`` columns and the corners where they meet): small copies, and the
+   only data a distributed scheduler moves between workers (never a whole chunk);
+2. *filter*: the chunk and its neighbours' edges are put together into one image (the chunk with
+   its halo), and the filter engine computes the outputs of the chunk's own pixels only (an
+   output window: nothing is computed for the halo, and nothing is cropped afterwards).
 
 **Border rule.** The padding mode applies at the border of the whole image only, never at a
 chunk's: a side of a chunk that is on the image's border gets no halo there, and the filter
 engine extends it by the padding mode itself, exactly as it extends the whole image in the
 single-array call (``'zeros'``, ``'reflect'``, ``'replicate'``: everything such a side reads is
 in the chunk and its inner halo). ``'circular'`` reads the opposite border: along an axis split
-into several chunks, the border chunks get a halo from the other end of the image (Dask's
-``'periodic'`` boundary, which is exactly the wrap-around). (Dask's own boundary names do not
-mean numpy's: Dask's ``'reflect'`` repeats the edge, numpy's and fastconv's do not; this module
-does not use it.) The filter engine computes every output element from the values it reads,
-in tap order, whatever the image around it, so the result is **bitwise** the single-array
-``fastconv.filters.filter2d(image.compute(), ...)`` for every chunking, dtype, ``output_dtype``
-and kernel, separable or not.
+into several chunks, the chunks at the ends are each other's neighbours. An axis in one chunk
+gets no halo (the engine extends it by the mode). The filter engine computes every output element
+from the values it reads, in tap order, whatever the image around it and wherever the window
+is, so the result is **bitwise** the single-array ``fastconv.filters.filter2d(image.compute(),
+...)`` for every chunking, dtype, ``output_dtype`` and kernel, separable or not.
 
 A halo deeper than a chunk (a chunk smaller than ``R // 2`` rows or ``S // 2`` columns, e.g. an
 uneven last chunk) cannot be filled from the neighbours alone: the image is then rechunked so
@@ -39,11 +42,12 @@ chunking), and the result is rechunked back to the input's chunks.
 
 Memory
 ------
-A task holds one chunk with its halo, the filter's output on it (one per kernel of a bank) and
-the cropped result: about ``(chunk + halo) x (2 + F)`` elements, never the whole image (as long
-as the chunks themselves are reasonable: 1-32 MB each is Dask's advice). For conv2d, pooling and
-:func:`predict`, a task holds one batch chunk, its output, the layers' activations and the
-weights.
+A filter task holds its chunk with the halo and the outputs of the chunk (one per kernel of a
+bank): about ``(chunk + halo) x (1 + F)`` elements besides the input chunk, never the whole
+image (as long as the chunks themselves are reasonable: 1-32 MB each is Dask's advice). The
+chunk-with-halo buffer comes from the kernels' recycling allocator, so a worker's tasks reuse
+one buffer instead of page-faulting a new one each. For conv2d, pooling and :func:`predict`, a
+task holds one batch chunk, its output, the layers' activations and the weights.
 
 Batches: conv2d, pooling, predict
 ---------------------------------
@@ -79,6 +83,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import sys
 import threading
 import warnings
@@ -100,8 +105,6 @@ if TYPE_CHECKING:
     from .nn import Module
 
     _M = TypeVar("_M", bound=Module)
-    # per axis of the image: (halo depth, halo on the image's border too, number of chunks)
-    Layout = Tuple[Tuple[int, bool, int], ...]
 
 __all__ = ["filter2d", "correlate", "convolve", "conv2d", "max_pool2d", "avg_pool2d", "predict",
            "forward", "PerformanceWarning"]
@@ -235,17 +238,14 @@ def filter2d(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect",
     if dtype.type not in _filters.IMAGE_DTYPES:
         raise TypeError("image must be a uint8, uint16, float16, float32 or float64 array, got "
                         f"dtype {image.dtype}")
-    bank, ks = _filters._as_kernels(kernel)
-    _filters.check_padding_mode(padding_mode)
-    # every other argument checked now, by the single-array function on a 1-pixel image
-    probe = _filters.filter2d(np.zeros((1, 1) + image.shape[2:], dtype), ks if bank else ks[0],
-                              "zeros", mode, separable=separable, output_dtype=output_dtype)
-    out_dtype = probe.dtype
-    f, r, s = ks.shape
-    lead = (f,) if bank else ()
+    # every other argument checked now, once: the plan each task runs
+    plan = _filters._filter_plan(dtype, kernel, padding_mode, mode, separable=separable,
+                                 output_dtype=output_dtype)
+    f, r, s = plan.kernels.shape
+    lead = (f,) if plan.bank else ()
     if 0 in image.shape:
-        return da.empty(lead + image.shape, dtype=out_dtype,
-                        chunks=(((f,),) if bank else ()) + image.chunks)
+        return da.empty(lead + image.shape, dtype=plan.out_dtype,
+                        chunks=(((f,),) if plan.bank else ()) + image.chunks)
     _filters._check_fits(image.shape, (r, s), padding_mode)
     depth = (r // 2, s // 2)  # the deeper side: max((R - 1) // 2, R - 1 - (R - 1) // 2)
     chunks = [_axis_chunks(image.chunks[a], depth[a]) for a in (0, 1)]
@@ -259,40 +259,99 @@ def filter2d(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect",
             f"input's chunks. Chunks of at least {depth[0]}x{depth[1]} (the last ones included) "
             f"avoid this.", PerformanceWarning, stacklevel=2)
         x = image.rechunk(tuple(chunks) + image.chunks[2:])
-    # per axis: the halo depth (0: one chunk, nothing to share) and Dask's boundary
-    depths, boundary = {}, {}
-    for a in range(image.ndim):
-        d = depth[a] if a < 2 and len(x.chunks[a]) > 1 else 0
-        depths[a] = d
-        boundary[a] = "periodic" if d and padding_mode == "circular" else "none"
-    halo = da.overlap.overlap(x, depth=depths, boundary=boundary, allow_rechunk=False)
-    layout = tuple((depths[a], boundary[a] != "none", len(x.chunks[a])) for a in range(2))
-    kern = _shared(ks if bank else ks[0], "kernel")
-    y = da.map_blocks(
-        _filter_block, halo, kern, padding_mode, mode, separable, output_dtype, bank, layout,
-        chunks=lead + x.chunks, dtype=out_dtype, new_axis=[0] if bank else None,
-        meta=np.empty((0,) * (image.ndim + bank), out_dtype), token="fastconv-filter2d")
+    y = _filter_graph(x, plan, depth, periodic=padding_mode == "circular")
     if x.chunks != image.chunks:
-        y = y.rechunk(((f,) if bank else ()) + image.chunks)
+        y = y.rechunk((((f,),) if plan.bank else ()) + image.chunks)
     return y
 
 
-def _filter_block(block: NDArray[Any], kernel: NDArray[Any], padding_mode: str, mode: str,
-                  separable: Optional[bool], output_dtype: Union[DTypeLike, str, None],
-                  bank: bool, layout: Layout, block_id: Optional[Tuple[int, ...]] = None
-                  ) -> NDArray[Any]:
-    """One chunk with its halo filtered, the halo's outputs cropped off."""
+# A chunk's halo comes from its up to 8 neighbours, each of which is at offset (a, b) from it,
+# a and b in {-1, 0, 1}: the neighbour above (a = -1) gives its last rows, the one below its first
+# rows, one beside it (a = 0) all its rows; columns likewise.
+_SIDES = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0))
+
+
+def _neighbour(i: int, step: int, n: int, depth: int, periodic: bool) -> Optional[int]:
+    """The index of the chunk ``step`` chunks from chunk ``i`` of an axis of ``n`` chunks, or None
+    where there is none (no halo on that axis; the image's border, unless it wraps around)."""
+    if step == 0:
+        return i
+    if depth == 0 or n == 1:
+        return None
+    j = i + step
+    return j % n if periodic else (j if 0 <= j < n else None)
+
+
+def _filter_graph(x: da.Array, plan: _filters._FilterPlan, depth: Tuple[int, int],
+                  periodic: bool) -> da.Array:
+    """The graph of :func:`filter2d` on ``x``, whose chunks are all at least ``depth``: per chunk,
+    a small task that cuts the rows and columns its neighbours read (its *edges*), and the task
+    that builds the chunk with its halo from its own data and its neighbours' edges and computes
+    the outputs of its own pixels only (a window of the filter engine: no crop). A distributed
+    scheduler moves only the edges between workers, never a whole chunk."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    token = dask.base.tokenize(x.name, plan, depth, periodic)
+    name, edges = f"fastconv-filter2d-{token}", f"fastconv-filter2d-edges-{token}"
+    nb = x.numblocks
+    depth = (depth[0] if nb[0] > 1 else 0, depth[1] if nb[1] > 1 else 0)  # 1 chunk: no halo
+    plan_key = _shared(plan, "filter-plan")
+    lead = (0,) if plan.bank else ()
+    dsk: Dict[Any, Any] = {}
+    for idx in np.ndindex(*nb):
+        dsk[(edges,) + idx] = (functools.partial(_edges, depth=depth), (x.name,) + idx)
+        sides, keys = [], []
+        for a, b in _SIDES:
+            i = _neighbour(idx[0], a, nb[0], depth[0], periodic)
+            j = _neighbour(idx[1], b, nb[1], depth[1], periodic)
+            if i is not None and j is not None:
+                sides.append((a, b))
+                keys.append((edges, i, j) + tuple(idx[2:]))
+        task = functools.partial(_filter_chunk, depth=depth, sides=tuple(sides))
+        dsk[(name,) + lead + idx] = (task, (x.name,) + idx, keys, plan_key.key)
+    # (Any: dask's DaskCollection protocol types __dask_scheduler__ as a staticmethod, its own
+    # collections as a function, so its stubs refuse its own arrays)
+    deps: List[Any] = [x, plan_key]
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    chunks = (((len(plan.kernels),),) if plan.bank else ()) + x.chunks
+    meta: NDArray[Any] = np.empty((0,) * len(chunks), plan.out_dtype)
+    return da.Array(graph, name, chunks, meta=meta)
+
+
+def _edges(block: NDArray[Any], depth: Tuple[int, int]) -> Dict[Tuple[int, int], NDArray[Any]]:
+    """The parts of ``block`` its neighbours read, keyed by where the block is seen from the
+    neighbour that reads it (as ``_SIDES``: (-1, 0), the block above it, gives its last rows).
+    Copies: small to send, and they do not keep the block alive."""
+    rows = {-1: slice(block.shape[0] - depth[0], None), 0: slice(None), 1: slice(0, depth[0])}
+    cols = {-1: slice(block.shape[1] - depth[1], None), 0: slice(None), 1: slice(0, depth[1])}
+    return {(a, b): np.array(block[rows[a], cols[b]]) for a, b in _SIDES
+            if (a == 0 or depth[0]) and (b == 0 or depth[1])}
+
+
+def _filter_chunk(center: NDArray[Any], edges: List[Dict[Tuple[int, int], NDArray[Any]]],
+                  plan: _filters._FilterPlan, depth: Tuple[int, int],
+                  sides: Tuple[Tuple[int, int], ...]) -> NDArray[Any]:
+    """The outputs of ``center``'s pixels: the chunk and the ``edges`` of its neighbours on
+    ``sides`` put together into one image, filtered in the window of the chunk."""
+    from . import _kernels
+    h, w = center.shape[:2]
+    top = depth[0] if any(a == -1 for a, _ in sides) else 0
+    bottom = depth[0] if any(a == 1 for a, _ in sides) else 0
+    left = depth[1] if any(b == -1 for _, b in sides) else 0
+    right = depth[1] if any(b == 1 for _, b in sides) else 0
+    dtype = _native(center.dtype)
+    if sides:
+        # from the kernels' recycling allocator: the previous task's freed buffer, no page faults
+        ext = _kernels.empty((top + h + bottom, left + w + right) + center.shape[2:], dtype)
+        rows = {-1: slice(0, top), 0: slice(top, top + h), 1: slice(top + h, None)}
+        cols = {-1: slice(0, left), 0: slice(left, left + w), 1: slice(left + w, None)}
+        ext[rows[0], cols[0]] = center
+        for side, pieces in zip(sides, edges):
+            ext[rows[side[0]], cols[side[1]]] = pieces[side]
+    else:
+        ext = center.astype(dtype, copy=False)
     with _task_thread_limit():
-        y = _filters.filter2d(block, kernel, padding_mode, mode, separable=separable,
-                              output_dtype=output_dtype)
-    crop = [slice(None)] * y.ndim
-    assert block_id is not None  # map_blocks passes it (the parameter is named block_id)
-    for a, (d, everywhere, nblocks) in enumerate(layout):
-        i = block_id[a + bank]  # the output's block: a bank's leading axis F comes first
-        lo = d if (everywhere or i > 0) else 0
-        hi = d if (everywhere or i < nblocks - 1) else 0
-        crop[a + bank] = slice(lo, y.shape[a + bank] - hi)
-    return np.ascontiguousarray(y[tuple(crop)])  # a copy: the halo's outputs are freed
+        return _filters._apply_plan(plan, ext, (top, left, h, w))
 
 
 def correlate(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect", *,

@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -329,6 +329,29 @@ def filter2d(image: ArrayLike, kernel: KernelLike, padding_mode: str = "reflect"
         ``(F, H, W, C)`` for a bank, of dtype ``output_dtype``.
     """
     img = _as_image(image)
+    plan = _filter_plan(img.dtype, kernel, padding_mode, mode, algorithm=algorithm,
+                       separable=separable, output_dtype=output_dtype)
+    return _apply_plan(plan, img)
+
+
+class _FilterPlan(NamedTuple):
+    """What :func:`filter2d` does with every image of one dtype, decided once (by
+    :func:`_filter_plan`): the kernels as correlations, which of them run separable, the dtypes."""
+    bank: bool              # kernel was a bank: the result has a leading axis F
+    kernels: NDArray[Any]   # (F, R, S), as correlations ('convolve' flipped them)
+    factors: List[Factors]  # per kernel: its separable factors, or None (direct sum)
+    padding_mode: str
+    algorithm: str
+    out_dtype: type
+    work: type              # np.float32 or np.float64
+
+
+def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str = "reflect",
+                mode: str = "correlate", *, algorithm: str = "auto",
+                separable: Optional[bool] = None,
+                output_dtype: Union[DTypeLike, str, None] = None) -> _FilterPlan:
+    """Every argument of :func:`filter2d` but the image checked, for images of ``image_dtype``
+    (one of IMAGE_DTYPES, native order): the plan :func:`_apply_plan` runs."""
     bank, ks = _as_kernels(kernel)
     if not isinstance(mode, str) or mode not in ("correlate", "convolve"):
         raise ValueError(f"mode must be 'correlate' or 'convolve', got {mode!r}")
@@ -336,26 +359,41 @@ def filter2d(image: ArrayLike, kernel: KernelLike, padding_mode: str = "reflect"
     check_algorithm(algorithm)
     if separable is not None and not isinstance(separable, bool):
         raise TypeError(f"separable must be None, True or False, got {separable!r}")
-    out_dtype = _output_dtype(output_dtype, img.dtype)
-    work = np.float64 if np.float64 in (img.dtype, out_dtype) else np.float32
+    out_dtype = _output_dtype(output_dtype, np.dtype(image_dtype))
+    work = np.float64 if np.float64 in (np.dtype(image_dtype).type, out_dtype) else np.float32
     if mode == "convolve":
         ks = ks[:, ::-1, ::-1]
     factors = [_separable_factors(k, work, separable, i if bank else None)
                for i, k in enumerate(ks)]
+    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work)
+
+
+def _apply_plan(plan: _FilterPlan, img: NDArray[Any],
+               window: Optional[Tuple[int, int, int, int]] = None) -> NDArray[Any]:
+    """``plan`` on the image ``img`` (as :func:`_as_image` returns it, of the plan's dtype): the
+    outputs of :func:`filter2d`, or only those of ``window = (row, column, rows, columns)`` (a
+    chunk of a larger image given with the halo around it: the outputs of its own pixels, as
+    they are in the whole image's result, and no other output computed; the direct engine only).
+    """
     x = img[:, :, None] if img.ndim == 2 else img
-    out_shape = (len(ks),) + x.shape
-    if 0 in x.shape:
-        y: NDArray[Any] = np.empty(out_shape, out_dtype)
+    f, (h, w) = len(plan.kernels), x.shape[:2]
+    oy, ox, oh, ow = window if window is not None else (0, 0, h, w)
+    if not (0 <= oy and 0 <= ox and 0 <= oh and 0 <= ow and oy + oh <= h and ox + ow <= w):
+        raise ValueError(f"window {window} is not inside the {h}x{w} image")
+    if 0 in x.shape or 0 in (oh, ow):
+        y: NDArray[Any] = np.empty((f, oh, ow) + x.shape[2:], plan.out_dtype)
     else:
-        _check_fits(x.shape, ks.shape[1:], padding_mode)
-        if algorithm == "fft":
-            y = np.stack([_fft_filter(x, k, padding_mode, work) for k in ks])
-            y = _cast_output(y, out_dtype)
+        _check_fits(x.shape, plan.kernels.shape[1:], plan.padding_mode)
+        if plan.algorithm == "fft":
+            if window is not None:
+                raise ValueError("a window needs the direct engine (algorithm 'auto' or 'direct')")
+            y = np.stack([_fft_filter(x, k, plan.padding_mode, plan.work) for k in plan.kernels])
+            y = _cast_output(y, plan.out_dtype)
         else:
-            y = _run_bank(x, ks, factors, padding_mode, work, out_dtype)
+            y = _run_bank(x, plan, (oy, ox, oh, ow))
     if img.ndim == 2:
         y = y[..., 0]
-    return y if bank else y[0]
+    return y if plan.bank else y[0]
 
 
 def _as_image(image: ArrayLike) -> NDArray[Any]:
@@ -510,10 +548,13 @@ _READ_IN_PLACE = True
 _PAD_CODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 
-def _run_bank(x: NDArray[Any], ks: NDArray[Any], factors: Sequence[Factors], padding_mode: str,
-              work: Any, out_dtype: type) -> NDArray[Any]:
-    """The filter engine on the (H, W, C) image ``x``: (F, H, W, C) of ``out_dtype``."""
+def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, int]
+              ) -> NDArray[Any]:
+    """The filter engine on the (H, W, C) image ``x``: the outputs of
+    ``window = (row, column, rows, columns)``, (F, rows, columns, C) of the plan's dtype."""
     from . import _kernels
+    ks, factors, work, out_dtype = plan.kernels, plan.factors, plan.work, plan.out_dtype
+    oy, ox, oh, ow = window
     if x.dtype == np.float16:
         x = x.astype(np.float32)
     itemsize = x.itemsize
@@ -522,16 +563,17 @@ def _run_bank(x: NDArray[Any], ks: NDArray[Any], factors: Sequence[Factors], pad
             or x.strides[0] % itemsize):
         x = np.ascontiguousarray(x)
     f, r, s = ks.shape
-    k2 = np.ascontiguousarray(ks, dtype=work)
-    kv, kx = np.zeros((f, r), work), np.zeros((f, s), work)
+    k2: NDArray[Any] = np.ascontiguousarray(ks, dtype=work)
+    kv: NDArray[Any] = np.zeros((f, r), work)
+    kx: NDArray[Any] = np.zeros((f, s), work)
     sep = np.zeros(f, np.int32)
     for i, fac in enumerate(factors):
         if fac is not None:
             kv[i], kx[i], sep[i] = fac[0], fac[1], 1
     engine_out = np.float32 if out_dtype == np.float16 else out_dtype
-    y = _kernels.empty((f,) + x.shape, engine_out)
-    _kernels.filter_bank(x, y, k2, kv, kx, sep, _PAD_CODE[padding_mode], (r - 1) // 2,
-                         (s - 1) // 2, _READ_IN_PLACE)
+    y = _kernels.empty((f, oh, ow, c), engine_out)
+    _kernels.filter_bank(x, y, k2, kv, kx, sep, _PAD_CODE[plan.padding_mode], (r - 1) // 2,
+                         (s - 1) // 2, _READ_IN_PLACE, oy, ox)
     return y.astype(out_dtype) if engine_out != out_dtype else y
 
 

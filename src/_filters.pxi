@@ -12,6 +12,7 @@ cdef extern from "fc_kernels.h" nogil:
         void *dst
         fc_idx dst_fs, dst_rs
         fc_idx F, kh, kw, top, left
+        fc_idx oy, ox, OH, OW
         const void *k2
         const void *kv
         const void *kx
@@ -35,11 +36,13 @@ cdef int _filter_type(cnp.ndarray a) except -1:
 
 def filter_bank(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray k2, cnp.ndarray kv,
                 cnp.ndarray kx, cnp.ndarray sep, int pad, fc_idx top, fc_idx left,
-                bint inplace=True):
+                bint inplace=True, fc_idx oy=0, fc_idx ox=0):
     """dst[f] = filter f of the bank applied to src, an (H, W, C) image whose rows are contiguous
-    (any row stride); dst is (F, H, W, C) C-contiguous. k2 (F, kh, kw), kv (F, kh), kx (F, kw)
-    are C-contiguous in the work dtype (float32 or float64); sep (F,) int32; pad an FC_FPAD_*
-    mode whose limits the caller checked; top/left the padding before the first row/column."""
+    (any row stride); dst is (F, OH, OW, C) C-contiguous: the outputs of rows [oy, oy + OH) and
+    columns [ox, ox + OW) (the caller keeps them inside the image; all of it: (F, H, W, C)).
+    k2 (F, kh, kw), kv (F, kh), kx (F, kw) are C-contiguous in the work dtype (float32 or
+    float64); sep (F,) int32; pad an FC_FPAD_* mode whose limits the caller checked; top/left the
+    padding before the first row/column."""
     cdef fc_filter_job job
     job.f64 = cnp.PyArray_TYPE(k2) == cnp.NPY_FLOAT64
     job.in_type = _filter_type(src)
@@ -53,11 +56,15 @@ def filter_bank(cnp.ndarray src, cnp.ndarray dst, cnp.ndarray k2, cnp.ndarray kv
     job.dst_rs = dst.strides[1] // dst.itemsize
     job.F, job.kh, job.kw = k2.shape[0], k2.shape[1], k2.shape[2]
     job.top, job.left = top, left
+    job.oy, job.ox, job.OH, job.OW = oy, ox, dst.shape[1], dst.shape[2]
+    if oy < 0 or ox < 0 or oy + job.OH > job.H or ox + job.OW > job.W:  # memory safety
+        raise ValueError(f"output window {(oy, ox, job.OH, job.OW)} outside the "
+                         f"{job.H}x{job.W} image")
     job.k2 = cnp.PyArray_DATA(k2)
     job.kv = cnp.PyArray_DATA(kv)
     job.kx = cnp.PyArray_DATA(kx)
     job.sep = <const int *>cnp.PyArray_DATA(sep)
     job.inplace = inplace
-    cdef double touched = (<double>job.H * job.W * job.C * (src.itemsize + job.F * dst.itemsize))
+    cdef double touched = (<double>job.OH * job.OW * job.C * (src.itemsize + job.F * dst.itemsize))
     cdef int nthreads = 1 if touched < _serial_bytes else fc_get_max_threads()
     _run(&job, &fc_filter_task, nthreads, "filter")

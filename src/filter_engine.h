@@ -53,6 +53,10 @@ struct fc_filter_job {
     void *dst;                /* filter f, element (y, x, c) at dst[f*dst_fs + y*dst_rs + x*C + c] */
     fc_idx dst_fs, dst_rs;
     fc_idx F, kh, kw, top, left; /* bank size, kernel size, padding before the first row/column */
+    /* The output window: rows [oy, oy + OH) and columns [ox, ox + OW) of the image's outputs,
+     * the window's (0, 0) at dst (0, 0, H, W: all of them). A chunk of a larger image, passed
+     * with the halo its outputs read, gets only its own outputs: no crop copy. */
+    fc_idx oy, ox, OH, OW;
     const void *k2;           /* (F, kh, kw) work dtype: the kernels (correlation) */
     const void *kv, *kx;      /* (F, kh), (F, kw): factors of the separable ones, k = kv kx^T */
     const int *sep;           /* (F): filter f runs separable (int32) */
@@ -158,19 +162,19 @@ static int fc_filter_prepare(fc_filter_job *j, int nthreads, fc_schedule *s) {
     fc_idx elems = FC_FILTER_RING_BYTES / (fc_idx)tb / rows - (kw - 1) * C - FC_FILTER_SLACK;
     elems = FC_MAX(elems, (fc_idx)FC_FILTER_MIN_STRIP);
     fc_idx strip = FC_MAX((fc_idx)1, elems / C);
-    j->nstrips = FC_CEIL_DIV(j->W, strip);
-    j->strip = FC_CEIL_DIV(j->W, j->nstrips); /* strips of even widths */
+    j->nstrips = FC_CEIL_DIV(j->OW, strip);
+    j->strip = FC_CEIL_DIV(j->OW, j->nstrips); /* strips of even widths */
     /* bands: each re-reads kh - 1 rows, so at least 4 kh rows, unless the threads need more
      * items */
     fc_idx band = FC_MAX(4 * kh, (fc_idx)32);
     fc_idx want = 4 * (fc_idx)nthreads;
-    if (nthreads > 1 && FC_CEIL_DIV(j->H, band) * j->nstrips < want)
-        band = FC_MAX(FC_MAX(kh, (fc_idx)8), FC_CEIL_DIV(j->H * j->nstrips, want));
-    band = FC_MIN(band, j->H);
-    j->nbands = FC_CEIL_DIV(j->H, band);
-    j->band = FC_CEIL_DIV(j->H, j->nbands);
+    if (nthreads > 1 && FC_CEIL_DIV(j->OH, band) * j->nstrips < want)
+        band = FC_MAX(FC_MAX(kh, (fc_idx)8), FC_CEIL_DIV(j->OH * j->nstrips, want));
+    band = FC_MIN(band, j->OH);
+    j->nbands = FC_CEIL_DIV(j->OH, band);
+    j->band = FC_CEIL_DIV(j->OH, j->nbands);
     j->ring_stride = FC_ROUND_UP((j->strip + kw - 1) * C + FC_FILTER_SLACK, 16);
-    j->stream = (double)F * (double)j->H * (double)j->W * (double)C *
+    j->stream = (double)F * (double)j->OH * (double)j->OW * (double)C *
                     (double)fc_filter_type_bytes(j->out_type) > FC_FILTER_STREAM_BYTES;
     s->nitems = j->nbands * j->nstrips;
     s->nreduce = 0;

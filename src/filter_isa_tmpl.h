@@ -271,8 +271,10 @@ static FC_TARGET const T *FN(build_row)(T *restrict d, const fc_filter_job *j, f
 static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx kh = j->kh, C = j->C, NR = kh + FC_VROWS - 1;
     const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
-    const fc_idx r0 = band * j->band, r1 = FC_MIN(j->H, r0 + j->band);
-    const fc_idx c0 = strip * j->strip, npix = FC_MIN(j->W, c0 + j->strip) - c0;
+    /* rows [r0, r1) and columns [c0, c0 + npix) of the image's outputs */
+    const fc_idx r0 = j->oy + band * j->band, r1 = FC_MIN(j->oy + j->OH, r0 + j->band);
+    const fc_idx c0 = j->ox + strip * j->strip;
+    const fc_idx npix = FC_MIN(j->ox + j->OW, c0 + j->strip) - c0;
     const fc_idx n = npix * C, npx = npix + j->kw - 1;
     const fc_idx LS = j->ring_stride; /* elements per ring row */
     fc_workspace *ws = fc_ws_enter();
@@ -351,7 +353,8 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
             }
             for (fc_idx rr = 0; rr < nr; rr++) {
                 char *drow =
-                    (char *)j->dst + (f * j->dst_fs + (r + rr) * j->dst_rs + c0 * C) * es_out;
+                    (char *)j->dst +
+                    (f * j->dst_fs + (r + rr - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
                 T *o = direct_out ? (T *)drow : scratch;
                 if (!tp->n) {
                     memset(o, 0, (size_t)n * sizeof(T));

@@ -143,6 +143,41 @@ def test_no_task_holds_the_whole_image():
         sizes.clear()
 
 
+def test_a_chunk_reads_only_its_neighbours_edges():
+    """A filter task depends on its own input chunk, the edges its neighbours cut for it and the
+    plan, nothing else: a distributed scheduler sends only the edges (here 4 rows or columns of
+    a 32x32 chunk) between workers, never a neighbour's whole chunk, and there is no overlap stage
+    (one edges task and one filter task per chunk)."""
+    from dask.callbacks import Callback
+
+    x = da.random.default_rng(3).random((128, 96), chunks=32).astype(np.float32)
+    for mode in FILTER_PADDING_MODES:
+        y = fd.filter2d(x, filters.gaussian(1.5, size=9), mode)
+        graph = dict(y.__dask_graph__())
+        inputs = {k for k in graph if isinstance(k, tuple) and k[0] == x.name}
+        filt = [k for k in graph if isinstance(k, tuple) and k[0] == y.name]
+        edges = [k for k in graph if isinstance(k, tuple) and "filter2d-edges" in k[0]]
+        assert len(filt) == len(edges) == len(inputs) == 12
+        wrap = mode == "circular"
+        for k in filt:
+            deps = dask.core.get_dependencies(graph, k)
+            assert {d for d in deps if d in inputs} == {(x.name,) + k[1:]}
+            neighbours = {d for d in deps if d in edges}
+            i, j = k[1:]
+            rows = 3 if wrap or 0 < i < 3 else 2
+            cols = 3 if wrap or 0 < j < 2 else 2
+            assert len(neighbours) == rows * cols - 1, (mode, k, sorted(neighbours))
+            assert len(deps) == 1 + len(neighbours) + 1  # and the plan
+        sizes = {}
+        record = Callback(posttask=lambda key, result, dsk, state, worker: sizes.__setitem__(
+            key, sum(a.nbytes for a in result.values()) if isinstance(result, dict) else 0))
+        with record:
+            y.compute(scheduler="sync")
+        edge_sizes = [sizes[k] for k in edges]
+        assert max(edge_sizes) <= 4 * (4 * 32 + 4 * 4) * 4  # 4 sides and 4 corners, float32
+        assert min(edge_sizes) > 0
+
+
 # ---------------------------------------------------------------------- batches and models
 def _batch(rng, shape=(10, 3, 9, 8), dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)

@@ -375,3 +375,59 @@ def test_large_output_written_by_streaming_stores():
         window = fl.filter2d(img[lo - 2:hi + 2], k, "reflect")[2:-2]
         np.testing.assert_array_equal(big[lo:hi, 2:-2], window[:, 2:-2])
         np.testing.assert_array_equal(big[:4], fl.filter2d(img[:40], k, "reflect")[:4])
+
+
+# ---- output windows (a chunk of a larger image, given with its halo) ---------------------------
+@settings(max_examples=150, deadline=None)
+@given(img=filter_images(max_side=40), data=st.data(), mode=st.sampled_from(FILTER_PADDING_MODES),
+       conv=st.sampled_from(["correlate", "convolve"]))
+def test_window_is_that_part_of_the_whole_result(img, data, mode, conv):
+    # the engine computes only the window's outputs: bitwise the same elements of the whole
+    # image's result, whatever band and strip they fall in
+    ks = data.draw(st.one_of(filter_kernels(max_side=7),
+                             st.tuples(filter_kernels(), filter_kernels()).map(
+                                 lambda p: np.stack([p[0], np.resize(p[1], p[0].shape)]))))
+    if not filter_padding_fits(mode, img.shape, ks.shape[-2:]):
+        return
+    out_dtype = data.draw(st.sampled_from([None, "float", np.uint8, np.float64]))
+    h, w = img.shape[:2]
+    oy, ox = data.draw(st.integers(0, h)), data.draw(st.integers(0, w))
+    oh, ow = data.draw(st.integers(0, h - oy)), data.draw(st.integers(0, w - ox))
+    plan = fl._filter_plan(img.dtype, ks, mode, conv, output_dtype=out_dtype)
+    got = fl._apply_plan(plan, img, (oy, ox, oh, ow))
+    want = fl.filter2d(img, ks, mode, conv, output_dtype=out_dtype)
+    lead = (slice(None),) if ks.ndim == 3 else ()
+    np.testing.assert_array_equal(got, want[lead + (slice(oy, oy + oh), slice(ox, ox + ow))])
+    assert got.dtype == want.dtype
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_window_of_a_chunk_with_its_halo_equals_the_whole_image(nthreads):
+    # the use the window is for: a chunk of a large image filtered with its neighbours' rows and
+    # columns around it (many bands and strips, threads) gives the whole image's outputs
+    img = rng.random((700, 2300), dtype=np.float32)
+    bank = np.stack([fl.gaussian(1.5, 7), rng.standard_normal((7, 7))])
+    whole = fl.filter2d(img, bank, "reflect")
+    plan = fl._filter_plan(img.dtype, bank, "reflect")
+    threads = fastconv.get_num_threads()
+    serial = _testing.set_serial_bytes(0)
+    try:
+        fastconv.set_num_threads(nthreads)
+        part = fl._apply_plan(plan, img[97:603, 1000:2300], (3, 3, 500, 1297))
+    finally:
+        fastconv.set_num_threads(threads)
+        _testing.set_serial_bytes(serial)
+    np.testing.assert_array_equal(part, whole[:, 100:600, 1003:2300])
+
+
+@pytest.mark.parametrize("window", [(-1, 0, 2, 2), (0, 0, 6, 2), (4, 4, 1, 2), (0, 0, -1, 2)])
+def test_window_outside_the_image_is_refused(window):
+    plan = fl._filter_plan(np.float32, "sharpen")
+    with pytest.raises(ValueError, match="window"):
+        fl._apply_plan(plan, np.zeros((5, 5), np.float32), window)
+    from fastconv import _kernels
+    with pytest.raises(ValueError, match="window"):  # the extension checks too: never a bad write
+        _kernels.filter_bank(np.zeros((5, 5, 1), np.float32), np.zeros((1, 2, 2, 1), np.float32),
+                             np.zeros((1, 3, 3), np.float32), np.zeros((1, 3), np.float32),
+                             np.zeros((1, 3), np.float32), np.zeros(1, np.int32), 0, 1, 1,
+                             True, 4, 0)

@@ -95,7 +95,7 @@ def _sampler_peak(dask_worker):
 
 def _first_element(block):
     """One element of a chunk (what a timed run keeps of it: the chunk itself is freed)."""
-    return block[(slice(0, 1),) * block.ndim]
+    return block[(slice(0, 1),) * block.ndim].copy()
 
 
 def _corner(array):
