@@ -331,27 +331,84 @@ def _edges(block: NDArray[Any], depth: Tuple[int, int]) -> Dict[Tuple[int, int],
 def _filter_chunk(center: NDArray[Any], edges: List[Dict[Tuple[int, int], NDArray[Any]]],
                   plan: _filters._FilterPlan, depth: Tuple[int, int],
                   sides: Tuple[Tuple[int, int], ...]) -> NDArray[Any]:
-    """The outputs of ``center``'s pixels: the chunk and the ``edges`` of its neighbours on
-    ``sides`` put together into one image, filtered in the window of the chunk."""
-    from . import _kernels
-    h, w = center.shape[:2]
-    top = depth[0] if any(a == -1 for a, _ in sides) else 0
-    bottom = depth[0] if any(a == 1 for a, _ in sides) else 0
-    left = depth[1] if any(b == -1 for _, b in sides) else 0
-    right = depth[1] if any(b == 1 for _, b in sides) else 0
-    dtype = _native(center.dtype)
-    if sides:
-        # from the kernels' recycling allocator: the previous task's freed buffer, no page faults
-        ext = _kernels.empty((top + h + bottom, left + w + right) + center.shape[2:], dtype)
-        rows = {-1: slice(0, top), 0: slice(top, top + h), 1: slice(top + h, None)}
-        cols = {-1: slice(0, left), 0: slice(left, left + w), 1: slice(left + w, None)}
-        ext[rows[0], cols[0]] = center
-        for side, pieces in zip(sides, edges):
-            ext[rows[side[0]], cols[side[1]]] = pieces[side]
-    else:
-        ext = center.astype(dtype, copy=False)
+    """The outputs of ``center``'s pixels, given the ``edges`` of its neighbours on ``sides``.
+
+    The chunk is filtered where it lies, as an image of its own: that gives every output right
+    but those within the kernel's reach of a side with a neighbour (there the engine would read
+    the padding mode instead of the neighbour's pixels). Those thin frames are then computed again
+    from small images of the chunk's border pixels and the neighbours' edges, and written over.
+    So the chunk itself is never copied (a filter this cheap is bound by memory traffic). A chunk
+    too small for the padding mode on its own is put together with its whole halo instead."""
+    pieces = dict(zip(sides, (e[side] for side, e in zip(sides, edges))))
+    img = center.astype(_native(center.dtype), copy=False)
     with _task_thread_limit():
-        return _filters._apply_plan(plan, ext, (top, left, h, w))
+        if not sides:
+            return _filters._apply_plan(plan, img)
+        try:
+            return _filter_in_place(img, pieces, plan, depth)
+        except ValueError:  # the chunk alone does not fit the padding mode
+            h, w = img.shape[:2]
+            ext, top, left = _assemble(img, pieces, depth, (0, h), (0, w))
+            return _filters._apply_plan(plan, ext, (top, left, h, w))
+
+
+def _filter_in_place(img: NDArray[Any], pieces: Dict[Tuple[int, int], NDArray[Any]],
+                     plan: _filters._FilterPlan, depth: Tuple[int, int]) -> NDArray[Any]:
+    """:func:`_filter_chunk`'s way for a chunk that fits the padding mode on its own."""
+    h, w = img.shape[:2]
+    r, s = plan.kernels.shape[1:]
+    up, down, left, right = (r - 1) // 2, r - 1 - (r - 1) // 2, (s - 1) // 2, s - 1 - (s - 1) // 2
+    y = _filters._apply_plan(plan, img)  # ValueError if the chunk does not fit the mode
+    # the frames (output rows [o0, o1), columns [p0, p1)) that read a neighbour's pixels
+    frames = []
+    top, bottom = (-1, 0) in pieces, (1, 0) in pieces
+    if top:
+        frames.append((0, min(up, h), 0, w))
+    if bottom:
+        frames.append((max(h - down, 0), h, 0, w))
+    r0, r1 = (min(up, h) if top else 0), (max(h - down, 0) if bottom else h)
+    if (0, -1) in pieces:
+        frames.append((r0, r1, 0, min(left, w)))
+    if (0, 1) in pieces:
+        frames.append((r0, r1, max(w - right, 0), w))
+    lead = (slice(None),) if plan.bank else ()
+    for o0, o1, p0, p1 in frames:
+        if o0 >= o1 or p0 >= p1:
+            continue
+        a, b = max(0, o0 - up), min(h, o1 + down)     # the chunk's rows and columns they read
+        c, d = max(0, p0 - left), min(w, p1 + right)
+        sub, above, before = _assemble(img, pieces, depth, (a, b), (c, d))
+        y[lead + (slice(o0, o1), slice(p0, p1))] = _filters._apply_plan(
+            plan, sub, (above + o0 - a, before + p0 - c, o1 - o0, p1 - p0))
+    return y
+
+
+def _assemble(img: NDArray[Any], pieces: Dict[Tuple[int, int], NDArray[Any]],
+              depth: Tuple[int, int], rows: Tuple[int, int], cols: Tuple[int, int]
+              ) -> Tuple[NDArray[Any], int, int]:
+    """``(sub, top, left)``: rows [a, b) and columns [c, d) of the chunk ``img`` as one image,
+    with the neighbours' edges (``pieces``, by side) around it where the range reaches the
+    chunk's side and there is a neighbour; ``top`` and ``left`` halo rows and columns lead."""
+    from . import _kernels
+    (a, b), (c, d) = rows, cols
+    h, w = img.shape[:2]
+    top = depth[0] if a == 0 and (-1, 0) in pieces else 0
+    bottom = depth[0] if b == h and (1, 0) in pieces else 0
+    left = depth[1] if c == 0 and (0, -1) in pieces else 0
+    right = depth[1] if d == w and (0, 1) in pieces else 0
+    # from the kernels' recycling allocator: a big one reuses a freed buffer, no page faults
+    sub = _kernels.empty((top + b - a + bottom, left + d - c + right) + img.shape[2:], img.dtype)
+    dst_rows = {-1: slice(0, top), 0: slice(top, top + b - a), 1: slice(top + b - a, None)}
+    dst_cols = {-1: slice(0, left), 0: slice(left, left + d - c), 1: slice(left + d - c, None)}
+    src_rows = {-1: slice(None), 0: slice(a, b), 1: slice(None)}
+    src_cols = {-1: slice(None), 0: slice(c, d), 1: slice(None)}
+    extent = {(-1, 0): top, (1, 0): bottom, (0, -1): left, (0, 1): right}
+    sub[dst_rows[0], dst_cols[0]] = img[a:b, c:d]
+    for (sa, sb), piece in pieces.items():
+        if (sa and not extent[(sa, 0)]) or (sb and not extent[(0, sb)]):
+            continue  # the range does not reach that side
+        sub[dst_rows[sa], dst_cols[sb]] = piece[src_rows[sa], src_cols[sb]]
+    return sub, top, left
 
 
 def correlate(image: da.Array, kernel: KernelLike, padding_mode: str = "reflect", *,
