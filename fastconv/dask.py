@@ -20,9 +20,12 @@ neighbour it has. The graph has two tasks per chunk and no other stage:
 1. *edges*: the chunk cuts the rows and columns its up to 8 neighbours read (its first and last
    ``R // 2`` rows, ``S // 2`` columns and the corners where they meet): small copies, and the
    only data a distributed scheduler moves between workers (never a whole chunk);
-2. *filter*: the chunk and its neighbours' edges are put together into one image (the chunk with
-   its halo), and the filter engine computes the outputs of the chunk's own pixels only (an
-   output window: nothing is computed for the halo, and nothing is cropped afterwards).
+2. *filter*: the filter engine runs on the chunk where it lies, as an image of its own (no copy
+   of it), which gives every output but the thin frames within the kernel's reach of a side
+   with a neighbour; those are computed again from small images of the chunk's border pixels
+   and the neighbours' edges (output windows of the engine: only those outputs) and written
+   over. A chunk too small for the padding mode on its own is put together with its whole halo
+   and filtered in the window of its own pixels.
 
 **Border rule.** The padding mode applies at the border of the whole image only, never at a
 chunk's: a side of a chunk that is on the image's border gets no halo there, and the filter
@@ -42,11 +45,11 @@ chunking), and the result is rechunked back to the input's chunks.
 
 Memory
 ------
-A filter task holds its chunk with the halo and the outputs of the chunk (one per kernel of a
-bank): about ``(chunk + halo) x (1 + F)`` elements besides the input chunk, never the whole
-image (as long as the chunks themselves are reasonable: 1-32 MB each is Dask's advice). The
-chunk-with-halo buffer comes from the kernels' recycling allocator, so a worker's tasks reuse
-one buffer instead of page-faulting a new one each. For conv2d, pooling and :func:`predict`, a
+A filter task holds the outputs of its chunk (one per kernel of a bank) and the small frame
+images: about ``chunk x F`` elements besides the input chunk (``(chunk + halo) x (1 + F)`` for a
+chunk put together with its halo), never the whole image (as long as the chunks themselves are
+reasonable: 1-32 MB each is Dask's advice). Large buffers come from the kernels' recycling
+allocator, so a worker's tasks reuse them instead of page-faulting new ones. For conv2d, pooling and :func:`predict`, a
 task holds one batch chunk, its output, the layers' activations and the weights.
 
 Batches: conv2d, pooling, predict
@@ -345,11 +348,12 @@ def _filter_chunk(center: NDArray[Any], edges: List[Dict[Tuple[int, int], NDArra
         if not sides:
             return _filters._apply_plan(plan, img)
         try:
-            return _filter_in_place(img, pieces, plan, depth)
-        except ValueError:  # the chunk alone does not fit the padding mode
+            _filters._check_fits(img.shape, plan.kernels.shape[1:], plan.padding_mode)
+        except ValueError:  # the chunk alone is too small for the padding mode
             h, w = img.shape[:2]
             ext, top, left = _assemble(img, pieces, depth, (0, h), (0, w))
             return _filters._apply_plan(plan, ext, (top, left, h, w))
+        return _filter_in_place(img, pieces, plan, depth)
 
 
 def _filter_in_place(img: NDArray[Any], pieces: Dict[Tuple[int, int], NDArray[Any]],
@@ -358,7 +362,7 @@ def _filter_in_place(img: NDArray[Any], pieces: Dict[Tuple[int, int], NDArray[An
     h, w = img.shape[:2]
     r, s = plan.kernels.shape[1:]
     up, down, left, right = (r - 1) // 2, r - 1 - (r - 1) // 2, (s - 1) // 2, s - 1 - (s - 1) // 2
-    y = _filters._apply_plan(plan, img)  # ValueError if the chunk does not fit the mode
+    y = _filters._apply_plan(plan, img)
     # the frames (output rows [o0, o1), columns [p0, p1)) that read a neighbour's pixels
     frames = []
     top, bottom = (-1, 0) in pieces, (1, 0) in pieces
