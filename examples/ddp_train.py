@@ -145,6 +145,9 @@ def main(argv=None):
         if args.save and rank == 0:
             torch.save(model.module.state_dict(), args.save)
             print(f"wrote {args.save}")
+        # every rank leaves together: destroying the group is collective, and a rank that tears
+        # down gloo's connections while another still works on its own can abort at exit
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -29,9 +29,17 @@ typedef IT VI __attribute__((vector_size(VB))); /* lane masks and shuffle indice
 /* Taps per block of a packed panel: 256 of float32 on AVX-512, 128 of float64. */
 #define GEMM_KC (FC_PACKED_KC_BYTES / (NVW * VB))
 /* Taps per block when every panel is read in place: such panels share most of their cache lines
- * between taps, so a long block costs no cache, and each micro-kernel call fills and drains its
- * FMA chains once per block. */
+ * between taps, so a long block costs no cache, and each micro-kernel call sets up its panel
+ * once per block. */
 #define FC_INPLACE_KC 1024
+/* Taps per sum block (ukernel_body): each output is the sum of its blocks' sums, in order, each
+ * block one chain of FMAs from 0. Fixed, not tuned to a CPU: it sets the rounding, the same on
+ * every path. It divides GEMM_KC and FC_INPLACE_KC on every path, so the tap blocks (multiples
+ * of it) start sum blocks. Each sum block costs a load, an add and a store of the register tile
+ * (in L1), about 1 / FC_SUM_KC of its fused multiply-adds. */
+#define FC_SUM_KC 64
+_Static_assert(GEMM_KC % FC_SUM_KC == 0 && FC_INPLACE_KC % FC_SUM_KC == 0,
+               "tap blocks must be whole sum blocks");
 /* Pixels of the widest panel; a panel has at most this many row segments. */
 #define FC_PANEL_MAXW (FC_PANEL_VECS * VL)
 
@@ -104,12 +112,16 @@ ALWAYS_INLINE VEC FN(activate)(VEC y, int act, T slope) {
 }
 
 /* C[i][0:nv*VL] (+)= sum_t A[t][i] * (vector of tap t of the panel) for i < mr: a register block
- * of mr x nv vectors (C, ldc and the bias from `out`; the sum starts from C when accumulate, else
- * from the bias or 0), activated by out->act before the store. A is packed [kc][MR] (weights,
- * broadcast).
- * Each C[i][j] is one chain of fused multiply-adds over the taps in order, from its start value:
- * the register blocking, the vector width and the tap blocks of the caller change which lanes and
- * calls compute it, never its arithmetic, so every path gives its bits.
+ * of mr x nv vectors (C, ldc and the bias from `out`), activated by out->act before the store.
+ * A is packed [kc][MR] (weights, broadcast).
+ * The taps are summed in sum blocks of FC_SUM_KC (counted from the first tap of the whole sum:
+ * the caller's tap blocks are whole sum blocks): each is one chain of fused multiply-adds over
+ * its taps in order, from 0, then added to what the blocks before it left in C (when accumulate,
+ * or after the call's first block), or else to the bias (or kept as it is). The sum blocks
+ * depend on the tap count alone, so the register blocking, the vector width and the caller's
+ * tap blocks change which lanes and calls compute an output, never its arithmetic: every path
+ * gives its bits. Short chains and a chain of block sums round several times less than one chain
+ * over all the taps (as long as C * R * S: thousands for a deep layer).
  * mr, nv and mode are compile-time constants in every specialisation (see FN(ukernels)), so the
  * accumulators stay in registers; each vector's base pointer is computed once, outside the tap
  * loop, so that the loop does not reload the panel's offsets every tap. */
@@ -122,10 +134,8 @@ ALWAYS_INLINE void FN(ukernel_body)(const int mr, const int nv, const int mode, 
     const int stream = out->stream;
     const fc_idx *restrict off = pn->off;
     VEC c[MR][FC_PANEL_VECS];
-    for (int i = 0; i < mr; i++)
-        for (int v = 0; v < nv; v++)
-            c[i][v] = accumulate ? LOADU(C + i * ldc + v * VL) : (VEC){0} + (bias ? bias[i] : (T)0);
     const T *base[FC_PANEL_VECS], *base2[FC_PANEL_VECS];
+    FC_UNROLL
     for (int v = 0; v < nv; v++) {
         base[v] = mode != FC_PANEL_PACKED ? pn->B + pn->vofs[v] : pn->B + v * VL;
         base2[v] = mode == FC_PANEL_SPLIT ? base[v] + pn->vgap[v] : base[v];
@@ -134,31 +144,63 @@ ALWAYS_INLINE void FN(ukernel_body)(const int mr, const int nv, const int mode, 
         if (mode != FC_PANEL_PACKED) __asm__("" : "+r"(base[v]));
         if (mode == FC_PANEL_SPLIT) __asm__("" : "+r"(base2[v]));
     }
-    for (fc_idx t = 0; t < kc; t++) {
-        const fc_idx o = mode != FC_PANEL_PACKED ? off[t] : t * ldb;
-        const T *a = A + t * MR;
-        VEC bv[FC_PANEL_VECS];
-        for (int v = 0; v < nv; v++) {
-            bv[v] = LOADU(base[v] + o);
-            if (mode == FC_PANEL_SPLIT)
-                bv[v] = (VEC)(((VI)LOADU(base2[v] + o) & pn->vmask[v]) |
-                              ((VI)bv[v] & ~pn->vmask[v]));
-        }
+    /* sum blocks of FC_SUM_KC taps (the call starts at a multiple of it: gemm_tap_block) */
+    for (fc_idx t0 = 0; t0 < kc; t0 += FC_SUM_KC) {
+        const fc_idx t1 = FC_MIN(kc, t0 + FC_SUM_KC);
         FC_UNROLL
         for (int i = 0; i < mr; i++)
             FC_UNROLL
-            for (int v = 0; v < nv; v++) c[i][v] = FN(fma1)(a[i], bv[v], c[i][v]);
+            for (int v = 0; v < nv; v++) c[i][v] = (VEC){0};
+        for (fc_idx t = t0; t < t1; t++) {
+            const fc_idx o = mode != FC_PANEL_PACKED ? off[t] : t * ldb;
+            const T *a = A + t * MR;
+            VEC bv[FC_PANEL_VECS];
+            FC_UNROLL
+            for (int v = 0; v < nv; v++) {
+                bv[v] = LOADU(base[v] + o);
+                if (mode == FC_PANEL_SPLIT)
+                    bv[v] = (VEC)(((VI)LOADU(base2[v] + o) & pn->vmask[v]) |
+                                  ((VI)bv[v] & ~pn->vmask[v]));
+            }
+            FC_UNROLL
+            for (int i = 0; i < mr; i++)
+                FC_UNROLL
+                for (int v = 0; v < nv; v++) c[i][v] = FN(fma1)(a[i], bv[v], c[i][v]);
+        }
+        /* the block's sum onto what the earlier blocks left in C, or onto the bias */
+        if (accumulate || t0 > 0) {
+            FC_UNROLL
+            for (int i = 0; i < mr; i++)
+                FC_UNROLL
+                for (int v = 0; v < nv; v++) c[i][v] = LOADU(C + i * ldc + v * VL) + c[i][v];
+        } else if (bias) {
+            FC_UNROLL
+            for (int i = 0; i < mr; i++)
+                FC_UNROLL
+                for (int v = 0; v < nv; v++) c[i][v] = bias[i] + c[i][v];
+        }
+        if (t1 < kc)
+            FC_UNROLL
+            for (int i = 0; i < mr; i++)
+                FC_UNROLL
+                for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
     }
     /* the activation while the sums are in registers (only the last tap block has one) */
     const int act = out->act;
     if (act)
+        FC_UNROLL
         for (int i = 0; i < mr; i++)
+            FC_UNROLL
             for (int v = 0; v < nv; v++) c[i][v] = FN(activate)(c[i][v], act, out->slope);
     if (stream) {
+        FC_UNROLL
         for (int i = 0; i < mr; i++)
+            FC_UNROLL
             for (int v = 0; v < nv; v++) STREAM(C + i * ldc + v * VL, c[i][v]);
     } else {
+        FC_UNROLL
         for (int i = 0; i < mr; i++)
+            FC_UNROLL
             for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
     }
 }
@@ -239,19 +281,21 @@ typedef struct {
     int nv[FC_PANEL_MAXW], n;
 } FN(segments);
 
-/* Taps per block, blocks of equal size: at most GEMM_KC, or FC_INPLACE_KC when every panel is
- * read in place: rows of whole vectors or of at least one, one long row, or a single row block
- * (which never packs). Invariant: no panel is packed when the blocks are longer than GEMM_KC (Bp
- * holds GEMM_KC taps only). Panels start at multiples of VL pixels of one image (p0 is a
- * multiple of nr), so with whole-vector rows or a single long row every vector lies in one row,
- * with rows of at least a vector in at most two. */
+/* Taps per block, blocks of equal size rounded up to a multiple of FC_SUM_KC (so that every
+ * call of the micro-kernel starts a sum block, see ukernel_body): at most GEMM_KC, or
+ * FC_INPLACE_KC when every panel is read in place: rows of whole vectors or of at least one, one
+ * long row, or a single row block (which never packs). Invariant: no panel is packed when the
+ * blocks are longer than GEMM_KC (Bp holds GEMM_KC taps only). Panels start at multiples of VL
+ * pixels of one image (p0 is a multiple of nr), so with whole-vector rows or a single long row
+ * every vector lies in one row, with rows of at least a vector in at most two. */
 ALWAYS_INLINE fc_idx FN(gemm_tap_block)(const PACKED_W *w, const PIXELS *px) {
     const fc_idx rowlen = px->rowlen, TT = w->TT;
     const int all_inplace = rowlen % VL == 0 || rowlen >= VL ||
                             (rowlen == px->Pimg && px->P <= px->Pimg) ||
                             FC_CEIL_DIV(w->M, MR) == 1;
     const fc_idx kcap = all_inplace ? FC_INPLACE_KC : (fc_idx)GEMM_KC;
-    return FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
+    const fc_idx kb = FC_CEIL_DIV(TT, FC_MAX((fc_idx)1, FC_CEIL_DIV(TT, kcap)));
+    return FC_MIN(kcap, FC_ROUND_UP(kb, (fc_idx)FC_SUM_KC));
 }
 
 /* The tap block from t0 of kc taps ends the sum: its stores may stream when the tile allows it
@@ -675,7 +719,7 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 #undef STREAM
 #undef GEMM_KC
 #undef FC_PACKED_KC_BYTES
-#undef FC_INPLACE_KC
+#undef FC_SUM_KC
 #undef FC_PANEL_MAXW
 #undef PACKED_W
 #undef PIXELS

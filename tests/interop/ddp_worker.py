@@ -77,6 +77,7 @@ def main(rank, world_size, store_port, out):
         x, y = batch()
         share = BATCH // world_size
         train(model, x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share])
+        dist.barrier()  # the ranks leave together (destroying the group is collective)
     finally:
         dist.destroy_process_group()
     np.savez(out, threads=np.array([n, fastconv.get_num_threads(), torch.get_num_threads()]),
