@@ -573,8 +573,23 @@ def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, i
     engine_out = np.float32 if out_dtype == np.float16 else out_dtype
     y = _kernels.empty((f, oh, ow, c), engine_out)
     _kernels.filter_bank(x, y, k2, kv, kx, sep, _PAD_CODE[plan.padding_mode], (r - 1) // 2,
-                         (s - 1) // 2, _READ_IN_PLACE, oy, ox)
+                         (s - 1) // 2, _READ_IN_PLACE, oy, ox, _exact_box(x.dtype, k2))
     return y.astype(out_dtype) if engine_out != out_dtype else y
+
+
+def _exact_box(image_dtype: np.dtype[Any], k2: NDArray[Any]) -> bool:
+    """Whether the engine runs ``k2`` (one kernel, in the work dtype) on an image of
+    ``image_dtype`` as a box filter of exact window sums: one kernel whose taps are all the same
+    finite non-zero weight, an integer image, and every window sum (at most R * S times the
+    largest pixel) an exact integer in the work dtype. Its cost then does not grow with the
+    kernel, and it rounds once (weight times the exact sum) instead of once per tap."""
+    if image_dtype.type not in _INTEGER or k2.shape[0] != 1:
+        return False
+    w = k2.flat[0]
+    if not (np.isfinite(w) and w != 0 and (k2 == w).all()):
+        return False
+    mantissa = np.finfo(k2.dtype).nmant + 1
+    return k2.size * int(np.iinfo(image_dtype).max) < 2 ** mantissa
 
 
 def _cast_output(y: NDArray[Any], out_dtype: type) -> NDArray[Any]:

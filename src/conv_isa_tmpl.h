@@ -144,13 +144,13 @@ ALWAYS_INLINE void FN(ukernel_body)(const int mr, const int nv, const int mode, 
         if (mode != FC_PANEL_PACKED) __asm__("" : "+r"(base[v]));
         if (mode == FC_PANEL_SPLIT) __asm__("" : "+r"(base2[v]));
     }
+    FC_UNROLL
+    for (int i = 0; i < mr; i++)
+        FC_UNROLL
+        for (int v = 0; v < nv; v++) c[i][v] = (VEC){0};
     /* sum blocks of FC_SUM_KC taps (the call starts at a multiple of it: gemm_tap_block) */
     for (fc_idx t0 = 0; t0 < kc; t0 += FC_SUM_KC) {
         const fc_idx t1 = FC_MIN(kc, t0 + FC_SUM_KC);
-        FC_UNROLL
-        for (int i = 0; i < mr; i++)
-            FC_UNROLL
-            for (int v = 0; v < nv; v++) c[i][v] = (VEC){0};
         for (fc_idx t = t0; t < t1; t++) {
             const fc_idx o = mode != FC_PANEL_PACKED ? off[t] : t * ldb;
             const T *a = A + t * MR;
@@ -179,11 +179,15 @@ ALWAYS_INLINE void FN(ukernel_body)(const int mr, const int nv, const int mode, 
                 FC_UNROLL
                 for (int v = 0; v < nv; v++) c[i][v] = bias[i] + c[i][v];
         }
-        if (t1 < kc)
+        if (t1 < kc) {
             FC_UNROLL
             for (int i = 0; i < mr; i++)
                 FC_UNROLL
-                for (int v = 0; v < nv; v++) STOREU(C + i * ldc + v * VL, c[i][v]);
+                for (int v = 0; v < nv; v++) {
+                    STOREU(C + i * ldc + v * VL, c[i][v]);
+                    c[i][v] = (VEC){0};
+                }
+        }
     }
     /* the activation while the sums are in registers (only the last tap block has one) */
     const int act = out->act;

@@ -35,5 +35,13 @@ static const fc_filter_item_fn FC_CAT(fc_filter_items, TN)[FC_ISA_COUNT] = {
     [FC_ISA_AVX512] = FC_CAT(FC_CAT(flt_item, TN), avx512),
 #endif
 };
+/* ... and its box-filter item function (filter_isa_tmpl.h's box_item). */
+static const fc_filter_item_fn FC_CAT(fc_filter_box_items, TN)[FC_ISA_COUNT] = {
+    [FC_ISA_GENERIC] = FC_CAT(FC_CAT(flt_box_item, TN), generic),
+#ifdef FC_HAVE_X86_PATHS
+    [FC_ISA_AVX2] = FC_CAT(FC_CAT(flt_box_item, TN), avx2),
+    [FC_ISA_AVX512] = FC_CAT(FC_CAT(flt_box_item, TN), avx512),
+#endif
+};
 #undef T
 #undef TN

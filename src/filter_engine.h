@@ -61,6 +61,9 @@ struct fc_filter_job {
     const void *kv, *kx;      /* (F, kh), (F, kw): factors of the separable ones, k = kv kx^T */
     const int *sep;           /* (F): filter f runs separable (int32) */
     int inplace;              /* read an image of the work dtype in place where it can */
+    int box;                  /* a box filter of exact window sums (filter_isa_tmpl.h): F = 1,
+                               * every tap k2[0], an integer image, every window sum below 2^24
+                               * (float32 work) or 2^53 (float64), checked by the caller */
     /* set by fc_filter_prepare */
     fc_filter_taps *taps;     /* [2f]: horizontal (separable) or 2-D taps; [2f+1]: vertical */
     void *tap_w;              /* weights (T) */
@@ -180,7 +183,10 @@ static int fc_filter_prepare(fc_filter_job *j, int nthreads, fc_schedule *s) {
     s->nreduce = 0;
     s->chunk = 1;
     int level = fc_isa_level;
-    j->item = j->f64 ? fc_filter_items_f64[level] : fc_filter_items_f32[level];
+    if (j->box)
+        j->item = j->f64 ? fc_filter_box_items_f64[level] : fc_filter_box_items_f32[level];
+    else
+        j->item = j->f64 ? fc_filter_items_f64[level] : fc_filter_items_f32[level];
     return 0;
 }
 

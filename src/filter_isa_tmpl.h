@@ -390,6 +390,87 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
     return 0;
 }
 
+/* ---------------------------------------------------------------------------- box filters
+ * A box filter (one kernel, every tap the same weight w) of an integer image runs on exact window
+ * sums: the pixels are whole numbers and the caller checked that every window sum stays below
+ * 2^24 (float32) or 2^53 (float64), so every partial sum below is an exact integer in T, and any
+ * order of adding them (running sums, segments, bands, strips, threads, SIMD paths) gives the
+ * same value. The output is w * sum, one rounding: its cost grows with the log of the kernel's
+ * width, not with its taps. */
+/* out[i] = w * sum_{u < kw} cs[i + u*C] for i < n (cs holds m >= n + (kw - 1) C elements), in
+ * whole-row vector passes: windows of 2^k pixels built by doubling in p (p[i] += p[i + 2^k C]),
+ * and those of the set bits of kw added into out. p is scratch of m elements. */
+static FC_TARGET void FN(box_row)(T *restrict out, const T *restrict cs, T *restrict p, fc_idx n,
+                                  fc_idx m, fc_idx C, fc_idx kw, T w) {
+    memcpy(p, cs, (size_t)m * sizeof(T));
+    int first = 1;
+    fc_idx off = 0;    /* pixels of the window already in out */
+    fc_idx valid = m;  /* p[i] is a whole window of 2^k pixels for i < valid */
+    for (fc_idx k = 0, width = 1; width <= kw; k++, width *= 2) {
+        if (kw & width) {
+            const T *q = p + off * C;
+            if (first)
+                for (fc_idx i = 0; i < n; i++) out[i] = q[i];
+            else
+                for (fc_idx i = 0; i < n; i++) out[i] += q[i];
+            first = 0;
+            off += width;
+        }
+        if (2 * width <= kw) {
+            valid -= width * C;
+            const fc_idx d = width * C;
+            for (fc_idx i = 0; i < valid; i++) p[i] += p[i + d];
+        }
+    }
+    for (fc_idx i = 0; i < n; i++) out[i] *= w;
+}
+
+/* One work item of a box filter (see above): the band's output rows and the strip's columns.
+ * Column sums over the kh rows of the window, kept up to date row by row (the entering row
+ * added, the leaving one subtracted, from a ring of kh + 1 padded rows), then box_row. */
+static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
+    const fc_idx kh = j->kh, kw = j->kw, C = j->C, NRB = kh + 1;
+    const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
+    const fc_idx r0 = j->oy + band * j->band, r1 = FC_MIN(j->oy + j->OH, r0 + j->band);
+    const fc_idx c0 = j->ox + strip * j->strip;
+    const fc_idx npix = FC_MIN(j->ox + j->OW, c0 + j->strip) - c0;
+    const fc_idx n = npix * C, npx = npix + kw - 1, m = npx * C;
+    const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
+    fc_workspace *ws = fc_ws_enter();
+    if (!ws) return -1;
+    T *buf = (T *)fc_ws_get(0, (size_t)(NRB + 3) * (size_t)LS * sizeof(T) + FC_ALIGN);
+    if (!buf) {
+        fc_ws_leave(ws);
+        return -1;
+    }
+    T *cs = buf + NRB * LS, *scratch = cs + LS, *win = scratch + LS;
+    const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
+    const T w = ((const T *)j->k2)[0];
+    const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
+    const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+    memset(cs, 0, (size_t)m * sizeof(T));
+    for (fc_idx i = 0; i < kh; i++) {
+        T *row = buf + i * LS;
+        FN(build_row)(row, j, rbase + i, x0, npx, 0, 0);
+        for (fc_idx e = 0; e < m; e++) cs[e] += row[e];
+    }
+    for (fc_idx r = r0; r < r1; r++) {
+        if (r > r0) {
+            const fc_idx in = r - j->top + kh - 1; /* the input row entering the window */
+            T *enter = buf + ((in - rbase) % NRB) * LS;
+            const T *leave = buf + ((in - kh - rbase) % NRB) * LS;
+            FN(build_row)(enter, j, in, x0, npx, 0, 0);
+            for (fc_idx e = 0; e < m; e++) cs[e] += enter[e] - leave[e];
+        }
+        char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
+        T *o = direct_out ? (T *)drow : scratch;
+        FN(box_row)(o, cs, win, n, m, C, kw, w);
+        if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
+    }
+    fc_ws_leave(ws);
+    return 0;
+}
+
 #undef FN
 #undef VL
 #undef VEC

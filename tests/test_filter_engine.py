@@ -431,3 +431,90 @@ def test_window_outside_the_image_is_refused(window):
                              np.zeros((1, 3, 3), np.float32), np.zeros((1, 3), np.float32),
                              np.zeros((1, 3), np.float32), np.zeros(1, np.int32), 0, 1, 1,
                              True, 4, 0)
+
+
+# ---- box filters: exact window sums ------------------------------------------------------------
+def _box_reference(img, kh, kw, weight, mode, out_dtype):
+    """The window sums of an integer image (exact, in float64) times the weight, rounded once to
+    the work dtype, then as filter2d converts to ``out_dtype``."""
+    x = img.astype(np.float64)
+    x3 = x[:, :, None] if x.ndim == 2 else x
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    xp = np.pad(x3, ((top, kh - 1 - top), (left, kw - 1 - left), (0, 0)), mode=NUMPY_MODE[mode])
+    h, w = x3.shape[:2]
+    total = sum(xp[i:i + h, u:u + w] for i in range(kh) for u in range(kw))
+    work = np.float64 if np.float64 in (np.dtype(out_dtype).type,) else np.float32
+    y = (total * np.float64(work(weight))).astype(work)  # S * w: exact product, one rounding
+    y = y[..., 0] if img.ndim == 2 else y
+    if np.dtype(out_dtype).kind == "u":
+        return np.clip(np.rint(y), 0, np.iinfo(out_dtype).max).astype(out_dtype)
+    return y.astype(out_dtype)
+
+
+@settings(max_examples=120, deadline=None)
+@given(img=filter_images(dtypes=(np.uint8, np.uint16), max_side=40), data=st.data(),
+       mode=st.sampled_from(FILTER_PADDING_MODES))
+def test_box_filter_is_the_exact_window_sum_times_the_weight(img, data, mode):
+    kh, kw = data.draw(st.integers(1, 15)), data.draw(st.integers(1, 15))
+    weight = data.draw(st.sampled_from([1.0 / (kh * kw), 1.0, 0.37, -2.0]))
+    out_dtype = data.draw(st.sampled_from([img.dtype.type, np.float32, np.float64]))
+    if not filter_padding_fits(mode, img.shape, (kh, kw)):
+        return
+    k = np.full((kh, kw), weight)
+    work = np.float64 if out_dtype == np.float64 else np.float32
+    assert fl._exact_box(img.dtype, k[None].astype(work)) == (
+        img.dtype == np.uint8 or kh * kw * 65535 < 2 ** (np.finfo(work).nmant + 1))
+    got = fl.filter2d(img, k, mode, output_dtype=out_dtype)
+    want = _box_reference(img, kh, kw, weight, mode, out_dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_box_filter_gives_the_same_bits_on_every_path_and_thread_count():
+    from fastconv import _kernels
+    img = rng.integers(0, 65536, (301, 257, 3)).astype(np.uint16)
+    k = np.full((9, 13), 1 / 117)
+    before, threads = _kernels.get_isa(), fastconv.get_num_threads()
+    serial = _testing.set_serial_bytes(0)
+    outs = []
+    try:
+        for isa in _kernels.ISA_NAMES:
+            _kernels.set_isa(isa)
+            for n in (1, 2, 3):
+                fastconv.set_num_threads(n)
+                outs.append(fl.filter2d(img, k, "reflect", output_dtype="float"))
+    finally:
+        _kernels.set_isa(before)
+        fastconv.set_num_threads(threads)
+        _testing.set_serial_bytes(serial)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize("dtype, k, work, exact", [
+    (np.uint8, np.full((31, 31), 1 / 961), np.float32, True),
+    (np.uint16, np.full((15, 17), 0.5), np.float32, True),       # 255 * 65535 < 2**24
+    (np.uint16, np.full((17, 17), 0.5), np.float32, False),      # 289 * 65535 > 2**24
+    (np.uint16, np.full((17, 17), 0.5), np.float64, True),
+    (np.float32, np.full((3, 3), 1 / 9), np.float32, False),     # not whole numbers
+    (np.uint8, np.zeros((3, 3)), np.float32, False),
+    (np.uint8, np.full((3, 3), np.inf), np.float32, False),
+    (np.uint8, np.eye(3), np.float32, False),
+])
+def test_box_path_only_where_its_sums_are_exact(dtype, k, work, exact):
+    assert fl._exact_box(np.dtype(dtype), k[None].astype(work)) is exact
+    assert fl._exact_box(np.dtype(dtype), np.stack([k, k]).astype(work)) is False  # a bank
+
+
+def test_extension_refuses_a_box_it_cannot_sum_exactly():
+    from fastconv import _kernels
+    k = np.full((1, 3, 3), 1 / 9, np.float32)
+    args = (np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), np.ones(1, np.int32), 0,
+            1, 1, True, 0, 0, True)
+    with pytest.raises(ValueError, match="box"):
+        _kernels.filter_bank(np.zeros((5, 5, 1), np.float32), np.zeros((1, 5, 5, 1), np.float32),
+                             k, *args)
+    with pytest.raises(ValueError, match="box"):
+        _kernels.filter_bank(np.zeros((5, 5, 1), np.uint8), np.zeros((2, 5, 5, 1), np.float32),
+                             np.concatenate([k, k]), np.zeros((2, 3), np.float32),
+                             np.zeros((2, 3), np.float32), np.ones(2, np.int32), 0, 1, 1, True,
+                             0, 0, True)
