@@ -397,31 +397,36 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
  * order of adding them (running sums, segments, bands, strips, threads, SIMD paths) gives the
  * same value. The output is w * sum, one rounding: its cost grows with the log of the kernel's
  * width, not with its taps. */
+/* Sum blocks of a box row: windows of 2^k pixels for k up to FC_BOX_LEVELS - 1 (kw < 2^32). */
+#define FC_BOX_LEVELS 32
+
 /* out[i] = w * sum_{u < kw} cs[i + u*C] for i < n (cs holds m >= n + (kw - 1) C elements), in
- * whole-row vector passes: windows of 2^k pixels built by doubling in p (p[i] += p[i + 2^k C]),
- * and those of the set bits of kw added into out. p is scratch of m elements. */
-static FC_TARGET void FN(box_row)(T *restrict out, const T *restrict cs, T *restrict p, fc_idx n,
+ * whole-row vector passes: the windows of 2^k pixels, level[k][i] = level[k-1][i] +
+ * level[k-1][i + 2^(k-1) C] (level[0] is cs; level[k] for k >= 1 at lv + (k - 1) * LS), then one
+ * pass adding the windows of the set bits of kw side by side (the taps kernel, weights 1: exact)
+ * and one multiplying by w. */
+static FC_TARGET void FN(box_row)(T *restrict out, const T *cs, T *lv, fc_idx LS, fc_idx n,
                                   fc_idx m, fc_idx C, fc_idx kw, T w) {
-    memcpy(p, cs, (size_t)m * sizeof(T));
-    int first = 1;
-    fc_idx off = 0;    /* pixels of the window already in out */
-    fc_idx valid = m;  /* p[i] is a whole window of 2^k pixels for i < valid */
+    static const T ones[FC_BOX_LEVELS] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    const T *parts[FC_BOX_LEVELS];
+    int np = 0;
+    const T *level = cs;
+    fc_idx valid = m, off = 0; /* level[i] is a whole window for i < valid */
     for (fc_idx k = 0, width = 1; width <= kw; k++, width *= 2) {
         if (kw & width) {
-            const T *q = p + off * C;
-            if (first)
-                for (fc_idx i = 0; i < n; i++) out[i] = q[i];
-            else
-                for (fc_idx i = 0; i < n; i++) out[i] += q[i];
-            first = 0;
+            parts[np++] = level + off * C;
             off += width;
         }
         if (2 * width <= kw) {
-            valid -= width * C;
+            T *next = lv + k * LS;
             const fc_idx d = width * C;
-            for (fc_idx i = 0; i < valid; i++) p[i] += p[i + d];
+            valid -= d;
+            for (fc_idx i = 0; i < valid; i++) next[i] = level[i] + level[i + d];
+            level = next;
         }
     }
+    FN(taps)(out, n, parts, ones, np, 0);
     for (fc_idx i = 0; i < n; i++) out[i] *= w;
 }
 
@@ -438,7 +443,9 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
-    T *buf = (T *)fc_ws_get(0, (size_t)(NRB + 3) * (size_t)LS * sizeof(T) + FC_ALIGN);
+    int levels = 0; /* box_row's window levels above 1 pixel: floor(log2(kw)) */
+    while (((fc_idx)2 << levels) <= kw) levels++;
+    T *buf = (T *)fc_ws_get(0, (size_t)(NRB + 2 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
     if (!buf) {
         fc_ws_leave(ws);
         return -1;
@@ -464,13 +471,14 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
         }
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
         T *o = direct_out ? (T *)drow : scratch;
-        FN(box_row)(o, cs, win, n, m, C, kw, w);
+        FN(box_row)(o, cs, win, LS, n, m, C, kw, w);
         if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
     }
     fc_ws_leave(ws);
     return 0;
 }
 
+#undef FC_BOX_LEVELS
 #undef FN
 #undef VL
 #undef VEC
