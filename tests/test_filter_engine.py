@@ -246,18 +246,31 @@ def test_bank_with_fft_and_empty_images():
 def test_thread_count_gives_bitwise_the_same(dtype):
     img = (rng.random((97, 301, 3)) * 200).astype(dtype)
     bank = np.stack([fl.gaussian(2.0, 9), rng.standard_normal((9, 9)), np.ones((9, 9)) / 81])
-    serial = _testing.set_serial_bytes(0)
-    threads = fastconv.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            fastconv.set_num_threads(n)
-            results.append(fl.filter2d(img, bank, "reflect", output_dtype="float"))
-    finally:
-        fastconv.set_num_threads(threads)
-        _testing.set_serial_bytes(serial)
+    results = _on_threads_and_paths(
+        lambda: fl.filter2d(img, bank, "reflect", output_dtype="float"))
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+
+
+def _on_threads_and_paths(call, isas=(None,)):
+    """call()'s results with 1, 2 and 3 threads (even small images split into work items) on
+    each SIMD path of ``isas`` (None: the current one)."""
+    from fastconv import _kernels
+    before, threads = _kernels.get_isa(), fastconv.get_num_threads()
+    serial = _testing.set_serial_bytes(0)
+    results = []
+    try:
+        for isa in isas:
+            if isa is not None:
+                _kernels.set_isa(isa)
+            for n in (1, 2, 3):
+                fastconv.set_num_threads(n)
+                results.append(call())
+    finally:
+        _kernels.set_isa(before)
+        fastconv.set_num_threads(threads)
+        _testing.set_serial_bytes(serial)
+    return results
 
 
 # ---- errors and inputs --------------------------------------------------------------------------
@@ -473,19 +486,8 @@ def test_box_filter_gives_the_same_bits_on_every_path_and_thread_count():
     from fastconv import _kernels
     img = rng.integers(0, 65536, (301, 257, 3)).astype(np.uint16)
     k = np.full((9, 13), 1 / 117)
-    before, threads = _kernels.get_isa(), fastconv.get_num_threads()
-    serial = _testing.set_serial_bytes(0)
-    outs = []
-    try:
-        for isa in _kernels.ISA_NAMES:
-            _kernels.set_isa(isa)
-            for n in (1, 2, 3):
-                fastconv.set_num_threads(n)
-                outs.append(fl.filter2d(img, k, "reflect", output_dtype="float"))
-    finally:
-        _kernels.set_isa(before)
-        fastconv.set_num_threads(threads)
-        _testing.set_serial_bytes(serial)
+    outs = _on_threads_and_paths(lambda: fl.filter2d(img, k, "reflect", output_dtype="float"),
+                                 _kernels.ISA_NAMES)
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
 
