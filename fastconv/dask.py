@@ -49,8 +49,9 @@ A filter task holds the outputs of its chunk (one per kernel of a bank) and the 
 images: about ``chunk x F`` elements besides the input chunk (``(chunk + halo) x (1 + F)`` for a
 chunk put together with its halo), never the whole image (as long as the chunks themselves are
 reasonable: 1-32 MB each is Dask's advice). Large buffers come from the kernels' recycling
-allocator, so a worker's tasks reuse them instead of page-faulting new ones. For conv2d, pooling and :func:`predict`, a
-task holds one batch chunk, its output, the layers' activations and the weights.
+allocator, so a worker's tasks reuse them instead of page-faulting new ones. For conv2d, pooling
+and :func:`predict`, a task holds one batch chunk, its output, the layers' activations and the
+weights.
 
 Batches: conv2d, pooling, predict
 ---------------------------------
