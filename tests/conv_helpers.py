@@ -294,6 +294,24 @@ def child_env(**extra):
     return env
 
 
+def run_to_deadline(cmd, timeout, what, **popen):
+    """Run ``cmd`` in a process group of its own, so that it and every process it starts are
+    killed together at the deadline: ``(returncode, stdout, stderr)``, text (``stdout`` piped;
+    ``stderr`` as ``popen`` says). At the deadline the test fails with the output so far."""
+    import signal
+
+    import pytest
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            **popen)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{what} did not finish in {timeout} s; output so far: {out!r} {err!r}")
+    return proc.returncode, out, err
+
+
 def run_isolated(code):
     """Run ``code`` in a fresh interpreter with this same fastconv, so that a crash of the
     kernels fails one test instead of killing the whole session."""

@@ -67,21 +67,19 @@ class PoolParams(NamedTuple):
     divisor_override: Optional[int]
 
 
-# Everything a pooling kernel needs besides the arrays: the hyper-parameters, then the output size.
-if TYPE_CHECKING:  # what the line below builds, spelt out for the type checker
-    class PoolGeometry(NamedTuple):
-        kernel: IntPair
-        stride: IntPair
-        padding: IntPair
-        dilation: IntPair
-        ceil_mode: bool
-        count_include_pad: bool
-        divisor_override: Optional[int]
-        out_h: int
-        out_w: int
-else:
-    PoolGeometry = NamedTuple("PoolGeometry", [*PoolParams.__annotations__.items(),
-                                               ("out_h", int), ("out_w", int)])
+class PoolGeometry(NamedTuple):
+    """Everything a pooling kernel needs besides the arrays: the hyper-parameters (PoolParams'
+    fields, in its order), then the output size."""
+
+    kernel: IntPair
+    stride: IntPair
+    padding: IntPair
+    dilation: IntPair
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: Optional[int]
+    out_h: int
+    out_w: int
 
 
 def pool_params(kernel_size: object, stride: object, padding: object, dilation: object = 1,

@@ -6,7 +6,6 @@ the first time a thread opens a parallel region of that size and keeps them, so 
 a fresh interpreter (with a timeout, so a hang fails instead of blocking the suite).
 """
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ import textwrap
 import pytest
 
 import fastconv
-from conv_helpers import child_env
+from conv_helpers import child_env, run_to_deadline
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -57,16 +56,10 @@ def run_script(body, omp_threads=None, timeout=60):
     if omp_threads is not None:
         env["OMP_NUM_THREADS"] = str(omp_threads)
     code = PRELUDE + textwrap.dedent(body)
-    # Own process group: on a hang, the script and any child it forked are killed together.
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, cwd=HERE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"script hung (> {timeout} s); output so far: {stdout!r} {stderr!r}")
-    assert proc.returncode == 0, stdout + stderr
+    # on a hang, the script and any child it forked are killed together
+    returncode, stdout, stderr = run_to_deadline([sys.executable, "-c", code], timeout, "script",
+                                                 env=env, cwd=HERE, stderr=subprocess.PIPE)
+    assert returncode == 0, stdout + stderr
     return stdout
 
 

@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fastconv.torch as fct  # noqa: E402
-from conv_helpers import child_env  # noqa: E402
+from conv_helpers import child_env, run_to_deadline  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "ddp_worker.py")
@@ -175,21 +175,13 @@ def test_threads_per_rank_refuses_bad_environment(monkeypatch, text):
 @needs_gloo
 def test_example_ddp_train_runs_under_torchrun(tmp_path):
     """examples/ddp_train.py as the README runs it: torchrun, two processes on this machine."""
-    import signal
-
     weights = tmp_path / "weights.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            EXAMPLE, "--epochs", "1", "--save", str(weights)]
-    # torchrun and its ranks in a process group of their own, all killed at the deadline
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=child_env(), cwd=tmp_path, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {DEADLINE_S} s\n{out}")
-    if proc.returncode != 0:
+    # torchrun and its ranks killed together at the deadline
+    returncode, out, _ = run_to_deadline(cmd, DEADLINE_S, "torchrun", stderr=subprocess.STDOUT,
+                                         env=child_env(), cwd=tmp_path)
+    if returncode != 0:
         # torch's gloo backend can abort a rank while the interpreter shuts down, after the run
         # finished and the group was destroyed ("terminate called without an active exception",
         # a C++ thread of torch's still joinable at exit: seen on a loaded 2-core machine, not
