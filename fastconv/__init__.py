@@ -179,6 +179,9 @@ __all__ = [
     "get_flush_denormal",
     "set_flush_denormal",
     "release_memory",
+    "set_precision",
+    "get_precision",
+    "default_precision",
 ]
 
 
@@ -186,9 +189,10 @@ if TYPE_CHECKING:  # what __getattr__ loads, for the type checker
     from .functional import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,
                              adaptive_max_pool2d, adaptive_max_pool2d_backward, avg_pool2d,
                              avg_pool2d_backward, conv2d, conv2d_backward, conv_transpose2d,
-                             conv_transpose2d_backward, get_flush_denormal, get_num_threads,
-                             max_num_threads, max_pool2d, max_pool2d_backward, release_memory,
-                             set_flush_denormal, set_num_threads)
+                             conv_transpose2d_backward, default_precision, get_flush_denormal,
+                             get_num_threads, get_precision, max_num_threads, max_pool2d,
+                             max_pool2d_backward, release_memory, set_flush_denormal,
+                             set_num_threads, set_precision)
 
 
 def __getattr__(name: str) -> Any:

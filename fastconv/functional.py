@@ -1,11 +1,13 @@
 """NumPy counterparts of ``torch.nn.functional``: same names, same arguments, same numbers.
 
-Arrays are NCHW (or unbatched CHW), float32 or float64; the convolution is a cross-correlation,
+Arrays are NCHW (or unbatched CHW), float32 or float64 (or bfloat16: see
+:mod:`fastconv._core.bf16`); the convolution is a cross-correlation,
 as in every deep-learning framework. Each ``*_backward`` returns the gradients that autograd would.
 """
 from ._core.activations import log_softmax, softmax
 from ._core.adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,
                                   adaptive_max_pool2d, adaptive_max_pool2d_backward)
+from ._core.bf16 import default_precision, get_precision, set_precision
 from ._core.conv import conv2d, conv2d_backward
 from ._core.denormal import get_flush_denormal, set_flush_denormal
 from ._core.memory import release_memory
@@ -32,6 +34,9 @@ __all__ = [
     "get_flush_denormal",
     "set_flush_denormal",
     "release_memory",
+    "set_precision",
+    "get_precision",
+    "default_precision",
     "softmax",
     "log_softmax",
 ]

@@ -230,6 +230,7 @@ cdef extern from "fc_kernels.h" nogil:
     ctypedef struct fc_geom:
         fc_idx N, C, H, W, K, R, S, G, sh, sw, dh, dw, pt, pl, OH, OW
     int FC_PASS_FORWARD, FC_PASS_GRAD_INPUT, FC_PASS_GRAD_WEIGHT
+    int FC_MATH_F32, FC_MATH_BF16_GEMM
     ctypedef struct fc_job:
         int pass_ "pass"
         int f64
@@ -240,6 +241,7 @@ cdef extern from "fc_kernels.h" nogil:
         const void *bias
         int act
         double slope
+        int math
         void *out
     const fc_task fc_conv_task
     void fc_grad_bias_item_f32(const float *dy, fc_idx N, fc_idx K, fc_idx P, fc_idx k, float *gb)
@@ -280,9 +282,12 @@ cdef int _run_conv(fc_job *job) except -1:
 
 def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
                    const floating[::1] bias, floating[:, :, :, ::1] out, object g,
-                   int act=0, double slope=0.0):
+                   int act=0, double slope=0.0, bint bf16=False):
     """out = activation(conv2d(x, w, bias)); x may have any strides, out is C-contiguous and
-    non-empty; act is an FC_ACT_* code (fastconv._core.epilogue), applied in the epilogue."""
+    non-empty; act is an FC_ACT_* code (fastconv._core.epilogue), applied in the epilogue; bf16
+    (float32 only): the products of x and w rounded to bfloat16 (src/fc_bf16.h)."""
+    if bf16 and floating is double:
+        raise TypeError("bfloat16 products take float32 arrays")
     cdef fc_job job
     job.pass_ = FC_PASS_FORWARD
     job.f64 = floating is double
@@ -293,6 +298,7 @@ def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
     job.bias = &bias[0] if bias is not None else NULL
     job.act = act
     job.slope = slope
+    job.math = FC_MATH_BF16_GEMM if bf16 else FC_MATH_F32
     job.out = &out[0, 0, 0, 0]
     _run_conv(&job)
 
@@ -308,6 +314,7 @@ def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, :
     job.b = &w[0, 0, 0, 0]
     job.bias = NULL
     job.act = 0
+    job.math = FC_MATH_F32
     job.out = &dx[0, 0, 0, 0]
     _run_conv(&job)
 
@@ -324,6 +331,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
     job.b = &dy[0, 0, 0, 0]
     job.bias = NULL
     job.act = 0
+    job.math = FC_MATH_F32
     job.out = &dw[0, 0, 0, 0]
     _run_conv(&job)
 
@@ -380,6 +388,7 @@ def activation_grad(const floating[::1] grad, const floating[::1] out, int act, 
 
 include "_pooling.pxi"
 include "_filters.pxi"
+include "_bf16.pxi"
 include "_testing.pxi"
 
 

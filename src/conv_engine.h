@@ -5,6 +5,7 @@
 #define FC_CONV_ENGINE_H
 
 #include "fc_common.h"
+#include "fc_bf16.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FC_SFENCE() _mm_sfence() /* order the non-temporal stores before the item ends */
@@ -28,6 +29,11 @@ typedef struct {
 
 enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
 
+/* A forward's products (fc_job.math): exact float32 ones, or those of its inputs rounded to
+ * bfloat16 (fc_bf16.h), computed by rounding the copies the engine makes (ROUND) or by the
+ * ISA's bfloat16 GEMM (GEMM; the plan chooses, the job asks for either). */
+enum { FC_MATH_F32 = 0, FC_MATH_BF16_ROUND = 1, FC_MATH_BF16_GEMM = 2 };
+
 typedef struct fc_job fc_job;
 
 /* One pass for one dtype (conv_job_tmpl.h): `start` allocates the plan (j->plan), gives it the
@@ -50,6 +56,7 @@ struct fc_job {
     const void *bias;     /* forward only, may be NULL */
     int act;              /* forward only: the activation of its epilogue (FC_ACT_*, 0: none) */
     double slope;         /* forward only: leaky_relu's negative slope */
+    int math;             /* forward only: FC_MATH_F32, or bfloat16 products (float32 only) */
     void *out;            /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
     const fc_conv_pass *ops; /* set by fc_job_prepare */
     void *plan;
@@ -74,6 +81,7 @@ static void *fc_job_new_plan(fc_job *j, size_t size) {
 #define MR_AVX512 12
 #define NVW_AVX512 2
 #include "conv_dtype.h"
+#include "conv_bf16.h"
 
 #define T double
 #define TN f64

@@ -20,6 +20,8 @@ static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     p->bias = (const T *)j->bias;
     p->act = j->act;
     p->slope = (T)j->slope; /* rounded to T once, as torch converts its scalar */
+    p->math = j->math;
+    if (p->math != FC_MATH_F32 && sizeof(T) != sizeof(float)) return -1;
     p->out = (T *)j->out;
     int st = FJ(fc_fwd_prepare)(p, nthreads);
     s->nitems = p->nitems;

@@ -40,6 +40,12 @@ typedef struct {
     void (*transpose)(const T *src, fc_idx lds, fc_idx rows, fc_idx cols, T *dst, fc_idx ldd);
     void (*split2_rows)(const T *src, T *dst, const fc_split2 *sp);
     void (*stream_copy)(T *dst, const T *src, fc_idx n);
+    /* bfloat16 products (float32 only; NULL elsewhere and on the portable bfloat16 path, see
+     * fc_bf16.h): gemm_tile's contract with the weights packed by pack_bf16 (conv_bf16.h) */
+    void (*gemm_bf16)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
+                      const TF(fc_tile) * out, T *Bp);
+    void (*pack_bf16)(const T *w, fc_idx M, fc_idx TT, int MR, T *A);
+    int bf16_mr; /* rows of the bfloat16 GEMM's register blocks */
 } TF(fc_isa);
 
 /* The entry points and sizes of one ISA instantiation (conv_isa_tmpl.h); pixel blocks are
@@ -50,7 +56,7 @@ typedef struct {
                  FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
                  FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
                  FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
-                 FC_CAT(stream_copy, FC_CAT(TN, isa))}
+                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0}
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -351,8 +357,13 @@ typedef struct {
     int stream;         /* non-temporal final stores (large outputs) */
     int act;            /* the epilogue's activation (FC_ACT_*) and leaky_relu's slope */
     T slope;
+    int math;           /* FC_MATH_*: float32 products, or bfloat16 ones (fc_fwd_math) */
+    /* gemm_tile, or the ISA's bfloat16 GEMM (math FC_MATH_BF16_GEMM) */
+    void (*gemm)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
+                 const TF(fc_tile) * out, T *Bp);
     TF(fc_wide) wl;
-    T *A;        /* [G][nmb][TT][MR] */
+    T *A;        /* per group a_group elements: [nmb][TT][MR] (pack_rows) or pack_bf16's */
+    fc_idx a_group;
     fc_idx *off; /* [TT] */
     uint64_t call;
     /* row bands (band_rows > 0): layout and tap offsets of a band's wide buffer; max_off is
@@ -376,6 +387,36 @@ static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T
         for (fc_idx t = 0; t < TT; t++)
             for (int i = 0; i < mr; i++) a[t * MR + i] = wm[i * TT + t];
     }
+}
+
+/* a[0:n] rounded to bfloat16 in place (float32 only: the job refuses bfloat16 math otherwise) */
+static void TF(fc_round_bf16)(T *a, fc_idx n) {
+    if (sizeof(T) == sizeof(float)) fc_bf16_round_f32((const float *)(void *)a, (float *)(void *)a, n);
+}
+
+/* How a forward asked for bfloat16 products (math != FC_MATH_F32) gets them: from the ISA's
+ * bfloat16 GEMM, which converts the pixels as it packs them, where there is one and at least two
+ * row blocks of weights share each packed panel; otherwise by rounding the weights and every
+ * wide buffer as they are built (no buffer is read straight from the input then), for the
+ * float32 kernels. Also picks the GEMM and packs the weights. */
+static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
+    const TF(fc_geom) *g = &pl->g;
+    const int bmr = pl->isa.bf16_mr;
+    if (pl->math != FC_MATH_F32)
+        pl->math = pl->isa.gemm_bf16 && pl->isa.pack_bf16 && pl->Kg > bmr ? FC_MATH_BF16_GEMM
+                                                                          : FC_MATH_BF16_ROUND;
+    const int gemm = pl->math == FC_MATH_BF16_GEMM;
+    const int MRv = gemm ? bmr : pl->isa.mr;
+    /* pack_bf16 holds a pair of taps in the room of one element */
+    pl->a_group = FC_CEIL_DIV(pl->Kg, MRv) * MRv * (gemm ? (pl->TT + 1) / 2 : pl->TT);
+    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->a_group) * sizeof(T));
+    if (!pl->A) return -1;
+    pl->gemm = gemm ? pl->isa.gemm_bf16 : pl->isa.gemm_tile;
+    for (fc_idx gi = 0; gi < g->G; gi++)
+        (gemm ? pl->isa.pack_bf16 : TF(fc_pack_rows))(pl->w + gi * pl->Kg * pl->TT, pl->Kg,
+                                                     pl->TT, MRv, pl->A + gi * pl->a_group);
+    if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(pl->A, g->G * pl->a_group);
+    return 0;
 }
 
 /* Row bands, for an image whose wide buffer would exceed the cap: item (image, group, band), the
@@ -411,16 +452,12 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_wide_layout)(g, &pl->wl);
     pl->P = g->OH * g->OW;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
-    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * pl->TT * MRv) * sizeof(T));
-    if (!pl->off || !pl->A) return -1;
+    if (!pl->off || TF(fc_fwd_math)(pl)) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
     pl->bufsize = FC_MAX(pl->Cg * pl->wl.chstride,
                          max_off + g->OH * pl->wl.Wq + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
-    for (fc_idx gi = 0; gi < g->G; gi++)
-        TF(fc_pack_rows)(pl->w + gi * pl->Kg * pl->TT, pl->Kg, pl->TT, MRv,
-                         pl->A + gi * pl->nmb * pl->TT * MRv);
     pl->call = fc_next_call_id();
     pl->stream = g->N * g->K * pl->P * (fc_idx)sizeof(T) >= FC_STREAM_BYTES;
     if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes()) {
@@ -456,9 +493,11 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx r0 = band * pl->band_rows, rows = FC_MIN(pl->band_rows, g->OH - r0);
     fc_idx P = rows * g->OW, ocs = g->OH * g->OW, Wq = pl->wl.Wq;
     const fc_idx *off = pl->off;
-    const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg,
-                                    (r0 + rows) * Wq + pl->max_off + FC_PANEL_VECS * vl +
-                                        FC_SLACK);
+    const T *src = pl->math == FC_MATH_BF16_ROUND
+                       ? NULL
+                       : TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg,
+                                          (r0 + rows) * Wq + pl->max_off + FC_PANEL_VECS * vl +
+                                              FC_SLACK);
     if (src) {
         src += r0 * Wq;
     } else {
@@ -467,6 +506,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
         fc_ws()->cached_call = 0; /* slot 0 now holds a band */
         TF(fc_build_band)(&pl->isa, g, &pl->bwl, pl->band_rows, pl->x, pl->xs, n, gi * pl->Cg,
                           pl->Cg, r0, buf, pl->bbufsize);
+        if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(buf, pl->bbufsize);
         src = buf;
         off = pl->boff;
         Wq = pl->bwl.Wq;
@@ -480,7 +520,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     T *Ct = direct ? NULL : (T *)fc_ws_get(1, (size_t)(pl->Kg * ldc) * sizeof(T));
     T *Bp = (T *)fc_ws_get(3, (size_t)pl->isa.bp_elems * sizeof(T));
     if ((!direct && !Ct) || !Bp) return -1;
-    const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
+    const TF(fc_packed_w) wts = {pl->A + gi * pl->a_group, pl->Kg, pl->TT};
     const TF(fc_pixels) px = {.B = src, .off = off, .rowlen = Wq == g->OW ? P : g->OW, .Wq = Wq,
                               .Pimg = P, .imgs = 0, .P = P};
     const TF(fc_out_view) view = {.out = out, .imgs = 0, .ocs = ocs, .ors = g->OW,
@@ -490,7 +530,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
         fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
         const TF(fc_tile) tile = {direct ? out + p0 : Ct, ldc, bias, direct && pl->stream,
                                   pl->act, pl->slope};
-        pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
+        pl->gemm(&wts, &px, p0, p1, &tile, Bp);
         if (!direct) {
             TF(fc_writeback)(Ct, ldc, pl->Kg, p0, FC_MIN(p1, P), P, &view);
             if (pl->stream) FC_SFENCE();
@@ -507,7 +547,9 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     fc_idx gi = ng % g->G, n0 = (ng / g->G) * pl->NB, nb = FC_MIN(pl->NB, g->N - n0);
     fc_idx P = pl->P, Ptot = nb * P, p0 = pb * pl->PB, p1 = FC_MIN(pl->Pr, p0 + pl->PB);
     if (p0 >= Ptot) return 0; /* a block past the pixels of a last, smaller group */
-    const T *view = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n0, gi * pl->Cg, pl->bufsize);
+    const T *view = pl->math == FC_MATH_BF16_ROUND
+                        ? NULL
+                        : TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n0, gi * pl->Cg, pl->bufsize);
     if (view && nb > 1 &&
         !TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n0 + nb - 1, gi * pl->Cg, pl->bufsize))
         view = NULL;
@@ -530,17 +572,18 @@ static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
         for (fc_idx i = 0; i < nb; i++)
             TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n0 + i, gi * pl->Cg, pl->Cg,
                               buf + i * pl->bufsize, pl->bufsize);
+        if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(buf, nb * pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
     const T *src = view ? view : buf;
     /* rows without gaps between them (Wq == OW, e.g. a 1x1 kernel) make one long row: every
      * panel is then read in place */
-    const TF(fc_packed_w) wts = {pl->A + gi * pl->nmb * pl->TT * pl->isa.mr, pl->Kg, pl->TT};
+    const TF(fc_packed_w) wts = {pl->A + gi * pl->a_group, pl->Kg, pl->TT};
     const TF(fc_pixels) px = {.B = src, .off = pl->off, .rowlen = pl->wl.Wq == g->OW ? P : g->OW,
                               .Wq = pl->wl.Wq, .Pimg = P, .imgs = imgs, .P = Ptot};
     const TF(fc_tile) tile = {Ct, ldc, bias, direct && pl->stream, pl->act, pl->slope};
-    pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
+    pl->gemm(&wts, &px, p0, p1, &tile, Bp);
     if (!direct) {
         const TF(fc_out_view) view = {.out = out, .imgs = g->K * ocs, .ocs = ocs, .ors = g->OW,
                                       .rowlen = g->OW, .OHv = g->OH, .rstep = 1, .cstep = 1,

@@ -41,6 +41,32 @@ typedef struct {
 
 static fc_kernel_table fc_kernels;
 
+/* The bfloat16 GEMM of the path fc_bf16_resolve picks for the SIMD path in use (fc_bf16.h), into
+ * the float32 table; the portable path has none (the engine rounds its copies instead). */
+static void fc_install_bf16(void) {
+    fc_isa_f32 *t = &fc_kernels.f32.conv;
+    t->gemm_bf16 = NULL;
+    t->pack_bf16 = NULL;
+    t->bf16_mr = 0;
+#ifdef FC_HAVE_X86_PATHS
+    if (fc_bf16_resolve() >= FC_BF16_AVX512_BF16) {
+        t->gemm_bf16 = fc_gemm_tile_bf16_avx512;
+        t->pack_bf16 = fc_bf16_pack_rows;
+        t->bf16_mr = BF_MR;
+    }
+#else
+    fc_bf16_resolve();
+#endif
+}
+
+/* Select the bfloat16 path: `requested` (an FC_BF16_* level), capped as fc_bf16_resolve says, or
+ * the best one if negative. Returns the level now in use. */
+static int fc_set_bf16(int requested) {
+    fc_bf16_requested = requested < 0 ? -1 : requested;
+    fc_install_bf16();
+    return fc_bf16_level;
+}
+
 /* Select the SIMD path: `requested` (an FC_ISA_* level), capped to what the CPU supports, or the
  * best one if negative. Returns the level now in use. */
 static int fc_set_isa(int requested) {
@@ -50,6 +76,7 @@ static int fc_set_isa(int requested) {
     fc_kernels.level = level;
     fc_isa_table_f32(&fc_kernels.f32.conv);
     fc_isa_table_f64(&fc_kernels.f64.conv);
+    fc_install_bf16();
     fc_kernels.f32.pool = fc_pool_isas_f32[level];
     fc_kernels.f64.pool = fc_pool_isas_f64[level];
     fc_kernels.probe = fc_probes[level];

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union, overload
 import numpy as np
 
 from .. import _kernels
+from .bf16 import accepts_bfloat16
 from .args import as_bool, as_float_array, batched, restore_batch
 from .geometry import check_size
 from .pool import max_pool2d_backward
@@ -57,13 +58,15 @@ def _adaptive_forward(input: ArrayLike, output_size: object, is_max: bool, retur
     return restore_batch(out, unbatched), restore_batch(indices, unbatched)
 
 
+@accepts_bfloat16("input")
 def adaptive_avg_pool2d(input: ArrayLike, output_size: OutputSize) -> FloatArray:
     r"""2-D adaptive average pooling over an NCHW batch, as
     ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Args:
-        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64;
-            any memory layout (views, transposes, negative strides). N may be 0; C, H and W may
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32, float64 or
+            bfloat16 (``ml_dtypes``; the result is then bfloat16); any memory layout (views,
+            transposes, negative strides). N may be 0; C, H and W may
             not.
         output_size: the output's ``(OH, OW)``: an int (both), or a pair whose entries are ints
             or ``None`` (the input's size along that axis); every size >= 1 (torch also takes 0,
@@ -96,14 +99,16 @@ def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize,
 @overload
 def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize, return_indices: bool = ...
                         ) -> Union[FloatArray, Tuple[FloatArray, IndexArray]]: ...
+@accepts_bfloat16("input")
 def adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize, return_indices: bool = False
                         ) -> Union[FloatArray, Tuple[FloatArray, Optional[IndexArray]]]:
     r"""2-D adaptive max pooling over an NCHW batch, as
     ``torch.nn.functional.adaptive_max_pool2d``.
 
     Args:
-        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64;
-            any memory layout. N may be 0; C, H and W may not.
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32, float64 or
+            bfloat16 (``ml_dtypes``; the result is then bfloat16); any memory layout. N may be 0; C,
+            H and W may not.
         output_size: as in :func:`adaptive_avg_pool2d`.
         return_indices: bool, also return the argmax indices (for
             :func:`adaptive_max_pool2d_backward`). Default: ``False``.
@@ -147,12 +152,14 @@ def _check_grad_output(grad_output: ArrayLike, input_shape: Sequence[int]
     return grad_output, go4, shape4, unbatched
 
 
+@accepts_bfloat16("grad_output")
 def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int]
                                  ) -> FloatArray:
     r"""Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
 
     Args:
-        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array, the gradient
+        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array (or
+            bfloat16: the gradient is then bfloat16), the gradient
             of the loss with respect to the output of ``adaptive_avg_pool2d``; any memory
             layout. Its OH and OW are the output size.
         input_shape: the shape ``(N, C, H, W)`` (or ``(C, H, W)``) of the pooled input.
@@ -183,12 +190,14 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[i
     return restore_batch(grad_input, unbatched)
 
 
+@accepts_bfloat16("grad_output")
 def adaptive_max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike,
                                  input_shape: Sequence[int]) -> FloatArray:
     r"""Gradient of :func:`adaptive_max_pool2d` with respect to its input.
 
     Args:
-        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array, the gradient
+        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array (or
+            bfloat16: the gradient is then bfloat16), the gradient
             of the loss with respect to the output of ``adaptive_max_pool2d``; any memory layout.
         indices: int64 array of the same shape, as returned by
             ``adaptive_max_pool2d(..., return_indices=True)``: each entry a position

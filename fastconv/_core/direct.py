@@ -238,9 +238,10 @@ def _zero_gradients(input_shape: Shape, weight_shape: Shape, dtype: DTypeLike, n
 
 
 def forward(x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray], g: ConvGeometry,
-            epilogue: Epilogue = NONE) -> FloatArray:
+            epilogue: Epilogue = NONE, bf16: bool = False) -> FloatArray:
     """conv2d of the 4-D ``x4``: an ``(N, K, OH, OW)`` array, activated by ``epilogue`` in the
-    kernels' output epilogue."""
+    kernels' output epilogue; ``bf16`` (float32): with the products of the input and weight
+    rounded to bfloat16 (:mod:`fastconv._core.bf16`)."""
     out = _kernels.empty((x4.shape[0], weight.shape[0], g.out_h, g.out_w), x4.dtype)
     plan = _forward_plan(x4.shape, weight, g) if out.size and weight.shape[1] else None
     if out.size and (plan is None or plan.geometry is None):  # no input channel or no tap: bias
@@ -252,7 +253,7 @@ def forward(x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray], g: C
         _kernels.conv2d_forward(_kernel_input(x4, plan),
                                 np.ascontiguousarray(_kept_taps(weight, plan)),
                                 None if bias is None else np.ascontiguousarray(bias), out,
-                                plan.geometry, epilogue.code, epilogue.slope)
+                                plan.geometry, epilogue.code, epilogue.slope, bf16)
     return out
 
 

@@ -14,11 +14,16 @@ Each backend module offers the same three functions, on validated 4-D arrays and
 :mod:`fastconv.fft`), so it runs only when asked for, and even then hands a problem it is not
 usable for (a padding far beyond what the windows read) to the direct kernels, which give the
 same result. The backends share the argument rules and the geometry, never each other's code.
+
+A convolution with bfloat16 products (``bf16=True``: see :mod:`fastconv._core.bf16`) runs on the
+direct kernels: the forward converts as it packs, the backward passes are those of float32 on
+copies of their operands rounded to bfloat16. The FFT computes no such thing and refuses it.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from . import bf16 as _bf16
 from . import direct, fft
 from .epilogue import NONE
 
@@ -57,13 +62,43 @@ def backend_for(algorithm: str, input_shape: Sequence[int], weight_shape: Sequen
     return direct
 
 
+def _check_bf16_algorithm(algorithm: str) -> None:
+    if algorithm == "fft":
+        raise ValueError("algorithm='fft' cannot multiply in bfloat16 (precision='bf16' or "
+                         "bfloat16 arrays): use algorithm='direct' or 'auto'")
+
+
 def forward(algorithm: str, x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray],
-            geometry: ConvGeometry, epilogue: Epilogue = NONE) -> FloatArray:
+            geometry: ConvGeometry, epilogue: Epilogue = NONE, bf16: bool = False) -> FloatArray:
+    if bf16:
+        _check_bf16_algorithm(algorithm)
+        return direct.forward(x4, weight, bias, geometry, epilogue, bf16=True)
     backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
     return backend.forward(x4, weight, bias, geometry, epilogue)
 
 
 def backward(algorithm: str, grad_output4: FloatArray, x4: FloatArray, weight: FloatArray,
-             geometry: ConvGeometry, needs: Needs) -> Grads:
+             geometry: ConvGeometry, needs: Needs, bf16: bool = False) -> Grads:
+    if bf16:
+        _check_bf16_algorithm(algorithm)
+        return _backward_bf16(grad_output4, x4, weight, geometry, needs)
     backend = backend_for(algorithm, x4.shape, weight.shape, geometry)
     return backend.backward(grad_output4, x4, weight, geometry, needs)
+
+
+def _backward_bf16(grad_output4: FloatArray, x4: FloatArray, weight: FloatArray,
+                   geometry: ConvGeometry, needs: Needs) -> Grads:
+    """The gradients with bfloat16 products: grad_input of the rounded grad_output and weight,
+    grad_weight of the rounded grad_output and input (only what is needed is rounded);
+    grad_bias, which multiplies nothing, of grad_output as it is."""
+    need_input, need_weight, need_bias = needs
+    grad_input = grad_weight = grad_bias = None
+    if need_input or need_weight:
+        go = _bf16.round_float32(grad_output4)
+        grad_input, grad_weight, _ = direct.backward(
+            go, _bf16.round_float32(x4) if need_weight else x4,
+            _bf16.round_float32(weight) if need_input else weight, geometry,
+            (need_input, need_weight, False))
+    if need_bias:
+        grad_bias = direct.backward(grad_output4, x4, weight, geometry, (False, False, True))[2]
+    return grad_input, grad_weight, grad_bias

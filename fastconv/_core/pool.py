@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from .. import _kernels
+from .bf16 import accepts_bfloat16
 from .args import as_bool, as_float_array, as_index_array, batched, restore_batch
 from .geometry import check_size, gather, pool_axis, scatter_add
 from .pool_geometry import PoolGeometry, check_input, check_input_shape, pool_geometry
@@ -111,6 +112,7 @@ def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrP
                padding: IntOrPair = ..., dilation: IntOrPair = ..., ceil_mode: bool = ...,
                return_indices: bool = ...
                ) -> Union[FloatArray, Tuple[FloatArray, IndexArray]]: ...
+@accepts_bfloat16("input")
 def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
                padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
                return_indices: bool = False
@@ -118,8 +120,9 @@ def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrP
     r"""2-D max pooling over an NCHW batch, as ``torch.nn.functional.max_pool2d``.
 
     Args:
-        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64;
-            any memory layout (views, transposes, negative strides). N may be 0.
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32, float64 or
+            bfloat16 (``ml_dtypes``; the result is then bfloat16); any memory layout (views,
+            transposes, negative strides). N may be 0.
         kernel_size: int or pair ``(kH, kW)``, the window size, >= 1.
         stride: int or pair, the window step, >= 1. Default: ``None``, meaning ``kernel_size``.
         padding: int or pair, implicit -inf padding added on both sides, at most
@@ -171,12 +174,14 @@ def max_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrP
     return (out, indices) if return_indices else out
 
 
+@accepts_bfloat16("grad_output")
 def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape: Sequence[int]
                         ) -> FloatArray:
     r"""Gradient of :func:`max_pool2d` with respect to its input.
 
     Args:
-        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array, the gradient
+        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array (or
+            bfloat16: the gradient is then bfloat16), the gradient
             of the loss with respect to the output of ``max_pool2d``; any memory layout.
         indices: int64 array of the same shape, as returned by
             ``max_pool2d(..., return_indices=True)``: each entry a position ``h * W + w`` inside
@@ -227,6 +232,7 @@ def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape:
     return restore_batch(grad_input, unbatched)
 
 
+@accepts_bfloat16("input")
 def avg_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
                padding: IntOrPair = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None
@@ -234,8 +240,8 @@ def avg_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrP
     r"""2-D average pooling over an NCHW batch, as ``torch.nn.functional.avg_pool2d``.
 
     Args:
-        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32 or float64;
-            any memory layout. N may be 0.
+        input: array of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``; float32, float64
+            or bfloat16 (``ml_dtypes``; the result is then bfloat16); any memory layout. N may be 0.
         kernel_size: int or pair ``(kH, kW)``, the window size, >= 1.
         stride: int or pair, the window step, >= 1. Default: ``None``, meaning ``kernel_size``.
         padding: int or pair, implicit zero padding on both sides, at most ``kernel_size // 2``.
@@ -273,6 +279,7 @@ def avg_pool2d(input: ArrayLike, kernel_size: IntOrPair, stride: Optional[IntOrP
     return restore_batch(out, unbatched)
 
 
+@accepts_bfloat16("grad_output")
 def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int],
                         kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
                         padding: IntOrPair = 0, ceil_mode: bool = False,
@@ -281,7 +288,8 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int],
     r"""Gradient of :func:`avg_pool2d` with respect to its input.
 
     Args:
-        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array, the gradient
+        grad_output: ``(N, C, OH, OW)`` (or ``(C, OH, OW)``) float32/float64 array (or
+            bfloat16: the gradient is then bfloat16), the gradient
             of the loss with respect to the output of ``avg_pool2d``; any memory layout.
         input_shape: the shape ``(N, C, H, W)`` (or ``(C, H, W)``) of the pooled input.
         kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override: as given

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import functional as F
 from .._core.args import as_bool, as_int, positive_pair
+from .._core.bf16 import check_precision, uses_bf16
 from .._core.conv_geometry import (
     conv_groups,
     conv_hyperparameters,
@@ -76,7 +77,9 @@ class Conv2d(Module):
     ``'valid'``; ``padding_mode`` ``'zeros'`` (default), ``'reflect'``, ``'replicate'`` or
     ``'circular'`` (torch's results, via :func:`fastconv.filters.pad2d`). ``weight``:
     ``(out_channels, in_channels // groups, kH, kW)``; ``bias``: ``(out_channels,)`` or None.
-    Input ``(N, C, H, W)`` or ``(C, H, W)``.
+    Input ``(N, C, H, W)`` or ``(C, H, W)``. ``precision`` (keyword-only): the ``precision`` of
+    :func:`fastconv.conv2d` for this layer's forward and backward, ``'ieee'``, ``'bf16'`` or
+    ``None`` (the process-wide default, :func:`fastconv.set_precision`). Default: ``None``.
 
     The hyper-parameters follow the rules of :func:`fastconv.conv2d` (the same code checks
     them, here at construction): every value it accepts is accepted, every other one raises
@@ -101,9 +104,13 @@ class Conv2d(Module):
         *,
         dtype: DTypeLike = np.float32,
         rng: RngLike = None,
+        precision: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.padding_mode = check_padding_mode(padding_mode)
+        self.precision = check_precision(precision)
+        if precision is not None:
+            uses_bf16(precision, np.dtype(dtype))  # 'bf16' with float64 weights: an error now
         in_channels = as_int(in_channels, "in_channels")
         out_channels = as_int(out_channels, "out_channels")
         if in_channels < 1 or out_channels < 1:
@@ -124,11 +131,14 @@ class Conv2d(Module):
         s = _conv_repr(self, repr(self.padding))
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
+        if self.precision is not None:
+            s += f", precision={self.precision!r}"
         return s
 
     def _args(self) -> Dict[str, Any]:
         padding = self.padding if self.padding_mode == "zeros" else 0
-        return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups)
+        return dict(stride=self.stride, padding=padding, dilation=self.dilation, groups=self.groups,
+                    precision=self.precision)
 
     def _explicit_pad(self) -> Tuple[int, int, int, int]:
         """(left, right, top, bottom), pad2d's order, of the non-zero padding modes: the

@@ -1,0 +1,256 @@
+/* The forward GEMM of a float32 convolution with bfloat16 products on AVX512-BF16 (fc_bf16.h's
+ * avx512_bf16 path): gemm_tile's contract (conv_isa_tmpl.h) with the weights packed in pairs of
+ * taps by fc_bf16_pack_rows. conv_engine.h includes it after the float32 instantiations, whose
+ * AVX-512 helpers (row segments, tiles, the activation) it reuses.
+ *
+ * vdpbf16ps multiplies the pairs of bfloat16 in each 32-bit lane of two vectors and adds both
+ * products to the float32 lane of a third: the lanes are output pixels, as in the float32
+ * kernels, and the pair is two consecutive taps. So a panel of pixels is packed as
+ * Bp[tap pair][pixel] = (tap 2j, tap 2j + 1) of that pixel, rounded to bfloat16 as it is packed
+ * (vcvtne2ps2bf16, ties to even), and each weight pair is broadcast from A[pair][row]. A 12 x 2
+ * register block (12 rows of weights, 32 pixels) then does 24 instructions, 1536 products, per
+ * pair of taps: twice the float32 kernel's work per instruction.
+ *
+ * Every panel is packed (the conversion must happen somewhere), once per tap block, and reused
+ * by every row block of the weights: the plan uses this GEMM only for two or more row blocks.
+ * Each output is the sum of its tap blocks' sums (blocks of the tap count alone), each one chain
+ * of vdpbf16ps over its tap pairs in order: the same for any thread count and register block. */
+#ifndef FC_CONV_BF16_H
+#define FC_CONV_BF16_H
+
+#include "fc_bf16.h"
+
+/* The weights for the bf16 GEMM: A[mb][pair][MR] 32-bit words, the bfloat16 of tap 2j of row
+ * m0 + i in the low half and of tap 2j + 1 (0 past the last tap) in the high half, for the row
+ * blocks of fc_row_block; ceil(TT / 2) * MR words per block, no more than fc_pack_rows' floats. */
+static void fc_bf16_pack_rows(const float *restrict w, fc_idx M, fc_idx TT, int MR,
+                              float *restrict Af) {
+    uint32_t *restrict A = (uint32_t *)(void *)Af;
+    const fc_idx TP = (TT + 1) / 2;
+    for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) {
+        fc_idx m0;
+        int mr;
+        fc_row_block(M, MR, mb, &m0, &mr);
+        for (fc_idx tp = 0; tp < TP; tp++)
+            for (int i = 0; i < mr; i++) {
+                const float *row = w + (m0 + i) * TT;
+                uint32_t lo, hi = 0;
+                memcpy(&lo, row + 2 * tp, sizeof lo);
+                lo = fc_bf16_bits(lo) >> 16;
+                if (2 * tp + 1 < TT) {
+                    memcpy(&hi, row + 2 * tp + 1, sizeof hi);
+                    hi = fc_bf16_bits(hi);
+                }
+                A[(mb * TP + tp) * MR + i] = lo | hi;
+            }
+    }
+}
+
+#ifdef FC_HAVE_X86_PATHS
+#define F5(name) FC_CAT(FC_CAT(name, f32), avx512)
+#define BF_TARGET FC_TARGET_AVX512_BF16
+#define BF_INLINE static inline __attribute__((always_inline)) BF_TARGET
+/* The register block: BF_MR rows of weights by BF_NV vectors of pixels (16 each), or up to 4
+ * vectors for blocks of at most 4 rows (which need a wide panel for enough independent sums). */
+#define BF_MR 8
+#define BF_NV 3
+#define BF_VL 16
+/* Taps per block (an even count): 128 pairs, a 2-vector panel of 16 KB (4 vectors: 32 KB) that
+ * stays in L1 while every row block of the weights streams past it. */
+#define BF_KC 256
+/* The most pixel vectors of a panel (a row segment each, at worst). */
+#define FC_PANEL_MAXW_F32 64
+/* Tap pairs ahead that the panel packing prefetches (fc_bf16_pack_panel). */
+#define BF_PREFETCH 8
+
+/* Bp[pair][0:w] = the panel's pixels (row segments sg, `valid` of them) of taps 2j and 2j + 1 of
+ * the kc taps at off, as bfloat16 pairs (the lanes past `valid`: 0). */
+BF_INLINE void fc_bf16_pack_panel(const F5(segments) * sg, const float *restrict B,
+                                  const fc_idx *restrict off, fc_idx kc, fc_idx w, fc_idx valid,
+                                  uint32_t *restrict Bp) {
+    /* word 2j of a pair vector is word j of the converted first tap, word 2j + 1 word j of the
+     * second (vcvtne2ps2bf16 puts its second operand in words 0-15, its first in 16-31) */
+    static const uint16_t pairs[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i interleave = _mm512_loadu_si512(pairs);
+    /* the vectors of the panel, once: source and destination offsets, lanes in use */
+    fc_idx vsrc[FC_PANEL_MAXW_F32], vdst[FC_PANEL_MAXW_F32];
+    __mmask16 vmask[FC_PANEL_MAXW_F32];
+    int nvec = 0;
+    for (int s = 0; s < sg->n; s++)
+        for (fc_idx j = 0; j < sg->len[s]; j += BF_VL, nvec++) {
+            const fc_idx left = sg->len[s] - j;
+            vsrc[nvec] = sg->src[s] + j;
+            vdst[nvec] = sg->dst[s] + j;
+            vmask[nvec] = left >= BF_VL ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        }
+    const __mmask16 tail = valid % BF_VL ? (__mmask16)(0xffffu << (valid % BF_VL)) : 0;
+    const fc_idx kp = (kc + 1) / 2;
+    for (fc_idx tp = 0; tp < kp; tp++) {
+        const float *s0 = B + off[2 * tp];
+        const int second = 2 * tp + 1 < kc;
+        const float *s1 = second ? B + off[2 * tp + 1] : s0;
+        /* each tap's pixels are a short run far from the previous tap's (a channel plane
+         * apart): too scattered for the hardware prefetcher, and the packing has no
+         * arithmetic to hide the misses behind, so the taps BF_PREFETCH pairs on are fetched
+         * now */
+        const fc_idx ta = 2 * FC_MIN(tp + BF_PREFETCH, kp - 1);
+        const float *a0 = B + off[ta], *a1 = B + off[FC_MIN(ta + 1, kc - 1)];
+        uint32_t *dst = Bp + tp * w;
+        for (int k = 0; k < nvec; k++) {
+            _mm_prefetch((const char *)(a0 + vsrc[k]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a1 + vsrc[k]), _MM_HINT_T0);
+            const __m512 x0 = _mm512_maskz_loadu_ps(vmask[k], s0 + vsrc[k]);
+            const __m512 x1 = _mm512_maskz_loadu_ps(second ? vmask[k] : 0, s1 + vsrc[k]);
+            const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+            _mm512_mask_storeu_epi32(dst + vdst[k], vmask[k],
+                                     _mm512_permutexvar_epi16(interleave, v));
+        }
+        /* the lanes past the last pixel: zero (finite) */
+        if (tail) _mm512_mask_storeu_epi32(dst + valid - valid % BF_VL, tail, _mm512_setzero_si512());
+        for (fc_idx q = FC_ROUND_UP(valid, (fc_idx)BF_VL); q < w; q += BF_VL)
+            _mm512_storeu_si512(dst + q, _mm512_setzero_si512());
+    }
+}
+
+/* C[i][0:nv*16] (+)= the kp tap pairs of A (packed [kp][BF_MR]) times the panel (ldb words a
+ * pair), for i < mr, then as ukernel_body (conv_isa_tmpl.h) ends a tap block: onto what the
+ * earlier blocks left in C (accumulate) or onto the bias, activated and stored (streamed) as the
+ * tile says. mr and nv are compile-time constants in every specialisation. */
+BF_INLINE void fc_bf16_ukernel_body(const int mr, const int nv, fc_idx kp,
+                                    const uint32_t *restrict A, const uint32_t *restrict B,
+                                    fc_idx ldb, const fc_tile_f32 *restrict out, int accumulate) {
+    typedef F5(vec) VEC;
+    float *restrict C = out->C;
+    const fc_idx ldc = out->ldc;
+    __m512 c[BF_MR][4];
+    FC_UNROLL
+    for (int i = 0; i < mr; i++)
+        FC_UNROLL
+        for (int v = 0; v < nv; v++) c[i][v] = _mm512_setzero_ps();
+    for (fc_idx tp = 0; tp < kp; tp++) {
+        __m512i b[4];
+        FC_UNROLL
+        for (int v = 0; v < nv; v++) b[v] = _mm512_loadu_si512(B + tp * ldb + v * BF_VL);
+        const uint32_t *a = A + tp * BF_MR;
+        FC_UNROLL
+        for (int i = 0; i < mr; i++) {
+            const __m512i ai = _mm512_set1_epi32((int)a[i]);
+            FC_UNROLL
+            for (int v = 0; v < nv; v++)
+                c[i][v] = _mm512_dpbf16_ps(c[i][v], (__m512bh)ai, (__m512bh)b[v]);
+        }
+    }
+    FC_UNROLL
+    for (int i = 0; i < mr; i++)
+        FC_UNROLL
+        for (int v = 0; v < nv; v++) {
+            VEC y = (VEC)c[i][v];
+            float *dst = C + i * ldc + v * BF_VL;
+            if (accumulate)
+                y = *(const F5(vecu) *)dst + y;
+            else if (out->bias)
+                y = out->bias[i] + y;
+            if (out->act) y = F5(activate)(y, out->act, out->slope);
+            if (out->stream)
+                _mm512_stream_ps(dst, (__m512)y);
+            else
+                *(F5(vecu) *)dst = y;
+        }
+}
+
+typedef void (*fc_bf16_ukernel_fn)(fc_idx kp, const uint32_t *A, const uint32_t *B, fc_idx ldb,
+                                   const fc_tile_f32 *out, int accumulate);
+
+#define FC_BF_DEFINE(m, v)                                                                     \
+    static BF_TARGET void fc_bf16_ukernel_##m##x##v(fc_idx kp, const uint32_t *A,              \
+                                                    const uint32_t *B, fc_idx ldb,             \
+                                                    const fc_tile_f32 *out, int accumulate) {  \
+        fc_bf16_ukernel_body(m, v, kp, A, B, ldb, out, accumulate);                            \
+    }
+#define FC_BF_ROW2(m) FC_BF_DEFINE(m, 1) FC_BF_DEFINE(m, 2)
+#define FC_BF_ROW4(m) FC_BF_ROW2(m) FC_BF_DEFINE(m, 3) FC_BF_DEFINE(m, 4)
+#define FC_BF_ROW3(m) FC_BF_ROW2(m) FC_BF_DEFINE(m, 3)
+/* every row count up to BF_MR with 1 to BF_NV vectors of pixels, up to 4 for at most 4 rows */
+#if BF_MR == 8 && BF_NV == 3
+#define FC_BF_BLOCKS(ROWN, ROW4) \
+    ROW4(1) ROW4(2) ROW4(3) ROW4(4) ROWN(5) ROWN(6) ROWN(7) ROWN(8)
+#define FC_BF_ROWN FC_BF_ROW3
+#define FC_BF_ENTRYN FC_BF_ENTRY3
+#elif BF_MR == 12 && BF_NV == 2
+#define FC_BF_BLOCKS(ROWN, ROW4) \
+    ROW4(1) ROW4(2) ROW4(3) ROW4(4) ROWN(5) ROWN(6) ROWN(7) ROWN(8) ROWN(9) ROWN(10) ROWN(11) ROWN(12)
+#define FC_BF_ROWN FC_BF_ROW2
+#define FC_BF_ENTRYN FC_BF_ENTRY2
+#else
+#error "no micro-kernel table for this BF_MR x BF_NV"
+#endif
+FC_BF_BLOCKS(FC_BF_ROWN, FC_BF_ROW4)
+#define FC_BF_ENTRY2(m) [m - 1] = {fc_bf16_ukernel_##m##x1, fc_bf16_ukernel_##m##x2},
+#define FC_BF_ENTRY3(m) \
+    [m - 1] = {fc_bf16_ukernel_##m##x1, fc_bf16_ukernel_##m##x2, fc_bf16_ukernel_##m##x3},
+#define FC_BF_ENTRY4(m)                                                                        \
+    [m - 1] = {fc_bf16_ukernel_##m##x1, fc_bf16_ukernel_##m##x2, fc_bf16_ukernel_##m##x3,     \
+               fc_bf16_ukernel_##m##x4},
+static const fc_bf16_ukernel_fn fc_bf16_ukernels[BF_MR][4] = {
+    FC_BF_BLOCKS(FC_BF_ENTRYN, FC_BF_ENTRY4)};
+#undef FC_BF_DEFINE
+#undef FC_BF_ROW2
+#undef FC_BF_ROW4
+#undef FC_BF_BLOCKS
+#undef FC_BF_ENTRY2
+#undef FC_BF_ENTRY3
+#undef FC_BF_ENTRYN
+#undef FC_BF_ROW3
+#undef FC_BF_ROWN
+#undef FC_BF_ENTRY4
+
+/* gemm_tile (conv_isa_tmpl.h) with bfloat16 products: the same operands, A packed by
+ * fc_bf16_pack_rows, Bp the same workspace (a tap block of the widest panel takes BF_KC / 2 *
+ * 64 words, within gemm_tile's buffer). */
+static BF_TARGET void fc_gemm_tile_bf16_avx512(const fc_packed_w_f32 *restrict wp,
+                                               const fc_pixels_f32 *restrict pxp, fc_idx p0,
+                                               fc_idx p1, const fc_tile_f32 *restrict out,
+                                               float *restrict Bpf) {
+    const fc_packed_w_f32 w = *wp;
+    const fc_pixels_f32 px = *pxp;
+    fc_tile_f32 tile = *out;
+    const fc_idx pend = FC_MIN(p1, px.P);
+    tile.stream = tile.stream && ((uintptr_t)tile.C % 64 == 0) &&
+                  (tile.ldc * (fc_idx)sizeof(float)) % 64 == 0;
+    if (w.TT == 0) {
+        F5(gemm_no_taps)(w.M, pend - p0, &tile);
+        return;
+    }
+    const fc_idx TP = (w.TT + 1) / 2, nmb = FC_CEIL_DIV(w.M, BF_MR);
+    const fc_idx KB = FC_ROUND_UP(FC_CEIL_DIV(w.TT, FC_CEIL_DIV(w.TT, BF_KC)), 2);
+    const int nvmax = w.M <= 4 ? 4 : BF_NV;
+    const uint32_t *A = (const uint32_t *)(const void *)w.A;
+    uint32_t *Bp = (uint32_t *)(void *)Bpf;
+    F5(segments) sg;
+    for (fc_idx t0 = 0; t0 < w.TT; t0 += KB) {
+        const fc_idx kc = FC_MIN(KB, w.TT - t0);
+        int nv;
+        for (fc_idx p = p0; p < pend; p += nv * BF_VL) {
+            nv = (int)FC_MIN((fc_idx)nvmax, FC_CEIL_DIV(pend - p, (fc_idx)BF_VL));
+            const fc_idx width = nv * BF_VL, valid = FC_MIN(width, pend - p);
+            F5(gemm_segments)(&px, p, pend, width, &sg);
+            fc_bf16_pack_panel(&sg, px.B, px.off + t0, kc, width, valid, Bp);
+            for (fc_idx mb = 0; mb < nmb; mb++) {
+                fc_idx m0;
+                int mr;
+                fc_row_block(w.M, BF_MR, mb, &m0, &mr);
+                fc_tile_f32 blk = F5(gemm_block_tile)(&tile, m0, p - p0, t0, kc, w.TT);
+                fc_bf16_ukernels[mr - 1][nv - 1]((kc + 1) / 2, A + (mb * TP + t0 / 2) * BF_MR,
+                                                 Bp, width, &blk, t0 > 0);
+            }
+        }
+    }
+    if (tile.stream) FC_SFENCE();
+}
+#undef F5
+#undef BF_TARGET
+#undef BF_INLINE
+#endif /* FC_HAVE_X86_PATHS */
+
+#endif /* FC_CONV_BF16_H */
