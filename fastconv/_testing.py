@@ -2,6 +2,7 @@
 what they compute), and views of their internal state. Not part of the API: nothing outside the
 tests calls them, and they may change at any time."""
 from ._kernels import _testing_mxcsr as mxcsr
+from ._kernels import _testing_set_bf16_amx_model as set_bf16_amx_model
 from ._kernels import _testing_set_fail_item as set_fail_item
 from ._kernels import _testing_set_parallel_grain as set_parallel_grain
 from ._kernels import _testing_set_scalar as set_scalar
@@ -12,6 +13,6 @@ from ._kernels import _testing_workspace_keep_bytes as workspace_keep_bytes
 from ._kernels import _testing_workspace_peak as workspace_peak
 from ._kernels import _testing_workspace_sizes as workspace_sizes
 
-__all__ = ["mxcsr", "set_fail_item", "set_parallel_grain", "set_scalar", "set_serial_bytes",
+__all__ = ["mxcsr", "set_bf16_amx_model", "set_fail_item", "set_parallel_grain", "set_scalar", "set_serial_bytes",
            "set_workspace_cap", "threads_mxcsr", "workspace_keep_bytes", "workspace_peak",
            "workspace_sizes"]

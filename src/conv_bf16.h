@@ -18,6 +18,8 @@
 #ifndef FC_CONV_BF16_H
 #define FC_CONV_BF16_H
 
+#include <math.h>
+
 #include "fc_bf16.h"
 
 /* The weights for the bf16 GEMM: A[mb][pair][MR] 32-bit words, the bfloat16 of tap 2j of row
@@ -46,6 +48,7 @@ static void fc_bf16_pack_rows(const float *restrict w, fc_idx M, fc_idx TT, int 
     }
 }
 
+
 #ifdef FC_HAVE_X86_PATHS
 #define F5(name) FC_CAT(FC_CAT(name, f32), avx512)
 #define BF_TARGET FC_TARGET_AVX512_BF16
@@ -60,6 +63,11 @@ static void fc_bf16_pack_rows(const float *restrict w, fc_idx M, fc_idx TT, int 
 #define BF_KC 256
 /* The most pixel vectors of a panel (a row segment each, at worst). */
 #define FC_PANEL_MAXW_F32 64
+/* Elements (32-bit words) of fc_bf16_pack_rows' weights for this GEMM: M rows of TT taps. */
+static fc_idx fc_bf16_avx512_words(fc_idx M, fc_idx TT) {
+    return FC_CEIL_DIV(M, BF_MR) * BF_MR * ((TT + 1) / 2);
+}
+
 /* Tap pairs ahead that the panel packing prefetches (fc_bf16_pack_panel). */
 #define BF_PREFETCH 8
 
@@ -113,6 +121,22 @@ BF_INLINE void fc_bf16_pack_panel(const F5(segments) * sg, const float *restrict
     }
 }
 
+/* The end of a tap block for one vector y of sums of row i of the tile `out`, stored at dst: as
+ * ukernel_body (conv_isa_tmpl.h) ends one, onto what the earlier blocks left there (accumulate)
+ * or onto the bias, activated when the block ends the sum, stored or streamed. */
+BF_INLINE void fc_bf16_finish(F5(vec) y, float *dst, const fc_tile_f32 *restrict out, int i,
+                              int accumulate) {
+    if (accumulate)
+        y = *(const F5(vecu) *)dst + y;
+    else if (out->bias)
+        y = out->bias[i] + y;
+    if (out->act) y = F5(activate)(y, out->act, out->slope);
+    if (out->stream)
+        _mm512_stream_ps(dst, (__m512)y);
+    else
+        *(F5(vecu) *)dst = y;
+}
+
 /* C[i][0:nv*16] (+)= the kp tap pairs of A (packed [kp][BF_MR]) times the panel (ldb words a
  * pair), for i < mr, then as ukernel_body (conv_isa_tmpl.h) ends a tap block: onto what the
  * earlier blocks left in C (accumulate) or onto the bias, activated and stored (streamed) as the
@@ -121,7 +145,7 @@ BF_INLINE void fc_bf16_ukernel_body(const int mr, const int nv, fc_idx kp,
                                     const uint32_t *restrict A, const uint32_t *restrict B,
                                     fc_idx ldb, const fc_tile_f32 *restrict out, int accumulate) {
     typedef F5(vec) VEC;
-    float *restrict C = out->C;
+    float *C = out->C;
     const fc_idx ldc = out->ldc;
     __m512 c[BF_MR][4];
     FC_UNROLL
@@ -144,19 +168,8 @@ BF_INLINE void fc_bf16_ukernel_body(const int mr, const int nv, fc_idx kp,
     FC_UNROLL
     for (int i = 0; i < mr; i++)
         FC_UNROLL
-        for (int v = 0; v < nv; v++) {
-            VEC y = (VEC)c[i][v];
-            float *dst = C + i * ldc + v * BF_VL;
-            if (accumulate)
-                y = *(const F5(vecu) *)dst + y;
-            else if (out->bias)
-                y = out->bias[i] + y;
-            if (out->act) y = F5(activate)(y, out->act, out->slope);
-            if (out->stream)
-                _mm512_stream_ps(dst, (__m512)y);
-            else
-                *(F5(vecu) *)dst = y;
-        }
+        for (int v = 0; v < nv; v++)
+            fc_bf16_finish((VEC)c[i][v], C + i * ldc + v * BF_VL, out, i, accumulate);
 }
 
 typedef void (*fc_bf16_ukernel_fn)(fc_idx kp, const uint32_t *A, const uint32_t *B, fc_idx ldb,
@@ -248,6 +261,149 @@ static BF_TARGET void fc_gemm_tile_bf16_avx512(const fc_packed_w_f32 *restrict w
     }
     if (tile.stream) FC_SFENCE();
 }
+/* ---------- AMX (conv_amx_tmpl.h) ---------- */
+#define AMX_ROWS 16  /* rows of a tile: output channels */
+#define AMX_PAIRS 16 /* tap pairs of an A tile's row (64 bytes) */
+#define AMX_TILE_WORDS (AMX_ROWS * AMX_PAIRS)
+
+/* Elements (32-bit words) of fc_bf16_pack_rows_amx's weights for M rows of TT taps. */
+static fc_idx fc_bf16_amx_words(fc_idx M, fc_idx TT) {
+    return FC_CEIL_DIV(M, AMX_ROWS) * FC_CEIL_DIV((TT + 1) / 2, AMX_PAIRS) * AMX_TILE_WORDS;
+}
+
+/* The weights as A tiles: A[row tile][pair block][row][pair], the pair words of
+ * fc_bf16_pack_rows, 0 past the last row and the last pair. MR is AMX_ROWS. */
+static void fc_bf16_pack_rows_amx(const float *restrict w, fc_idx M, fc_idx TT, int MR,
+                                  float *restrict Af) {
+    (void)MR;
+    uint32_t *restrict A = (uint32_t *)(void *)Af;
+    const fc_idx TP = (TT + 1) / 2, NPB = FC_CEIL_DIV(TP, AMX_PAIRS);
+    memset(A, 0, (size_t)fc_bf16_amx_words(M, TT) * sizeof *A);
+    for (fc_idx m = 0; m < M; m++)
+        for (fc_idx tp = 0; tp < TP; tp++) {
+            const float *row = w + m * TT;
+            uint32_t lo, hi = 0;
+            memcpy(&lo, row + 2 * tp, sizeof lo);
+            lo = fc_bf16_bits(lo) >> 16;
+            if (2 * tp + 1 < TT) {
+                memcpy(&hi, row + 2 * tp + 1, sizeof hi);
+                hi = fc_bf16_bits(hi);
+            }
+            const fc_idx rt = m / AMX_ROWS, pb = tp / AMX_PAIRS;
+            A[(rt * NPB + pb) * AMX_TILE_WORDS + (m % AMX_ROWS) * AMX_PAIRS + tp % AMX_PAIRS] =
+                lo | hi;
+        }
+}
+
+/* Rows 0..mr-1 of a 2-tile-wide block of sums (sums[v]: 16 rows of 16 pixels, rows 64 bytes
+ * apart) finished into the tile `out` (fc_bf16_finish). */
+BF_INLINE void fc_bf16_epilogue(const float (*sums)[AMX_ROWS * BF_VL], int mr, int nv,
+                                const fc_tile_f32 *restrict out, int accumulate) {
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < nv; v++)
+            fc_bf16_finish(*(const F5(vec) *)(sums[v] + i * BF_VL),
+                           out->C + i * out->ldc + v * BF_VL, out, i, accumulate);
+}
+
+/* The model of the tile operations: 8 tiles of 16 x 16 words in memory, and TDPBF16PS as the
+ * Intel SDM defines it -- for each row m, pair k, column n: c += a[2k] * b[2k], then
+ * c += a[2k+1] * b[2k+1], each rounded to nearest even (the products are exact), subnormal
+ * inputs as zero and subnormal results flushed. */
+typedef struct {
+    uint32_t tile[8][AMX_ROWS][16];
+} fc_amx_model;
+
+static inline float fc_amx_model_daz(uint32_t bf16) {
+    uint32_t u = (bf16 & 0x7f80u) ? bf16 << 16 : (bf16 & 0x8000u) << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float fc_amx_model_ftz(float f) {
+    return fabsf(f) < 0x1p-126f ? copysignf(0.0f, f) : f;
+}
+
+static void fc_amx_model_dp(fc_amx_model *t, int c, int a, int b) {
+    for (int m = 0; m < AMX_ROWS; m++)
+        for (int k = 0; k < AMX_PAIRS; k++)
+            for (int n = 0; n < 16; n++) {
+                const uint32_t aw = t->tile[a][m][k], bw = t->tile[b][k][n];
+                float acc;
+                memcpy(&acc, &t->tile[c][m][n], sizeof acc);
+                acc = fc_amx_model_ftz(__builtin_fmaf(fc_amx_model_daz(aw & 0xffffu),
+                                                      fc_amx_model_daz(bw & 0xffffu), acc));
+                acc = fc_amx_model_ftz(__builtin_fmaf(fc_amx_model_daz(aw >> 16),
+                                                      fc_amx_model_daz(bw >> 16), acc));
+                memcpy(&t->tile[c][m][n], &acc, sizeof acc);
+            }
+}
+
+static void fc_amx_model_load(fc_amx_model *t, int i, const void *p, fc_idx stride) {
+    for (int r = 0; r < AMX_ROWS; r++) memcpy(t->tile[i][r], (const char *)p + r * stride, 64);
+}
+
+static void fc_amx_model_store(const fc_amx_model *t, int i, void *p, fc_idx stride) {
+    for (int r = 0; r < AMX_ROWS; r++) memcpy((char *)p + r * stride, t->tile[i][r], 64);
+}
+
+#define AMX_NAME fc_gemm_tile_bf16_amx_model
+#define AMX_TARGET BF_TARGET
+#define TILE_DECLARE() fc_amx_model tiles_
+#define TILE_BEGIN() ((void)0)
+#define TILE_END() ((void)0)
+#define TILE_ZERO(i) memset(tiles_.tile[i], 0, sizeof tiles_.tile[i])
+#define TILE_LOAD(i, p, stride) fc_amx_model_load(&tiles_, i, p, stride)
+#define TILE_STORE(i, p, stride) fc_amx_model_store(&tiles_, i, p, stride)
+#define TILE_DP(c, a, b) fc_amx_model_dp(&tiles_, c, a, b)
+#define TILE_PACKED() ((void)0)
+#include "conv_amx_tmpl.h"
+#undef AMX_NAME
+#undef AMX_TARGET
+#undef TILE_DECLARE
+#undef TILE_BEGIN
+#undef TILE_END
+#undef TILE_ZERO
+#undef TILE_LOAD
+#undef TILE_STORE
+#undef TILE_DP
+#undef TILE_PACKED
+
+/* The tile configuration (palette 1): the 8 tiles, each 16 rows of 64 bytes. In read-only
+ * memory, so that LDTILECFG reads all 64 bytes as written. */
+typedef struct __attribute__((aligned(64))) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} fc_amx_config;
+_Static_assert(sizeof(fc_amx_config) == 64, "LDTILECFG reads 64 bytes");
+static const fc_amx_config fc_amx_tiles = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64},
+                                           {16, 16, 16, 16, 16, 16, 16, 16}};
+
+#define AMX_NAME fc_gemm_tile_bf16_amx
+#define AMX_TARGET FC_TARGET_AMX
+#define TILE_DECLARE() ((void)0)
+#define TILE_BEGIN() _tile_loadconfig(&fc_amx_tiles)
+#define TILE_END() _tile_release()
+#define TILE_ZERO(i) _tile_zero(i)
+/* GCC's tile loads do not tell the compiler that they read memory: a compiler barrier after
+ * the packing, so that its stores are all issued before the tiles load the panel */
+#define TILE_LOAD(i, p, stride) _tile_loadd(i, p, stride)
+#define TILE_STORE(i, p, stride) _tile_stored(i, p, stride)
+#define TILE_DP(c, a, b) _tile_dpbf16ps(c, a, b)
+#define TILE_PACKED() __asm__ volatile("" ::: "memory")
+#include "conv_amx_tmpl.h"
+#undef AMX_NAME
+#undef AMX_TARGET
+#undef TILE_DECLARE
+#undef TILE_BEGIN
+#undef TILE_END
+#undef TILE_ZERO
+#undef TILE_LOAD
+#undef TILE_STORE
+#undef TILE_DP
+#undef TILE_PACKED
+
 #undef F5
 #undef BF_TARGET
 #undef BF_INLINE

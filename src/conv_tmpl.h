@@ -46,6 +46,7 @@ typedef struct {
                       const TF(fc_tile) * out, T *Bp);
     void (*pack_bf16)(const T *w, fc_idx M, fc_idx TT, int MR, T *A);
     int bf16_mr; /* rows of the bfloat16 GEMM's register blocks */
+    fc_idx (*bf16_a_elems)(fc_idx M, fc_idx TT); /* elements of pack_bf16's weights */
 } TF(fc_isa);
 
 /* The entry points and sizes of one ISA instantiation (conv_isa_tmpl.h); pixel blocks are
@@ -56,7 +57,7 @@ typedef struct {
                  FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
                  FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
                  FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
-                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0}
+                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0, NULL}
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -407,8 +408,7 @@ static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
                                                                           : FC_MATH_BF16_ROUND;
     const int gemm = pl->math == FC_MATH_BF16_GEMM;
     const int MRv = gemm ? bmr : pl->isa.mr;
-    /* pack_bf16 holds a pair of taps in the room of one element */
-    pl->a_group = FC_CEIL_DIV(pl->Kg, MRv) * MRv * (gemm ? (pl->TT + 1) / 2 : pl->TT);
+    pl->a_group = gemm ? pl->isa.bf16_a_elems(pl->Kg, pl->TT) : pl->nmb * MRv * pl->TT;
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->a_group) * sizeof(T));
     if (!pl->A) return -1;
     pl->gemm = gemm ? pl->isa.gemm_bf16 : pl->isa.gemm_tile;

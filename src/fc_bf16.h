@@ -18,6 +18,11 @@
  *                hardware defines it, it treats subnormal inputs as zero and flushes subnormal
  *                results, and its conversion does the same: only values below 2**-126 in
  *                magnitude are affected.
+ *   amx          the AMX tiles (Intel Sapphire Rapids and later): TDPBF16PS multiplies a
+ *                16 x 32 tile of bfloat16 by a 32 x 16 one into 16 x 16 float32 sums
+ *                (conv_amx_tmpl.h), with the same subnormal rule. Linux must grant the
+ *                process the tile state first (fc_amx_permitted); where it refuses, the path
+ *                is not available.
  * A path runs only where the CPU has its features and the SIMD path in use (set_isa) includes
  * the AVX-512 it builds on: forcing set_isa('avx2') also keeps bfloat16 on the portable path. */
 #ifndef FC_BF16_H
@@ -26,9 +31,11 @@
 #include "fc_common.h"
 
 #define FC_FEATURES_AVX512_BF16(F) FC_FEATURES_AVX512(F) F("avx512bf16")
-#define FC_BF16_LIST(X)                                         \
-    X(PORTABLE, "portable", FC_FEATURES_GENERIC, FC_ISA_GENERIC) \
-    X(AVX512_BF16, "avx512_bf16", FC_FEATURES_AVX512_BF16, FC_ISA_AVX512)
+#define FC_FEATURES_AMX(F) FC_FEATURES_AVX512_BF16(F) F("amx-tile") F("amx-bf16")
+#define FC_BF16_LIST(X)                                                   \
+    X(PORTABLE, "portable", FC_FEATURES_GENERIC, FC_ISA_GENERIC)           \
+    X(AVX512_BF16, "avx512_bf16", FC_FEATURES_AVX512_BF16, FC_ISA_AVX512) \
+    X(AMX, "amx", FC_FEATURES_AMX, FC_ISA_AVX512)
 
 #define FC_BF16_ID(id, name, features, isa) FC_BF16_##id,
 enum { FC_BF16_LIST(FC_BF16_ID) FC_BF16_COUNT };
@@ -46,6 +53,24 @@ static const int fc_bf16_isa[FC_BF16_COUNT] = {FC_BF16_LIST(FC_BF16_ISA)};
 
 #ifdef FC_HAVE_X86_PATHS
 #define FC_TARGET_AVX512_BF16 FC_TARGET_OF(FC_FEATURES_AVX512_BF16)
+#define FC_TARGET_AMX FC_TARGET_OF(FC_FEATURES_AMX)
+#endif
+
+/* Linux gives a process the AMX tile data (8 KB of state per thread) only on request: a tile
+ * instruction before it faults. Asked once; the answer holds for every thread of the process. */
+#if defined(FC_HAVE_X86_PATHS) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define FC_ARCH_REQ_XCOMP_PERM 0x1023
+#define FC_XFEATURE_XTILEDATA 18
+static int fc_amx_permitted(void) {
+    static int state = -1;
+    if (state < 0)
+        state = syscall(SYS_arch_prctl, FC_ARCH_REQ_XCOMP_PERM, FC_XFEATURE_XTILEDATA) == 0;
+    return state;
+}
+#else
+static int fc_amx_permitted(void) { return 0; }
 #endif
 
 /* The highest bfloat16 path whose every feature the CPU has. */
@@ -54,8 +79,9 @@ static inline int fc_bf16_supported(void) {
     __builtin_cpu_init();
 #endif
 #define FC_BF16_CHECK(id, name, features, isa) 1 features(FC_CPU_HAS),
-    const int has[FC_BF16_COUNT] = {FC_BF16_LIST(FC_BF16_CHECK)};
+    int has[FC_BF16_COUNT] = {FC_BF16_LIST(FC_BF16_CHECK)};
 #undef FC_BF16_CHECK
+    has[FC_BF16_AMX] = has[FC_BF16_AMX] && fc_amx_permitted();
     int best = FC_BF16_PORTABLE;
     for (int level = 1; level < FC_BF16_COUNT && has[level]; level++) best = level;
     return best;
@@ -65,6 +91,9 @@ static inline int fc_bf16_supported(void) {
  * the SIMD path in use (fc_bf16_resolve, called whenever either changes). */
 static int fc_bf16_requested = -1;
 static int fc_bf16_level = FC_BF16_PORTABLE;
+/* Tests only: run the AMX code with its model of the tile instructions (conv_amx_tmpl.h) in place
+ * of the avx512_bf16 path, on a CPU that has that one. */
+static int fc_bf16_amx_model = 0;
 
 static inline int fc_bf16_resolve(void) {
     int level = fc_bf16_supported();

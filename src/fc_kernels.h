@@ -48,15 +48,33 @@ static void fc_install_bf16(void) {
     t->gemm_bf16 = NULL;
     t->pack_bf16 = NULL;
     t->bf16_mr = 0;
+    t->bf16_a_elems = NULL;
 #ifdef FC_HAVE_X86_PATHS
-    if (fc_bf16_resolve() >= FC_BF16_AVX512_BF16) {
+    const int level = fc_bf16_resolve();
+    if (level == FC_BF16_AMX || (level >= FC_BF16_AVX512_BF16 && fc_bf16_amx_model)) {
+        t->gemm_bf16 = level == FC_BF16_AMX && !fc_bf16_amx_model
+                           ? fc_gemm_tile_bf16_amx
+                           : fc_gemm_tile_bf16_amx_model;
+        t->pack_bf16 = fc_bf16_pack_rows_amx;
+        t->bf16_mr = AMX_ROWS;
+        t->bf16_a_elems = fc_bf16_amx_words;
+    } else if (level == FC_BF16_AVX512_BF16) {
         t->gemm_bf16 = fc_gemm_tile_bf16_avx512;
         t->pack_bf16 = fc_bf16_pack_rows;
         t->bf16_mr = BF_MR;
+        t->bf16_a_elems = fc_bf16_avx512_words;
     }
 #else
     fc_bf16_resolve();
 #endif
+}
+
+/* Tests only: the AMX code on its model of the tile instructions (on), or not (off); returns
+ * whether the model is now in use (it needs the avx512_bf16 path). */
+static int fc_set_bf16_amx_model(int on) {
+    fc_bf16_amx_model = on;
+    fc_install_bf16();
+    return on && fc_bf16_level >= FC_BF16_AVX512_BF16;
 }
 
 /* Select the bfloat16 path: `requested` (an FC_BF16_* level), capped as fc_bf16_resolve says, or

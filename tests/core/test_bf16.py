@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
+import fastconv._testing
 from fastconv import _kernels, nn
 from fastconv._core import bf16
 from conv_helpers import (assert_same_bits, assert_unchanged, check_backward, check_forward,
@@ -23,7 +24,7 @@ F32 = st.just(np.float32)
 
 
 # GCC's spelling of a feature -> the kernel's, in /proc/cpuinfo (where they differ)
-CPUINFO_NAMES = {"avx512bf16": "avx512_bf16"}
+CPUINFO_NAMES = {"avx512bf16": "avx512_bf16", "amx-tile": "amx_tile", "amx-bf16": "amx_bf16"}
 
 
 def cpu_bf16_paths():
@@ -52,15 +53,25 @@ def supported_bf16_paths():
 PATHS = supported_bf16_paths()
 
 
+# The AMX code also runs, on any CPU with AVX512-BF16, on its model of the tile instructions
+# (src/conv_amx_tmpl.h): "amx_model" below.
+MODEL = "avx512_bf16" in PATHS
+RUNS = PATHS + (["amx_model"] if MODEL else [])
+
+
 class using_bf16_path:
     def __init__(self, name):
         self.name = name
 
     def __enter__(self):
         self.previous = _kernels.get_bf16_path()
-        assert _kernels.set_bf16_path(self.name) == self.name
+        model = self.name == "amx_model"
+        path = "avx512_bf16" if model else self.name
+        assert _kernels.set_bf16_path(path) == path
+        assert fastconv._testing.set_bf16_amx_model(model) == model
 
     def __exit__(self, *exc):
+        fastconv._testing.set_bf16_amx_model(False)
         _kernels.set_bf16_path(self.previous)
 
 
@@ -80,7 +91,8 @@ def rounded_case(case):
 # ------------------------------------------------------------------------------ the paths
 def test_every_bf16_path_of_this_cpu_is_selected():
     """fastconv selects every bfloat16 path the CPU has (so the tests below run each one), and
-    by default the best."""
+    by default the best. (AMX also needs Linux's grant of the tile state, which fastconv asks
+    for; it is refused only to a process with a small signal stack.)"""
     cpu = cpu_bf16_paths()
     if cpu is not None:
         assert PATHS == cpu, (PATHS, cpu)
@@ -92,6 +104,8 @@ def test_a_path_is_capped_by_the_cpu_and_the_simd_path():
     for name in _kernels.BF16_PATHS:
         got = _kernels.set_bf16_path(name)
         assert got == (name if name in PATHS else PATHS[-1])
+    assert fastconv._testing.set_bf16_amx_model(True) == MODEL
+    assert fastconv._testing.set_bf16_amx_model(False) is False
     _kernels.set_bf16_path(None)
     with using_isa("generic"):  # AVX512-BF16 builds on AVX-512: forcing a lower path drops it
         assert _kernels.get_bf16_path() == "portable"
@@ -141,7 +155,7 @@ def test_conversions_of_large_arrays_run_on_every_thread_alike():
 WIDE = dict(dtypes=F32, max_channels=20, max_groups=2, max_n=3, max_kernel=4)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", RUNS)
 @settings(max_examples=40, deadline=None)
 @given(case=conv_cases(**WIDE))
 def test_forward_within_the_bound_of_the_rounded_inputs(path, case):
@@ -152,7 +166,7 @@ def test_forward_within_the_bound_of_the_rounded_inputs(path, case):
     assert_unchanged(before, case.x, case.w, case.b)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", RUNS)
 @settings(max_examples=25, deadline=None)
 @given(case=conv_cases(**WIDE), data=st.data())
 def test_backward_within_the_bound_of_the_rounded_inputs(path, case, data):
@@ -172,7 +186,7 @@ def test_backward_within_the_bound_of_the_rounded_inputs(path, case, data):
     assert_unchanged(before, case.x, case.w, gy)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", RUNS)
 def test_forward_is_the_same_for_any_thread_count(path):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 24, 13, 11)).astype(np.float32)
@@ -188,7 +202,7 @@ def test_forward_is_the_same_for_any_thread_count(path):
         assert_same_bits(r, results[0])
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", RUNS)
 def test_bf16_is_not_the_float32_computation(path):
     """Inputs that bfloat16 cannot hold: the result is that of the rounded inputs, which the
     exact float32 convolution misses by far more than its rounding."""
@@ -200,19 +214,20 @@ def test_bf16_is_not_the_float32_computation(path):
     assert np.all(fastconv.conv2d(x, w) != np.float32(16 * 9))
 
 
-def test_the_bf16_gemm_runs_where_the_cpu_has_it():
-    """The AVX512-BF16 instructions treat subnormal inputs as zero (see fastconv._core.bf16):
-    with enough output channels for the GEMM, a subnormal input's product vanishes there and
-    stays on the portable path -- so the GEMM is what ran."""
+@pytest.mark.parametrize("path", RUNS)
+def test_the_bf16_gemm_runs_where_the_cpu_has_it(path):
+    """The bfloat16 instructions treat subnormal inputs as zero (see fastconv._core.bf16): with
+    enough output channels for a GEMM (more than one register block: 8 rows on avx512_bf16, 16
+    on AMX), a subnormal input's product vanishes there and stays on the portable path -- so
+    the GEMM is what ran."""
     x = np.full((1, 1, 4, 4), 2.0**-130, np.float32)  # subnormal, exact in bfloat16
-    w = np.full((16, 1, 1, 1), 2.0**100, np.float32)
-    with using_bf16_path("portable"):
-        np.testing.assert_array_equal(fastconv.conv2d(x, w, precision="bf16"), np.float32(2.0**-30))
-    if "avx512_bf16" in PATHS:
-        with using_bf16_path("avx512_bf16"):
-            np.testing.assert_array_equal(fastconv.conv2d(x, w, precision="bf16"), 0)
-            # below 9 output channels the rounded copies serve: subnormals kept
-            np.testing.assert_array_equal(fastconv.conv2d(x, w[:8], precision="bf16"),
+    w = np.full((32, 1, 1, 1), 2.0**100, np.float32)
+    rows = {"portable": None, "avx512_bf16": 8}.get(path, 16)
+    with using_bf16_path(path):
+        out = fastconv.conv2d(x, w, precision="bf16")
+        np.testing.assert_array_equal(out, np.float32(2.0**-30 if rows is None else 0))
+        if rows:  # one register block: the rounded copies serve, subnormals kept
+            np.testing.assert_array_equal(fastconv.conv2d(x, w[:rows], precision="bf16"),
                                           np.float32(2.0**-30))
 
 
