@@ -36,7 +36,7 @@ Needs PyTorch 2.4 or later (CPU build or not); fastconv itself never depends on 
   its fastconv subclass, in place (the parameters stay the same objects, so an optimizer built
   before the swap keeps working). :func:`unswap_modules` undoes it.
   Left on torch: subclasses of those modules (they may override ``forward``), convolutions with
-  ``padding_mode != 'zeros'`` or parameters that are not float32/float64 CPU tensors, and
+  ``padding_mode != 'zeros'`` or parameters that are not float32/float64/bfloat16 CPU tensors, and
   convolutions called through ``torch.nn.functional`` inside a custom ``forward``.
 
 Compilers and serialisation:
@@ -49,9 +49,10 @@ Compilers and serialisation:
 - ``torch.jit.script`` of a swapped layer is refused with a ``RuntimeError``: trace the model
   instead, or script torch's layers after ``fastconv.torch.unswap_modules(model)``.
 
-Tensors must be float32 or float64, strided, on the CPU: a CUDA (or other device) tensor raises
-``RuntimeError``, another dtype raises ``TypeError``, both saying so (unswap a model before moving
-it to a GPU). No copies are made at the boundary: CPU tensors of any strides are viewed as NumPy
+Tensors must be float32, float64 or bfloat16 (with ``ml_dtypes`` installed: fastconv's bfloat16
+arrays, products accumulated in float32, see :mod:`fastconv._core.bf16`), strided, on the CPU: a
+CUDA (or other device) tensor raises ``RuntimeError``, another dtype raises ``TypeError``, both
+saying so (unswap a model before moving it to a GPU). No copies are made at the boundary: CPU tensors of any strides are viewed as NumPy
 arrays (``Tensor.numpy()``), channels_last (NHWC-strided) ones included, and results are the
 kernels' fresh arrays wrapped with ``torch.from_numpy`` -- gradients become ``.grad`` as they
 are. Results have the memory format torch's CPU ops give: a convolution's output, grad_input and
@@ -119,6 +120,24 @@ _Model = TypeVar("_Model", bound=torch.nn.Module)  # swap_modules returns the mo
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
            np.dtype(np.int64): torch.int64}
+_BFLOAT16 = torch.bfloat16
+
+
+def _bfloat16_numpy() -> Optional[np.dtype[Any]]:
+    """NumPy's bfloat16 (``ml_dtypes``, imported on the first bfloat16 tensor), or None where
+    it is not installed: bfloat16 tensors then stay on torch."""
+    global _BF16_NUMPY
+    if _BF16_NUMPY is False:
+        try:
+            import ml_dtypes
+            _BF16_NUMPY = np.dtype(ml_dtypes.bfloat16)
+            _DTYPES[_BF16_NUMPY] = torch.bfloat16
+        except ImportError:
+            _BF16_NUMPY = None
+    return _BF16_NUMPY
+
+
+_BF16_NUMPY: Any = False  # not looked up yet
 
 
 # ------------------------------------------------------------------------------ tensor <-> array
@@ -135,18 +154,23 @@ def _check_tensor(t: object, name: str) -> None:
         )
     if t.layout != torch.strided:
         raise TypeError(f"fastconv.torch: {name} must be a dense (strided) tensor, got {t.layout}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"fastconv.torch: {name} has dtype {t.dtype}; fastconv supports torch.float32 and "
-            "torch.float64 only (convert with .float() / .double(), or keep torch's layer)."
-        )
+    if t.dtype is _BFLOAT16:
+        raise TypeError(f"fastconv.torch: {name} has dtype torch.bfloat16, which needs the "
+                        "ml_dtypes package (pip install ml_dtypes)")
+    raise TypeError(
+        f"fastconv.torch: {name} has dtype {t.dtype}; fastconv supports torch.float32 and "
+        "torch.float64, and torch.bfloat16 with ml_dtypes installed (convert with .float() / "
+        ".double(), or keep torch's layer)."
+    )
 
 
 def _takes(t: object) -> bool:
-    """Whether ``t`` is a dense float32/float64 CPU tensor (``is_cpu``: without building a
-    device object, a third of a microsecond per tensor and call)."""
-    return isinstance(t, torch.Tensor) and t.is_cpu and t.dtype in SUPPORTED_DTYPES and \
-        t.layout is _STRIDED
+    """Whether ``t`` is a dense float32/float64 (or bfloat16, with ml_dtypes) CPU tensor
+    (``is_cpu``: without building a device object, a third of a microsecond per tensor and
+    call)."""
+    return isinstance(t, torch.Tensor) and t.is_cpu and (
+        t.dtype in SUPPORTED_DTYPES or (t.dtype is _BFLOAT16 and _bfloat16_numpy() is not None)
+    ) and t.layout is _STRIDED
 
 
 _STRIDED = torch.strided
@@ -231,15 +255,22 @@ def _result(array: "NDArray[Any]", channels_last: bool) -> torch.Tensor:
     another tensor (autograd refuses in-place changes, such as ReLU(inplace=True), to an
     operator's output that is one)."""
     if not channels_last:
-        return torch.from_numpy(array)
+        return _tensor(array)
     strides = _channels_last_strides(array.shape)
     itemsize = array.itemsize
     if all(n == 1 or a == b * itemsize for n, a, b in zip(array.shape, array.strides, strides)):
         # a trivial channel or plane: the bytes are in place, only size-1 axes' strides differ
-        return torch.from_numpy(np.lib.stride_tricks.as_strided(
+        return _tensor(np.lib.stride_tricks.as_strided(
             array, strides=[b * itemsize for b in strides]))
     out = torch.empty_strided(array.shape, strides, dtype=_DTYPES[array.dtype])
-    return out.copy_(torch.from_numpy(array))
+    return out.copy_(_tensor(array))
+
+
+def _tensor(array: "NDArray[Any]") -> torch.Tensor:
+    """``torch.from_numpy(array)``, bfloat16 arrays (which it does not know) included."""
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
 
 
 def _empty(like: torch.Tensor, shape: Sequence[int], channels_last: bool) -> torch.Tensor:
@@ -257,6 +288,8 @@ def _view(t: torch.Tensor) -> "NDArray[Any]":
         t = t.detach()
     if t.is_neg():
         t = t.resolve_neg()
+    if t.dtype is _BFLOAT16:  # the same bytes, as ml_dtypes' bfloat16 (_takes checked it)
+        return t.view(torch.int16).numpy().view(_bfloat16_numpy())  # type: ignore[arg-type]
     return t.numpy()
 
 
@@ -610,10 +643,10 @@ def _conv_grads(grads: Sequence[Any], input: torch.Tensor, weight: torch.Tensor)
         if _exact_channels_last_weight(input, grad_weight.dtype == np.float32, _is_channels_last):
             grad_weight = _result(grad_weight, True)
         else:
-            grad_weight = torch.from_numpy(grad_weight)
+            grad_weight = _tensor(grad_weight)
             if channels_last:
                 grad_weight = grad_weight.contiguous(memory_format=_CHANNELS_LAST)
-    grad_bias = None if grad_bias is None else torch.from_numpy(grad_bias)
+    grad_bias = None if grad_bias is None else _tensor(grad_bias)
     return tuple(input.new_empty(0) if g is None else g
                  for g in (grad_input, grad_weight, grad_bias))
 
@@ -1022,9 +1055,9 @@ class AdaptiveMaxPool2dFunction:
 
 # ------------------------------------------------------------------------------ modules
 def _fastconv_takes(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether fastconv computes with these tensors (None is skipped): dense float32 or float64
-    CPU tensors. A swapped layer called with others (a half-precision model, a model moved to
-    another device after the swap) runs on torch, so that a swap never breaks a model."""
+    """Whether fastconv computes with these tensors (None is skipped): dense float32, float64
+    or bfloat16 CPU tensors. A swapped layer called with others (a float16 model, a model moved
+    to another device after the swap) runs on torch, so that a swap never breaks a model."""
     for t in tensors:
         if t is not None and not _takes(t):
             return False
@@ -1158,10 +1191,12 @@ def swap_modules(model: _Model, *, example_input: Any = None, training: Optional
     ``model`` (the model itself included; exact classes only, not subclasses) becomes an
     instance of its fastconv subclass of the same name. Nothing else changes: parameters,
     buffers, hooks, state_dict keys and the optimizer's references are the same objects. A
-    convolution with ``padding_mode != 'zeros'`` or with parameters that are not float32/float64
-    CPU tensors stays on torch, and a swapped layer called with tensors fastconv does not take
-    (half precision, another device) computes on torch for that call: a swap never breaks a
-    model. Call it after moving the model to its final device and dtype;
+    convolution with ``padding_mode != 'zeros'`` or with parameters that are not float32,
+    float64 or bfloat16 CPU tensors stays on torch, and a swapped layer called with tensors
+    fastconv does not take (float16, another device) computes on torch for that call: a swap
+    never breaks a model. A bfloat16 model (``model.to(torch.bfloat16)``, with ``ml_dtypes``
+    installed) runs on fastconv's bfloat16 kernels: products of bfloat16 accumulated in
+    float32, results rounded to bfloat16, as torch computes it. Call it after moving the model to its final device and dtype;
     ``model.apply(swap_modules)`` is equivalent.
 
     With ``example_input``, each layer is then timed once on torch and on fastconv, and stays on
