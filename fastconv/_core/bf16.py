@@ -94,6 +94,13 @@ def default_precision(precision: str) -> Iterator[None]:
         set_precision(previous)
 
 
+def arrays_precision() -> str:
+    """The precision of a forward on bfloat16 arrays (widened exactly to float32): their
+    float32 products are already those of bfloat16, so only a path whose instructions multiply
+    bfloat16 faster is worth 'bf16'; the portable one would round values that need none."""
+    return "ieee" if _kernels.get_bf16_path() == "portable" else "bf16"
+
+
 def uses_bf16(precision: Optional[str], dtype: np.dtype[Any]) -> bool:
     """Whether a convolution of ``dtype`` arrays asked for ``precision`` (None: the default)
     multiplies bfloat16; an explicit ``'bf16'`` on float64 arrays is a ValueError."""

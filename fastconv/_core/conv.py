@@ -110,9 +110,9 @@ def conv2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None
     epilogue = check_activation(activation, negative_slope)
     bf16.check_precision(precision)
     wide = bf16.widen_operands(input=input, weight=weight, bias=bias)
-    if wide is not None:  # bfloat16 arrays: bfloat16 products unless 'ieee' was asked for
+    if wide is not None:
         y = _forward(algorithm, wide["input"], wide["weight"], wide["bias"], stride, padding,
-                     dilation, groups, epilogue, precision or "bf16")
+                     dilation, groups, epilogue, precision or bf16.arrays_precision())
         return bf16.narrow(y)
     return _forward(algorithm, input, weight, bias, stride, padding, dilation, groups, epilogue,
                     precision)
@@ -177,7 +177,7 @@ def conv2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
     if wide is not None:
         grads = _backward(algorithm, wide["grad_output"], wide["input"], wide["weight"], stride,
                           padding, dilation, groups, needs, epilogue, wide["output"],
-                          precision or "bf16")
+                          precision or "ieee")  # exact products of bfloat16 values already
         return bf16.narrow_all(*grads)
     return _backward(algorithm, grad_output, input, weight, stride, padding, dilation, groups,
                      needs, epilogue, output, precision)

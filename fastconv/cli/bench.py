@@ -494,6 +494,10 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true",
+                        help="compare bfloat16 forward convolutions instead: fastconv's "
+                             "precision='bf16' and bfloat16 arrays against its float32 and "
+                             "torch's float32 and bfloat16, on the 3x3 and 1x1 cases")
     parser.add_argument("--dask", action="store_true",
                         help="run the scale-out benchmark instead: fastconv.dask on a local "
                              "cluster of 1 and 2 worker processes, image filtering and batch "
@@ -522,6 +526,14 @@ def _run(args):
     if torch is not None:
         print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     rng = np.random.default_rng(args.seed)
+    if args.bf16:
+        from . import bench_bf16
+
+        bf16_rows, bf16_checks = bench_bf16.run(cases, torch, repeats, rng, _time_in_blocks)
+        if args.json:
+            _write_json(args.json, [], {}, bf16_checks, threads, peak, torch,
+                        bf16={name: ms for name, ms in bf16_rows})
+        return 0
     rows = _run_cases(cases, torch, repeats, not args.no_reference, peak, rng)
     scaling = {}
     large = [c for c in cases if c.name in LARGE_3X3]
@@ -540,6 +552,7 @@ def _run_scale_out(args):
     others = [opt for opt, value in (("--case", args.case), ("--json", args.json),
                                      ("--threads", args.threads),
                                      ("--no-reference", args.no_reference),
+                                     ("--bf16", args.bf16),
                                      ("--no-torch", args.no_torch)) if value]
     if others:
         raise CommandError(f"--dask takes only --quick and --repeats, got {', '.join(others)} "
@@ -609,14 +622,17 @@ def _print_checks(checks):
             print(f"  [{'PASS' if ok else 'FAIL'}] {desc}: {measured}")
 
 
-def _write_json(path, rows, scaling, checks, threads, peak, torch):
+def _write_json(path, rows, scaling, checks, threads, peak, torch, bf16=None):
+    result = {
+        "machine": machine_description(threads, peak), "threads": threads,
+        "fma_peak_gflops": peak, "torch": getattr(torch, "__version__", None),
+        "rows": [asdict(r) for r in rows], "thread_speedup": scaling,
+        "bar": [{"criterion": d, "measured": m, "pass": ok} for d, m, ok in checks],
+    }
+    if bf16 is not None:
+        result["bf16_path"], result["bf16_ms"] = _kernels.get_bf16_path(), bf16
     with open(path, "w") as f:
-        json.dump({
-            "machine": machine_description(threads, peak), "threads": threads,
-            "fma_peak_gflops": peak, "torch": getattr(torch, "__version__", None),
-            "rows": [asdict(r) for r in rows], "thread_speedup": scaling,
-            "bar": [{"criterion": d, "measured": m, "pass": ok} for d, m, ok in checks],
-        }, f, indent=2)
+        json.dump(result, f, indent=2)
     print(f"\nwrote {path}")
 
 

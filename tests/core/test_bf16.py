@@ -311,13 +311,20 @@ def as_bf16(a):
     return None if a is None else np.asarray(a).astype(BF16)
 
 
-@settings(max_examples=30, deadline=None)
+@pytest.mark.parametrize("path", RUNS)
+@settings(max_examples=20, deadline=None)
 @given(case=conv_cases(**WIDE), activation=st.sampled_from([None, "relu"]))
-def test_conv2d_of_bfloat16_arrays(case, activation):
+def test_conv2d_of_bfloat16_arrays(path, case, activation):
     """bfloat16 in, bfloat16 out: the float32 computation of the widened arrays with bfloat16
     products, rounded once; the backward likewise."""
     x, w, b = as_bf16(case.x), as_bf16(case.w), as_bf16(case.b)
     before = snapshot(x, w, b)
+    with using_bf16_path(path):
+        check(case, x, w, b, activation)
+    assert_unchanged(before, x, w, b)
+
+
+def check(case, x, w, b, activation):
     out = fastconv.conv2d(x, w, b, **case.kwargs, activation=activation)
     assert out.dtype == BF16 and out.shape == case.out_shape
     f32 = lambda a: None if a is None else a.astype(np.float32)
@@ -333,7 +340,6 @@ def test_conv2d_of_bfloat16_arrays(case, activation):
     for got, exp in zip(grads, want):
         assert got.dtype == BF16
         assert_same_bits(got.view(np.uint16), exp.astype(BF16).view(np.uint16))
-    assert_unchanged(before, x, w, b)
 
 
 def test_bfloat16_arrays_must_all_be_bfloat16():
