@@ -150,6 +150,20 @@ That matters beyond the last bit: a sum in which a product overflows gives +-inf
 depending on its order (1e300 * 1e300 + 1e300 * -1e300 is +inf fused in tap order, NaN
 unfused), and the order is the same on every CPU. NaNs are NaNs on every path; which of two NaN
 operands an addition passes on (a NaN's sign and payload) is the compiler's choice.
+
+bfloat16
+--------
+Opt-in (``precision='bf16'``, :func:`set_precision`, bfloat16 arrays): a float32 forward whose
+inputs are rounded to bfloat16 runs on its own run-time table of paths (src/fc_bf16.h, next to
+the SIMD paths and capped by them): ``amx`` (tiles, src/conv_amx_tmpl.h), ``avx512_bf16``
+(``vdpbf16ps``, src/conv_bf16.h) and ``portable``. The two hardware paths are a GEMM of their
+own over the same plan as the float32 forward: the weights packed in pairs of taps, each panel
+of pixels converted to bfloat16 as it is packed (once per tap block, reused by every block of
+output channels), the epilogue of the float32 kernels. The portable path rounds the wide buffer
+and the packed weights in place and runs the float32 kernels. The backward passes run the
+float32 kernels on rounded copies. Results have an error bound (that of a float32 sum of the
+exact products of the rounded inputs) and are the same for any thread count, but the paths do
+not agree bit for bit.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """NumPy counterparts of ``torch.nn.functional``: same names, same arguments, same numbers.
 
 Arrays are NCHW (or unbatched CHW), float32 or float64 (or bfloat16: see
-:mod:`fastconv._core.bf16`); the convolution is a cross-correlation,
+:func:`fastconv.set_precision`); the convolution is a cross-correlation,
 as in every deep-learning framework. Each ``*_backward`` returns the gradients that autograd would.
 """
 from ._core.activations import log_softmax, softmax

@@ -32,28 +32,49 @@
 
 #define FC_FEATURES_AVX512_BF16(F) FC_FEATURES_AVX512(F) F("avx512bf16")
 #define FC_FEATURES_AMX(F) FC_FEATURES_AVX512_BF16(F) F("amx-tile") F("amx-bf16")
-#define FC_BF16_LIST(X)                                                   \
-    X(PORTABLE, "portable", FC_FEATURES_GENERIC, FC_ISA_GENERIC)           \
-    X(AVX512_BF16, "avx512_bf16", FC_FEATURES_AVX512_BF16, FC_ISA_AVX512) \
-    X(AMX, "amx", FC_FEATURES_AMX, FC_ISA_AVX512)
+/* Each path: id, name, the features its code is compiled for, those __builtin_cpu_supports
+ * checks (not every compiler knows the AMX ones: fc_cpu_has_amx reads CPUID for them), and the
+ * SIMD path it builds on. */
+#define FC_BF16_LIST(X)                                                                        \
+    X(PORTABLE, "portable", FC_FEATURES_GENERIC, FC_FEATURES_GENERIC, FC_ISA_GENERIC)           \
+    X(AVX512_BF16, "avx512_bf16", FC_FEATURES_AVX512_BF16, FC_FEATURES_AVX512_BF16,            \
+      FC_ISA_AVX512)                                                                           \
+    X(AMX, "amx", FC_FEATURES_AMX, FC_FEATURES_AVX512_BF16, FC_ISA_AVX512)
 
-#define FC_BF16_ID(id, name, features, isa) FC_BF16_##id,
+#define FC_BF16_ID(id, name, features, checked, isa) FC_BF16_##id,
 enum { FC_BF16_LIST(FC_BF16_ID) FC_BF16_COUNT };
 #undef FC_BF16_ID
 
 #define FC_FEATURE_WORD(f) f " "
-#define FC_BF16_INFO(id, name, features, isa) {name, "" features(FC_FEATURE_WORD)},
+#define FC_BF16_INFO(id, name, features, checked, isa) {name, "" features(FC_FEATURE_WORD)},
 static const fc_isa_info fc_bf16_paths[FC_BF16_COUNT] = {FC_BF16_LIST(FC_BF16_INFO)};
 #undef FC_BF16_INFO
 #undef FC_FEATURE_WORD
 /* The SIMD path (FC_ISA_*) each bfloat16 path builds on. */
-#define FC_BF16_ISA(id, name, features, isa) isa,
+#define FC_BF16_ISA(id, name, features, checked, isa) isa,
 static const int fc_bf16_isa[FC_BF16_COUNT] = {FC_BF16_LIST(FC_BF16_ISA)};
 #undef FC_BF16_ISA
 
 #ifdef FC_HAVE_X86_PATHS
 #define FC_TARGET_AVX512_BF16 FC_TARGET_OF(FC_FEATURES_AVX512_BF16)
 #define FC_TARGET_AMX FC_TARGET_OF(FC_FEATURES_AMX)
+#endif
+
+/* AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22), with the tile state enabled by the
+ * OS (XCR0 bits 17 and 18). */
+#ifdef FC_HAVE_X86_PATHS
+#include <cpuid.h>
+static int fc_cpu_has_amx(void) {
+    unsigned a, b, c, d, lo, hi;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 24)) || !(d & (1u << 22))) return 0;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & (3u << 17)) == (3u << 17);
+}
+#else
+static int fc_cpu_has_amx(void) { return 0; }
 #endif
 
 /* Linux gives a process the AMX tile data (8 KB of state per thread) only on request: a tile
@@ -78,10 +99,10 @@ static inline int fc_bf16_supported(void) {
 #ifdef FC_HAVE_X86_PATHS
     __builtin_cpu_init();
 #endif
-#define FC_BF16_CHECK(id, name, features, isa) 1 features(FC_CPU_HAS),
+#define FC_BF16_CHECK(id, name, features, checked, isa) 1 checked(FC_CPU_HAS),
     int has[FC_BF16_COUNT] = {FC_BF16_LIST(FC_BF16_CHECK)};
 #undef FC_BF16_CHECK
-    has[FC_BF16_AMX] = has[FC_BF16_AMX] && fc_amx_permitted();
+    has[FC_BF16_AMX] = has[FC_BF16_AMX] && fc_cpu_has_amx() && fc_amx_permitted();
     int best = FC_BF16_PORTABLE;
     for (int level = 1; level < FC_BF16_COUNT && has[level]; level++) best = level;
     return best;

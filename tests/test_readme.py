@@ -66,3 +66,16 @@ def test_use_example_runs(capsys):
     assert ns["y"].shape == (64, 16, 32, 32)
     assert ns["gx"].shape == ns["x"].shape and ns["gw"].shape == ns["w"].shape
     assert ns["u"].shape == (64, 8, 64, 64)
+
+
+def test_bfloat16_example(capsys):
+    pytest.importorskip("ml_dtypes")
+    ns, _ = run_block("bfloat16", capsys)
+    y, y2, yb = ns["y"], ns["y2"], ns["yb"]
+    assert y.dtype == np.float32 and np.array_equal(y, y2)
+    assert yb.dtype.name == "bfloat16" and yb.shape == y.shape
+    exact = ns["fastconv"].conv2d(ns["x"], ns["w"], ns["b"], padding=1)
+    assert not np.array_equal(y, exact)  # rounded inputs: not the float32 result
+    np.testing.assert_allclose(y, exact, rtol=2**-6)  # but within bfloat16's rounding of it
+    np.testing.assert_allclose(yb.astype(np.float32), y, rtol=2**-7)
+    assert ns["layer"].precision == "bf16"

@@ -63,11 +63,22 @@ def set_precision(precision: str) -> str:
     """Set the process-wide precision of float32 convolutions; returns the previous one.
 
     Args:
-        precision: ``'ieee'`` (exact float32, the default) or ``'bf16'`` (inputs and weights
-            rounded to bfloat16, products accumulated in float32; about twice as fast where the
-            CPU multiplies bfloat16: AVX512-BF16). It applies to every call that does not pass
-            its own ``precision``, in every thread, as ``torch.backends.mkldnn.conv
-            .fp32_precision`` does in torch; float64 arrays are not affected.
+        precision: ``'ieee'`` (exact float32, the default) or ``'bf16'``. It applies to every
+            call that does not pass its own ``precision``, in every thread, as
+            ``torch.backends.mkldnn.conv.fp32_precision`` does in torch; float64 arrays are not
+            affected.
+
+    With ``'bf16'``, a convolution rounds its input and weight (and grad_output, backward) to
+    the nearest bfloat16, ties to even, multiplies them exactly (the product of two bfloat16
+    values is exact in float32) and accumulates in float32: each output lies within
+    ``(n - 1) * 2**-24 * sum(|w * x|)`` of the exact sum of its ``n`` products of the rounded
+    inputs (bias included), and is the same for any thread count. The paths do not agree bit
+    for bit (each sums in its own order): on AVX512-BF16 (``vdpbf16ps``: AMD Zen 4 and later,
+    Intel Cooper Lake) the forward runs about twice as fast as float32; on AMX (Intel Sapphire
+    Rapids and later) on tiles; both treat inputs below ``2**-126`` in magnitude as zero, as
+    the instructions do. Elsewhere (and for the backward passes) the float32 kernels run on
+    rounded copies, at their speed. bfloat16 arrays (``ml_dtypes.bfloat16``) are computed the
+    same way whatever this setting, their results rounded to bfloat16.
     """
     global _precision
     check_precision(precision)

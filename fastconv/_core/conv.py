@@ -84,7 +84,7 @@ def conv2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None
         precision: keyword-only; ``'ieee'`` (exact float32), ``'bf16'`` (float32 arrays: the
             input and weight rounded to bfloat16, their products accumulated in float32; about
             twice as fast on CPUs with AVX512-BF16, within a float32 sum's rounding of the
-            exact result for the rounded inputs: see :mod:`fastconv._core.bf16`) or ``None``,
+            exact result for the rounded inputs: see :func:`fastconv.set_precision`) or ``None``,
             the process-wide default of :func:`fastconv.set_precision` (``'ieee'`` unless set;
             it leaves float64 alone). ``'bf16'`` on float64 arrays, or with
             ``algorithm='fft'``, is a ``ValueError``. Default: ``None``.

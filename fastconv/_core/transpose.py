@@ -12,6 +12,7 @@ import numpy as np
 
 from . import direct
 from .args import restore_batch
+from .bf16 import accepts_bfloat16
 from .conv_geometry import (
     check_transpose_arrays,
     check_transpose_backward_args,
@@ -40,6 +41,7 @@ def _as_conv_output(x4: FloatArray, t: TransposeGeometry) -> FloatArray:
     return padded
 
 
+@accepts_bfloat16("input", "weight", "bias")
 def conv_transpose2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLike] = None,
                      stride: IntOrPair = 1, padding: IntOrPair = 0,
                      output_padding: IntOrPair = 0, groups: int = 1,
@@ -50,7 +52,9 @@ def conv_transpose2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLi
 
     Args:
         input: array of shape ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``; float32 or
-            float64.
+            float64, or bfloat16 (``ml_dtypes``: then weight and bias too; computed in float32
+            on the exact widened values, the result rounded to bfloat16, as the gradients of
+            :func:`conv_transpose2d_backward`).
         weight: array of shape ``(C_in, C_out // groups, kH, kW)``, same dtype as ``input``.
         bias: optional array of shape ``(C_out,)``. Default: ``None``.
         stride: int or pair ``(sH, sW)``, >= 1. Default: 1.
@@ -85,6 +89,7 @@ def conv_transpose2d(input: ArrayLike, weight: ArrayLike, bias: Optional[ArrayLi
     return restore_batch(out, unbatched)
 
 
+@accepts_bfloat16("grad_output", "input", "weight")
 def conv_transpose2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
                               stride: IntOrPair = 1, padding: IntOrPair = 0,
                               output_padding: IntOrPair = 0, groups: int = 1,

@@ -50,14 +50,15 @@ Compilers and serialisation:
   instead, or script torch's layers after ``fastconv.torch.unswap_modules(model)``.
 
 Tensors must be float32, float64 or bfloat16 (with ``ml_dtypes`` installed: fastconv's bfloat16
-arrays, products accumulated in float32, see :mod:`fastconv._core.bf16`), strided, on the CPU: a
-CUDA (or other device) tensor raises ``RuntimeError``, another dtype raises ``TypeError``, both
-saying so (unswap a model before moving it to a GPU). No copies are made at the boundary: CPU tensors of any strides are viewed as NumPy
-arrays (``Tensor.numpy()``), channels_last (NHWC-strided) ones included, and results are the
-kernels' fresh arrays wrapped with ``torch.from_numpy`` -- gradients become ``.grad`` as they
-are. Results have the memory format torch's CPU ops give: a convolution's output, grad_input and
-grad_weight are channels_last when its input or weight is, a pooling's output and grad_input
-when its input is; as the kernels write NCHW, such a result costs one reorder.
+arrays, products accumulated in float32, see :func:`fastconv.set_precision`), strided, on the
+CPU: a CUDA (or other device) tensor raises ``RuntimeError``, another dtype raises
+``TypeError``, both saying so (unswap a model before moving it to a GPU). No copies are made at
+the boundary: CPU tensors of any strides are viewed as NumPy arrays (``Tensor.numpy()``),
+channels_last (NHWC-strided) ones included, and results are the kernels' fresh arrays wrapped
+with ``torch.from_numpy`` -- gradients become ``.grad`` as they are. Results have the memory
+format torch's CPU ops give: a convolution's output, grad_input and grad_weight are
+channels_last when its input or weight is, a pooling's output and grad_input when its input is;
+as the kernels write NCHW, such a result costs one reorder.
 
 fastconv's kernels use their own OpenMP runtime: set their threads with
 ``fastconv.set_num_threads`` or ``threadpoolctl.threadpool_limits(n, user_api='openmp')`` (which
@@ -1196,8 +1197,8 @@ def swap_modules(model: _Model, *, example_input: Any = None, training: Optional
     fastconv does not take (float16, another device) computes on torch for that call: a swap
     never breaks a model. A bfloat16 model (``model.to(torch.bfloat16)``, with ``ml_dtypes``
     installed) runs on fastconv's bfloat16 kernels: products of bfloat16 accumulated in
-    float32, results rounded to bfloat16, as torch computes it. Call it after moving the model to its final device and dtype;
-    ``model.apply(swap_modules)`` is equivalent.
+    float32, results rounded to bfloat16, as torch computes it. Call it after moving the model
+    to its final device and dtype; ``model.apply(swap_modules)`` is equivalent.
 
     With ``example_input``, each layer is then timed once on torch and on fastconv, and stays on
     the faster (fastconv unless torch is more than 5% faster): the model runs once on

@@ -396,3 +396,26 @@ def test_pooling_of_bfloat16_arrays(data, op):
     assert out.dtype == BF16 and g.dtype == BF16
     assert_same_bits(out.view(np.uint16), want.astype(BF16).view(np.uint16))
     assert_same_bits(g.view(np.uint16), g_want.astype(BF16).view(np.uint16))
+
+
+def test_conv_transpose2d_of_bfloat16_arrays():
+    """The transposed convolution (the layer of decoders) takes bfloat16 arrays too: float32 on
+    the widened values, rounded once; its gradients likewise."""
+    rng = np.random.default_rng(4)
+    x = as_bf16(rng.standard_normal((2, 6, 5, 4)))
+    w = as_bf16(rng.standard_normal((6, 4, 3, 3)))
+    b = as_bf16(rng.standard_normal(4))
+    kw = dict(stride=2, padding=1, output_padding=1)
+    out = fastconv.conv_transpose2d(x, w, b, **kw)
+    f32 = lambda a: a.astype(np.float32)  # noqa: E731
+    want = fastconv.conv_transpose2d(f32(x), f32(w), f32(b), **kw)
+    assert out.dtype == BF16
+    assert_same_bits(out.view(np.uint16), want.astype(BF16).view(np.uint16))
+    gy = as_bf16(rng.standard_normal(out.shape))
+    grads = fastconv.conv_transpose2d_backward(gy, x, w, **kw)
+    wants = fastconv.conv_transpose2d_backward(f32(gy), f32(x), f32(w), **kw)
+    for got, exp in zip(grads, wants):
+        assert got.dtype == BF16
+        assert_same_bits(got.view(np.uint16), exp.astype(BF16).view(np.uint16))
+    with pytest.raises(TypeError, match="weight has dtype float32"):
+        fastconv.conv_transpose2d(x, f32(w))

@@ -80,6 +80,22 @@ def test_a_bfloat16_model_trains_like_torch():
         close_in_bf16(q, p, f"trained {name}", sums=4)
 
 
+def test_a_bfloat16_model_with_a_transposed_convolution():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(4, 16, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.ConvTranspose2d(16, 4, 4, stride=2, padding=1)).to(torch.bfloat16)
+    swapped = fct.swap_modules(copy.deepcopy(model))
+    assert type(swapped[2]) is fct.ConvTranspose2d
+    x = torch.randn(2, 4, 10, 10).to(torch.bfloat16)
+    ref, out = model(x), swapped(x)
+    assert out.dtype == torch.bfloat16
+    close_in_bf16(out, ref, "output", sums=4)
+    ref.float().sum().backward()
+    out.float().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), swapped.parameters()):
+        close_in_bf16(q.grad, p.grad, f"grad of {name}", sums=8)
+
+
 def test_bfloat16_functional_ops_are_fastconvs():
     """fct.conv2d on bfloat16 tensors is fastconv.conv2d on the same bits as bfloat16 arrays."""
     import ml_dtypes
