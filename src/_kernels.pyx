@@ -304,8 +304,11 @@ def conv2d_forward(const floating[:, :, :, :] x, const floating[:, :, :, ::1] w,
 
 
 def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
-                      floating[:, :, :, ::1] dx, object g):
-    """dx = d conv2d / d x applied to dy; dx is C-contiguous and zero-filled on entry."""
+                      floating[:, :, :, ::1] dx, object g, bint bf16=False):
+    """dx = d conv2d / d x applied to dy; dx is C-contiguous and zero-filled on entry; bf16
+    (float32 only): the products of dy and w rounded to bfloat16 (src/fc_bf16.h)."""
+    if bf16 and floating is double:
+        raise TypeError("bfloat16 products take float32 arrays")
     cdef fc_job job
     job.pass_ = FC_PASS_GRAD_INPUT
     job.f64 = floating is double
@@ -314,7 +317,7 @@ def conv2d_grad_input(const floating[:, :, :, ::1] dy, const floating[:, :, :, :
     job.b = &w[0, 0, 0, 0]
     job.bias = NULL
     job.act = 0
-    job.math = FC_MATH_F32
+    job.math = FC_MATH_BF16_GEMM if bf16 else FC_MATH_F32
     job.out = &dx[0, 0, 0, 0]
     _run_conv(&job)
 

@@ -29,7 +29,7 @@ typedef struct {
 
 enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
 
-/* A forward's products (fc_job.math): exact float32 ones, or those of its inputs rounded to
+/* A forward's or grad_input's products (fc_job.math): exact float32 ones, or those of its inputs rounded to
  * bfloat16 (fc_bf16.h), computed by rounding the copies the engine makes (ROUND) or by the
  * ISA's bfloat16 GEMM (GEMM; the plan chooses, the job asks for either). */
 enum { FC_MATH_F32 = 0, FC_MATH_BF16_ROUND = 1, FC_MATH_BF16_GEMM = 2 };
@@ -56,7 +56,7 @@ struct fc_job {
     const void *bias;     /* forward only, may be NULL */
     int act;              /* forward only: the activation of its epilogue (FC_ACT_*, 0: none) */
     double slope;         /* forward only: leaky_relu's negative slope */
-    int math;             /* forward only: FC_MATH_F32, or bfloat16 products (float32 only) */
+    int math;             /* forward, grad_input: FC_MATH_F32, or bfloat16 products (float32) */
     void *out;            /* forward: out; grad_input: dx (zeroed); grad_weight: dw */
     const fc_conv_pass *ops; /* set by fc_job_prepare */
     void *plan;

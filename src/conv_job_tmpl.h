@@ -38,6 +38,8 @@ static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     p->dy = (const T *)j->a;
     p->w = (const T *)j->b;
     p->dx = (T *)j->out;
+    p->math = j->math;
+    if (p->math != FC_MATH_F32 && sizeof(T) != sizeof(float)) return -1;
     int st = FJ(fc_gin_prepare)(p, nthreads);
     s->nitems = p->nitems;
     s->nreduce = 0;

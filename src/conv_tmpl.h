@@ -45,7 +45,7 @@ typedef struct {
     void (*gemm_bf16)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
                       const TF(fc_tile) * out, T *Bp);
     void (*pack_bf16)(const T *w, fc_idx M, fc_idx TT, int MR, T *A);
-    int bf16_mr; /* rows of the bfloat16 GEMM's register blocks */
+    int bf16_mr, bf16_nr; /* rows and pixels of the bfloat16 GEMM's register blocks */
     fc_idx (*bf16_a_elems)(fc_idx M, fc_idx TT); /* elements of pack_bf16's weights */
 } TF(fc_isa);
 
@@ -57,7 +57,7 @@ typedef struct {
                  FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
                  FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
                  FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
-                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0, NULL}
+                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0, 0, NULL}
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -359,6 +359,7 @@ typedef struct {
     int act;            /* the epilogue's activation (FC_ACT_*) and leaky_relu's slope */
     T slope;
     int math;           /* FC_MATH_*: float32 products, or bfloat16 ones (fc_fwd_math) */
+    int nr;             /* pixel blocks are multiples of this: the GEMM's widest panel */
     /* gemm_tile, or the ISA's bfloat16 GEMM (math FC_MATH_BF16_GEMM) */
     void (*gemm)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
                  const TF(fc_tile) * out, T *Bp);
@@ -408,6 +409,7 @@ static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
                                                                           : FC_MATH_BF16_ROUND;
     const int gemm = pl->math == FC_MATH_BF16_GEMM;
     const int MRv = gemm ? bmr : pl->isa.mr;
+    pl->nr = gemm ? pl->isa.bf16_nr : pl->isa.nr;
     pl->a_group = gemm ? pl->isa.bf16_a_elems(pl->Kg, pl->TT) : pl->nmb * MRv * pl->TT;
     pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->a_group) * sizeof(T));
     if (!pl->A) return -1;
@@ -423,7 +425,7 @@ static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
  * band's pixels in blocks of PB. */
 static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
     const TF(fc_geom) *g = &pl->g;
-    int nr = pl->isa.nr;
+    int nr = pl->nr;
     pl->band_rows = TF(fc_band_rows)(g, &pl->wl, pl->Cg, 0);
     pl->nbands = FC_CEIL_DIV(g->OH, pl->band_rows);
     pl->boff = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
@@ -443,7 +445,7 @@ static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
 
 static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
-    int MRv = pl->isa.mr, nr = pl->isa.nr;
+    int MRv = pl->isa.mr;
     pl->Cg = g->C / g->G;
     pl->Kg = g->K / g->G;
     fc_idx RS = g->R * g->S;
@@ -466,8 +468,8 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     }
     pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, g->N, pl->bufsize);
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
-    pl->Pr = FC_ROUND_UP(pl->NB * pl->P, nr);
-    pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, nr, pl->ngroups * g->G, nthreads);
+    pl->Pr = FC_ROUND_UP(pl->NB * pl->P, pl->nr);
+    pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, pl->nr, pl->ngroups * g->G, nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = pl->ngroups * g->G * pl->nPB;
     return 0;
@@ -527,7 +529,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
                                   .rowlen = g->OW, .OHv = rows, .rstep = 1, .cstep = 1,
                                   .copy = pl->stream ? pl->isa.stream_copy : TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
-        fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
+        fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->nr), p0 + pl->PB);
         const TF(fc_tile) tile = {direct ? out + p0 : Ct, ldc, bias, direct && pl->stream,
                                   pl->act, pl->slope};
         pl->gemm(&wts, &px, p0, p1, &tile, Bp);
@@ -630,9 +632,13 @@ typedef struct {
     TF(fc_phase1d) *ph_h, *ph_w; /* [sh], [sw] */
     fc_idx *tap_start;           /* [phase] -> first tap of that phase in off / A; [nphase + 1] */
     fc_idx *slots;               /* storage of the phases' tap lists */
-    T *A;                  /* [G][phase taps...][nmb][Tphi][MR] */
+    T *A;                  /* [G][phase taps...][nmb][Tphi][MR], or pack_bf16's per (g, phase) */
+    fc_idx *a_off;         /* [G * nphase]: where (g, phase)'s weights start in A */
     fc_idx *off;
     uint64_t call;
+    int math, nr; /* as the forward's (fc_fwd_math) */
+    void (*gemm)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
+                 const TF(fc_tile) * out, T *Bp);
     /* row bands (band_rows > 0): bands of band_rows phase rows, each in a buffer of
      * band_rows + Uh rows of every plane; boff are the tap offsets in it */
     fc_idx band_rows, nbands, bbufsize;
@@ -668,7 +674,7 @@ static fc_idx TF(fc_gin_offsets)(const TF(fc_gin_plan) * pl, fc_idx plane, int b
  * read: i < band_rows + Uh). */
 static int TF(fc_gin_bands)(TF(fc_gin_plan) * pl, int nthreads, fc_idx Jh, fc_idx Jw) {
     const TF(fc_geom) *g = &pl->g;
-    int nr = pl->isa.nr;
+    int nr = pl->nr;
     pl->band_rows = TF(fc_band_rows_for)(pl->Kg * pl->Wb, pl->Uh, 0, Jh);
     pl->nbands = FC_CEIL_DIV(FC_MAX(Jh, (fc_idx)1), pl->band_rows);
     fc_idx TTall = pl->Kg * g->R * g->S, plane = (pl->band_rows + pl->Uh) * pl->Wb;
@@ -728,14 +734,22 @@ static int TF(fc_gin_phase_tables)(TF(fc_gin_plan) * pl, fc_idx *Jh, fc_idx *Jw)
 }
 
 /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s), packed
- * as gemm_tile reads it ([nmb][Tf][MR], rows in the blocks of fc_row_block); row c's block and
- * lane are computed once here, not per weight. */
+ * as gemm_tile reads it ([nmb][Tf][MR], rows in the blocks of fc_row_block; row c's block and
+ * lane are computed once here, not per weight), or, for the bfloat16 GEMM, gathered into the
+ * row-major Cg x Tf matrix `rows` and packed by pack_bf16. */
 static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
     const TF(fc_geom) *g = &pl->g;
-    const int MRv = pl->isa.mr;
-    const fc_idx TTall = pl->Kg * g->R * g->S;
+    const int gemm = pl->math == FC_MATH_BF16_GEMM, MRv = pl->isa.mr;
     fc_idx *cblk = (fc_idx *)malloc((size_t)(2 * pl->Cg + 1) * sizeof(fc_idx));
-    if (!cblk) return -1;
+    fc_idx Tmax = 0;
+    for (fc_idx f = 0; f < pl->nphase; f++)
+        Tmax = FC_MAX(Tmax, pl->tap_start[f + 1] - pl->tap_start[f]);
+    T *rows = gemm ? (T *)malloc((size_t)FC_MAX(pl->Cg * Tmax, (fc_idx)1) * sizeof(T)) : NULL;
+    if (!cblk || (gemm && !rows)) {
+        free(cblk);
+        free(rows);
+        return -1;
+    }
     fc_idx *clane = cblk + pl->Cg;
     for (fc_idx c = 0; c < pl->Cg; c++) {
         int lane;
@@ -747,24 +761,57 @@ static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
             for (fc_idx b = 0; b < g->sw; b++) {
                 fc_idx f = a * g->sw + b, t0 = pl->tap_start[f];
                 fc_idx Tf = pl->tap_start[f + 1] - t0;
-                T *Af = pl->A + (gi * TTall + t0) * pl->nmb * MRv;
+                T *Af = pl->A + pl->a_off[gi * pl->nphase + f];
                 const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
                 fc_idx tt = 0;
                 for (fc_idx k = 0; k < pl->Kg; k++)
                     for (fc_idx i = 0; i < hh->ntaps; i++)
                         for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
-                            for (fc_idx c = 0; c < pl->Cg; c++)
-                                Af[(cblk[c] * Tf + tt) * MRv + clane[c]] =
-                                    pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R + hh->taps[i]) *
-                                              g->S + ww->taps[j]];
+                            for (fc_idx c = 0; c < pl->Cg; c++) {
+                                const T v = pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R +
+                                                   hh->taps[i]) * g->S + ww->taps[j]];
+                                if (gemm)
+                                    rows[c * Tf + tt] = v;
+                                else
+                                    Af[(cblk[c] * Tf + tt) * MRv + clane[c]] = v;
+                            }
+                if (gemm) pl->isa.pack_bf16(rows, pl->Cg, Tf, pl->isa.bf16_mr, Af);
             }
     free(cblk);
+    free(rows);
+    return 0;
+}
+
+/* The weights' layout and room (a_off, A) for the products pl->math asks for: the bfloat16 GEMM
+ * where the ISA has one and it has at least two row blocks (as the forward), else the float32
+ * layout, rounded to bfloat16 when asked (then so is every padded grad_output buffer). */
+static int TF(fc_gin_math)(TF(fc_gin_plan) * pl) {
+    const TF(fc_geom) *g = &pl->g;
+    if (pl->math != FC_MATH_F32)
+        pl->math = pl->isa.gemm_bf16 && pl->isa.pack_bf16 && pl->Cg > pl->isa.bf16_mr
+                       ? FC_MATH_BF16_GEMM
+                       : FC_MATH_BF16_ROUND;
+    const int gemm = pl->math == FC_MATH_BF16_GEMM;
+    pl->gemm = gemm ? pl->isa.gemm_bf16 : pl->isa.gemm_tile;
+    pl->nr = gemm ? pl->isa.bf16_nr : pl->isa.nr;
+    pl->a_off = (fc_idx *)fc_aligned_calloc((size_t)(g->G * pl->nphase + 1) * sizeof(fc_idx));
+    if (!pl->a_off) return -1;
+    fc_idx total = 0;
+    for (fc_idx gi = 0; gi < g->G; gi++)
+        for (fc_idx f = 0; f < pl->nphase; f++) {
+            const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
+            pl->a_off[gi * pl->nphase + f] = total;
+            total += gemm ? pl->isa.bf16_a_elems(pl->Cg, Tf) : pl->nmb * Tf * pl->isa.mr;
+        }
+    pl->A = (T *)fc_aligned_calloc((size_t)total * sizeof(T));
+    if (!pl->A || TF(fc_gin_pack_weights)(pl)) return -1;
+    if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(pl->A, total);
     return 0;
 }
 
 static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
-    int MRv = pl->isa.mr, nr = pl->isa.nr;
+    int MRv = pl->isa.mr;
     pl->Cg = g->C / g->G;
     pl->Kg = g->K / g->G;
     pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
@@ -773,10 +820,8 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     if (TF(fc_gin_phase_tables)(pl, &Jh, &Jw)) return -1;
     fc_idx TTall = pl->Kg * g->R * g->S, plane = pl->Hb * pl->Wb;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
-    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->nmb * TTall * MRv) * sizeof(T));
-    if (!pl->off || !pl->A) return -1;
+    if (!pl->off || TF(fc_gin_math)(pl)) return -1;
     fc_idx max_off = TF(fc_gin_offsets)(pl, plane, 0, pl->off);
-    if (TF(fc_gin_pack_weights)(pl)) return -1;
     fc_idx P = Jh * Jw;
     pl->bufsize =
         FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
@@ -785,8 +830,9 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
         return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
     pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, g->N, pl->bufsize) : 1;
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
-    pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), nr);
-    pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, nr, pl->ngroups * g->G * pl->nphase, nthreads);
+    pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), pl->nr);
+    pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, pl->nr, pl->ngroups * g->G * pl->nphase,
+                                nthreads);
     pl->nPB = FC_CEIL_DIV(pl->Pr, pl->PB);
     pl->nitems = pl->ngroups * g->G * pl->nphase * pl->nPB;
     return 0;
@@ -794,6 +840,8 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
 
 static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     free(pl->A);
+    free(pl->a_off);
+    pl->a_off = NULL;
     free(pl->off);
     free(pl->ph_h);
     free(pl->ph_w);
@@ -852,8 +900,8 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_ws()->cached_call = 0; /* slot 0 now holds a band */
     TF(fc_build_padded_dy_rows)(pl, n, gi, hh->j0 + J0, rows + pl->Uh,
                                 (pl->band_rows + pl->Uh) * pl->Wb, buf);
-    fc_idx TTall = pl->Kg * g->R * g->S;
-    const TF(fc_packed_w) wts = {pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr, pl->Cg, Tf};
+    if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(buf, pl->bbufsize);
+    const TF(fc_packed_w) wts = {pl->A + pl->a_off[gi * pl->nphase + f], pl->Cg, Tf};
     const TF(fc_pixels) px = {.B = buf, .off = pl->boff + t0, .rowlen = pl->Wb == ww->J ? P : ww->J,
                               .Wq = pl->Wb, .Pimg = P, .imgs = 0, .P = P};
     const TF(fc_tile) tile = {Ct, ldc, NULL, 0};
@@ -865,8 +913,8 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
                                   .col0 = ww->j0 * g->sw + b - g->pl, .cstep = g->sw,
                                   .copy = TF(fc_copy)};
     for (fc_idx p0 = 0; p0 < P; p0 += pl->PB) {
-        fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->isa.nr), p0 + pl->PB);
-        pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
+        fc_idx p1 = FC_MIN(FC_ROUND_UP(P, (fc_idx)pl->nr), p0 + pl->PB);
+        pl->gemm(&wts, &px, p0, p1, &tile, Bp);
         TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, P), P, &view);
     }
     return 0;
@@ -880,7 +928,7 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     fc_idx gi = ng % g->G, n0 = (ng / g->G) * pl->NB, nb = FC_MIN(pl->NB, g->N - n0);
     const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
     fc_idx P = hh->J * ww->J, p0 = pb * pl->PB;
-    fc_idx p1 = FC_MIN(FC_ROUND_UP(nb * P, pl->isa.nr), p0 + pl->PB);
+    fc_idx p1 = FC_MIN(FC_ROUND_UP(nb * P, (fc_idx)pl->nr), p0 + pl->PB);
     fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
     if (p0 >= p1 || ww->J == 0 || Tf == 0) return 0; /* nothing, or only zeros (dx is zeroed) */
     T *buf = (T *)fc_ws_get(0, (size_t)(pl->NB * pl->bufsize) * sizeof(T));
@@ -892,16 +940,16 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     if (ws->cached_call != pl->call || ws->cached_key != ng) {
         for (fc_idx i = 0; i < nb; i++)
             TF(fc_build_padded_dy)(pl, n0 + i, gi, buf + i * pl->bufsize);
+        if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(buf, nb * pl->bufsize);
         ws->cached_call = pl->call;
         ws->cached_key = ng;
     }
-    fc_idx TTall = pl->Kg * g->R * g->S;
-    const TF(fc_packed_w) wts = {pl->A + (gi * TTall + t0) * pl->nmb * pl->isa.mr, pl->Cg, Tf};
+    const TF(fc_packed_w) wts = {pl->A + pl->a_off[gi * pl->nphase + f], pl->Cg, Tf};
     /* rows without gaps: one long row */
     const TF(fc_pixels) px = {.B = buf, .off = pl->off + t0, .rowlen = pl->Wb == ww->J ? P : ww->J,
                               .Wq = pl->Wb, .Pimg = P, .imgs = pl->bufsize, .P = nb * P};
     const TF(fc_tile) tile = {Ct, ldc, NULL, 0};
-    pl->isa.gemm_tile(&wts, &px, p0, p1, &tile, Bp);
+    pl->gemm(&wts, &px, p0, p1, &tile, Bp);
     fc_idx a = f / g->sw, b = f % g->sw;
     fc_idx ocs = g->H * g->W;
     const TF(fc_out_view) view = {.out = pl->dx + (n0 * g->C + gi * pl->Cg) * ocs,

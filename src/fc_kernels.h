@@ -47,7 +47,7 @@ static void fc_install_bf16(void) {
     fc_isa_f32 *t = &fc_kernels.f32.conv;
     t->gemm_bf16 = NULL;
     t->pack_bf16 = NULL;
-    t->bf16_mr = 0;
+    t->bf16_mr = t->bf16_nr = 0;
     t->bf16_a_elems = NULL;
 #ifdef FC_HAVE_X86_PATHS
     const int level = fc_bf16_resolve();
@@ -57,11 +57,13 @@ static void fc_install_bf16(void) {
                            : fc_gemm_tile_bf16_amx_model;
         t->pack_bf16 = fc_bf16_pack_rows_amx;
         t->bf16_mr = AMX_ROWS;
+        t->bf16_nr = 2 * BF_VL;
         t->bf16_a_elems = fc_bf16_amx_words;
     } else if (level == FC_BF16_AVX512_BF16) {
         t->gemm_bf16 = fc_gemm_tile_bf16_avx512;
         t->pack_bf16 = fc_bf16_pack_rows;
         t->bf16_mr = BF_MR;
+        t->bf16_nr = BF_NV * BF_VL;
         t->bf16_a_elems = fc_bf16_avx512_words;
     }
 #else

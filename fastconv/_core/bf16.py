@@ -106,7 +106,7 @@ def default_precision(precision: str) -> Iterator[None]:
 
 
 def arrays_precision() -> str:
-    """The precision of a forward on bfloat16 arrays (widened exactly to float32): their
+    """The precision of a convolution of bfloat16 arrays (widened exactly to float32): their
     float32 products are already those of bfloat16, so only a path whose instructions multiply
     bfloat16 faster is worth 'bf16'; the portable one would round values that need none."""
     return "ieee" if _kernels.get_bf16_path() == "portable" else "bf16"

@@ -177,7 +177,7 @@ def conv2d_backward(grad_output: ArrayLike, input: ArrayLike, weight: ArrayLike,
     if wide is not None:
         grads = _backward(algorithm, wide["grad_output"], wide["input"], wide["weight"], stride,
                           padding, dilation, groups, needs, epilogue, wide["output"],
-                          precision or "ieee")  # exact products of bfloat16 values already
+                          precision or bf16.arrays_precision())
         return bf16.narrow_all(*grads)
     return _backward(algorithm, grad_output, input, weight, stride, padding, dilation, groups,
                      needs, epilogue, output, precision)

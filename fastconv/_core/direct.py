@@ -195,7 +195,7 @@ def _tap_range(out_size: int, in_size: int, pad: int, offset: int, stride: int
 
 
 def _grad_input_by_taps(go4: FloatArray, weight: FloatArray, input_shape: Sequence[int],
-                        g: ConvGeometry) -> FloatArray:
+                        g: ConvGeometry, bf16: bool = False) -> FloatArray:
     """grad_input summed over real (output position, tap) pairs only, as torch's col2im does.
 
     The compiled grad_input correlates a zero-padded grad_output with the flipped kernel, which
@@ -221,7 +221,7 @@ def _grad_input_by_taps(go4: FloatArray, weight: FloatArray, input_shape: Sequen
             part = _kernels.empty((n, c, oh1 - oh0, ow1 - ow0), go4.dtype)
             tap = ConvGeometry((1, 1), (1, 1), 0, 0, 0, 0, g.groups, oh1 - oh0, ow1 - ow0)
             _kernels.conv2d_grad_input(go_tap, np.ascontiguousarray(weight[:, :, r:r + 1, s:s + 1]),
-                                       part, tap)
+                                       part, tap, bf16)
             with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in torch
                 grad_input[:, :, ih0:ih0 + (oh1 - oh0 - 1) * sh + 1:sh,
                            iw0:iw0 + (ow1 - ow0 - 1) * sw + 1:sw] += part
@@ -258,8 +258,9 @@ def forward(x4: FloatArray, weight: FloatArray, bias: Optional[FloatArray], g: C
 
 
 def _grad_input(go4: FloatArray, input_shape: Sequence[int], weight: FloatArray,
-                g: ConvGeometry, plan: KernelPlan) -> FloatArray:
-    """grad_input for an input of ``input_shape`` (only its shape matters), dtype of ``go4``."""
+                g: ConvGeometry, plan: KernelPlan, bf16: bool = False) -> FloatArray:
+    """grad_input for an input of ``input_shape`` (only its shape matters), dtype of ``go4``;
+    ``bf16``: with the products of ``go4`` and ``weight`` rounded to bfloat16."""
     dtype = go4.dtype
     runs = math.prod(input_shape) and go4.size and weight.size
     kg = plan.geometry
@@ -268,7 +269,7 @@ def _grad_input(go4: FloatArray, input_shape: Sequence[int], weight: FloatArray,
         return np.zeros(input_shape, dtype=dtype)
     if runs and not _all_finite(_kept_taps(weight, plan)):
         check_size(input_shape, dtype.itemsize, "grad_input")
-        return _grad_input_by_taps(go4, weight, input_shape, g)  # it skips the dropped taps
+        return _grad_input_by_taps(go4, weight, input_shape, g, bf16)  # skips the dropped taps
     weight = _kept_taps(weight, plan)
     shape = _kernel_shape(input_shape, plan)
     check_size(shape, dtype.itemsize, "grad_input")
@@ -276,7 +277,7 @@ def _grad_input(go4: FloatArray, input_shape: Sequence[int], weight: FloatArray,
     # reaches keep the zeros
     grad_input = _kernels.empty(shape, dtype, zero=not runs or kg.stride != (1, 1))
     if runs:
-        _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, kg)
+        _kernels.conv2d_grad_input(go4, np.ascontiguousarray(weight), grad_input, kg, bf16)
     if plan.gathered:  # back from the gathered rows to the input's, in a fixed order
         grad_input = scatter_add(_cropped_shape(input_shape, plan), dtype, grad_input,
                                  plan.rows_h, plan.rows_w)
@@ -335,16 +336,17 @@ def grad_bias(go4: FloatArray) -> FloatArray:
     return grad_bias
 
 
-def backward(go4: FloatArray, x4: FloatArray, weight: FloatArray, g: ConvGeometry, needs: Needs
-             ) -> Grads:
+def backward(go4: FloatArray, x4: FloatArray, weight: FloatArray, g: ConvGeometry, needs: Needs,
+             bf16_input: bool = False) -> Grads:
     """``(grad_input, grad_weight, grad_bias)`` of conv2d for the 4-D ``go4`` and ``x4``; an
-    entry whose ``needs`` flag is False is None."""
+    entry whose ``needs`` flag is False is None. ``bf16_input``: grad_input with the products
+    of ``go4`` and ``weight`` rounded to bfloat16 (the kernels round or convert them)."""
     need_input, need_weight, need_bias = needs
     go4 = np.ascontiguousarray(go4)
     if not go4.size:
         return _zero_gradients(x4.shape, weight.shape, x4.dtype, needs)
     plan = kernel_plan(x4.shape, weight.shape, g)
-    grad_input = _grad_input(go4, x4.shape, weight, g, plan) if need_input else None
+    grad_input = _grad_input(go4, x4.shape, weight, g, plan, bf16_input) if need_input else None
     grad_weight = _grad_weight(go4, x4, weight, plan) if need_weight else None
     grad_bias = None
     if need_bias:

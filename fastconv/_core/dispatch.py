@@ -16,8 +16,9 @@ usable for (a padding far beyond what the windows read) to the direct kernels, w
 same result. The backends share the argument rules and the geometry, never each other's code.
 
 A convolution with bfloat16 products (``bf16=True``: see :mod:`fastconv._core.bf16`) runs on the
-direct kernels: the forward converts as it packs, the backward passes are those of float32 on
-copies of their operands rounded to bfloat16. The FFT computes no such thing and refuses it.
+direct kernels: the forward and grad_input convert as they pack (or round the copies they
+make), grad_weight is that of float32 on copies of its operands rounded to bfloat16. The FFT
+computes no such thing and refuses it.
 """
 from __future__ import annotations
 
@@ -88,17 +89,14 @@ def backward(algorithm: str, grad_output4: FloatArray, x4: FloatArray, weight: F
 
 def _backward_bf16(grad_output4: FloatArray, x4: FloatArray, weight: FloatArray,
                    geometry: ConvGeometry, needs: Needs) -> Grads:
-    """The gradients with bfloat16 products: grad_input of the rounded grad_output and weight,
-    grad_weight of the rounded grad_output and input (only what is needed is rounded);
-    grad_bias, which multiplies nothing, of grad_output as it is."""
+    """The gradients with bfloat16 products: grad_input of grad_output and weight (the kernels
+    round them, or convert them on the bfloat16 GEMM), grad_weight of copies of grad_output and
+    input rounded here; grad_bias, which multiplies nothing, of grad_output as it is."""
     need_input, need_weight, need_bias = needs
-    grad_input = grad_weight = grad_bias = None
-    if need_input or need_weight:
-        go = _bf16.round_float32(grad_output4)
-        grad_input, grad_weight, _ = direct.backward(
-            go, _bf16.round_float32(x4) if need_weight else x4,
-            _bf16.round_float32(weight) if need_input else weight, geometry,
-            (need_input, need_weight, False))
-    if need_bias:
-        grad_bias = direct.backward(grad_output4, x4, weight, geometry, (False, False, True))[2]
+    grad_input, _, grad_bias = direct.backward(grad_output4, x4, weight, geometry,
+                                               (need_input, False, need_bias), bf16_input=True)
+    grad_weight = None
+    if need_weight:
+        grad_weight = direct.backward(_bf16.round_float32(grad_output4), _bf16.round_float32(x4),
+                                      weight, geometry, (False, True, False))[1]
     return grad_input, grad_weight, grad_bias
