@@ -160,10 +160,10 @@ the SIMD paths and capped by them): ``amx`` (tiles, src/conv_amx_tmpl.h), ``avx5
 own over the same plan as the float32 forward: the weights packed in pairs of taps, each panel
 of pixels converted to bfloat16 as it is packed (once per tap block, reused by every block of
 output channels), the epilogue of the float32 kernels. The portable path rounds the wide buffer
-and the packed weights in place and runs the float32 kernels. The backward passes run the
-float32 kernels on rounded copies. Results have an error bound (that of a float32 sum of the
-exact products of the rounded inputs) and are the same for any thread count, but the paths do
-not agree bit for bit.
+and the packed weights in place and runs the float32 kernels. grad_input is the same GEMM
+(with its own packed weights); grad_weight runs the float32 kernels on rounded copies. Results
+have an error bound (that of a float32 sum of the exact products of the rounded inputs) and are
+the same for any thread count, but the paths do not agree bit for bit.
 """
 from __future__ import annotations
 

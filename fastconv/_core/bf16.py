@@ -74,11 +74,11 @@ def set_precision(precision: str) -> str:
     ``(n - 1) * 2**-24 * sum(|w * x|)`` of the exact sum of its ``n`` products of the rounded
     inputs (bias included), and is the same for any thread count. The paths do not agree bit
     for bit (each sums in its own order): on AVX512-BF16 (``vdpbf16ps``: AMD Zen 4 and later,
-    Intel Cooper Lake) the forward runs about twice as fast as float32; on AMX (Intel Sapphire
-    Rapids and later) on tiles; both treat inputs below ``2**-126`` in magnitude as zero, as
-    the instructions do. Elsewhere (and for the backward passes) the float32 kernels run on
-    rounded copies, at their speed. bfloat16 arrays (``ml_dtypes.bfloat16``) are computed the
-    same way whatever this setting, their results rounded to bfloat16.
+    Intel Cooper Lake) the forward and grad_input run up to twice as fast as float32; on AMX
+    (Intel Sapphire Rapids and later) on tiles; both treat inputs below ``2**-126`` in
+    magnitude as zero, as the instructions do. Elsewhere (and for grad_weight) the float32
+    kernels run on rounded copies, at their speed. bfloat16 arrays (``ml_dtypes.bfloat16``)
+    are computed the same way whatever this setting, their results rounded to bfloat16.
     """
     global _precision
     check_precision(precision)
