@@ -376,9 +376,9 @@ typedef struct {
 } TF(fc_fwd_plan);
 
 /* A[mb][t][i] = w[m0 + i][t] for the rows m0 + i of each balanced row block mb (fc_row_block)
- * of the M x TT matrix w, MR lanes per tap (those past a short block are left alone: zero).
- * Written in order, reading the block's rows in step, so that the stores are sequential: it runs
- * on the calling thread, before the parallel items, so its time is not shared out. */
+ * of the M x TT matrix w, MR lanes per tap (those past a short block are left alone: never
+ * read). Written in order, reading the block's rows in step, so that the stores are sequential:
+ * it runs on the calling thread, before the parallel items, so its time is not shared out. */
 static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T *restrict A) {
     for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) {
         fc_idx m0;
@@ -411,7 +411,8 @@ static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
     const int MRv = gemm ? bmr : pl->isa.mr;
     pl->nr = gemm ? pl->isa.bf16_nr : pl->isa.nr;
     pl->a_group = gemm ? pl->isa.bf16_a_elems(pl->Kg, pl->TT) : pl->nmb * MRv * pl->TT;
-    pl->A = (T *)fc_aligned_calloc((size_t)(g->G * pl->a_group) * sizeof(T));
+    /* not zeroed: the micro-kernels read only the rows of their blocks, all written below */
+    pl->A = (T *)fc_aligned_alloc((size_t)(g->G * pl->a_group) * sizeof(T));
     if (!pl->A) return -1;
     pl->gemm = gemm ? pl->isa.gemm_bf16 : pl->isa.gemm_tile;
     for (fc_idx gi = 0; gi < g->G; gi++)
@@ -733,51 +734,63 @@ static int TF(fc_gin_phase_tables)(TF(fc_gin_plan) * pl, fc_idx *Jh, fc_idx *Jw)
     return 0;
 }
 
-/* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s), packed
- * as gemm_tile reads it ([nmb][Tf][MR], rows in the blocks of fc_row_block; row c's block and
- * lane are computed once here, not per weight), or, for the bfloat16 GEMM, gathered into the
- * row-major Cg x Tf matrix `rows` and packed by pack_bf16. */
+/* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s) in that
+ * order, packed as gemm_tile reads it ([nmb][Tf][MR], rows in the blocks of fc_row_block), or,
+ * for the bfloat16 GEMM, gathered into the row-major Cg x Tf matrix `rows` and packed by
+ * pack_bf16. The float32 packing walks the weights a row block and an output channel k at a
+ * time: the block's rows of k (a cache line or two each) are read once for every phase, and
+ * each phase's packed block is written in order. */
+static void TF(fc_gin_pack_f32)(TF(fc_gin_plan) * pl, fc_idx gi) {
+    const TF(fc_geom) *g = &pl->g;
+    const int MRv = pl->isa.mr;
+    const fc_idx RS = g->R * g->S;
+    for (fc_idx mb = 0; mb < pl->nmb; mb++) {
+        fc_idx c0;
+        int mr;
+        fc_row_block(pl->Cg, MRv, mb, &c0, &mr);
+        for (fc_idx k = 0; k < pl->Kg; k++) {
+            const T *wk = pl->w + ((gi * pl->Kg + k) * pl->Cg + c0) * RS;
+            for (fc_idx f = 0; f < pl->nphase; f++) {
+                const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
+                const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
+                T *Ab = pl->A + pl->a_off[gi * pl->nphase + f] + mb * Tf * MRv;
+                fc_idx tt = k * hh->ntaps * ww->ntaps;
+                for (fc_idx i = 0; i < hh->ntaps; i++)
+                    for (fc_idx j = 0; j < ww->ntaps; j++, tt++) {
+                        const T *src = wk + hh->taps[i] * g->S + ww->taps[j];
+                        for (int lane = 0; lane < mr; lane++)
+                            Ab[tt * MRv + lane] = src[lane * RS];
+                    }
+            }
+        }
+    }
+}
+
 static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
     const TF(fc_geom) *g = &pl->g;
-    const int gemm = pl->math == FC_MATH_BF16_GEMM, MRv = pl->isa.mr;
-    fc_idx *cblk = (fc_idx *)malloc((size_t)(2 * pl->Cg + 1) * sizeof(fc_idx));
+    if (pl->math != FC_MATH_BF16_GEMM) {
+        for (fc_idx gi = 0; gi < g->G; gi++) TF(fc_gin_pack_f32)(pl, gi);
+        return 0;
+    }
     fc_idx Tmax = 0;
     for (fc_idx f = 0; f < pl->nphase; f++)
         Tmax = FC_MAX(Tmax, pl->tap_start[f + 1] - pl->tap_start[f]);
-    T *rows = gemm ? (T *)malloc((size_t)FC_MAX(pl->Cg * Tmax, (fc_idx)1) * sizeof(T)) : NULL;
-    if (!cblk || (gemm && !rows)) {
-        free(cblk);
-        free(rows);
-        return -1;
-    }
-    fc_idx *clane = cblk + pl->Cg;
-    for (fc_idx c = 0; c < pl->Cg; c++) {
-        int lane;
-        cblk[c] = fc_row_slot(pl->Cg, MRv, c, &lane);
-        clane[c] = lane;
-    }
+    T *rows = (T *)malloc((size_t)FC_MAX(pl->Cg * Tmax, (fc_idx)1) * sizeof(T));
+    if (!rows) return -1;
     for (fc_idx gi = 0; gi < g->G; gi++)
-        for (fc_idx a = 0; a < g->sh; a++)
-            for (fc_idx b = 0; b < g->sw; b++) {
-                fc_idx f = a * g->sw + b, t0 = pl->tap_start[f];
-                fc_idx Tf = pl->tap_start[f + 1] - t0;
-                T *Af = pl->A + pl->a_off[gi * pl->nphase + f];
-                const TF(fc_phase1d) *hh = &pl->ph_h[a], *ww = &pl->ph_w[b];
-                fc_idx tt = 0;
-                for (fc_idx k = 0; k < pl->Kg; k++)
-                    for (fc_idx i = 0; i < hh->ntaps; i++)
-                        for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
-                            for (fc_idx c = 0; c < pl->Cg; c++) {
-                                const T v = pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R +
-                                                   hh->taps[i]) * g->S + ww->taps[j]];
-                                if (gemm)
-                                    rows[c * Tf + tt] = v;
-                                else
-                                    Af[(cblk[c] * Tf + tt) * MRv + clane[c]] = v;
-                            }
-                if (gemm) pl->isa.pack_bf16(rows, pl->Cg, Tf, pl->isa.bf16_mr, Af);
-            }
-    free(cblk);
+        for (fc_idx f = 0; f < pl->nphase; f++) {
+            const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
+            const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
+            fc_idx tt = 0;
+            for (fc_idx k = 0; k < pl->Kg; k++)
+                for (fc_idx i = 0; i < hh->ntaps; i++)
+                    for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
+                        for (fc_idx c = 0; c < pl->Cg; c++)
+                            rows[c * Tf + tt] = pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R +
+                                                       hh->taps[i]) * g->S + ww->taps[j]];
+            pl->isa.pack_bf16(rows, pl->Cg, Tf, pl->isa.bf16_mr,
+                              pl->A + pl->a_off[gi * pl->nphase + f]);
+        }
     free(rows);
     return 0;
 }
@@ -803,7 +816,7 @@ static int TF(fc_gin_math)(TF(fc_gin_plan) * pl) {
             pl->a_off[gi * pl->nphase + f] = total;
             total += gemm ? pl->isa.bf16_a_elems(pl->Cg, Tf) : pl->nmb * Tf * pl->isa.mr;
         }
-    pl->A = (T *)fc_aligned_calloc((size_t)total * sizeof(T));
+    pl->A = (T *)fc_aligned_alloc((size_t)total * sizeof(T)); /* as the forward's A */
     if (!pl->A || TF(fc_gin_pack_weights)(pl)) return -1;
     if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(pl->A, total);
     return 0;

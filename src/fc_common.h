@@ -301,6 +301,17 @@ static inline uint64_t fc_next_call_id(void) {
     return __atomic_add_fetch(&fc_call_counter, 1, __ATOMIC_RELAXED);
 }
 
+/* A plan buffer of `bytes` whose every element is written before it is read (the packed
+ * weights: a large layer's are megabytes, which zeroing would cost a pass over on every call).
+ * At least one line, so that 0 bytes is not an error. */
+static inline void *fc_aligned_alloc(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = FC_ALIGN;
+    __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
+    if (posix_memalign(&p, FC_ALIGN, FC_ROUND_UP(bytes, FC_ALIGN)) != 0) return NULL;
+    return p;
+}
+
 /* A zeroed plan buffer of `bytes` (at least one line, so that 0 bytes is not an error). */
 static inline void *fc_aligned_calloc(size_t bytes) {
     void *p = NULL;
