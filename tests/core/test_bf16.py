@@ -76,7 +76,7 @@ class using_bf16_path:
 
 
 def rounded(a):
-    """``a`` (float32) rounded to bfloat16, as float32, by ml_dtypes (the oracle of the rounding)."""
+    """``a`` (float32) rounded to bfloat16, as float32, by ml_dtypes (the rounding's oracle)."""
     return None if a is None else np.asarray(a).astype(BF16).astype(np.float32)
 
 
