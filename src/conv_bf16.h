@@ -78,8 +78,9 @@ BF_INLINE void fc_bf16_pack_panel(const F5(segments) * sg, const float *restrict
                                   uint32_t *restrict Bp) {
     /* word 2j of a pair vector is word j of the converted first tap, word 2j + 1 word j of the
      * second (vcvtne2ps2bf16 puts its second operand in words 0-15, its first in 16-31) */
-    static const uint16_t pairs[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    static const uint16_t pairs[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+                                       21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
+                                       11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
     const __m512i interleave = _mm512_loadu_si512(pairs);
     /* the vectors of the panel, once: source and destination offsets, lanes in use */
     fc_idx vsrc[FC_PANEL_MAXW_F32], vdst[FC_PANEL_MAXW_F32];
@@ -115,7 +116,8 @@ BF_INLINE void fc_bf16_pack_panel(const F5(segments) * sg, const float *restrict
                                      _mm512_permutexvar_epi16(interleave, v));
         }
         /* the lanes past the last pixel: zero (finite) */
-        if (tail) _mm512_mask_storeu_epi32(dst + valid - valid % BF_VL, tail, _mm512_setzero_si512());
+        if (tail)
+            _mm512_mask_storeu_epi32(dst + valid - valid % BF_VL, tail, _mm512_setzero_si512());
         for (fc_idx q = FC_ROUND_UP(valid, (fc_idx)BF_VL); q < w; q += BF_VL)
             _mm512_storeu_si512(dst + q, _mm512_setzero_si512());
     }
@@ -191,8 +193,9 @@ typedef void (*fc_bf16_ukernel_fn)(fc_idx kp, const uint32_t *A, const uint32_t 
 #define FC_BF_ROWN FC_BF_ROW3
 #define FC_BF_ENTRYN FC_BF_ENTRY3
 #elif BF_MR == 12 && BF_NV == 2
-#define FC_BF_BLOCKS(ROWN, ROW4) \
-    ROW4(1) ROW4(2) ROW4(3) ROW4(4) ROWN(5) ROWN(6) ROWN(7) ROWN(8) ROWN(9) ROWN(10) ROWN(11) ROWN(12)
+#define FC_BF_BLOCKS(ROWN, ROW4)                                                               \
+    ROW4(1) ROW4(2) ROW4(3) ROW4(4) ROWN(5) ROWN(6) ROWN(7) ROWN(8) ROWN(9) ROWN(10) ROWN(11) \
+        ROWN(12)
 #define FC_BF_ROWN FC_BF_ROW2
 #define FC_BF_ENTRYN FC_BF_ENTRY2
 #else

@@ -29,9 +29,9 @@ typedef struct {
 
 enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
 
-/* A forward's or grad_input's products (fc_job.math): exact float32 ones, or those of its inputs rounded to
- * bfloat16 (fc_bf16.h), computed by rounding the copies the engine makes (ROUND) or by the
- * ISA's bfloat16 GEMM (GEMM; the plan chooses, the job asks for either). */
+/* A forward's or grad_input's products (fc_job.math): exact float32 ones, or those of its
+ * inputs rounded to bfloat16 (fc_bf16.h), computed by rounding the copies the engine makes
+ * (ROUND) or by the ISA's bfloat16 GEMM (GEMM; the plan chooses, the job asks for either). */
 enum { FC_MATH_F32 = 0, FC_MATH_BF16_ROUND = 1, FC_MATH_BF16_GEMM = 2 };
 
 typedef struct fc_job fc_job;

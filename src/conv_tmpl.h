@@ -393,7 +393,8 @@ static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T
 
 /* a[0:n] rounded to bfloat16 in place (float32 only: the job refuses bfloat16 math otherwise) */
 static void TF(fc_round_bf16)(T *a, fc_idx n) {
-    if (sizeof(T) == sizeof(float)) fc_bf16_round_f32((const float *)(void *)a, (float *)(void *)a, n);
+    if (sizeof(T) == sizeof(float))
+        fc_bf16_round_f32((const float *)(void *)a, (float *)(void *)a, n);
 }
 
 /* How a forward asked for bfloat16 products (math != FC_MATH_F32) gets them: from the ISA's

@@ -156,7 +156,8 @@ FC_BF16_CLONES static void fc_bf16_round_f32(const float *src, float *dst, fc_id
 }
 
 /* dst[i] = the bfloat16 of src[i] (its 16 bits). */
-FC_BF16_CLONES static void fc_bf16_narrow(const float *restrict src, uint16_t *restrict dst, fc_idx n) {
+FC_BF16_CLONES static void fc_bf16_narrow(const float *restrict src, uint16_t *restrict dst,
+                                          fc_idx n) {
     for (fc_idx i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, src + i, sizeof u);
@@ -165,7 +166,8 @@ FC_BF16_CLONES static void fc_bf16_narrow(const float *restrict src, uint16_t *r
 }
 
 /* dst[i] = the float32 of bfloat16 src[i] (exact). */
-FC_BF16_CLONES static void fc_bf16_widen(const uint16_t *restrict src, float *restrict dst, fc_idx n) {
+FC_BF16_CLONES static void fc_bf16_widen(const uint16_t *restrict src, float *restrict dst,
+                                         fc_idx n) {
     for (fc_idx i = 0; i < n; i++) {
         uint32_t u = (uint32_t)src[i] << 16;
         memcpy(dst + i, &u, sizeof u);
