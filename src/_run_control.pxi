@@ -14,9 +14,10 @@ cdef extern from "fc_kernels.h" nogil:
     void fc_run_done(fc_run *r, int status)
 
     ctypedef struct fc_schedule:
-        fc_idx nitems, nreduce, chunk
+        fc_idx npre, nitems, nreduce, chunk
     ctypedef struct fc_task:
         int (*prepare)(void *job, int nthreads, fc_schedule *s) noexcept nogil
+        int (*pre_item)(void *job, fc_idx i) noexcept nogil
         int (*item)(void *job, fc_idx i) noexcept nogil
         int (*reduce_item)(void *job, fc_idx i) noexcept nogil
         void (*finish)(void *job) noexcept nogil
@@ -58,13 +59,21 @@ cdef int _run(void *job, const fc_task *task, int nthreads, str workspace) excep
     cdef unsigned mode = 0  # each thread's own (firstprivate)
     cdef fc_schedule s
     cdef fc_run run
-    s.nitems = s.nreduce = 0
+    s.npre = s.nitems = s.nreduce = 0
     s.chunk = 1
     fc_run_init(&run, _flush_denormal, PyThread_get_thread_ident() == _main_thread,
                 _check_signals)
     with nogil:
         status = task.prepare(job, nthreads, &s)
-        if status == 0:
+        if status == 0 and s.npre > 0:
+            # a region of its own: every item reads what the preparation items write
+            with parallel(num_threads=nthreads):
+                mode = fc_run_enter(&run)
+                for i in prange(s.npre, schedule="dynamic"):
+                    if not fc_run_stopped(&run):
+                        fc_run_done(&run, task.pre_item(job, i))
+                fc_run_leave(mode)
+        if status == 0 and not fc_run_stopped(&run):
             with parallel(num_threads=nthreads):
                 mode = fc_run_enter(&run)
                 for i in prange(s.nitems, schedule="dynamic", chunksize=s.chunk):

@@ -41,6 +41,7 @@ typedef struct fc_job fc_job;
  * items and reduction items read the plan only. */
 typedef struct {
     int (*start)(fc_job *j, const void *isa, int nthreads, fc_schedule *s);
+    int (*pre_item)(const void *plan, fc_idx i); /* NULL: the pass has no preparation items */
     int (*item)(const void *plan, fc_idx i);
     int (*reduce_item)(const void *plan, fc_idx i); /* NULL: the pass has no reduction */
     void (*free_plan)(void *plan);
@@ -109,6 +110,11 @@ static inline int fc_job_item(const fc_job *j, fc_idx i) {
     int st = !ws ? -1 : j->ops->item(j->plan, i);
     fc_ws_leave(ws);
     return st;
+}
+
+/* Preparation items (the packing of a large layer's weights) need no workspace. */
+static inline int fc_job_pre_item(const fc_job *j, fc_idx i) {
+    return j->ops->pre_item(j->plan, i);
 }
 
 static inline int fc_job_reduce_item(const fc_job *j, fc_idx i) {

@@ -24,6 +24,7 @@ static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     if (p->math != FC_MATH_F32 && sizeof(T) != sizeof(float)) return -1;
     p->out = (T *)j->out;
     int st = FJ(fc_fwd_prepare)(p, nthreads);
+    s->npre = p->npre;
     s->nitems = p->nitems;
     s->nreduce = 0;
     s->chunk = p->nPB; /* the items of one image group, which share its wide buffer */
@@ -41,6 +42,7 @@ static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     p->math = j->math;
     if (p->math != FC_MATH_F32 && sizeof(T) != sizeof(float)) return -1;
     int st = FJ(fc_gin_prepare)(p, nthreads);
+    s->npre = p->npre;
     s->nitems = p->nitems;
     s->nreduce = 0;
     s->chunk = p->nphase * p->nPB; /* the items of one image group (all its stride phases) */
@@ -63,6 +65,12 @@ static int FJ(fc_gw_start)(fc_job *j, const void *isa, int nthreads, fc_schedule
     return st;
 }
 
+static int FJ(fc_fwd_pre_item_of)(const void *plan, fc_idx i) {
+    return FJ(fc_fwd_pre_item)(plan, i);
+}
+static int FJ(fc_gin_pre_item_of)(const void *plan, fc_idx i) {
+    return FJ(fc_gin_pre_item)(plan, i);
+}
 static int FJ(fc_fwd_item_of)(const void *plan, fc_idx i) { return FJ(fc_fwd_item)(plan, i); }
 static int FJ(fc_gin_item_of)(const void *plan, fc_idx i) { return FJ(fc_gin_item)(plan, i); }
 static int FJ(fc_gw_item_of)(const void *plan, fc_idx i) { return FJ(fc_gw_item)(plan, i); }
@@ -74,9 +82,11 @@ static void FJ(fc_gin_free_of)(void *plan) { FJ(fc_gin_free)(plan); }
 static void FJ(fc_gw_free_of)(void *plan) { FJ(fc_gw_free)(plan); }
 
 static const fc_conv_pass FJ(fc_conv_passes)[FC_PASS_COUNT] = {
-    [FC_PASS_FORWARD] = {FJ(fc_fwd_start), FJ(fc_fwd_item_of), NULL, FJ(fc_fwd_free_of)},
-    [FC_PASS_GRAD_INPUT] = {FJ(fc_gin_start), FJ(fc_gin_item_of), NULL, FJ(fc_gin_free_of)},
-    [FC_PASS_GRAD_WEIGHT] = {FJ(fc_gw_start), FJ(fc_gw_item_of), FJ(fc_gw_reduce_item_of),
+    [FC_PASS_FORWARD] = {FJ(fc_fwd_start), FJ(fc_fwd_pre_item_of), FJ(fc_fwd_item_of), NULL,
+                         FJ(fc_fwd_free_of)},
+    [FC_PASS_GRAD_INPUT] = {FJ(fc_gin_start), FJ(fc_gin_pre_item_of), FJ(fc_gin_item_of), NULL,
+                            FJ(fc_gin_free_of)},
+    [FC_PASS_GRAD_WEIGHT] = {FJ(fc_gw_start), NULL, FJ(fc_gw_item_of), FJ(fc_gw_reduce_item_of),
                              FJ(fc_gw_free_of)},
 };
 

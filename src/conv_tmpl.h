@@ -360,6 +360,7 @@ typedef struct {
     T slope;
     int math;           /* FC_MATH_*: float32 products, or bfloat16 ones (fc_fwd_math) */
     int nr;             /* pixel blocks are multiples of this: the GEMM's widest panel */
+    fc_idx npre;        /* preparation items: the packing of A (fc_fwd_pre_item) */
     /* gemm_tile, or the ISA's bfloat16 GEMM (math FC_MATH_BF16_GEMM) */
     void (*gemm)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
                  const TF(fc_tile) * out, T *Bp);
@@ -379,22 +380,47 @@ typedef struct {
  * of the M x TT matrix w, MR lanes per tap (those past a short block are left alone: never
  * read). Written in order, reading the block's rows in step, so that the stores are sequential:
  * it runs on the calling thread, before the parallel items, so its time is not shared out. */
-static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T *restrict A) {
-    for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) {
-        fc_idx m0;
-        int mr;
-        fc_row_block(M, MR, mb, &m0, &mr);
-        const T *restrict wm = w + m0 * TT;
-        T *restrict a = A + mb * TT * MR;
-        for (fc_idx t = 0; t < TT; t++)
-            for (int i = 0; i < mr; i++) a[t * MR + i] = wm[i * TT + t];
-    }
+static void TF(fc_pack_row_block)(const T *restrict w, fc_idx M, fc_idx TT, int MR, fc_idx mb,
+                                  T *restrict A) {
+    fc_idx m0;
+    int mr;
+    fc_row_block(M, MR, mb, &m0, &mr);
+    const T *restrict wm = w + m0 * TT;
+    T *restrict a = A + mb * TT * MR;
+    for (fc_idx t = 0; t < TT; t++)
+        for (int i = 0; i < mr; i++) a[t * MR + i] = wm[i * TT + t];
 }
+
+static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T *restrict A) {
+    for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) TF(fc_pack_row_block)(w, M, TT, MR, mb, A);
+}
+
+/* Weights of at least this many elements are packed by the call's threads, as its preparation
+ * items (a row block each, or a group for the bfloat16 GEMM); smaller ones by the calling thread
+ * in prepare, as a parallel region of its own would cost more than it saves. Packing is a copy:
+ * who does it changes no result. */
+#define FC_PACK_PARALLEL_ELEMS ((fc_idx)1 << 16)
 
 /* a[0:n] rounded to bfloat16 in place (float32 only: the job refuses bfloat16 math otherwise) */
 static void TF(fc_round_bf16)(T *a, fc_idx n) {
     if (sizeof(T) == sizeof(float))
         fc_bf16_round_f32((const float *)(void *)a, (float *)(void *)a, n);
+}
+
+/* Preparation item i of a forward: the weights of group i (bfloat16 GEMM), or of row block
+ * i % nmb of group i / nmb, packed (and rounded to bfloat16 where the plan rounds). */
+static int TF(fc_fwd_pre_item)(const TF(fc_fwd_plan) * pl, fc_idx i) {
+    const int gemm = pl->math == FC_MATH_BF16_GEMM, MRv = gemm ? pl->isa.bf16_mr : pl->isa.mr;
+    const fc_idx nmb = FC_CEIL_DIV(pl->Kg, MRv), gi = gemm ? i : i / nmb, mb = i % nmb;
+    const T *w = pl->w + gi * pl->Kg * pl->TT;
+    T *A = pl->A + gi * pl->a_group;
+    if (gemm) {
+        pl->isa.pack_bf16(w, pl->Kg, pl->TT, MRv, A);
+        return 0;
+    }
+    TF(fc_pack_row_block)(w, pl->Kg, pl->TT, MRv, mb, A);
+    if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(A + mb * pl->TT * MRv, pl->TT * MRv);
+    return 0;
 }
 
 /* How a forward asked for bfloat16 products (math != FC_MATH_F32) gets them: from the ISA's
@@ -416,10 +442,11 @@ static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
     pl->A = (T *)fc_aligned_alloc((size_t)(g->G * pl->a_group) * sizeof(T));
     if (!pl->A) return -1;
     pl->gemm = gemm ? pl->isa.gemm_bf16 : pl->isa.gemm_tile;
-    for (fc_idx gi = 0; gi < g->G; gi++)
-        (gemm ? pl->isa.pack_bf16 : TF(fc_pack_rows))(pl->w + gi * pl->Kg * pl->TT, pl->Kg,
-                                                     pl->TT, MRv, pl->A + gi * pl->a_group);
-    if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(pl->A, g->G * pl->a_group);
+    pl->npre = g->G * (gemm ? 1 : FC_CEIL_DIV(pl->Kg, MRv));
+    if (g->G * pl->Kg * pl->TT < FC_PACK_PARALLEL_ELEMS) {
+        for (fc_idx i = 0; i < pl->npre; i++) TF(fc_fwd_pre_item)(pl, i);
+        pl->npre = 0;
+    }
     return 0;
 }
 
@@ -639,6 +666,7 @@ typedef struct {
     fc_idx *off;
     uint64_t call;
     int math, nr; /* as the forward's (fc_fwd_math) */
+    fc_idx npre;  /* preparation items: the packing of A (fc_gin_pre_item) */
     void (*gemm)(const TF(fc_packed_w) * w, const TF(fc_pixels) * px, fc_idx p0, fc_idx p1,
                  const TF(fc_tile) * out, T *Bp);
     /* row bands (band_rows > 0): bands of band_rows phase rows, each in a buffer of
@@ -741,11 +769,11 @@ static int TF(fc_gin_phase_tables)(TF(fc_gin_plan) * pl, fc_idx *Jh, fc_idx *Jw)
  * pack_bf16. The float32 packing walks the weights a row block and an output channel k at a
  * time: the block's rows of k (a cache line or two each) are read once for every phase, and
  * each phase's packed block is written in order. */
-static void TF(fc_gin_pack_f32)(TF(fc_gin_plan) * pl, fc_idx gi) {
+static void TF(fc_gin_pack_f32)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx mb) {
     const TF(fc_geom) *g = &pl->g;
     const int MRv = pl->isa.mr;
     const fc_idx RS = g->R * g->S;
-    for (fc_idx mb = 0; mb < pl->nmb; mb++) {
+    {
         fc_idx c0;
         int mr;
         fc_row_block(pl->Cg, MRv, mb, &c0, &mr);
@@ -767,32 +795,38 @@ static void TF(fc_gin_pack_f32)(TF(fc_gin_plan) * pl, fc_idx gi) {
     }
 }
 
-static int TF(fc_gin_pack_weights)(TF(fc_gin_plan) * pl) {
+/* The bfloat16 GEMM's weights of (group gi, phase f). */
+static int TF(fc_gin_pack_bf16)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx f) {
     const TF(fc_geom) *g = &pl->g;
-    if (pl->math != FC_MATH_BF16_GEMM) {
-        for (fc_idx gi = 0; gi < g->G; gi++) TF(fc_gin_pack_f32)(pl, gi);
-        return 0;
-    }
-    fc_idx Tmax = 0;
-    for (fc_idx f = 0; f < pl->nphase; f++)
-        Tmax = FC_MAX(Tmax, pl->tap_start[f + 1] - pl->tap_start[f]);
-    T *rows = (T *)malloc((size_t)FC_MAX(pl->Cg * Tmax, (fc_idx)1) * sizeof(T));
+    const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
+    const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
+    T *rows = (T *)malloc((size_t)FC_MAX(pl->Cg * Tf, (fc_idx)1) * sizeof(T));
     if (!rows) return -1;
-    for (fc_idx gi = 0; gi < g->G; gi++)
-        for (fc_idx f = 0; f < pl->nphase; f++) {
-            const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
-            const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
-            fc_idx tt = 0;
-            for (fc_idx k = 0; k < pl->Kg; k++)
-                for (fc_idx i = 0; i < hh->ntaps; i++)
-                    for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
-                        for (fc_idx c = 0; c < pl->Cg; c++)
-                            rows[c * Tf + tt] = pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R +
-                                                       hh->taps[i]) * g->S + ww->taps[j]];
-            pl->isa.pack_bf16(rows, pl->Cg, Tf, pl->isa.bf16_mr,
-                              pl->A + pl->a_off[gi * pl->nphase + f]);
-        }
+    fc_idx tt = 0;
+    for (fc_idx k = 0; k < pl->Kg; k++)
+        for (fc_idx i = 0; i < hh->ntaps; i++)
+            for (fc_idx j = 0; j < ww->ntaps; j++, tt++)
+                for (fc_idx c = 0; c < pl->Cg; c++)
+                    rows[c * Tf + tt] = pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R +
+                                               hh->taps[i]) * g->S + ww->taps[j]];
+    pl->isa.pack_bf16(rows, pl->Cg, Tf, pl->isa.bf16_mr, pl->A + pl->a_off[gi * pl->nphase + f]);
     free(rows);
+    return 0;
+}
+
+/* Preparation item i of grad_input: the weights of (group, phase) i (bfloat16 GEMM), or of row
+ * block i % nmb of group i / nmb in every phase, packed (and rounded where the plan rounds). */
+static int TF(fc_gin_pre_item)(const TF(fc_gin_plan) * pl, fc_idx i) {
+    if (pl->math == FC_MATH_BF16_GEMM)
+        return TF(fc_gin_pack_bf16)(pl, i / pl->nphase, i % pl->nphase);
+    const fc_idx gi = i / pl->nmb, mb = i % pl->nmb;
+    TF(fc_gin_pack_f32)(pl, gi, mb);
+    if (pl->math == FC_MATH_BF16_ROUND)
+        for (fc_idx f = 0; f < pl->nphase; f++) {
+            const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
+            TF(fc_round_bf16)(pl->A + pl->a_off[gi * pl->nphase + f] + mb * Tf * pl->isa.mr,
+                              Tf * pl->isa.mr);
+        }
     return 0;
 }
 
@@ -818,8 +852,13 @@ static int TF(fc_gin_math)(TF(fc_gin_plan) * pl) {
             total += gemm ? pl->isa.bf16_a_elems(pl->Cg, Tf) : pl->nmb * Tf * pl->isa.mr;
         }
     pl->A = (T *)fc_aligned_alloc((size_t)total * sizeof(T)); /* as the forward's A */
-    if (!pl->A || TF(fc_gin_pack_weights)(pl)) return -1;
-    if (pl->math == FC_MATH_BF16_ROUND) TF(fc_round_bf16)(pl->A, total);
+    if (!pl->A) return -1;
+    pl->npre = g->G * (gemm ? pl->nphase : pl->nmb);
+    if (pl->Kg * g->C * g->R * g->S < FC_PACK_PARALLEL_ELEMS) {
+        for (fc_idx i = 0; i < pl->npre; i++)
+            if (TF(fc_gin_pre_item)(pl, i)) return -1;
+        pl->npre = 0;
+    }
     return 0;
 }
 

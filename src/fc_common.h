@@ -561,16 +561,26 @@ static inline void fc_run_done(fc_run *r, int status) {
 
 /* ---- one kernel call as the run loop (src/_run_control.pxi) sees it --------------------------
  * The job of either engine: `prepare` plans it for `nthreads` threads and fills its schedule,
- * `item` runs one item (in any order, on any thread), `reduce_item` one of the reduction items,
- * which run once every item is done, and `finish` frees what `prepare` allocated, whether it
- * succeeded or not. Each returns 0, or -1 when out of memory. */
+ * `pre_item` runs one of the preparation items (a large convolution's packing of its weights),
+ * which all run before any item, `item` runs one item (in any order, on any thread),
+ * `reduce_item` one of the reduction items, which run once every item is done, and `finish`
+ * frees what `prepare` allocated, whether it succeeded or not. Each returns 0, or -1 when out
+ * of memory. */
 typedef struct {
-    fc_idx nitems, nreduce; /* work items; reduction items (0: none) */
-    fc_idx chunk;           /* >= 1: consecutive items a thread takes at once */
+    fc_idx npre, nitems, nreduce; /* preparation, work and reduction items (0: none) */
+    fc_idx chunk;                 /* >= 1: consecutive items a thread takes at once */
 } fc_schedule;
+
+/* For the tasks without preparation or reduction items. */
+static inline int fc_task_no_items(void *job, fc_idx i) {
+    (void)job;
+    (void)i;
+    return 0;
+}
 
 typedef struct {
     int (*prepare)(void *job, int nthreads, fc_schedule *s);
+    int (*pre_item)(void *job, fc_idx i);
     int (*item)(void *job, fc_idx i);
     int (*reduce_item)(void *job, fc_idx i);
     void (*finish)(void *job);

@@ -112,13 +112,17 @@ static int fc_conv_task_prepare(void *job, int nthreads, fc_schedule *s) {
     s->chunk = FC_MAX(s->chunk, (fc_idx)1);
     return st;
 }
+static int fc_conv_task_pre_item(void *job, fc_idx i) {
+    return fc_job_pre_item((fc_job *)job, i);
+}
 static int fc_conv_task_item(void *job, fc_idx i) { return fc_job_item((fc_job *)job, i); }
 static int fc_conv_task_reduce_item(void *job, fc_idx i) {
     return fc_job_reduce_item((fc_job *)job, i);
 }
 static void fc_conv_task_finish(void *job) { fc_job_free((fc_job *)job); }
 
-static const fc_task fc_conv_task = {fc_conv_task_prepare, fc_conv_task_item,
+static const fc_task fc_conv_task = {fc_conv_task_prepare, fc_conv_task_pre_item,
+                                     fc_conv_task_item,
                                      fc_conv_task_reduce_item, fc_conv_task_finish};
 
 static int fc_pool_task_prepare(void *job, int nthreads, fc_schedule *s) {
@@ -126,14 +130,9 @@ static int fc_pool_task_prepare(void *job, int nthreads, fc_schedule *s) {
     return fc_pool_prepare(j, nthreads, j->f64 ? &fc_kernels.f64.pool : &fc_kernels.f32.pool, s);
 }
 static int fc_pool_task_item(void *job, fc_idx i) { return fc_pool_item((fc_pool_job *)job, i); }
-static int fc_pool_task_no_reduction(void *job, fc_idx i) {
-    (void)job;
-    (void)i;
-    return 0;
-}
 static void fc_pool_task_finish(void *job) { fc_pool_free((fc_pool_job *)job); }
 
-static const fc_task fc_pool_task = {fc_pool_task_prepare, fc_pool_task_item,
-                                     fc_pool_task_no_reduction, fc_pool_task_finish};
+static const fc_task fc_pool_task = {fc_pool_task_prepare, fc_task_no_items, fc_pool_task_item,
+                                     fc_task_no_items, fc_pool_task_finish};
 
 #endif /* FC_KERNELS_H */

@@ -197,14 +197,10 @@ static int fc_filter_task_item(void *job, fc_idx i) {
     fc_filter_job *j = (fc_filter_job *)job;
     return j->item(j, i);
 }
-static int fc_filter_task_no_reduction(void *job, fc_idx i) {
-    (void)job;
-    (void)i;
-    return 0;
-}
 static void fc_filter_task_finish(void *job) { fc_filter_free((fc_filter_job *)job); }
 
-static const fc_task fc_filter_task = {fc_filter_task_prepare, fc_filter_task_item,
-                                       fc_filter_task_no_reduction, fc_filter_task_finish};
+static const fc_task fc_filter_task = {fc_filter_task_prepare, fc_task_no_items,
+                                       fc_filter_task_item, fc_task_no_items,
+                                       fc_filter_task_finish};
 
 #endif /* FC_FILTER_ENGINE_H */

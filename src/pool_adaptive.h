@@ -99,14 +99,10 @@ static int fc_apool_task_item(void *job, fc_idx i) {
     const fc_apool_job *j = (const fc_apool_job *)job;
     return j->item(j, i);
 }
-static int fc_apool_task_no_reduction(void *job, fc_idx i) {
-    (void)job;
-    (void)i;
-    return 0;
-}
 static void fc_apool_task_finish(void *job) { (void)job; /* no tables: Python owns them */ }
 
-static const fc_task fc_apool_task = {fc_apool_task_prepare, fc_apool_task_item,
-                                      fc_apool_task_no_reduction, fc_apool_task_finish};
+static const fc_task fc_apool_task = {fc_apool_task_prepare, fc_task_no_items,
+                                      fc_apool_task_item, fc_task_no_items,
+                                      fc_apool_task_finish};
 
 #endif /* FC_POOL_ADAPTIVE_H */
