@@ -81,7 +81,9 @@ Every pass is a list of independent work items run by an OpenMP ``prange`` (dyna
 the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
 pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes; for an image
 above the workspace cap (see Memory), forward and grad_input items are row bands of one image. An
-item writes only its own outputs, always in the same order. The one cross-item reduction,
+item writes only its own outputs, always in the same order. Before them, a layer with large
+weights (64K elements and more) packs them in preparation items, a block of rows each, in a
+parallel region of their own (a copy: who packs changes nothing). The one cross-item reduction,
 grad_weight over batch chunks, uses a chunking that depends on the shapes only, never on the
 thread count, and adds the chunks in chunk order. Results are therefore bitwise identical for any
 number of threads -- and on every SIMD path (below).
