@@ -4,7 +4,8 @@
  * below) that the tests run on any CPU, so that everything but the instructions themselves --
  * the weight layout, the tiles' addresses and strides, the padding of the last tap pairs, the
  * epilogue -- is exercised where no AMX exists. The including file defines AMX_NAME, AMX_TARGET
- * and the TILE_* operations (on tiles numbered 0-7, all configured as 16 rows of 64 bytes).
+ * and the TILE_* operations (on tiles numbered 0-7, all configured as 16 rows of 64 bytes),
+ * which the end of this file undefines.
  *
  * A TDPBF16PS multiplies a 16 x 16 tile of bfloat16 pairs of A (rows: output channels; columns:
  * 16 tap pairs) by a 16 x 16 tile of pairs of B (rows: tap pairs; columns: pixels) into a 16 x 16
@@ -26,13 +27,8 @@ static AMX_TARGET void AMX_NAME(const fc_packed_w_f32 *restrict wp,
     const fc_packed_w_f32 w = *wp;
     const fc_pixels_f32 px = *pxp;
     fc_tile_f32 tile = *out;
-    const fc_idx pend = FC_MIN(p1, px.P);
-    tile.stream = tile.stream && ((uintptr_t)tile.C % 64 == 0) &&
-                  (tile.ldc * (fc_idx)sizeof(float)) % 64 == 0;
-    if (w.TT == 0) {
-        F5(gemm_no_taps)(w.M, pend - p0, &tile);
-        return;
-    }
+    fc_idx pend;
+    if (fc_bf16_gemm_begin(&w, &px, p0, p1, &tile, &pend)) return;
     TILE_DECLARE();
     TILE_BEGIN();
     const fc_idx TP = (w.TT + 1) / 2, NPB = FC_CEIL_DIV(TP, AMX_PAIRS);
@@ -93,3 +89,14 @@ static AMX_TARGET void AMX_NAME(const fc_packed_w_f32 *restrict wp,
     TILE_END();
     if (tile.stream) FC_SFENCE();
 }
+
+#undef AMX_NAME
+#undef AMX_TARGET
+#undef TILE_DECLARE
+#undef TILE_BEGIN
+#undef TILE_END
+#undef TILE_ZERO
+#undef TILE_LOAD
+#undef TILE_STORE
+#undef TILE_DP
+#undef TILE_PACKED

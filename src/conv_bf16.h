@@ -22,6 +22,18 @@
 
 #include "fc_bf16.h"
 
+/* Taps 2j and 2j + 1 of a row of TT taps as a pair of bfloat16 in one 32-bit word: the first in
+ * the low half, the second (0 past the last tap) in the high half. */
+static inline uint32_t fc_bf16_pair(const float *row, fc_idx j, fc_idx TT) {
+    uint32_t lo, hi = 0;
+    memcpy(&lo, row + 2 * j, sizeof lo);
+    if (2 * j + 1 < TT) {
+        memcpy(&hi, row + 2 * j + 1, sizeof hi);
+        hi = fc_bf16_bits(hi);
+    }
+    return (fc_bf16_bits(lo) >> 16) | hi;
+}
+
 /* The weights for the bf16 GEMM: A[mb][pair][MR] 32-bit words, the bfloat16 of tap 2j of row
  * m0 + i in the low half and of tap 2j + 1 (0 past the last tap) in the high half, for the row
  * blocks of fc_row_block; ceil(TT / 2) * MR words per block, no more than fc_pack_rows' floats. */
@@ -34,17 +46,8 @@ static void fc_bf16_pack_rows(const float *restrict w, fc_idx M, fc_idx TT, int 
         int mr;
         fc_row_block(M, MR, mb, &m0, &mr);
         for (fc_idx tp = 0; tp < TP; tp++)
-            for (int i = 0; i < mr; i++) {
-                const float *row = w + (m0 + i) * TT;
-                uint32_t lo, hi = 0;
-                memcpy(&lo, row + 2 * tp, sizeof lo);
-                lo = fc_bf16_bits(lo) >> 16;
-                if (2 * tp + 1 < TT) {
-                    memcpy(&hi, row + 2 * tp + 1, sizeof hi);
-                    hi = fc_bf16_bits(hi);
-                }
-                A[(mb * TP + tp) * MR + i] = lo | hi;
-            }
+            for (int i = 0; i < mr; i++)
+                A[(mb * TP + tp) * MR + i] = fc_bf16_pair(w + (m0 + i) * TT, tp, TT);
     }
 }
 
@@ -221,6 +224,19 @@ static const fc_bf16_ukernel_fn fc_bf16_ukernels[BF_MR][4] = {
 #undef FC_BF_ROWN
 #undef FC_BF_ENTRY4
 
+/* The start of a bfloat16 GEMM (as gemm_tile's): the end of its pixels (pend), the tile's
+ * stores streamed only where every vector store is aligned; with no taps, the tile is the bias
+ * (or 0), activated, and the GEMM is done (1). */
+BF_INLINE int fc_bf16_gemm_begin(const fc_packed_w_f32 *w, const fc_pixels_f32 *px, fc_idx p0,
+                                 fc_idx p1, fc_tile_f32 *tile, fc_idx *pend) {
+    *pend = FC_MIN(p1, px->P);
+    tile->stream = tile->stream && ((uintptr_t)tile->C % 64 == 0) &&
+                   (tile->ldc * (fc_idx)sizeof(float)) % 64 == 0;
+    if (w->TT) return 0;
+    F5(gemm_no_taps)(w->M, *pend - p0, tile);
+    return 1;
+}
+
 /* gemm_tile (conv_isa_tmpl.h) with bfloat16 products: the same operands, A packed by
  * fc_bf16_pack_rows, Bp the same workspace (a tap block of the widest panel takes BF_KC / 2 *
  * 64 words, within gemm_tile's buffer). */
@@ -231,13 +247,8 @@ static BF_TARGET void fc_gemm_tile_bf16_avx512(const fc_packed_w_f32 *restrict w
     const fc_packed_w_f32 w = *wp;
     const fc_pixels_f32 px = *pxp;
     fc_tile_f32 tile = *out;
-    const fc_idx pend = FC_MIN(p1, px.P);
-    tile.stream = tile.stream && ((uintptr_t)tile.C % 64 == 0) &&
-                  (tile.ldc * (fc_idx)sizeof(float)) % 64 == 0;
-    if (w.TT == 0) {
-        F5(gemm_no_taps)(w.M, pend - p0, &tile);
-        return;
-    }
+    fc_idx pend;
+    if (fc_bf16_gemm_begin(&w, &px, p0, p1, &tile, &pend)) return;
     const fc_idx TP = (w.TT + 1) / 2, nmb = FC_CEIL_DIV(w.M, BF_MR);
     const fc_idx KB = FC_ROUND_UP(FC_CEIL_DIV(w.TT, FC_CEIL_DIV(w.TT, BF_KC)), 2);
     const int nvmax = w.M <= 4 ? 4 : BF_NV;
@@ -275,7 +286,7 @@ static fc_idx fc_bf16_amx_words(fc_idx M, fc_idx TT) {
 }
 
 /* The weights as A tiles: A[row tile][pair block][row][pair], the pair words of
- * fc_bf16_pack_rows, 0 past the last row and the last pair. MR is AMX_ROWS. */
+ * fc_bf16_pair, 0 past the last row and the last pair. MR is AMX_ROWS. */
 static void fc_bf16_pack_rows_amx(const float *restrict w, fc_idx M, fc_idx TT, int MR,
                                   float *restrict Af) {
     (void)MR;
@@ -284,17 +295,9 @@ static void fc_bf16_pack_rows_amx(const float *restrict w, fc_idx M, fc_idx TT, 
     memset(A, 0, (size_t)fc_bf16_amx_words(M, TT) * sizeof *A);
     for (fc_idx m = 0; m < M; m++)
         for (fc_idx tp = 0; tp < TP; tp++) {
-            const float *row = w + m * TT;
-            uint32_t lo, hi = 0;
-            memcpy(&lo, row + 2 * tp, sizeof lo);
-            lo = fc_bf16_bits(lo) >> 16;
-            if (2 * tp + 1 < TT) {
-                memcpy(&hi, row + 2 * tp + 1, sizeof hi);
-                hi = fc_bf16_bits(hi);
-            }
             const fc_idx rt = m / AMX_ROWS, pb = tp / AMX_PAIRS;
             A[(rt * NPB + pb) * AMX_TILE_WORDS + (m % AMX_ROWS) * AMX_PAIRS + tp % AMX_PAIRS] =
-                lo | hi;
+                fc_bf16_pair(w + m * TT, tp, TT);
         }
 }
 
@@ -361,16 +364,6 @@ static void fc_amx_model_store(const fc_amx_model *t, int i, void *p, fc_idx str
 #define TILE_DP(c, a, b) fc_amx_model_dp(&tiles_, c, a, b)
 #define TILE_PACKED() ((void)0)
 #include "conv_amx_tmpl.h"
-#undef AMX_NAME
-#undef AMX_TARGET
-#undef TILE_DECLARE
-#undef TILE_BEGIN
-#undef TILE_END
-#undef TILE_ZERO
-#undef TILE_LOAD
-#undef TILE_STORE
-#undef TILE_DP
-#undef TILE_PACKED
 
 /* The tile configuration (palette 1): the 8 tiles, each 16 rows of 64 bytes. In read-only
  * memory, so that LDTILECFG reads all 64 bytes as written. */
@@ -389,23 +382,13 @@ static const fc_amx_config fc_amx_tiles = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 6
 #define TILE_BEGIN() _tile_loadconfig(&fc_amx_tiles)
 #define TILE_END() _tile_release()
 #define TILE_ZERO(i) _tile_zero(i)
-/* GCC's tile loads do not tell the compiler that they read memory: a compiler barrier after
- * the packing, so that its stores are all issued before the tiles load the panel */
 #define TILE_LOAD(i, p, stride) _tile_loadd(i, p, stride)
 #define TILE_STORE(i, p, stride) _tile_stored(i, p, stride)
 #define TILE_DP(c, a, b) _tile_dpbf16ps(c, a, b)
+/* GCC's tile loads do not tell the compiler that they read memory: a compiler barrier after
+ * the packing, so that its stores are all issued before the tiles load the panel */
 #define TILE_PACKED() __asm__ volatile("" ::: "memory")
 #include "conv_amx_tmpl.h"
-#undef AMX_NAME
-#undef AMX_TARGET
-#undef TILE_DECLARE
-#undef TILE_BEGIN
-#undef TILE_END
-#undef TILE_ZERO
-#undef TILE_LOAD
-#undef TILE_STORE
-#undef TILE_DP
-#undef TILE_PACKED
 
 #undef F5
 #undef BF_TARGET

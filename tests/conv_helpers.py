@@ -15,22 +15,36 @@ from fastconv import _kernels, _testing, reference
 from strategies import ConvCase, conv_output_size, same_padding
 
 
+def _selectable(names, select, current):
+    """The paths among ``names`` that ``select`` (set_isa, set_bf16_path) accepts as they are
+    (the CPU runs them), with the path in use (``current()``) restored."""
+    previous = current()
+    try:
+        return [name for name in names if select(name) == name]
+    finally:
+        select(previous)
+
+
 def supported_isas():
     """The SIMD paths this CPU can run ('generic' always; 'avx2', 'avx512' when present)."""
-    previous = _kernels.get_isa()
-    try:
-        return [name for name in _kernels.ISA_NAMES if _kernels.set_isa(name) == name]
-    finally:
-        _kernels.set_isa(previous)
+    return _selectable(_kernels.ISA_NAMES, _kernels.set_isa, _kernels.get_isa)
+
+
+def supported_bf16_paths():
+    """The bfloat16 paths this CPU can run ('portable' always; 'avx512_bf16', 'amx')."""
+    return _selectable(_kernels.BF16_PATHS, _kernels.set_bf16_path, _kernels.get_bf16_path)
 
 
 SUPPORTED_ISAS = supported_isas()
 
+# GCC's spelling of a feature -> the kernel's in /proc/cpuinfo, where they differ
+CPUINFO_NAMES = {"avx512bf16": "avx512_bf16", "amx-tile": "amx_tile", "amx-bf16": "amx_bf16"}
 
-def cpu_isas():
-    """The SIMD paths this CPU has, read from the flags of /proc/cpuinfo (the kernel lists only
-    the features the OS enables) against ``_kernels.isa_features``, independently of fastconv's
-    own detection; None where there is no /proc/cpuinfo."""
+
+def _cpu_paths(names, features):
+    """The paths among ``names`` whose every feature (``features(name)``, GCC's spelling) the
+    flags of /proc/cpuinfo list (the kernel lists only the features the OS enables),
+    independently of fastconv's own detection; None where there is no /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f
@@ -39,7 +53,18 @@ def cpu_isas():
         return None
     if flags is None:
         return None
-    return [name for name in _kernels.ISA_NAMES if set(_kernels.isa_features(name)) <= set(flags)]
+    need = lambda name: {CPUINFO_NAMES.get(f, f) for f in features(name)}  # noqa: E731
+    return [name for name in names if need(name) <= set(flags)]
+
+
+def cpu_isas():
+    """The SIMD paths this CPU has by /proc/cpuinfo (see _cpu_paths)."""
+    return _cpu_paths(_kernels.ISA_NAMES, _kernels.isa_features)
+
+
+def cpu_bf16_paths():
+    """The bfloat16 paths this CPU has by /proc/cpuinfo (see _cpu_paths)."""
+    return _cpu_paths(_kernels.BF16_PATHS, _kernels.bf16_path_features)
 
 
 @contextlib.contextmanager

@@ -15,39 +15,13 @@ import fastconv._testing
 from fastconv import _kernels, nn
 from fastconv._core import bf16
 from conv_helpers import (assert_same_bits, assert_unchanged, check_backward, check_forward,
-                          num_threads, snapshot, using_isa)
+                          cpu_bf16_paths, num_threads, snapshot, supported_bf16_paths,
+                          using_isa)
 from strategies import ConvCase, conv_cases, random_array
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F32 = st.just(np.float32)
-
-
-# GCC's spelling of a feature -> the kernel's, in /proc/cpuinfo (where they differ)
-CPUINFO_NAMES = {"avx512bf16": "avx512_bf16", "amx-tile": "amx_tile", "amx-bf16": "amx_bf16"}
-
-
-def cpu_bf16_paths():
-    """The bfloat16 paths this CPU has by /proc/cpuinfo (the portable one always), independently
-    of fastconv's detection; None without /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), None)
-    except OSError:
-        return None
-    if flags is None:
-        return None
-    need = lambda p: {CPUINFO_NAMES.get(f, f) for f in _kernels.bf16_path_features(p)}
-    return [p for p in _kernels.BF16_PATHS if need(p) <= set(flags)]
-
-
-def supported_bf16_paths():
-    previous = _kernels.get_bf16_path()
-    try:
-        return [p for p in _kernels.BF16_PATHS if _kernels.set_bf16_path(p) == p]
-    finally:
-        _kernels.set_bf16_path(previous)
 
 
 PATHS = supported_bf16_paths()
