@@ -22,8 +22,8 @@ int fc_compile_check(fc_job *j, fc_pool_job *p, long n) {
     fc_set_isa(-1);
     fc_run_init(&run, fc_flush_supported(), 1, fc_no_signal);
     unsigned mode = fc_run_enter(&run);
-    int r = fc_conv_task.prepare(j, 1, &s) + fc_conv_task.item(j, 0) +
-            fc_conv_task.reduce_item(j, 0);
+    int r = fc_conv_task.prepare(j, 1, &s) + fc_conv_task.pre_item(j, 0) +
+            fc_conv_task.item(j, 0) + fc_conv_task.reduce_item(j, 0) + fc_set_bf16(-1);
     fc_run_done(&run, r);
     fc_run_leave(mode);
     r += fc_run_stopped(&run) + (int)fc_isas[fc_isa_supported()].features[0];
