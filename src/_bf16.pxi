@@ -78,13 +78,3 @@ def bf16_widen(const unsigned short[::1] src, float[::1] dst):
                         num_threads=_bf16_threads(n)):
             lo = i * _BF16_GRAIN
             fc_bf16_widen(&src[lo], &dst[lo], min(_BF16_GRAIN, n - lo))
-
-
-cdef extern from "fc_kernels.h" nogil:
-    int fc_set_bf16_amx_model(int on)
-
-
-def _testing_set_bf16_amx_model(bint on):
-    """Run the AMX code of the bfloat16 GEMM on its model of the tile instructions instead of the
-    avx512_bf16 path (tests only; src/conv_amx_tmpl.h); returns whether the model is in use."""
-    return bool(fc_set_bf16_amx_model(on))

@@ -81,3 +81,12 @@ def _testing_threads_mxcsr():
         for t in prange(n, schedule="static", num_threads=n):
             csr[t] = fc_csr_get()
     return [int(c) for c in csr] if fc_flush_supported() else [None] * n
+
+cdef extern from "fc_kernels.h" nogil:
+    int fc_set_bf16_amx_model(int on)
+
+
+def _testing_set_bf16_amx_model(bint on):
+    """Run the AMX code of the bfloat16 GEMM on its model of the tile instructions instead of the
+    avx512_bf16 path (tests only; src/conv_amx_tmpl.h); returns whether the model is in use."""
+    return bool(fc_set_bf16_amx_model(on))

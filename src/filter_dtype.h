@@ -27,21 +27,19 @@
 #undef VB
 #undef FC_TARGET
 
-/* This dtype's item function on each SIMD path (fc_filter_prepare picks the one in use). */
-static const fc_filter_item_fn FC_CAT(fc_filter_items, TN)[FC_ISA_COUNT] = {
-    [FC_ISA_GENERIC] = FC_CAT(FC_CAT(flt_item, TN), generic),
+/* The table of one item function of this dtype on each SIMD path (fc_filter_prepare picks the
+ * one in use): flt_item, and the box filter's flt_box_item (filter_isa_tmpl.h's box_item). */
 #ifdef FC_HAVE_X86_PATHS
-    [FC_ISA_AVX2] = FC_CAT(FC_CAT(flt_item, TN), avx2),
-    [FC_ISA_AVX512] = FC_CAT(FC_CAT(flt_item, TN), avx512),
+#define FC_FILTER_ISA_TABLE(fn)                                                                \
+    {[FC_ISA_GENERIC] = FC_CAT(FC_CAT(fn, TN), generic),                                       \
+     [FC_ISA_AVX2] = FC_CAT(FC_CAT(fn, TN), avx2), [FC_ISA_AVX512] = FC_CAT(FC_CAT(fn, TN), avx512)}
+#else
+#define FC_FILTER_ISA_TABLE(fn) {[FC_ISA_GENERIC] = FC_CAT(FC_CAT(fn, TN), generic)}
 #endif
-};
-/* ... and its box-filter item function (filter_isa_tmpl.h's box_item). */
-static const fc_filter_item_fn FC_CAT(fc_filter_box_items, TN)[FC_ISA_COUNT] = {
-    [FC_ISA_GENERIC] = FC_CAT(FC_CAT(flt_box_item, TN), generic),
-#ifdef FC_HAVE_X86_PATHS
-    [FC_ISA_AVX2] = FC_CAT(FC_CAT(flt_box_item, TN), avx2),
-    [FC_ISA_AVX512] = FC_CAT(FC_CAT(flt_box_item, TN), avx512),
-#endif
-};
+static const fc_filter_item_fn FC_CAT(fc_filter_items, TN)[FC_ISA_COUNT] =
+    FC_FILTER_ISA_TABLE(flt_item);
+static const fc_filter_item_fn FC_CAT(fc_filter_box_items, TN)[FC_ISA_COUNT] =
+    FC_FILTER_ISA_TABLE(flt_box_item);
+#undef FC_FILTER_ISA_TABLE
 #undef T
 #undef TN
