@@ -84,6 +84,19 @@ def _testing_threads_mxcsr():
 
 cdef extern from "fc_kernels.h" nogil:
     int fc_set_bf16_amx_model(int on)
+    int fc_set_conv_cv(int on)
+    long fc_conv_cv_plans()
+
+
+def _testing_set_conv_cv(bint on):
+    """Let the forward take its channel-vectorised path for small output planes (the default)
+    or always the GEMM; returns the previous setting."""
+    return bool(fc_set_conv_cv(on))
+
+
+def _testing_conv_cv_plans():
+    """How many forward and grad_input calls have taken the channel-vectorised path so far."""
+    return int(fc_conv_cv_plans())
 
 
 def _testing_set_bf16_amx_model(bint on):

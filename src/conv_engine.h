@@ -27,6 +27,12 @@ typedef struct {
     fc_idx OH, OW;
 } fc_geom;
 
+/* Whether the forward takes the channel-vectorised path where it applies (conv_cv_tmpl.h); the
+ * tests turn it off to hold it to the GEMM's results (fastconv._testing.set_conv_cv). */
+static int fc_cv_enabled = 1;
+/* Plans that took that path so far (the tests check which layers take it). */
+static long fc_cv_plans = 0;
+
 enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
 
 /* A forward's or grad_input's products (fc_job.math): exact float32 ones, or those of its

@@ -19,6 +19,12 @@
  * widest vector of either type): a read that starts at the last computed element stays inside. */
 #define FC_SLACK 64
 
+/* Taps per sum block: each output of the forward and grad_input is the sum of its blocks' sums,
+ * in order, each block one chain of FMAs from 0 over its taps in order (conv_isa_tmpl.h's
+ * ukernel_body, conv_cv_isa_tmpl.h's cv_body). Fixed, not tuned to a CPU: it sets the rounding,
+ * the same on every path. */
+#define FC_SUM_KC 64
+
 /* How a micro-kernel reads its pixel panel: packed into a contiguous buffer, in place in the wide
  * buffer, or in place with vectors that straddle two output rows (two loads merged by a mask). */
 enum { FC_PANEL_PACKED = 0, FC_PANEL_INPLACE = 1, FC_PANEL_SPLIT = 2, FC_PANEL_MODES = 3 };
@@ -72,7 +78,23 @@ typedef struct {
         fc_idx Wq;                                                                             \
         const T *dy;                                                                           \
         fc_idx ld, OH, OW;                                                                     \
-    } FC_CAT(fc_dw_args, TN);
+    } FC_CAT(fc_dw_args, TN);                                                                  \
+    /* The channel-vectorised micro-kernel's operands (cv_kernel, conv_cv_isa_tmpl.h): np      \
+     * pixels of one class, pixel i's input of tap t at X[pos[i] + off(t)]; the class's valid  \
+     * taps in order, the k-th at input offset toff[k] and weight offset twoff[k] (its vector  \
+     * block of channels at W + twoff[k]), in sum blocks [bstart[b], bstart[b + 1]) for        \
+     * b < nsb; pixel i's running sums at C + i*ldc. first: sum block 0 is the sum's first     \
+     * (it starts from bias, or from nothing when bias is NULL). */                           \
+    typedef struct {                                                                           \
+        const T *X;                                                                            \
+        const fc_idx *pos, *toff, *twoff, *bstart;                                             \
+        fc_idx nsb;                                                                            \
+        const T *W;                                                                            \
+        T *C;                                                                                  \
+        fc_idx ldc;                                                                            \
+        const T *bias;                                                                         \
+        int first;                                                                             \
+    } FC_CAT(fc_cv_args, TN);
 
 FC_CONV_ARGS(f32, float)
 FC_CONV_ARGS(f64, double)

@@ -32,12 +32,9 @@ typedef IT VI __attribute__((vector_size(VB))); /* lane masks and shuffle indice
  * between taps, so a long block costs no cache, and each micro-kernel call sets up its panel
  * once per block. */
 #define FC_INPLACE_KC 1024
-/* Taps per sum block (ukernel_body): each output is the sum of its blocks' sums, in order, each
- * block one chain of FMAs from 0. Fixed, not tuned to a CPU: it sets the rounding, the same on
- * every path. It divides GEMM_KC and FC_INPLACE_KC on every path, so the tap blocks (multiples
- * of it) start sum blocks. Each sum block costs a load, an add and a store of the register tile
- * (in L1), about 1 / FC_SUM_KC of its fused multiply-adds. */
-#define FC_SUM_KC 64
+/* Taps per sum block: FC_SUM_KC (conv_isa_api.h). It divides GEMM_KC and FC_INPLACE_KC on every
+ * path, so the tap blocks (multiples of it) start sum blocks. Each sum block costs a load, an add
+ * and a store of the register tile (in L1), about 1 / FC_SUM_KC of its fused multiply-adds. */
 _Static_assert(GEMM_KC % FC_SUM_KC == 0 && FC_INPLACE_KC % FC_SUM_KC == 0,
                "tap blocks must be whole sum blocks");
 /* Pixels of the widest panel; a panel has at most this many row segments. */
@@ -713,6 +710,8 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
         for (fc_idx c = 0; c < cols; c++) dst[c * ldd + r0] = src[r0 * lds + c];
 }
 
+#include "conv_cv_isa_tmpl.h"
+
 #undef VL
 #undef FN
 #undef VEC
@@ -723,7 +722,6 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 #undef STREAM
 #undef GEMM_KC
 #undef FC_PACKED_KC_BYTES
-#undef FC_SUM_KC
 #undef FC_PANEL_MAXW
 #undef PACKED_W
 #undef PIXELS

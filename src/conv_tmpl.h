@@ -47,6 +47,11 @@ typedef struct {
     void (*pack_bf16)(const T *w, fc_idx M, fc_idx TT, int MR, T *A);
     int bf16_mr, bf16_nr; /* rows and pixels of the bfloat16 GEMM's register blocks */
     fc_idx (*bf16_a_elems)(fc_idx M, fc_idx TT); /* elements of pack_bf16's weights */
+    /* the channel-vectorised forward (conv_cv_tmpl.h): its micro-kernel of np pixels, the
+     * vectors of channels and the most pixels of its register blocks */
+    void (*cv_kernel)(int np, const TF(fc_cv_args) * a);
+    int (*cv_pack)(const T *w, fc_idx lds, fc_idx nt, fc_idx nk, T *Wp, fc_idx ldw);
+    int cv_nv, cv_np;
 } TF(fc_isa);
 
 /* The entry points and sizes of one ISA instantiation (conv_isa_tmpl.h); pixel blocks are
@@ -57,7 +62,10 @@ typedef struct {
                  FC_CAT(gemm_bp_elems, FC_CAT(TN, isa)), FC_CAT(gemm_tile, FC_CAT(TN, isa)),   \
                  FC_CAT(dw_kernel, FC_CAT(TN, isa)), FC_CAT(dw_depthwise, FC_CAT(TN, isa)),    \
                  FC_CAT(transpose, FC_CAT(TN, isa)), FC_CAT(split2_rows, FC_CAT(TN, isa)),     \
-                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0, 0, NULL}
+                 FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0, 0, NULL,               \
+                 FC_CAT(cv_kernel, FC_CAT(TN, isa)), FC_CAT(cv_pack, FC_CAT(TN, isa)),         \
+                 FC_CAT(isa_cv_nv, FC_CAT(TN, isa)),                                           \
+                 FC_CAT(isa_cv_np, FC_CAT(TN, isa))}
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -329,6 +337,14 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
     return FC_ROUND_UP(FC_CEIL_DIV(Pr, nblk), nr);
 }
 
+/* Weights of at least this many elements are packed by the call's threads, as its preparation
+ * items (a row block each, or a group for the bfloat16 GEMM); smaller ones by the calling thread
+ * in prepare, as a parallel region of its own would cost more than it saves. Packing is a copy:
+ * who does it changes no result. */
+#define FC_PACK_PARALLEL_ELEMS ((fc_idx)1 << 16)
+
+#include "conv_cv_tmpl.h"
+
 /* =============================== forward =============================== */
 /* How many images one item puts side by side in its pixel range: 1, unless an image's P pixels
  * leave more than 1% of the lanes of its vectors empty (196 = 12.25 x 16 for a 14 x 14 output)
@@ -337,12 +353,13 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
 #define FC_GROUP_MAX_IMAGES 8 /* beyond this, an image's lanes are too few to matter */
 #define FC_GROUP_MAX_BYTES ((fc_idx)4 << 20) /* the group's buffers stay in L2/L3 */
 #define FC_GROUP_EMPTY_LANES 100 /* group when more than 1 in this many lanes are empty */
-static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
+static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, int nr, fc_idx N, fc_idx bufsize) {
     const fc_idx lanes = FC_ROUND_UP(P, (fc_idx)vl);
-    if (P <= 0 || FC_GROUP_EMPTY_LANES * (lanes - P) <= lanes) return 1;
+    const int narrow = P < nr; /* one image does not fill the widest panel */
+    if (P <= 0 || (!narrow && FC_GROUP_EMPTY_LANES * (lanes - P) <= lanes)) return 1;
     const fc_idx cap = FC_GROUP_MAX_BYTES / (fc_idx)sizeof(T);
     for (fc_idx k = 2; k <= FC_GROUP_MAX_IMAGES && k <= N && k * bufsize <= cap; k++)
-        if ((k * P) % vl == 0) return k;
+        if ((k * P) % vl == 0 && (!narrow || k * P >= nr)) return k;
     return 1;
 }
 typedef struct {
@@ -374,6 +391,7 @@ typedef struct {
     fc_idx band_rows, nbands, bbufsize, max_off;
     TF(fc_wide) bwl;
     fc_idx *boff; /* [TT] */
+    TF(fc_cv_plan) * cv; /* the channel-vectorised path (conv_cv_tmpl.h) runs the layer, or NULL */
 } TF(fc_fwd_plan);
 
 /* A[mb][t][i] = w[m0 + i][t] for the rows m0 + i of each balanced row block mb (fc_row_block)
@@ -395,12 +413,6 @@ static void TF(fc_pack_rows)(const T *restrict w, fc_idx M, fc_idx TT, int MR, T
     for (fc_idx mb = 0; mb < FC_CEIL_DIV(M, MR); mb++) TF(fc_pack_row_block)(w, M, TT, MR, mb, A);
 }
 
-/* Weights of at least this many elements are packed by the call's threads, as its preparation
- * items (a row block each, or a group for the bfloat16 GEMM); smaller ones by the calling thread
- * in prepare, as a parallel region of its own would cost more than it saves. Packing is a copy:
- * who does it changes no result. */
-#define FC_PACK_PARALLEL_ELEMS ((fc_idx)1 << 16)
-
 /* a[0:n] rounded to bfloat16 in place (float32 only: the job refuses bfloat16 math otherwise) */
 static void TF(fc_round_bf16)(T *a, fc_idx n) {
     if (sizeof(T) == sizeof(float))
@@ -410,6 +422,7 @@ static void TF(fc_round_bf16)(T *a, fc_idx n) {
 /* Preparation item i of a forward: the weights of group i (bfloat16 GEMM), or of row block
  * i % nmb of group i / nmb, packed (and rounded to bfloat16 where the plan rounds). */
 static int TF(fc_fwd_pre_item)(const TF(fc_fwd_plan) * pl, fc_idx i) {
+    if (pl->cv) return TF(fc_cv_pre_item)(pl->cv, i);
     const int gemm = pl->math == FC_MATH_BF16_GEMM, MRv = gemm ? pl->isa.bf16_mr : pl->isa.mr;
     const fc_idx nmb = FC_CEIL_DIV(pl->Kg, MRv), gi = gemm ? i : i / nmb, mb = i % nmb;
     const T *w = pl->w + gi * pl->Kg * pl->TT;
@@ -482,6 +495,20 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
     TF(fc_wide_layout)(g, &pl->wl);
     pl->P = g->OH * g->OW;
+    if (pl->math == FC_MATH_F32) { /* the channel-vectorised path, where it applies */
+        pl->cv = (TF(fc_cv_plan) *)calloc(1, sizeof *pl->cv);
+        if (!pl->cv) return -1;
+        int st = TF(fc_cv_forward)(pl->cv, g, pl->x, pl->xs, pl->w, pl->bias, pl->out, pl->act,
+                                   pl->slope, &pl->isa, nthreads);
+        if (st) {
+            pl->npre = pl->cv->npre;
+            pl->nitems = pl->cv->nitems;
+            pl->nPB = 1;
+            return st < 0 ? -1 : 0;
+        }
+        free(pl->cv);
+        pl->cv = NULL;
+    }
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
     if (!pl->off || TF(fc_fwd_math)(pl)) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
@@ -495,7 +522,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
         pl->max_off = max_off;
         return TF(fc_fwd_bands)(pl, nthreads);
     }
-    pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, g->N, pl->bufsize);
+    pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, pl->nr, g->N, pl->bufsize);
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(pl->NB * pl->P, pl->nr);
     pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, pl->nr, pl->ngroups * g->G, nthreads);
@@ -505,6 +532,11 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
 }
 
 static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
+    if (pl->cv) {
+        TF(fc_cv_free)(pl->cv);
+        free(pl->cv);
+        pl->cv = NULL;
+    }
     free(pl->A);
     free(pl->off);
     free(pl->boff);
@@ -572,6 +604,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
 
 /* Returns -1 if this thread's workspace cannot be allocated. */
 static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
+    if (pl->cv) return TF(fc_cv_item)(pl->cv, item);
     if (pl->band_rows) return TF(fc_fwd_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
@@ -673,6 +706,7 @@ typedef struct {
      * band_rows + Uh rows of every plane; boff are the tap offsets in it */
     fc_idx band_rows, nbands, bbufsize;
     fc_idx *boff;
+    TF(fc_cv_plan) * cv; /* the channel-vectorised path (conv_cv_tmpl.h) runs the layer, or NULL */
 } TF(fc_gin_plan);
 
 /* The tap offsets of every phase, in tap_start's order, into a padded grad_output buffer of
@@ -817,6 +851,7 @@ static int TF(fc_gin_pack_bf16)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx f)
 /* Preparation item i of grad_input: the weights of (group, phase) i (bfloat16 GEMM), or of row
  * block i % nmb of group i / nmb in every phase, packed (and rounded where the plan rounds). */
 static int TF(fc_gin_pre_item)(const TF(fc_gin_plan) * pl, fc_idx i) {
+    if (pl->cv) return TF(fc_cv_pre_item)(pl->cv, i);
     if (pl->math == FC_MATH_BF16_GEMM)
         return TF(fc_gin_pack_bf16)(pl, i / pl->nphase, i % pl->nphase);
     const fc_idx gi = i / pl->nmb, mb = i % pl->nmb;
@@ -869,6 +904,20 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     pl->Kg = g->K / g->G;
     pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->nphase = g->sh * g->sw;
+    if (pl->math == FC_MATH_F32) { /* the channel-vectorised path, where it applies */
+        pl->cv = (TF(fc_cv_plan) *)calloc(1, sizeof *pl->cv);
+        if (!pl->cv) return -1;
+        int st = TF(fc_cv_grad_input)(pl->cv, g, pl->dy, pl->w, pl->dx, &pl->isa, nthreads);
+        if (st) {
+            pl->npre = pl->cv->npre;
+            pl->nitems = pl->cv->nitems;
+            pl->nPB = 1;
+            pl->nphase = 1;
+            return st < 0 ? -1 : 0;
+        }
+        free(pl->cv);
+        pl->cv = NULL;
+    }
     fc_idx Jh, Jw;
     if (TF(fc_gin_phase_tables)(pl, &Jh, &Jw)) return -1;
     fc_idx TTall = pl->Kg * g->R * g->S, plane = pl->Hb * pl->Wb;
@@ -881,7 +930,7 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     pl->call = fc_next_call_id();
     if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes())
         return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
-    pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, g->N, pl->bufsize) : 1;
+    pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, pl->nr, g->N, pl->bufsize) : 1;
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), pl->nr);
     pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, pl->nr, pl->ngroups * g->G * pl->nphase,
@@ -892,6 +941,11 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
 }
 
 static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
+    if (pl->cv) {
+        TF(fc_cv_free)(pl->cv);
+        free(pl->cv);
+        pl->cv = NULL;
+    }
     free(pl->A);
     free(pl->a_off);
     pl->a_off = NULL;
@@ -974,6 +1028,7 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
 }
 
 static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
+    if (pl->cv) return TF(fc_cv_item)(pl->cv, item);
     if (pl->band_rows) return TF(fc_gin_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, rest = item / pl->nPB;

@@ -275,6 +275,62 @@ def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5, readonly=True
                 kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
 
 
+@st.composite
+def small_plane_conv_problems(draw, values=st.sampled_from(["normal", "huge", "special"])):
+    """A conv2d problem shaped like the late layers of a CNN, which the engine may run with
+    channels in the vector lanes (src/conv_cv_tmpl.h): small output planes (up to 10 x 10
+    outputs), 16 to 128 output channels per group and sometimes 64 input channels, every stride,
+    dilation and padding form. As
+    :func:`conv_problems`, plus ``activation`` and ``gy`` (a grad_output), and ``values``: the
+    kind of numbers in every array, 'normal' (standard normal), 'huge' (products near the
+    largest float: a sum overflows or not by its order) or 'special' (a few +-inf and NaN)."""
+    dtype = draw(DTYPES)
+    groups = draw(st.integers(1, 2))
+    # many input channels sometimes: grad_input's lanes are the input channels
+    wide = draw(st.integers(0, 3)) == 0
+    cg = 64 if wide else draw(st.integers(1, 12))
+    kg = draw(st.sampled_from([16, 24, 32, 48, 64, 80, 96, 128]))
+    n = draw(st.integers(1, 2 if wide else 4))
+    most = 3 if wide else 5
+    r, s = draw(st.integers(1, most)), draw(st.integers(1, most))
+    # stride 1 mostly when wide: grad_input takes the path at stride 1 only
+    stride = (1, 1) if wide and draw(st.integers(0, 3)) else \
+        (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    same = draw(st.booleans()) and stride == (1, 1)
+    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    pads = (0, 0) if same else padding
+    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
+    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
+    h = draw(st.integers(lo_h, max(lo_h, 10)))
+    w = draw(st.integers(lo_w, max(lo_w, 10)))
+    shapes = [(n, cg * groups, h, w), (kg * groups, cg, r, s)]
+    if draw(st.booleans()):
+        shapes.append((kg * groups,))
+    arrays = [random_array(draw, shape, dtype, layout=False) for shape in shapes]
+    kind = draw(values)
+    if kind != "normal":
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        for a in arrays:
+            if kind == "huge":
+                a *= a.dtype.type(np.sqrt(np.finfo(a.dtype).max) / 2)
+            else:
+                u = rng.random(a.shape)
+                a[u < 0.02] = np.inf
+                a[(u >= 0.02) & (u < 0.04)] = -np.inf
+                a[(u >= 0.04) & (u < 0.05)] = np.nan
+    x, weight, *rest = [any_layout(draw, a) for a in arrays]
+    bias = rest[0] if rest else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    activation = draw(st.sampled_from([None, "relu", "relu6", "leaky_relu"]))
+    oh = conv_output_size(h, *(same_padding(r, dilation[0]) if same else (pads[0],) * 2), r,
+                          stride[0], dilation[0])
+    ow = conv_output_size(w, *(same_padding(s, dilation[1]) if same else (pads[1],) * 2), s,
+                          stride[1], dilation[1])
+    gy = random_array(draw, (n, kg * groups, oh, ow), dtype)
+    return dict(x=x, w=weight, b=bias, gy=gy, kwargs=kwargs, activation=activation, values=kind)
+
+
 # -------------------------------------------------------------------------------- pooling cases
 # Small planes, every argument form of max_pool2d / avg_pool2d, and value kinds that exercise the
 # tie, NaN and -inf rules. The geometry is computed here independently of fastconv.

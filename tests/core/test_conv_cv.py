@@ -1,0 +1,165 @@
+"""The channel-vectorised path of the forward and the stride-1 grad_input (src/conv_cv_tmpl.h):
+layers with small output planes and many output channels run with channels in the vector lanes,
+each output pixel summing only the taps that do not read padding. Which path runs a layer must
+change nothing but the time: the same bits as the GEMM on every SIMD path and thread count
+(NaNs compared as NaNs, as in test_simd_paths), and the reference's numbers within rounding."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import _testing
+from conv_helpers import (SUPPORTED_ISAS, assert_same_bits, check_backward, check_forward,
+                          conv_case, cpu_isas, num_threads, using_isa)
+from strategies import small_plane_conv_problems
+
+CPU_PATHS = cpu_isas() or SUPPORTED_ISAS
+
+
+@contextlib.contextmanager
+def cv_path(on):
+    """The channel-vectorised path allowed (where it applies) or not, within the block."""
+    previous = _testing.set_conv_cv(on)
+    try:
+        yield
+    finally:
+        _testing.set_conv_cv(previous)
+
+
+def forward_and_grad_input(p):
+    """conv2d's output (with the problem's activation) and grad_input."""
+    out = fastconv.conv2d(p["x"], p["w"], p["b"], **p["kwargs"], activation=p["activation"])
+    gx, _, _ = fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
+                                        needs=(True, False, False))
+    return out, gx
+
+
+@settings(max_examples=120, deadline=None)
+@given(small_plane_conv_problems())
+def test_both_paths_give_the_same_bits_on_every_simd_path(p):
+    for isa in CPU_PATHS:
+        with using_isa(isa):
+            with cv_path(False):
+                want = forward_and_grad_input(p)
+            with cv_path(True):
+                got = forward_and_grad_input(p)
+        for name, g, w in zip(("output", "grad_input"), got, want):
+            assert_same_bits(g, w, f"{name} on {isa}", any_nan=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(small_plane_conv_problems(values=st.just("normal")), st.booleans())
+def test_the_path_holds_to_the_reference(p, bias):
+    b = p["b"] if bias else None
+    case = conv_case(p["x"], p["w"], b, gy=p["gy"], needs=(True, False, False), **p["kwargs"])
+    with cv_path(True):
+        check_forward(case, fastconv.conv2d(p["x"], p["w"], b, **p["kwargs"]))
+        check_backward(case, fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
+                                                      needs=(True, False, False)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(small_plane_conv_problems())
+def test_same_bits_for_one_and_two_threads(p):
+    with cv_path(True):
+        with num_threads(1):
+            want = forward_and_grad_input(p)
+        with num_threads(2):
+            got = forward_and_grad_input(p)
+    for name, g, w in zip(("output", "grad_input"), got, want):
+        assert_same_bits(g, w, name, any_nan=True)
+
+
+def plans_taken(compute):
+    """How many calls of compute() took the channel-vectorised path."""
+    before = _testing.conv_cv_plans()
+    compute()
+    return _testing.conv_cv_plans() - before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, forward, grad_input", [
+    # a ResNet's last stage, a VGG's 4 x 4 layers: both passes (grad_input's lanes are the
+    # input channels, the forward's the output channels)
+    ((2, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), 1, 1),
+    ((3, 64, 4, 4), (128, 64, 3, 3), dict(padding=1), 1, 1),
+    ((2, 8, 8, 8), (64, 8, 3, 3), dict(stride=2, padding=1), 1, 0),  # grad_input: stride 1 only
+    ((2, 64, 7, 7), (64, 64, 1, 1), {}, 1, 0),  # grad_input of a 1x1 kernel: the GEMM
+    ((2, 8, 16, 16), (64, 8, 3, 3), dict(padding=1), 0, 0),  # a 16 x 16 plane: the GEMM
+    ((2, 8, 4, 4), (2, 8, 3, 3), dict(padding=1), 0, 0),  # two output channels: the GEMM
+])
+def test_the_path_is_taken_where_it_applies(dtype, x_shape, w_shape, kwargs, forward,
+                                            grad_input):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    y = fastconv.conv2d(x, w, **kwargs)
+    assert plans_taken(lambda: fastconv.conv2d(x, w, **kwargs)) == forward
+    assert plans_taken(lambda: fastconv.conv2d_backward(y, x, w, **kwargs,
+                                                        needs=(True, False, False))) == grad_input
+    with cv_path(False):
+        assert plans_taken(lambda: fastconv.conv2d(x, w, **kwargs)) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 64, 4, 4), (64, 64, 3, 3), dict(padding=1)),
+    ((3, 128, 5, 6), (128, 64, 3, 2), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
+    ((1, 64, 3, 3), (64, 64, 5, 5), dict(padding="same")),
+])
+def test_special_values_give_the_gemm_bits_in_both_passes(dtype, x_shape, w_shape, kwargs):
+    """Layers that take the path in both passes on every SIMD path, with inf and NaN in the
+    input and grad_output and huge values in every operand (a deterministic complement of the
+    property above; a non-finite weight sends grad_input to its tap-by-tap sum, see
+    fastconv._core.direct, and is tested on the forward below)."""
+    rng = np.random.default_rng(2)
+    p = dict(kwargs=kwargs, activation="relu")
+    big = np.sqrt(np.finfo(dtype).max) / 2
+    x, w, b = (rng.standard_normal(shape) for shape in (x_shape, w_shape, w_shape[:1]))
+    gy = rng.standard_normal(fastconv.conv2d(x, w, **kwargs).shape)
+    for a in (x, w, gy):
+        u = rng.random(a.shape)
+        a[u < 0.1] *= big
+        if a is not w:
+            a[u < 0.01] = np.inf
+            a[(u >= 0.01) & (u < 0.02)] = np.nan
+    p.update(x=x.astype(dtype), w=w.astype(dtype), b=b.astype(dtype), gy=gy.astype(dtype))
+    for isa in CPU_PATHS:
+        with using_isa(isa):
+            with cv_path(False):
+                want = forward_and_grad_input(p)
+            with cv_path(True):
+                assert plans_taken(lambda: forward_and_grad_input(p)) == 2
+                got = forward_and_grad_input(p)
+        for name, g, w_ in zip(("output", "grad_input"), got, want):
+            assert_same_bits(g, w_, f"{name} on {isa}", any_nan=True)
+
+
+def test_bfloat16_products_stay_on_the_gemm():
+    x = np.ones((2, 32, 4, 4), np.float32)
+    w = np.ones((64, 32, 3, 3), np.float32)
+    assert plans_taken(lambda: fastconv.conv2d(x, w, padding=1, precision="bf16")) == 0
+
+
+def test_a_nonfinite_weight_meets_the_padding_as_in_the_gemm():
+    """A weight of inf times a padding zero is NaN in the GEMM's sums, which read the padding: on
+    this path, which skips those taps, the outputs whose window puts that weight on padding are
+    NaN all the same, and only those."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(1, 2, (2, 16, 4, 4)).astype(np.float32)
+    w = rng.uniform(1, 2, (64, 16, 3, 3)).astype(np.float32)
+    w[5, 3, 0, 0] = np.inf  # the top-left tap: on padding for the first row and column
+    with cv_path(True):
+        assert plans_taken(lambda: fastconv.conv2d(x, w, padding=1)) == 1
+        got = fastconv.conv2d(x, w, padding=1)
+    with cv_path(False):
+        want = fastconv.conv2d(x, w, padding=1)
+    assert_same_bits(got, want, "output", any_nan=True)
+    nan = np.zeros(got.shape, bool)
+    nan[:, 5, 0, :] = nan[:, 5, :, 0] = True
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    assert np.isposinf(got[:, 5, 1:, 1:]).all()
+    assert np.isfinite(np.delete(got, 5, axis=1)).all()
