@@ -66,8 +66,21 @@ W[k, t] * x[c, row(p) + r, col(p) + s]. No im2col of the batch is ever formed:
    tile when vectors would run past the end of a plane; outputs of 8 MiB and more are written
    with non-temporal stores either way.
 
+Small output planes (at most 14 x 14: the late layers of a CNN) with enough channels to fill
+vectors take a second path instead (src/conv_cv_tmpl.h), the one oneDNN's direct kernels take:
+output channels in the vector lanes (a block of 64 float32 channels on AVX-512), each output
+pixel's input broadcast. On such a plane most pixels are border pixels whose kernel window
+reads padding (31% of a 3x3 kernel's products on 4x4, 19% on 7x7), and a vector of pixels spans
+several rows. Here the pixels are sorted into classes by the kernel rows and columns that stay
+inside the input, and each class sums only its valid taps: the same chain of fused
+multiply-adds, in the same sum blocks, as the GEMM, minus terms w * 0 that change nothing for a
+finite w (a non-finite weight's NaN is put back where the GEMM would produce it). The input is
+read in place, the weights packed per call as [tap][channel] rows. Which path runs a layer
+changes no bit of its result.
+
 grad_input is the same GEMM on the padded grad_output with the kernel flipped and transposed,
-once per stride phase of the input (a transposed convolution with no zero insertion). A weight
+once per stride phase of the input (a transposed convolution with no zero insertion); small
+planes take the channel-vectorised path there too, a plan per stride phase. A weight
 holding inf or NaN would meet the padding zeros there (0 * inf = NaN, where torch gives 0), so
 for such a weight grad_input is summed tap by tap from 1x1 passes over the positions each tap
 reaches (``_core.direct._grad_input_by_taps``).
@@ -79,7 +92,7 @@ Threads and determinism
 -----------------------
 Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule) with
 the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
-pixel block), grad_weight = (group, channel block, batch chunk), pooling = planes; for an image
+pixel block), on the channel-vectorised path (images, group, channel block), grad_weight = (group, channel block, batch chunk), pooling = planes; for an image
 above the workspace cap (see Memory), forward and grad_input items are row bands of one image. An
 item writes only its own outputs, always in the same order. Before them, a layer with large
 weights (64K elements and more) packs them in preparation items, a block of rows each, in a

@@ -93,6 +93,22 @@ static fc_idx fc_cv_axis(const fc_cv_axis_map *m, fc_idx no, fc_idx R, fc_idx *r
     return count;
 }
 
+/* One stride phase of grad_input along an axis (as fc_phases_1d): the outputs h of n with
+ * (h + p) % s == phi, the first at *h0, *no of them; their taps r (those with (r*d) % s == phi,
+ * *nt of them, into rk) read grad_output row (h + p) / s - (r*d) / s, which is linear in the tap's
+ * index i: *m. */
+static void fc_cv_phase_axis(fc_idx n, fc_idx ny, fc_idx s, fc_idx d, fc_idx p, fc_idx R,
+                             fc_idx phi, fc_idx *h0, fc_idx *no, fc_idx *rk, fc_idx *nt,
+                             fc_cv_axis_map *m) {
+    *h0 = ((phi - p) % s + s) % s;
+    *no = *h0 < n ? FC_CEIL_DIV(n - *h0, s) : 0;
+    *nt = 0;
+    for (fc_idx r = 0; r < R; r++)
+        if ((r * d) % s == phi) rk[(*nt)++] = r;
+    const fc_idx u0 = *nt ? (rk[0] * d) / s : 0, du = *nt > 1 ? (rk[1] * d) / s - u0 : 1;
+    *m = (fc_cv_axis_map){ny, 1, (*h0 + p) / s - u0, -du};
+}
+
 #endif /* FC_CONV_CV_SHARED */
 
 typedef struct {
@@ -109,6 +125,14 @@ typedef struct {
     /* the operands (fc_cv_forward, fc_cv_grad_input) */
     fc_idx N, G, Cin, Cout, R, S, OH, OW; /* per group: Cin channels read, Cout computed */
     fc_cv_axis_map mh, mw;
+    /* output pixel (oh, ow) is element (oh*sth + oh0) * ldo + ow*stw + ow0 of its channel's
+     * plane of ocs elements (a stride phase of grad_input's output: every sth-th row, every
+     * stw-th column) */
+    fc_idx sth, stw, oh0, ow0, ldo, ocs;
+    /* tap row i and column j are row rk[i] and column sk[j] of the Rw x Sw kernel (grad_input's
+     * stride phase: a subset of them); NULL: the identity */
+    const fc_idx *rk, *sk;
+    fc_idx Rw, Sw;
     const T *x;        /* the input, element strides xs (channel gi * Cin + ci at xs[1]) */
     fc_idx xs[4];
     const T *w;
@@ -132,6 +156,7 @@ typedef struct {
     T *biasp;          /* [G][nocb][ocb], or NULL */
     uint64_t *nan;     /* [G][nocb][ncls]: channels (bits) whose outputs in the class are NaN */
     fc_idx npre, nitems;
+    fc_idx pre0, item0; /* where its preparation items and items start among those of a pass */
 } TF(fc_cv_plan);
 
 /* Whether a layer takes this path: a small output plane (FC_CV_MAX_P pixels), taps, channel
@@ -159,7 +184,7 @@ static int TF(fc_cv_classes)(TF(fc_cv_plan) * cv) {
     if (!rc) return -1;
     fc_idx nrc = fc_cv_axis(&cv->mh, OH, R, rr, rc);
     fc_idx ncc = fc_cv_axis(&cv->mw, OW, S, cr, cc);
-    const fc_idx out_img = cv->G * cv->Cout * cv->P;
+    const fc_idx out_img = cv->G * cv->Cout * cv->ocs;
     cv->ncls = nrc * ncc;
     int st = 0;
     for (fc_idx k = 0; k < cv->ncls; k++) {
@@ -188,7 +213,8 @@ static int TF(fc_cv_classes)(TF(fc_cv_plan) * cv) {
                     if (rc[oh] * ncc + cc[ow] != k) continue;
                     c->pos[i] = img * cv->xs[0] + (oh * cv->mh.a + cv->mh.b) * cv->xs[2] +
                                 (ow * cv->mw.a + cv->mw.b) * cv->xs[3];
-                    c->out[i] = img * out_img + oh * OW + ow;
+                    c->out[i] = img * out_img + (oh * cv->sth + cv->oh0) * cv->ldo +
+                                ow * cv->stw + cv->ow0;
                     i++;
                 }
         fc_idx n = 0;
@@ -206,6 +232,8 @@ static int TF(fc_cv_classes)(TF(fc_cv_plan) * cv) {
     return st;
 }
 
+static void TF(fc_cv_nan_marks)(const TF(fc_cv_plan) * cv, fc_idx i, int nonfinite);
+
 /* Preparation item i = (group, channel block): its weights packed [TT][ocb] (zero past the last
  * channel), and for each class the channels one of whose skipped taps holds an inf or NaN. */
 static int TF(fc_cv_pre_item)(const TF(fc_cv_plan) * cv, fc_idx i) {
@@ -215,14 +243,25 @@ static int TF(fc_cv_pre_item)(const TF(fc_cv_plan) * cv, fc_idx i) {
     int nonfinite = 0;
     if (!cv->gin) { /* rows of Cin * R * S taps, one per output channel */
         nonfinite = cv->pack(cv->w + (gi * cv->Cout + j0) * TT, TT, TT, nk, Wp, ocb);
-    } else { /* for each tap channel k, rows of R * S taps, one per output channel */
+    } else if (!cv->rk) { /* for each tap channel k, rows of R * S taps, one per output channel */
         for (fc_idx k = 0; k < cv->Cin; k++)
             nonfinite |= cv->pack(cv->w + ((gi * cv->Cin + k) * cv->Cout + j0) * RS, RS, RS, nk,
                                   Wp + k * RS * ocb, ocb);
+    } else { /* a stride phase: fc_cv_phases_pre_item packs all phases */
+        return -1;
     }
+    TF(fc_cv_nan_marks)(cv, i, nonfinite);
+    return 0;
+}
+
+/* The NaN marks of preparation item i (its weights packed): for each class, the channels one
+ * of whose skipped taps holds an inf or NaN (none when no weight read was: `nonfinite`). */
+static void TF(fc_cv_nan_marks)(const TF(fc_cv_plan) * cv, fc_idx i, int nonfinite) {
+    const fc_idx TT = cv->TT, ocb = cv->ocb, nk = FC_MIN(ocb, cv->Cout - (i % cv->nocb) * ocb);
+    const T *Wp = cv->Wp + i * TT * ocb;
     uint64_t *nan = cv->nan + i * cv->ncls;
     for (fc_idx k = 0; k < cv->ncls; k++) nan[k] = 0;
-    if (!nonfinite) return 0;
+    if (!nonfinite) return;
     for (fc_idx t = 0; t < TT; t++)
         for (fc_idx j = 0; j < nk; j++) {
             const T v = Wp[t * ocb + j];
@@ -234,7 +273,6 @@ static int TF(fc_cv_pre_item)(const TF(fc_cv_plan) * cv, fc_idx i) {
                     nan[k] |= (uint64_t)1 << j;
             }
         }
-    return 0;
 }
 
 /* The plan, once the operands are filled in and fc_cv_wanted said yes. */
@@ -268,7 +306,7 @@ static int TF(fc_cv_prepare)(TF(fc_cv_plan) * cv, const TF(fc_isa) * isa, int nt
                     cv->bias[gi * cv->Cout + k];
     }
     cv->npre = nblk;
-    if (cv->G * cv->Cout * cv->TT < FC_PACK_PARALLEL_ELEMS) {
+    if (cv->G * cv->Cout * cv->TT < FC_PACK_PARALLEL_ELEMS && !cv->rk) {
         for (fc_idx i = 0; i < nblk; i++) TF(fc_cv_pre_item)(cv, i);
         cv->npre = 0;
     }
@@ -289,6 +327,17 @@ static void TF(fc_cv_free)(TF(fc_cv_plan) * cv) {
     free(cv->nan);
     cv->Wp = cv->biasp = NULL;
     cv->nan = NULL;
+}
+
+/* The plans of a pass (one, or one per stride phase) run its items and preparation items in
+ * turn: item i belongs to the plan whose range [item0, item0 + nitems) holds it. */
+static int TF(fc_cv_run_pre_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i);
+static int TF(fc_cv_run_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i);
+
+/* Frees n plans and the array that holds them. */
+static void TF(fc_cv_free_all)(TF(fc_cv_plan) * cv, fc_idx n) {
+    for (fc_idx f = 0; f < n; f++) TF(fc_cv_free)(&cv[f]);
+    free(cv);
 }
 
 /* y activated as the GEMM's epilogue does it (FN(activate), conv_isa_tmpl.h): torch's rules, by
@@ -335,7 +384,7 @@ static int TF(fc_cv_item)(const TF(fc_cv_plan) * cv, fc_idx item) {
         }
     }
     /* the epilogue: activated, NaN where a skipped tap's weight is not finite, transposed */
-    T *out = cv->out + (n0 * cv->G * cv->Cout + gi * cv->Cout + b * ocb) * cv->P;
+    T *out = cv->out + (n0 * cv->G * cv->Cout + gi * cv->Cout + b * ocb) * cv->ocs;
     const uint64_t *nan = cv->nan + blk * cv->ncls;
     fc_idx row = 0;
     for (fc_idx k = 0; k < cv->ncls; k++) {
@@ -344,7 +393,7 @@ static int TF(fc_cv_item)(const TF(fc_cv_plan) * cv, fc_idx item) {
             const T *s = tile + row * ocb;
             T *o = out + c->out[i];
             for (fc_idx j = 0; j < nk; j++)
-                o[j * cv->P] = (nan[k] >> j) & 1 ? (T)__builtin_nan("")
+                o[j * cv->ocs] = (nan[k] >> j) & 1 ? (T)__builtin_nan("")
                                                  : TF(fc_cv_activate)(s[j], cv->act, cv->slope);
         }
     }
@@ -359,6 +408,7 @@ static int TF(fc_cv_forward)(TF(fc_cv_plan) * cv, const TF(fc_geom) * g, const T
     *cv = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = g->C / g->G, .Cout = g->K / g->G,
                            .R = g->R, .S = g->S, .OH = g->OH, .OW = g->OW,
                            .mh = {g->H, g->sh, -g->pt, g->dh}, .mw = {g->W, g->sw, -g->pl, g->dw},
+                           .sth = 1, .stw = 1, .ldo = g->OW, .ocs = g->OH * g->OW, .Rw = g->R, .Sw = g->S,
                            .x = x, .w = w, .gin = 0, .bias = bias, .out = out, .act = act,
                            .slope = slope};
     memcpy(cv->xs, xs, sizeof cv->xs);
@@ -366,21 +416,95 @@ static int TF(fc_cv_forward)(TF(fc_cv_plan) * cv, const TF(fc_geom) * g, const T
     return TF(fc_cv_prepare)(cv, isa, nthreads) ? -1 : 1;
 }
 
-/* grad_input's operands (dy and w contiguous, dx contiguous), stride 1 and padding at most the
- * kernel's reach (a padded grad_output of non-negative padding): as fc_cv_forward. Not for a
- * 1x1 kernel: with no padding to skip, the GEMM (which reads grad_output in place) measured
- * faster. */
+/* grad_input's operands (dy and w contiguous, dx contiguous and zeroed), one plan per stride
+ * phase of dx (cv[0 .. sh*sw - 1]; a phase with no taps gets no items: its dx stays 0), padding
+ * at most the kernel's reach, no 1x1 kernel (with no padding to skip, the GEMM, which reads
+ * grad_output in place, measured faster): as fc_cv_forward, for all phases or none. rk holds
+ * 2 * (R + S) slots for the phases' tap rows and columns. */
 static int TF(fc_cv_grad_input)(TF(fc_cv_plan) * cv, const TF(fc_geom) * g, const T *dy,
-                                const T *w, T *dx, const TF(fc_isa) * isa, int nthreads) {
-    if (g->sh != 1 || g->sw != 1 || g->pt > (g->R - 1) * g->dh || g->pl > (g->S - 1) * g->dw ||
-        g->R * g->S == 1)
-        return 0;
-    const fc_idx Kg = g->K / g->G;
-    *cv = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = Kg, .Cout = g->C / g->G, .R = g->R,
-                           .S = g->S, .OH = g->H, .OW = g->W,
-                           .mh = {g->OH, 1, g->pt, -g->dh}, .mw = {g->OW, 1, g->pl, -g->dw},
-                           .x = dy, .xs = {g->K * g->OH * g->OW, g->OH * g->OW, g->OW, 1},
-                           .w = w, .gin = 1, .bias = NULL, .out = dx, .act = FC_ACT_NONE};
-    if (!TF(fc_cv_wanted)(cv, (fc_idx)isa->cv_nv * isa->vl)) return 0;
-    return TF(fc_cv_prepare)(cv, isa, nthreads) ? -1 : 1;
+                                const T *w, T *dx, fc_idx *rk, const TF(fc_isa) * isa,
+                                int nthreads, fc_idx *npre, fc_idx *nitems) {
+    if (g->pt > (g->R - 1) * g->dh || g->pl > (g->S - 1) * g->dw || g->R * g->S == 1) return 0;
+    const fc_idx Kg = g->K / g->G, nph = g->sh * g->sw, ocb = (fc_idx)isa->cv_nv * isa->vl;
+    const int phased = nph > 1;
+    for (fc_idx f = 0; f < nph; f++) {
+        fc_idx a = f / g->sw, b = f % g->sw, h0, w0, oh, ow, nr, ns;
+        fc_idx *rkf = rk + f * (g->R + g->S), *skf = rkf + g->R;
+        fc_cv_axis_map mh, mw;
+        fc_cv_phase_axis(g->H, g->OH, g->sh, g->dh, g->pt, g->R, a, &h0, &oh, rkf, &nr, &mh);
+        fc_cv_phase_axis(g->W, g->OW, g->sw, g->dw, g->pl, g->S, b, &w0, &ow, skf, &ns, &mw);
+        cv[f] = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = Kg, .Cout = g->C / g->G, .R = nr,
+                                 .S = ns, .OH = oh, .OW = ow, .mh = mh, .mw = mw,
+                                 .sth = g->sh, .stw = g->sw, .oh0 = h0, .ow0 = w0, .ldo = g->W,
+                                 .ocs = g->H * g->W, .rk = phased ? rkf : NULL,
+                                 .sk = phased ? skf : NULL, .Rw = g->R, .Sw = g->S, .x = dy,
+                                 .xs = {g->K * g->OH * g->OW, g->OH * g->OW, g->OW, 1}, .w = w,
+                                 .gin = 1, .bias = NULL, .out = dx, .act = FC_ACT_NONE};
+        if (oh > 0 && ow > 0 && nr > 0 && ns > 0 && !TF(fc_cv_wanted)(&cv[f], ocb)) return 0;
+    }
+    fc_idx pre = 0, items = 0;
+    for (fc_idx f = 0; f < nph; f++) {
+        cv[f].pre0 = pre;
+        cv[f].item0 = items;
+        if (cv[f].OH * cv[f].OW * cv[f].R * cv[f].S == 0) continue; /* dx stays 0 */
+        if (TF(fc_cv_prepare)(&cv[f], isa, nthreads)) return -1;
+        pre += cv[f].npre;
+        items += cv[f].nitems;
+    }
+    if (phased) { /* the phases are packed together (fc_cv_phases_pre_item) */
+        pre = items ? g->G * FC_CEIL_DIV(g->C / g->G, ocb) : 0;
+        if (g->K * (g->C / g->G) * g->R * g->S < FC_PACK_PARALLEL_ELEMS) {
+            for (fc_idx i = 0; i < pre; i++)
+                if (TF(fc_cv_run_pre_item)(cv, nph, i)) return -1;
+            pre = 0;
+        }
+    }
+    *npre = pre;
+    *nitems = items;
+    return 1;
+}
+
+/* Preparation item i = (group, channel block) of grad_input's n stride phases, all at once:
+ * for each channel k, the block's weights of k (rows of Rw x Sw elements) are transposed once,
+ * and each phase's taps copied from there. Then the NaN marks of every phase. */
+static int TF(fc_cv_phases_pre_item)(const TF(fc_cv_plan) * phases, fc_idx n, fc_idx i) {
+    const TF(fc_cv_plan) *cv = phases; /* a phase with items: all share the channel blocks */
+    while (!cv->nitems) cv++;
+    const fc_idx gi = i / cv->nocb, b = i % cv->nocb, ocb = cv->ocb, RSw = cv->Rw * cv->Sw;
+    const fc_idx j0 = b * ocb, nk = FC_MIN(ocb, cv->Cout - j0);
+    T *tmp = (T *)malloc((size_t)(RSw * ocb) * sizeof(T));
+    if (!tmp) return -1;
+    int nonfinite = 0;
+    for (fc_idx k = 0; k < cv->Cin; k++) {
+        nonfinite |= cv->pack(cv->w + ((gi * cv->Cin + k) * cv->Cout + j0) * RSw, RSw, RSw, nk,
+                              tmp, ocb);
+        for (fc_idx f = 0; f < n; f++) {
+            const TF(fc_cv_plan) *c = &phases[f];
+            const fc_idx RS = c->R * c->S;
+            if (!c->nitems) continue;
+            T *Wp = c->Wp + i * c->TT * ocb + k * RS * ocb;
+            for (fc_idx t = 0; t < RS; t++)
+                memcpy(Wp + t * ocb, tmp + (c->rk[t / c->S] * c->Sw + c->sk[t % c->S]) * ocb,
+                       (size_t)ocb * sizeof(T));
+        }
+    }
+    free(tmp);
+    for (fc_idx f = 0; f < n; f++)
+        if (phases[f].nitems) TF(fc_cv_nan_marks)(&phases[f], i, nonfinite);
+    return 0;
+}
+
+static int TF(fc_cv_run_pre_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i) {
+    if (cv[0].rk) return TF(fc_cv_phases_pre_item)(cv, n, i);
+    for (fc_idx f = 0; f < n; f++)
+        if (i >= cv[f].pre0 && i < cv[f].pre0 + cv[f].npre)
+            return TF(fc_cv_pre_item)(&cv[f], i - cv[f].pre0);
+    return -1;
+}
+
+static int TF(fc_cv_run_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i) {
+    for (fc_idx f = 0; f < n; f++)
+        if (i >= cv[f].item0 && i < cv[f].item0 + cv[f].nitems)
+            return TF(fc_cv_item)(&cv[f], i - cv[f].item0);
+    return -1;
 }

@@ -533,8 +533,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
 
 static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
     if (pl->cv) {
-        TF(fc_cv_free)(pl->cv);
-        free(pl->cv);
+        TF(fc_cv_free_all)(pl->cv, 1);
         pl->cv = NULL;
     }
     free(pl->A);
@@ -706,7 +705,10 @@ typedef struct {
      * band_rows + Uh rows of every plane; boff are the tap offsets in it */
     fc_idx band_rows, nbands, bbufsize;
     fc_idx *boff;
-    TF(fc_cv_plan) * cv; /* the channel-vectorised path (conv_cv_tmpl.h) runs the layer, or NULL */
+    /* the channel-vectorised path (conv_cv_tmpl.h) runs the layer: a plan per stride phase
+     * (ncv of them, their tap rows and columns in cv_taps), or NULL */
+    TF(fc_cv_plan) * cv;
+    fc_idx ncv, *cv_taps;
 } TF(fc_gin_plan);
 
 /* The tap offsets of every phase, in tap_start's order, into a padded grad_output buffer of
@@ -851,7 +853,7 @@ static int TF(fc_gin_pack_bf16)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx f)
 /* Preparation item i of grad_input: the weights of (group, phase) i (bfloat16 GEMM), or of row
  * block i % nmb of group i / nmb in every phase, packed (and rounded where the plan rounds). */
 static int TF(fc_gin_pre_item)(const TF(fc_gin_plan) * pl, fc_idx i) {
-    if (pl->cv) return TF(fc_cv_pre_item)(pl->cv, i);
+    if (pl->cv) return TF(fc_cv_run_pre_item)(pl->cv, pl->ncv, i);
     if (pl->math == FC_MATH_BF16_GEMM)
         return TF(fc_gin_pack_bf16)(pl, i / pl->nphase, i % pl->nphase);
     const fc_idx gi = i / pl->nmb, mb = i % pl->nmb;
@@ -905,18 +907,21 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->nphase = g->sh * g->sw;
     if (pl->math == FC_MATH_F32) { /* the channel-vectorised path, where it applies */
-        pl->cv = (TF(fc_cv_plan) *)calloc(1, sizeof *pl->cv);
-        if (!pl->cv) return -1;
-        int st = TF(fc_cv_grad_input)(pl->cv, g, pl->dy, pl->w, pl->dx, &pl->isa, nthreads);
+        pl->ncv = pl->nphase;
+        pl->cv = (TF(fc_cv_plan) *)calloc((size_t)pl->ncv, sizeof *pl->cv);
+        pl->cv_taps = (fc_idx *)malloc((size_t)(pl->ncv * (g->R + g->S)) * sizeof(fc_idx));
+        if (!pl->cv || !pl->cv_taps) return -1;
+        int st = TF(fc_cv_grad_input)(pl->cv, g, pl->dy, pl->w, pl->dx, pl->cv_taps, &pl->isa,
+                                      nthreads, &pl->npre, &pl->nitems);
         if (st) {
-            pl->npre = pl->cv->npre;
-            pl->nitems = pl->cv->nitems;
             pl->nPB = 1;
-            pl->nphase = 1;
+            pl->nphase = 1; /* the schedule's chunk: items one by one */
             return st < 0 ? -1 : 0;
         }
-        free(pl->cv);
+        TF(fc_cv_free_all)(pl->cv, pl->ncv);
+        free(pl->cv_taps);
         pl->cv = NULL;
+        pl->cv_taps = NULL;
     }
     fc_idx Jh, Jw;
     if (TF(fc_gin_phase_tables)(pl, &Jh, &Jw)) return -1;
@@ -942,10 +947,11 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
 
 static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     if (pl->cv) {
-        TF(fc_cv_free)(pl->cv);
-        free(pl->cv);
+        TF(fc_cv_free_all)(pl->cv, pl->ncv);
         pl->cv = NULL;
     }
+    free(pl->cv_taps);
+    pl->cv_taps = NULL;
     free(pl->A);
     free(pl->a_off);
     pl->a_off = NULL;
@@ -1028,7 +1034,7 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
 }
 
 static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
-    if (pl->cv) return TF(fc_cv_item)(pl->cv, item);
+    if (pl->cv) return TF(fc_cv_run_item)(pl->cv, pl->ncv, item);
     if (pl->band_rows) return TF(fc_gin_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, rest = item / pl->nPB;

@@ -197,9 +197,10 @@ def assert_same_bits(actual, expected, what="", any_nan=False):
     (so -0.0 differs from 0.0, and NaNs must have the same sign and payload). For the tests that
     promise bitwise identical results (thread counts, repeated calls); None matches None.
 
-    ``any_nan=True`` (only across SIMD paths): a NaN must be a NaN at the same place, but which
-    NaN (sign, payload) a sum of two NaNs passes on is the compiler's choice of operand order,
-    which IEEE 754 leaves open; every other value must still match bit for bit."""
+    ``any_nan=True`` (across SIMD paths, kernel paths, or against torch): a NaN must be a NaN at
+    the same place, but which NaN (sign, payload) a sum of two NaNs passes on is the compiler's
+    choice of operand order, which IEEE 754 leaves open; every other value must still match bit
+    for bit."""
     if expected is None or actual is None:
         assert actual is None and expected is None, f"{what}: {actual!r} against {expected!r}"
         return

@@ -395,7 +395,10 @@ def test_adaptive_pooling_agrees_with_torch(case, nthreads):
     assert_same_bits(gi, t_gi.numpy(), "adaptive_max_pool2d_backward against torch")
     assert_same_bits(gavg, xt.grad.numpy(), "adaptive_avg_pool2d_backward against torch")
     if out.shape[-2:] != (1, 1):
-        assert_same_bits(avg, t_avg.detach().numpy(), "adaptive_avg_pool2d against torch")
+        # a window holding NaN and both infinities: which NaN its sum passes on (sign, payload)
+        # is the compiler's choice of operand order, in torch as in fastconv
+        assert_same_bits(avg, t_avg.detach().numpy(), "adaptive_avg_pool2d against torch",
+                         any_nan=True)
     else:
         check_avg(t_avg.detach().numpy(), x)  # torch's own order, same bound
         check_avg(avg, x)

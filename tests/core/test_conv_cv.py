@@ -1,6 +1,7 @@
-"""The channel-vectorised path of the forward and the stride-1 grad_input (src/conv_cv_tmpl.h):
-layers with small output planes and many output channels run with channels in the vector lanes,
-each output pixel summing only the taps that do not read padding. Which path runs a layer must
+"""The channel-vectorised path of the forward and grad_input (src/conv_cv_tmpl.h): layers with
+small output planes and many channels run with channels in the vector lanes, each output pixel
+summing only the taps that do not read padding (grad_input a stride phase of its output at a
+time). Which path runs a layer must
 change nothing but the time: the same bits as the GEMM on every SIMD path and thread count
 (NaNs compared as NaNs, as in test_simd_paths), and the reference's numbers within rounding."""
 import contextlib
@@ -86,7 +87,9 @@ def plans_taken(compute):
     # input channels, the forward's the output channels)
     ((2, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), 1, 1),
     ((3, 64, 4, 4), (128, 64, 3, 3), dict(padding=1), 1, 1),
-    ((2, 8, 8, 8), (64, 8, 3, 3), dict(stride=2, padding=1), 1, 0),  # grad_input: stride 1 only
+    # strided: grad_input is a plan per stride phase of its output (rows x columns: 2 x 2)
+    ((2, 64, 8, 8), (64, 64, 3, 3), dict(stride=2, padding=1), 1, 4),
+    ((2, 64, 9, 8), (64, 64, 3, 3), dict(stride=(2, 1), padding=1), 1, 2),
     ((2, 64, 7, 7), (64, 64, 1, 1), {}, 1, 0),  # grad_input of a 1x1 kernel: the GEMM
     ((2, 8, 16, 16), (64, 8, 3, 3), dict(padding=1), 0, 0),  # a 16 x 16 plane: the GEMM
     ((2, 8, 4, 4), (2, 8, 3, 3), dict(padding=1), 0, 0),  # two output channels: the GEMM
