@@ -87,6 +87,25 @@ FC_CV_DEFINE(6)
 static const FN(cv_fn) FN(cv_kernels)[CV_NP] = {FN(cv_kernel_1), FN(cv_kernel_2), FN(cv_kernel_3),
                                                FN(cv_kernel_4), FN(cv_kernel_5), FN(cv_kernel_6)};
 
+/* The first n (0 < n < VL) elements at p, the other lanes 0, reading nothing past p[n - 1]. */
+ALWAYS_INLINE VEC FN(cv_load_first)(const T *p, fc_idx n) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 64
+    const __mmask16 m = (__mmask16)((1u << n) - 1);
+    if (sizeof(T) == 4) return (VEC)_mm512_maskz_loadu_ps(m, (const float *)p);
+    return (VEC)_mm512_maskz_loadu_pd((__mmask8)m, (const double *)p);
+#elif defined(__x86_64__) && defined(__GNUC__) && VB == 32
+    VI lane, m;
+    for (int l = 0; l < VL; l++) lane[l] = l;
+    m = lane < (IT)n; /* all ones where l < n */
+    if (sizeof(T) == 4) return (VEC)_mm256_maskload_ps((const float *)p, (__m256i)m);
+    return (VEC)_mm256_maskload_pd((const double *)p, (__m256i)m);
+#else
+    VEC v = {0};
+    for (fc_idx l = 0; l < n; l++) v[l] = p[l];
+    return v;
+#endif
+}
+
 /* Wp[t*ldw + j] = w[j*lds + t] for t < nt, j < nk (nk <= ldw rows of nt weights each, lds
  * apart) and 0 for nk <= j < ldw: VL x VL blocks transposed in registers as FN(transpose) does,
  * scalar edges. Returns whether any weight read is inf or NaN (x - x is 0 for every finite x),
@@ -115,6 +134,28 @@ static FC_TARGET int FN(cv_pack)(const T *restrict w, fc_idx lds, fc_idx nt, fc_
             }
             for (int i = 0; i < n; i++) STOREU(Wp + (t0 + i) * ldw + j0, v[i]);
         }
+    if (tv == 0 && nt > 0) { /* rows shorter than a vector (grad_input's R x S): each row
+                                * loaded by a masked load, the block transposed, its first nt
+                                * rows stored */
+        for (fc_idx j0 = 0; j0 < ldw; j0 += n) {
+            VEC v[n], u[n];
+            for (int i = 0; i < n; i++) {
+                v[i] = j0 + i < nk ? FN(cv_load_first)(w + (j0 + i) * lds, nt) : zero;
+                bad |= (VI)(v[i] - v[i] != zero);
+            }
+            for (int stage = 1; stage < n; stage *= 2) {
+                for (int i = 0; i < n / 2; i++) {
+                    u[2 * i] = SHUF2(v[i], v[i + n / 2], FC_ILO);
+                    u[2 * i + 1] = SHUF2(v[i], v[i + n / 2], FC_IHI);
+                }
+                for (int i = 0; i < n; i++) v[i] = u[i];
+            }
+            for (fc_idx t = 0; t < nt; t++) STOREU(Wp + t * ldw + j0, v[t]);
+        }
+        int nonfinite = 0;
+        for (int l = 0; l < VL; l++) nonfinite |= bad[l] != 0;
+        return nonfinite;
+    }
     int nonfinite = 0;
     for (int l = 0; l < VL; l++) nonfinite |= bad[l] != 0;
     for (fc_idx j = 0; j < ldw; j++)
