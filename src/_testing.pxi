@@ -89,13 +89,14 @@ cdef extern from "fc_kernels.h" nogil:
 
 
 def _testing_set_conv_cv(bint on):
-    """Let the forward take its channel-vectorised path for small output planes (the default)
-    or always the GEMM; returns the previous setting."""
+    """Let the forward and grad_input take their channel-vectorised path for small output
+    planes (the default) or always the GEMM; returns the previous setting."""
     return bool(fc_set_conv_cv(on))
 
 
 def _testing_conv_cv_plans():
-    """How many forward and grad_input calls have taken the channel-vectorised path so far."""
+    """How many plans have taken the channel-vectorised path so far: one per forward call, one
+    per stride phase of a grad_input call."""
     return int(fc_conv_cv_plans())
 
 

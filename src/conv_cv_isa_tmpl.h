@@ -120,36 +120,24 @@ static FC_TARGET int FN(cv_pack)(const T *restrict w, fc_idx lds, fc_idx nt, fc_
      * follow (all ldw rows at once would be more streams than they track) */
     for (fc_idx j0 = 0; j0 < ldw; j0 += n)
         for (fc_idx t0 = 0; t0 < tv; t0 += n) {
-            VEC v[n], u[n];
+            VEC v[n];
             for (int i = 0; i < n; i++) {
                 v[i] = j0 + i < nk ? LOADU(w + (j0 + i) * lds + t0) : zero;
                 bad |= (VI)(v[i] - v[i] != zero);
             }
-            for (int stage = 1; stage < n; stage *= 2) {
-                for (int i = 0; i < n / 2; i++) {
-                    u[2 * i] = SHUF2(v[i], v[i + n / 2], FC_ILO);
-                    u[2 * i + 1] = SHUF2(v[i], v[i + n / 2], FC_IHI);
-                }
-                for (int i = 0; i < n; i++) v[i] = u[i];
-            }
+            FN(transpose_block)(v);
             for (int i = 0; i < n; i++) STOREU(Wp + (t0 + i) * ldw + j0, v[i]);
         }
     if (tv == 0 && nt > 0) { /* rows shorter than a vector (grad_input's R x S): each row
                                 * loaded by a masked load, the block transposed, its first nt
                                 * rows stored */
         for (fc_idx j0 = 0; j0 < ldw; j0 += n) {
-            VEC v[n], u[n];
+            VEC v[n];
             for (int i = 0; i < n; i++) {
                 v[i] = j0 + i < nk ? FN(cv_load_first)(w + (j0 + i) * lds, nt) : zero;
                 bad |= (VI)(v[i] - v[i] != zero);
             }
-            for (int stage = 1; stage < n; stage *= 2) {
-                for (int i = 0; i < n / 2; i++) {
-                    u[2 * i] = SHUF2(v[i], v[i + n / 2], FC_ILO);
-                    u[2 * i + 1] = SHUF2(v[i], v[i + n / 2], FC_IHI);
-                }
-                for (int i = 0; i < n; i++) v[i] = u[i];
-            }
+            FN(transpose_block)(v);
             for (fc_idx t = 0; t < nt; t++) STOREU(Wp + t * ldw + j0, v[t]);
         }
         int nonfinite = 0;

@@ -1,6 +1,6 @@
-/* The channel-vectorised path of the forward and of the stride-1 grad_input, for small output
- * planes: included by conv_tmpl.h (T, TN, TF are its). fc_fwd_prepare and fc_gin_prepare hand a
- * layer here when fc_cv_wanted says so (fc_cv_forward, fc_cv_grad_input).
+/* The channel-vectorised path of the forward and of grad_input, for small output planes:
+ * included by conv_tmpl.h (T, TN, TF are its). fc_fwd_prepare and fc_gin_prepare hand a layer
+ * here when fc_cv_wanted says so (fc_cv_forward, fc_cv_grad_input).
  *
  * Why: the implicit GEMM (gemm_tile) puts output pixels in the vector lanes and computes every
  * tap for every pixel, the padding's zeros included. On a 7x7 plane with a 3x3 kernel, 19% of
@@ -20,9 +20,12 @@
  * - grad_input (stride 1) is the same sum with the roles swapped: its "input" is grad_output,
  *   read at output row h + pt - r*dh for kernel row r (the kernel's flip is in the offsets), its
  *   taps (k, r, s) run over grad_output's channels as the GEMM's do (fc_gin_offsets), and its
- *   lanes are the input channels c, whose weights w[k][c][r][s] are packed the same way.
+ *   lanes are the input channels c, whose weights w[k][c][r][s] are packed the same way. With a
+ *   stride s, each stride phase of grad_input's output (every s-th row and column from some
+ *   offset) is such a sum over the taps of that phase, as in the GEMM: a plan of its own
+ *   (fc_cv_phase_axis), the phases' weights packed together (fc_cv_phases_pre_item).
  * - Item (image group, group, channel block): for each tap block of FC_CV_KC_BYTES of packed
- *   weights (it stays in L2), for each class, for each register block of up to cv_np of its
+ *   weights (it stays in the cache), for each class, for each register block of up to cv_np of its
  *   pixels, cv_kernel adds the sum blocks to a tile of running sums (pixels x channels, in
  *   L2); then the tile is activated and written out, transposed to (channel, pixel).
  * - The input is read where it lies (any strides): a valid tap never reads padding, so no padded
@@ -54,7 +57,9 @@ typedef struct {
 } fc_cv_axis_map;
 
 /* floor(a / b) for b > 0 */
-static inline fc_idx fc_cv_floor_div(fc_idx a, fc_idx b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline fc_idx fc_cv_floor_div(fc_idx a, fc_idx b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
 
 /* The valid kernel taps [*r0, *r1) of output o along an axis of R taps: 0 <= o*a + b + r*c < n. */
 static void fc_cv_range(const fc_cv_axis_map *m, fc_idx o, fc_idx R, fc_idx *r0, fc_idx *r1) {
@@ -408,7 +413,8 @@ static int TF(fc_cv_forward)(TF(fc_cv_plan) * cv, const TF(fc_geom) * g, const T
     *cv = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = g->C / g->G, .Cout = g->K / g->G,
                            .R = g->R, .S = g->S, .OH = g->OH, .OW = g->OW,
                            .mh = {g->H, g->sh, -g->pt, g->dh}, .mw = {g->W, g->sw, -g->pl, g->dw},
-                           .sth = 1, .stw = 1, .ldo = g->OW, .ocs = g->OH * g->OW, .Rw = g->R, .Sw = g->S,
+                           .sth = 1, .stw = 1, .ldo = g->OW, .ocs = g->OH * g->OW,
+                           .Rw = g->R, .Sw = g->S,
                            .x = x, .w = w, .gin = 0, .bias = bias, .out = out, .act = act,
                            .slope = slope};
     memcpy(cv->xs, xs, sizeof cv->xs);

@@ -27,8 +27,9 @@ typedef struct {
     fc_idx OH, OW;
 } fc_geom;
 
-/* Whether the forward takes the channel-vectorised path where it applies (conv_cv_tmpl.h); the
- * tests turn it off to hold it to the GEMM's results (fastconv._testing.set_conv_cv). */
+/* Whether the forward and grad_input take the channel-vectorised path where it applies
+ * (conv_cv_tmpl.h); the tests turn it off to hold it to the GEMM's results
+ * (fastconv._testing.set_conv_cv). */
 static int fc_cv_enabled = 1;
 /* Plans that took that path so far (the tests check which layers take it). */
 static long fc_cv_plans = 0;

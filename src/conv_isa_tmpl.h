@@ -682,9 +682,22 @@ static FC_TARGET void FN(stream_copy)(T *restrict dst, const T *restrict src, fc
     memcpy(dst + i, src + i, (size_t)(n - i) * sizeof(T));
 }
 
+/* The VL x VL block v[0..VL) transposed in place, in registers: log2(VL) rounds of
+ * perfect-shuffle interleaves (n log n two-input shuffles). */
+ALWAYS_INLINE void FN(transpose_block)(VEC *v) {
+    VEC w[VL];
+    for (int stage = 1; stage < VL; stage *= 2) {
+        for (int i = 0; i < VL / 2; i++) {
+            w[2 * i] = SHUF2(v[i], v[i + VL / 2], FC_ILO);
+            w[2 * i + 1] = SHUF2(v[i], v[i + VL / 2], FC_IHI);
+        }
+        for (int i = 0; i < VL; i++) v[i] = w[i];
+    }
+}
+
 /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols: VL x VL blocks transposed in registers
- * by log2(VL) rounds of perfect-shuffle interleaves (n log n two-input shuffles), scalar edges:
- * whole-vector stores, where a scalar transpose would store to one cache line per element. */
+ * (transpose_block), scalar edges: whole-vector stores, where a scalar transpose would store to
+ * one cache line per element. */
 static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx rows, fc_idx cols,
                                     T *restrict dst, fc_idx ldd) {
     enum { n = VL };
@@ -692,15 +705,9 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
     for (; r0 + n <= rows; r0 += n) {
         fc_idx c0 = 0;
         for (; c0 + n <= cols; c0 += n) {
-            VEC v[n], w[n];
+            VEC v[n];
             for (int i = 0; i < n; i++) v[i] = LOADU(src + (r0 + i) * lds + c0);
-            for (int stage = 1; stage < n; stage *= 2) {
-                for (int i = 0; i < n / 2; i++) {
-                    w[2 * i] = SHUF2(v[i], v[i + n / 2], FC_ILO);
-                    w[2 * i + 1] = SHUF2(v[i], v[i + n / 2], FC_IHI);
-                }
-                for (int i = 0; i < n; i++) v[i] = w[i];
-            }
+            FN(transpose_block)(v);
             for (int i = 0; i < n; i++) STOREU(dst + (c0 + i) * ldd + r0, v[i]);
         }
         for (; c0 < cols; c0++)

@@ -47,8 +47,9 @@ typedef struct {
     void (*pack_bf16)(const T *w, fc_idx M, fc_idx TT, int MR, T *A);
     int bf16_mr, bf16_nr; /* rows and pixels of the bfloat16 GEMM's register blocks */
     fc_idx (*bf16_a_elems)(fc_idx M, fc_idx TT); /* elements of pack_bf16's weights */
-    /* the channel-vectorised forward (conv_cv_tmpl.h): its micro-kernel of np pixels, the
-     * vectors of channels and the most pixels of its register blocks */
+    /* the channel-vectorised path of the forward and grad_input (conv_cv_tmpl.h): its
+     * micro-kernel of np pixels, its packing of the weights, the vectors of channels and the
+     * most pixels of its register blocks */
     void (*cv_kernel)(int np, const TF(fc_cv_args) * a);
     int (*cv_pack)(const T *w, fc_idx lds, fc_idx nt, fc_idx nk, T *Wp, fc_idx ldw);
     int cv_nv, cv_np;
@@ -353,13 +354,12 @@ static fc_idx TF(fc_pixel_block)(fc_idx M, fc_idx Pr, int nr, fc_idx outer_items
 #define FC_GROUP_MAX_IMAGES 8 /* beyond this, an image's lanes are too few to matter */
 #define FC_GROUP_MAX_BYTES ((fc_idx)4 << 20) /* the group's buffers stay in L2/L3 */
 #define FC_GROUP_EMPTY_LANES 100 /* group when more than 1 in this many lanes are empty */
-static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, int nr, fc_idx N, fc_idx bufsize) {
+static fc_idx TF(fc_images_per_item)(fc_idx P, int vl, fc_idx N, fc_idx bufsize) {
     const fc_idx lanes = FC_ROUND_UP(P, (fc_idx)vl);
-    const int narrow = P < nr; /* one image does not fill the widest panel */
-    if (P <= 0 || (!narrow && FC_GROUP_EMPTY_LANES * (lanes - P) <= lanes)) return 1;
+    if (P <= 0 || FC_GROUP_EMPTY_LANES * (lanes - P) <= lanes) return 1;
     const fc_idx cap = FC_GROUP_MAX_BYTES / (fc_idx)sizeof(T);
     for (fc_idx k = 2; k <= FC_GROUP_MAX_IMAGES && k <= N && k * bufsize <= cap; k++)
-        if ((k * P) % vl == 0 && (!narrow || k * P >= nr)) return k;
+        if ((k * P) % vl == 0) return k;
     return 1;
 }
 typedef struct {
@@ -522,7 +522,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
         pl->max_off = max_off;
         return TF(fc_fwd_bands)(pl, nthreads);
     }
-    pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, pl->nr, g->N, pl->bufsize);
+    pl->NB = TF(fc_images_per_item)(pl->P, pl->isa.vl, g->N, pl->bufsize);
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(pl->NB * pl->P, pl->nr);
     pl->PB = TF(fc_pixel_block)(pl->Kg, pl->Pr, pl->nr, pl->ngroups * g->G, nthreads);
@@ -935,7 +935,7 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     pl->call = fc_next_call_id();
     if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes())
         return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
-    pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, pl->nr, g->N, pl->bufsize) : 1;
+    pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, g->N, pl->bufsize) : 1;
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), pl->nr);
     pl->PB = TF(fc_pixel_block)(pl->Cg, pl->Pr, pl->nr, pl->ngroups * g->G * pl->nphase,

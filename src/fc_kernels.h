@@ -71,9 +71,8 @@ static void fc_install_bf16(void) {
 #endif
 }
 
-/* Tests only: the AMX code on its model of the tile instructions (on), or not (off); returns
- * whether the model is now in use (it needs the avx512_bf16 path). */
-/* Turn the forward's channel-vectorised path on or off (tests); returns the previous setting. */
+/* Turn the convolutions' channel-vectorised path on or off (tests); returns the previous
+ * setting. */
 static int fc_set_conv_cv(int on) {
     int old = fc_cv_enabled;
     fc_cv_enabled = on;
@@ -83,6 +82,8 @@ static int fc_set_conv_cv(int on) {
 /* Convolution plans that took the channel-vectorised path so far (tests). */
 static long fc_conv_cv_plans(void) { return __atomic_load_n(&fc_cv_plans, __ATOMIC_RELAXED); }
 
+/* Tests only: the AMX code on its model of the tile instructions (on), or not (off); returns
+ * whether the model is now in use (it needs the avx512_bf16 path). */
 static int fc_set_bf16_amx_model(int on) {
     fc_bf16_amx_model = on;
     fc_install_bf16();

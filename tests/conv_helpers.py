@@ -96,13 +96,24 @@ def num_threads(n):
 
 
 @contextlib.contextmanager
-def workspace_cap(nbytes):
-    """Per-image buffers above ``nbytes`` take the row-band path while in this block."""
-    previous = _testing.set_workspace_cap(nbytes)
+def testing_setting(setter, value):
+    """A fastconv._testing setting (``setter`` returns the previous value) within the block."""
+    previous = setter(value)
     try:
         yield
     finally:
-        _testing.set_workspace_cap(previous)
+        setter(previous)
+
+
+def workspace_cap(nbytes):
+    """Per-image buffers above ``nbytes`` take the row-band path while in this block."""
+    return testing_setting(_testing.set_workspace_cap, nbytes)
+
+
+def conv_cv_path(on):
+    """The convolutions' channel-vectorised path allowed where it applies (True, the default)
+    or never taken (False), within the block."""
+    return testing_setting(_testing.set_conv_cv, on)
 
 
 def snapshot(*arrays):

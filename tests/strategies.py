@@ -245,6 +245,19 @@ def conv_transpose_cases(draw, dtypes=DTYPES, max_n=3, max_channels=3, max_group
 
 
 # ---- convolution problems with every hyper-parameter (FFT vs direct) --------------------------
+def padding_and_size(draw, r, s, stride, dilation, max_size):
+    """A padding (a pair of 0 to 3, or 'same' at stride 1) and an input size ``(h, w)`` of at most
+    ``max_size`` (more where the kernel needs it): the padded input holds at least one dilated
+    kernel extent."""
+    same = draw(st.booleans()) and tuple(stride) == (1, 1)
+    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    pads = (0, 0) if same else padding
+    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
+    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
+    return padding, draw(st.integers(lo_h, max(lo_h, max_size))), \
+        draw(st.integers(lo_w, max(lo_w, max_size)))
+
+
 @st.composite
 def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5, readonly=True):
     """A valid conv2d problem: ``dict(x=..., w=..., b=..., kwargs=dict(stride, padding,
@@ -258,14 +271,7 @@ def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5, readonly=True
     r, s = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    same = draw(st.booleans()) and stride == (1, 1)
-    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    pads = (0, 0) if same else padding
-    # the input must hold at least one dilated kernel extent after padding
-    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
-    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
-    h = draw(st.integers(lo_h, max(lo_h, max_size)))
-    w = draw(st.integers(lo_w, max(lo_w, max_size)))
+    padding, h, w = padding_and_size(draw, r, s, stride, dilation, max_size)
     x_shape, _ = maybe_unbatched(draw, (n, cg * groups, h, w), chance=2)
     x = random_array(draw, x_shape, dtype, readonly=readonly)
     weight = random_array(draw, (kg * groups, cg, r, s), dtype, readonly=readonly)
@@ -293,17 +299,11 @@ def small_plane_conv_problems(draw, values=st.sampled_from(["normal", "huge", "s
     n = draw(st.integers(1, 2 if wide else 4))
     most = 3 if wide else 5
     r, s = draw(st.integers(1, most)), draw(st.integers(1, most))
-    # stride 1 mostly when wide: grad_input takes the path at stride 1 only
-    stride = (1, 1) if wide and draw(st.integers(0, 3)) else \
-        (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    same = draw(st.booleans()) and stride == (1, 1)
-    padding = "same" if same else (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    padding, h, w = padding_and_size(draw, r, s, stride, dilation, 10)
+    same = padding == "same"
     pads = (0, 0) if same else padding
-    lo_h = max(1, dilation[0] * (r - 1) + 1 - 2 * pads[0])
-    lo_w = max(1, dilation[1] * (s - 1) + 1 - 2 * pads[1])
-    h = draw(st.integers(lo_h, max(lo_h, 10)))
-    w = draw(st.integers(lo_w, max(lo_w, 10)))
     shapes = [(n, cg * groups, h, w), (kg * groups, cg, r, s)]
     if draw(st.booleans()):
         shapes.append((kg * groups,))

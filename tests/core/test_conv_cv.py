@@ -4,8 +4,6 @@ summing only the taps that do not read padding (grad_input a stride phase of its
 time). Which path runs a layer must
 change nothing but the time: the same bits as the GEMM on every SIMD path and thread count
 (NaNs compared as NaNs, as in test_simd_paths), and the reference's numbers within rounding."""
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,20 +12,10 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _testing
 from conv_helpers import (SUPPORTED_ISAS, assert_same_bits, check_backward, check_forward,
-                          conv_case, cpu_isas, num_threads, using_isa)
+                          conv_case, conv_cv_path, cpu_isas, num_threads, using_isa)
 from strategies import small_plane_conv_problems
 
 CPU_PATHS = cpu_isas() or SUPPORTED_ISAS
-
-
-@contextlib.contextmanager
-def cv_path(on):
-    """The channel-vectorised path allowed (where it applies) or not, within the block."""
-    previous = _testing.set_conv_cv(on)
-    try:
-        yield
-    finally:
-        _testing.set_conv_cv(previous)
 
 
 def forward_and_grad_input(p):
@@ -43,9 +31,9 @@ def forward_and_grad_input(p):
 def test_both_paths_give_the_same_bits_on_every_simd_path(p):
     for isa in CPU_PATHS:
         with using_isa(isa):
-            with cv_path(False):
+            with conv_cv_path(False):
                 want = forward_and_grad_input(p)
-            with cv_path(True):
+            with conv_cv_path(True):
                 got = forward_and_grad_input(p)
         for name, g, w in zip(("output", "grad_input"), got, want):
             assert_same_bits(g, w, f"{name} on {isa}", any_nan=True)
@@ -56,7 +44,7 @@ def test_both_paths_give_the_same_bits_on_every_simd_path(p):
 def test_the_path_holds_to_the_reference(p, bias):
     b = p["b"] if bias else None
     case = conv_case(p["x"], p["w"], b, gy=p["gy"], needs=(True, False, False), **p["kwargs"])
-    with cv_path(True):
+    with conv_cv_path(True):
         check_forward(case, fastconv.conv2d(p["x"], p["w"], b, **p["kwargs"]))
         check_backward(case, fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
                                                       needs=(True, False, False)))
@@ -65,7 +53,7 @@ def test_the_path_holds_to_the_reference(p, bias):
 @settings(max_examples=30, deadline=None)
 @given(small_plane_conv_problems())
 def test_same_bits_for_one_and_two_threads(p):
-    with cv_path(True):
+    with conv_cv_path(True):
         with num_threads(1):
             want = forward_and_grad_input(p)
         with num_threads(2):
@@ -103,7 +91,7 @@ def test_the_path_is_taken_where_it_applies(dtype, x_shape, w_shape, kwargs, for
     assert plans_taken(lambda: fastconv.conv2d(x, w, **kwargs)) == forward
     assert plans_taken(lambda: fastconv.conv2d_backward(y, x, w, **kwargs,
                                                         needs=(True, False, False))) == grad_input
-    with cv_path(False):
+    with conv_cv_path(False):
         assert plans_taken(lambda: fastconv.conv2d(x, w, **kwargs)) == 0
 
 
@@ -132,9 +120,9 @@ def test_special_values_give_the_gemm_bits_in_both_passes(dtype, x_shape, w_shap
     p.update(x=x.astype(dtype), w=w.astype(dtype), b=b.astype(dtype), gy=gy.astype(dtype))
     for isa in CPU_PATHS:
         with using_isa(isa):
-            with cv_path(False):
+            with conv_cv_path(False):
                 want = forward_and_grad_input(p)
-            with cv_path(True):
+            with conv_cv_path(True):
                 assert plans_taken(lambda: forward_and_grad_input(p)) == 2
                 got = forward_and_grad_input(p)
         for name, g, w_ in zip(("output", "grad_input"), got, want):
@@ -155,10 +143,10 @@ def test_a_nonfinite_weight_meets_the_padding_as_in_the_gemm():
     x = rng.uniform(1, 2, (2, 16, 4, 4)).astype(np.float32)
     w = rng.uniform(1, 2, (64, 16, 3, 3)).astype(np.float32)
     w[5, 3, 0, 0] = np.inf  # the top-left tap: on padding for the first row and column
-    with cv_path(True):
+    with conv_cv_path(True):
         assert plans_taken(lambda: fastconv.conv2d(x, w, padding=1)) == 1
         got = fastconv.conv2d(x, w, padding=1)
-    with cv_path(False):
+    with conv_cv_path(False):
         want = fastconv.conv2d(x, w, padding=1)
     assert_same_bits(got, want, "output", any_nan=True)
     nan = np.zeros(got.shape, bool)
