@@ -297,8 +297,9 @@ def small_plane_conv_problems(draw, values=st.sampled_from(["normal", "huge", "s
     cg = 64 if wide else draw(st.integers(1, 12))
     kg = draw(st.sampled_from([16, 24, 32, 48, 64, 80, 96, 128]))
     n = draw(st.integers(1, 2 if wide else 4))
-    most = 3 if wide else 5
-    r, s = draw(st.integers(1, most)), draw(st.integers(1, most))
+    # a wide one mostly 3x3: grad_input takes the path with padding within the kernel's reach
+    r, s = (3, 3) if wide and draw(st.integers(0, 3)) else \
+        (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding, h, w = padding_and_size(draw, r, s, stride, dilation, 10)
