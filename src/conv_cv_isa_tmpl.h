@@ -25,7 +25,8 @@
 
 /* C[i][0:CV_NV*VL] for the np pixels: the class's sum blocks 0..nsb-1, each one chain of fused
  * multiply-adds over its valid taps in order, from 0, then added to what the blocks before it
- * left in C, or to the bias for the sum's first block (kept as it is without a bias). */
+ * left in C, or to the bias for the sum's first block (kept as it is without a bias); the last
+ * block activated as ukernel_body does when a->act says the sum ends there. */
 ALWAYS_INLINE void FN(cv_body)(const int np, const CV_ARGS *restrict a) {
     const T *restrict X = a->X;
     const T *restrict W = a->W;
@@ -66,6 +67,12 @@ ALWAYS_INLINE void FN(cv_body)(const int np, const CV_ARGS *restrict a) {
             for (int i = 0; i < np; i++)
                 FC_UNROLL
                 for (int v = 0; v < CV_NV; v++) c[i][v] = LOADU(a->bias + v * VL) + c[i][v];
+        }
+        if (a->act && b + 1 == a->nsb) {
+            FC_UNROLL
+            for (int i = 0; i < np; i++)
+                FC_UNROLL
+                for (int v = 0; v < CV_NV; v++) c[i][v] = FN(activate)(c[i][v], a->act, a->slope);
         }
         FC_UNROLL
         for (int i = 0; i < np; i++)

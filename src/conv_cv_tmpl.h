@@ -1,6 +1,6 @@
 /* The channel-vectorised path of the forward and of grad_input, for small output planes:
  * included by conv_tmpl.h (T, TN, TF are its). fc_fwd_prepare and fc_gin_prepare hand a layer
- * here when fc_cv_wanted says so (fc_cv_forward, fc_cv_grad_input).
+ * here when fc_cv_wanted says so (fc_fwd_cv and fc_gin_cv there fill in the operands).
  *
  * Why: the implicit GEMM (gemm_tile) puts output pixels in the vector lanes and computes every
  * tap for every pixel, the padding's zeros included. On a 7x7 plane with a 3x3 kernel, 19% of
@@ -22,12 +22,13 @@
  *   taps (k, r, s) run over grad_output's channels as the GEMM's do (fc_gin_offsets), and its
  *   lanes are the input channels c, whose weights w[k][c][r][s] are packed the same way. With a
  *   stride s, each stride phase of grad_input's output (every s-th row and column from some
- *   offset) is such a sum over the taps of that phase, as in the GEMM: a plan of its own
- *   (fc_cv_phase_axis), the phases' weights packed together (fc_cv_phases_pre_item).
+ *   offset) is such a sum over the taps of that phase, as in the GEMM (fc_phases_1d): a plan of
+ *   its own, the phases' weights packed together (fc_cv_phases_pre_item).
  * - Item (image group, group, channel block): for each tap block of FC_CV_KC_BYTES of packed
  *   weights (it stays in the cache), for each class, for each register block of up to cv_np of its
  *   pixels, cv_kernel adds the sum blocks to a tile of running sums (pixels x channels, in
- *   L2); then the tile is activated and written out, transposed to (channel, pixel).
+ *   L2), activating the finished sums as the GEMM does; then the tile is written out,
+ *   transposed to (channel, pixel).
  * - The input is read where it lies (any strides): a valid tap never reads padding, so no padded
  *   copy is made.
  *
@@ -77,8 +78,8 @@ static void fc_cv_range(const fc_cv_axis_map *m, fc_idx o, fc_idx R, fc_idx *r0,
 }
 
 /* The distinct valid ranges of an axis of `no` outputs, in order of first use: ranges[2k],
- * ranges[2k+1] of class k, cls[o] of output o. Returns the count, or FC_CV_MAX_CLASSES + 1 when
- * there are more. */
+ * ranges[2k+1] of class k, cls[o] of output o (unless cls is NULL). Returns the count, or
+ * FC_CV_MAX_CLASSES + 1 when there are more. */
 static fc_idx fc_cv_axis(const fc_cv_axis_map *m, fc_idx no, fc_idx R, fc_idx *ranges,
                          fc_idx *cls) {
     fc_idx count = 0;
@@ -93,25 +94,9 @@ static fc_idx fc_cv_axis(const fc_cv_axis_map *m, fc_idx no, fc_idx R, fc_idx *r
             ranges[2 * count + 1] = r1;
             count++;
         }
-        cls[o] = k;
+        if (cls) cls[o] = k;
     }
     return count;
-}
-
-/* One stride phase of grad_input along an axis (as fc_phases_1d): the outputs h of n with
- * (h + p) % s == phi, the first at *h0, *no of them; their taps r (those with (r*d) % s == phi,
- * *nt of them, into rk) read grad_output row (h + p) / s - (r*d) / s, which is linear in the tap's
- * index i: *m. */
-static void fc_cv_phase_axis(fc_idx n, fc_idx ny, fc_idx s, fc_idx d, fc_idx p, fc_idx R,
-                             fc_idx phi, fc_idx *h0, fc_idx *no, fc_idx *rk, fc_idx *nt,
-                             fc_cv_axis_map *m) {
-    *h0 = ((phi - p) % s + s) % s;
-    *no = *h0 < n ? FC_CEIL_DIV(n - *h0, s) : 0;
-    *nt = 0;
-    for (fc_idx r = 0; r < R; r++)
-        if ((r * d) % s == phi) rk[(*nt)++] = r;
-    const fc_idx u0 = *nt ? (rk[0] * d) / s : 0, du = *nt > 1 ? (rk[1] * d) / s - u0 : 1;
-    *m = (fc_cv_axis_map){ny, 1, (*h0 + p) / s - u0, -du};
 }
 
 #endif /* FC_CONV_CV_SHARED */
@@ -127,7 +112,7 @@ typedef struct {
 } TF(fc_cv_class);
 
 typedef struct {
-    /* the operands (fc_cv_forward, fc_cv_grad_input) */
+    /* the operands (conv_tmpl.h's fc_fwd_cv, fc_gin_cv) */
     fc_idx N, G, Cin, Cout, R, S, OH, OW; /* per group: Cin channels read, Cout computed */
     fc_cv_axis_map mh, mw;
     /* output pixel (oh, ow) is element (oh*sth + oh0) * ldo + ow*stw + ow0 of its channel's
@@ -173,12 +158,9 @@ static int TF(fc_cv_wanted)(const TF(fc_cv_plan) * cv, fc_idx ocb) {
         4 * cv->Cout < 3 * nocb * ocb)
         return 0;
     fc_idx ranges[2 * FC_CV_MAX_CLASSES];
-    fc_idx *cls = (fc_idx *)malloc((size_t)FC_MAX(cv->OH, cv->OW) * sizeof(fc_idx));
-    if (!cls) return 0;
-    fc_idx nrc = fc_cv_axis(&cv->mh, cv->OH, cv->R, ranges, cls);
-    fc_idx ncc = fc_cv_axis(&cv->mw, cv->OW, cv->S, ranges, cls);
-    free(cls);
-    return nrc * ncc <= FC_CV_MAX_CLASSES;
+    return fc_cv_axis(&cv->mh, cv->OH, cv->R, ranges, NULL) *
+               fc_cv_axis(&cv->mw, cv->OW, cv->S, ranges, NULL) <=
+           FC_CV_MAX_CLASSES;
 }
 
 /* The classes (pixels of NB images, valid taps, sum blocks). */
@@ -334,31 +316,10 @@ static void TF(fc_cv_free)(TF(fc_cv_plan) * cv) {
     cv->nan = NULL;
 }
 
-/* The plans of a pass (one, or one per stride phase) run its items and preparation items in
- * turn: item i belongs to the plan whose range [item0, item0 + nitems) holds it. */
-static int TF(fc_cv_run_pre_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i);
-static int TF(fc_cv_run_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i);
-
 /* Frees n plans and the array that holds them. */
 static void TF(fc_cv_free_all)(TF(fc_cv_plan) * cv, fc_idx n) {
     for (fc_idx f = 0; f < n; f++) TF(fc_cv_free)(&cv[f]);
     free(cv);
-}
-
-/* y activated as the GEMM's epilogue does it (FN(activate), conv_isa_tmpl.h): torch's rules, by
- * selects, so that NaN and -0.0 pass unchanged. */
-static inline T TF(fc_cv_activate)(T y, int act, T slope) {
-    switch (act) {
-    case FC_ACT_RELU:
-        return y < 0 ? (T)0 : y;
-    case FC_ACT_RELU6:
-        y = y < 0 ? (T)0 : y;
-        return y > 6 ? (T)6 : y;
-    case FC_ACT_LEAKY_RELU:
-        return y > 0 ? y : y * slope;
-    default:
-        return y;
-    }
 }
 
 /* Item (image group, group, channel block). */
@@ -382,13 +343,14 @@ static int TF(fc_cv_item)(const TF(fc_cv_plan) * cv, fc_idx item) {
                 const int np = (int)FC_MIN((fc_idx)cv->np, npix - i);
                 const TF(fc_cv_args) a = {X, c->pos + i, c->toff, c->twoff, c->bstart + sb0,
                                           FC_CEIL_DIV(t1 - t0, (fc_idx)FC_SUM_KC), Wp,
-                                          tile + (row + i) * ocb, ocb, bias, t0 == 0};
+                                          tile + (row + i) * ocb, ocb, bias, t0 == 0,
+                                          t1 == cv->TT ? cv->act : FC_ACT_NONE, cv->slope};
                 cv->kernel(np, &a);
             }
             row += npix;
         }
     }
-    /* the epilogue: activated, NaN where a skipped tap's weight is not finite, transposed */
+    /* the epilogue: NaN where a skipped tap's weight is not finite, transposed */
     T *out = cv->out + (n0 * cv->G * cv->Cout + gi * cv->Cout + b * ocb) * cv->ocs;
     const uint64_t *nan = cv->nan + blk * cv->ncls;
     fc_idx row = 0;
@@ -398,76 +360,10 @@ static int TF(fc_cv_item)(const TF(fc_cv_plan) * cv, fc_idx item) {
             const T *s = tile + row * ocb;
             T *o = out + c->out[i];
             for (fc_idx j = 0; j < nk; j++)
-                o[j * cv->ocs] = (nan[k] >> j) & 1 ? (T)__builtin_nan("")
-                                                 : TF(fc_cv_activate)(s[j], cv->act, cv->slope);
+                o[j * cv->ocs] = (nan[k] >> j) & 1 ? (T)__builtin_nan("") : s[j];
         }
     }
     return 0;
-}
-
-/* The forward's operands (x of strides xs, w contiguous (K, Cg, R, S), out contiguous): returns
- * whether the layer takes this path, with cv prepared (-1: out of memory). */
-static int TF(fc_cv_forward)(TF(fc_cv_plan) * cv, const TF(fc_geom) * g, const T *x,
-                             const fc_idx xs[4], const T *w, const T *bias, T *out, int act,
-                             T slope, const TF(fc_isa) * isa, int nthreads) {
-    *cv = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = g->C / g->G, .Cout = g->K / g->G,
-                           .R = g->R, .S = g->S, .OH = g->OH, .OW = g->OW,
-                           .mh = {g->H, g->sh, -g->pt, g->dh}, .mw = {g->W, g->sw, -g->pl, g->dw},
-                           .sth = 1, .stw = 1, .ldo = g->OW, .ocs = g->OH * g->OW,
-                           .Rw = g->R, .Sw = g->S,
-                           .x = x, .w = w, .gin = 0, .bias = bias, .out = out, .act = act,
-                           .slope = slope};
-    memcpy(cv->xs, xs, sizeof cv->xs);
-    if (!TF(fc_cv_wanted)(cv, (fc_idx)isa->cv_nv * isa->vl)) return 0;
-    return TF(fc_cv_prepare)(cv, isa, nthreads) ? -1 : 1;
-}
-
-/* grad_input's operands (dy and w contiguous, dx contiguous and zeroed), one plan per stride
- * phase of dx (cv[0 .. sh*sw - 1]; a phase with no taps gets no items: its dx stays 0), padding
- * at most the kernel's reach, no 1x1 kernel (with no padding to skip, the GEMM, which reads
- * grad_output in place, measured faster): as fc_cv_forward, for all phases or none. rk holds
- * 2 * (R + S) slots for the phases' tap rows and columns. */
-static int TF(fc_cv_grad_input)(TF(fc_cv_plan) * cv, const TF(fc_geom) * g, const T *dy,
-                                const T *w, T *dx, fc_idx *rk, const TF(fc_isa) * isa,
-                                int nthreads, fc_idx *npre, fc_idx *nitems) {
-    if (g->pt > (g->R - 1) * g->dh || g->pl > (g->S - 1) * g->dw || g->R * g->S == 1) return 0;
-    const fc_idx Kg = g->K / g->G, nph = g->sh * g->sw, ocb = (fc_idx)isa->cv_nv * isa->vl;
-    const int phased = nph > 1;
-    for (fc_idx f = 0; f < nph; f++) {
-        fc_idx a = f / g->sw, b = f % g->sw, h0, w0, oh, ow, nr, ns;
-        fc_idx *rkf = rk + f * (g->R + g->S), *skf = rkf + g->R;
-        fc_cv_axis_map mh, mw;
-        fc_cv_phase_axis(g->H, g->OH, g->sh, g->dh, g->pt, g->R, a, &h0, &oh, rkf, &nr, &mh);
-        fc_cv_phase_axis(g->W, g->OW, g->sw, g->dw, g->pl, g->S, b, &w0, &ow, skf, &ns, &mw);
-        cv[f] = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = Kg, .Cout = g->C / g->G, .R = nr,
-                                 .S = ns, .OH = oh, .OW = ow, .mh = mh, .mw = mw,
-                                 .sth = g->sh, .stw = g->sw, .oh0 = h0, .ow0 = w0, .ldo = g->W,
-                                 .ocs = g->H * g->W, .rk = phased ? rkf : NULL,
-                                 .sk = phased ? skf : NULL, .Rw = g->R, .Sw = g->S, .x = dy,
-                                 .xs = {g->K * g->OH * g->OW, g->OH * g->OW, g->OW, 1}, .w = w,
-                                 .gin = 1, .bias = NULL, .out = dx, .act = FC_ACT_NONE};
-        if (oh > 0 && ow > 0 && nr > 0 && ns > 0 && !TF(fc_cv_wanted)(&cv[f], ocb)) return 0;
-    }
-    fc_idx pre = 0, items = 0;
-    for (fc_idx f = 0; f < nph; f++) {
-        cv[f].pre0 = pre;
-        cv[f].item0 = items;
-        if (cv[f].OH * cv[f].OW * cv[f].R * cv[f].S == 0) continue; /* dx stays 0 */
-        if (TF(fc_cv_prepare)(&cv[f], isa, nthreads)) return -1;
-        pre += cv[f].npre;
-        items += cv[f].nitems;
-    }
-    if (phased) { /* the phases are packed together (fc_cv_phases_pre_item) */
-        pre = items ? g->G * FC_CEIL_DIV(g->C / g->G, ocb) : 0;
-        if (g->K * (g->C / g->G) * g->R * g->S < FC_PACK_PARALLEL_ELEMS) {
-            for (fc_idx i = 0; i < pre; i++)
-                if (TF(fc_cv_run_pre_item)(cv, nph, i)) return -1;
-            pre = 0;
-        }
-    }
-    *npre = pre;
-    *nitems = items;
-    return 1;
 }
 
 /* Preparation item i = (group, channel block) of grad_input's n stride phases, all at once:
@@ -500,6 +396,8 @@ static int TF(fc_cv_phases_pre_item)(const TF(fc_cv_plan) * phases, fc_idx n, fc
     return 0;
 }
 
+/* The plans of a pass (one, or one per stride phase) run its items and preparation items in
+ * turn: item i belongs to the plan whose range [item0, item0 + nitems) holds it. */
 static int TF(fc_cv_run_pre_item)(const TF(fc_cv_plan) * cv, fc_idx n, fc_idx i) {
     if (cv[0].rk) return TF(fc_cv_phases_pre_item)(cv, n, i);
     for (fc_idx f = 0; f < n; f++)

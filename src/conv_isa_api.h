@@ -84,7 +84,8 @@ typedef struct {
      * taps in order, the k-th at input offset toff[k] and weight offset twoff[k] (its vector  \
      * block of channels at W + twoff[k]), in sum blocks [bstart[b], bstart[b + 1]) for        \
      * b < nsb; pixel i's running sums at C + i*ldc. first: sum block 0 is the sum's first     \
-     * (it starts from bias, or from nothing when bias is NULL). */                           \
+     * (it starts from bias, or from nothing when bias is NULL); act (FC_ACT_*, slope): the     \
+     * last sum block ends the sum, activated before it is stored. */                         \
     typedef struct {                                                                           \
         const T *X;                                                                            \
         const fc_idx *pos, *toff, *twoff, *bstart;                                             \
@@ -93,7 +94,8 @@ typedef struct {
         T *C;                                                                                  \
         fc_idx ldc;                                                                            \
         const T *bias;                                                                         \
-        int first;                                                                             \
+        int first, act;                                                                        \
+        T slope;                                                                               \
     } FC_CAT(fc_cv_args, TN);
 
 FC_CONV_ARGS(f32, float)

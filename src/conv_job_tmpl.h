@@ -27,7 +27,9 @@ static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     s->npre = p->npre;
     s->nitems = p->nitems;
     s->nreduce = 0;
-    s->chunk = p->nPB; /* the items of one image group, which share its wide buffer */
+    /* the items of one image group, which share its wide buffer (one by one on the
+     * channel-vectorised path) */
+    s->chunk = p->cv ? 1 : p->nPB;
     return st;
 }
 
@@ -45,7 +47,9 @@ static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     s->npre = p->npre;
     s->nitems = p->nitems;
     s->nreduce = 0;
-    s->chunk = p->nphase * p->nPB; /* the items of one image group (all its stride phases) */
+    /* the items of one image group (all its stride phases; one by one on the
+     * channel-vectorised path) */
+    s->chunk = p->cv ? 1 : p->nphase * p->nPB;
     return st;
 }
 

@@ -485,6 +485,30 @@ static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
     return 0;
 }
 
+/* The layer on the channel-vectorised path (conv_cv_tmpl.h) where it applies: 1 (pl->cv
+ * prepared), 0 (the GEMM's path), -1 (out of memory). */
+static int TF(fc_fwd_cv)(TF(fc_fwd_plan) * pl, int nthreads) {
+    const TF(fc_geom) *g = &pl->g;
+    TF(fc_cv_plan) *cv = (TF(fc_cv_plan) *)calloc(1, sizeof *cv);
+    if (!cv) return -1;
+    *cv = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = pl->Cg, .Cout = pl->Kg, .R = g->R,
+                           .S = g->S, .OH = g->OH, .OW = g->OW,
+                           .mh = {g->H, g->sh, -g->pt, g->dh}, .mw = {g->W, g->sw, -g->pl, g->dw},
+                           .sth = 1, .stw = 1, .ldo = g->OW, .ocs = pl->P, .Rw = g->R, .Sw = g->S,
+                           .x = pl->x, .w = pl->w, .gin = 0, .bias = pl->bias, .out = pl->out,
+                           .act = pl->act, .slope = pl->slope};
+    memcpy(cv->xs, pl->xs, sizeof cv->xs);
+    if (!TF(fc_cv_wanted)(cv, (fc_idx)pl->isa.cv_nv * pl->isa.vl)) {
+        free(cv);
+        return 0;
+    }
+    pl->cv = cv; /* freed with the plan, prepared or not */
+    if (TF(fc_cv_prepare)(cv, &pl->isa, nthreads)) return -1;
+    pl->npre = cv->npre;
+    pl->nitems = cv->nitems;
+    return 1;
+}
+
 static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     TF(fc_geom) *g = &pl->g;
     int MRv = pl->isa.mr;
@@ -495,19 +519,9 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
     pl->nmb = FC_CEIL_DIV(pl->Kg, MRv);
     TF(fc_wide_layout)(g, &pl->wl);
     pl->P = g->OH * g->OW;
-    if (pl->math == FC_MATH_F32) { /* the channel-vectorised path, where it applies */
-        pl->cv = (TF(fc_cv_plan) *)calloc(1, sizeof *pl->cv);
-        if (!pl->cv) return -1;
-        int st = TF(fc_cv_forward)(pl->cv, g, pl->x, pl->xs, pl->w, pl->bias, pl->out, pl->act,
-                                   pl->slope, &pl->isa, nthreads);
-        if (st) {
-            pl->npre = pl->cv->npre;
-            pl->nitems = pl->cv->nitems;
-            pl->nPB = 1;
-            return st < 0 ? -1 : 0;
-        }
-        free(pl->cv);
-        pl->cv = NULL;
+    if (pl->math == FC_MATH_F32) {
+        int st = TF(fc_fwd_cv)(pl, nthreads);
+        if (st) return st < 0 ? -1 : 0;
     }
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
     if (!pl->off || TF(fc_fwd_math)(pl)) return -1;
@@ -706,9 +720,9 @@ typedef struct {
     fc_idx band_rows, nbands, bbufsize;
     fc_idx *boff;
     /* the channel-vectorised path (conv_cv_tmpl.h) runs the layer: a plan per stride phase
-     * (ncv of them, their tap rows and columns in cv_taps), or NULL */
+     * (ncv of them), or NULL */
     TF(fc_cv_plan) * cv;
-    fc_idx ncv, *cv_taps;
+    fc_idx ncv;
 } TF(fc_gin_plan);
 
 /* The tap offsets of every phase, in tap_start's order, into a padded grad_output buffer of
@@ -797,6 +811,65 @@ static int TF(fc_gin_phase_tables)(TF(fc_gin_plan) * pl, fc_idx *Jh, fc_idx *Jw)
     }
     pl->tap_start[pl->nphase] = t;
     return 0;
+}
+
+/* The layer on the channel-vectorised path (conv_cv_tmpl.h) where it applies, as fc_fwd_cv: a
+ * plan per stride phase of dx, from the phase tables (a phase with no taps gets no items: its dx
+ * stays 0), for all phases or none. Not with padding beyond the kernel's reach (the padded
+ * grad_output's would be negative), nor for a 1x1 kernel: with no padding to skip, the GEMM,
+ * which reads grad_output in place, measured faster. */
+static int TF(fc_gin_cv)(TF(fc_gin_plan) * pl, int nthreads) {
+    const TF(fc_geom) *g = &pl->g;
+    if (g->pt > (g->R - 1) * g->dh || g->pl > (g->S - 1) * g->dw || g->R * g->S == 1) return 0;
+    const fc_idx nph = pl->nphase, ocb = (fc_idx)pl->isa.cv_nv * pl->isa.vl;
+    const int phased = nph > 1;
+    TF(fc_cv_plan) *cv = (TF(fc_cv_plan) *)calloc((size_t)nph, sizeof *cv);
+    if (!cv) return -1;
+    for (fc_idx f = 0; f < nph; f++) {
+        const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
+        /* phase row o is dx row (j0 + o)*sh + a - pt and reads grad_output row j0 + o - u_i for
+         * its tap i, where u_i = (r_i * dh) / sh steps evenly */
+        const fc_idx a = f / g->sw, b = f % g->sw;
+        const fc_idx duh = hh->ntaps > 1 ? hh->u[1] - hh->u[0] : 1;
+        const fc_idx duw = ww->ntaps > 1 ? ww->u[1] - ww->u[0] : 1;
+        cv[f] = (TF(fc_cv_plan)){
+            .N = g->N, .G = g->G, .Cin = pl->Kg, .Cout = pl->Cg, .R = hh->ntaps,
+            .S = ww->ntaps, .OH = hh->J, .OW = ww->J,
+            .mh = {g->OH, 1, hh->j0 - (hh->ntaps ? hh->u[0] : 0), -duh},
+            .mw = {g->OW, 1, ww->j0 - (ww->ntaps ? ww->u[0] : 0), -duw},
+            .sth = g->sh, .stw = g->sw, .oh0 = hh->j0 * g->sh + a - g->pt,
+            .ow0 = ww->j0 * g->sw + b - g->pl, .ldo = g->W, .ocs = g->H * g->W,
+            .rk = phased ? hh->taps : NULL, .sk = phased ? ww->taps : NULL, .Rw = g->R,
+            .Sw = g->S, .x = pl->dy, .xs = {g->K * g->OH * g->OW, g->OH * g->OW, g->OW, 1},
+            .w = pl->w, .gin = 1, .bias = NULL, .out = pl->dx, .act = FC_ACT_NONE};
+        if (hh->J > 0 && ww->J > 0 && hh->ntaps > 0 && ww->ntaps > 0 &&
+            !TF(fc_cv_wanted)(&cv[f], ocb)) {
+            free(cv);
+            return 0;
+        }
+    }
+    pl->cv = cv; /* freed with the plan, prepared or not */
+    pl->ncv = nph;
+    fc_idx pre = 0, items = 0;
+    for (fc_idx f = 0; f < nph; f++) {
+        cv[f].pre0 = pre;
+        cv[f].item0 = items;
+        if (cv[f].OH * cv[f].OW * cv[f].R * cv[f].S == 0) continue; /* dx stays 0 */
+        if (TF(fc_cv_prepare)(&cv[f], &pl->isa, nthreads)) return -1;
+        pre += cv[f].npre;
+        items += cv[f].nitems;
+    }
+    if (phased) { /* the phases are packed together (fc_cv_phases_pre_item) */
+        pre = items ? g->G * FC_CEIL_DIV(pl->Cg, ocb) : 0;
+        if (pl->Kg * g->C * g->R * g->S < FC_PACK_PARALLEL_ELEMS) {
+            for (fc_idx i = 0; i < pre; i++)
+                if (TF(fc_cv_run_pre_item)(cv, nph, i)) return -1;
+            pre = 0;
+        }
+    }
+    pl->npre = pre;
+    pl->nitems = items;
+    return 1;
 }
 
 /* A for (group gi, phase f): rows c (input channels), columns the phase's taps (k, r, s) in that
@@ -906,25 +979,12 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     pl->Kg = g->K / g->G;
     pl->nmb = FC_CEIL_DIV(pl->Cg, MRv);
     pl->nphase = g->sh * g->sw;
-    if (pl->math == FC_MATH_F32) { /* the channel-vectorised path, where it applies */
-        pl->ncv = pl->nphase;
-        pl->cv = (TF(fc_cv_plan) *)calloc((size_t)pl->ncv, sizeof *pl->cv);
-        pl->cv_taps = (fc_idx *)malloc((size_t)(pl->ncv * (g->R + g->S)) * sizeof(fc_idx));
-        if (!pl->cv || !pl->cv_taps) return -1;
-        int st = TF(fc_cv_grad_input)(pl->cv, g, pl->dy, pl->w, pl->dx, pl->cv_taps, &pl->isa,
-                                      nthreads, &pl->npre, &pl->nitems);
-        if (st) {
-            pl->nPB = 1;
-            pl->nphase = 1; /* the schedule's chunk: items one by one */
-            return st < 0 ? -1 : 0;
-        }
-        TF(fc_cv_free_all)(pl->cv, pl->ncv);
-        free(pl->cv_taps);
-        pl->cv = NULL;
-        pl->cv_taps = NULL;
-    }
     fc_idx Jh, Jw;
     if (TF(fc_gin_phase_tables)(pl, &Jh, &Jw)) return -1;
+    if (pl->math == FC_MATH_F32) {
+        int st = TF(fc_gin_cv)(pl, nthreads);
+        if (st) return st < 0 ? -1 : 0;
+    }
     fc_idx TTall = pl->Kg * g->R * g->S, plane = pl->Hb * pl->Wb;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
     if (!pl->off || TF(fc_gin_math)(pl)) return -1;
@@ -950,8 +1010,6 @@ static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
         TF(fc_cv_free_all)(pl->cv, pl->ncv);
         pl->cv = NULL;
     }
-    free(pl->cv_taps);
-    pl->cv_taps = NULL;
     free(pl->A);
     free(pl->a_off);
     pl->a_off = NULL;
