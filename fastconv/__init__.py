@@ -78,9 +78,18 @@ finite w (a non-finite weight's NaN is put back where the GEMM would produce it)
 read in place, the weights packed per call as [tap][channel] rows. Which path runs a layer
 changes no bit of its result.
 
+Depthwise layers (one input and one output channel per group, as in MobileNet) take a third
+path (src/conv_dwd_tmpl.h): to the GEMM each group is a matrix of one row, which fills one
+accumulator row of a register block and pays the GEMM's setup per plane (a 7 x 7 plane is 49
+outputs). Here an item is (image, block of channels); each channel's plane is padded into the
+thread's buffer by whole-vector row copies, and its kernel runs over the plane's wide positions
+in blocks of 8 vectors, each tap's weight broadcast: the GEMM's taps, order and sum blocks, so
+again the same bits.
+
 grad_input is the same GEMM on the padded grad_output with the kernel flipped and transposed,
 once per stride phase of the input (a transposed convolution with no zero insertion); small
-planes take the channel-vectorised path there too, a plan per stride phase. A weight
+planes take the channel-vectorised path there too, a plan per stride phase, and depthwise
+layers the depthwise path, every phase of a channel in one item. A weight
 holding inf or NaN would meet the padding zeros there (0 * inf = NaN, where torch gives 0), so
 for such a weight grad_input is summed tap by tap from 1x1 passes over the positions each tap
 reaches (``_core.direct._grad_input_by_taps``).
@@ -92,7 +101,9 @@ Threads and determinism
 -----------------------
 Every pass is a list of independent work items run by an OpenMP ``prange`` (dynamic schedule) with
 the GIL released: forward = (images, group, pixel block), grad_input = (images, group, phase,
-pixel block), on the channel-vectorised path (images, group, channel block), grad_weight = (group, channel block, batch chunk), pooling = planes; for an image
+pixel block), on the channel-vectorised path (images, group, channel block), on the depthwise
+path (image, block of channels), grad_weight = (group, channel block, batch chunk), pooling =
+planes; for an image
 above the workspace cap (see Memory), forward and grad_input items are row bands of one image. An
 item writes only its own outputs, always in the same order. Before them, a layer with large
 weights (64K elements and more) packs them in preparation items, a block of rows each, in a

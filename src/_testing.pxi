@@ -84,20 +84,30 @@ def _testing_threads_mxcsr():
 
 cdef extern from "fc_kernels.h" nogil:
     int fc_set_bf16_amx_model(int on)
-    int fc_set_conv_cv(int on)
-    long fc_conv_cv_plans()
+    int fc_set_conv_path(int path, int on)
+    long fc_conv_path_plans(int path)
+
+# the forward's and grad_input's own paths (conv_engine.h's FC_PATH_*)
+_CONV_PATHS = {"cv": 0, "dwd": 1}
 
 
-def _testing_set_conv_cv(bint on):
-    """Let the forward and grad_input take their channel-vectorised path for small output
-    planes (the default) or always the GEMM; returns the previous setting."""
-    return bool(fc_set_conv_cv(on))
+def _conv_path_code(str name):
+    if name not in _CONV_PATHS:
+        raise ValueError(f"path must be one of {sorted(_CONV_PATHS)}, got {name!r}")
+    return _CONV_PATHS[name]
 
 
-def _testing_conv_cv_plans():
-    """How many plans have taken the channel-vectorised path so far: one per forward call, one
-    per stride phase of a grad_input call."""
-    return int(fc_conv_cv_plans())
+def _testing_set_conv_path(str name, bint on):
+    """Let the forward and grad_input take one of their own paths where it applies (the
+    default) or the GEMM instead: 'cv', the channel-vectorised path for small output planes, or
+    'dwd', the depthwise path. Returns the previous setting."""
+    return bool(fc_set_conv_path(_conv_path_code(name), on))
+
+
+def _testing_conv_path_plans(str name):
+    """How many plans have taken that path so far: one per forward call; for grad_input, one
+    per stride phase on the channel-vectorised path and one per call on the depthwise one."""
+    return int(fc_conv_path_plans(_conv_path_code(name)))
 
 
 def _testing_set_bf16_amx_model(bint on):

@@ -154,7 +154,7 @@ typedef struct {
  * layer changes none of its bits: this only weighs speed. */
 static int TF(fc_cv_wanted)(const TF(fc_cv_plan) * cv, fc_idx ocb) {
     const fc_idx P = cv->OH * cv->OW, nocb = FC_CEIL_DIV(cv->Cout, ocb);
-    if (!fc_cv_enabled || P > FC_CV_MAX_P || P == 0 || cv->Cin == 0 || cv->R * cv->S == 0 ||
+    if (!fc_path_enabled[FC_PATH_CV] || P > FC_CV_MAX_P || P == 0 || cv->Cin == 0 || cv->R * cv->S == 0 ||
         4 * cv->Cout < 3 * nocb * ocb)
         return 0;
     fc_idx ranges[2 * FC_CV_MAX_CLASSES];
@@ -298,7 +298,7 @@ static int TF(fc_cv_prepare)(TF(fc_cv_plan) * cv, const TF(fc_isa) * isa, int nt
         cv->npre = 0;
     }
     cv->nitems = cv->ngroups * nblk;
-    __atomic_add_fetch(&fc_cv_plans, 1, __ATOMIC_RELAXED);
+    fc_path_taken(FC_PATH_CV);
     return 0;
 }
 

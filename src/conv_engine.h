@@ -27,12 +27,17 @@ typedef struct {
     fc_idx OH, OW;
 } fc_geom;
 
-/* Whether the forward and grad_input take the channel-vectorised path where it applies
- * (conv_cv_tmpl.h); the tests turn it off to hold it to the GEMM's results
- * (fastconv._testing.set_conv_cv). */
-static int fc_cv_enabled = 1;
-/* Plans that took that path so far (the tests check which layers take it). */
-static long fc_cv_plans = 0;
+/* The forward's and grad_input's own paths for some layers, each taken where it applies: the
+ * channel-vectorised one for small output planes (conv_cv_tmpl.h) and the depthwise one
+ * (conv_dwd_tmpl.h). The tests turn each off to hold it to the GEMM's results, and count the
+ * plans that took it to check which layers do (fastconv._testing.set_conv_path,
+ * conv_path_plans). */
+enum { FC_PATH_CV = 0, FC_PATH_DWD = 1, FC_PATH_COUNT };
+static int fc_path_enabled[FC_PATH_COUNT] = {1, 1};
+static long fc_path_plans[FC_PATH_COUNT];
+static inline void fc_path_taken(int path) {
+    __atomic_add_fetch(&fc_path_plans[path], 1, __ATOMIC_RELAXED);
+}
 
 enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
 

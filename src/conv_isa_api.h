@@ -96,7 +96,20 @@ typedef struct {
         const T *bias;                                                                         \
         int first, act;                                                                        \
         T slope;                                                                               \
-    } FC_CAT(fc_cv_args, TN);
+    } FC_CAT(fc_cv_args, TN);                                                                  \
+    /* The depthwise micro-kernel's operands (dwd_kernel, conv_dwd_isa_tmpl.h): output p of    \
+     * the plane's n wide positions, out[p], is the sum over its ntaps taps t of w[t] *        \
+     * B[off[t] + p], from *bias (NULL: none), activated (act, slope). */                      \
+    typedef struct {                                                                           \
+        const T *B;                                                                            \
+        const fc_idx *off;                                                                     \
+        fc_idx ntaps;                                                                          \
+        const T *w, *bias;                                                                     \
+        int act;                                                                               \
+        T slope;                                                                               \
+        fc_idx n;                                                                              \
+        T *out;                                                                                \
+    } FC_CAT(fc_dwd_args, TN);
 
 FC_CONV_ARGS(f32, float)
 FC_CONV_ARGS(f64, double)

@@ -718,6 +718,7 @@ static FC_TARGET void FN(transpose)(const T *restrict src, fc_idx lds, fc_idx ro
 }
 
 #include "conv_cv_isa_tmpl.h"
+#include "conv_dwd_isa_tmpl.h"
 
 #undef VL
 #undef FN

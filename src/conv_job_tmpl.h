@@ -28,8 +28,8 @@ static int FJ(fc_fwd_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     s->nitems = p->nitems;
     s->nreduce = 0;
     /* the items of one image group, which share its wide buffer (one by one on the
-     * channel-vectorised path) */
-    s->chunk = p->cv ? 1 : p->nPB;
+     * channel-vectorised and depthwise paths) */
+    s->chunk = p->cv || p->dwd_cb ? 1 : p->nPB;
     return st;
 }
 
@@ -48,8 +48,8 @@ static int FJ(fc_gin_start)(fc_job *j, const void *isa, int nthreads, fc_schedul
     s->nitems = p->nitems;
     s->nreduce = 0;
     /* the items of one image group (all its stride phases; one by one on the
-     * channel-vectorised path) */
-    s->chunk = p->cv ? 1 : p->nphase * p->nPB;
+     * channel-vectorised and depthwise paths) */
+    s->chunk = p->cv || p->dwd_cb ? 1 : p->nphase * p->nPB;
     return st;
 }
 

@@ -53,6 +53,10 @@ typedef struct {
     void (*cv_kernel)(int np, const TF(fc_cv_args) * a);
     int (*cv_pack)(const T *w, fc_idx lds, fc_idx nt, fc_idx nk, T *Wp, fc_idx ldw);
     int cv_nv, cv_np;
+    /* the depthwise path of the forward and grad_input (conv_dwd_tmpl.h): one channel plane */
+    void (*dwd_kernel)(const TF(fc_dwd_args) * a);
+    void (*dwd_pad_plane)(const T *src, fc_idx lds, fc_idx nh, fc_idx nw, T *dst, fc_idx Hq,
+                          fc_idx Wq, fc_idx pt, fc_idx pl);
 } TF(fc_isa);
 
 /* The entry points and sizes of one ISA instantiation (conv_isa_tmpl.h); pixel blocks are
@@ -66,7 +70,8 @@ typedef struct {
                  FC_CAT(stream_copy, FC_CAT(TN, isa)), NULL, NULL, 0, 0, NULL,               \
                  FC_CAT(cv_kernel, FC_CAT(TN, isa)), FC_CAT(cv_pack, FC_CAT(TN, isa)),         \
                  FC_CAT(isa_cv_nv, FC_CAT(TN, isa)),                                           \
-                 FC_CAT(isa_cv_np, FC_CAT(TN, isa))}
+                 FC_CAT(isa_cv_np, FC_CAT(TN, isa)), FC_CAT(dwd_kernel, FC_CAT(TN, isa)),   \
+                 FC_CAT(dwd_pad_plane, FC_CAT(TN, isa))}
 
 static void TF(fc_isa_table)(TF(fc_isa) * t) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -392,7 +397,11 @@ typedef struct {
     TF(fc_wide) bwl;
     fc_idx *boff; /* [TT] */
     TF(fc_cv_plan) * cv; /* the channel-vectorised path (conv_cv_tmpl.h) runs the layer, or NULL */
+    fc_idx dwd_cb;       /* the depthwise path (conv_dwd_tmpl.h) runs it: channels per item; or 0 */
 } TF(fc_fwd_plan);
+
+static int TF(fc_fwd_dwd)(TF(fc_fwd_plan) * pl, int nthreads);
+static int TF(fc_fwd_dwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item);
 
 /* A[mb][t][i] = w[m0 + i][t] for the rows m0 + i of each balanced row block mb (fc_row_block)
  * of the M x TT matrix w, MR lanes per tap (those past a short block are left alone: never
@@ -524,7 +533,7 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
         if (st) return st < 0 ? -1 : 0;
     }
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)pl->TT * sizeof(fc_idx));
-    if (!pl->off || TF(fc_fwd_math)(pl)) return -1;
+    if (!pl->off) return -1;
     TF(fc_tap_offsets)(g, &pl->wl, pl->Cg, pl->off);
     fc_idx max_off = 0;
     for (fc_idx t = 0; t < pl->TT; t++) max_off = FC_MAX(max_off, pl->off[t]);
@@ -532,7 +541,10 @@ static int TF(fc_fwd_prepare)(TF(fc_fwd_plan) * pl, int nthreads) {
                          max_off + g->OH * pl->wl.Wq + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
     pl->call = fc_next_call_id();
     pl->stream = g->N * g->K * pl->P * (fc_idx)sizeof(T) >= FC_STREAM_BYTES;
-    if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes()) {
+    const int banded = (int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes();
+    if (!banded && TF(fc_fwd_dwd)(pl, nthreads)) return 0;
+    if (TF(fc_fwd_math)(pl)) return -1;
+    if (banded) {
         pl->max_off = max_off;
         return TF(fc_fwd_bands)(pl, nthreads);
     }
@@ -618,6 +630,7 @@ static int TF(fc_fwd_band_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
 /* Returns -1 if this thread's workspace cannot be allocated. */
 static int TF(fc_fwd_item)(const TF(fc_fwd_plan) * pl, fc_idx item) {
     if (pl->cv) return TF(fc_cv_item)(pl->cv, item);
+    if (pl->dwd_cb) return TF(fc_fwd_dwd_item)(pl, item);
     if (pl->band_rows) return TF(fc_fwd_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, ng = item / pl->nPB;
@@ -723,7 +736,15 @@ typedef struct {
      * (ncv of them), or NULL */
     TF(fc_cv_plan) * cv;
     fc_idx ncv;
+    /* the depthwise path (conv_dwd_tmpl.h) runs the layer: channels per item (or 0), the
+     * weights gathered per phase ([C][taps in tap_start's order]), slot 1's elements */
+    fc_idx dwd_cb;
+    T *dwd_w;
+    fc_idx dwd_scratch;
 } TF(fc_gin_plan);
+
+static int TF(fc_gin_dwd)(TF(fc_gin_plan) * pl, int nthreads);
+static int TF(fc_gin_dwd_item)(const TF(fc_gin_plan) * pl, fc_idx item);
 
 /* The tap offsets of every phase, in tap_start's order, into a padded grad_output buffer of
  * planes `plane` elements apart: tap (k, i, j) of phase (a, b) reads plane k at row
@@ -987,14 +1008,19 @@ static int TF(fc_gin_prepare)(TF(fc_gin_plan) * pl, int nthreads) {
     }
     fc_idx TTall = pl->Kg * g->R * g->S, plane = pl->Hb * pl->Wb;
     pl->off = (fc_idx *)fc_aligned_calloc((size_t)TTall * sizeof(fc_idx));
-    if (!pl->off || TF(fc_gin_math)(pl)) return -1;
+    if (!pl->off) return -1;
     fc_idx max_off = TF(fc_gin_offsets)(pl, plane, 0, pl->off);
     fc_idx P = Jh * Jw;
     pl->bufsize =
         FC_MAX(pl->Kg * plane, max_off + Jh * pl->Wb + FC_PANEL_VECS * pl->isa.vl) + FC_SLACK;
     pl->call = fc_next_call_id();
-    if ((int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes())
-        return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
+    const int banded = (int64_t)pl->bufsize * (int64_t)sizeof(T) > fc_ws_cap_bytes();
+    if (!banded) {
+        int st = TF(fc_gin_dwd)(pl, nthreads);
+        if (st) return st < 0 ? -1 : 0;
+    }
+    if (TF(fc_gin_math)(pl)) return -1;
+    if (banded) return TF(fc_gin_bands)(pl, nthreads, Jh, Jw);
     pl->NB = pl->nphase == 1 ? TF(fc_images_per_item)(P, pl->isa.vl, g->N, pl->bufsize) : 1;
     pl->ngroups = FC_CEIL_DIV(g->N, pl->NB);
     pl->Pr = FC_ROUND_UP(FC_MAX(pl->NB * P, (fc_idx)1), pl->nr);
@@ -1012,7 +1038,9 @@ static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     }
     free(pl->A);
     free(pl->a_off);
+    free(pl->dwd_w);
     pl->a_off = NULL;
+    pl->dwd_w = NULL;
     free(pl->off);
     free(pl->ph_h);
     free(pl->ph_w);
@@ -1026,16 +1054,24 @@ static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
     fc_ws_trim(); /* after the parallel loops: see fc_common.h */
 }
 
+/* Image n's grad_output planes of group gi, each in a plane of Hb x Wb with Uh rows and Uw
+ * columns of zeros before it, zeros after it (Wb - OW between rows), and the rest of buf
+ * zeroed: every element written once. */
 static void TF(fc_build_padded_dy)(const TF(fc_gin_plan) * pl, fc_idx n, fc_idx gi, T *buf) {
     const TF(fc_geom) *g = &pl->g;
-    fc_idx plane = pl->Hb * pl->Wb;
-    memset(buf, 0, (size_t)pl->bufsize * sizeof(T));
+    const fc_idx plane = pl->Hb * pl->Wb, Wb = pl->Wb, OW = g->OW, gap = Wb - OW;
     for (fc_idx k = 0; k < pl->Kg; k++) {
-        const T *src = pl->dy + (n * g->K + gi * pl->Kg + k) * g->OH * g->OW;
-        T *dst = buf + k * plane + pl->Uh * pl->Wb + pl->Uw;
-        for (fc_idx oh = 0; oh < g->OH; oh++)
-            memcpy(dst + oh * pl->Wb, src + oh * g->OW, (size_t)g->OW * sizeof(T));
+        const T *src = pl->dy + (n * g->K + gi * pl->Kg + k) * g->OH * OW;
+        T *p = buf + k * plane, *dst = p + pl->Uh * Wb + pl->Uw;
+        memset(p, 0, (size_t)(dst - p) * sizeof(T));
+        for (fc_idx oh = 0; oh < g->OH; oh++) {
+            memcpy(dst + oh * Wb, src + oh * OW, (size_t)OW * sizeof(T));
+            memset(dst + oh * Wb + OW, 0, (size_t)gap * sizeof(T));
+        }
+        T *end = dst + g->OH * Wb; /* past the last row's gap */
+        memset(end, 0, (size_t)(p + plane - end) * sizeof(T));
     }
+    memset(buf + pl->Kg * plane, 0, (size_t)(pl->bufsize - pl->Kg * plane) * sizeof(T));
 }
 
 /* Rows [b0, b0 + nrows) of image n's padded grad_output (group gi; fc_build_padded_dy's layout)
@@ -1093,6 +1129,7 @@ static int TF(fc_gin_band_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
 
 static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     if (pl->cv) return TF(fc_cv_run_item)(pl->cv, pl->ncv, item);
+    if (pl->dwd_cb) return TF(fc_gin_dwd_item)(pl, item);
     if (pl->band_rows) return TF(fc_gin_band_item)(pl, item);
     const TF(fc_geom) *g = &pl->g;
     fc_idx pb = item % pl->nPB, rest = item / pl->nPB;
@@ -1132,6 +1169,8 @@ static int TF(fc_gin_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     TF(fc_writeback)(Ct, ldc, pl->Cg, p0, FC_MIN(p1, nb * P), P, &view);
     return 0;
 }
+
+#include "conv_dwd_tmpl.h"
 
 /* =============================== grad_weight =============================== */
 typedef struct {
@@ -1343,12 +1382,10 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
         if (!dyp) return -1;
         T *res = pl->dw + gi * pl->RS;
         for (fc_idx n = n0; n < n1; n++) {
-            TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n, gi, 1, buf, pl->bufsize);
-            const T *src = pl->dy + (n * g->K + gi) * g->OH * g->OW;
-            for (fc_idx oh = 0; oh < g->OH; oh++) {
-                memcpy(dyp + oh * pl->ldy, src + oh * g->OW, (size_t)g->OW * sizeof(T));
-                memset(dyp + oh * pl->ldy + g->OW, 0, (size_t)(pl->ldy - g->OW) * sizeof(T));
-            }
+            TF(fc_dwd_build)(&pl->isa, g, &pl->wl, pl->x, pl->xs, pl->bufsize, n, gi, 1, buf);
+            /* grad_output's rows padded with zeros to ldy */
+            pl->isa.dwd_pad_plane(pl->dy + (n * g->K + gi) * g->OH * g->OW, g->OW, g->OH, g->OW,
+                                  dyp, g->OH, pl->ldy, 0, 0);
             const TF(fc_dw_args) a = {buf, off, pl->wl.Wq, dyp, pl->ldy, g->OH, g->OW};
             pl->isa.dw_depthwise(pl->RS, &a, res);
         }

@@ -71,16 +71,20 @@ static void fc_install_bf16(void) {
 #endif
 }
 
-/* Turn the convolutions' channel-vectorised path on or off (tests); returns the previous
- * setting. */
-static int fc_set_conv_cv(int on) {
-    int old = fc_cv_enabled;
-    fc_cv_enabled = on;
+/* Turn one of the convolutions' own paths (FC_PATH_*, conv_engine.h) on or off (tests);
+ * returns the previous setting, or -1 for no such path. */
+static int fc_set_conv_path(int path, int on) {
+    if (path < 0 || path >= FC_PATH_COUNT) return -1;
+    int old = fc_path_enabled[path];
+    fc_path_enabled[path] = on;
     return old;
 }
 
-/* Convolution plans that took the channel-vectorised path so far (tests). */
-static long fc_conv_cv_plans(void) { return __atomic_load_n(&fc_cv_plans, __ATOMIC_RELAXED); }
+/* Convolution plans that took that path so far (tests); -1 for no such path. */
+static long fc_conv_path_plans(int path) {
+    if (path < 0 || path >= FC_PATH_COUNT) return -1;
+    return __atomic_load_n(&fc_path_plans[path], __ATOMIC_RELAXED);
+}
 
 /* Tests only: the AMX code on its model of the tile instructions (on), or not (off); returns
  * whether the model is now in use (it needs the avx512_bf16 path). */

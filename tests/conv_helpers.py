@@ -4,6 +4,7 @@ without_batch), the one tolerance scheme of every kernel-against-reference compa
 (assert_close: a rounding-error bound), bitwise comparison (assert_same_bits), and the conv2d
 checks against fastconv.reference."""
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -110,10 +111,26 @@ def workspace_cap(nbytes):
     return testing_setting(_testing.set_workspace_cap, nbytes)
 
 
-def conv_cv_path(on):
-    """The convolutions' channel-vectorised path allowed where it applies (True, the default)
-    or never taken (False), within the block."""
-    return testing_setting(_testing.set_conv_cv, on)
+def conv_path(name, on):
+    """One of the convolutions' own paths ('cv': channel-vectorised, 'dwd': depthwise) allowed
+    where it applies (True, the default) or never taken (False), within the block."""
+    return testing_setting(functools.partial(_testing.set_conv_path, name), on)
+
+
+def path_plans_taken(name, compute):
+    """How many plans of compute() took the convolutions' own path ``name`` (see conv_path)."""
+    before = _testing.conv_path_plans(name)
+    compute()
+    return _testing.conv_path_plans(name) - before
+
+
+def forward_and_grad_input(p):
+    """conv2d's output (with the problem's activation) and grad_input, for a problem of
+    strategies.small_plane_conv_problems or depthwise_conv_problems."""
+    out = fastconv.conv2d(p["x"], p["w"], p["b"], **p["kwargs"], activation=p["activation"])
+    gx, _, _ = fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
+                                        needs=(True, False, False))
+    return out, gx
 
 
 def snapshot(*arrays):

@@ -281,28 +281,14 @@ def conv_problems(draw, max_channels=6, max_size=12, max_kernel=5, readonly=True
                 kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
 
 
-@st.composite
-def small_plane_conv_problems(draw, values=st.sampled_from(["normal", "huge", "special"])):
-    """A conv2d problem shaped like the late layers of a CNN, which the engine may run with
-    channels in the vector lanes (src/conv_cv_tmpl.h): small output planes (up to 10 x 10
-    outputs), 16 to 128 output channels per group and sometimes 64 input channels, every stride,
-    dilation and padding form. As
-    :func:`conv_problems`, plus ``activation`` and ``gy`` (a grad_output), and ``values``: the
-    kind of numbers in every array, 'normal' (standard normal), 'huge' (products near the
-    largest float: a sum overflows or not by its order) or 'special' (a few +-inf and NaN)."""
-    dtype = draw(DTYPES)
-    groups = draw(st.integers(1, 2))
-    # many input channels sometimes: grad_input's lanes are the input channels
-    wide = draw(st.integers(0, 3)) == 0
-    cg = 64 if wide else draw(st.integers(1, 12))
-    kg = draw(st.sampled_from([16, 24, 32, 48, 64, 80, 96, 128]))
-    n = draw(st.integers(1, 2 if wide else 4))
-    # a wide one mostly 3x3: grad_input takes the path with padding within the kernel's reach
-    r, s = (3, 3) if wide and draw(st.integers(0, 3)) else \
-        (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding, h, w = padding_and_size(draw, r, s, stride, dilation, 10)
+VALUE_KINDS = st.sampled_from(["normal", "huge", "special"])
+
+
+def _path_problem(draw, dtype, n, cg, kg, groups, r, s, stride, dilation, max_size, values):
+    """The conv2d problem of small_plane_conv_problems and depthwise_conv_problems from its
+    shapes: padding and input size drawn (padding_and_size), arrays in drawn layouts with
+    ``values`` of a drawn kind, a bias sometimes, an activation and a grad_output."""
+    padding, h, w = padding_and_size(draw, r, s, stride, dilation, max_size)
     same = padding == "same"
     pads = (0, 0) if same else padding
     shapes = [(n, cg * groups, h, w), (kg * groups, cg, r, s)]
@@ -330,6 +316,47 @@ def small_plane_conv_problems(draw, values=st.sampled_from(["normal", "huge", "s
                           stride[1], dilation[1])
     gy = random_array(draw, (n, kg * groups, oh, ow), dtype)
     return dict(x=x, w=weight, b=bias, gy=gy, kwargs=kwargs, activation=activation, values=kind)
+
+
+@st.composite
+def small_plane_conv_problems(draw, values=VALUE_KINDS):
+    """A conv2d problem shaped like the late layers of a CNN, which the engine may run with
+    channels in the vector lanes (src/conv_cv_tmpl.h): small output planes (up to 10 x 10
+    outputs), 16 to 128 output channels per group and sometimes 64 input channels, every stride,
+    dilation and padding form. As
+    :func:`conv_problems`, plus ``activation`` and ``gy`` (a grad_output), and ``values``: the
+    kind of numbers in every array, 'normal' (standard normal), 'huge' (products near the
+    largest float: a sum overflows or not by its order) or 'special' (a few +-inf and NaN)."""
+    dtype = draw(DTYPES)
+    groups = draw(st.integers(1, 2))
+    # many input channels sometimes: grad_input's lanes are the input channels
+    wide = draw(st.integers(0, 3)) == 0
+    cg = 64 if wide else draw(st.integers(1, 12))
+    kg = draw(st.sampled_from([16, 24, 32, 48, 64, 80, 96, 128]))
+    n = draw(st.integers(1, 2 if wide else 4))
+    # a wide one mostly 3x3: grad_input takes the path with padding within the kernel's reach
+    r, s = (3, 3) if wide and draw(st.integers(0, 3)) else \
+        (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    return _path_problem(draw, dtype, n, cg, kg, groups, r, s, stride, dilation, 10, values)
+
+
+@st.composite
+def depthwise_conv_problems(draw, values=VALUE_KINDS):
+    """A depthwise conv2d problem (one input and one output channel per group, src/
+    conv_dwd_tmpl.h): 1 to 40 channels, planes up to 24 x 24 (many register blocks of pixels
+    and a partial last one), kernels up to 5 x 5 and sometimes 9 x 9 (81 taps: two sum
+    blocks), strides 1 to 3 (grad_input's stride phases, some without taps), every dilation
+    and padding form. The fields of :func:`small_plane_conv_problems`."""
+    dtype = draw(DTYPES)
+    channels = draw(st.integers(1, 40))
+    n = draw(st.integers(1, 3))
+    big = draw(st.integers(0, 7)) == 0
+    r, s = (9, 9) if big else (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    return _path_problem(draw, dtype, n, 1, 1, channels, r, s, stride, dilation, 24, values)
 
 
 # -------------------------------------------------------------------------------- pooling cases

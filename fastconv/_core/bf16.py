@@ -123,9 +123,10 @@ def uses_bf16(precision: Optional[str], dtype: np.dtype[Any]) -> bool:
 
 
 def is_bfloat16(x: object) -> bool:
-    """Whether ``x`` is an array of ``ml_dtypes.bfloat16`` (checked by name: no import)."""
+    """Whether ``x`` is an array of ``ml_dtypes.bfloat16`` (checked by name: no import; the
+    kind first, as numpy builds ``dtype.name`` in Python, microseconds a call)."""
     dtype = getattr(x, "dtype", None)
-    return isinstance(dtype, np.dtype) and dtype.name == "bfloat16"
+    return isinstance(dtype, np.dtype) and dtype.kind == "V" and dtype.name == "bfloat16"
 
 
 def _bfloat16_dtype() -> np.dtype[Any]:

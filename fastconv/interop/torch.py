@@ -269,7 +269,7 @@ def _result(array: "NDArray[Any]", channels_last: bool) -> torch.Tensor:
 
 def _tensor(array: "NDArray[Any]") -> torch.Tensor:
     """``torch.from_numpy(array)``, bfloat16 arrays (which it does not know) included."""
-    if array.dtype.name == "bfloat16":
+    if array.dtype.kind == "V" and array.dtype.name == "bfloat16":  # float32/64: kind 'f'
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)
 
@@ -1201,7 +1201,7 @@ def swap_modules(model: _Model, *, example_input: Any = None, training: Optional
     to its final device and dtype; ``model.apply(swap_modules)`` is equivalent.
 
     With ``example_input``, each layer is then timed once on torch and on fastconv, and stays on
-    the faster (fastconv unless torch is more than 5% faster): the model runs once on
+    the faster (fastconv only if it is more than 5% faster): the model runs once on
     ``example_input`` without gradients (its buffers, training flags and random number
     generator are restored afterwards), and every swapped layer's forward -- forward and
     backward if ``training`` -- runs a few times with each class on the input it received.

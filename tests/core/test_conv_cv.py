@@ -10,20 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _testing
 from conv_helpers import (SUPPORTED_ISAS, assert_same_bits, check_backward, check_forward,
-                          conv_case, conv_cv_path, cpu_isas, num_threads, using_isa)
+                          conv_case, conv_path, cpu_isas, forward_and_grad_input, num_threads,
+                          path_plans_taken, using_isa)
 from strategies import small_plane_conv_problems
 
 CPU_PATHS = cpu_isas() or SUPPORTED_ISAS
-
-
-def forward_and_grad_input(p):
-    """conv2d's output (with the problem's activation) and grad_input."""
-    out = fastconv.conv2d(p["x"], p["w"], p["b"], **p["kwargs"], activation=p["activation"])
-    gx, _, _ = fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
-                                        needs=(True, False, False))
-    return out, gx
 
 
 @settings(max_examples=120, deadline=None)
@@ -31,9 +23,9 @@ def forward_and_grad_input(p):
 def test_both_paths_give_the_same_bits_on_every_simd_path(p):
     for isa in CPU_PATHS:
         with using_isa(isa):
-            with conv_cv_path(False):
+            with conv_path("cv", False):
                 want = forward_and_grad_input(p)
-            with conv_cv_path(True):
+            with conv_path("cv", True):
                 got = forward_and_grad_input(p)
         for name, g, w in zip(("output", "grad_input"), got, want):
             assert_same_bits(g, w, f"{name} on {isa}", any_nan=True)
@@ -44,7 +36,7 @@ def test_both_paths_give_the_same_bits_on_every_simd_path(p):
 def test_the_path_holds_to_the_reference(p, bias):
     b = p["b"] if bias else None
     case = conv_case(p["x"], p["w"], b, gy=p["gy"], needs=(True, False, False), **p["kwargs"])
-    with conv_cv_path(True):
+    with conv_path("cv", True):
         check_forward(case, fastconv.conv2d(p["x"], p["w"], b, **p["kwargs"]))
         check_backward(case, fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
                                                       needs=(True, False, False)))
@@ -53,7 +45,7 @@ def test_the_path_holds_to_the_reference(p, bias):
 @settings(max_examples=30, deadline=None)
 @given(small_plane_conv_problems())
 def test_same_bits_for_one_and_two_threads(p):
-    with conv_cv_path(True):
+    with conv_path("cv", True):
         with num_threads(1):
             want = forward_and_grad_input(p)
         with num_threads(2):
@@ -64,9 +56,7 @@ def test_same_bits_for_one_and_two_threads(p):
 
 def plans_taken(compute):
     """How many calls of compute() took the channel-vectorised path."""
-    before = _testing.conv_cv_plans()
-    compute()
-    return _testing.conv_cv_plans() - before
+    return path_plans_taken("cv", compute)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -91,7 +81,7 @@ def test_the_path_is_taken_where_it_applies(dtype, x_shape, w_shape, kwargs, for
     assert plans_taken(lambda: fastconv.conv2d(x, w, **kwargs)) == forward
     assert plans_taken(lambda: fastconv.conv2d_backward(y, x, w, **kwargs,
                                                         needs=(True, False, False))) == grad_input
-    with conv_cv_path(False):
+    with conv_path("cv", False):
         assert plans_taken(lambda: fastconv.conv2d(x, w, **kwargs)) == 0
 
 
@@ -120,9 +110,9 @@ def test_special_values_give_the_gemm_bits_in_both_passes(dtype, x_shape, w_shap
     p.update(x=x.astype(dtype), w=w.astype(dtype), b=b.astype(dtype), gy=gy.astype(dtype))
     for isa in CPU_PATHS:
         with using_isa(isa):
-            with conv_cv_path(False):
+            with conv_path("cv", False):
                 want = forward_and_grad_input(p)
-            with conv_cv_path(True):
+            with conv_path("cv", True):
                 assert plans_taken(lambda: forward_and_grad_input(p)) == 2
                 got = forward_and_grad_input(p)
         for name, g, w_ in zip(("output", "grad_input"), got, want):
@@ -143,10 +133,10 @@ def test_a_nonfinite_weight_meets_the_padding_as_in_the_gemm():
     x = rng.uniform(1, 2, (2, 16, 4, 4)).astype(np.float32)
     w = rng.uniform(1, 2, (64, 16, 3, 3)).astype(np.float32)
     w[5, 3, 0, 0] = np.inf  # the top-left tap: on padding for the first row and column
-    with conv_cv_path(True):
+    with conv_path("cv", True):
         assert plans_taken(lambda: fastconv.conv2d(x, w, padding=1)) == 1
         got = fastconv.conv2d(x, w, padding=1)
-    with conv_cv_path(False):
+    with conv_path("cv", False):
         want = fastconv.conv2d(x, w, padding=1)
     assert_same_bits(got, want, "output", any_nan=True)
     nan = np.zeros(got.shape, bool)

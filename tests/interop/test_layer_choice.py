@@ -47,9 +47,9 @@ def test_each_layer_keeps_the_faster_class(monkeypatch):
         if isinstance(module, nn.MaxPool2d):
             return 1.0, 2.0  # torch twice as fast: back to torch
         if isinstance(module, nn.AvgPool2d):
-            return 0.97, 1.0  # torch 3% faster: within the margin, stays on fastconv
+            return 1.0, 0.94  # fastconv 6% faster: stays on fastconv
         if module.out_channels == 6:
-            return 0.9, 1.0  # torch 10% faster: back to torch
+            return 1.0, 0.97  # fastconv only 3% faster: within the margin, back to torch
         return 2.0, 1.0
 
     timer = use_timer(monkeypatch, times)
