@@ -907,6 +907,13 @@ static void TF(fc_gin_pack_f32)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx mb
         fc_idx c0;
         int mr;
         fc_row_block(pl->Cg, MRv, mb, &c0, &mr);
+        if (RS == 1) { /* a 1x1 kernel: the block's weights of each k are contiguous */
+            const T *wk = pl->w + gi * pl->Kg * pl->Cg + c0;
+            T *Ab = pl->A + pl->a_off[gi * pl->nphase] + mb * pl->Kg * MRv;
+            for (fc_idx k = 0; k < pl->Kg; k++)
+                memcpy(Ab + k * MRv, wk + k * pl->Cg, (size_t)mr * sizeof(T));
+            return;
+        }
         for (fc_idx k = 0; k < pl->Kg; k++) {
             const T *wk = pl->w + ((gi * pl->Kg + k) * pl->Cg + c0) * RS;
             for (fc_idx f = 0; f < pl->nphase; f++) {
