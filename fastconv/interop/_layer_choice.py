@@ -11,12 +11,15 @@ fastconv only if its time is below torch's by more than ``MARGIN`` (5%): a layer
 on the same input again and again, runs with its code, data and branch history warm, and its
 Python-side cost per call (the adapter's, a few tens of microseconds) is then about half of
 what it is between the model's other layers; a layer that is not clearly faster alone is not
-faster in the model either.
+faster in the model either. Then the model with the layers so chosen is timed as a whole
+against the model with all of them on torch, the same way (its hooks run on those calls too);
+unless it is faster, every layer goes back to torch.
 
 Nothing of the model changes but the classes of the layers put back on torch: its buffers (such
 as BatchNorm's running statistics), each submodule's training flag, the parameters' ``.grad``
-and the random number generator are as they were. The timed calls go to ``forward`` directly,
-so the model's hooks run only during the one pass over the example input.
+and the random number generator are as they were. The layers' timed calls go to ``forward``
+directly: the model's hooks run during the pass over the example input and the model's timed
+runs only.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def swap_report(model: torch.nn.Module) -> List[LayerChoice]:
     return list(_REPORTS.get(model, ()))
 
 
-Capture = collections.namedtuple("Capture", "calls data training")
+Capture = collections.namedtuple("Capture", "args calls data training")
 
 
 def capture(model: torch.nn.Module, example_input: Any, training: Optional[bool],
@@ -101,7 +104,7 @@ def capture(model: torch.nn.Module, example_input: Any, training: Optional[bool]
         training = model.training
     modules = [m for m in model.modules() if type(m) in kinds]
     calls, data = _capture_calls(model, args, modules, training)
-    return Capture(calls, data, training)
+    return Capture(args, calls, data, training)
 
 
 def choose_layers(model: torch.nn.Module, captured: Capture, to_torch: Dict[type, type]
@@ -140,8 +143,70 @@ def choose_layers(model: torch.nn.Module, captured: Capture, to_torch: Dict[type
                 choice = "torch"
                 module.__class__ = to_torch[fast_cls]
         report.append(LayerChoice(name, repr(module), torch_ms, fastconv_ms, choice))
+    if not _model_is_faster(model, captured, [m for m in names if type(m) in to_torch],
+                            to_torch):
+        for module in names:
+            if type(module) in to_torch:
+                module.__class__ = to_torch[type(module)]
+        report = [r._replace(choice="torch") for r in report]
     _REPORTS[model] = report
     return report
+
+
+def _model_is_faster(model: torch.nn.Module, captured: Capture, layers: List[torch.nn.Module],
+                     to_torch: Dict[type, type]) -> bool:
+    """Whether ``model`` runs faster on the example input with ``layers`` (its fastconv layers
+    after the choice) than with all of them on torch: the two are timed as wholes, as the
+    layers were, the model's state restored afterwards (as in :func:`_capture_calls`). A
+    layer's time alone leaves out what it costs the layers around it (caches, the adapter's
+    Python work between them), so the sum of the layers' gains may not be the model's."""
+    if not layers:
+        return True
+    home = [(m, type(m)) for m in layers]
+    params: List[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
+
+    def runner(on_torch: bool) -> Callable[[], None]:
+        def run() -> None:
+            for m, cls in home:
+                m.__class__ = to_torch[cls] if on_torch else cls
+            try:
+                _run_model(model, captured.args, captured.training, params)
+            finally:
+                for m, cls in home:
+                    m.__class__ = cls
+        return run
+
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        model.train(captured.training)
+        with torch.random.fork_rng(devices=[]):
+            t_torch, t_fast = _time_model(model, runner(True), runner(False))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    return t_fast < t_torch
+
+
+def _run_model(model: torch.nn.Module, args: Tuple[Any, ...], training: bool,
+               params: List[torch.Tensor]) -> None:
+    """``model(*args)``, and for training the gradient of the sum of its floating-point outputs
+    with respect to ``params`` (autograd.grad: their ``.grad`` stay untouched)."""
+    if not training or not params:
+        with torch.no_grad():
+            model(*args)
+        return
+    with torch.enable_grad():
+        leaves = torch.utils._pytree.tree_leaves(model(*args))
+        outs = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+        if outs:
+            loss = outs[0].sum()
+            for t in outs[1:]:
+                loss = loss + t.sum()
+            torch.autograd.grad(loss, params, allow_unused=True)
 
 
 def _capture_calls(model: torch.nn.Module, args: Tuple[Any, ...], modules: List[torch.nn.Module],
@@ -222,6 +287,13 @@ def _runner(module: torch.nn.Module, cls: Any, home_cls: type, call: Tuple[Any, 
             module.__class__ = home_cls
 
     return run
+
+
+def _time_model(model: torch.nn.Module, run_torch: Callable[[], None],
+                run_fastconv: Callable[[], None]) -> Tuple[float, float]:
+    """Median seconds of the whole model with its chosen layers on torch and on fastconv (tests
+    replace this function to decide the outcome without timing)."""
+    return _time_candidates(model, run_torch, run_fastconv)
 
 
 def _time_candidates(module: torch.nn.Module, run_torch: Callable[[], None],

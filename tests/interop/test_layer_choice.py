@@ -29,9 +29,13 @@ class FakeTimer:
         return self.times(module)
 
 
-def use_timer(monkeypatch, times):
+def use_timer(monkeypatch, times, model_times=(2.0, 1.0)):
+    """Layer times from ``times(layer)`` (torch's, fastconv's); the model as chosen then times
+    ``model_times`` against torch's layers throughout (default: faster), without running."""
     timer = FakeTimer(times)
     monkeypatch.setattr(_layer_choice, "_time_candidates", timer)
+    monkeypatch.setattr(_layer_choice, "_time_model", lambda model, run_torch, run_fastconv:
+                        model_times)
     return timer
 
 
@@ -65,6 +69,69 @@ def test_each_layer_keeps_the_faster_class(monkeypatch):
     assert report[1].layer == repr(model[3])
     assert (report[1].torch_ms, report[1].fastconv_ms) == (1000.0, 2000.0)
     assert all(isinstance(r, _layer_choice.LayerChoice) for r in report)
+
+
+def test_a_model_no_faster_as_chosen_goes_back_to_torch(monkeypatch):
+    """Layers faster alone, but the model with them not faster than with torch's layers: every
+    layer goes back to torch, and the report says so."""
+    use_timer(monkeypatch, lambda m: (2.0, 1.0), model_times=(1.0, 1.0))
+    model = small_model().eval()
+    fct.swap_modules(model, example_input=torch.randn(2, 3, 16, 16))
+    assert [type(model[i]) for i in (0, 3, 4, 6)] == [nn.Conv2d, nn.MaxPool2d, nn.Conv2d,
+                                                      nn.AvgPool2d]
+    report = fct.swap_report(model)
+    assert [r.choice for r in report] == ["torch"] * 4
+    assert [(r.torch_ms, r.fastconv_ms) for r in report] == [(2000.0, 1000.0)] * 4
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_model_is_timed_with_each_class_and_left_as_it_was(monkeypatch, training):
+    """The model-level timing runs the whole model once with the chosen layers on fastconv and
+    once on torch (forward, and for training the parameters' gradients), and leaves its state,
+    .grad, training flags and the random number generator as they were."""
+    seen = []
+    for cls in (nn.Conv2d, fct.Conv2d):
+        original = cls._conv_forward
+
+        def spy(self, *args, _original=original, _cls=cls):
+            seen.append(_cls)
+            return _original(self, *args)
+        monkeypatch.setattr(cls, "_conv_forward", spy)
+    grads = []
+    original_grad = torch.autograd.grad
+
+    def grad_spy(outputs, inputs, *args, **kwargs):
+        grads.append(len(inputs))
+        return original_grad(outputs, inputs, *args, **kwargs)
+    monkeypatch.setattr(torch.autograd, "grad", grad_spy)
+    use_timer(monkeypatch, lambda m: (2.0, 1.0))
+    runs = []
+
+    def model_timer(model, run_torch, run_fastconv):
+        for run, name in ((run_torch, "torch"), (run_fastconv, "fastconv")):
+            del seen[:], grads[:]
+            run()
+            runs.append((name, list(seen), list(grads)))
+        return 2.0, 1.0
+    monkeypatch.setattr(_layer_choice, "_time_model", model_timer)
+    model = small_model().train()
+    model[5].eval()
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.5)
+    before = copy.deepcopy(model.state_dict())
+    modes = [m.training for m in model.modules()]
+    x = torch.randn(4, 3, 16, 16)
+    rng = torch.get_rng_state()
+    fct.swap_modules(model, example_input=x, training=training)
+    n_params = len(list(model.parameters()))
+    assert runs == [("torch", [nn.Conv2d] * 2, [n_params] if training else []),
+                    ("fastconv", [fct.Conv2d] * 2, [n_params] if training else [])]
+    assert [type(model[i]) for i in (0, 4)] == [fct.Conv2d] * 2
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_the_candidates_run_as_torch_and_as_fastconv(monkeypatch):
