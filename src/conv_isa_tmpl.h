@@ -485,7 +485,8 @@ static FC_TARGET void FN(gemm_tile)(const PACKED_W *restrict wp, const PIXELS *r
 
 /* ---------- weight-gradient kernels ---------- */
 
-/* C[i][0:nv*VL] += sum over (oh, ow) of X[off[i] + oh*Wq + ow] * dy[(oh*OW + ow)*ld + 0:nv*VL]
+/* C[i][0:nv*VL] += sum over images img and pixels (oh, ow) of
+ * X[img*ximg + off[i] + oh*Wq + ow] * dy[img*dyimg + (oh*OW + ow)*ld + 0:nv*VL]
  * for i < tr (the operands in `a`, see DW_ARGS). X is the wide input buffer (taps broadcast), dy
  * the grad_output transposed to [pixel][channel], so the reduction over pixels runs in registers
  * and only valid pixels are visited. A lane is an output channel: each C[i][m] is one chain of
@@ -501,20 +502,21 @@ ALWAYS_INLINE void FN(dw_body)(const int tr, const int nv, const DW_ARGS *restri
         c0[i] = LOADU(C + i * ldc);
         c1[i] = nv > 1 ? LOADU(C + i * ldc + VL) : (VEC){0};
     }
-    for (fc_idx oh = 0; oh < OH; oh++) {
-        const T *xrow = X + oh * Wq;
-        const T *dy = DYT + oh * OW * ldm;
-        for (fc_idx ow = 0; ow < OW; ow++) {
-            VEC b0 = LOADU(dy + ow * ldm);
-            VEC b1 = nv > 1 ? LOADU(dy + ow * ldm + VL) : (VEC){0};
-            FC_UNROLL
-            for (int i = 0; i < tr; i++) {
-                T x = xrow[off[i] + ow];
-                c0[i] = FN(fma1)(x, b0, c0[i]);
-                if (nv > 1) c1[i] = FN(fma1)(x, b1, c1[i]);
+    for (fc_idx img = 0; img < a->nimg; img++)
+        for (fc_idx oh = 0; oh < OH; oh++) {
+            const T *xrow = X + img * a->ximg + oh * Wq;
+            const T *dy = DYT + img * a->dyimg + oh * OW * ldm;
+            for (fc_idx ow = 0; ow < OW; ow++) {
+                VEC b0 = LOADU(dy + ow * ldm);
+                VEC b1 = nv > 1 ? LOADU(dy + ow * ldm + VL) : (VEC){0};
+                FC_UNROLL
+                for (int i = 0; i < tr; i++) {
+                    T x = xrow[off[i] + ow];
+                    c0[i] = FN(fma1)(x, b0, c0[i]);
+                    if (nv > 1) c1[i] = FN(fma1)(x, b1, c1[i]);
+                }
             }
         }
-    }
     for (int i = 0; i < tr; i++) {
         STOREU(C + i * ldc, c0[i]);
         if (nv > 1) STOREU(C + i * ldc + VL, c1[i]);

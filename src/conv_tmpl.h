@@ -1188,6 +1188,7 @@ typedef struct {
     const T *dy; /* contiguous (N, K, OH, OW) */
     T *dw;       /* contiguous (K, Cg, R, S) */
     fc_idx Cg, Kg, RS, ldm, ncg, cgs, nchunk, chunk, nitems, bufsize, ldy;
+    fc_idx gw_images; /* images whose buffers an item builds before the kernels read them */
     int depthwise;
     TF(fc_wide) wl;
     fc_idx *off; /* [Cg*RS] */
@@ -1202,6 +1203,9 @@ typedef struct {
 /* grad_weight's work split: enough items for a few threads, few enough partial sums to add. */
 #define FC_GW_CHANNEL_GROUPS 4
 #define FC_GW_ITEMS 8
+/* Bytes of the wide buffers and transposed grad_output of the images an item builds before
+ * its kernels pass over them (in L2 with room to spare). */
+#define FC_GW_GROUP_BYTES ((fc_idx)512 << 10)
 /* Spare bytes past an item's table of tap offsets: a margin (no kernel reads past the table). */
 #define FC_TABLE_SLACK_BYTES 64
 static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
@@ -1257,6 +1261,9 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
             FC_MAX(pl->cgs * pl->bwl.chstride, bmax + pl->band_rows * pl->bwl.Wq + vl) +
             FC_SLACK;
     }
+    /* as many images of a chunk as FC_GW_GROUP_BYTES of buffers hold (no sum depends on it) */
+    const fc_idx per_image = (pl->bufsize + g->OH * g->OW * pl->ldm) * (fc_idx)sizeof(T);
+    pl->gw_images = FC_MAX((fc_idx)1, FC_MIN(pl->chunk, FC_GW_GROUP_BYTES / per_image));
     pl->partial = NULL;
     if (!pl->depthwise) {
         pl->partial = (T *)fc_aligned_calloc(
@@ -1364,7 +1371,7 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             if (pl->ldm > pl->Kg)
                 for (fc_idx p = 0; p < rows * g->OW; p++)
                     memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
-            const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW};
+            const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW, 1, 0, 0};
             TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
         }
     return 0;
@@ -1398,19 +1405,27 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
         }
         return 0;
     }
-    T *DYT = (T *)fc_ws_get(1, (size_t)(g->OH * g->OW * pl->ldm) * sizeof(T));
-    if (!DYT) return -1;
+    /* images in groups of pl->gw_images, whose buffers are built before the kernels pass over
+     * them all: each kernel call then loads and stores its block of partial sums once per
+     * group, not once per image (the sums see the same pixels in the same order) */
+    const fc_idx dyimg = g->OH * g->OW * pl->ldm, nbg = pl->gw_images;
+    T *DYT = (T *)fc_ws_get(1, (size_t)(nbg * dyimg) * sizeof(T));
+    T *bufs = nbg > 1 ? (T *)fc_ws_get(0, (size_t)(nbg * pl->bufsize) * sizeof(T)) : buf;
+    if (!DYT || !bufs) return -1;
     T *Cp = pl->partial + ((chunk * g->G + gi) * pl->Cg * pl->RS + T0) * pl->ldm;
-    for (fc_idx n = n0; n < n1; n++) {
-        const T *src =
-            TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, pl->bufsize);
-        if (!src) {
-            TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n, gi * pl->Cg + c0, nc, buf,
-                              pl->bufsize);
-            src = buf;
+    for (fc_idx n = n0; n < n1; n += nbg) {
+        const fc_idx nb = FC_MIN(nbg, n1 - n), c = gi * pl->Cg + c0;
+        const T *src = TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n, c, pl->bufsize);
+        fc_idx ximg = pl->xs[0];
+        if (!src || !TF(fc_wide_view)(g, &pl->wl, pl->x, pl->xs, n + nb - 1, c, pl->bufsize)) {
+            for (fc_idx i = 0; i < nb; i++)
+                TF(fc_build_wide)(&pl->isa, g, &pl->wl, pl->x, pl->xs, n + i, c, nc,
+                                  bufs + i * pl->bufsize, pl->bufsize);
+            src = bufs;
+            ximg = pl->bufsize;
         }
-        TF(fc_transpose_dy)(pl, n, gi, DYT);
-        const TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW};
+        for (fc_idx i = 0; i < nb; i++) TF(fc_transpose_dy)(pl, n + i, gi, DYT + i * dyimg);
+        const TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW, nb, ximg, dyimg};
         TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
     }
     return 0;
