@@ -13,7 +13,7 @@ Python-side cost per call (the adapter's, a few tens of microseconds) is then ab
 what it is between the model's other layers; a layer that is not clearly faster alone is not
 faster in the model either. Then the model with the layers so chosen is timed as a whole
 against the model with all of them on torch, the same way (its hooks run on those calls too);
-unless it is faster, every layer goes back to torch.
+unless it is faster by more than ``MODEL_MARGIN`` (3%), every layer goes back to torch.
 
 Nothing of the model changes but the classes of the layers put back on torch: its buffers (such
 as BatchNorm's running statistics), each submodule's training flag, the parameters' ``.grad``
@@ -35,7 +35,20 @@ MARGIN = 0.05
 """fastconv is kept only if its time is below ``(1 - MARGIN)`` times torch's."""
 
 ROUNDS = 5
-"""Timed calls per backend and layer, after one warm-up call each."""
+"""Timed samples per backend and layer, after one warm-up call each."""
+
+LAYER_SAMPLE_S = 0.002
+"""Seconds a layer's sample lasts at least (as many calls as that takes)."""
+
+MODEL_ROUNDS = 7
+"""Timed samples per backend of the whole model (:func:`_model_is_faster`)."""
+
+MODEL_SAMPLE_S = 0.01
+"""Seconds a sample of the whole model lasts at least."""
+
+MODEL_MARGIN = 0.03
+"""The model keeps its fastconv layers only if it is faster with them than with torch's by more
+than this: within it, the difference is the noise of a shared machine."""
 
 LayerChoice = collections.namedtuple("LayerChoice", "name layer torch_ms fastconv_ms choice")
 LayerChoice.__doc__ = """One layer's entry in :func:`swap_report`.
@@ -188,7 +201,7 @@ def _model_is_faster(model: torch.nn.Module, captured: Capture, layers: List[tor
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
-    return t_fast < t_torch
+    return t_fast < (1.0 - MODEL_MARGIN) * t_torch
 
 
 def _run_model(model: torch.nn.Module, args: Tuple[Any, ...], training: bool,
@@ -293,20 +306,31 @@ def _time_model(model: torch.nn.Module, run_torch: Callable[[], None],
                 run_fastconv: Callable[[], None]) -> Tuple[float, float]:
     """Median seconds of the whole model with its chosen layers on torch and on fastconv (tests
     replace this function to decide the outcome without timing)."""
-    return _time_candidates(model, run_torch, run_fastconv)
+    return _median_times(run_torch, run_fastconv, MODEL_ROUNDS, MODEL_SAMPLE_S)
 
 
 def _time_candidates(module: torch.nn.Module, run_torch: Callable[[], None],
                      run_fastconv: Callable[[], None]) -> Tuple[float, float]:
     """Median seconds of ``run_torch()`` and ``run_fastconv()`` (``module`` is the layer they run;
     tests replace this function to decide the outcome without timing)."""
+    return _median_times(run_torch, run_fastconv, ROUNDS, LAYER_SAMPLE_S)
+
+
+def _median_times(run_torch: Callable[[], None], run_fastconv: Callable[[], None], rounds: int,
+                  sample_s: float) -> Tuple[float, float]:
+    """Median seconds per call of the two functions over ``rounds`` alternating samples, each
+    of as many calls as take about ``sample_s`` (from the warm-up call, at least one): a
+    sample of one short call is mostly the timer's and the scheduler's noise."""
     times: Tuple[List[float], List[float]] = ([], [])
     runs = (run_torch, run_fastconv)
+    start = time.perf_counter()
     for run in runs:  # warm-up: workspaces, thread pools
         run()
-    for _ in range(ROUNDS):
+    calls = max(1, int(sample_s / max(time.perf_counter() - start, 1e-9) * 2))
+    for _ in range(rounds):
         for run, out in zip(runs, times):
             start = time.perf_counter()
-            run()
-            out.append(time.perf_counter() - start)
+            for _ in range(calls):
+                run()
+            out.append((time.perf_counter() - start) / calls)
     return statistics.median(times[0]), statistics.median(times[1])

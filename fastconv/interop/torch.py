@@ -1206,9 +1206,10 @@ def swap_modules(model: _Model, *, example_input: Any = None, training: Optional
     generator are restored afterwards), and every swapped layer's forward -- forward and
     backward if ``training`` -- runs a few times with each class on the input it received.
     Then the whole model, with the layers so chosen, is timed the same way against the model
-    with all of them on torch (its hooks run on those calls); unless it is faster, every layer
-    goes back to torch, so that a model swapped with an example input is not slower than torch
-    on inputs like it. :func:`swap_report` lists each layer's times and choice.
+    with all of them on torch (its hooks run on those calls); unless it is faster by more than
+    3%, every layer goes back to torch, so that a model swapped with an example input is not
+    slower than torch on inputs like it. :func:`swap_report` lists each layer's times and
+    choice.
 
     Args:
         model (torch.nn.Module): the model, changed in place.

@@ -143,6 +143,7 @@ def test_runner_table_and_json(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(runner, "time_pair", fake_time_pair)
     monkeypatch.setattr(_layer_choice, "_time_candidates",  # pooling faster on torch
                         lambda m, a, b: (1.0, 2.0) if isinstance(m, torch.nn.AvgPool2d) else (2, 1))
+    monkeypatch.setattr(_layer_choice, "_time_model", lambda m, a, b: (2.0, 1.0))
     out = tmp_path / "r.json"
     threads = torch.get_num_threads(), fastconv.get_num_threads()
     try:
