@@ -5,6 +5,7 @@
 #define FC_CONV_ENGINE_H
 
 #include "fc_common.h"
+#include "fc_alloc.h"
 #include "fc_bf16.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

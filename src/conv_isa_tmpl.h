@@ -485,7 +485,7 @@ static FC_TARGET void FN(gemm_tile)(const PACKED_W *restrict wp, const PIXELS *r
 
 /* ---------- weight-gradient kernels ---------- */
 
-/* C[i][0:nv*VL] += sum over images img and pixels (oh, ow) of
+/* C[i][0:nv*VL] (= where a->fresh) += sum over images img and pixels (oh, ow) of
  * X[img*ximg + off[i] + oh*Wq + ow] * dy[img*dyimg + (oh*OW + ow)*ld + 0:nv*VL]
  * for i < tr (the operands in `a`, see DW_ARGS). X is the wide input buffer (taps broadcast), dy
  * the grad_output transposed to [pixel][channel], so the reduction over pixels runs in registers
@@ -499,8 +499,8 @@ ALWAYS_INLINE void FN(dw_body)(const int tr, const int nv, const DW_ARGS *restri
     const fc_idx ldm = a->ld, OH = a->OH, OW = a->OW, Wq = a->Wq;
     VEC c0[TR], c1[TR];
     for (int i = 0; i < tr; i++) {
-        c0[i] = LOADU(C + i * ldc);
-        c1[i] = nv > 1 ? LOADU(C + i * ldc + VL) : (VEC){0};
+        c0[i] = a->fresh ? (VEC){0} : LOADU(C + i * ldc);
+        c1[i] = nv > 1 && !a->fresh ? LOADU(C + i * ldc + VL) : (VEC){0};
     }
     for (fc_idx img = 0; img < a->nimg; img++)
         for (fc_idx oh = 0; oh < OH; oh++) {

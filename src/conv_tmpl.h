@@ -1193,6 +1193,7 @@ typedef struct {
     TF(fc_wide) wl;
     fc_idx *off; /* [Cg*RS] */
     T *partial;  /* [nchunk][G][Cg*RS][ldm] */
+    size_t partial_bytes;
     /* row bands (band_rows > 0): layout and tap offsets of a band's wide buffer; max_off is the
      * largest offset of a channel block in off */
     fc_idx band_rows, bbufsize, max_off;
@@ -1266,8 +1267,11 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
     pl->gw_images = FC_MAX((fc_idx)1, FC_MIN(pl->chunk, FC_GW_GROUP_BYTES / per_image));
     pl->partial = NULL;
     if (!pl->depthwise) {
-        pl->partial = (T *)fc_aligned_calloc(
-            (size_t)(pl->nchunk * g->G * pl->Cg * pl->RS * pl->ldm) * sizeof(T));
+        /* not zeroed: each item's first images store its sums (fresh); recycled, as the
+         * outputs are, so that a layer called again does not page-fault its sums in again */
+        pl->partial_bytes = (size_t)(pl->nchunk * g->G * pl->Cg * pl->RS * pl->ldm) * sizeof(T);
+        __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)pl->partial_bytes, __ATOMIC_RELAXED);
+        pl->partial = (T *)fc_recycled_alloc(pl->partial_bytes);
         if (!pl->partial) return -1;
     }
     return 0;
@@ -1275,7 +1279,7 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
 
 static void TF(fc_gw_free)(TF(fc_gw_plan) * pl) {
     free(pl->off);
-    free(pl->partial);
+    fc_recycled_free(pl->partial, pl->partial_bytes);
     free(pl->boff);
     pl->off = pl->boff = NULL;
     pl->partial = NULL;
@@ -1371,7 +1375,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             if (pl->ldm > pl->Kg)
                 for (fc_idx p = 0; p < rows * g->OW; p++)
                     memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
-            const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW, 1, 0, 0};
+            const TF(fc_dw_args) a = {src,  o, Wq, dyb, pl->ldm, rows, g->OW, 1, 0, 0,
+                                      n == n0 && r0 == 0};
             TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
         }
     return 0;
@@ -1425,7 +1430,8 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             ximg = pl->bufsize;
         }
         for (fc_idx i = 0; i < nb; i++) TF(fc_transpose_dy)(pl, n + i, gi, DYT + i * dyimg);
-        const TF(fc_dw_args) a = {src, off, pl->wl.Wq, DYT, pl->ldm, g->OH, g->OW, nb, ximg, dyimg};
+        const TF(fc_dw_args) a = {src,   off,  pl->wl.Wq, DYT,   pl->ldm, g->OH,
+                                  g->OW, nb, ximg,      dyimg, n == n0};
         TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
     }
     return 0;

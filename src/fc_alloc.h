@@ -89,6 +89,20 @@ static int fc_cache_keep(void *p, size_t size) {
     return slot >= 0;
 }
 
+/* A plan buffer of `bytes` that is written before it is read, from the cache when it is large
+ * (grad_weight's partial sums: tens of MiB, which a fresh allocation page-faults in on every
+ * call), else 64-byte aligned from the heap; NULL if out of memory. fc_recycled_free gives it
+ * back. */
+static void *fc_recycled_alloc(size_t bytes) {
+    void *p = bytes >= FC_CACHE_MIN ? fc_cache_take(bytes) : NULL;
+    if (!p && posix_memalign(&p, FC_CACHE_ALIGN, bytes ? bytes : FC_CACHE_ALIGN) != 0) p = NULL;
+    return p;
+}
+
+static void fc_recycled_free(void *p, size_t bytes) {
+    if (p && !(bytes >= FC_CACHE_MIN && fc_cache_keep(p, bytes))) free(p);
+}
+
 /* Release every cached block (and set the limit: 0 disables the cache). */
 static void fc_cache_set_limit(size_t limit) {
     pthread_mutex_lock(&fc_cache_lock);
