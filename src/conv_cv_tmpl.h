@@ -143,6 +143,7 @@ typedef struct {
     fc_idx ncls;
     TF(fc_cv_class) cls[FC_CV_MAX_CLASSES];
     T *Wp;             /* [G][nocb][TT][ocb] */
+    size_t wp_bytes;
     T *biasp;          /* [G][nocb][ocb], or NULL */
     uint64_t *nan;     /* [G][nocb][ncls]: channels (bits) whose outputs in the class are NaN */
     fc_idx npre, nitems;
@@ -281,7 +282,8 @@ static int TF(fc_cv_prepare)(TF(fc_cv_plan) * cv, const TF(fc_isa) * isa, int nt
     while (cv->NB > 1 && FC_CEIL_DIV(cv->N, cv->NB) * nblk < 4 * (fc_idx)nthreads) cv->NB--;
     cv->ngroups = FC_CEIL_DIV(cv->N, cv->NB);
     if (TF(fc_cv_classes)(cv)) return -1;
-    cv->Wp = (T *)fc_aligned_alloc((size_t)(nblk * cv->TT * cv->ocb) * sizeof(T));
+    cv->wp_bytes = (size_t)(nblk * cv->TT * cv->ocb) * sizeof(T);
+    cv->Wp = (T *)fc_plan_alloc(cv->wp_bytes);
     cv->nan = (uint64_t *)malloc((size_t)(nblk * cv->ncls) * sizeof(uint64_t));
     if (!cv->Wp || !cv->nan) return -1;
     if (cv->bias) {
@@ -309,7 +311,7 @@ static void TF(fc_cv_free)(TF(fc_cv_plan) * cv) {
         free(cv->cls[k].bstart);
     }
     cv->ncls = 0;
-    free(cv->Wp);
+    fc_plan_free(cv->Wp, cv->wp_bytes);
     free(cv->biasp);
     free(cv->nan);
     cv->Wp = cv->biasp = NULL;

@@ -40,6 +40,18 @@ static inline void fc_path_taken(int path) {
     __atomic_add_fetch(&fc_path_plans[path], 1, __ATOMIC_RELAXED);
 }
 
+/* A plan buffer (packed weights, partial sums) whose every element is written before it is
+ * read, counted as the call's plan bytes: large ones come from the recycling cache of
+ * fc_alloc.h, so that a layer called again does not page-fault megabytes in again.
+ * fc_plan_free(p, bytes) gives it back. */
+static inline void *fc_plan_alloc(size_t bytes) {
+    __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
+    return fc_recycled_alloc(FC_ROUND_UP(bytes, FC_ALIGN));
+}
+static inline void fc_plan_free(void *p, size_t bytes) {
+    fc_recycled_free(p, FC_ROUND_UP(bytes, FC_ALIGN));
+}
+
 enum { FC_PASS_FORWARD = 0, FC_PASS_GRAD_INPUT = 1, FC_PASS_GRAD_WEIGHT = 2, FC_PASS_COUNT };
 
 /* A forward's or grad_input's products (fc_job.math): exact float32 ones, or those of its

@@ -389,6 +389,7 @@ typedef struct {
     TF(fc_wide) wl;
     T *A;        /* per group a_group elements: [nmb][TT][MR] (pack_rows) or pack_bf16's */
     fc_idx a_group;
+    size_t a_bytes;
     fc_idx *off; /* [TT] */
     uint64_t call;
     /* row bands (band_rows > 0): layout and tap offsets of a band's wide buffer; max_off is
@@ -461,7 +462,8 @@ static int TF(fc_fwd_math)(TF(fc_fwd_plan) * pl) {
     pl->nr = gemm ? pl->isa.bf16_nr : pl->isa.nr;
     pl->a_group = gemm ? pl->isa.bf16_a_elems(pl->Kg, pl->TT) : pl->nmb * MRv * pl->TT;
     /* not zeroed: the micro-kernels read only the rows of their blocks, all written below */
-    pl->A = (T *)fc_aligned_alloc((size_t)(g->G * pl->a_group) * sizeof(T));
+    pl->a_bytes = (size_t)(g->G * pl->a_group) * sizeof(T);
+    pl->A = (T *)fc_plan_alloc(pl->a_bytes);
     if (!pl->A) return -1;
     pl->gemm = gemm ? pl->isa.gemm_bf16 : pl->isa.gemm_tile;
     pl->npre = g->G * (gemm ? 1 : FC_CEIL_DIV(pl->Kg, MRv));
@@ -562,7 +564,7 @@ static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
         TF(fc_cv_free_all)(pl->cv, 1);
         pl->cv = NULL;
     }
-    free(pl->A);
+    fc_plan_free(pl->A, pl->a_bytes);
     free(pl->off);
     free(pl->boff);
     pl->A = NULL;
@@ -721,6 +723,7 @@ typedef struct {
     fc_idx *tap_start;           /* [phase] -> first tap of that phase in off / A; [nphase + 1] */
     fc_idx *slots;               /* storage of the phases' tap lists */
     T *A;                  /* [G][phase taps...][nmb][Tphi][MR], or pack_bf16's per (g, phase) */
+    size_t a_bytes;
     fc_idx *a_off;         /* [G * nphase]: where (g, phase)'s weights start in A */
     fc_idx *off;
     uint64_t call;
@@ -989,7 +992,8 @@ static int TF(fc_gin_math)(TF(fc_gin_plan) * pl) {
             pl->a_off[gi * pl->nphase + f] = total;
             total += gemm ? pl->isa.bf16_a_elems(pl->Cg, Tf) : pl->nmb * Tf * pl->isa.mr;
         }
-    pl->A = (T *)fc_aligned_alloc((size_t)total * sizeof(T)); /* as the forward's A */
+    pl->a_bytes = (size_t)total * sizeof(T);
+    pl->A = (T *)fc_plan_alloc(pl->a_bytes); /* as the forward's A */
     if (!pl->A) return -1;
     pl->npre = g->G * (gemm ? pl->nphase : pl->nmb);
     if (pl->Kg * g->C * g->R * g->S < FC_PACK_PARALLEL_ELEMS) {
@@ -1043,7 +1047,7 @@ static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
         TF(fc_cv_free_all)(pl->cv, pl->ncv);
         pl->cv = NULL;
     }
-    free(pl->A);
+    fc_plan_free(pl->A, pl->a_bytes);
     free(pl->a_off);
     free(pl->dwd_w);
     pl->a_off = NULL;
@@ -1270,8 +1274,7 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         /* not zeroed: each item's first images store its sums (fresh); recycled, as the
          * outputs are, so that a layer called again does not page-fault its sums in again */
         pl->partial_bytes = (size_t)(pl->nchunk * g->G * pl->Cg * pl->RS * pl->ldm) * sizeof(T);
-        __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)pl->partial_bytes, __ATOMIC_RELAXED);
-        pl->partial = (T *)fc_recycled_alloc(pl->partial_bytes);
+        pl->partial = (T *)fc_plan_alloc(pl->partial_bytes);
         if (!pl->partial) return -1;
     }
     return 0;
@@ -1279,7 +1282,7 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
 
 static void TF(fc_gw_free)(TF(fc_gw_plan) * pl) {
     free(pl->off);
-    fc_recycled_free(pl->partial, pl->partial_bytes);
+    fc_plan_free(pl->partial, pl->partial_bytes);
     free(pl->boff);
     pl->off = pl->boff = NULL;
     pl->partial = NULL;
