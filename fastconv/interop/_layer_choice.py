@@ -13,7 +13,7 @@ Python-side cost per call (the adapter's, a few tens of microseconds) is then ab
 what it is between the model's other layers; a layer that is not clearly faster alone is not
 faster in the model either. Then the model with the layers so chosen is timed as a whole
 against the model with all of them on torch, the same way (its hooks run on those calls too);
-unless it is faster by more than ``MODEL_MARGIN`` (3%), every layer goes back to torch.
+unless it is faster by more than ``MODEL_MARGIN`` (5%), every layer goes back to torch.
 
 Nothing of the model changes but the classes of the layers put back on torch: its buffers (such
 as BatchNorm's running statistics), each submodule's training flag, the parameters' ``.grad``
@@ -40,13 +40,13 @@ ROUNDS = 5
 LAYER_SAMPLE_S = 0.002
 """Seconds a layer's sample lasts at least (as many calls as that takes)."""
 
-MODEL_ROUNDS = 7
+MODEL_ROUNDS = 11
 """Timed samples per backend of the whole model (:func:`_model_is_faster`)."""
 
 MODEL_SAMPLE_S = 0.01
 """Seconds a sample of the whole model lasts at least."""
 
-MODEL_MARGIN = 0.03
+MODEL_MARGIN = 0.05
 """The model keeps its fastconv layers only if it is faster with them than with torch's by more
 than this: within it, the difference is the noise of a shared machine."""
 

@@ -1207,7 +1207,7 @@ def swap_modules(model: _Model, *, example_input: Any = None, training: Optional
     backward if ``training`` -- runs a few times with each class on the input it received.
     Then the whole model, with the layers so chosen, is timed the same way against the model
     with all of them on torch (its hooks run on those calls); unless it is faster by more than
-    3%, every layer goes back to torch, so that a model swapped with an example input is not
+    5%, every layer goes back to torch, so that a model swapped with an example input is not
     slower than torch on inputs like it. :func:`swap_report` lists each layer's times and
     choice.
 

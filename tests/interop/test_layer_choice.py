@@ -74,7 +74,7 @@ def test_each_layer_keeps_the_faster_class(monkeypatch):
 def test_a_model_no_faster_as_chosen_goes_back_to_torch(monkeypatch):
     """Layers faster alone, but the model with them not faster than with torch's layers by
     more than the noise: every layer goes back to torch, and the report says so."""
-    use_timer(monkeypatch, lambda m: (2.0, 1.0), model_times=(1.0, 0.98))  # 2%: the noise
+    use_timer(monkeypatch, lambda m: (2.0, 1.0), model_times=(1.0, 0.96))  # 4%: the noise
     model = small_model().eval()
     fct.swap_modules(model, example_input=torch.randn(2, 3, 16, 16))
     assert [type(model[i]) for i in (0, 3, 4, 6)] == [nn.Conv2d, nn.MaxPool2d, nn.Conv2d,
