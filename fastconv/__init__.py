@@ -138,7 +138,12 @@ partial gradient per batch chunk (at most 8): all are bounded by the size of the
 by the batch or the image. Large outputs (8 MiB and up) come from a NumPy memory handler
 (src/fc_alloc.h) that keeps up to 512 MiB of freed output blocks for reuse, so that the kernel
 does not zero fresh pages for every call (``_kernels.set_output_cache_limit(0)`` turns it off);
-its blocks are 64-byte aligned, which the forward's non-temporal stores need.
+its blocks are 64-byte aligned, which the forward's non-temporal stores need. Large shared
+buffers (packed weights, partial gradients) are recycled through the same cache: a 512-channel
+3x3 layer's packed weights are 9 MiB, which a fresh allocation page-faults in on every call.
+grad_weight builds the buffers of as many images of its batch chunk as fit in 512 KiB before its
+kernels pass over them: each block of running sums is then loaded and stored once per group of
+images, which on small planes (2x2 to 8x8) costs more than the products of one image.
 ``fastconv.release_memory()`` frees every thread's workspaces (idle OpenMP workers' included; a
 workspace in use by a call in another thread is freed at that thread's next use) and empties
 the output cache, returning the bytes freed.
