@@ -24,6 +24,9 @@
 /* Outputs an item computes, at least, where the layer has enough of them for four items per
  * thread: a plane of 7 x 7 is then a block of some 300 channels. */
 #define FC_DWD_ITEM_ELEMS 16384
+/* grad_input with stride 2 across writes its two column phases together from rows of this
+ * many columns (shorter ones measured faster a phase at a time). */
+#define FC_DWD_INTERLEAVE_MIN 16
 /* Bytes of the wide buffers an item builds at a time (in L1 with the outputs they give). */
 #define FC_DWD_BUILD_BYTES 16384
 
@@ -146,14 +149,66 @@ static int TF(fc_gin_dwd)(TF(fc_gin_plan) * pl, int nthreads) {
     return 1;
 }
 
+/* The J phase rows of column phase b (stride sw) computed in src (rows Wb apart) into their
+ * columns of dx rows row0, row0 + sh, ... of the plane dxc. */
+static void TF(fc_dwd_scatter)(const TF(fc_gin_plan) * pl, T *dxc, fc_idx row0, fc_idx J, fc_idx b,
+                               const T *src) {
+    const TF(fc_geom) *g = &pl->g;
+    const TF(fc_phase1d) *ww = &pl->ph_w[b];
+    const fc_idx col0 = ww->j0 * g->sw + b - g->pl;
+    for (fc_idx o = 0; o < J; o++) {
+        T *dst = dxc + (row0 + o * g->sh) * g->W + col0;
+        const T *s = src + o * pl->Wb;
+        if (g->sw == 1)
+            memcpy(dst, s, (size_t)ww->J * sizeof(T));
+        else
+            for (fc_idx q = 0; q < ww->J; q++) dst[q * g->sw] = s[q];
+    }
+}
+
+/* Stride 2 across: the two column phases of a row phase (those done, in scratch and
+ * scratch + half) written into their rows of dx together: column 2j + b - pl from phase b's
+ * entry j - j0_b, where both phases have column j in one interleaving pass (which the compiler
+ * vectorizes; a column at a time, the stores were most of a strided layer's grad_input). */
+static void TF(fc_dwd_interleave)(const TF(fc_gin_plan) * pl, T *dxc, fc_idx row0, fc_idx J,
+                                  const T *scratch, fc_idx half, const int *done) {
+    const TF(fc_geom) *g = &pl->g;
+    if (!done[0] || !done[1]) {
+        for (fc_idx b = 0; b < 2; b++)
+            if (done[b]) TF(fc_dwd_scatter)(pl, dxc, row0, J, b, scratch + b * half);
+        return;
+    }
+    const TF(fc_phase1d) *w0 = &pl->ph_w[0], *w1 = &pl->ph_w[1];
+    const fc_idx lo = FC_MAX(w0->j0, w1->j0), hi = FC_MIN(w0->j0 + w0->J, w1->j0 + w1->J);
+    for (fc_idx o = 0; o < J; o++) {
+        T *drow = dxc + (row0 + o * g->sh) * g->W; /* column 2j + b - pl */
+        const T *s0 = scratch + o * pl->Wb, *s1 = scratch + half + o * pl->Wb;
+        for (fc_idx b = 0; b < 2; b++) { /* the columns of one phase only: at either end */
+            const TF(fc_phase1d) *ww = b ? w1 : w0;
+            const T *sb = b ? s1 : s0;
+            const fc_idx end = ww->j0 + ww->J, cut = FC_MAX(ww->j0, FC_MIN(lo, end));
+            for (fc_idx j = ww->j0; j < cut; j++) drow[2 * j + b - g->pl] = sb[j - ww->j0];
+            for (fc_idx j = FC_MAX(hi, cut); j < end; j++) drow[2 * j + b - g->pl] = sb[j - ww->j0];
+        }
+        if (lo < hi) {
+            T *d = drow + 2 * lo - g->pl;
+            const T *p0 = s0 + (lo - w0->j0), *p1 = s1 + (lo - w1->j0);
+            for (fc_idx i = 0; i < hi - lo; i++) {
+                d[2 * i] = p0[i];
+                d[2 * i + 1] = p1[i];
+            }
+        }
+    }
+}
+
 /* Item (image n, block of channels); dx is zero-filled, and stays so where no tap reaches. */
 static int TF(fc_gin_dwd_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
     const TF(fc_geom) *g = &pl->g;
     const fc_idx nblk = FC_CEIL_DIV(g->C, pl->dwd_cb), n = item / nblk;
     const fc_idx c0 = item % nblk * pl->dwd_cb, c1 = FC_MIN(g->C, c0 + pl->dwd_cb);
-    const fc_idx RS = g->R * g->S, Wb = pl->Wb;
+    const fc_idx RS = g->R * g->S, Wb = pl->Wb, half = pl->dwd_scratch;
     T *buf = (T *)fc_ws_get(0, (size_t)pl->bufsize * sizeof(T));
-    T *scratch = (T *)fc_ws_get(1, (size_t)FC_MAX(pl->dwd_scratch, (fc_idx)1) * sizeof(T));
+    T *scratch = (T *)fc_ws_get(1, (size_t)FC_MAX(2 * half, (fc_idx)1) * sizeof(T));
     if (!buf || !scratch) return -1;
     fc_ws()->cached_call = 0; /* slot 0 no longer holds a GEMM item's buffer */
     const fc_idx plane = pl->Hb * Wb, ocs = g->OH * g->OW;
@@ -163,25 +218,31 @@ static int TF(fc_gin_dwd_item)(const TF(fc_gin_plan) * pl, fc_idx item) {
         pl->isa.dwd_pad_plane(pl->dy + (n * g->K + c) * ocs, g->OW, g->OH, g->OW, buf, pl->Hb, Wb,
                               pl->Uh, pl->Uw);
         T *dxc = pl->dx + (n * g->C + c) * g->H * g->W;
-        for (fc_idx f = 0; f < pl->nphase; f++) {
-            const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
-            const fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
-            if (hh->J == 0 || ww->J == 0 || Tf == 0) continue;
-            const TF(fc_dwd_args) a = {.B = buf, .off = pl->off + t0, .ntaps = Tf,
-                                       .w = pl->dwd_w + c * RS + t0, .bias = NULL,
-                                       .act = FC_ACT_NONE, .slope = 0,
-                                       .n = (hh->J - 1) * Wb + ww->J, .out = scratch};
-            pl->isa.dwd_kernel(&a);
-            const fc_idx row0 = hh->j0 * g->sh + f / g->sw - g->pt;
-            const fc_idx col0 = ww->j0 * g->sw + f % g->sw - g->pl;
-            for (fc_idx o = 0; o < hh->J; o++) {
-                T *dst = dxc + (row0 + o * g->sh) * g->W + col0;
-                const T *src = scratch + o * Wb;
-                if (g->sw == 1)
-                    memcpy(dst, src, (size_t)ww->J * sizeof(T));
-                else
-                    for (fc_idx q = 0; q < ww->J; q++) dst[q * g->sw] = src[q];
+        for (fc_idx a = 0; a < g->sh; a++) {
+            const TF(fc_phase1d) *hh = &pl->ph_h[a];
+            const fc_idx row0 = hh->j0 * g->sh + a - g->pt;
+            /* stride 2 across with rows of at least FC_DWD_INTERLEAVE_MIN columns: both
+             * column phases first, then written together */
+            const int pair = g->sw == 2 && pl->ph_w[0].J >= FC_DWD_INTERLEAVE_MIN;
+            int done[2] = {0, 0};
+            for (fc_idx b = 0; b < g->sw && hh->J > 0; b++) {
+                const fc_idx f = a * g->sw + b;
+                const TF(fc_phase1d) *ww = &pl->ph_w[b];
+                const fc_idx t0 = pl->tap_start[f], Tf = pl->tap_start[f + 1] - t0;
+                if (ww->J == 0 || Tf == 0) continue; /* no tap: those columns stay 0 */
+                T *out = scratch + (pair ? b * half : 0);
+                const TF(fc_dwd_args) args = {.B = buf, .off = pl->off + t0, .ntaps = Tf,
+                                              .w = pl->dwd_w + c * RS + t0, .bias = NULL,
+                                              .act = FC_ACT_NONE, .slope = 0,
+                                              .n = (hh->J - 1) * Wb + ww->J, .out = out};
+                pl->isa.dwd_kernel(&args);
+                if (pair) {
+                    done[b] = 1;
+                    continue;
+                }
+                TF(fc_dwd_scatter)(pl, dxc, row0, hh->J, b, out);
             }
+            if (pair) TF(fc_dwd_interleave)(pl, dxc, row0, hh->J, scratch, half, done);
         }
     }
     return 0;

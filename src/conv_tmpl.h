@@ -740,7 +740,8 @@ typedef struct {
     TF(fc_cv_plan) * cv;
     fc_idx ncv;
     /* the depthwise path (conv_dwd_tmpl.h) runs the layer: channels per item (or 0), the
-     * weights gathered per phase ([C][taps in tap_start's order]), slot 1's elements */
+     * weights gathered per phase ([C][taps in tap_start's order]), the elements of a phase's
+     * results (slot 1 holds two: stride 2 across writes two column phases together) */
     fc_idx dwd_cb;
     T *dwd_w;
     fc_idx dwd_scratch;

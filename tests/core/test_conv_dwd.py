@@ -120,3 +120,31 @@ def test_a_nonfinite_weight_meets_the_padding_as_in_the_gemm():
     nan[:, 4, 0, :] = nan[:, 4, :, 0] = True
     np.testing.assert_array_equal(np.isnan(got), nan)
     assert np.isposinf(got[:, 4, 1:, 1:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, k, kwargs", [
+    ((2, 6, 37, 41), (3, 3), dict(stride=2, padding=1)),
+    ((1, 4, 20, 40), (3, 4), dict(stride=(1, 2), padding=(0, 2))),
+    ((1, 3, 33, 45), (5, 3), dict(stride=(3, 2), padding=(2, 1), dilation=(1, 2))),
+    ((1, 3, 33, 44), (1, 1), dict(stride=2)),  # one column phase without taps
+])
+def test_wide_rows_at_stride_two_across_give_the_gemm_bits(dtype, x_shape, k, kwargs):
+    """grad_input at stride 2 across with rows of 16 columns and more writes both column
+    phases of a row together (the property test's planes are narrower): the GEMM's bits, and
+    the reference's numbers."""
+    rng = np.random.default_rng(4)
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c, 1, *k)).astype(dtype)
+    kwargs = dict(kwargs, groups=c)
+    gy = rng.standard_normal(fastconv.conv2d(x, w, **kwargs).shape).astype(dtype)
+    p = dict(x=x, w=w, b=None, gy=gy, kwargs=kwargs, activation=None)
+    with conv_path("dwd", False):
+        want = forward_and_grad_input(p)
+    assert plans_taken(lambda: forward_and_grad_input(p)) == 2
+    got = forward_and_grad_input(p)
+    for name, g, w_ in zip(("output", "grad_input"), got, want):
+        assert_same_bits(g, w_, name)
+    case = conv_case(x, w, None, gy=gy, needs=(True, False, False), **kwargs)
+    check_backward(case, fastconv.conv2d_backward(gy, x, w, **kwargs, needs=(True, False, False)))
