@@ -133,6 +133,40 @@ def forward_and_grad_input(p):
     return out, gx
 
 
+def assert_path_gives_gemm_bits(path, p, isas):
+    """On each SIMD path of ``isas``, the convolutions' own path ``path`` (see conv_path) gives
+    the GEMM's bits for problem ``p`` (forward_and_grad_input; NaNs compared as NaNs)."""
+    for isa in isas:
+        with using_isa(isa):
+            with conv_path(path, False):
+                want = forward_and_grad_input(p)
+            with conv_path(path, True):
+                got = forward_and_grad_input(p)
+        for name, g, w in zip(("output", "grad_input"), got, want):
+            assert_same_bits(g, w, f"{name} on {isa}", any_nan=True)
+
+
+def assert_path_holds_to_reference(path, p, bias):
+    """The output and grad_input of problem ``p`` on path ``path``, with its bias or none, are
+    the reference's within rounding."""
+    b = p["b"] if bias else None
+    case = conv_case(p["x"], p["w"], b, gy=p["gy"], needs=(True, False, False), **p["kwargs"])
+    with conv_path(path, True):
+        check_forward(case, fastconv.conv2d(p["x"], p["w"], b, **p["kwargs"]))
+        check_backward(case, fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
+                                                      needs=(True, False, False)))
+
+
+def assert_path_same_bits_for_one_and_two_threads(path, p):
+    with conv_path(path, True):
+        with num_threads(1):
+            want = forward_and_grad_input(p)
+        with num_threads(2):
+            got = forward_and_grad_input(p)
+    for name, g, w in zip(("output", "grad_input"), got, want):
+        assert_same_bits(g, w, name, any_nan=True)
+
+
 def snapshot(*arrays):
     """Copies (with flags) of the arrays, to check later that a call left them as they were."""
     return [None if a is None else (a.copy(), a.strides, a.flags.writeable) for a in arrays]

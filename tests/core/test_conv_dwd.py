@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from conv_helpers import (SUPPORTED_ISAS, assert_same_bits, check_backward, check_forward,
-                          conv_case, conv_path, cpu_isas, forward_and_grad_input, num_threads,
-                          path_plans_taken, using_isa, workspace_cap)
+from conv_helpers import (SUPPORTED_ISAS, assert_path_gives_gemm_bits,
+                          assert_path_holds_to_reference,
+                          assert_path_same_bits_for_one_and_two_threads, assert_same_bits,
+                          check_backward, conv_case, conv_path, cpu_isas, forward_and_grad_input,
+                          path_plans_taken, workspace_cap)
 from strategies import depthwise_conv_problems
 
 CPU_PATHS = cpu_isas() or SUPPORTED_ISAS
@@ -25,37 +27,19 @@ def plans_taken(compute):
 @settings(max_examples=120, deadline=None)
 @given(depthwise_conv_problems())
 def test_both_paths_give_the_same_bits_on_every_simd_path(p):
-    for isa in CPU_PATHS:
-        with using_isa(isa):
-            with conv_path("dwd", False):
-                want = forward_and_grad_input(p)
-            with conv_path("dwd", True):
-                got = forward_and_grad_input(p)
-        for name, g, w in zip(("output", "grad_input"), got, want):
-            assert_same_bits(g, w, f"{name} on {isa}", any_nan=True)
+    assert_path_gives_gemm_bits("dwd", p, CPU_PATHS)
 
 
 @settings(max_examples=40, deadline=None)
 @given(depthwise_conv_problems(values=st.just("normal")), st.booleans())
 def test_the_path_holds_to_the_reference(p, bias):
-    b = p["b"] if bias else None
-    case = conv_case(p["x"], p["w"], b, gy=p["gy"], needs=(True, False, False), **p["kwargs"])
-    with conv_path("dwd", True):
-        check_forward(case, fastconv.conv2d(p["x"], p["w"], b, **p["kwargs"]))
-        check_backward(case, fastconv.conv2d_backward(p["gy"], p["x"], p["w"], **p["kwargs"],
-                                                      needs=(True, False, False)))
+    assert_path_holds_to_reference("dwd", p, bias)
 
 
 @settings(max_examples=30, deadline=None)
 @given(depthwise_conv_problems())
 def test_same_bits_for_one_and_two_threads(p):
-    with conv_path("dwd", True):
-        with num_threads(1):
-            want = forward_and_grad_input(p)
-        with num_threads(2):
-            got = forward_and_grad_input(p)
-    for name, g, w in zip(("output", "grad_input"), got, want):
-        assert_same_bits(g, w, name, any_nan=True)
+    assert_path_same_bits_for_one_and_two_threads("dwd", p)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -39,6 +39,41 @@ def use_timer(monkeypatch, times, model_times=(2.0, 1.0)):
     return timer
 
 
+def spy_conv_classes(monkeypatch):
+    """A list to which every convolution's forward appends its class (torch's or fastconv's)."""
+    seen = []
+    for cls in (nn.Conv2d, fct.Conv2d):
+        original = cls._conv_forward
+
+        def spy(self, *args, _original=original, _cls=cls):
+            seen.append(_cls)
+            return _original(self, *args)
+        monkeypatch.setattr(cls, "_conv_forward", spy)
+    return seen
+
+
+def swap_keeps_the_state(model, training):
+    """Swap ``model`` (a small_model) with an example input after giving it a mixed state;
+    returns a check that its training flags, buffers, .grad (none: the timed backward leaves
+    none) and the random number generator are as before."""
+    model[5].eval()  # a mixed state is kept as it is
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.5)
+    before = copy.deepcopy(model.state_dict())
+    modes = [m.training for m in model.modules()]
+    x = torch.randn(4, 3, 16, 16)
+    rng = torch.get_rng_state()
+    fct.swap_modules(model, example_input=x, training=training)
+
+    def check():
+        assert [m.training for m in model.modules()] == modes
+        assert torch.equal(torch.get_rng_state(), rng)
+        after = model.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in before.items())
+        assert all(p.grad is None for p in model.parameters())
+    return check
+
+
 def small_model():
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
@@ -89,14 +124,7 @@ def test_the_model_is_timed_with_each_class_and_left_as_it_was(monkeypatch, trai
     """The model-level timing runs the whole model once with the chosen layers on fastconv and
     once on torch (forward, and for training the parameters' gradients), and leaves its state,
     .grad, training flags and the random number generator as they were."""
-    seen = []
-    for cls in (nn.Conv2d, fct.Conv2d):
-        original = cls._conv_forward
-
-        def spy(self, *args, _original=original, _cls=cls):
-            seen.append(_cls)
-            return _original(self, *args)
-        monkeypatch.setattr(cls, "_conv_forward", spy)
+    seen = spy_conv_classes(monkeypatch)
     grads = []
     original_grad = torch.autograd.grad
 
@@ -115,34 +143,16 @@ def test_the_model_is_timed_with_each_class_and_left_as_it_was(monkeypatch, trai
         return 2.0, 1.0
     monkeypatch.setattr(_layer_choice, "_time_model", model_timer)
     model = small_model().train()
-    model[5].eval()
-    with torch.no_grad():
-        model[1].running_mean.fill_(0.5)
-    before = copy.deepcopy(model.state_dict())
-    modes = [m.training for m in model.modules()]
-    x = torch.randn(4, 3, 16, 16)
-    rng = torch.get_rng_state()
-    fct.swap_modules(model, example_input=x, training=training)
+    check_state = swap_keeps_the_state(model, training)
     n_params = len(list(model.parameters()))
     assert runs == [("torch", [nn.Conv2d] * 2, [n_params] if training else []),
                     ("fastconv", [fct.Conv2d] * 2, [n_params] if training else [])]
     assert [type(model[i]) for i in (0, 4)] == [fct.Conv2d] * 2
-    assert [m.training for m in model.modules()] == modes
-    assert torch.equal(torch.get_rng_state(), rng)
-    after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in before.items())
-    assert all(p.grad is None for p in model.parameters())
+    check_state()
 
 
 def test_the_candidates_run_as_torch_and_as_fastconv(monkeypatch):
-    seen = []
-    for cls in (nn.Conv2d, fct.Conv2d):
-        original = cls._conv_forward
-
-        def spy(self, *args, _original=original, _cls=cls):
-            seen.append(_cls)
-            return _original(self, *args)
-        monkeypatch.setattr(cls, "_conv_forward", spy)
+    seen = spy_conv_classes(monkeypatch)
     use_timer(monkeypatch, lambda m: (1.0, 2.0))
     model = nn.Conv2d(2, 3, 3)
     fct.swap_modules(model, example_input=torch.randn(1, 2, 6, 6))
@@ -154,20 +164,7 @@ def test_the_candidates_run_as_torch_and_as_fastconv(monkeypatch):
 @pytest.mark.parametrize("training", [False, True])
 def test_the_model_state_is_left_as_it_was(monkeypatch, training):
     use_timer(monkeypatch, lambda m: (2.0, 1.0))
-    model = small_model().train()
-    model[5].eval()  # a mixed state is kept as it is
-    with torch.no_grad():
-        model[1].running_mean.fill_(0.5)
-    before = copy.deepcopy(model.state_dict())
-    modes = [m.training for m in model.modules()]
-    x = torch.randn(4, 3, 16, 16)
-    rng = torch.get_rng_state()
-    fct.swap_modules(model, example_input=x, training=training)
-    assert [m.training for m in model.modules()] == modes
-    assert torch.equal(torch.get_rng_state(), rng)
-    after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in before.items())
-    assert all(p.grad is None for p in model.parameters())  # the timed backward leaves no .grad
+    swap_keeps_the_state(small_model().train(), training)()
 
 
 def test_training_choice_times_the_backward(monkeypatch):
