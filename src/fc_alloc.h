@@ -153,9 +153,7 @@ static size_t fc_cache_held(void) {
 static void *fc_handler_malloc(void *ctx, size_t size) {
     (void)ctx;
     if (size < FC_CACHE_MIN) return malloc(size ? size : 1);
-    void *p = fc_cache_take(size);
-    if (!p && posix_memalign(&p, FC_CACHE_ALIGN, size) != 0) p = NULL;
-    return p;
+    return fc_recycled_alloc(size);
 }
 
 static void *fc_handler_calloc(void *ctx, size_t nelem, size_t elsize) {
@@ -173,6 +171,6 @@ static void *fc_handler_realloc(void *ctx, void *ptr, size_t new_size) {
 
 static void fc_handler_free(void *ctx, void *ptr, size_t size) {
     (void)ctx;
-    if (ptr && !(size >= FC_CACHE_MIN && fc_cache_keep(ptr, size))) free(ptr);
+    fc_recycled_free(ptr, size);
 }
 #endif

@@ -24,10 +24,11 @@ runs only.
 from __future__ import annotations
 
 import collections
+import contextlib
 import statistics
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 
@@ -170,7 +171,7 @@ def _model_is_faster(model: torch.nn.Module, captured: Capture, layers: List[tor
                      to_torch: Dict[type, type]) -> bool:
     """Whether ``model`` runs faster on the example input with ``layers`` (its fastconv layers
     after the choice) than with all of them on torch: the two are timed as wholes, as the
-    layers were, the model's state restored afterwards (as in :func:`_capture_calls`). A
+    layers were, the model's state restored afterwards (:func:`_state_kept`). A
     layer's time alone leaves out what it costs the layers around it (caches, the adapter's
     Python work between them), so the sum of the layers' gains may not be the model's."""
     if not layers:
@@ -189,18 +190,8 @@ def _model_is_faster(model: torch.nn.Module, captured: Capture, layers: List[tor
                     m.__class__ = cls
         return run
 
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        model.train(captured.training)
-        with torch.random.fork_rng(devices=[]):
-            t_torch, t_fast = _time_model(model, runner(True), runner(False))
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
+    with _state_kept(model, captured.training):
+        t_torch, t_fast = _time_model(model, runner(True), runner(False))
     return t_fast < (1.0 - MODEL_MARGIN) * t_torch
 
 
@@ -243,22 +234,33 @@ def _capture_calls(model: torch.nn.Module, args: Tuple[Any, ...], modules: List[
     def keep(module: torch.nn.Module, args: Tuple[Any, ...]) -> None:
         calls[module].append(tuple(copy(a) for a in args))
 
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     handles = [m.register_forward_pre_hook(keep) for m in modules]
     try:
-        model.train(training)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with _state_kept(model, training), torch.no_grad():
             model(*args)
     finally:
         for handle in handles:
             handle.remove()
+    return calls, data
+
+
+@contextlib.contextmanager
+def _state_kept(model: torch.nn.Module, training: bool) -> Iterator[None]:
+    """``model`` in ``training`` mode within the block, then its submodules' training flags,
+    its buffers (such as BatchNorm's running statistics) and the random number generator as
+    they were before it."""
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        model.train(training)
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
         for m, mode in modes:
             m.training = mode
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
-    return calls, data
 
 
 def _prepare(call: Tuple[Any, ...], training: bool, data: Set[int]) -> Tuple[Any, ...]:
