@@ -345,7 +345,15 @@ def test_bfloat16_arrays_must_all_be_bfloat16():
     with pytest.raises(TypeError, match="grad_output has dtype float32"):
         fastconv.conv2d_backward(np.ones((1, 3, 2, 2), np.float32), x, w)
     with pytest.raises(ValueError, match="fft"):
-        fastconv.conv2d(x, w, algorithm="fft")
+        fastconv.conv2d(x, w, algorithm="fft", precision="bf16")
+    for path in supported_bf16_paths():
+        with using_bf16_path(path):
+            if path != "portable":  # bfloat16 arrays multiply in bfloat16 here: no FFT
+                with pytest.raises(ValueError, match="fft"):
+                    fastconv.conv2d(x, w, algorithm="fft")
+            else:  # they multiply exactly in float32, as the FFT may
+                fft = fastconv.conv2d(x, w, algorithm="fft")
+                assert fft.dtype == BF16 and np.all(fft.astype(np.float32) == 18)
     exact = fastconv.conv2d(x, w, precision="ieee")  # 'ieee': exact float32 on the widened values
     assert exact.dtype == BF16 and np.all(exact.astype(np.float32) == 18)
 
