@@ -383,6 +383,7 @@ def client():
     cluster.close()
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 @settings(max_examples=6)
 @given(filter_calls(max_side=12))
 def test_filter2d_on_a_process_cluster_is_bitwise(client, case):

@@ -27,6 +27,7 @@ def run_example(name, tmp_path):
     return proc.stdout
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_kernels_gallery(tmp_path):
     stdout = run_example("kernels_gallery", tmp_path)
     assert "image:" in stdout
@@ -34,6 +35,7 @@ def test_kernels_gallery(tmp_path):
         assert name in stdout
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_natural_image_statistics(tmp_path):
     stdout = run_example("natural_image_statistics", tmp_path)
     assert "P(f) ~ f^-" in stdout and "correlation at distance 1:" in stdout

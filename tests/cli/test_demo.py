@@ -25,6 +25,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 TIMING = re.compile(r"\d+\.\d+ s(/epoch)?|[\d.]+ s\)|total [\d.]+ s")
 
 
+@pytest.fixture
+def no_pictures(monkeypatch):
+    """The demo's run without its three pictures (matplotlib's layout of the feature maps takes
+    seconds, the training of an epoch a tenth of one), for tests of everything else: the
+    pictures are tested by the tests that do not take this fixture."""
+    monkeypatch.setattr(demo_cmd, "_draw_model_pictures", lambda *args: None)
+    monkeypatch.setattr(demo_cmd, "draw_training", lambda *args: None)
+
+
 def demo(*argv):
     parser = argparse.ArgumentParser(prog="fastconv demo")
     demo_cmd.add_arguments(parser)
@@ -59,7 +68,8 @@ def test_short_run_writes_weights_and_pictures(tmp_path, capsys):
     assert (tmp_path / "eval" / "filters.png").exists()
 
 
-def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys):
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
+def test_same_seed_same_numbers_whatever_threads(tmp_path, capsys, no_pictures):
     runs = []
     for threads in (1, 2):
         before = fastconv.get_num_threads()
@@ -97,7 +107,8 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
+def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys, no_pictures):
     monkeypatch.setattr(sys, "stderr", _Terminal())
     assert demo("--epochs", 1, "--batch-size", 256, "--out", tmp_path) == 0
     bar = sys.stderr.getvalue()
@@ -105,6 +116,17 @@ def test_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
     assert "\r" not in capsys.readouterr().out
 
 
+# `python -m fastconv demo ARGS...` without the pictures (see no_pictures)
+NO_PICTURES_DEMO = """
+import sys
+from fastconv import cli
+from fastconv.cli import demo
+demo._draw_model_pictures = demo.draw_training = lambda *args: None
+raise SystemExit(cli.main(["demo", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_progress_bar_left_out_of_logs(tmp_path):
     """Output to a file or a pipe (a log) has clean epoch lines: tqdm's carriage returns and
     half-drawn bars were written to stderr whatever it was. A real process, stdout and stderr
@@ -112,7 +134,7 @@ def test_progress_bar_left_out_of_logs(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
     proc = subprocess.run(
-        [sys.executable, "-m", "fastconv", "demo", "--epochs", "2", "--batch-size", "256",
+        [sys.executable, "-c", NO_PICTURES_DEMO, "--epochs", "2", "--batch-size", "256",
          "--out", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=120,
         cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -124,7 +146,8 @@ def test_progress_bar_left_out_of_logs(tmp_path):
     assert [line[:10] for line in epochs] == ["epoch 1/2 ", "epoch 2/2 "]
 
 
-def test_quiet_prints_only_the_summary(tmp_path, capsys):
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
+def test_quiet_prints_only_the_summary(tmp_path, capsys, no_pictures):
     assert demo("--epochs", 1, "--batch-size", 256, "--quiet", "--out", tmp_path) == 0
     stdout, stderr = capsys.readouterr()
     lines = stdout.strip().splitlines()
@@ -132,7 +155,8 @@ def test_quiet_prints_only_the_summary(tmp_path, capsys):
     assert stderr == ""
 
 
-def test_mnist_format_data_dir(tmp_path, capsys):
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
+def test_mnist_format_data_dir(tmp_path, capsys, no_pictures):
     data = tmp_path / "mnist"
     data.mkdir()
     fake_mnist(data, n_train=64, n_test=16, size=(12, 12), gz=True)
@@ -204,7 +228,8 @@ def test_console_help(tmp_path):
     assert "--optimizer" in out and "3x3 convolution -> ReLU -> 2x2 max" in out and 'pip install "fastconv[demo]"' in out
 
 
-def test_default_run_reaches_97_percent(tmp_path, capsys):
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
+def test_default_run_reaches_97_percent(tmp_path, capsys, no_pictures):
     """The main job: default options on the embedded digits, >= 97 % test accuracy (its time,
     under a minute, is measured by bench/demo_default_run.py)."""
     assert demo("--out", tmp_path, "--quiet") == 0
@@ -272,6 +297,7 @@ def test_out_must_be_a_usable_directory(tmp_path, capsys):
     assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     """SIGINT once training has started (the first output line): one line on stderr, status 130,
     as other Unix tools; run as a real process, as a user would."""
@@ -314,6 +340,7 @@ def test_load_refuses_the_training_options(tmp_path, capsys, options, named):
     assert not out.exists()
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_load_takes_the_options_that_apply_to_it(tmp_path, capsys):
     weights = _weights(tmp_path / "w.npz")
     before = fastconv.get_num_threads()
@@ -345,6 +372,7 @@ def _texts(ax):
     return [t.get_text() for t in ax.texts]
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_feature_maps_label_inactive_maps_and_have_a_colour_scale(tmp_path):
     model, image, label = _model_with_dead_filters([2, 5])
     conv1 = model[1](model[0](image[None]))[0]  # the maps after conv1 + ReLU, computed here
@@ -363,6 +391,7 @@ def test_feature_maps_label_inactive_maps_and_have_a_colour_scale(tmp_path):
     assert (tmp_path / "fm.png").read_bytes().startswith(PNG)
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_feature_maps_layout(tmp_path):
     """The layer titles clear the bar chart's tick labels, and the maps use the figure's width
     (the first layer's title touched the digits 0..9; a sixth of the width was margin)."""

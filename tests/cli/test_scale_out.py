@@ -64,6 +64,7 @@ def test_bench_dask_refuses_the_suites_options(monkeypatch, capsys, extra):
     assert f"--dask takes only --quick and --repeats, got {extra[0]}" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_quick_run_end_to_end_on_local_clusters(capsys):
     pytest.importorskip("distributed")
     pytest.importorskip("psutil")

@@ -184,6 +184,7 @@ def run_workers(first, last, jobs=2):
     return outcomes, details
 
 
+@pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_fuzz_all_functions():
     outcomes, details = run_workers(0, COUNT)
     seen = sum(len(v) for v in outcomes.values())
