@@ -13,6 +13,7 @@ How every sub-command ends (decided here, in :func:`guard`, for all of them):
   name, a value out of range (argparse's convention; argparse itself exits with 2 for malformed
   options). Same one-line message. ``fastconv`` without a command is one too: it prints the
   help, which lists the commands, on stderr.
+- ``3``: ``fastconv bench`` only: the run completed and its bar did not hold (a criterion FAILed).
 - ``130`` (:data:`INTERRUPTED`, 128 + SIGINT): interrupted with Ctrl-C; one line
   ``fastconv CMD: interrupted`` on stderr, as other Unix tools do.
 
