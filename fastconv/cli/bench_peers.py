@@ -152,7 +152,6 @@ def _jax_layer(case):
 
 def _jax_fns(case, x, w, b):
     import jax
-    import jax.numpy as jnp
 
     layer = _jax_layer(case)
     args = [jax.device_put(a) for a in (x, w if w is not None else np.zeros(1, np.float32),
@@ -160,19 +159,23 @@ def _jax_fns(case, x, w, b):
     forward = jax.jit(layer)
     weighted = case.kind in ("conv", "conv_transpose")
 
+    # grad_output is an argument, not a constant of the jitted function: XLA would otherwise fold
+    # a gradient that does not depend on the input (average pooling's) into a constant
+    grad_output = jax.device_put(np.ones(forward(*args).shape, np.float32))
+
     @jax.jit
-    def forward_backward(x, w, b):  # the gradients of the input (and weight and bias)
+    def forward_backward(x, w, b, gy):  # the gradients of the input (and weight and bias)
         if weighted:
-            y, pullback = jax.vjp(layer, x, w, b)
+            _, pullback = jax.vjp(layer, x, w, b)
         else:
-            y, pullback = jax.vjp(lambda x: layer(x, w, b), x)
-        return pullback(jnp.ones_like(y))
+            _, pullback = jax.vjp(lambda x: layer(x, w, b), x)
+        return pullback(gy)
 
     def fwd():
         return forward(*args).block_until_ready()
 
     def fwd_bwd():
-        return jax.block_until_ready(forward_backward(*args))
+        return jax.block_until_ready(forward_backward(*args, grad_output))
 
     return fwd, fwd_bwd
 
