@@ -35,10 +35,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import _kernels, functional, reference
-from . import bench_peers
 from .._core.geometry import live_taps
 from .._core.threads import get_num_threads, set_num_threads
-from . import USAGE_ERROR, CommandError, check_output_file, guard, positive_int
+from . import USAGE_ERROR, CommandError, bench_peers, check_output_file, guard, positive_int
 
 PROG = "fastconv bench"
 
