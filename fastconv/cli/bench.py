@@ -7,8 +7,10 @@ other engines, each when it is installed (``pip install "fastconv[bench]"``): to
 forward+backward), ONNX Runtime and OpenVINO (forward: inference engines) and JAX (forward and
 forward+backward); each case's ratio to the fastest of them. Also: GFLOP/s, the fraction of this
 machine's measured FMA peak, fastconv's workspace per call, float64 against float32, the 1 -> N
-thread speed-up of the large layers, the float32 error of fastconv and torch against float64, and
-the CPU time other processes took while each case ran (a busy machine is said so).
+thread speed-up of the large layers, the float32 error of fastconv and torch against float64, the
+CPU time other processes took while each case ran, and the machine's speed right after each case
+(its FMA probe against the run's peak: a host that lends the cores to other machines shows no
+load, only a slower probe); a busy or slow machine is said so.
 
 It ends with the bar, each criterion PASS or FAIL with the value measured, and exits with status 3
 when one failed (0 when all held): forward, every case at most 1.0x the fastest other engine and
@@ -122,6 +124,14 @@ PEERS = ("torch", "onnxruntime", "openvino", "jax")
 BAR_MISSED = 3
 # other processes' CPU use (in cores) above which a case's timings are flagged
 BUSY_CORES = 0.1
+# The machine's speed around a case: the FMA probe (all threads, registers only) rerun right
+# after the case's timings, as a fraction of the run's measured peak. A virtual machine whose
+# host lends its cores to others shows no load of its own, only a slower probe: below this
+# fraction of the fastest reading of the run, the case's timings are flagged. (Iterations of a
+# probe run: a few milliseconds.)
+SLOW_MACHINE = 0.85
+SENTINEL_ITERS = 100_000
+SENTINEL_PAUSE_S = 0.1
 
 
 # ------------------------------------------------------------------------------ other load
@@ -359,6 +369,7 @@ class Row:
     ratio_peer_fwd: float = float("nan")
     ratio_peer_fwd_bwd: float = float("nan")
     other_load: float = float("nan")  # other processes' CPU use while the case ran, in cores
+    machine_speed: float = float("nan")  # the FMA probe right after the case / the run's peak
 
 
 def _case_inputs(case, rng):
@@ -436,6 +447,9 @@ def run_case(case, torch, repeats, with_reference, peak, rng, peers=()):
             for name, sec in med.items():
                 row.ms[f"{name} {pass_name}"] = sec * 1e3
     row.other_load = load.cores
+    if peak:
+        time.sleep(SENTINEL_PAUSE_S)  # the other runtimes' spinning threads fall asleep first
+        row.machine_speed = _kernels.fma_peak_gflops(SENTINEL_ITERS, 3) / peak
     if slow:
         _time_reference(row, slow, repeats)
     out_shape = fwd().shape
@@ -794,7 +808,9 @@ def _run_cases(cases, torch, repeats, with_reference, peak, rng, peers=()):
                  f"{_fmt(r.ratio_peer_fwd_bwd)} ({r.peer_fwd_bwd or '-'})" if r.peer_fwd else "")
               + (f"; unfused (a {case.activation} pass) {r.ms['fastconv unfused fwd']:.2f} / "
                  f"{r.ms['fastconv unfused fwd+bwd']:.2f} ms" if case.activation else "")
-              + (f" [other load {r.other_load:.2f} cores]" if r.other_load > BUSY_CORES else ""),
+              + (f" [other load {r.other_load:.2f} cores]" if r.other_load > BUSY_CORES else "")
+              + (f" [machine at {100 * r.machine_speed:.0f}% of the run's first peak]"
+                 if r.machine_speed < SLOW_MACHINE else ""),
               flush=True)
     return rows
 
@@ -810,12 +826,23 @@ def _print_table(rows, scaling, threads, have_torch, with_reference):
 
 
 def _print_load(rows):
-    """Where other processes took CPU time while cases ran: those timings are suspect."""
+    """Where other processes took CPU time while cases ran, or the machine itself ran slow (a
+    host lending its cores to others): those timings are suspect."""
     busy = [r for r in rows if r.other_load > BUSY_CORES]
     if busy:
         print(f"The machine was busy: other processes used more than {BUSY_CORES} core while "
               + ", ".join(f"{r.case} ({r.other_load:.2f})" for r in busy)
               + " ran; their timings are less reliable.\n")
+    # against the fastest the machine was seen in the run (the peak at its start, or a probe
+    # after a case): a start in a slow spell must not hide the slow cases
+    speeds = [r.machine_speed for r in rows if not math.isnan(r.machine_speed)]
+    fastest = max([1.0] + speeds)
+    slow = [r for r in rows if r.machine_speed < SLOW_MACHINE * fastest]
+    if slow:
+        print(f"The machine ran slow: its FMA probe reached less than {100 * SLOW_MACHINE:.0f}% "
+              "of the fastest it was seen in this run right after "
+              + ", ".join(f"{r.case} ({100 * r.machine_speed / fastest:.0f}%)" for r in slow)
+              + "; their timings are less reliable.\n")
 
 
 def _print_checks(checks):

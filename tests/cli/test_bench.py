@@ -491,3 +491,31 @@ def test_a_busy_case_is_flagged(capsys):
     bench._print_load(rows)
     out = capsys.readouterr().out
     assert f"{rows[0].case} (0.50)" in out and rows[1].case not in out
+    assert "ran slow" not in out
+
+
+def test_a_case_after_which_the_machine_ran_slow_is_flagged(capsys):
+    rows = passing_rows()
+    rows[2].machine_speed, rows[3].machine_speed = 0.6, 0.9
+    bench._print_load(rows)
+    out = capsys.readouterr().out
+    assert f"{rows[2].case} (60%)" in out and rows[3].case not in out
+    assert "busy" not in out
+    # judged against the fastest reading: a run that started in a slow spell
+    rows[4].machine_speed = 2.0
+    bench._print_load(rows)
+    out = capsys.readouterr().out
+    assert f"{rows[2].case} (30%)" in out and f"{rows[3].case} (45%)" in out
+    assert rows[4].case not in out
+
+
+def test_run_case_reruns_the_probe_after_the_timings(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench._kernels, "fma_peak_gflops",
+                        lambda iters, repeats: calls.append((iters, repeats)) or 40.0)
+    row = bench.run_case(TINY_MAX, None, repeats=1, with_reference=False, peak=50.0,
+                         rng=np.random.default_rng(0))
+    assert calls == [(bench.SENTINEL_ITERS, 3)] and row.machine_speed == 0.8
+    row = bench.run_case(TINY_MAX, None, repeats=1, with_reference=False, peak=0.0,
+                         rng=np.random.default_rng(0))
+    assert math.isnan(row.machine_speed) and len(calls) == 1  # no peak: no probe
