@@ -485,28 +485,28 @@ def test_other_load_is_unknown_without_the_machine_counters(monkeypatch):
     assert math.isnan(load.cores)
 
 
-def test_a_busy_case_is_flagged(capsys):
+def load_report(capsys, field, values):
+    """What _print_load says of the suite's rows with ``field`` set to ``values`` in order, and
+    the rows."""
     rows = passing_rows()
-    rows[0].other_load, rows[1].other_load = 0.5, 0.05
+    for r, v in zip(rows, values):
+        setattr(r, field, v)
     bench._print_load(rows)
-    out = capsys.readouterr().out
-    assert f"{rows[0].case} (0.50)" in out and rows[1].case not in out
-    assert "ran slow" not in out
+    return capsys.readouterr().out, [r.case for r in rows]
+
+
+def test_a_busy_case_is_flagged(capsys):
+    out, cases = load_report(capsys, "other_load", [0.5, 0.05])
+    assert f"{cases[0]} (0.50)" in out and cases[1] not in out and "ran slow" not in out
 
 
 def test_a_case_after_which_the_machine_ran_slow_is_flagged(capsys):
-    rows = passing_rows()
-    rows[2].machine_speed, rows[3].machine_speed = 0.6, 0.9
-    bench._print_load(rows)
-    out = capsys.readouterr().out
-    assert f"{rows[2].case} (60%)" in out and rows[3].case not in out
-    assert "busy" not in out
+    nan = float("nan")
+    out, cases = load_report(capsys, "machine_speed", [nan, nan, 0.6, 0.9])
+    assert f"{cases[2]} (60%)" in out and cases[3] not in out and "busy" not in out
     # judged against the fastest reading: a run that started in a slow spell
-    rows[4].machine_speed = 2.0
-    bench._print_load(rows)
-    out = capsys.readouterr().out
-    assert f"{rows[2].case} (30%)" in out and f"{rows[3].case} (45%)" in out
-    assert rows[4].case not in out
+    out, cases = load_report(capsys, "machine_speed", [nan, nan, 0.6, 0.9, 2.0])
+    assert f"{cases[2]} (30%)" in out and f"{cases[3]} (45%)" in out and cases[4] not in out
 
 
 def test_run_case_reruns_the_probe_after_the_timings(monkeypatch):
