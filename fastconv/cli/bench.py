@@ -31,7 +31,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -608,8 +608,7 @@ def exactness_table(cases, torch, rng):
     for case in cases:
         if case.name not in EXACTNESS_CASES:
             continue
-        small = Case(**dict(asdict(case), shape=(min(case.shape[0], EXACTNESS_BATCH),)
-                            + case.shape[1:]))
+        small = replace(case, shape=(min(case.shape[0], EXACTNESS_BATCH),) + case.shape[1:])
         x, w, b = _case_inputs(small, rng)
         kw = case.conv_kwargs()
         y = functional.conv2d(x, w, b, **kw)
