@@ -58,12 +58,12 @@ def _openmp_flags(compiler):
     return None
 
 
-def _symbol_flags():
+def _symbol_flags(compiler):
     """(compile, link) flags for debug symbols. A release build has none: DWARF is most of an
     unstripped module's size (10 MB -> 2 MB) and -g never changes the generated code.
     FASTCONV_DEBUG=1 keeps them (gdb, perf annotate). The symbol table stays in both, so that
     backtraces and profiles name the kernels' functions."""
-    if sys.platform == "win32":
+    if compiler.compiler_type == "msvc":
         return [], []
     if os.environ.get("FASTCONV_DEBUG") == "1":
         return ["-g"], []
@@ -74,7 +74,14 @@ def _symbol_flags():
 
 class BuildExt(build_ext):
     """Adds OpenMP when the compiler supports it (else builds serially with a warning), and leaves
-    out debug symbols unless FASTCONV_DEBUG=1."""
+    out debug symbols unless FASTCONV_DEBUG=1. On Windows it builds with MinGW-w64's GCC unless
+    --compiler names another: the C engines need GCC's vector extensions and `target` attributes,
+    which MSVC does not have."""
+
+    def finalize_options(self):
+        if sys.platform == "win32" and self.compiler is None:
+            self.compiler = "mingw32"
+        super().finalize_options()
 
     def build_extensions(self):
         disabled = os.environ.get("FASTCONV_NO_OPENMP") == "1"
@@ -87,7 +94,7 @@ class BuildExt(build_ext):
                 "OpenMP (e.g. gcc, or on macOS Homebrew's libomp) for parallel kernels.",
                 stacklevel=1,
             )
-        symbols_compile, symbols_link = _symbol_flags()
+        symbols_compile, symbols_link = _symbol_flags(self.compiler)
         for ext in self.extensions:
             if openmp is not None:
                 ext.extra_compile_args.extend(openmp[0])
@@ -102,8 +109,8 @@ class BuildExt(build_ext):
 # -ffp-contract=off: the kernels spell every fused multiply-add (src/fc_fma.h) and the compiler
 # fuses nothing else, so that every SIMD path, CPU and compiler rounds alike.
 COMPILE_ARGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-Wno-unused-function"]
-if sys.platform == "win32":
-    COMPILE_ARGS = ["/O2"]
+# MinGW-w64: Python's headers size Py_ssize_t by MS_WIN64, which only MSVC defines by itself.
+DEFINE_MACROS = [("MS_WIN64", None)] if sys.platform == "win32" else []
 
 
 def extension(name):
@@ -117,7 +124,7 @@ def extension(name):
         # the build-time NumPy's default: older defaults (NumPy 2.0-2.2 builds, e.g. on Python
         # 3.9 and 3.10) leave out PyDataMem_SetHandler, which the output handler needs.
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                       ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
+                       ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")] + DEFINE_MACROS,
         extra_compile_args=list(COMPILE_ARGS),
         extra_link_args=[],
     )

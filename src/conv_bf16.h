@@ -337,10 +337,10 @@ static void fc_amx_model_dp(fc_amx_model *t, int c, int a, int b) {
                 const uint32_t aw = t->tile[a][m][k], bw = t->tile[b][k][n];
                 float acc;
                 memcpy(&acc, &t->tile[c][m][n], sizeof acc);
-                acc = fc_amx_model_ftz(__builtin_fmaf(fc_amx_model_daz(aw & 0xffffu),
-                                                      fc_amx_model_daz(bw & 0xffffu), acc));
-                acc = fc_amx_model_ftz(__builtin_fmaf(fc_amx_model_daz(aw >> 16),
-                                                      fc_amx_model_daz(bw >> 16), acc));
+                acc = fc_amx_model_ftz(fc_fmaf(fc_amx_model_daz(aw & 0xffffu),
+                                               fc_amx_model_daz(bw & 0xffffu), acc));
+                acc = fc_amx_model_ftz(fc_fmaf(fc_amx_model_daz(aw >> 16),
+                                               fc_amx_model_daz(bw >> 16), acc));
                 memcpy(&t->tile[c][m][n], &acc, sizeof acc);
             }
 }
@@ -382,8 +382,20 @@ static const fc_amx_config fc_amx_tiles = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 6
 #define TILE_BEGIN() _tile_loadconfig(&fc_amx_tiles)
 #define TILE_END() _tile_release()
 #define TILE_ZERO(i) _tile_zero(i)
+#if defined(_WIN32) && !defined(__clang__)
+/* GCC's <amxtileintrin.h> passes the row stride as a long, 32 bits on Windows, and the assembler
+ * refuses a 32-bit index register: its instructions, with a 64-bit stride. */
+#define TILE_LOAD(i, p, stride)                                                             \
+    __asm__ volatile("{tileloadd\t(%0,%1,1), %%tmm" #i "|tileloadd\t%%tmm" #i ", [%0+%1*1]}" \
+                     ::"r"((const void *)(p)), "r"((int64_t)(stride)))
+#define TILE_STORE(i, p, stride)                                                              \
+    __asm__ volatile("{tilestored\t%%tmm" #i ", (%0,%1,1)|tilestored\t[%0+%1*1], %%tmm" #i "}" \
+                     ::"r"((void *)(p)), "r"((int64_t)(stride))                                \
+                     : "memory")
+#else
 #define TILE_LOAD(i, p, stride) _tile_loadd(i, p, stride)
 #define TILE_STORE(i, p, stride) _tile_stored(i, p, stride)
+#endif
 #define TILE_DP(c, a, b) _tile_dpbf16ps(c, a, b)
 /* GCC's tile loads do not tell the compiler that they read memory: a compiler barrier after
  * the packing, so that its stores are all issued before the tiles load the panel */

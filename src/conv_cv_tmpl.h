@@ -168,7 +168,7 @@ static int TF(fc_cv_wanted)(const TF(fc_cv_plan) * cv, fc_idx ocb) {
 static int TF(fc_cv_classes)(TF(fc_cv_plan) * cv) {
     const fc_idx OH = cv->OH, OW = cv->OW, R = cv->R, S = cv->S, RS = R * S;
     fc_idx rr[2 * FC_CV_MAX_CLASSES], cr[2 * FC_CV_MAX_CLASSES];
-    fc_idx *rc = (fc_idx *)malloc((size_t)(OH + OW) * sizeof(fc_idx)), *cc = rc + OH;
+    fc_idx *rc = (fc_idx *)fc_malloc((size_t)(OH + OW) * sizeof(fc_idx)), *cc = rc + OH;
     if (!rc) return -1;
     fc_idx nrc = fc_cv_axis(&cv->mh, OH, R, rr, rc);
     fc_idx ncc = fc_cv_axis(&cv->mw, OW, S, cr, cc);
@@ -185,9 +185,9 @@ static int TF(fc_cv_classes)(TF(fc_cv_plan) * cv) {
         for (fc_idx oh = 0; oh < OH; oh++)
             for (fc_idx ow = 0; ow < OW; ow++) c->npx += rc[oh] * ncc + cc[ow] == k;
         c->ntaps = cv->Cin * (c->r1 - c->r0) * (c->s1 - c->s0);
-        c->pos = (fc_idx *)malloc((size_t)(2 * cv->NB * c->npx) * sizeof(fc_idx));
-        c->toff = (fc_idx *)malloc((size_t)(2 * c->ntaps + 1) * sizeof(fc_idx));
-        c->bstart = (fc_idx *)malloc((size_t)(cv->nsb + 1) * sizeof(fc_idx));
+        c->pos = (fc_idx *)fc_malloc((size_t)(2 * cv->NB * c->npx) * sizeof(fc_idx));
+        c->toff = (fc_idx *)fc_malloc((size_t)(2 * c->ntaps + 1) * sizeof(fc_idx));
+        c->bstart = (fc_idx *)fc_malloc((size_t)(cv->nsb + 1) * sizeof(fc_idx));
         if (!c->pos || !c->toff || !c->bstart) {
             st = -1;
             break;
@@ -216,7 +216,7 @@ static int TF(fc_cv_classes)(TF(fc_cv_plan) * cv) {
         }
         c->bstart[cv->nsb] = n;
     }
-    free(rc);
+    fc_free(rc);
     return st;
 }
 
@@ -284,7 +284,7 @@ static int TF(fc_cv_prepare)(TF(fc_cv_plan) * cv, const TF(fc_isa) * isa, int nt
     if (TF(fc_cv_classes)(cv)) return -1;
     cv->wp_bytes = (size_t)(nblk * cv->TT * cv->ocb) * sizeof(T);
     cv->Wp = (T *)fc_plan_alloc(cv->wp_bytes);
-    cv->nan = (uint64_t *)malloc((size_t)(nblk * cv->ncls) * sizeof(uint64_t));
+    cv->nan = (uint64_t *)fc_malloc((size_t)(nblk * cv->ncls) * sizeof(uint64_t));
     if (!cv->Wp || !cv->nan) return -1;
     if (cv->bias) {
         cv->biasp = (T *)fc_aligned_calloc((size_t)(nblk * cv->ocb) * sizeof(T));
@@ -306,14 +306,14 @@ static int TF(fc_cv_prepare)(TF(fc_cv_plan) * cv, const TF(fc_isa) * isa, int nt
 
 static void TF(fc_cv_free)(TF(fc_cv_plan) * cv) {
     for (fc_idx k = 0; k < cv->ncls; k++) {
-        free(cv->cls[k].pos);
-        free(cv->cls[k].toff);
-        free(cv->cls[k].bstart);
+        fc_free(cv->cls[k].pos);
+        fc_free(cv->cls[k].toff);
+        fc_free(cv->cls[k].bstart);
     }
     cv->ncls = 0;
     fc_plan_free(cv->Wp, cv->wp_bytes);
-    free(cv->biasp);
-    free(cv->nan);
+    fc_free(cv->biasp);
+    fc_free(cv->nan);
     cv->Wp = cv->biasp = NULL;
     cv->nan = NULL;
 }
@@ -321,7 +321,7 @@ static void TF(fc_cv_free)(TF(fc_cv_plan) * cv) {
 /* Frees n plans and the array that holds them. */
 static void TF(fc_cv_free_all)(TF(fc_cv_plan) * cv, fc_idx n) {
     for (fc_idx f = 0; f < n; f++) TF(fc_cv_free)(&cv[f]);
-    free(cv);
+    fc_free(cv);
 }
 
 /* Item (image group, group, channel block). */
@@ -376,7 +376,7 @@ static int TF(fc_cv_phases_pre_item)(const TF(fc_cv_plan) * phases, fc_idx n, fc
     while (!cv->nitems) cv++;
     const fc_idx gi = i / cv->nocb, b = i % cv->nocb, ocb = cv->ocb, RSw = cv->Rw * cv->Sw;
     const fc_idx j0 = b * ocb, nk = FC_MIN(ocb, cv->Cout - j0);
-    T *tmp = (T *)malloc((size_t)(RSw * ocb) * sizeof(T));
+    T *tmp = (T *)fc_malloc((size_t)(RSw * ocb) * sizeof(T));
     if (!tmp) return -1;
     int nonfinite = 0;
     for (fc_idx k = 0; k < cv->Cin; k++) {
@@ -392,7 +392,7 @@ static int TF(fc_cv_phases_pre_item)(const TF(fc_cv_plan) * phases, fc_idx n, fc
                        (size_t)ocb * sizeof(T));
         }
     }
-    free(tmp);
+    fc_free(tmp);
     for (fc_idx f = 0; f < n; f++)
         if (phases[f].nitems) TF(fc_cv_nan_marks)(&phases[f], i, nonfinite);
     return 0;

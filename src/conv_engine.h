@@ -90,7 +90,7 @@ struct fc_job {
 
 /* A zeroed plan of `size` bytes, owned by the job from now on (fc_job_free frees it). */
 static void *fc_job_new_plan(fc_job *j, size_t size) {
-    j->plan = calloc(1, size);
+    j->plan = fc_calloc(1, size);
     return j->plan;
 }
 
@@ -152,7 +152,7 @@ static inline int fc_job_reduce_item(const fc_job *j, fc_idx i) {
 static void fc_job_free(fc_job *j) {
     if (!j->plan) return;
     j->ops->free_plan(j->plan);
-    free(j->plan);
+    fc_free(j->plan);
     j->plan = NULL;
 }
 

@@ -500,7 +500,7 @@ static int TF(fc_fwd_bands)(TF(fc_fwd_plan) * pl, int nthreads) {
  * prepared), 0 (the GEMM's path), -1 (out of memory). */
 static int TF(fc_fwd_cv)(TF(fc_fwd_plan) * pl, int nthreads) {
     const TF(fc_geom) *g = &pl->g;
-    TF(fc_cv_plan) *cv = (TF(fc_cv_plan) *)calloc(1, sizeof *cv);
+    TF(fc_cv_plan) *cv = (TF(fc_cv_plan) *)fc_calloc(1, sizeof *cv);
     if (!cv) return -1;
     *cv = (TF(fc_cv_plan)){.N = g->N, .G = g->G, .Cin = pl->Cg, .Cout = pl->Kg, .R = g->R,
                            .S = g->S, .OH = g->OH, .OW = g->OW,
@@ -510,7 +510,7 @@ static int TF(fc_fwd_cv)(TF(fc_fwd_plan) * pl, int nthreads) {
                            .act = pl->act, .slope = pl->slope};
     memcpy(cv->xs, pl->xs, sizeof cv->xs);
     if (!TF(fc_cv_wanted)(cv, (fc_idx)pl->isa.cv_nv * pl->isa.vl)) {
-        free(cv);
+        fc_free(cv);
         return 0;
     }
     pl->cv = cv; /* freed with the plan, prepared or not */
@@ -565,8 +565,8 @@ static void TF(fc_fwd_free)(TF(fc_fwd_plan) * pl) {
         pl->cv = NULL;
     }
     fc_plan_free(pl->A, pl->a_bytes);
-    free(pl->off);
-    free(pl->boff);
+    fc_free(pl->off);
+    fc_free(pl->boff);
     pl->A = NULL;
     pl->off = pl->boff = NULL;
     fc_ws_trim(); /* after the parallel loops: see fc_common.h */
@@ -848,7 +848,7 @@ static int TF(fc_gin_cv)(TF(fc_gin_plan) * pl, int nthreads) {
     if (g->pt > (g->R - 1) * g->dh || g->pl > (g->S - 1) * g->dw || g->R * g->S == 1) return 0;
     const fc_idx nph = pl->nphase, ocb = (fc_idx)pl->isa.cv_nv * pl->isa.vl;
     const int phased = nph > 1;
-    TF(fc_cv_plan) *cv = (TF(fc_cv_plan) *)calloc((size_t)nph, sizeof *cv);
+    TF(fc_cv_plan) *cv = (TF(fc_cv_plan) *)fc_calloc((size_t)nph, sizeof *cv);
     if (!cv) return -1;
     for (fc_idx f = 0; f < nph; f++) {
         const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
@@ -869,7 +869,7 @@ static int TF(fc_gin_cv)(TF(fc_gin_plan) * pl, int nthreads) {
             .w = pl->w, .gin = 1, .bias = NULL, .out = pl->dx, .act = FC_ACT_NONE};
         if (hh->J > 0 && ww->J > 0 && hh->ntaps > 0 && ww->ntaps > 0 &&
             !TF(fc_cv_wanted)(&cv[f], ocb)) {
-            free(cv);
+            fc_free(cv);
             return 0;
         }
     }
@@ -941,7 +941,7 @@ static int TF(fc_gin_pack_bf16)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx f)
     const TF(fc_geom) *g = &pl->g;
     const TF(fc_phase1d) *hh = &pl->ph_h[f / g->sw], *ww = &pl->ph_w[f % g->sw];
     const fc_idx Tf = pl->tap_start[f + 1] - pl->tap_start[f];
-    T *rows = (T *)malloc((size_t)FC_MAX(pl->Cg * Tf, (fc_idx)1) * sizeof(T));
+    T *rows = (T *)fc_malloc((size_t)FC_MAX(pl->Cg * Tf, (fc_idx)1) * sizeof(T));
     if (!rows) return -1;
     fc_idx tt = 0;
     for (fc_idx k = 0; k < pl->Kg; k++)
@@ -951,7 +951,7 @@ static int TF(fc_gin_pack_bf16)(const TF(fc_gin_plan) * pl, fc_idx gi, fc_idx f)
                     rows[c * Tf + tt] = pl->w[(((gi * pl->Kg + k) * pl->Cg + c) * g->R +
                                                hh->taps[i]) * g->S + ww->taps[j]];
     pl->isa.pack_bf16(rows, pl->Cg, Tf, pl->isa.bf16_mr, pl->A + pl->a_off[gi * pl->nphase + f]);
-    free(rows);
+    fc_free(rows);
     return 0;
 }
 
@@ -1049,16 +1049,16 @@ static void TF(fc_gin_free)(TF(fc_gin_plan) * pl) {
         pl->cv = NULL;
     }
     fc_plan_free(pl->A, pl->a_bytes);
-    free(pl->a_off);
-    free(pl->dwd_w);
+    fc_free(pl->a_off);
+    fc_free(pl->dwd_w);
     pl->a_off = NULL;
     pl->dwd_w = NULL;
-    free(pl->off);
-    free(pl->ph_h);
-    free(pl->ph_w);
-    free(pl->tap_start);
-    free(pl->slots);
-    free(pl->boff);
+    fc_free(pl->off);
+    fc_free(pl->ph_h);
+    fc_free(pl->ph_w);
+    fc_free(pl->tap_start);
+    fc_free(pl->slots);
+    fc_free(pl->boff);
     pl->A = NULL;
     pl->off = pl->boff = NULL;
     pl->ph_h = pl->ph_w = NULL;
@@ -1282,9 +1282,9 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
 }
 
 static void TF(fc_gw_free)(TF(fc_gw_plan) * pl) {
-    free(pl->off);
+    fc_free(pl->off);
     fc_plan_free(pl->partial, pl->partial_bytes);
-    free(pl->boff);
+    fc_free(pl->boff);
     pl->off = pl->boff = NULL;
     pl->partial = NULL;
     fc_ws_trim(); /* after the parallel loops: see fc_common.h */

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_platform.h"
+
 /* Blocks kept at most: a network's few output sizes of a training step. */
 enum { FC_CACHE_SLOTS = 8 };
 /* Smaller blocks come from glibc's arenas, which already reuse them without page faults. */
@@ -25,8 +27,6 @@ enum { FC_CACHE_SLOTS = 8 };
 #define FC_CACHE_SLACK(size) ((size) / 8)
 /* The default of fc_cache_limit (fastconv._kernels.set_output_cache_limit). */
 #define FC_CACHE_LIMIT_DEFAULT ((size_t)512 << 20)
-/* Large blocks are aligned to a cache line: see fc_handler_malloc. */
-#define FC_CACHE_ALIGN 64
 
 static struct {
     void *ptr[FC_CACHE_SLOTS];
@@ -85,7 +85,7 @@ static int fc_cache_keep(void *p, size_t size) {
         fc_cache.held += size;
     }
     pthread_mutex_unlock(&fc_cache_lock);
-    for (int i = 0; i < nev; i++) free(evicted[i]);
+    for (int i = 0; i < nev; i++) fc_free(evicted[i]);
     return slot >= 0;
 }
 
@@ -95,12 +95,12 @@ static int fc_cache_keep(void *p, size_t size) {
  * back. */
 static void *fc_recycled_alloc(size_t bytes) {
     void *p = bytes >= FC_CACHE_MIN ? fc_cache_take(bytes) : NULL;
-    if (!p && posix_memalign(&p, FC_CACHE_ALIGN, bytes ? bytes : FC_CACHE_ALIGN) != 0) p = NULL;
+    if (!p) p = fc_malloc_aligned(bytes);
     return p;
 }
 
 static void fc_recycled_free(void *p, size_t bytes) {
-    if (p && !(bytes >= FC_CACHE_MIN && fc_cache_keep(p, bytes))) free(p);
+    if (p && !(bytes >= FC_CACHE_MIN && fc_cache_keep(p, bytes))) fc_free(p);
 }
 
 /* Release every cached block (and set the limit: 0 disables the cache). */
@@ -108,7 +108,7 @@ static void fc_cache_set_limit(size_t limit) {
     pthread_mutex_lock(&fc_cache_lock);
     fc_cache_limit = limit;
     for (int i = 0; i < FC_CACHE_SLOTS; i++) {
-        free(fc_cache.ptr[i]);
+        fc_free(fc_cache.ptr[i]);
         fc_cache.ptr[i] = NULL;
     }
     fc_cache.held = 0;
@@ -128,7 +128,7 @@ static size_t fc_cache_release(void) {
         }
     fc_cache.held = 0;
     pthread_mutex_unlock(&fc_cache_lock);
-    for (int i = 0; i < nb; i++) free(blocks[i]);
+    for (int i = 0; i < nb; i++) fc_free(blocks[i]);
     return held;
 }
 
@@ -152,7 +152,7 @@ static size_t fc_cache_held(void) {
  * cache lines per vector, so the forward can write them with non-temporal stores. */
 static void *fc_handler_malloc(void *ctx, size_t size) {
     (void)ctx;
-    if (size < FC_CACHE_MIN) return malloc(size ? size : 1);
+    if (size < FC_CACHE_MIN) return fc_malloc(size ? size : 1);
     return fc_recycled_alloc(size);
 }
 
@@ -161,12 +161,12 @@ static void *fc_handler_calloc(void *ctx, size_t nelem, size_t elsize) {
     size_t size = nelem * elsize;
     void *p = size >= FC_CACHE_MIN ? fc_cache_take(size) : NULL;
     if (p) return memset(p, 0, size);
-    return calloc(nelem ? nelem : 1, elsize ? elsize : 1);
+    return fc_calloc(nelem ? nelem : 1, elsize ? elsize : 1);
 }
 
 static void *fc_handler_realloc(void *ctx, void *ptr, size_t new_size) {
     (void)ctx;
-    return realloc(ptr, new_size ? new_size : 1);
+    return fc_realloc(ptr, new_size ? new_size : 1);
 }
 
 static void fc_handler_free(void *ctx, void *ptr, size_t size) {

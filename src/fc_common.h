@@ -20,6 +20,8 @@
 #include <time.h>
 #include <sched.h>
 
+#include "fc_platform.h"
+
 typedef ptrdiff_t fc_idx;
 
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -39,6 +41,7 @@ typedef ptrdiff_t fc_idx;
 /* Alignment of every buffer the kernels allocate: a cache line, which is also the widest vector
  * (AVX-512), so that an aligned vector never straddles two lines. */
 #define FC_ALIGN FC_CACHE_LINE
+_Static_assert(FC_ALIGN == FC_HEAP_ALIGN, "fc_malloc_aligned gives FC_ALIGN");
 #define FC_CAT2(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT2(a, b)
 
@@ -99,7 +102,7 @@ static fc_workspace *fc_ws_registry = NULL;
 /* Free slot i of ws (its owner, or a thread that holds it locked). */
 static size_t fc_ws_free_slot(fc_workspace *ws, int i) {
     size_t bytes = ws->size[i];
-    free(ws->ptr[i]);
+    fc_free(ws->ptr[i]);
     ws->ptr[i] = NULL;
     ws->size[i] = 0;
     __atomic_add_fetch(&ws->held, -(int64_t)bytes, __ATOMIC_RELAXED);
@@ -129,7 +132,7 @@ static void fc_ws_destroy(void *p) {
     if (ws->next) ws->next->prev = ws->prev;
     pthread_mutex_unlock(&fc_ws_registry_lock);
     fc_ws_shrink(ws, 0);
-    free(ws);
+    fc_free(ws);
 }
 
 /* A fork while another thread holds the registry lock would leave it locked in the child. */
@@ -146,7 +149,7 @@ static inline fc_workspace *fc_ws(void) {
     fc_workspace *ws = fc_tls_ws;
     if (!ws) {
         pthread_once(&fc_ws_key_once, fc_ws_key_create);
-        ws = (fc_workspace *)calloc(1, sizeof *ws);
+        ws = (fc_workspace *)fc_calloc(1, sizeof *ws);
         if (!ws) return NULL;
         pthread_mutex_lock(&fc_ws_registry_lock);
         ws->next = fc_ws_registry;
@@ -169,7 +172,7 @@ static inline fc_workspace *fc_ws_enter(void) {
     while (!__atomic_compare_exchange_n(&ws->state, &expected, FC_WS_BUSY, 0, __ATOMIC_ACQUIRE,
                                         __ATOMIC_RELAXED)) {
         expected = FC_WS_IDLE;
-        sched_yield(); /* a few free() calls */
+        sched_yield(); /* a few fc_free() calls */
     }
     if (__atomic_load_n(&ws->release_pending, __ATOMIC_RELAXED) &&
         __atomic_exchange_n(&ws->release_pending, 0, __ATOMIC_RELAXED))
@@ -238,9 +241,9 @@ static inline void *fc_ws_get(int slot, size_t bytes) {
     if (!ws) return NULL;
     if (ws->size[slot] < bytes) {
         size_t want = FC_WS_GROWN(bytes);
-        void *p = NULL;
         fc_ws_free_slot(ws, slot);
-        if (posix_memalign(&p, FC_ALIGN, want) != 0) return NULL;
+        void *p = fc_malloc_aligned(want);
+        if (!p) return NULL;
         ws->ptr[slot] = p;
         ws->size[slot] = want;
         __atomic_add_fetch(&ws->held, (int64_t)want, __ATOMIC_RELAXED);
@@ -305,19 +308,17 @@ static inline uint64_t fc_next_call_id(void) {
  * weights: a large layer's are megabytes, which zeroing would cost a pass over on every call).
  * At least one line, so that 0 bytes is not an error. */
 static inline void *fc_aligned_alloc(size_t bytes) {
-    void *p = NULL;
     if (bytes == 0) bytes = FC_ALIGN;
     __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
-    if (posix_memalign(&p, FC_ALIGN, FC_ROUND_UP(bytes, FC_ALIGN)) != 0) return NULL;
-    return p;
+    return fc_malloc_aligned(FC_ROUND_UP(bytes, FC_ALIGN));
 }
 
 /* A zeroed plan buffer of `bytes` (at least one line, so that 0 bytes is not an error). */
 static inline void *fc_aligned_calloc(size_t bytes) {
-    void *p = NULL;
     if (bytes == 0) bytes = FC_ALIGN;
     __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
-    if (posix_memalign(&p, FC_ALIGN, FC_ROUND_UP(bytes, FC_ALIGN)) != 0) return NULL;
+    void *p = fc_malloc_aligned(FC_ROUND_UP(bytes, FC_ALIGN));
+    if (!p) return NULL;
     memset(p, 0, bytes);
     return p;
 }
@@ -389,6 +390,29 @@ static inline int fc_isa_supported(void) {
     for (int level = 1; level < FC_ISA_COUNT && has[level]; level++) best = level;
     return best;
 }
+
+/* The portable path's fma where the C library's is inexact (fc_platform.h): the FMA
+ * instruction of the AVX2 path where the CPU has it, else the exact software one. */
+#ifdef FC_LIBM_FMA_INEXACT
+#include <immintrin.h>
+FC_TARGET_AVX2 static double fc_fma_insn(double x, double y, double z) {
+    return _mm_cvtsd_f64(_mm_fmadd_sd(_mm_set_sd(x), _mm_set_sd(y), _mm_set_sd(z)));
+}
+FC_TARGET_AVX2 static float fc_fmaf_insn(float x, float y, float z) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(x), _mm_set_ss(y), _mm_set_ss(z)));
+}
+static int fc_cpu_fma = -1; /* set once; threads that race set the same value */
+static inline int fc_have_fma_insn(void) {
+    if (fc_cpu_fma < 0) fc_cpu_fma = fc_isa_supported() >= FC_ISA_AVX2;
+    return fc_cpu_fma;
+}
+static inline double fc_fma(double x, double y, double z) {
+    return fc_have_fma_insn() ? fc_fma_insn(x, y, z) : fc_fma_soft(x, y, z);
+}
+static inline float fc_fmaf(float x, float y, float z) {
+    return fc_have_fma_insn() ? fc_fmaf_insn(x, y, z) : fc_fmaf_soft(x, y, z);
+}
+#endif
 
 /* ---- OpenMP shims: the extension also builds (single-threaded) without OpenMP ---- */
 /* The thread count: the process-wide value of set_num_threads() (0 = not set), capped by the

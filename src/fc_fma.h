@@ -12,9 +12,10 @@
  * portable one, whose results differ in the last bit, and at overflow in more: 1e300 * 1e300 +
  * -1e300 * 1e300 summed from zero is +inf fused, NaN unfused.)
  *   AVX-512 / AVX2: the FMA intrinsics (the same instructions the contraction gave);
- *   portable path: the C library's fma per lane. glibc runs the FMA instruction there on CPUs
- *   that have one and an exact software fma on the others: slower than a multiply and an add,
- *   but the same result as the vector paths. */
+ *   portable path: the C library's fma per lane (fc_platform.h's fc_fma, where the C library's is
+ *   inexact). glibc runs the FMA instruction there on CPUs that have one and an exact software
+ *   fma on the others: slower than a multiply and an add, but the same result as the vector
+ *   paths. */
 #define FC_FMA_FN static inline __attribute__((always_inline)) FC_TARGET VEC
 #if defined(__x86_64__) && defined(__GNUC__) && VB == 64
 FC_FMA_FN FN(fma)(VEC a, VEC b, VEC c) {
@@ -36,8 +37,8 @@ FC_FMA_FN FN(fma1)(T s, VEC b, VEC c) {
 }
 #else
 #define FC_FMA_LANE(a, b, c)                                                                   \
-    (sizeof(T) == 4 ? (T)__builtin_fmaf((float)(a), (float)(b), (float)(c))                    \
-                    : (T)__builtin_fma((double)(a), (double)(b), (double)(c)))
+    (sizeof(T) == 4 ? (T)fc_fmaf((float)(a), (float)(b), (float)(c))                           \
+                    : (T)fc_fma((double)(a), (double)(b), (double)(c)))
 FC_FMA_FN FN(fma)(VEC a, VEC b, VEC c) {
     for (int l = 0; l < VL; l++) c[l] = FC_FMA_LANE(a[l], b[l], c[l]);
     return c;

@@ -101,10 +101,10 @@ static inline fc_idx fc_filter_map(fc_idx x, fc_idx n, int pad) {
 
 /* ------------------------------------------------------------------------- the job API */
 static void fc_filter_free(fc_filter_job *j) {
-    free(j->taps);
-    free(j->tap_w);
-    free(j->tap_row);
-    free(j->tap_off);
+    fc_free(j->taps);
+    fc_free(j->tap_w);
+    fc_free(j->tap_row);
+    fc_free(j->tap_off);
     j->taps = NULL;
     j->tap_w = NULL;
     j->tap_row = j->tap_off = NULL;
@@ -119,10 +119,10 @@ static int fc_filter_prepare(fc_filter_job *j, int nthreads, fc_schedule *s) {
     const fc_idx F = j->F, kh = j->kh, kw = j->kw, C = j->C;
     const size_t tb = j->f64 ? sizeof(double) : sizeof(float);
     fc_idx cap = F * (kh * kw + kh + kw);
-    j->taps = (fc_filter_taps *)calloc((size_t)(2 * F), sizeof(fc_filter_taps));
-    j->tap_w = malloc((size_t)cap * tb);
-    j->tap_row = (fc_idx *)malloc((size_t)cap * sizeof(fc_idx));
-    j->tap_off = (fc_idx *)malloc((size_t)cap * sizeof(fc_idx));
+    j->taps = (fc_filter_taps *)fc_calloc((size_t)(2 * F), sizeof(fc_filter_taps));
+    j->tap_w = fc_malloc((size_t)cap * tb);
+    j->tap_row = (fc_idx *)fc_malloc((size_t)cap * sizeof(fc_idx));
+    j->tap_off = (fc_idx *)fc_malloc((size_t)cap * sizeof(fc_idx));
     if (!j->taps || !j->tap_w || !j->tap_row || !j->tap_off) return -1;
     int nt = 0;
     j->maxtaps = 1;

@@ -107,15 +107,15 @@ static void fc_pool_no_tables(fc_pool_job *j) {
 }
 
 static void fc_pool_free(fc_pool_job *j) {
-    free(j->qoff);
-    free(j->rowtaps);
-    free(j->qrange);
-    free(j->qtaps);
-    free(j->rowsrc);
-    free(j->dcol);
-    free(j->drow);
-    free(j->colbase);
-    free(j->colfirst);
+    fc_free(j->qoff);
+    fc_free(j->rowtaps);
+    fc_free(j->qrange);
+    fc_free(j->qtaps);
+    fc_free(j->rowsrc);
+    fc_free(j->dcol);
+    fc_free(j->drow);
+    fc_free(j->colbase);
+    fc_free(j->colfirst);
     fc_pool_no_tables(j);
     fc_ws_trim(); /* after the parallel loop: see fc_common.h */
 }
@@ -177,9 +177,9 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads, const fc_pool_isa *fns,
         j->LQ = FC_CEIL_DIV(j->pw + j->W, j->sw) + FC_POOL_VL_MAX;
         j->GP = FC_CEIL_DIV(j->kw, j->sw) - 1;
         j->LG = FC_ROUND_UP(j->GP + FC_MAX(j->OWP, j->LQ) + FC_POOL_VL_MAX, FC_POOL_VL_MAX);
-        j->qrange = (fc_idx *)malloc((size_t)(2 * j->sw) * sizeof(fc_idx));
-        j->qtaps = (fc_idx *)malloc((size_t)j->sw * sizeof(fc_idx));
-        j->rowsrc = (fc_idx *)malloc((size_t)(2 * j->H) * sizeof(fc_idx));
+        j->qrange = (fc_idx *)fc_malloc((size_t)(2 * j->sw) * sizeof(fc_idx));
+        j->qtaps = (fc_idx *)fc_malloc((size_t)j->sw * sizeof(fc_idx));
+        j->rowsrc = (fc_idx *)fc_malloc((size_t)(2 * j->H) * sizeof(fc_idx));
         if (!j->qrange || !j->qtaps || !j->rowsrc) return -1;
         for (fc_idx q = 0; q < j->sw; q++) {
             j->qrange[2 * q] = j->pw >= q ? FC_CEIL_DIV(j->pw - q, j->sw) : 0;
@@ -195,13 +195,13 @@ static int fc_pool_prepare(fc_pool_job *j, int nthreads, const fc_pool_isa *fns,
         }
     }
     j->LQS = FC_ROUND_UP(j->LQ, FC_POOL_VL_MAX);
-    j->qoff = (fc_idx *)malloc((size_t)j->kw * sizeof(fc_idx));
+    j->qoff = (fc_idx *)fc_malloc((size_t)j->kw * sizeof(fc_idx));
     if (!j->qoff) return -1;
     for (fc_idx t = 0; t < j->kw; t++) {
         fc_idx c = t * j->dw;
         j->qoff[t] = (c % j->sw) * j->LQS + c / j->sw;
     }
-    j->rowtaps = (fc_idx *)malloc((size_t)(2 * j->OH) * sizeof(fc_idx));
+    j->rowtaps = (fc_idx *)fc_malloc((size_t)(2 * j->OH) * sizeof(fc_idx));
     if (!j->rowtaps) return -1;
     for (fc_idx oh = 0; oh < j->OH; oh++) {
         fc_idx hs = oh * j->sh - j->ph;
