@@ -171,9 +171,10 @@ without either). Two rules make it so (tests/core/test_simd_paths.py holds every
 * every sum has an order fixed by the shapes alone, never by the vector width: an output of the
   forward or grad_input sums its taps in order in blocks of 64 (one chain from 0 per block:
   short chains round less), the block sums added in order onto the bias; a grad_weight lane
-  is one output channel, summed over the pixels in order; the depthwise grad_weight sums into 16
-  (float32) or 8 (float64) fixed partial sums -- one AVX-512 vector, two AVX2 ones, four
-  portable ones -- added by halving; grad_bias and the pooling sums are per element, in torch's
+  is one output channel, summed over the pixels in order in blocks of whole rows of at least 64
+  pixels of an image (one chain from 0 per block), the block sums added in order; the
+  depthwise grad_weight sums into 16 (float32) or 8 (float64) fixed partial sums -- one AVX-512
+  vector, two AVX2 ones, four portable ones -- added by halving; grad_bias and the pooling sums are per element, in torch's
   order, except the global average pooling (a 1x1 adaptive output), which sums a plane into the
   same 16 or 8 fixed partial sums.
 

@@ -73,7 +73,8 @@ typedef struct {
      * dy[(oh*OW + ow)*ld] transposed (channels contiguous, dw_kernel), or at dy[oh*ld + ow]   \
      * (one channel, rows padded to ld, dw_depthwise). dw_kernel sums nimg images, in order,   \
      * image i's X at X + i*ximg and dy at dy + i*dyimg, onto its sums in C, or onto 0 where   \
-     * `fresh` (C not read: the first images of an item) (dw_depthwise: one image). */         \
+     * `fresh` (C not read: the first images of an item), each block of sum_rows rows of an    \
+     * image summed on its own and then added to C (dw_depthwise: one image). */               \
     typedef struct {                                                                           \
         const T *X;                                                                            \
         const fc_idx *off;                                                                     \
@@ -82,6 +83,7 @@ typedef struct {
         fc_idx ld, OH, OW;                                                                     \
         fc_idx nimg, ximg, dyimg;                                                              \
         int fresh;                                                                             \
+        fc_idx sum_rows;                                                                       \
     } FC_CAT(fc_dw_args, TN);                                                                  \
     /* The channel-vectorised micro-kernel's operands (cv_kernel, conv_cv_isa_tmpl.h): np      \
      * pixels of one class, pixel i's input of tap t at X[pos[i] + off(t)]; the class's valid  \

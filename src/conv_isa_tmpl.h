@@ -489,38 +489,43 @@ static FC_TARGET void FN(gemm_tile)(const PACKED_W *restrict wp, const PIXELS *r
  * X[img*ximg + off[i] + oh*Wq + ow] * dy[img*dyimg + (oh*OW + ow)*ld + 0:nv*VL]
  * for i < tr (the operands in `a`, see DW_ARGS). X is the wide input buffer (taps broadcast), dy
  * the grad_output transposed to [pixel][channel], so the reduction over pixels runs in registers
- * and only valid pixels are visited. A lane is an output channel: each C[i][m] is one chain of
- * fused multiply-adds over the pixels in order, whatever the vector width. tr and nv are
- * compile-time constants in every specialisation (see FN(dw_kernels)). */
+ * and only valid pixels are visited. A lane is an output channel, summed in two levels whatever
+ * the vector width: each block of sum_rows rows of an image is one chain of fused multiply-adds
+ * over its pixels in order, from zero, then added to C. One chain over a whole image of
+ * thousands of pixels would err about as many roundings; blocks of a few dozen pixels bound a
+ * chain's, and the adds that join them are few, for a load, an add and a store per block.
+ * tr and nv are compile-time constants in every specialisation (see FN(dw_kernels)). */
 ALWAYS_INLINE void FN(dw_body)(const int tr, const int nv, const DW_ARGS *restrict a,
                                T *restrict C, fc_idx ldc) {
     const T *restrict X = a->X, *restrict DYT = a->dy;
     const fc_idx *restrict off = a->off;
-    const fc_idx ldm = a->ld, OH = a->OH, OW = a->OW, Wq = a->Wq;
-    VEC c0[TR], c1[TR];
-    for (int i = 0; i < tr; i++) {
-        c0[i] = a->fresh ? (VEC){0} : LOADU(C + i * ldc);
-        c1[i] = nv > 1 && !a->fresh ? LOADU(C + i * ldc + VL) : (VEC){0};
-    }
+    const fc_idx ldm = a->ld, OH = a->OH, OW = a->OW, Wq = a->Wq, rb = a->sum_rows;
+    int store = a->fresh; /* the next block's sums are stored, not added to C */
     for (fc_idx img = 0; img < a->nimg; img++)
-        for (fc_idx oh = 0; oh < OH; oh++) {
-            const T *xrow = X + img * a->ximg + oh * Wq;
-            const T *dy = DYT + img * a->dyimg + oh * OW * ldm;
-            for (fc_idx ow = 0; ow < OW; ow++) {
-                VEC b0 = LOADU(dy + ow * ldm);
-                VEC b1 = nv > 1 ? LOADU(dy + ow * ldm + VL) : (VEC){0};
-                FC_UNROLL
-                for (int i = 0; i < tr; i++) {
-                    T x = xrow[off[i] + ow];
-                    c0[i] = FN(fma1)(x, b0, c0[i]);
-                    if (nv > 1) c1[i] = FN(fma1)(x, b1, c1[i]);
+        for (fc_idx oh0 = 0; oh0 < OH; oh0 += rb) {
+            VEC c0[TR], c1[TR];
+            for (int i = 0; i < tr; i++) c0[i] = c1[i] = (VEC){0};
+            for (fc_idx oh = oh0; oh < FC_MIN(OH, oh0 + rb); oh++) {
+                const T *xrow = X + img * a->ximg + oh * Wq;
+                const T *dy = DYT + img * a->dyimg + oh * OW * ldm;
+                for (fc_idx ow = 0; ow < OW; ow++) {
+                    VEC b0 = LOADU(dy + ow * ldm);
+                    VEC b1 = nv > 1 ? LOADU(dy + ow * ldm + VL) : (VEC){0};
+                    FC_UNROLL
+                    for (int i = 0; i < tr; i++) {
+                        T x = xrow[off[i] + ow];
+                        c0[i] = FN(fma1)(x, b0, c0[i]);
+                        if (nv > 1) c1[i] = FN(fma1)(x, b1, c1[i]);
+                    }
                 }
             }
+            for (int i = 0; i < tr; i++) {
+                T *ci = C + i * ldc;
+                STOREU(ci, store ? c0[i] : LOADU(ci) + c0[i]);
+                if (nv > 1) STOREU(ci + VL, store ? c1[i] : LOADU(ci + VL) + c1[i]);
+            }
+            store = 0;
         }
-    for (int i = 0; i < tr; i++) {
-        STOREU(C + i * ldc, c0[i]);
-        if (nv > 1) STOREU(C + i * ldc + VL, c1[i]);
-    }
 }
 
 typedef void (*FN(dw_fn))(const DW_ARGS *a, T *C, fc_idx ldc);

@@ -1194,6 +1194,7 @@ typedef struct {
     T *dw;       /* contiguous (K, Cg, R, S) */
     fc_idx Cg, Kg, RS, ldm, ncg, cgs, nchunk, chunk, nitems, bufsize, ldy;
     fc_idx gw_images; /* images whose buffers an item builds before the kernels read them */
+    fc_idx sum_rows;  /* rows of an image that dw_kernel sums on their own (see dw_body) */
     int depthwise;
     TF(fc_wide) wl;
     fc_idx *off; /* [Cg*RS] */
@@ -1212,6 +1213,8 @@ typedef struct {
 /* Bytes of the wide buffers and transposed grad_output of the images an item builds before
  * its kernels pass over them (in L2 with room to spare). */
 #define FC_GW_GROUP_BYTES ((fc_idx)512 << 10)
+/* dw_kernel sums whole rows of at least this many pixels on their own (see dw_body). */
+#define FC_GW_SUM_PIXELS 64
 /* Spare bytes past an item's table of tap offsets: a margin (no kernel reads past the table). */
 #define FC_TABLE_SLACK_BYTES 64
 static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
@@ -1243,6 +1246,7 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         max_off = FC_MAX(max_off, pl->off[t]);
     pl->bufsize = FC_MAX(pl->cgs * pl->wl.chstride, max_off + g->OH * pl->wl.Wq + vl) + FC_SLACK;
     pl->ldy = FC_ROUND_UP(g->OW, vl);
+    pl->sum_rows = FC_CEIL_DIV((fc_idx)FC_GW_SUM_PIXELS, g->OW);
     /* row bands when the wide input of a channel block or the grad_output buffer (transposed,
      * or rows padded to ldy for depthwise) of an image would exceed the cap. Whether to band
      * and how high a band is are reckoned with the widest vector (FC_WIDEST_VB) on every path:
@@ -1259,6 +1263,11 @@ static int TF(fc_gw_prepare)(TF(fc_gw_plan) * pl) {
         (int64_t)(g->OH * dy_row) * (int64_t)sizeof(T) > cap) {
         pl->max_off = max_off;
         pl->band_rows = TF(fc_band_rows)(g, &pl->wl, pl->cgs, dy_row);
+        /* whole blocks of sum_rows (or the whole image) per band: the blocks, and so the
+         * sums, are then those of the whole-image path */
+        if (!pl->depthwise)
+            pl->band_rows = FC_MIN(g->OH, FC_MAX(pl->sum_rows,
+                                                 pl->band_rows / pl->sum_rows * pl->sum_rows));
         pl->boff = (fc_idx *)fc_aligned_calloc((size_t)(pl->Cg * pl->RS) * sizeof(fc_idx));
         if (!pl->boff) return -1;
         fc_idx bmax = TF(fc_band_layout)(g, pl->band_rows, pl->Cg,
@@ -1379,8 +1388,8 @@ static int TF(fc_gw_band_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             if (pl->ldm > pl->Kg)
                 for (fc_idx p = 0; p < rows * g->OW; p++)
                     memset(dyb + p * pl->ldm + pl->Kg, 0, (size_t)(pl->ldm - pl->Kg) * sizeof(T));
-            const TF(fc_dw_args) a = {src,  o, Wq, dyb, pl->ldm, rows, g->OW, 1, 0, 0,
-                                      n == n0 && r0 == 0};
+            const TF(fc_dw_args) a = {src, o, Wq, dyb, pl->ldm, rows, g->OW, 1, 0, 0,
+                                      n == n0 && r0 == 0, pl->sum_rows};
             TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
         }
     return 0;
@@ -1434,8 +1443,8 @@ static int TF(fc_gw_item)(const TF(fc_gw_plan) * pl, fc_idx item) {
             ximg = pl->bufsize;
         }
         for (fc_idx i = 0; i < nb; i++) TF(fc_transpose_dy)(pl, n + i, gi, DYT + i * dyimg);
-        const TF(fc_dw_args) a = {src,   off,  pl->wl.Wq, DYT,   pl->ldm, g->OH,
-                                  g->OW, nb, ximg,      dyimg, n == n0};
+        const TF(fc_dw_args) a = {src, off,  pl->wl.Wq, DYT,     pl->ldm,     g->OH,
+                                  g->OW, nb, ximg,      dyimg,   n == n0, pl->sum_rows};
         TF(fc_gw_accumulate)(pl, &a, Tn, Cp);
     }
     return 0;
@@ -1490,5 +1499,6 @@ static void TF(fc_grad_bias_item)(const T *dy, fc_idx N, fc_idx K, fc_idx P, fc_
 #undef FC_GROUP_MAX_BYTES
 #undef FC_GW_CHANNEL_GROUPS
 #undef FC_GW_ITEMS
+#undef FC_GW_SUM_PIXELS
 #undef FC_TABLE_SLACK_BYTES
 #undef FC_BIAS_LANES
