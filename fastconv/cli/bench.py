@@ -6,7 +6,8 @@ forward+backward, alternating the contenders in blocks after a warm-up, and repo
 other engines, each when it is installed (``pip install "fastconv[bench]"``): torch (forward and
 forward+backward), ONNX Runtime and OpenVINO (forward: inference engines) and JAX (forward and
 forward+backward); each case's ratio to the fastest of them. Also: GFLOP/s, the fraction of this
-machine's measured FMA peak, fastconv's workspace per call, float64 against float32, the 1 -> N
+machine's measured FMA peak (the fastest reading of its FMA probe in the run, at its start or
+after a case), fastconv's workspace per call, float64 against float32, the 1 -> N
 thread speed-up of the large layers, the float32 error of fastconv and torch against float64, the
 CPU time other processes took while each case ran, and the machine's speed right after each case
 (its FMA probe against the run's peak: a host that lends the cores to other machines shows no
@@ -736,6 +737,11 @@ def _run(args):
                         bf16={name: ms for name, ms in bf16_rows})
         return 0
     rows = _run_cases(cases, torch, repeats, not args.no_reference, peak, rng, peers)
+    run_peak = peak_of_run(rows, peak)
+    if run_peak > peak:
+        print(f"FMA peak: {run_peak:.0f} GFLOP/s, the fastest reading of this run (at its start "
+              f"{peak:.0f}); the peak fractions below are of it")
+    peak = run_peak
     scaling = {}
     large = [c for c in cases if c.name in LARGE]
     if large and threads > 1:
@@ -793,6 +799,20 @@ def _import_torch(threads):
         return None
     torch.set_num_threads(threads)
     return torch
+
+
+def peak_of_run(rows, peak):
+    """The FMA peak of the run: its fastest reading, at the start or after a case (a start in a
+    slow spell of the machine would overstate every peak fraction). The rows' peak fractions
+    and machine speeds are made fractions of it."""
+    speeds = [r.machine_speed for r in rows if not math.isnan(r.machine_speed)]
+    fastest = max([1.0] + speeds)
+    for r in rows:
+        r.peak_fraction /= fastest
+        r.peak_fraction_fwd_bwd /= fastest
+        r.f64_peak_fraction /= fastest
+        r.machine_speed /= fastest
+    return peak * fastest
 
 
 def _run_cases(cases, torch, repeats, with_reference, peak, rng, peers=()):

@@ -509,6 +509,21 @@ def test_a_case_after_which_the_machine_ran_slow_is_flagged(capsys):
     assert f"{cases[2]} (30%)" in out and f"{cases[3]} (45%)" in out and cases[4] not in out
 
 
+def test_peak_fractions_are_of_the_fastest_reading_of_the_run():
+    rows = [r for r in passing_rows() if r.case in bench.LARGE]
+    for r, speed in zip(rows, [1.25, 0.8]):  # the others have no reading
+        r.machine_speed = speed
+    assert bench.peak_of_run(rows, 40.0) == pytest.approx(50.0)
+    assert [r.peak_fraction for r in rows] == pytest.approx([0.9 / 1.25] * len(rows))
+    assert [r.f64_peak_fraction for r in rows] == pytest.approx([0.85 / 1.25] * len(rows))
+    assert rows[0].machine_speed == pytest.approx(1.0)
+    assert rows[1].machine_speed == pytest.approx(0.64)
+    # a run whose start was its fastest reading keeps its peak
+    rows = [r for r in passing_rows() if r.case in bench.LARGE]
+    rows[0].machine_speed = 0.9
+    assert bench.peak_of_run(rows, 40.0) == 40.0 and rows[0].peak_fraction == 0.9
+
+
 def test_run_case_reruns_the_probe_after_the_timings(monkeypatch):
     calls = []
     monkeypatch.setattr(bench._kernels, "fma_peak_gflops",
