@@ -1,4 +1,5 @@
-"""Small decompression bombs for the readers' tests, and a peak-memory probe.
+"""Small decompression bombs for the readers' tests, a peak-memory probe, and the mark of the
+tests that read memory as Linux reports it.
 
 The bombs are written chunk by chunk, so building one costs the test a megabyte of memory and a
 compressed file of a few hundred kilobytes, whatever size it expands to.
@@ -11,8 +12,13 @@ import textwrap
 import zipfile
 
 import numpy as np
+import pytest
 
 MB = 1 << 20
+# Peak resident memory is ru_maxrss in KiB (macOS counts bytes; Windows has no `resource`), and
+# address-space caps and /proc/self/statm are Linux's: the tests that read them run there only.
+LINUX = sys.platform.startswith("linux")
+linux_only = pytest.mark.skipif(not LINUX, reason="reads memory as Linux reports it")
 _ZEROS = bytes(MB)
 
 
@@ -45,6 +51,8 @@ def peak_memory_growth(setup, call):
     """Run ``call`` in a fresh interpreter after ``setup``; return (growth of the peak resident
     memory over its value before the call, in bytes; the text of the exception the call raised,
     or '' if none)."""
+    if not LINUX:
+        pytest.skip("reads the peak resident memory as Linux reports it")
     script = textwrap.dedent(
         """
         import resource

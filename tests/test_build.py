@@ -108,6 +108,7 @@ def _run_engine_smoke(compile_cmd, run_cmd, tmp_path, env=None):
 
 
 @needs_source
+@pytest.mark.skipif(os.name != "posix", reason="builds and runs ./smoke")
 @pytest.mark.slow  # a compile of the whole core: the main CI run only (see pyproject.toml)
 def test_the_core_computes_right_as_a_program(tmp_path):
     """tests/engine_smoke.c natively: every convolution pass on every SIMD path of this CPU and

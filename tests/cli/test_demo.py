@@ -297,6 +297,7 @@ def test_out_must_be_a_usable_directory(tmp_path, capsys):
     assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 @pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     """SIGINT once training has started (its first epoch line): one line on stderr, status 130,

@@ -20,6 +20,10 @@ import textwrap
 
 import pytest
 
+from bomb_helpers import linux_only
+
+pytestmark = linux_only  # a worker caps its address space (RLIMIT_AS)
+
 COUNT = int(os.environ.get("FASTCONV_FUZZ_COUNT", "2000"))
 SEED = int(os.environ.get("FASTCONV_FUZZ_SEED", "20261204"))
 MISALIGNED = os.environ.get("FASTCONV_FUZZ_MISALIGNED", "1") != "0"

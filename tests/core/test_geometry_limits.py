@@ -17,6 +17,7 @@ import pytest
 
 import fastconv
 from fastconv import _kernels
+from bomb_helpers import linux_only
 
 # Each case: (id, statement computing `got` from fastconv (a result or a tuple of results),
 # the same call on `ref` (fastconv.reference), the torch call or None). `np` and `F` exist.
@@ -228,6 +229,7 @@ def torch_answers():
     return answers
 
 
+@linux_only  # the child reports its peak resident memory
 @pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 @pytest.mark.parametrize("case_id, call, ref_call, torch_call", CASES, ids=[c[0] for c in CASES])
 def test_huge_geometry_matches_reference_and_torch(case_id, call, ref_call, torch_call,
@@ -241,6 +243,7 @@ def test_huge_geometry_matches_reference_and_torch(case_id, call, ref_call, torc
     assert result["workspace"] < 4 << 20, result["workspace"]
 
 
+@linux_only  # the child reports its peak resident memory
 @pytest.mark.parametrize("call", [
     "fc.conv2d(np.ones((1,1,3,3)), np.ones((1,1,1,1)), stride=16384)",
     "fc.conv2d_backward(np.ones((1,1,1,1)), np.ones((1,1,3,3)), np.ones((1,1,1,1)), stride=16384)",

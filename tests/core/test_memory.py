@@ -21,6 +21,7 @@ from conv_helpers import (
     workspace_cap,
 )
 from strategies import conv_backward_cases
+from bomb_helpers import linux_only
 
 
 def engine_depthwise(case):
@@ -193,6 +194,7 @@ def test_release_memory_while_other_threads_compute():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
+@linux_only
 @pytest.mark.slow  # end to end, seconds: the main CI run only (see pyproject.toml)
 def test_a_large_image_leaves_little_memory_behind():
     """One forward and backward of a 4096 x 4096 float64 image: the workspaces stay small during
