@@ -10,42 +10,30 @@
 
 static int fc_no_signal(void) { return 0; }
 
+/* One parallel region of the run loop: items [0, n) of fn, `chunk` at a time. */
+static void run_items(void *job, int (*fn)(void *, fc_idx), fc_idx n, fc_idx chunk, fc_run *run,
+                      int nthreads) {
+#pragma omp parallel num_threads(nthreads)
+    {
+        unsigned mode = fc_run_enter(run);
+#pragma omp for schedule(dynamic, chunk)
+        for (fc_idx i = 0; i < n; i++)
+            if (!fc_run_stopped(run)) fc_run_done(run, fn(job, i));
+        fc_run_leave(mode);
+    }
+}
+
 /* The run loop of src/_run_control.pxi, without Python. */
 static int run_task(void *job, const fc_task *task, int nthreads) {
     fc_run run;
     fc_schedule s = {0, 0, 0, 1};
     fc_run_init(&run, 0, 0, fc_no_signal);
     int status = task->prepare(job, nthreads, &s);
-    if (status == 0 && s.npre > 0) {
-#pragma omp parallel num_threads(nthreads)
-        {
-            unsigned mode = fc_run_enter(&run);
-#pragma omp for schedule(dynamic)
-            for (fc_idx i = 0; i < s.npre; i++)
-                if (!fc_run_stopped(&run)) fc_run_done(&run, task->pre_item(job, i));
-            fc_run_leave(mode);
-        }
-    }
-    if (status == 0 && !fc_run_stopped(&run)) {
-#pragma omp parallel num_threads(nthreads)
-        {
-            unsigned mode = fc_run_enter(&run);
-#pragma omp for schedule(dynamic, 1)
-            for (fc_idx i = 0; i < s.nitems; i++)
-                if (!fc_run_stopped(&run)) fc_run_done(&run, task->item(job, i));
-            fc_run_leave(mode);
-        }
-    }
-    if (status == 0 && s.nreduce > 0 && !fc_run_stopped(&run)) {
-#pragma omp parallel num_threads(nthreads)
-        {
-            unsigned mode = fc_run_enter(&run);
-#pragma omp for schedule(dynamic)
-            for (fc_idx i = 0; i < s.nreduce; i++)
-                if (!fc_run_stopped(&run)) fc_run_done(&run, task->reduce_item(job, i));
-            fc_run_leave(mode);
-        }
-    }
+    if (status == 0 && s.npre > 0) run_items(job, task->pre_item, s.npre, 1, &run, nthreads);
+    if (status == 0 && !fc_run_stopped(&run))
+        run_items(job, task->item, s.nitems, s.chunk, &run, nthreads);
+    if (status == 0 && s.nreduce > 0 && !fc_run_stopped(&run))
+        run_items(job, task->reduce_item, s.nreduce, 1, &run, nthreads);
     task->finish(job);
     return status != 0 || fc_run_stopped(&run);
 }
