@@ -6,7 +6,10 @@ the extension calls, so that every (dtype, ISA) instantiation is compiled, with 
 OpenMP; warnings are errors, except unused code. At -O0: the front end, the `target` attributes'
 checks and the forced inlining of the intrinsics all run there, and a compile takes a third of
 -O1's time (the release build itself, at -O3, is the extension's, built and tested in full);
-without OpenMP, the code differs only in its _OPENMP branches: the front end checks it."""
+without OpenMP, the code differs only in its _OPENMP branches: the front end checks it.
+
+The core also runs as a program of its own (tests/engine_smoke.c), natively and, built as the
+Windows wheels build it, under Wine; and it allocates through one platform layer only."""
 import os
 import pathlib
 import re
@@ -91,7 +94,7 @@ def test_the_core_allocates_only_through_its_platform_layer():
         if path.name == "fc_platform.h":
             continue
         text = re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.S)  # C comments
-        for number, line in enumerate(text.splitlines(), 1):
+        for line in text.splitlines():
             code = line.split("#", 1)[0] if path.suffix in (".pyx", ".pxi") else line
             if ALLOCATOR_CALL.search(code):
                 calls.append(f"{path.name}: {line.strip()}")
