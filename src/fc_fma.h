@@ -12,10 +12,10 @@
  * portable one, whose results differ in the last bit, and at overflow in more: 1e300 * 1e300 +
  * -1e300 * 1e300 summed from zero is +inf fused, NaN unfused.)
  *   AVX-512 / AVX2: the FMA intrinsics (the same instructions the contraction gave);
- *   portable path: the C library's fma per lane (fc_platform.h's fc_fma, where the C library's is
- *   inexact). glibc runs the FMA instruction there on CPUs that have one and an exact software
- *   fma on the others: slower than a multiply and an add, but the same result as the vector
- *   paths. */
+ *   portable path: fc_fma per lane, the C library's fma (where that is inexact, the FMA
+ *   instruction or an exact software fma: fc_platform.h). glibc runs the FMA instruction there
+ *   on CPUs that have one and an exact software fma on the others: slower than a multiply and an
+ *   add, but the same result as the vector paths. */
 #define FC_FMA_FN static inline __attribute__((always_inline)) FC_TARGET VEC
 #if defined(__x86_64__) && defined(__GNUC__) && VB == 64
 FC_FMA_FN FN(fma)(VEC a, VEC b, VEC c) {
