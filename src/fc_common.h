@@ -315,12 +315,8 @@ static inline void *fc_aligned_alloc(size_t bytes) {
 
 /* A zeroed plan buffer of `bytes` (at least one line, so that 0 bytes is not an error). */
 static inline void *fc_aligned_calloc(size_t bytes) {
-    if (bytes == 0) bytes = FC_ALIGN;
-    __atomic_add_fetch(&fc_plan_bytes_peak, (int64_t)bytes, __ATOMIC_RELAXED);
-    void *p = fc_malloc_aligned(FC_ROUND_UP(bytes, FC_ALIGN));
-    if (!p) return NULL;
-    memset(p, 0, bytes);
-    return p;
+    void *p = fc_aligned_alloc(bytes);
+    return p ? memset(p, 0, bytes) : NULL;
 }
 
 /* ---- the SIMD paths --------------------------------------------------------------------------

@@ -801,12 +801,17 @@ def _import_torch(threads):
     return torch
 
 
+def _fastest_reading(rows):
+    """The fastest the machine was seen in the run, as a fraction of the peak at its start (1.0,
+    or a probe after a case)."""
+    return max([1.0] + [r.machine_speed for r in rows if not math.isnan(r.machine_speed)])
+
+
 def peak_of_run(rows, peak):
     """The FMA peak of the run: its fastest reading, at the start or after a case (a start in a
     slow spell of the machine would overstate every peak fraction). The rows' peak fractions
     and machine speeds are made fractions of it."""
-    speeds = [r.machine_speed for r in rows if not math.isnan(r.machine_speed)]
-    fastest = max([1.0] + speeds)
+    fastest = _fastest_reading(rows)
     for r in rows:
         r.peak_fraction /= fastest
         r.peak_fraction_fwd_bwd /= fastest
@@ -854,8 +859,7 @@ def _print_load(rows):
               + " ran; their timings are less reliable.\n")
     # against the fastest the machine was seen in the run (the peak at its start, or a probe
     # after a case): a start in a slow spell must not hide the slow cases
-    speeds = [r.machine_speed for r in rows if not math.isnan(r.machine_speed)]
-    fastest = max([1.0] + speeds)
+    fastest = _fastest_reading(rows)
     slow = [r for r in rows if r.machine_speed < SLOW_MACHINE * fastest]
     if slow:
         print(f"The machine ran slow: its FMA probe reached less than {100 * SLOW_MACHINE:.0f}% "
