@@ -332,9 +332,44 @@ def filter2d(image: ArrayLike, kernel: KernelLike, padding_mode: str = "reflect"
         ``(F, H, W, C)`` for a bank, of dtype ``output_dtype``.
     """
     img = _as_image(image)
-    plan = _filter_plan(img.dtype, kernel, padding_mode, mode, algorithm=algorithm,
-                       separable=separable, output_dtype=output_dtype)
+    args = (padding_mode, mode, algorithm, separable, output_dtype)
+    key = _plan_key(img.dtype, kernel, args)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None:
+        plan = _filter_plan(img.dtype, kernel, padding_mode, mode, algorithm=algorithm,
+                            separable=separable, output_dtype=output_dtype)
+        if key is not None:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
     return _apply_plan(plan, img)
+
+
+# Plans of recent calls, by _plan_key: a loop filtering many images with one kernel would
+# otherwise check its arguments, factor its kernel and build the engine's arrays on every call.
+_PLANS: Dict[Tuple[Any, ...], "_FilterPlan"] = {}
+_PLANS_MAX = 128
+# Kernels of up to this many elements are keyed by their bytes; larger ones are planned anew.
+_PLAN_KEY_MAX_SIZE = 64 * 64
+
+
+def _plan_key(image_dtype: np.dtype[Any], kernel: Any, args: Tuple[Any, ...]
+              ) -> Optional[Tuple[Any, ...]]:
+    """The key of the plan :func:`filter2d` makes for these arguments, or None (not cached): a
+    kernel name or a small array by its content (never by its identity: arrays change), every
+    other argument with its type (``True`` and ``1`` are not the same argument)."""
+    if isinstance(kernel, str):
+        kkey: Tuple[Any, ...] = ("name", kernel)
+    elif type(kernel) is np.ndarray and kernel.size <= _PLAN_KEY_MAX_SIZE:
+        kkey = ("array", kernel.tobytes(), kernel.shape, kernel.dtype.str)
+    else:
+        return None
+    key = (image_dtype.str, kkey) + tuple((type(a), a) for a in args)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable argument: filter2d's checks say what is wrong with it
+        return None
+    return key
 
 
 class _FilterPlan(NamedTuple):
@@ -347,6 +382,9 @@ class _FilterPlan(NamedTuple):
     algorithm: str
     out_dtype: type
     work: type              # np.float32 or np.float64
+    # the engine's kernel arrays, in the work dtype: k2 (F, R, S), kv (F, R) and kx (F, S)
+    # (the separable factors, zero for the others) and sep (F,) int32 (1: separable)
+    engine: Tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]
 
 
 def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str = "reflect",
@@ -366,9 +404,27 @@ def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str =
     work = np.float64 if np.float64 in (np.dtype(image_dtype).type, out_dtype) else np.float32
     if mode == "convolve":
         ks = ks[:, ::-1, ::-1]
+    ks = np.array(ks)  # a copy: plans are kept, and the caller may change its kernel
+    ks.setflags(write=False)
     factors = [_separable_factors(k, work, separable, i if bank else None)
                for i, k in enumerate(ks)]
-    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work)
+    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work,
+                       _engine_arrays(ks, factors, work))
+
+
+def _engine_arrays(ks: NDArray[Any], factors: List[Factors], work: Any
+                   ) -> Tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
+    f, r, s = ks.shape
+    k2: NDArray[Any] = np.ascontiguousarray(ks, dtype=work)
+    kv: NDArray[Any] = np.zeros((f, r), work)
+    kx: NDArray[Any] = np.zeros((f, s), work)
+    sep = np.zeros(f, np.int32)
+    for i, fac in enumerate(factors):
+        if fac is not None:
+            kv[i], kx[i], sep[i] = fac[0], fac[1], 1
+    for a in (k2, kv, kx, sep):
+        a.setflags(write=False)
+    return k2, kv, kx, sep
 
 
 def _apply_plan(plan: _FilterPlan, img: NDArray[Any],
@@ -556,7 +612,7 @@ def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, i
     """The filter engine on the (H, W, C) image ``x``: the outputs of
     ``window = (row, column, rows, columns)``, (F, rows, columns, C) of the plan's dtype."""
     from . import _kernels
-    ks, factors, work, out_dtype = plan.kernels, plan.factors, plan.work, plan.out_dtype
+    ks, out_dtype = plan.kernels, plan.out_dtype
     oy, ox, oh, ow = window
     if x.dtype == np.float16:
         x = x.astype(np.float32)
@@ -566,13 +622,7 @@ def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, i
             or x.strides[0] % itemsize):
         x = np.ascontiguousarray(x)
     f, r, s = ks.shape
-    k2: NDArray[Any] = np.ascontiguousarray(ks, dtype=work)
-    kv: NDArray[Any] = np.zeros((f, r), work)
-    kx: NDArray[Any] = np.zeros((f, s), work)
-    sep = np.zeros(f, np.int32)
-    for i, fac in enumerate(factors):
-        if fac is not None:
-            kv[i], kx[i], sep[i] = fac[0], fac[1], 1
+    k2, kv, kx, sep = plan.engine
     engine_out = np.float32 if out_dtype == np.float16 else out_dtype
     y = _kernels.empty((f, oh, ow, c), engine_out)
     _kernels.filter_bank(x, y, k2, kv, kx, sep, _PAD_CODE[plan.padding_mode], (r - 1) // 2,

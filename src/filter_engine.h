@@ -159,9 +159,9 @@ static int fc_filter_prepare(fc_filter_job *j, int nthreads, fc_schedule *s) {
         j->maxtaps = FC_MAX(j->maxtaps, FC_MAX(a->n, b->n));
     }
 #undef FC_FILTER_ADD
-    /* strips: the ring of kh + 3 input rows and the 4 rows of vertical passes within
-     * FC_FILTER_RING_BYTES */
-    fc_idx rows = kh + 8;
+    /* strips: the ring of kh + 3 input rows and the 4 rows of vertical passes (a box filter's
+     * column sums, a scratch row and its window levels: about 4) within FC_FILTER_RING_BYTES */
+    fc_idx rows = j->box ? 4 : kh + 8;
     fc_idx elems = FC_FILTER_RING_BYTES / (fc_idx)tb / rows - (kw - 1) * C - FC_FILTER_SLACK;
     elems = FC_MAX(elems, (fc_idx)FC_FILTER_MIN_STRIP);
     fc_idx strip = FC_MAX((fc_idx)1, elems / C);

@@ -38,34 +38,54 @@ ALWAYS void FN(stream)(T *p, VEC v) {
 #endif
 }
 
-/* out[j] = sum_t w[t] * p[t][j] for j < n (nt >= 1). Reads up to VL - 1 elements past n of every
- * p[t] (the buffers have slack); writes exactly n elements; with `stream`, the whole register
- * blocks by non-temporal stores (for outputs larger than the caches: no read of the lines they
- * overwrite), after a first vector written as far as the next vector-aligned element. */
-static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt,
-                               int stream) {
+/* Every lane s. */
+ALWAYS VEC FN(splat)(T s) {
+    VEC v;
+    FC_UNROLL
+    for (int l = 0; l < VL; l++) v[l] = s;
+    return v;
+}
+
+/* Taps up to which `taps` runs a body compiled for their number: their pointers and broadcast
+ * weights then stay in registers (or one stack slot) instead of being reloaded for every block. */
+#define FC_TAPS_FIXED 16
+
+/* out[j] = sum_t w[t] * p[t][j] for j < n, the body of `taps` below for nt taps: inlined with a
+ * constant nt (1..FC_TAPS_FIXED) it keeps every pointer and weight out of the loop; any nt works
+ * (the arrays hold the first FC_TAPS_FIXED, later taps are read from p and w). */
+ALWAYS void FN(taps_body)(T *restrict out, fc_idx n, const T *const *p, const T *w, const int nt,
+                          int stream) {
+    const T *q[FC_TAPS_FIXED];
+    VEC wv[FC_TAPS_FIXED];
+    const int nh = nt < FC_TAPS_FIXED ? nt : FC_TAPS_FIXED;
+    FC_UNROLL
+    for (int t = 0; t < nh; t++) {
+        q[t] = p[t];
+        wv[t] = FN(splat)(w[t]);
+    }
+#define FC_TAP_PTR(t) ((t) < FC_TAPS_FIXED ? q[t] : p[t])
+#define FC_TAP_W(t) ((t) < FC_TAPS_FIXED ? wv[t] : FN(splat)(w[t]))
     fc_idx j = 0;
     if (stream) {
         fc_idx head = (fc_idx)((VB - ((uintptr_t)out & (VB - 1))) & (VB - 1)) / (fc_idx)sizeof(T);
         if ((uintptr_t)out % sizeof(T)) head = n; /* never aligned: no streaming */
         head = FC_MIN(head, n);
         if (head) {
-            VEC acc = w[0] * LOADU(p[0]);
-            for (int t = 1; t < nt; t++) acc = FN(fma1)(w[t], LOADU(p[t]), acc);
+            VEC acc = FC_TAP_W(0) * LOADU(FC_TAP_PTR(0));
+            FC_UNROLL
+            for (int t = 1; t < nt; t++) acc = FN(fma)(FC_TAP_W(t), LOADU(FC_TAP_PTR(t)), acc);
             memcpy(out, &acc, (size_t)head * sizeof(T));
             j = head;
         }
         for (; j + NB * VL <= n; j += NB * VL) {
             VEC acc[NB];
-            const T *p0 = p[0] + j;
-            T w0 = w[0];
             FC_UNROLL
-            for (int b = 0; b < NB; b++) acc[b] = w0 * LOADU(p0 + b * VL);
+            for (int b = 0; b < NB; b++) acc[b] = FC_TAP_W(0) * LOADU(FC_TAP_PTR(0) + j + b * VL);
+            FC_UNROLL
             for (int t = 1; t < nt; t++) {
-                const T *pt = p[t] + j;
-                T wt = w[t];
                 FC_UNROLL
-                for (int b = 0; b < NB; b++) acc[b] = FN(fma1)(wt, LOADU(pt + b * VL), acc[b]);
+                for (int b = 0; b < NB; b++)
+                    acc[b] = FN(fma)(FC_TAP_W(t), LOADU(FC_TAP_PTR(t) + j + b * VL), acc[b]);
             }
             FC_UNROLL
             for (int b = 0; b < NB; b++) FN(stream)(out + j + b * VL, acc[b]);
@@ -73,24 +93,48 @@ static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, con
     }
     for (; j + NB * VL <= n; j += NB * VL) {
         VEC acc[NB];
-        const T *p0 = p[0] + j;
-        T w0 = w[0];
         FC_UNROLL
-        for (int b = 0; b < NB; b++) acc[b] = w0 * LOADU(p0 + b * VL);
+        for (int b = 0; b < NB; b++) acc[b] = FC_TAP_W(0) * LOADU(FC_TAP_PTR(0) + j + b * VL);
+        FC_UNROLL
         for (int t = 1; t < nt; t++) {
-            const T *pt = p[t] + j;
-            T wt = w[t];
             FC_UNROLL
-            for (int b = 0; b < NB; b++) acc[b] = FN(fma1)(wt, LOADU(pt + b * VL), acc[b]);
+            for (int b = 0; b < NB; b++)
+                acc[b] = FN(fma)(FC_TAP_W(t), LOADU(FC_TAP_PTR(t) + j + b * VL), acc[b]);
         }
         FC_UNROLL
         for (int b = 0; b < NB; b++) STOREU(out + j + b * VL, acc[b]);
     }
     for (; j < n; j += VL) {
-        VEC acc = w[0] * LOADU(p[0] + j);
-        for (int t = 1; t < nt; t++) acc = FN(fma1)(w[t], LOADU(p[t] + j), acc);
+        VEC acc = FC_TAP_W(0) * LOADU(FC_TAP_PTR(0) + j);
+        FC_UNROLL
+        for (int t = 1; t < nt; t++) acc = FN(fma)(FC_TAP_W(t), LOADU(FC_TAP_PTR(t) + j), acc);
         if (j + VL <= n) STOREU(out + j, acc);
         else memcpy(out + j, &acc, (size_t)(n - j) * sizeof(T));
+    }
+#undef FC_TAP_PTR
+#undef FC_TAP_W
+}
+
+/* out[j] = sum_t w[t] * p[t][j] for j < n (nt >= 1). Reads up to VL - 1 elements past n of every
+ * p[t] (the buffers have slack); writes exactly n elements; with `stream`, the whole register
+ * blocks by non-temporal stores (for outputs larger than the caches: no read of the lines they
+ * overwrite), after a first vector written as far as the next vector-aligned element. The sum of
+ * every element is the same (the first tap a multiply, the others fused multiply-adds in list
+ * order) whichever body runs it. */
+static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt,
+                               int stream) {
+    switch (nt) {
+#define FC_TAPS_CASE(k)                                                                        \
+    case k:                                                                                    \
+        FN(taps_body)(out, n, p, w, k, stream);                                                \
+        return;
+        FC_TAPS_CASE(1) FC_TAPS_CASE(2) FC_TAPS_CASE(3) FC_TAPS_CASE(4) FC_TAPS_CASE(5)
+        FC_TAPS_CASE(6) FC_TAPS_CASE(7) FC_TAPS_CASE(8) FC_TAPS_CASE(9) FC_TAPS_CASE(10)
+        FC_TAPS_CASE(11) FC_TAPS_CASE(12) FC_TAPS_CASE(13) FC_TAPS_CASE(14) FC_TAPS_CASE(15)
+        FC_TAPS_CASE(16)
+#undef FC_TAPS_CASE
+    default: /* nt > FC_TAPS_FIXED */
+        if (nt > 0) FN(taps_body)(out, n, p, w, nt, stream);
     }
 }
 
@@ -102,13 +146,17 @@ static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, con
 #endif
 #define VNB (VB == 64 ? 4 : 2)
 
-/* out[r][j] = sum_i w[i] * rows[r + i][j] for r < FC_VROWS, j < n, over the non-zero w[i] in
- * order of i, accumulated from +0 by fused multiply-adds (so every output row's arithmetic is
- * the same whichever of the FC_VROWS it is). rows has FC_VROWS + kh - 1 entries; an output row
- * that is not wanted may be given any readable row (its result is stored all the same). */
-static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, const T *w,
-                                int kh) {
+/* The body of vtaps (below) for kh taps, all non-zero when `dense`: inlined with a constant kh
+ * and dense set, its loops unroll into straight code with the weights broadcast once. */
+ALWAYS void FN(vtaps_body)(T *const *out, fc_idx n, const T *const *rows, const T *w,
+                           const int kh, const int dense) {
     const int nq = FC_VROWS + kh - 1;
+    VEC wv[FC_TAPS_FIXED];
+    if (dense) {
+        const int nw = kh < FC_TAPS_FIXED ? kh : FC_TAPS_FIXED;
+        FC_UNROLL
+        for (int i = 0; i < nw; i++) wv[i] = FN(splat)(w[i]);
+    }
     fc_idx j = 0;
     for (; j < n; j += VNB * VL) {
         VEC acc[FC_VROWS][VNB];
@@ -117,6 +165,7 @@ static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, c
             FC_UNROLL
             for (int b = 0; b < VNB; b++) acc[r][b] = (VEC){0};
         }
+        FC_UNROLL
         for (int q = 0; q < nq; q++) {
             VEC v[VNB];
             FC_UNROLL
@@ -124,10 +173,15 @@ static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, c
             FC_UNROLL
             for (int r = 0; r < FC_VROWS; r++) {
                 int i = q - r;
-                if (i < 0 || i >= kh || w[i] == 0) continue;
-                T wi = w[i];
-                FC_UNROLL
-                for (int b = 0; b < VNB; b++) acc[r][b] = FN(fma1)(wi, v[b], acc[r][b]);
+                if (i < 0 || i >= kh) continue;
+                if (dense) {
+                    FC_UNROLL
+                    for (int b = 0; b < VNB; b++) acc[r][b] = FN(fma)(wv[i], v[b], acc[r][b]);
+                } else if (w[i] != 0) {
+                    T wi = w[i];
+                    FC_UNROLL
+                    for (int b = 0; b < VNB; b++) acc[r][b] = FN(fma1)(wi, v[b], acc[r][b]);
+                }
             }
         }
         FC_UNROLL
@@ -136,6 +190,31 @@ static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, c
             for (int b = 0; b < VNB; b++) STOREU(out[r] + j + b * VL, acc[r][b]);
         }
     }
+}
+
+/* out[r][j] = sum_i w[i] * rows[r + i][j] for r < FC_VROWS, j < n, over the non-zero w[i] in
+ * order of i, accumulated from +0 by fused multiply-adds (so every output row's arithmetic is
+ * the same whichever of the FC_VROWS it is, and whichever body runs it). rows has
+ * FC_VROWS + kh - 1 entries; an output row that is not wanted may be given any readable row (its
+ * result is stored all the same). Reads and writes up to VNB * VL - 1 elements past n. */
+static FC_TARGET void FN(vtaps)(T *const *out, fc_idx n, const T *const *rows, const T *w,
+                                int kh) {
+    int dense = kh <= FC_TAPS_FIXED;
+    for (int i = 0; i < kh; i++) dense &= w[i] != 0;
+    if (dense) {
+        switch (kh) {
+#define FC_VTAPS_CASE(k)                                                                       \
+    case k:                                                                                    \
+        FN(vtaps_body)(out, n, rows, w, k, 1);                                                 \
+        return;
+            FC_VTAPS_CASE(1) FC_VTAPS_CASE(2) FC_VTAPS_CASE(3) FC_VTAPS_CASE(4) FC_VTAPS_CASE(5)
+            FC_VTAPS_CASE(6) FC_VTAPS_CASE(7) FC_VTAPS_CASE(8) FC_VTAPS_CASE(9)
+            FC_VTAPS_CASE(10) FC_VTAPS_CASE(11) FC_VTAPS_CASE(12) FC_VTAPS_CASE(13)
+            FC_VTAPS_CASE(14) FC_VTAPS_CASE(15) FC_VTAPS_CASE(16)
+#undef FC_VTAPS_CASE
+        }
+    }
+    FN(vtaps_body)(out, n, rows, w, kh, 0);
 }
 
 /* d[k] = (T)s[k] for k < n, from the image's element type. */
@@ -187,6 +266,33 @@ static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_
         s += k;
         n -= k;
     }
+#elif defined(__x86_64__) && defined(__GNUC__) && VB == 32
+    /* the same on AVX2: 8 lanes converted with rounding as rint does, then packs that saturate
+     * (the values are already in range, so the saturation changes nothing) */
+    if (sizeof(T) == 4 && (type == FC_FT_U8 || type == FC_FT_U16)) {
+        const __m256 zero = _mm256_setzero_ps();
+        const __m256 top = _mm256_set1_ps(type == FC_FT_U8 ? 255.0f : 65535.0f);
+        fc_idx k = 0;
+        for (; k + 16 <= n; k += 16) {
+            __m256 v0 = _mm256_loadu_ps((const float *)s + k);
+            __m256 v1 = _mm256_loadu_ps((const float *)s + k + 8);
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v0, zero), top));
+            __m256i i1 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v1, zero), top));
+            /* packus works within 128-bit halves: lanes 0-3 of i0, 0-3 of i1, 4-7 of i0, 4-7 of
+             * i1; the permute puts them back in order */
+            __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(i0, i1), 0xD8);
+            if (type == FC_FT_U16) {
+                _mm256_storeu_si256((__m256i *)((uint16_t *)d + k), w16);
+            } else {
+                __m128i lo = _mm256_castsi256_si128(w16), hi = _mm256_extracti128_si256(w16, 1);
+                _mm_storeu_si128((__m128i *)((uint8_t *)d + k), _mm_packus_epi16(lo, hi));
+            }
+        }
+        if (k == n) return;
+        d = (char *)d + k * (type == FC_FT_U8 ? 1 : 2);
+        s += k;
+        n -= k;
+    }
 #endif
     switch (type) {
     case FC_FT_U8: {
@@ -224,6 +330,15 @@ static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_
     }
 }
 
+/* convert_in for the few elements of one padding pixel: inlined, no loop set up for vectors. */
+ALWAYS void FN(convert_few)(T *restrict d, const void *restrict s, fc_idx n, int type) {
+    for (fc_idx k = 0; k < n; k++)
+        d[k] = type == FC_FT_U8    ? (T)((const uint8_t *)s)[k]
+               : type == FC_FT_U16 ? (T)((const uint16_t *)s)[k]
+               : type == FC_FT_F32 ? (T)((const float *)s)[k]
+                                   : (T)((const double *)s)[k];
+}
+
 /* Pixels [pa, pb) of the padded row of pixels x0, x0 + 1, ... (mapped into the image by the
  * padding mode) of the image row at `row`, converted to T: at d + pa*C. */
 static FC_TARGET void FN(build_pixels)(T *restrict d, const fc_filter_job *j, const char *row,
@@ -236,19 +351,19 @@ static FC_TARGET void FN(build_pixels)(T *restrict d, const fc_filter_job *j, co
         if (p >= pb) break;
         fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
         if (xs < 0) memset(d + p * C, 0, (size_t)C * sizeof(T));
-        else FN(convert_in)(d + p * C, row + xs * C * es, C, j->in_type);
+        else FN(convert_few)(d + p * C, row + xs * C * es, C, j->in_type);
     }
 }
 
 /* Padded row ri (any integer; mapped into the image by the padding mode) of pixels x0 .. x0+npx-1
- * (also mapped), converted to T: npx*C elements at d, then FC_FILTER_SLACK zeros. When the image
+ * (also mapped), converted to T: npx*C elements at d (the FC_FILTER_SLACK after them the caller
+ * zeroed once: nothing writes there). When the image
  * is of the work dtype and pl < pr, only pixels [0, pl) and [pr, npx) are built and the image
  * row is returned, to be read in place in between; else NULL. */
 static FC_TARGET const T *FN(build_row)(T *restrict d, const fc_filter_job *j, fc_idx ri,
                                         fc_idx x0, fc_idx npx, fc_idx pl, fc_idx pr) {
     const fc_idx es = fc_filter_type_bytes(j->in_type);
     fc_idx rs = fc_filter_map(ri, j->H, j->pad);
-    memset(d + npx * j->C, 0, FC_FILTER_SLACK * sizeof(T));
     if (rs < 0) {
         memset(d, 0, (size_t)(npx * j->C) * sizeof(T));
         return NULL;
@@ -308,12 +423,14 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
         vout[r] = V + r * VS;
         memset(vout[r] + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
     }
+    for (fc_idx q = 0; q < NR; q++) memset(P + q * LS + npx * C, 0, FC_FILTER_SLACK * sizeof(T));
     fc_idx built = rbase; /* the next input row to build */
     /* An image of the work dtype is read in place in the interior of the strip: output elements
      * [oa, ob) of a direct pass, [va, vb) of a vertical pass, whose taps read no padding (with
-     * FC_FILTER_SLACK elements to spare for whole-vector reads); only the pixels [0, pl) and
+     * M elements to spare for the whole vectors read past the end: vtaps' blocks of VNB vectors,
+     * taps' single ones); only the pixels [0, pl) and
      * [pr, npx) of a ring row are then built. The results are the same bits either way. */
-    const fc_idx x0 = c0 - j->left, x0c = x0 * C, M = FC_FILTER_SLACK;
+    const fc_idx x0 = c0 - j->left, x0c = x0 * C, M = VNB * VL;
     const fc_idx a = FC_MAX((fc_idx)0, j->left - c0);
     const fc_idx b = FC_MIN(npix, j->W - (j->kw - 1 - j->left) - c0);
     const fc_idx oa = a * C, ob = b * C - M;
@@ -397,44 +514,200 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
  * order of adding them (running sums, segments, bands, strips, threads, SIMD paths) gives the
  * same value. The output is w * sum, one rounding: its cost grows with the log of the kernel's
  * width, not with its taps. */
-/* Sum blocks of a box row: windows of 2^k pixels for k up to FC_BOX_LEVELS - 1 (kw < 2^32). */
-#define FC_BOX_LEVELS 32
+/* Sum blocks of a box row: windows of 4^k pixels, each level built from four of the one below
+ * (half the passes, and stores, of windows of 2^k), and up to 3 of them per base-4 digit of kw
+ * added in the last pass: kw < 4^16. */
+#define FC_BOX_RADIX 4
+#define FC_BOX_PARTS (3 * 16)
 
 /* out[i] = w * sum_{u < kw} cs[i + u*C] for i < n (cs holds m >= n + (kw - 1) C elements), in
- * whole-row vector passes: the windows of 2^k pixels, level[k][i] = level[k-1][i] +
- * level[k-1][i + 2^(k-1) C] (level[0] is cs; level[k] for k >= 1 at lv + (k - 1) * LS), then one
- * pass adding the windows of the set bits of kw side by side (the taps kernel, weights 1: exact)
- * and one multiplying by w. */
+ * whole-row vector passes: the windows of 4^k pixels, level[k][i] = sum_{q < 4} level[k-1][i +
+ * q 4^(k-1) C] (level[0] is cs; level[k] for k >= 1 at lv + (k - 1) * LS), then one pass adding
+ * the windows of kw's base-4 digits side by side and multiplying the sum by w. Reads up to
+ * VL - 1 elements past the end of every level (the rows have slack). */
 static FC_TARGET void FN(box_row)(T *restrict out, const T *cs, T *lv, fc_idx LS, fc_idx n,
                                   fc_idx m, fc_idx C, fc_idx kw, T w) {
-    static const T ones[FC_BOX_LEVELS] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                          1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-    const T *parts[FC_BOX_LEVELS];
+    const T *parts[FC_BOX_PARTS];
     int np = 0;
     const T *level = cs;
     fc_idx valid = m, off = 0; /* level[i] is a whole window for i < valid */
-    for (fc_idx k = 0, width = 1; width <= kw; k++, width *= 2) {
-        if (kw & width) {
+    for (fc_idx k = 0, width = 1; width <= kw; k++, width *= FC_BOX_RADIX) {
+        for (fc_idx digit = (kw / width) % FC_BOX_RADIX; digit > 0; digit--) {
             parts[np++] = level + off * C;
             off += width;
         }
-        if (2 * width <= kw) {
-            T *next = lv + k * LS;
+        if (FC_BOX_RADIX * width <= kw) {
+            T *restrict next = lv + k * LS;
             const fc_idx d = width * C;
-            valid -= d;
-            for (fc_idx i = 0; i < valid; i++) next[i] = level[i] + level[i + d];
+            valid -= 3 * d;
+            for (fc_idx i = 0; i < valid; i++)
+                next[i] = level[i] + level[i + d] + level[i + 2 * d] + level[i + 3 * d];
             level = next;
         }
     }
-    FN(taps)(out, n, parts, ones, np, 0);
-    for (fc_idx i = 0; i < n; i++) out[i] *= w;
+    const VEC wv = FN(splat)(w);
+    fc_idx j = 0;
+    for (; j + NB * VL <= n; j += NB * VL) {
+        VEC acc[NB];
+        FC_UNROLL
+        for (int b = 0; b < NB; b++) acc[b] = LOADU(parts[0] + j + b * VL);
+        for (int t = 1; t < np; t++) {
+            const T *pt = parts[t] + j;
+            FC_UNROLL
+            for (int b = 0; b < NB; b++) acc[b] += LOADU(pt + b * VL);
+        }
+        FC_UNROLL
+        for (int b = 0; b < NB; b++) STOREU(out + j + b * VL, acc[b] * wv);
+    }
+    for (; j < n; j += VL) {
+        VEC acc = LOADU(parts[0] + j);
+        for (int t = 1; t < np; t++) acc += LOADU(parts[t] + j);
+        acc *= wv;
+        if (j + VL <= n) STOREU(out + j, acc);
+        else memcpy(out + j, &acc, (size_t)(n - j) * sizeof(T));
+    }
+}
+
+/* Lane indices of a vector of T, and masks of whole lanes (the result of comparing vectors). */
+typedef __typeof__((VEC){0} < (VEC){0}) FN(ivec);
+
+/* The entry of a `permute` index vector that takes lane s (AVX2 has a variable permutation of
+ * 32-bit lanes only: a double's lane holds the indices of its two halves). */
+static inline int64_t FN(lane_index)(int s) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 32
+    if (sizeof(T) == 8) return (int64_t)(2 * s) | ((int64_t)(2 * s + 1) << 32);
+#endif
+    return s;
+}
+
+/* Lane l of the result is lane idx[l] of v (idx of lane_index entries), for indices known only
+ * at run time (GCC's and clang's vector shuffles want constants, or differ). */
+ALWAYS VEC FN(permute)(VEC v, FN(ivec) idx) {
+#if defined(__x86_64__) && defined(__GNUC__) && VB == 64
+    if (sizeof(T) == 4) return (VEC)_mm512_permutexvar_ps((__m512i)idx, (__m512)v);
+    return (VEC)_mm512_permutexvar_pd((__m512i)idx, (__m512d)v);
+#elif defined(__x86_64__) && defined(__GNUC__) && VB == 32
+    return (VEC)_mm256_permutevar8x32_ps((__m256)v, (__m256i)idx);
+#else
+    VEC r;
+    for (int l = 0; l < VL; l++) r[l] = v[idx[l]];
+    return r;
+#endif
+}
+
+/* box_row by running sums, for C <= VL: the window sum S(i) = sum_{u < kw} cs[i + u*C] is
+ * S(i - C) + cs[i - C + kw*C] - cs[i - C], so a vector of S is the previous vector's S of each
+ * lane's channel (a lane permutation: `carry`) plus the strided prefix sums, within the vector,
+ * of those differences (nshift = log2(VL / C) rounded up shifted adds: `shift`, `keep`): two
+ * loads per vector whatever kw. Every value on the way (a window sum, a difference of two) is an
+ * integer of magnitude below the largest window sum, so exact, and the result the same bits as
+ * box_row's. out[i] = w * S(i) for i < n; reads up to VL - 1 elements past m = n + (kw - 1) C of
+ * cs (slack). Inlined with a constant nshift (box_row_scan). */
+ALWAYS void FN(box_scan_body)(T *restrict out, const T *cs, fc_idx n, fc_idx C, fc_idx kw,
+                              T w, const int nshift, const FN(ivec) *shift,
+                              const FN(ivec) *keep, FN(ivec) carry) {
+    typedef FN(ivec) IVEC;
+    const VEC wv = FN(splat)(w);
+    const fc_idx kc = kw * C;
+    VEC S = LOADU(cs); /* the first vector directly */
+    for (fc_idx u = 1; u < kw; u++) S += LOADU(cs + u * C);
+    VEC o = S * wv;
+    if (n < VL) {
+        memcpy(out, &o, (size_t)n * sizeof(T));
+        return;
+    }
+    STOREU(out, o);
+    for (fc_idx b = VL; b < n; b += VL) {
+        VEC d = LOADU(cs + b - C + kc) - LOADU(cs + b - C);
+        FC_UNROLL
+        for (int k = 0; k < nshift; k++)
+            d += (VEC)((IVEC)FN(permute)(d, shift[k]) & keep[k]);
+        S = FN(permute)(S, carry) + d;
+        if (b + VL <= n) {
+            STOREU(out + b, S * wv);
+        } else {
+            o = S * wv;
+            memcpy(out + b, &o, (size_t)(n - b) * sizeof(T));
+        }
+    }
+}
+
+/* box_row_scan's lane tables for C, and its body for their number. */
+static FC_TARGET void FN(box_row_scan)(T *restrict out, const T *cs, fc_idx n, fc_idx C,
+                                       fc_idx kw, T w) {
+    FN(ivec) shift[4], keep[4], carry; /* VL <= 16: 4 shifts at most */
+    int nshift = 0;
+    for (fc_idx s = C; s < VL; s *= 2, nshift++) {
+        for (int l = 0; l < VL; l++) {
+            shift[nshift][l] = FN(lane_index)(l >= s ? (int)(l - s) : 0);
+            keep[nshift][l] = l >= s ? -1 : 0;
+        }
+    }
+    for (int l = 0; l < VL; l++) carry[l] = FN(lane_index)((int)(VL - C + l % C));
+    switch (nshift) {
+    case 0: FN(box_scan_body)(out, cs, n, C, kw, w, 0, shift, keep, carry); break;
+    case 1: FN(box_scan_body)(out, cs, n, C, kw, w, 1, shift, keep, carry); break;
+    case 2: FN(box_scan_body)(out, cs, n, C, kw, w, 2, shift, keep, carry); break;
+    case 3: FN(box_scan_body)(out, cs, n, C, kw, w, 3, shift, keep, carry); break;
+    default: FN(box_scan_body)(out, cs, n, C, kw, w, 4, shift, keep, carry); break;
+    }
+}
+
+/* cs[e] += (T)a[e] - (T)b[e] for e < n, a and b elements of the image's integer type, either
+ * NULL for a row of zeros (nothing added, or nothing subtracted). */
+#define FC_BOX_UPDATE(IT)                                                                      \
+    do {                                                                                       \
+        const IT *restrict A = (const IT *)a, *restrict B = (const IT *)b;                     \
+        if (A && B)                                                                            \
+            for (fc_idx e = 0; e < n; e++) cs[e] += (T)A[e] - (T)B[e];                         \
+        else if (A)                                                                            \
+            for (fc_idx e = 0; e < n; e++) cs[e] += (T)A[e];                                   \
+        else if (B)                                                                            \
+            for (fc_idx e = 0; e < n; e++) cs[e] -= (T)B[e];                                   \
+    } while (0)
+ALWAYS void FN(box_update_span)(T *restrict cs, const char *a, const char *b, fc_idx n,
+                                int type) {
+    if (type == FC_FT_U8) FC_BOX_UPDATE(uint8_t);
+    else FC_BOX_UPDATE(uint16_t);
+}
+#undef FC_BOX_UPDATE
+
+/* Moves a box item's column sums down a row: cs[e] += the row `in` of the padded image minus the
+ * row `out` (any integers, mapped by the padding mode; FC_BOX_NO_ROW for none), over its pixels
+ * x0 .. x0 + npx - 1 (also mapped), channels interleaved. The rows are read in the image, where
+ * they are, and converted as they are added: no copy of them is made. */
+#define FC_BOX_NO_ROW ((fc_idx)1 << 62)
+static FC_TARGET void FN(box_update)(T *restrict cs, const fc_filter_job *j, fc_idx in,
+                                     fc_idx out, fc_idx x0, fc_idx npx) {
+    const fc_idx C = j->C, W = j->W, es = fc_filter_type_bytes(j->in_type);
+    fc_idx ri = in == FC_BOX_NO_ROW ? -1 : fc_filter_map(in, j->H, j->pad);
+    fc_idx ro = out == FC_BOX_NO_ROW ? -1 : fc_filter_map(out, j->H, j->pad);
+    const char *a = ri < 0 ? NULL : (const char *)j->src + ri * j->src_rs * es;
+    const char *b = ro < 0 ? NULL : (const char *)j->src + ro * j->src_rs * es;
+    if (!a && !b) return;
+    /* the pixels inside the image, [plo, phi), as one span; the padding pixels one by one */
+    const fc_idx plo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0)), phi = FC_MAX(plo, FC_MIN(npx, W - x0));
+    if (phi > plo) {
+        const fc_idx at = (x0 + plo) * C * es;
+        FN(box_update_span)(cs + plo * C, a ? a + at : NULL, b ? b + at : NULL, (phi - plo) * C,
+                            j->in_type);
+    }
+    for (fc_idx p = 0; p < npx; p++) {
+        if (p == plo) p = phi;
+        if (p >= npx) break;
+        fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
+        if (xs < 0) continue;
+        const fc_idx at = xs * C * es;
+        FN(box_update_span)(cs + p * C, a ? a + at : NULL, b ? b + at : NULL, C, j->in_type);
+    }
 }
 
 /* One work item of a box filter (see above): the band's output rows and the strip's columns.
  * Column sums over the kh rows of the window, kept up to date row by row (the entering row
- * added, the leaving one subtracted, from a ring of kh + 1 padded rows), then box_row. */
+ * added, the leaving one subtracted, both read in the image), then the window sums along each
+ * row: box_row_scan where a vector holds a whole pixel (C <= VL), else box_row. */
 static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
-    const fc_idx kh = j->kh, kw = j->kw, C = j->C, NRB = kh + 1;
+    const fc_idx kh = j->kh, kw = j->kw, C = j->C;
     const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
     const fc_idx r0 = j->oy + band * j->band, r1 = FC_MIN(j->oy + j->OH, r0 + j->band);
     const fc_idx c0 = j->ox + strip * j->strip;
@@ -443,42 +716,38 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
-    int levels = 0; /* box_row's window levels above 1 pixel: floor(log2(kw)) */
-    while (((fc_idx)2 << levels) <= kw) levels++;
-    T *buf = (T *)fc_ws_get(0, (size_t)(NRB + 2 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
-    if (!buf) {
+    int levels = 0; /* box_row's window levels above 1 pixel: floor(log4(kw)) */
+    for (fc_idx width = FC_BOX_RADIX; width <= kw; width *= FC_BOX_RADIX) levels++;
+    T *cs = (T *)fc_ws_get(0, (size_t)(2 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
+    if (!cs) {
         fc_ws_leave(ws);
         return -1;
     }
-    T *cs = buf + NRB * LS, *scratch = cs + LS, *win = scratch + LS;
+    T *scratch = cs + LS, *win = scratch + LS;
     const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
     const T w = ((const T *)j->k2)[0];
     const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
     const fc_idx es_out = fc_filter_type_bytes(j->out_type);
-    memset(cs, 0, (size_t)m * sizeof(T));
-    for (fc_idx i = 0; i < kh; i++) {
-        T *row = buf + i * LS;
-        FN(build_row)(row, j, rbase + i, x0, npx, 0, 0);
-        for (fc_idx e = 0; e < m; e++) cs[e] += row[e];
-    }
+    memset(cs, 0, (size_t)LS * sizeof(T));
+    for (fc_idx i = 0; i < kh; i++) FN(box_update)(cs, j, rbase + i, FC_BOX_NO_ROW, x0, npx);
     for (fc_idx r = r0; r < r1; r++) {
-        if (r > r0) {
-            const fc_idx in = r - j->top + kh - 1; /* the input row entering the window */
-            T *enter = buf + ((in - rbase) % NRB) * LS;
-            const T *leave = buf + ((in - kh - rbase) % NRB) * LS;
-            FN(build_row)(enter, j, in, x0, npx, 0, 0);
-            for (fc_idx e = 0; e < m; e++) cs[e] += enter[e] - leave[e];
+        if (r > r0) { /* the row entering the window, and the one leaving it */
+            const fc_idx in = r - j->top + kh - 1;
+            FN(box_update)(cs, j, in, in - kh, x0, npx);
         }
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
         T *o = direct_out ? (T *)drow : scratch;
-        FN(box_row)(o, cs, win, LS, n, m, C, kw, w);
+        if (C <= VL) FN(box_row_scan)(o, cs, n, C, kw, w);
+        else FN(box_row)(o, cs, win, LS, n, m, C, kw, w);
         if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
     }
     fc_ws_leave(ws);
     return 0;
 }
 
-#undef FC_BOX_LEVELS
+#undef FC_BOX_RADIX
+#undef FC_BOX_NO_ROW
+#undef FC_BOX_PARTS
 #undef FN
 #undef VL
 #undef VEC

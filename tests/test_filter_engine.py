@@ -358,6 +358,56 @@ def test_every_simd_path_gives_bitwise_the_same():
             np.testing.assert_array_equal(a, b)
 
 
+def _f32_taps(rows, weights):
+    """The engine's sum over taps in float32, the first a multiply and the others fused
+    multiply-adds in order, emulated in float64: exact for operands in [1, 2) and sums of a few
+    hundred (every product and sum then fits float64's 53 bits), so each step rounds once, as
+    an FMA does."""
+    acc = (np.float64(weights[0]) * rows[0]).astype(np.float32)
+    for w, x in zip(weights[1:], rows[1:]):
+        acc = (np.float64(w) * x.astype(np.float64) + acc).astype(np.float32)
+    return acc
+
+
+@pytest.mark.parametrize("ntaps", [1, 2, 3, 5, 6, 9, 15, 16, 17, 25])
+def test_taps_are_summed_in_their_documented_order(ntaps):
+    """Direct sums of 1 to 25 taps (each tap count runs a body of its own up to 16) and
+    separable ones with a zero in the vertical factor or without: bitwise the order the engine
+    documents, on every SIMD path (float32 rounding after every step makes the order show)."""
+    from fastconv import _kernels
+    r = np.random.default_rng(ntaps)
+    img = (1 + r.random((13, 75))).astype(np.float32)
+    kh, kw = 5, 5
+    k = np.zeros(kh * kw)
+    k[:ntaps] = 1 + r.random(ntaps)
+    k = k.reshape(kh, kw).astype(np.float32).astype(np.float64)
+    xp = np.pad(img, ((2, 2), (2, 2)), mode="edge")
+    taps = [(i, u) for i in range(kh) for u in range(kw) if k[i, u] != 0]
+    want_direct = _f32_taps([xp[i:i + 13, u:u + 75] for i, u in taps],
+                            [np.float32(k[i, u]) for i, u in taps])
+    kv = np.ones(ntaps % 17 + 1)
+    kv[1::3] = 0 if ntaps % 2 else 1  # zero taps in the vertical factor for odd counts
+    kv[0] = 1.5
+    kx = (1 + r.random(3)).astype(np.float32).astype(np.float64)
+    ks = np.outer(kv, kx)
+    fv, fx = (f.astype(np.float32) for f in fl._rank1(ks, np.float32))
+    th, tl = (len(kv) - 1) // 2, 1
+    xs = np.pad(img, ((th, len(kv) - 1 - th), (tl, tl)), mode="edge")
+    vrows = [i for i in range(len(kv)) if fv[i] != 0]
+    v = _f32_taps([xs[i:i + 13] for i in vrows], [fv[i] for i in vrows])
+    want_sep = _f32_taps([v[:, u:u + 75] for u in range(3)], list(fx))
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.ISA_NAMES:
+            _kernels.set_isa(isa)
+            np.testing.assert_array_equal(
+                fl.filter2d(img, k, "replicate", separable=False), want_direct, err_msg=isa)
+            np.testing.assert_array_equal(
+                fl.filter2d(img, ks, "replicate", separable=True), want_sep, err_msg=isa)
+    finally:
+        _kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("mode", FILTER_PADDING_MODES)
 @pytest.mark.parametrize("shape", [(9, 700), (5, 2100, 3), (40, 130, 2)])
 def test_image_read_in_place_equals_converted_copy(mode, shape):
@@ -490,6 +540,32 @@ def test_box_filter_gives_the_same_bits_on_every_path_and_thread_count():
                                  _kernels.ISA_NAMES)
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 9, 17])
+def test_box_filter_is_exact_for_every_width_and_channel_count_on_every_path(channels):
+    """Widths across the base-4 levels of the row sums (1, 4, 16, 64 pixels and around), channel
+    counts below, at and above a vector's lanes (the running sums take channels within a vector,
+    the window levels the others), rows shorter than a vector, on every SIMD path."""
+    from fastconv import _kernels
+    img = rng.integers(0, 256, (11, 70, channels)).astype(np.uint8)
+    cases = [(kw, mode, out) for kw in (1, 2, 3, 4, 5, 15, 16, 17, 31, 63, 64, 65)
+             for mode, out in (("replicate", np.float32), ("zeros", np.uint8))]
+    cases += [(3, "reflect", np.float64)]
+    narrow = img[:, :3]  # fewer elements per row than a vector holds
+    before = _kernels.get_isa()
+    try:
+        for isa in _kernels.ISA_NAMES:
+            _kernels.set_isa(isa)
+            for kw, mode, out in cases:
+                k = np.full((3, kw), 1 / (3 * kw))
+                np.testing.assert_array_equal(
+                    fl.filter2d(img, k, mode, output_dtype=out),
+                    _box_reference(img, 3, kw, 1 / (3 * kw), mode, out), err_msg=f"{isa} {kw}")
+            np.testing.assert_array_equal(fl.filter2d(narrow, np.full((1, 2), 0.5), "zeros"),
+                                          _box_reference(narrow, 1, 2, 0.5, "zeros", np.uint8))
+    finally:
+        _kernels.set_isa(before)
 
 
 @pytest.mark.parametrize("dtype, k, work, exact", [

@@ -276,6 +276,28 @@ def test_filter2d_errors(image, kernel, kw, exc, match):
         fl.filter2d(image, kernel, **kw)
 
 
+def test_a_kept_plan_follows_the_kernel_and_the_arguments():
+    """filter2d keeps the plans of recent calls: a changed kernel, or an argument equal but of
+    another type, must not get an old plan."""
+    img = np.random.default_rng(3).random((9, 11)).astype(np.float32)
+    k = np.array(fl.sharpen)
+    first = fl.filter2d(img, k)
+    k[1, 1] = 4.0  # the same array object, new content
+    np.testing.assert_array_equal(fl.filter2d(img, k), fl.filter2d(img, k, separable=False))
+    assert not np.array_equal(fl.filter2d(img, k), first)
+    fl.filter2d(img, "gaussian_blur", separable=True)
+    with pytest.raises(TypeError, match="separable"):
+        fl.filter2d(img, "gaussian_blur", separable=1)
+    fl.filter2d(img, "sharpen", output_dtype="float")
+    with pytest.raises(ValueError, match="output_dtype"):
+        fl.filter2d(img, "sharpen", output_dtype="float128")
+    assert fl.filter2d(img.astype(np.float64), "sharpen").dtype == np.float64
+    assert fl.filter2d(img, "sharpen", mode="convolve").dtype == np.float32
+    for _ in range(2 * fl._PLANS_MAX):  # many kernels: the kept plans stay bounded
+        fl.filter2d(img, np.random.default_rng(_).random((3, 3)))
+    assert len(fl._PLANS) <= fl._PLANS_MAX
+
+
 def test_tiny_images():
     one = np.array([[0.7]])
     for mode in ("zeros", "replicate", "circular"):
