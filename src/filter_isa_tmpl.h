@@ -246,6 +246,7 @@ static FC_TARGET void FN(convert_in)(T *restrict d, const void *restrict s, fc_i
 /* d[k] = s[k] in the output's element type: integers rounded half to even and saturated (NaN
  * gives 0), float64 to float32 rounded to nearest. */
 static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_idx n, int type) {
+    fc_idx done = 0; /* elements converted in vectors */
 #if defined(__x86_64__) && defined(__GNUC__) && VB == 64
     /* float32 to uint8/uint16 on AVX-512: max(v, 0) (0 for NaN: maxps returns its second operand
      * then), min(v, top), a conversion rounding as rint does (the current rounding mode, to
@@ -253,47 +254,43 @@ static FC_TARGET void FN(convert_out)(void *restrict d, const T *restrict s, fc_
     if (sizeof(T) == 4 && (type == FC_FT_U8 || type == FC_FT_U16)) {
         const __m512 zero = _mm512_setzero_ps();
         const __m512 top = _mm512_set1_ps(type == FC_FT_U8 ? 255.0f : 65535.0f);
-        fc_idx k = 0;
-        for (; k + 16 <= n; k += 16) {
-            __m512 v = _mm512_loadu_ps((const float *)s + k);
+        for (; done + 16 <= n; done += 16) {
+            __m512 v = _mm512_loadu_ps((const float *)s + done);
             __m512i i = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, zero), top));
-            if (type == FC_FT_U8) _mm_storeu_si128((__m128i *)((uint8_t *)d + k),
+            if (type == FC_FT_U8) _mm_storeu_si128((__m128i *)((uint8_t *)d + done),
                                                    _mm512_cvtepi32_epi8(i));
-            else _mm256_storeu_si256((__m256i *)((uint16_t *)d + k), _mm512_cvtepi32_epi16(i));
+            else _mm256_storeu_si256((__m256i *)((uint16_t *)d + done), _mm512_cvtepi32_epi16(i));
         }
-        if (k == n) return;
-        d = (char *)d + k * (type == FC_FT_U8 ? 1 : 2);
-        s += k;
-        n -= k;
     }
 #elif defined(__x86_64__) && defined(__GNUC__) && VB == 32
-    /* the same on AVX2: 8 lanes converted with rounding as rint does, then packs that saturate
-     * (the values are already in range, so the saturation changes nothing) */
+    /* the same on AVX2, 16 lanes at a time, with packs that saturate (the values are already in
+     * range: the saturation changes nothing) */
     if (sizeof(T) == 4 && (type == FC_FT_U8 || type == FC_FT_U16)) {
         const __m256 zero = _mm256_setzero_ps();
         const __m256 top = _mm256_set1_ps(type == FC_FT_U8 ? 255.0f : 65535.0f);
-        fc_idx k = 0;
-        for (; k + 16 <= n; k += 16) {
-            __m256 v0 = _mm256_loadu_ps((const float *)s + k);
-            __m256 v1 = _mm256_loadu_ps((const float *)s + k + 8);
+        for (; done + 16 <= n; done += 16) {
+            __m256 v0 = _mm256_loadu_ps((const float *)s + done);
+            __m256 v1 = _mm256_loadu_ps((const float *)s + done + 8);
             __m256i i0 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v0, zero), top));
             __m256i i1 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v1, zero), top));
             /* packus works within 128-bit halves: lanes 0-3 of i0, 0-3 of i1, 4-7 of i0, 4-7 of
              * i1; the permute puts them back in order */
             __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(i0, i1), 0xD8);
             if (type == FC_FT_U16) {
-                _mm256_storeu_si256((__m256i *)((uint16_t *)d + k), w16);
+                _mm256_storeu_si256((__m256i *)((uint16_t *)d + done), w16);
             } else {
                 __m128i lo = _mm256_castsi256_si128(w16), hi = _mm256_extracti128_si256(w16, 1);
-                _mm_storeu_si128((__m128i *)((uint8_t *)d + k), _mm_packus_epi16(lo, hi));
+                _mm_storeu_si128((__m128i *)((uint8_t *)d + done), _mm_packus_epi16(lo, hi));
             }
         }
-        if (k == n) return;
-        d = (char *)d + k * (type == FC_FT_U8 ? 1 : 2);
-        s += k;
-        n -= k;
     }
 #endif
+    if (done) { /* the rest one by one, below */
+        if (done == n) return;
+        d = (char *)d + done * (type == FC_FT_U8 ? 1 : 2);
+        s += done;
+        n -= done;
+    }
     switch (type) {
     case FC_FT_U8: {
         uint8_t *q = (uint8_t *)d;
