@@ -293,8 +293,8 @@ def test_a_kept_plan_follows_the_kernel_and_the_arguments():
         fl.filter2d(img, "sharpen", output_dtype="float128")
     assert fl.filter2d(img.astype(np.float64), "sharpen").dtype == np.float64
     assert fl.filter2d(img, "sharpen", mode="convolve").dtype == np.float32
-    for _ in range(2 * fl._PLANS_MAX):  # many kernels: the kept plans stay bounded
-        fl.filter2d(img, np.random.default_rng(_).random((3, 3)))
+    for seed in range(2 * fl._PLANS_MAX):  # many kernels: the kept plans stay bounded
+        fl.filter2d(img, np.random.default_rng(seed).random((3, 3)))
     assert len(fl._PLANS) <= fl._PLANS_MAX
 
 
