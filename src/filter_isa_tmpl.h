@@ -629,24 +629,32 @@ ALWAYS void FN(box_scan_body)(T *restrict out, const T *cs, fc_idx n, fc_idx C, 
     }
 }
 
-/* box_row_scan's lane tables for C, and its body for their number. */
-static FC_TARGET void FN(box_row_scan)(T *restrict out, const T *cs, fc_idx n, fc_idx C,
-                                       fc_idx kw, T w) {
+/* box_row_scan's lane tables for C (built once per work item, used by every row). */
+typedef struct {
     FN(ivec) shift[4], keep[4], carry; /* VL <= 16: 4 shifts at most */
-    int nshift = 0;
-    for (fc_idx s = C; s < VL; s *= 2, nshift++) {
+    int nshift;
+} FN(scan_tables);
+
+static FC_TARGET void FN(scan_tables_init)(FN(scan_tables) *t, fc_idx C) {
+    t->nshift = 0;
+    for (fc_idx s = C; s < VL; s *= 2, t->nshift++) {
         for (int l = 0; l < VL; l++) {
-            shift[nshift][l] = FN(lane_index)(l >= s ? (int)(l - s) : 0);
-            keep[nshift][l] = l >= s ? -1 : 0;
+            t->shift[t->nshift][l] = FN(lane_index)(l >= s ? (int)(l - s) : 0);
+            t->keep[t->nshift][l] = l >= s ? -1 : 0;
         }
     }
-    for (int l = 0; l < VL; l++) carry[l] = FN(lane_index)((int)(VL - C + l % C));
-    switch (nshift) {
-    case 0: FN(box_scan_body)(out, cs, n, C, kw, w, 0, shift, keep, carry); break;
-    case 1: FN(box_scan_body)(out, cs, n, C, kw, w, 1, shift, keep, carry); break;
-    case 2: FN(box_scan_body)(out, cs, n, C, kw, w, 2, shift, keep, carry); break;
-    case 3: FN(box_scan_body)(out, cs, n, C, kw, w, 3, shift, keep, carry); break;
-    default: FN(box_scan_body)(out, cs, n, C, kw, w, 4, shift, keep, carry); break;
+    for (int l = 0; l < VL; l++) t->carry[l] = FN(lane_index)((int)(VL - C + l % C));
+}
+
+/* box_scan_body for the tables' number of shifts. */
+static FC_TARGET void FN(box_row_scan)(T *restrict out, const T *cs, fc_idx n, fc_idx C,
+                                       fc_idx kw, T w, const FN(scan_tables) *t) {
+    switch (t->nshift) {
+    case 0: FN(box_scan_body)(out, cs, n, C, kw, w, 0, t->shift, t->keep, t->carry); break;
+    case 1: FN(box_scan_body)(out, cs, n, C, kw, w, 1, t->shift, t->keep, t->carry); break;
+    case 2: FN(box_scan_body)(out, cs, n, C, kw, w, 2, t->shift, t->keep, t->carry); break;
+    case 3: FN(box_scan_body)(out, cs, n, C, kw, w, 3, t->shift, t->keep, t->carry); break;
+    default: FN(box_scan_body)(out, cs, n, C, kw, w, 4, t->shift, t->keep, t->carry); break;
     }
 }
 
@@ -713,8 +721,12 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
+    const int scan = C <= VL; /* box_row_scan, else box_row and its window levels */
     int levels = 0; /* box_row's window levels above 1 pixel: floor(log4(kw)) */
-    for (fc_idx width = FC_BOX_RADIX; width <= kw; width *= FC_BOX_RADIX) levels++;
+    for (fc_idx width = FC_BOX_RADIX; !scan && width <= kw; width *= FC_BOX_RADIX) levels++;
+    FN(scan_tables) tables;
+    memset(&tables, 0, sizeof tables);
+    if (scan) FN(scan_tables_init)(&tables, C);
     T *cs = (T *)fc_ws_get(0, (size_t)(2 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
     if (!cs) {
         fc_ws_leave(ws);
@@ -734,7 +746,7 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
         }
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
         T *o = direct_out ? (T *)drow : scratch;
-        if (C <= VL) FN(box_row_scan)(o, cs, n, C, kw, w);
+        if (scan) FN(box_row_scan)(o, cs, n, C, kw, w, &tables);
         else FN(box_row)(o, cs, win, LS, n, m, C, kw, w);
         if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
     }
