@@ -322,10 +322,16 @@ def filter2d(image: ArrayLike, kernel: KernelLike, padding_mode: str = "reflect"
 
     The work dtype (of every sum) is float64 when the image or the output is float64, float32
     otherwise (uint8, uint16 and float16 images included, as OpenCV's float kernels). A box
-    kernel (every element the same weight) on a uint8 or uint16 image is computed from exact
-    window sums, weight times sum rounded once, at a cost that hardly grows with its size (where
-    every sum is exact in the work dtype: up to 65,792 elements for uint8, 256 for uint16 in
-    float32). Results are bitwise the same for any thread count.
+    kernel (every element the same weight, fewer than 2^21 of them) on a uint8, uint16, float16
+    or float32 image is computed from exact window sums, at a cost that hardly grows with its
+    size: each output is the weight (in the work dtype) times the window's exact sum, rounded
+    once. For float pixels the exact sum is first rounded to a float64 (it may not fit one); a
+    window with a ``nan``, or with both infinities, gives ``nan``, with one infinity that
+    infinity. The sums are kept in float64 where every partial sum is exact there, else as
+    integers, chosen per block of rows and columns; every way gives the same bits, so no
+    rounding error is carried from one window to the next. Float64 images run the taps one by
+    one. A box kernel in a bank runs on its own, so it gives the same result as alone. Results
+    are bitwise the same for any thread count.
 
     Returns:
         an ``(H, W)`` or ``(H, W, C)`` array (the image's shape) for one kernel, ``(F, H, W)`` or
@@ -385,6 +391,7 @@ class _FilterPlan(NamedTuple):
     # the engine's kernel arrays, in the work dtype: k2 (F, R, S), kv (F, R) and kx (F, S)
     # (the separable factors, zero for the others) and sep (F,) int32 (1: separable)
     engine: Tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]
+    box: Tuple[int, ...]    # per kernel: the engine's box mode (_box_mode) for this image dtype
 
 
 def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str = "reflect",
@@ -408,8 +415,10 @@ def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str =
     ks.setflags(write=False)
     factors = [_separable_factors(k, work, separable, i if bank else None)
                for i, k in enumerate(ks)]
-    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work,
-                       _engine_arrays(ks, factors, work))
+    engine = _engine_arrays(ks, factors, work)
+    engine_dtype = np.dtype(np.float32 if np.dtype(image_dtype) == np.float16 else image_dtype)
+    box = tuple(_box_mode(engine_dtype, engine[0][i:i + 1]) for i in range(len(ks)))
+    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work, engine, box)
 
 
 def _engine_arrays(ks: NDArray[Any], factors: List[Factors], work: Any
@@ -625,24 +634,54 @@ def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, i
     k2, kv, kx, sep = plan.engine
     engine_out = np.float32 if out_dtype == np.float16 else out_dtype
     y = _kernels.empty((f, oh, ow, c), engine_out)
-    _kernels.filter_bank(x, y, k2, kv, kx, sep, _PAD_CODE[plan.padding_mode], (r - 1) // 2,
-                         (s - 1) // 2, _READ_IN_PLACE, oy, ox, _exact_box(x.dtype, k2))
+    # box kernels run alone (a box filter takes one kernel), the others in runs of a bank
+    for a, b in _runs(plan.box):
+        _kernels.filter_bank(x, y[a:b], k2[a:b], kv[a:b], kx[a:b], sep[a:b],
+                             _PAD_CODE[plan.padding_mode], (r - 1) // 2, (s - 1) // 2,
+                             _READ_IN_PLACE, oy, ox, plan.box[a])
     return y.astype(out_dtype) if engine_out != out_dtype else y
 
 
-def _exact_box(image_dtype: np.dtype[Any], k2: NDArray[Any]) -> bool:
-    """Whether the engine runs ``k2`` (one kernel, in the work dtype) on an image of
-    ``image_dtype`` as a box filter of exact window sums: one kernel whose taps are all the same
-    finite non-zero weight, an integer image, and every window sum (at most R * S times the
-    largest pixel) an exact integer in the work dtype. Its cost then does not grow with the
-    kernel, and it rounds once (weight times the exact sum) instead of once per tap."""
-    if image_dtype.type not in _INTEGER or k2.shape[0] != 1:
-        return False
+def _runs(box: Tuple[int, ...]) -> List[Tuple[int, int]]:
+    """The kernels [a, b) of a plan the engine runs together: each box kernel (box[i] != 0)
+    alone, the others in runs of consecutive ones."""
+    runs: List[Tuple[int, int]] = []
+    for i, mode in enumerate(box):
+        if mode or not runs or box[runs[-1][0]]:
+            runs.append((i, i + 1))
+        else:
+            runs[-1] = (runs[-1][0], i + 1)
+    return runs
+
+
+def _box_mode(image_dtype: np.dtype[Any], k2: NDArray[Any]) -> int:
+    """How the engine runs ``k2`` (one kernel, in the work dtype) on an image of ``image_dtype``:
+    as a box filter of exact window sums where ``k2`` is one kernel whose taps are all the same
+    finite non-zero weight. Its cost then hardly grows with the kernel, and it rounds once
+    (weight times the exact sum) instead of once per tap.
+
+    ``_BOX_WORK``: sums in the work dtype, for an integer image whose every window sum (at most
+    R * S times the largest pixel) is a whole number the work dtype holds exactly;
+    ``_BOX_F64``: sums in float64, for the other integer images (every window sum below 2^53)
+    and for float32 and float16 images (the engine keeps sums that doubles cannot hold exactly as
+    integers); ``_BOX_NONE`` for the others (float64 images among them): the taps one by one."""
+    if k2.shape[0] != 1:
+        return _BOX_NONE
     w = k2.flat[0]
     if not (np.isfinite(w) and w != 0 and (k2 == w).all()):
-        return False
-    mantissa = np.finfo(k2.dtype).nmant + 1
-    return k2.size * int(np.iinfo(image_dtype).max) < 2 ** mantissa
+        return _BOX_NONE
+    if image_dtype.type in _INTEGER:
+        largest = k2.size * int(np.iinfo(image_dtype).max)
+        if largest < 2 ** (np.finfo(k2.dtype).nmant + 1):
+            return _BOX_WORK
+        return _BOX_F64 if largest < 2 ** 53 else _BOX_NONE
+    if image_dtype.type in (np.float16, np.float32) and k2.size < 2 ** 21:
+        return _BOX_F64
+    return _BOX_NONE
+
+
+# The engine's box modes (filter_engine.h's FC_FBOX_*).
+_BOX_NONE, _BOX_WORK, _BOX_F64 = 0, 1, 2
 
 
 def _cast_output(y: NDArray[Any], out_dtype: type) -> NDArray[Any]:

@@ -505,12 +505,13 @@ static FC_TARGET int FN(item)(const fc_filter_job *j, fc_idx item) {
 }
 
 /* ---------------------------------------------------------------------------- box filters
- * A box filter (one kernel, every tap the same weight w) of an integer image runs on exact window
- * sums: the pixels are whole numbers and the caller checked that every window sum stays below
- * 2^24 (float32) or 2^53 (float64), so every partial sum below is an exact integer in T, and any
- * order of adding them (running sums, segments, bands, strips, threads, SIMD paths) gives the
- * same value. The output is w * sum, one rounding: its cost grows with the log of the kernel's
- * width, not with its taps. */
+ * A box filter (one kernel, every tap the same weight w) runs on exact window sums. Of an integer
+ * image: the pixels are whole numbers and the caller checked that every window sum stays below
+ * 2^24 (float32) or 2^53 (float64), so every partial sum below is an exact integer in T. Of a
+ * float32 image: in doubles, where they hold every partial sum exactly, else as integers (see
+ * "box filters of float32 images" below). So any order of adding them (running sums, segments,
+ * bands, strips, threads, SIMD paths) gives the same value. The output is w * sum, one
+ * rounding: its cost hardly grows with the kernel's size. */
 /* Sum blocks of a box row: windows of 4^k pixels, each level built from four of the one below
  * (half the passes, and stores, of windows of 2^k), and up to 3 of them per base-4 digit of kw
  * added in the last pass: kw < 4^16. */
@@ -658,6 +659,80 @@ static FC_TARGET void FN(box_row_scan)(T *restrict out, const T *cs, fc_idx n, f
     }
 }
 
+/* box_row by blocks of B = VL*C elements (C <= FC_BOX_QC): the window sum S(e) = sum_{u < kw}
+ * cs[e + u*C] is S(e - B) + Q(e - B + kw*C) - Q(e - B), Q(x) = sum_{t < VL} cs[x + t*C] (a
+ * window of VL pixels, one pass into q), so each of the C vectors of a block is the one a block
+ * before plus a difference of two loads: no lane permutations, C independent chains of one add.
+ * Every value on the way is a window sum of kw or VL pixels, or a difference of two: exact
+ * where the caller made them so (box_item), and any order of adding them gives the same bits.
+ * out[e] = w * S(e) for e < n; reads up to VL - 2 elements past m = n + (kw - 1) C of cs. */
+#define FC_BOX_QC 4
+/* Elements [i, i + cnt) of the row out (cnt <= VL) = v: of T, or of float32 where `half`. */
+ALWAYS void FN(put)(void *restrict out, const int half, fc_idx i, VEC v, fc_idx cnt) {
+    typedef float FV __attribute__((vector_size(VL * sizeof(float)), aligned(sizeof(float))));
+    if (half) {
+        FV f = __builtin_convertvector(v, FV);
+        if (cnt == VL) *(FV *)((float *)out + i) = f;
+        else memcpy((float *)out + i, &f, (size_t)cnt * sizeof(float));
+    } else if (cnt == VL) {
+        STOREU((T *)out + i, v);
+    } else {
+        memcpy((T *)out + i, &v, (size_t)cnt * sizeof(T));
+    }
+}
+
+ALWAYS void FN(box_q_body)(void *restrict out, const int half, const T *cs, T *restrict q,
+                           fc_idx n, const fc_idx C, fc_idx kw, T w) {
+    const fc_idx kc = kw * C, B = VL * C;
+    const VEC wv = FN(splat)(w);
+    VEC S[FC_BOX_QC];
+    FC_UNROLL
+    for (fc_idx v = 0; v < C; v++) { /* the first block directly */
+        if (v * VL < n) {
+            S[v] = LOADU(cs + v * VL);
+            for (fc_idx u = 1; u < kw; u++) S[v] += LOADU(cs + v * VL + u * C);
+            FN(put)(out, half, v * VL, S[v] * wv, FC_MIN((fc_idx)VL, n - v * VL));
+        }
+    }
+    if (n <= B) return;
+    const fc_idx nq = n - B + kc; /* Q(x) for x < nq */
+    for (fc_idx x = 0; x < nq; x += VL) {
+        VEC a = LOADU(cs + x);
+        FC_UNROLL
+        for (int t = 1; t < VL; t++) a += LOADU(cs + x + t * C);
+        STOREU(q + x, a);
+    }
+    fc_idx b = B;
+    for (; b + B <= n; b += B) {
+        FC_UNROLL
+        for (fc_idx v = 0; v < C; v++) {
+            const T *p = q + b - B + v * VL;
+            S[v] += LOADU(p + kc) - LOADU(p);
+            FN(put)(out, half, b + v * VL, S[v] * wv, VL);
+        }
+    }
+    for (fc_idx v = 0; v < C && b + v * VL < n; v++) {
+        const T *p = q + b - B + v * VL;
+        FN(put)(out, half, b + v * VL, (S[v] + (LOADU(p + kc) - LOADU(p))) * wv,
+                FC_MIN((fc_idx)VL, n - b - v * VL));
+    }
+}
+
+/* box_q_body for a constant C: out of T, or of float32 where `half` (T double). */
+static FC_TARGET void FN(box_row_q)(void *restrict out, int half, const T *cs, T *restrict q,
+                                    fc_idx n, fc_idx C, fc_idx kw, T w) {
+#define FC_BOX_Q_CASE(c)                                                                       \
+    if (half) FN(box_q_body)(out, 1, cs, q, n, c, kw, w);                                     \
+    else FN(box_q_body)(out, 0, cs, q, n, c, kw, w)
+    switch (C) {
+    case 1: FC_BOX_Q_CASE(1); break;
+    case 2: FC_BOX_Q_CASE(2); break;
+    case 3: FC_BOX_Q_CASE(3); break;
+    default: FC_BOX_Q_CASE(4); break;
+    }
+#undef FC_BOX_Q_CASE
+}
+
 /* cs[e] += (T)a[e] - (T)b[e] for e < n, a and b elements of the image's integer type, either
  * NULL for a row of zeros (nothing added, or nothing subtracted). */
 #define FC_BOX_UPDATE(IT)                                                                      \
@@ -677,16 +752,183 @@ ALWAYS void FN(box_update_span)(T *restrict cs, const char *a, const char *b, fc
 }
 #undef FC_BOX_UPDATE
 
+typedef uint32_t FN(u32v) __attribute__((vector_size(VB)));
+
+/* max(*hi, the bits of |x[i]|) for i < n: the largest |x[i]| (0x7f800000 and up: an inf or a
+ * nan); min(*lo, the bits of the smallest non-zero |x[i]|, less 1) (0xffffffff: none). */
+static FC_TARGET void FN(f32_range)(const float *x, fc_idx n, uint32_t *hi, uint32_t *lo) {
+    typedef FN(u32v) U;
+    typedef U UU __attribute__((aligned(4)));
+    enum { L = VB / 4 };
+    U vh, vl;
+    for (int l = 0; l < L; l++) {
+        vh[l] = *hi;
+        vl[l] = *lo;
+    }
+    fc_idx i = 0;
+    for (; i + L <= n; i += L) {
+        U a = *(const UU *)(x + i) & 0x7fffffffu;
+        U more = (U)(a > vh);
+        vh = (a & more) | (vh & ~more);
+        a -= 1u; /* a zero: the largest */
+        U less = (U)(a < vl);
+        vl = (a & less) | (vl & ~less);
+    }
+    uint32_t h = *hi, w = *lo;
+    for (int l = 0; l < L; l++) {
+        h = FC_MAX(h, vh[l]);
+        w = FC_MIN(w, vl[l]);
+    }
+    for (; i < n; i++) {
+        uint32_t a;
+        memcpy(&a, x + i, sizeof a);
+        a &= 0x7fffffffu;
+        h = FC_MAX(h, a);
+        w = FC_MIN(w, a - 1u);
+    }
+    *hi = h;
+    *lo = w;
+}
+
+/* How the column sums of a float32 image's box filter take its pixels (T double; box_item).
+ * Every pixel entering the window updates hi and lo (f32_range); once `known` (t set for pixels
+ * below 2^top, be_max = top + 126 their largest biased exponent), an entering pixel sets `bad`:
+ * FC_BOX_NONFINITE for an inf or a nan, FC_BOX_LARGER above 2^top, FC_BOX_FINER where it is
+ * not a whole multiple of 2^t (checked where a pixel is below `sure`, 2^(t + 23): those of at
+ * least sure all are). `check`: a pixel of the region known so far is below sure.
+ * `magic` (0: none): each pixel x is split into hi = (x + magic) - magic, a multiple of the
+ * unit of magic, and lo = x - hi, each summed exactly in its own column sums. */
+typedef struct {
+    int t, check, bad, known;
+    uint32_t hi, lo, sure, be_max;
+    T magic;
+} FN(box_fit);
+
+/* Whether every x[i], i < n, is a whole multiple of 2^t: the bits of its significand (the
+ * implicit one included) below 2^t are 0 (any float32 is a multiple of 2^-149). */
+static FC_TARGET int FN(f32_multiples)(const float *x, fc_idx n, int t) {
+    typedef FN(u32v) U;
+    typedef U UU __attribute__((aligned(4)));
+    typedef int32_t I __attribute__((vector_size(VB)));
+    enum { L = VB / 4 };
+    U any = {0}, one = {0};
+    one += 1u;
+    I shift0 = {0};
+    shift0 += t + 150;
+    fc_idx i = 0;
+    for (; i + L <= n; i += L) {
+        U a = *(const UU *)(x + i);
+        I be = (I)((a >> 23) & 0xffu);
+        U m = (a & 0x7fffffu) | ((U)(be != 0) & 0x800000u);
+        /* the bits of m below 2^t, m's unit being 2^(max(be, 1) - 150): none where that is
+         * negative, all 24 where it is more */
+        I sh = shift0 - (be - (I)(be == 0));
+        sh &= (I)(sh > 0);
+        sh -= (sh - 24) & (I)(sh > 24);
+        any |= m & ((one << (U)sh) - 1u);
+    }
+    uint32_t r = 0;
+    for (int l = 0; l < L; l++) r |= any[l];
+    for (; i < n; i++) {
+        uint32_t a;
+        memcpy(&a, x + i, sizeof a);
+        int be = (int)((a >> 23) & 0xffu), sh = t + 150 - (be ? be : 1);
+        uint32_t m = (a & 0x7fffffu) | (be ? 0x800000u : 0);
+        r |= sh <= 0 ? 0 : m & ((1u << FC_MIN(sh, 24)) - 1u);
+    }
+    return r == 0;
+}
+
+/* VL float32 lanes converted to T (one instruction where GCC would split it in halves). */
+typedef float FN(fvl) __attribute__((vector_size(VL * sizeof(float)), aligned(sizeof(float))));
+ALWAYS VEC FN(widen)(FN(fvl) f) {
+#if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
+    if (sizeof(T) == 8) { /* (copies: the casts would not compile for T float) */
+#if VB == 32
+        __m128 x;
+        __m256d d;
+#else
+        __m256 x;
+        __m512d d;
+#endif
+        VEC r;
+        memcpy(&x, &f, sizeof x);
+#if VB == 32
+        d = _mm256_cvtps_pd(x);
+#else
+        d = _mm512_cvtps_pd(x);
+#endif
+        memcpy(&r, &d, sizeof r);
+        return r;
+    }
+#endif
+    return __builtin_convertvector(f, VEC);
+}
+
+/* box_update_span for float32 pixels (T double), checking and splitting them as fit says. */
+ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, const float *b,
+                               fc_idx n, FN(box_fit) *fit) {
+    typedef FN(fvl) FV;
+    const VEC mv = FN(splat)(fit->magic), zero = FN(splat)(0);
+    if (a) {
+        uint32_t hi = 0, lo = 0xffffffffu;
+        FN(f32_range)(a, n, &hi, &lo);
+        fit->hi = FC_MAX(fit->hi, hi);
+        fit->lo = FC_MIN(fit->lo, lo);
+        if (!fit->known) {
+        } else if (hi >= 0x7f800000u) {
+            fit->bad = FC_BOX_NONFINITE;
+        } else if ((hi >> 23) > fit->be_max) {
+            fit->bad = FC_BOX_LARGER;
+        } else if (lo + 1u < fit->sure && !FN(f32_multiples)(a, n, fit->t)) {
+            fit->bad = FC_BOX_FINER;
+        }
+    }
+    const int split = fit->magic != 0;
+    fc_idx e = 0;
+    for (; e + VL <= n; e += VL) {
+        VEC xa = a ? FN(widen)(*(const FV *)(a + e)) : zero;
+        VEC xb = b ? FN(widen)(*(const FV *)(b + e)) : zero;
+        if (split) {
+            VEC ha = (xa + mv) - mv, hb = (xb + mv) - mv;
+            STOREU(cs + e, LOADU(cs + e) + (ha - hb));
+            STOREU(lo + e, LOADU(lo + e) + ((xa - ha) - (xb - hb)));
+        } else {
+            STOREU(cs + e, LOADU(cs + e) + (xa - xb));
+        }
+    }
+    for (; e < n; e++) {
+        T xa = a ? (T)a[e] : 0, xb = b ? (T)b[e] : 0;
+        if (split) {
+            T ha = (xa + fit->magic) - fit->magic, hb = (xb + fit->magic) - fit->magic;
+            cs[e] += ha - hb;
+            lo[e] += (xa - ha) - (xb - hb);
+        } else {
+            cs[e] += xa - xb;
+        }
+    }
+}
+
+/* box_update_span or box_update_f32 on the n elements of the column sums from element e. */
+ALWAYS void FN(box_update_any)(T *restrict cs, T *restrict lo, FN(box_fit) *fit, int type,
+                               fc_idx e, const char *a, const char *b, fc_idx n) {
+    if (type == FC_FT_F32)
+        FN(box_update_f32)(cs + e, lo ? lo + e : NULL, (const float *)a, (const float *)b, n, fit);
+    else
+        FN(box_update_span)(cs + e, a, b, n, type);
+}
+
 /* Moves a box item's column sums down a row: cs[e] += the row `in` of the padded image minus the
- * row `out` (any integers, mapped by the padding mode; FC_BOX_NO_ROW for none), over its pixels
+ * row `out` (any integers, mapped by the padding mode; FC_FILTER_NO_ROW for none), over its pixels
  * x0 .. x0 + npx - 1 (also mapped), channels interleaved. The rows are read in the image, where
- * they are, and converted as they are added: no copy of them is made. */
-#define FC_BOX_NO_ROW ((fc_idx)1 << 62)
-static FC_TARGET void FN(box_update)(T *restrict cs, const fc_filter_job *j, fc_idx in,
-                                     fc_idx out, fc_idx x0, fc_idx npx) {
+ * they are, and converted as they are added: no copy of them is made. Float32 pixels go through
+ * box_update_f32 (`lo`: the column sums of their low parts, where fit splits them). */
+static FC_TARGET void FN(box_update)(T *restrict cs, T *restrict lo, FN(box_fit) *fit,
+                                     const fc_filter_job *j, fc_idx in, fc_idx out, fc_idx x0,
+                                     fc_idx npx) {
     const fc_idx C = j->C, W = j->W, es = fc_filter_type_bytes(j->in_type);
-    fc_idx ri = in == FC_BOX_NO_ROW ? -1 : fc_filter_map(in, j->H, j->pad);
-    fc_idx ro = out == FC_BOX_NO_ROW ? -1 : fc_filter_map(out, j->H, j->pad);
+    fc_idx ri = in == FC_FILTER_NO_ROW ? -1 : fc_filter_map(in, j->H, j->pad);
+    fc_idx ro = out == FC_FILTER_NO_ROW ? -1 : fc_filter_map(out, j->H, j->pad);
     const char *a = ri < 0 ? NULL : (const char *)j->src + ri * j->src_rs * es;
     const char *b = ro < 0 ? NULL : (const char *)j->src + ro * j->src_rs * es;
     if (!a && !b) return;
@@ -694,8 +936,8 @@ static FC_TARGET void FN(box_update)(T *restrict cs, const fc_filter_job *j, fc_
     const fc_idx plo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0)), phi = FC_MAX(plo, FC_MIN(npx, W - x0));
     if (phi > plo) {
         const fc_idx at = (x0 + plo) * C * es;
-        FN(box_update_span)(cs + plo * C, a ? a + at : NULL, b ? b + at : NULL, (phi - plo) * C,
-                            j->in_type);
+        FN(box_update_any)(cs, lo, fit, j->in_type, plo * C, a ? a + at : NULL,
+                           b ? b + at : NULL, (phi - plo) * C);
     }
     for (fc_idx p = 0; p < npx; p++) {
         if (p == plo) p = phi;
@@ -703,14 +945,121 @@ static FC_TARGET void FN(box_update)(T *restrict cs, const fc_filter_job *j, fc_
         fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
         if (xs < 0) continue;
         const fc_idx at = xs * C * es;
-        FN(box_update_span)(cs + p * C, a ? a + at : NULL, b ? b + at : NULL, C, j->in_type);
+        FN(box_update_any)(cs, lo, fit, j->in_type, p * C, a ? a + at : NULL, b ? b + at : NULL,
+                           C);
     }
+}
+
+/* ------------------------------------------------- box filters of float32 images, in doubles
+ * (FC_FBOX_F64; see filter_engine.h). Sums of float32 pixels are exact in doubles where every
+ * value on the way (a window sum of at most kh * max(kw, 16) pixels, or the difference of two,
+ * box_row_q and box_row_scan included) is a whole multiple of some power of 2, 2^t, and below
+ * 2^53 of them. box_item sets t from the largest pixel of the window's first kh rows, and
+ * box_update checks each pixel as it enters the window (a larger one: t from the largest of
+ * the item's whole region, box_region, and the item again). Level 1: the pixels summed as they
+ * are; where one is not a multiple of 2^t, level 2: every pixel split into a multiple of 2^t
+ * and a remainder, each summed exactly (a window sum is then the two sums added, rounded once:
+ * the exact sum rounded to a double). Where level 2 fails too, or a pixel is an inf or a nan,
+ * xbox_item keeps the sums exactly as integers. Every way gives the same bits, so the way an
+ * item takes, which depends on its region (the bands, strips and threads), never shows. */
+/* Over the float32 image's `rows` rows from `in` (mapped by the padding mode) and its pixels
+ * x0 .. x0 + npx - 1 (also mapped): f32_range into *hi and *lo (from 0 and 0xffffffff) where hi
+ * is given, else whether every pixel is a whole multiple of 2^t (f32_multiples). */
+static FC_TARGET int FN(box_region)(const fc_filter_job *j, fc_idx in, fc_idx rows, fc_idx x0,
+                                    fc_idx npx, uint32_t *hi, uint32_t *lo, int t) {
+    const fc_idx C = j->C, W = j->W;
+    if (hi) {
+        *hi = 0;
+        *lo = 0xffffffffu;
+    }
+    const fc_idx plo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0)), phi = FC_MAX(plo, FC_MIN(npx, W - x0));
+    for (fc_idx r = 0; r < rows; r++) {
+        fc_idx ri = fc_filter_map(in + r, j->H, j->pad);
+        if (ri < 0) continue;
+        const float *row = (const float *)j->src + ri * j->src_rs;
+        for (fc_idx p = 0; p < npx; p++) {
+            /* the pixels inside the image as one span, the padding pixels one by one */
+            const int span = p == plo && plo < phi;
+            fc_idx xs = span ? x0 + p : fc_filter_map(x0 + p, W, j->pad);
+            const fc_idx count = span ? (phi - plo) * C : C;
+            if (span) p = phi - 1;
+            if (xs < 0) continue;
+            if (hi) FN(f32_range)(row + xs * C, count, hi, lo);
+            else if (!FN(f32_multiples)(row + xs * C, count, t)) return 0;
+        }
+    }
+    return 1;
+}
+
+/* The box_fit of `level` (1 or 2) for pixels below 2^top, the smallest non-zero one's bits
+ * `small` + 1 (see above). */
+static FC_TARGET FN(box_fit) FN(box_fit_of)(const fc_filter_job *j, int top, uint32_t small,
+                                            int level) {
+    int bits = 0; /* log2 of 2 kh max(kw, 16), rounded up */
+    while (((fc_idx)1 << bits) < 2 * j->kh * FC_MAX(j->kw, (fc_idx)16)) bits++;
+    const int t1 = top + bits - 53; /* level 1: every pixel a multiple of 2^t1 */
+    FN(box_fit) fit;
+    memset(&fit, 0, sizeof fit);
+    fit.lo = 0xffffffffu;
+    fit.known = 1;
+    fit.be_max = (uint32_t)(top + 126);
+    fit.t = level == 1 ? t1 : t1 + bits - 54; /* level 2: the remainders, below 2^(t1 - 1) */
+    fit.magic = level == 1 ? 0 : (T)ldexp(1.5, t1 + 52);
+    const int be = fit.t + 23 + 127; /* the float32 bits of 2^(t + 23), or of inf */
+    fit.sure = be >= 255 ? 0x7f800000u : be <= 0 ? 0u : (uint32_t)be << 23;
+    fit.check = small + 1u < fit.sure;
+    return fit;
+}
+
+/* box_item for an item whose sums do not fit doubles: exact column sums and window sums
+ * (filter_engine.h's xsum), each output w * (its sum rounded to a double), as box_item's. */
+static FC_TARGET int FN(xbox_item)(const fc_filter_job *j, fc_idx r0, fc_idx r1, fc_idx c0,
+                                   fc_idx npix) {
+    const fc_idx kh = j->kh, kw = j->kw, C = j->C;
+    const fc_idx n = npix * C, npx = npix + kw - 1, m = npx * C;
+    const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
+    fc_workspace *ws = fc_ws_enter();
+    if (!ws) return -1;
+    const size_t digits = (size_t)(m + C) * FC_XS_DIGITS;
+    int64_t *cs = (int64_t *)fc_ws_get(0, digits * sizeof(int64_t) + (size_t)n * sizeof(double) +
+                                              FC_ALIGN);
+    if (!cs) {
+        fc_ws_leave(ws);
+        return -1;
+    }
+    int64_t *S = cs + (size_t)m * FC_XS_DIGITS;
+    double *scratch = (double *)(cs + digits);
+    const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+    memset(cs, 0, (size_t)m * FC_XS_DIGITS * sizeof(int64_t));
+    for (fc_idx i = 0; i < kh; i++)
+        fc_filter_xbox_update(cs, j, rbase + i, FC_FILTER_NO_ROW, x0, npx);
+    for (fc_idx r = r0; r < r1; r++) {
+        if (r > r0) {
+            const fc_idx in = r - j->top + kh - 1;
+            fc_filter_xbox_update(cs, j, in, in - kh, x0, npx);
+        }
+        char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
+        const int direct_out = j->out_type == FC_FT_F64;
+        fc_filter_xbox_row(direct_out ? (double *)drow : scratch, cs, S, n, C, kw, j->box_w);
+        if (!direct_out) FN(convert_out)(drow, (const T *)scratch, n, j->out_type);
+    }
+    fc_ws_leave(ws);
+    return 0;
+}
+
+/* The window sums along one row, times w, from its column sums cs (box_row_q, box_row_scan or
+ * box_row by the channels; q, lv, LS, m and the tables as they need). */
+ALWAYS void FN(box_sums)(T *restrict out, const T *cs, T *q, T *lv, fc_idx LS, fc_idx n,
+                         fc_idx m, fc_idx C, fc_idx kw, T w, const FN(scan_tables) *tables) {
+    if (C <= FC_BOX_QC) FN(box_row_q)(out, 0, cs, q, n, C, kw, w);
+    else if (C <= VL) FN(box_row_scan)(out, cs, n, C, kw, w, tables);
+    else FN(box_row)(out, cs, lv, LS, n, m, C, kw, w);
 }
 
 /* One work item of a box filter (see above): the band's output rows and the strip's columns.
  * Column sums over the kh rows of the window, kept up to date row by row (the entering row
  * added, the leaving one subtracted, both read in the image), then the window sums along each
- * row: box_row_scan where a vector holds a whole pixel (C <= VL), else box_row. */
+ * row (box_sums). A float32 image's item runs at level 1, else 2, else in xbox_item. */
 static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx kh = j->kh, kw = j->kw, C = j->C;
     const fc_idx band = item / j->nstrips, strip = item % j->nstrips;
@@ -719,35 +1068,87 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx npix = FC_MIN(j->ox + j->OW, c0 + j->strip) - c0;
     const fc_idx n = npix * C, npx = npix + kw - 1, m = npx * C;
     const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
+    const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
+    const int f32 = sizeof(T) == 8 && j->in_type == FC_FT_F32;
+    /* float32 pixels: level 1 (else 2) for pixels below 2^top, the smallest non-zero one of the
+     * bits small + 1; `known` once they are the whole region's (else the first kh rows') */
+    int level = f32, top = 0, known = 0;
+    uint32_t small = 0;
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
-    const int scan = C <= VL; /* box_row_scan, else box_row and its window levels */
     int levels = 0; /* box_row's window levels above 1 pixel: floor(log4(kw)) */
-    for (fc_idx width = FC_BOX_RADIX; !scan && width <= kw; width *= FC_BOX_RADIX) levels++;
+    for (fc_idx width = FC_BOX_RADIX; C > VL && width <= kw; width *= FC_BOX_RADIX) levels++;
     FN(scan_tables) tables;
     memset(&tables, 0, sizeof tables);
-    if (scan) FN(scan_tables_init)(&tables, C);
-    T *cs = (T *)fc_ws_get(0, (size_t)(2 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
+    if (C > FC_BOX_QC && C <= VL) FN(scan_tables_init)(&tables, C);
+    /* the column sums (and those of the low parts), two rows of sums, q, box_row's levels */
+    T *cs = (T *)fc_ws_get(0, (size_t)(5 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
     if (!cs) {
         fc_ws_leave(ws);
         return -1;
     }
-    T *scratch = cs + LS, *win = scratch + LS;
-    const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
-    const T w = ((const T *)j->k2)[0];
-    const int direct_out = j->out_type == (j->f64 ? FC_FT_F64 : FC_FT_F32);
+    T *lows = cs + LS, *scratch = lows + LS, *scratch2 = scratch + LS, *qrow = scratch2 + LS;
+    T *win = qrow + LS;
+    const T w = (T)j->box_w;
+    const int direct_out = j->out_type == (sizeof(T) == 8 ? FC_FT_F64 : FC_FT_F32);
+    const int half = sizeof(T) == 8 && j->out_type == FC_FT_F32 && C <= FC_BOX_QC;
     const fc_idx es_out = fc_filter_type_bytes(j->out_type);
+    FN(box_fit) fit;
+restart:
+    memset(&fit, 0, sizeof fit);
+    fit.lo = 0xffffffffu;
+    if (known) fit = FN(box_fit_of)(j, top, small, level);
+    T *lo = level == 2 ? lows : NULL;
     memset(cs, 0, (size_t)LS * sizeof(T));
-    for (fc_idx i = 0; i < kh; i++) FN(box_update)(cs, j, rbase + i, FC_BOX_NO_ROW, x0, npx);
+    if (lo) memset(lo, 0, (size_t)LS * sizeof(T));
+    for (fc_idx i = 0; i < kh; i++)
+        FN(box_update)(cs, lo, &fit, j, rbase + i, FC_FILTER_NO_ROW, x0, npx);
+    if (f32 && !known) { /* t from the first kh rows, optimistically; the others checked */
+        top = (int)FC_MAX(fit.hi >> 23, 1u) - 126;
+        small = fit.lo;
+        FN(box_fit) first = fit;
+        fit = FN(box_fit_of)(j, top, small, level);
+        if (first.hi >= 0x7f800000u) fit.bad = FC_BOX_NONFINITE;
+        else if (fit.check && !FN(box_region)(j, rbase, kh, x0, npx, NULL, NULL, fit.t))
+            fit.bad = FC_BOX_FINER;
+    }
     for (fc_idx r = r0; r < r1; r++) {
-        if (r > r0) { /* the row entering the window, and the one leaving it */
+        if (r > r0 && !fit.bad) { /* the row entering the window, and the one leaving it */
             const fc_idx in = r - j->top + kh - 1;
-            FN(box_update)(cs, j, in, in - kh, x0, npx);
+            FN(box_update)(cs, lo, &fit, j, in, in - kh, x0, npx);
+        }
+        if (fit.bad) {
+            /* an inf or a nan, or finer pixels than level 2 takes: exact integer sums; larger
+             * pixels, or finer ones than level 1 takes: the level for the whole region */
+            if (fit.bad == FC_BOX_NONFINITE || (fit.bad == FC_BOX_FINER && level == 2)) {
+                fc_ws_leave(ws);
+                return FN(xbox_item)(j, r0, r1, c0, npix);
+            }
+            if (fit.bad == FC_BOX_FINER) level = 2;
+            if (!known) {
+                uint32_t hi;
+                FN(box_region)(j, rbase, r1 - r0 + kh - 1, x0, npx, &hi, &small, 0);
+                if (hi >= 0x7f800000u) {
+                    fc_ws_leave(ws);
+                    return FN(xbox_item)(j, r0, r1, c0, npix);
+                }
+                top = (int)FC_MAX(hi >> 23, 1u) - 126;
+                known = 1;
+            }
+            goto restart;
         }
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
         T *o = direct_out ? (T *)drow : scratch;
-        if (scan) FN(box_row_scan)(o, cs, n, C, kw, w, &tables);
-        else FN(box_row)(o, cs, win, LS, n, m, C, kw, w);
+        if (lo) { /* the two exact sums added: rounded once, then times w */
+            FN(box_sums)(scratch, cs, qrow, win, LS, n, m, C, kw, (T)1, &tables);
+            FN(box_sums)(scratch2, lo, qrow, win, LS, n, m, C, kw, (T)1, &tables);
+            for (fc_idx e = 0; e < n; e++) o[e] = (scratch[e] + scratch2[e]) * w;
+        } else if (half) { /* float32 out of doubles: rounded as they are stored */
+            FN(box_row_q)(drow, 1, cs, qrow, n, C, kw, w);
+            continue;
+        } else {
+            FN(box_sums)(o, cs, qrow, win, LS, n, m, C, kw, w, &tables);
+        }
         if (!direct_out) FN(convert_out)(drow, scratch, n, j->out_type);
     }
     fc_ws_leave(ws);
@@ -755,8 +1156,8 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
 }
 
 #undef FC_BOX_RADIX
-#undef FC_BOX_NO_ROW
 #undef FC_BOX_PARTS
+#undef FC_BOX_QC
 #undef FN
 #undef VL
 #undef VEC

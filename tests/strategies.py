@@ -789,6 +789,43 @@ def filter_images(draw, dtypes=FILTER_IMAGE_DTYPES, max_side=12):
     return any_layout(draw, img)
 
 
+# The kinds of float32 images box filters sum in different ways: pixels of few binades (k/255),
+# whole multiples of a small power of 2 (numpy's float32 random numbers), normal ones, whole
+# numbers among pixels ten million times smaller, pixels from 1e-30 to 1e30, normal ones among
+# zeros, subnormals, infinities and nans, and pixels near the float32 maximum (whose window sums
+# overflow float32) among small ones.
+BOX_IMAGE_KINDS = ("255ths", "multiples", "normal", "two scales", "wide", "specials", "huge")
+
+
+@st.composite
+def float_box_images(draw, max_side=14):
+    """An (H, W) or (H, W, C) float32 image of a kind drawn from BOX_IMAGE_KINDS."""
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    c = draw(st.sampled_from([None, 1, 2, 3, 5]))
+    shape = (h, w) if c is None else (h, w, c)
+    kind = draw(st.sampled_from(BOX_IMAGE_KINDS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "255ths":
+        img = rng.integers(0, 256, shape) / np.float32(255)
+    elif kind == "multiples":
+        img = rng.random(shape, dtype=np.float32) - np.float32(0.5)
+    elif kind == "normal":
+        img = rng.standard_normal(shape)
+    elif kind == "two scales":
+        img = np.where(rng.random(shape) < 0.2, rng.standard_normal(shape) * 1e-7,
+                       rng.integers(-2, 3, shape))
+    elif kind == "wide":
+        img = rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 31, shape)
+    elif kind == "huge":
+        img = rng.choice([-3e38, 3e38, 1.0, 2.5e-38], shape)
+    else:
+        img = rng.standard_normal(shape)
+        specials = np.array([0.0, -0.0, 1e-45, -3e-41, np.inf, -np.inf, np.nan, 3.4e38])
+        where = rng.random(shape) < 0.1
+        img[where] = rng.choice(specials, int(where.sum()))
+    return any_layout(draw, img.astype(np.float32))
+
+
 @st.composite
 def filter_kernels(draw, max_side=5, rank1=None):
     """A (kh, kw) float64 kernel: of rank 1 (an outer product of small integer-valued vectors,

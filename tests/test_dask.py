@@ -22,7 +22,7 @@ from fastconv.cli.demo import build_model  # noqa: E402
 
 from conv_helpers import TESTS_DIR, child_env  # noqa: E402
 from strategies import (FILTER_PADDING_MODES, chunkings, filter_images,  # noqa: E402
-                         filter_kernels)
+                         filter_kernels, float_box_images)
 
 
 
@@ -76,6 +76,18 @@ def test_separable_filter_is_bitwise_the_single_array_call(img, k, mode, data):
     chunks = data.draw(chunkings(img.shape))
     _check_filter(img, chunks, k, dict(padding_mode=mode, separable=True),
                   compute=lambda y: y.compute(scheduler="sync"))
+
+
+@settings(max_examples=40)
+@given(img=float_box_images(max_side=12), mode=st.sampled_from(FILTER_PADDING_MODES),
+       data=st.data())
+def test_box_filter_of_float32_images_is_bitwise_the_single_array_call(img, mode, data):
+    """Box filters of float32 images sum each chunk's windows in whichever way its pixels allow
+    (filter2d's exact window sums): the chunks still agree with the whole image bit for bit."""
+    kh, kw = data.draw(st.integers(1, 7)), data.draw(st.integers(1, 7))
+    chunks = data.draw(chunkings(img.shape))
+    _check_filter(img, chunks, np.full((kh, kw), 1 / (kh * kw)), dict(padding_mode=mode),
+                  compute=lambda y: y.compute(scheduler="threads"))
 
 
 def test_wrap_across_chunks_reads_the_opposite_border():

@@ -2,6 +2,8 @@
 reference written here (numpy.pad + a sum of shifted slices), the separable path against the
 direct one, banks against one call per kernel (bitwise), thread counts (bitwise), the argument
 errors, and cross-checks against scipy.ndimage and OpenCV when they are installed."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +13,7 @@ import fastconv
 from fastconv import _testing
 from fastconv import filters as fl
 from strategies import (FILTER_PADDING_MODES, filter_images, filter_kernels,
-                              filter_padding_fits)
+                        filter_padding_fits, float_box_images)
 
 NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 rng = np.random.default_rng(1)
@@ -525,8 +527,9 @@ def test_box_filter_is_the_exact_window_sum_times_the_weight(img, data, mode):
         return
     k = np.full((kh, kw), weight)
     work = np.float64 if out_dtype == np.float64 else np.float32
-    assert fl._exact_box(img.dtype, k[None].astype(work)) == (
-        img.dtype == np.uint8 or kh * kw * 65535 < 2 ** (np.finfo(work).nmant + 1))
+    fits_work = img.dtype == np.uint8 or kh * kw * 65535 < 2 ** (np.finfo(work).nmant + 1)
+    assert fl._box_mode(img.dtype, k[None].astype(work)) == (
+        fl._BOX_WORK if fits_work else fl._BOX_F64)
     got = fl.filter2d(img, k, mode, output_dtype=out_dtype)
     want = _box_reference(img, kh, kw, weight, mode, out_dtype)
     np.testing.assert_array_equal(got, want)
@@ -568,19 +571,114 @@ def test_box_filter_is_exact_for_every_width_and_channel_count_on_every_path(cha
         _kernels.set_isa(before)
 
 
-@pytest.mark.parametrize("dtype, k, work, exact", [
-    (np.uint8, np.full((31, 31), 1 / 961), np.float32, True),
-    (np.uint16, np.full((15, 17), 0.5), np.float32, True),       # 255 * 65535 < 2**24
-    (np.uint16, np.full((17, 17), 0.5), np.float32, False),      # 289 * 65535 > 2**24
-    (np.uint16, np.full((17, 17), 0.5), np.float64, True),
-    (np.float32, np.full((3, 3), 1 / 9), np.float32, False),     # not whole numbers
-    (np.uint8, np.zeros((3, 3)), np.float32, False),
-    (np.uint8, np.full((3, 3), np.inf), np.float32, False),
-    (np.uint8, np.eye(3), np.float32, False),
+@pytest.mark.parametrize("dtype, k, work, mode", [
+    (np.uint8, np.full((31, 31), 1 / 961), np.float32, fl._BOX_WORK),
+    (np.uint16, np.full((15, 17), 0.5), np.float32, fl._BOX_WORK),    # 255 * 65535 < 2**24
+    (np.uint16, np.full((17, 17), 0.5), np.float32, fl._BOX_F64),     # 289 * 65535 > 2**24
+    (np.uint16, np.full((17, 17), 0.5), np.float64, fl._BOX_WORK),
+    (np.float32, np.full((3, 3), 1 / 9), np.float32, fl._BOX_F64),
+    (np.float32, np.full((3, 3), 1 / 9), np.float64, fl._BOX_F64),
+    (np.float32, np.full((1, 2 ** 21), 1.0), np.float32, fl._BOX_NONE),  # too many to count
+    (np.float64, np.full((3, 3), 1 / 9), np.float64, fl._BOX_NONE),
+    (np.uint8, np.zeros((3, 3)), np.float32, fl._BOX_NONE),
+    (np.uint8, np.full((3, 3), np.inf), np.float32, fl._BOX_NONE),
+    (np.uint8, np.eye(3), np.float32, fl._BOX_NONE),
 ])
-def test_box_path_only_where_its_sums_are_exact(dtype, k, work, exact):
-    assert fl._exact_box(np.dtype(dtype), k[None].astype(work)) is exact
-    assert fl._exact_box(np.dtype(dtype), np.stack([k, k]).astype(work)) is False  # a bank
+def test_box_path_only_where_its_sums_are_exact(dtype, k, work, mode):
+    assert fl._box_mode(np.dtype(dtype), k[None].astype(work)) == mode
+    assert fl._box_mode(np.dtype(dtype), np.stack([k, k]).astype(work)) == fl._BOX_NONE
+
+
+def test_a_bank_runs_its_box_kernels_alone():
+    """A box kernel gives the same bits in a bank as alone (the engine's box filters take one
+    kernel): the bank runs it alone, its other kernels together."""
+    assert fl._runs((0, 0, 1, 0, 2, 2, 0)) == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7)]
+    assert fl._runs((0, 0)) == [(0, 2)] and fl._runs((1,)) == [(0, 1)]
+    img = rng.standard_normal((40, 33)).astype(np.float32)
+    bank = np.stack([np.full((5, 5), 1 / 25), rng.standard_normal((5, 5)), np.ones((5, 5))])
+    out = fl.filter2d(img, bank)
+    for i in range(3):
+        np.testing.assert_array_equal(out[i], fl.filter2d(img, bank[i]))
+    np.testing.assert_array_equal(out[0], _float_box_reference(img, 5, 5, 1 / 25, "reflect",
+                                                               np.float32))
+
+
+def _float_box_reference(img, kh, kw, weight, mode, out_dtype):
+    """A box filter of a float32 image as filter2d computes it: each window's exact sum rounded
+    to a double (math.fsum; nan for a nan or both infinities, else the infinity it holds), times
+    the weight in the work dtype, rounded once to it, then converted to ``out_dtype``."""
+    x3 = img[:, :, None] if img.ndim == 2 else img
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    xp = np.pad(x3.astype(np.float64), ((top, kh - 1 - top), (left, kw - 1 - left), (0, 0)),
+                mode=NUMPY_MODE[mode])
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(0, 1))
+    flat = windows.reshape(-1, kh * kw)
+    sums = np.empty(len(flat))
+    for i, v in enumerate(flat):
+        if np.isnan(v).any() or (np.inf in v and -np.inf in v):
+            sums[i] = np.nan
+        elif np.isinf(v).any():
+            sums[i] = v[np.isinf(v)][0]
+        else:
+            sums[i] = math.fsum(v)
+    work = np.float64 if out_dtype == np.float64 else np.float32
+    with np.errstate(all="ignore"):
+        y = (sums.reshape(x3.shape) * np.float64(work(weight))).astype(work)
+    y = y[..., 0] if img.ndim == 2 else y
+    if np.dtype(out_dtype).kind == "u":
+        top_value = np.iinfo(out_dtype).max
+        return np.clip(np.nan_to_num(np.rint(y), nan=0.0), 0, top_value).astype(out_dtype)
+    with np.errstate(all="ignore"):  # beyond float16's range: inf
+        return y.astype(out_dtype)
+
+
+@settings(max_examples=150, deadline=None)
+@given(img=float_box_images(), data=st.data(), mode=st.sampled_from(FILTER_PADDING_MODES))
+def test_float32_box_filter_is_the_exact_window_sum_rounded_once(img, data, mode):
+    """Whatever the pixels (few binades or many, subnormals, infinities, nans, sums beyond the
+    float32 range): the weight times each window's exact sum, rounded once."""
+    kh, kw = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
+    weight = data.draw(st.sampled_from([1.0 / (kh * kw), 1.0, -0.37]))
+    out_dtype = data.draw(st.sampled_from([np.float32, np.float64, np.uint8, np.float16]))
+    if not filter_padding_fits(mode, img.shape, (kh, kw)):
+        return
+    k = np.full((kh, kw), weight)
+    with np.errstate(all="ignore"):
+        got = fl.filter2d(img, k, mode, output_dtype=out_dtype)
+    want = _float_box_reference(img, kh, kw, weight, mode, out_dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["255ths", "multiples", "normal", "two scales", "finer below",
+                                  "wide", "nan", "brighter"])
+def test_float32_box_filter_is_exact_on_every_path_and_thread_count(kind):
+    """Images that take each way of summing (doubles as they are, split in two parts, exact
+    integers; t set from the first rows and then from the whole region), in work items of
+    several sizes, on every SIMD path: the exact sums, rounded once, every time."""
+    from fastconv import _kernels
+    r = np.random.default_rng(5)
+    shape = (150, 90)
+    img = {"255ths": r.integers(0, 256, shape) / 255,
+           "multiples": r.random(shape, dtype=np.float32),
+           "normal": r.standard_normal(shape),
+           # whole numbers and pixels ten million times smaller: both count in the result
+           "two scales": np.where(r.random(shape) < 0.2, r.standard_normal(shape) * 1e-7,
+                                  r.integers(-2, 3, shape)),
+           "wide": r.standard_normal(shape) * 10.0 ** r.integers(-30, 31, shape),
+           "nan": np.where(r.random(shape) < 1e-3, np.nan, r.standard_normal(shape)),
+           # whole numbers, and below row 100 pixels 1e12 times smaller too (finer pixels than
+           # in a band's first rows), seen where the whole numbers of a window sum to 0
+           "finer below": np.where((np.arange(shape[0]) >= 100)[:, None]
+                                   & (r.random(shape) < 0.2), r.standard_normal(shape) * 1e-12,
+                                   r.integers(-2, 3, shape)),
+           # rows brighter further down than in any band's first rows
+           "brighter": r.random(shape) * np.linspace(0.01, 50, shape[0])[:, None]}[kind]
+    img = img.astype(np.float32)
+    want = _float_box_reference(img, 9, 7, 1 / 63, "reflect", np.float32)
+    outs = _on_threads_and_paths(lambda: fl.filter2d(img, np.full((9, 7), 1 / 63)),
+                                 _kernels.ISA_NAMES)
+    for y in outs:
+        np.testing.assert_array_equal(y, want)
 
 
 def test_extension_refuses_a_box_it_cannot_sum_exactly():
@@ -591,6 +689,12 @@ def test_extension_refuses_a_box_it_cannot_sum_exactly():
     with pytest.raises(ValueError, match="box"):
         _kernels.filter_bank(np.zeros((5, 5, 1), np.float32), np.zeros((1, 5, 5, 1), np.float32),
                              k, *args)
+    with pytest.raises(ValueError, match="box"):  # sums in float64 of float64 pixels
+        _kernels.filter_bank(np.zeros((5, 5, 1)), np.zeros((1, 5, 5, 1)), k.astype(np.float64),
+                             *args[:-1], 2)
+    with pytest.raises(ValueError, match="box must be"):
+        _kernels.filter_bank(np.zeros((5, 5, 1), np.uint8), np.zeros((1, 5, 5, 1), np.float32),
+                             k, *args[:-1], 3)
     with pytest.raises(ValueError, match="box"):
         _kernels.filter_bank(np.zeros((5, 5, 1), np.uint8), np.zeros((2, 5, 5, 1), np.float32),
                              np.concatenate([k, k]), np.zeros((2, 3), np.float32),
