@@ -795,11 +795,11 @@ static FC_TARGET void FN(f32_range)(const float *x, fc_idx n, uint32_t *hi, uint
  * below 2^top, be_max = top + 126 their largest biased exponent), an entering pixel sets `bad`:
  * FC_BOX_NONFINITE for an inf or a nan, FC_BOX_LARGER above 2^top, FC_BOX_FINER where it is
  * not a whole multiple of 2^t (checked where a pixel is below `sure`, 2^(t + 23): those of at
- * least sure all are). `check`: a pixel of the region known so far is below sure.
+ * least sure all are).
  * `magic` (0: none): each pixel x is split into hi = (x + magic) - magic, a multiple of the
  * unit of magic, and lo = x - hi, each summed exactly in its own column sums. */
 typedef struct {
-    int t, check, bad, known;
+    int t, bad, known;
     uint32_t hi, lo, sure, be_max;
     T magic;
 } FN(box_fit);
@@ -991,10 +991,8 @@ static FC_TARGET int FN(box_region)(const fc_filter_job *j, fc_idx in, fc_idx ro
     return 1;
 }
 
-/* The box_fit of `level` (1 or 2) for pixels below 2^top, the smallest non-zero one's bits
- * `small` + 1 (see above). */
-static FC_TARGET FN(box_fit) FN(box_fit_of)(const fc_filter_job *j, int top, uint32_t small,
-                                            int level) {
+/* The box_fit of `level` (1 or 2) for pixels below 2^top (see above). */
+static FC_TARGET FN(box_fit) FN(box_fit_of)(const fc_filter_job *j, int top, int level) {
     int bits = 0; /* log2 of 2 kh max(kw, 16), rounded up */
     while (((fc_idx)1 << bits) < 2 * j->kh * FC_MAX(j->kw, (fc_idx)16)) bits++;
     const int t1 = top + bits - 53; /* level 1: every pixel a multiple of 2^t1 */
@@ -1007,7 +1005,6 @@ static FC_TARGET FN(box_fit) FN(box_fit_of)(const fc_filter_job *j, int top, uin
     fit.magic = level == 1 ? 0 : (T)ldexp(1.5, t1 + 52);
     const int be = fit.t + 23 + 127; /* the float32 bits of 2^(t + 23), or of inf */
     fit.sure = be >= 255 ? 0x7f800000u : be <= 0 ? 0u : (uint32_t)be << 23;
-    fit.check = small + 1u < fit.sure;
     return fit;
 }
 
@@ -1070,10 +1067,9 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
     const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
     const int f32 = sizeof(T) == 8 && j->in_type == FC_FT_F32;
-    /* float32 pixels: level 1 (else 2) for pixels below 2^top, the smallest non-zero one of the
-     * bits small + 1; `known` once they are the whole region's (else the first kh rows') */
+    /* float32 pixels: level 1 (else 2) for pixels below 2^top; `known` once top is the whole
+     * region's (else the first kh rows') */
     int level = f32, top = 0, known = 0;
-    uint32_t small = 0;
     fc_workspace *ws = fc_ws_enter();
     if (!ws) return -1;
     int levels = 0; /* box_row's window levels above 1 pixel: floor(log4(kw)) */
@@ -1097,20 +1093,20 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
 restart:
     memset(&fit, 0, sizeof fit);
     fit.lo = 0xffffffffu;
-    if (known) fit = FN(box_fit_of)(j, top, small, level);
+    if (known) fit = FN(box_fit_of)(j, top, level);
     T *lo = level == 2 ? lows : NULL;
     memset(cs, 0, (size_t)LS * sizeof(T));
     if (lo) memset(lo, 0, (size_t)LS * sizeof(T));
     for (fc_idx i = 0; i < kh; i++)
         FN(box_update)(cs, lo, &fit, j, rbase + i, FC_FILTER_NO_ROW, x0, npx);
     if (f32 && !known) { /* t from the first kh rows, optimistically; the others checked */
-        top = (int)FC_MAX(fit.hi >> 23, 1u) - 126;
-        small = fit.lo;
-        FN(box_fit) first = fit;
-        fit = FN(box_fit_of)(j, top, small, level);
+        const FN(box_fit) first = fit;
+        top = (int)FC_MAX(first.hi >> 23, 1u) - 126;
+        fit = FN(box_fit_of)(j, top, level);
         if (first.hi >= 0x7f800000u) fit.bad = FC_BOX_NONFINITE;
-        else if (fit.check && !FN(box_region)(j, rbase, kh, x0, npx, NULL, NULL, fit.t))
-            fit.bad = FC_BOX_FINER;
+        else if (first.lo + 1u < fit.sure && !FN(box_region)(j, rbase, kh, x0, npx, NULL, NULL,
+                                                             fit.t))
+            fit.bad = FC_BOX_FINER; /* a pixel below sure that is not a multiple */
     }
     for (fc_idx r = r0; r < r1; r++) {
         if (r > r0 && !fit.bad) { /* the row entering the window, and the one leaving it */
@@ -1126,8 +1122,8 @@ restart:
             }
             if (fit.bad == FC_BOX_FINER) level = 2;
             if (!known) {
-                uint32_t hi;
-                FN(box_region)(j, rbase, r1 - r0 + kh - 1, x0, npx, &hi, &small, 0);
+                uint32_t hi, lo_bits;
+                FN(box_region)(j, rbase, r1 - r0 + kh - 1, x0, npx, &hi, &lo_bits, 0);
                 if (hi >= 0x7f800000u) {
                     fc_ws_leave(ws);
                     return FN(xbox_item)(j, r0, r1, c0, npix);
