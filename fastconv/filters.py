@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
+from . import _kernels
 from ._core.args import as_int
 from ._core.conv import conv2d
 from ._core.conv_geometry import conv_padding
@@ -362,15 +363,19 @@ _PLAN_KEY_MAX_SIZE = 64 * 64
 def _plan_key(image_dtype: np.dtype[Any], kernel: Any, args: Tuple[Any, ...]
               ) -> Optional[Tuple[Any, ...]]:
     """The key of the plan :func:`filter2d` makes for these arguments, or None (not cached): a
-    kernel name or a small array by its content (never by its identity: arrays change), every
-    other argument with its type (``True`` and ``1`` are not the same argument)."""
+    kernel name, a list or tuple of names, or a small array by its content (never by its
+    identity: arrays change), every other argument with its type (``True`` and ``1`` are not the
+    same argument)."""
     if isinstance(kernel, str):
         kkey: Tuple[Any, ...] = ("name", kernel)
+    elif type(kernel) in (list, tuple) and all(type(k) is str for k in kernel):
+        kkey = ("names", tuple(kernel))
     elif type(kernel) is np.ndarray and kernel.size <= _PLAN_KEY_MAX_SIZE:
-        kkey = ("array", kernel.tobytes(), kernel.shape, kernel.dtype.str)
+        kkey = ("array", kernel.tobytes(), kernel.shape, kernel.dtype)
     else:
         return None
-    key = (image_dtype.str, kkey) + tuple((type(a), a) for a in args)
+    # (dtypes compare by kind, size and byte order; a small image's call is mostly this key)
+    key = (image_dtype, kkey, args, tuple(map(type, args)))
     try:
         hash(key)
     except TypeError:  # an unhashable argument: filter2d's checks say what is wrong with it
@@ -392,6 +397,7 @@ class _FilterPlan(NamedTuple):
     # (the separable factors, zero for the others) and sep (F,) int32 (1: separable)
     engine: Tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]
     box: Tuple[int, ...]    # per kernel: the engine's box mode (_box_mode) for this image dtype
+    runs: Tuple[Tuple[int, int], ...]  # the kernels [a, b) the engine runs together (_runs)
 
 
 def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str = "reflect",
@@ -418,7 +424,8 @@ def _filter_plan(image_dtype: DTypeLike, kernel: KernelLike, padding_mode: str =
     engine = _engine_arrays(ks, factors, work)
     engine_dtype = np.dtype(np.float32 if np.dtype(image_dtype) == np.float16 else image_dtype)
     box = tuple(_box_mode(engine_dtype, engine[0][i:i + 1]) for i in range(len(ks)))
-    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work, engine, box)
+    return _FilterPlan(bank, ks, factors, padding_mode, algorithm, out_dtype, work, engine, box,
+                       tuple(_runs(box)))
 
 
 def _engine_arrays(ks: NDArray[Any], factors: List[Factors], work: Any
@@ -451,7 +458,8 @@ def _apply_plan(plan: _FilterPlan, img: NDArray[Any],
     if 0 in x.shape or 0 in (oh, ow):
         y: NDArray[Any] = np.empty((f, oh, ow) + x.shape[2:], plan.out_dtype)
     else:
-        _check_fits(x.shape, plan.kernels.shape[1:], plan.padding_mode)
+        if max(plan.kernels.shape[1:]) > min(h, w):  # (a kernel no larger than the image fits)
+            _check_fits(x.shape, plan.kernels.shape[1:], plan.padding_mode)
         if plan.algorithm == "fft":
             if window is not None:
                 raise ValueError("a window needs the direct engine (algorithm 'auto' or 'direct')")
@@ -459,9 +467,9 @@ def _apply_plan(plan: _FilterPlan, img: NDArray[Any],
             y = _cast_output(y, plan.out_dtype)
         else:
             y = _run_bank(x, plan, (oy, ox, oh, ow))
-    if img.ndim == 2:
-        y = y[..., 0]
-    return y if plan.bank else y[0]
+    if plan.bank:
+        return y[..., 0] if img.ndim == 2 else y
+    return y[0, ..., 0] if img.ndim == 2 else y[0]
 
 
 def _as_image(image: ArrayLike) -> NDArray[Any]:
@@ -620,10 +628,9 @@ def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, i
               ) -> NDArray[Any]:
     """The filter engine on the (H, W, C) image ``x``: the outputs of
     ``window = (row, column, rows, columns)``, (F, rows, columns, C) of the plan's dtype."""
-    from . import _kernels
     ks, out_dtype = plan.kernels, plan.out_dtype
     oy, ox, oh, ow = window
-    if x.dtype == np.float16:
+    if x.dtype.type is np.float16:
         x = x.astype(np.float32)
     itemsize = x.itemsize
     c = x.shape[2]
@@ -634,10 +641,14 @@ def _run_bank(x: NDArray[Any], plan: _FilterPlan, window: Tuple[int, int, int, i
     k2, kv, kx, sep = plan.engine
     engine_out = np.float32 if out_dtype == np.float16 else out_dtype
     y = _kernels.empty((f, oh, ow, c), engine_out)
+    pad = _PAD_CODE[plan.padding_mode]
     # box kernels run alone (a box filter takes one kernel), the others in runs of a bank
-    for a, b in _runs(plan.box):
-        _kernels.filter_bank(x, y[a:b], k2[a:b], kv[a:b], kx[a:b], sep[a:b],
-                             _PAD_CODE[plan.padding_mode], (r - 1) // 2, (s - 1) // 2,
+    for a, b in plan.runs:
+        if b - a < f:
+            y_, k2_, kv_, kx_, sep_ = y[a:b], k2[a:b], kv[a:b], kx[a:b], sep[a:b]
+        else:  # (slicing costs a small image's call more than its filtering)
+            y_, k2_, kv_, kx_, sep_ = y, k2, kv, kx, sep
+        _kernels.filter_bank(x, y_, k2_, kv_, kx_, sep_, pad, (r - 1) // 2, (s - 1) // 2,
                              _READ_IN_PLACE, oy, ox, plan.box[a])
     return y.astype(out_dtype) if engine_out != out_dtype else y
 

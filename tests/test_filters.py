@@ -298,6 +298,40 @@ def test_a_kept_plan_follows_the_kernel_and_the_arguments():
     assert len(fl._PLANS) <= fl._PLANS_MAX
 
 
+def test_a_kept_bank_of_names_follows_the_names(monkeypatch):
+    """A bank given as a list of kernel names is planned once (its plan is kept, as a name's is),
+    and the same list with other names gets a new plan."""
+    img = np.random.default_rng(4).random((9, 11)).astype(np.float32)
+    names = ["sobel_x", "sharpen"]
+    first = fl.filter2d(img, names)
+    plans = []
+    make_plan = fl._filter_plan
+    monkeypatch.setattr(fl, "_filter_plan", lambda *a, **kw: plans.append(a) or make_plan(*a, **kw))
+    np.testing.assert_array_equal(fl.filter2d(img, names), first)
+    np.testing.assert_array_equal(fl.filter2d(img, tuple(names)), first)
+    assert plans == []
+    names[1] = "emboss"  # the same list object, new content
+    np.testing.assert_array_equal(fl.filter2d(img, names),
+                                  fl.filter2d(img, np.stack([fl.sobel_x, fl.emboss])))
+    assert len(plans) == 2
+
+
+@pytest.mark.parametrize("mode, fits, too_tall", [
+    ("reflect", 5, 6), ("circular", 7, 8), ("zeros", 9, None), ("replicate", 9, None)])
+def test_kernels_taller_than_the_image(mode, fits, too_tall):
+    """The padding limits of a kernel taller than a 3-row image: reflect pads fewer rows than the
+    image has, circular at most as many, zeros and replicate any number."""
+    img = ramp(3, 4, b=1.0)
+    out = fl.filter2d(img, np.ones((fits, 1)), mode)
+    pad = (fits - 1) // 2, fits - 1 - (fits - 1) // 2
+    padded = np.pad(img, (pad, (0, 0)), {"reflect": "reflect", "circular": "wrap",
+                                         "zeros": "constant", "replicate": "edge"}[mode])
+    np.testing.assert_allclose(out, sum(padded[i:i + 3] for i in range(fits)), rtol=1e-12)
+    if too_tall is not None:
+        with pytest.raises(ValueError, match="does not fit"):
+            fl.filter2d(img, np.ones((too_tall, 1)), mode)
+
+
 def test_tiny_images():
     one = np.array([[0.7]])
     for mode in ("zeros", "replicate", "circular"):
