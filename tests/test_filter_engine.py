@@ -632,6 +632,21 @@ def _float_box_reference(img, kh, kw, weight, mode, out_dtype):
         return y.astype(out_dtype)
 
 
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.uint16])
+def test_a_float32_box_filter_rounds_to_float32_before_an_integer_output(out_dtype):
+    """198/255 + 57/255 in float32 is a little above 1: the exact mean, 0.5000000075, is 0.5 in
+    float32, the work dtype of an integer output, and rounds to 0 (half to even) as the float32
+    result does; the double rounded straight to an integer would give 1."""
+    img = np.array([[198 / 255, 57 / 255]], np.float32)
+    k = np.full((1, 2), 0.5)
+    mean = (float(img[0, 0]) + float(img[0, 1])) / 2
+    assert mean > 0.5 and np.float32(mean) == 0.5
+    as_float = fl.filter2d(img, k, "zeros", output_dtype=np.float32)
+    got = fl.filter2d(img, k, "zeros", output_dtype=out_dtype)
+    np.testing.assert_array_equal(got, np.rint(as_float).astype(out_dtype))
+    assert got[0, 0] == 0
+
+
 @settings(max_examples=150, deadline=None)
 @given(img=float_box_images(), data=st.data(), mode=st.sampled_from(FILTER_PADDING_MODES))
 def test_float32_box_filter_is_the_exact_window_sum_rounded_once(img, data, mode):
