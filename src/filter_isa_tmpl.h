@@ -1008,18 +1008,19 @@ static FC_TARGET FN(box_fit) FN(box_fit_of)(const fc_filter_job *j, int top, int
     return fit;
 }
 
-/* box_item for an item whose sums do not fit doubles: exact column sums and window sums
- * (filter_engine.h's xsum), each output w * (its sum rounded to a double), as box_item's. */
-/* Box results s[0..n) (doubles where the image is float32, or its sums exceed float32's
- * exact range) before their conversion to an integer output: where the work dtype is float32, as
- * it is for every output but float64, each is rounded to float32 first, as every other filter's
- * result is. A double rounded straight to an integer can differ where its float32 rounding
- * is a tie (0.5000000075 gives 1, its float32 0.5 gives 0). */
-ALWAYS void FN(box_to_work)(const fc_filter_job *j, T *s, fc_idx n) {
+/* Box results s[0..n) (scratch, changed) into the output row d, of the output's type. Doubles
+ * (a float32 image, or sums beyond float32's exact range) go to an integer output through
+ * float32 where that is the work dtype (every output but float64), as every other filter's
+ * result does: a double rounded straight to an integer can differ at a float32 tie
+ * (0.5000000075 gives 1, its float32 0.5 gives 0). */
+ALWAYS void FN(box_out)(const fc_filter_job *j, void *restrict d, T *restrict s, fc_idx n) {
     if (sizeof(T) == 8 && !j->f64 && (j->out_type == FC_FT_U8 || j->out_type == FC_FT_U16))
         for (fc_idx e = 0; e < n; e++) s[e] = (T)(float)s[e];
+    FN(convert_out)(d, s, n, j->out_type);
 }
 
+/* box_item for an item whose sums do not fit doubles: exact column sums and window sums
+ * (filter_engine.h's xsum), each output w * (its sum rounded to a double), as box_item's. */
 static FC_TARGET int FN(xbox_item)(const fc_filter_job *j, fc_idx r0, fc_idx r1, fc_idx c0,
                                    fc_idx npix) {
     const fc_idx kh = j->kh, kw = j->kw, C = j->C;
@@ -1048,10 +1049,7 @@ static FC_TARGET int FN(xbox_item)(const fc_filter_job *j, fc_idx r0, fc_idx r1,
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
         const int direct_out = j->out_type == FC_FT_F64;
         fc_filter_xbox_row(direct_out ? (double *)drow : scratch, cs, S, n, C, kw, j->box_w);
-        if (!direct_out) {
-            FN(box_to_work)(j, (T *)scratch, n);
-            FN(convert_out)(drow, (const T *)scratch, n, j->out_type);
-        }
+        if (!direct_out) FN(box_out)(j, drow, (T *)scratch, n);
     }
     fc_ws_leave(ws);
     return 0;
@@ -1158,10 +1156,7 @@ restart:
         } else {
             FN(box_sums)(o, cs, qrow, win, LS, n, m, C, kw, w, &tables);
         }
-        if (!direct_out) {
-            FN(box_to_work)(j, scratch, n);
-            FN(convert_out)(drow, scratch, n, j->out_type);
-        }
+        if (!direct_out) FN(box_out)(j, drow, scratch, n);
     }
     fc_ws_leave(ws);
     return 0;
