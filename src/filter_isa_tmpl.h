@@ -659,13 +659,7 @@ static FC_TARGET void FN(box_row_scan)(T *restrict out, const T *cs, fc_idx n, f
     }
 }
 
-/* box_row by blocks of B = VL*C elements (C <= FC_BOX_QC): the window sum S(e) = sum_{u < kw}
- * cs[e + u*C] is S(e - B) + Q(e - B + kw*C) - Q(e - B), Q(x) = sum_{t < VL} cs[x + t*C] (a
- * window of VL pixels, one pass into q), so each of the C vectors of a block is the one a block
- * before plus a difference of two loads: no lane permutations, C independent chains of one add.
- * Every value on the way is a window sum of kw or VL pixels, or a difference of two: exact
- * where the caller made them so (box_item), and any order of adding them gives the same bits.
- * out[e] = w * S(e) for e < n; reads up to VL - 2 elements past m = n + (kw - 1) C of cs. */
+/* Channels up to which a row is summed by box_row_q (one channel) or box_row_px (2 to 4). */
 #define FC_BOX_QC 4
 /* Elements [i, i + cnt) of the row out (cnt <= VL) = v: of T, or of float32 where `half`. */
 ALWAYS void FN(put)(void *restrict out, const int half, fc_idx i, VEC v, fc_idx cnt) {
@@ -681,56 +675,116 @@ ALWAYS void FN(put)(void *restrict out, const int half, fc_idx i, VEC v, fc_idx 
     }
 }
 
+/* box_row for one channel, by blocks of VL elements: the window sum S(e) = sum_{u < kw} cs[e + u]
+ * is S(e - VL) + Q(e - VL + kw) - Q(e - VL), Q(x) = sum_{t < VL} cs[x + t] (a window of VL
+ * pixels, one pass into q), so each vector is the one before plus a difference of two loads: no
+ * lane permutations. Every value on the way is a window sum of kw or VL pixels, or a difference
+ * of two: exact where the caller made them so (box_item), and any order of adding them gives
+ * the same bits. out[e] = w * S(e) for e < n, of T, or of float32 where `half`; reads up to
+ * VL - 2 elements past m = n + kw - 1 of cs. */
 ALWAYS void FN(box_q_body)(void *restrict out, const int half, const T *cs, T *restrict q,
-                           fc_idx n, const fc_idx C, fc_idx kw, T w) {
-    const fc_idx kc = kw * C, B = VL * C;
+                           fc_idx n, fc_idx kw, T w) {
     const VEC wv = FN(splat)(w);
-    VEC S[FC_BOX_QC];
-    FC_UNROLL
-    for (fc_idx v = 0; v < C; v++) { /* the first block directly */
-        if (v * VL < n) {
-            S[v] = LOADU(cs + v * VL);
-            for (fc_idx u = 1; u < kw; u++) S[v] += LOADU(cs + v * VL + u * C);
-            FN(put)(out, half, v * VL, S[v] * wv, FC_MIN((fc_idx)VL, n - v * VL));
-        }
-    }
-    if (n <= B) return;
-    const fc_idx nq = n - B + kc; /* Q(x) for x < nq */
+    VEC S = LOADU(cs); /* the first block directly */
+    for (fc_idx u = 1; u < kw; u++) S += LOADU(cs + u);
+    FN(put)(out, half, 0, S * wv, FC_MIN((fc_idx)VL, n));
+    if (n <= VL) return;
+    const fc_idx nq = n - VL + kw; /* Q(x) for x < nq */
     for (fc_idx x = 0; x < nq; x += VL) {
         VEC a = LOADU(cs + x);
         FC_UNROLL
-        for (int t = 1; t < VL; t++) a += LOADU(cs + x + t * C);
+        for (int t = 1; t < VL; t++) a += LOADU(cs + x + t);
         STOREU(q + x, a);
     }
-    fc_idx b = B;
-    for (; b + B <= n; b += B) {
-        FC_UNROLL
-        for (fc_idx v = 0; v < C; v++) {
-            const T *p = q + b - B + v * VL;
-            S[v] += LOADU(p + kc) - LOADU(p);
-            FN(put)(out, half, b + v * VL, S[v] * wv, VL);
-        }
+    fc_idx b = VL;
+    for (; b + VL <= n; b += VL) {
+        S += LOADU(q + b - VL + kw) - LOADU(q + b - VL);
+        FN(put)(out, half, b, S * wv, VL);
     }
-    for (fc_idx v = 0; v < C && b + v * VL < n; v++) {
-        const T *p = q + b - B + v * VL;
-        FN(put)(out, half, b + v * VL, (S[v] + (LOADU(p + kc) - LOADU(p))) * wv,
-                FC_MIN((fc_idx)VL, n - b - v * VL));
+    if (b < n)
+        FN(put)(out, half, b, (S + (LOADU(q + b - VL + kw) - LOADU(q + b - VL))) * wv, n - b);
+}
+
+/* box_q_body: out of T, or of float32 where `half` (T double). */
+static FC_TARGET void FN(box_row_q)(void *restrict out, int half, const T *cs, T *restrict q,
+                                    fc_idx n, fc_idx kw, T w) {
+    if (half) FN(box_q_body)(out, 1, cs, q, n, kw, w);
+    else FN(box_q_body)(out, 0, cs, q, n, kw, w);
+}
+
+/* box_row by pixels, for 2 <= C <= 4: a vector of 4 lanes holds one pixel's C channels (the
+ * others are spare), and the window sum of pixel p is S(p) = S(p - 1) + cs[(p - 1 + kw) C] -
+ * cs[(p - 1) C], lane by lane: two loads a pixel whatever kw, and no lane moves across. The row
+ * is cut in nch segments, each with its own running sum (its first pixel summed directly), so
+ * that the additions of the segments overlap. Every value on the way is a window sum or the
+ * difference of two column sums: exact where the caller made them so (box_item), the same bits
+ * as box_row's. out[p C + c] = w S(p)[c] for the npix pixels, of T, or of float32 where `half`;
+ * reads up to 4 - C elements past the end of cs (slack). A pixel's spare lanes are stored over
+ * the next pixel's, before that one is: the last pixel of a segment is stored alone. */
+typedef T FN(pxv) __attribute__((vector_size(4 * sizeof(T))));
+typedef T FN(pxvu) __attribute__((vector_size(4 * sizeof(T)), aligned(sizeof(T))));
+#define FC_BOX_CHAINS 4
+
+/* Pixel v (cnt = 4 lanes, or its C alone) at element e of the row out: of T, or of float32. */
+ALWAYS void FN(put_px)(void *restrict out, const int half, fc_idx e, FN(pxv) v, fc_idx cnt) {
+    typedef float F4 __attribute__((vector_size(4 * sizeof(float)), aligned(sizeof(float))));
+    if (half) {
+        F4 f = __builtin_convertvector(v, F4);
+        if (cnt == 4) *(F4 *)((float *)out + e) = f;
+        else memcpy((float *)out + e, &f, (size_t)cnt * sizeof(float));
+    } else if (cnt == 4) {
+        *(FN(pxvu) *)((T *)out + e) = v;
+    } else {
+        memcpy((T *)out + e, &v, (size_t)cnt * sizeof(T));
     }
 }
 
-/* box_q_body for a constant C: out of T, or of float32 where `half` (T double). */
-static FC_TARGET void FN(box_row_q)(void *restrict out, int half, const T *cs, T *restrict q,
-                                    fc_idx n, fc_idx C, fc_idx kw, T w) {
-#define FC_BOX_Q_CASE(c)                                                                       \
-    if (half) FN(box_q_body)(out, 1, cs, q, n, c, kw, w);                                     \
-    else FN(box_q_body)(out, 0, cs, q, n, c, kw, w)
-    switch (C) {
-    case 1: FC_BOX_Q_CASE(1); break;
-    case 2: FC_BOX_Q_CASE(2); break;
-    case 3: FC_BOX_Q_CASE(3); break;
-    default: FC_BOX_Q_CASE(4); break;
+ALWAYS void FN(box_px_body)(void *restrict out, const int half, const T *cs, fc_idx npix,
+                            const fc_idx C, fc_idx kw, T w, const int nch) {
+    typedef FN(pxv) PV;
+#define FC_PX(p) (*(const FN(pxvu) *)(cs + (p) * C))
+    const PV wv = {w, w, w, w};
+    const fc_idx len = npix / nch, tail = npix - (nch - 1) * len; /* the last one the longest */
+    PV S[FC_BOX_CHAINS];
+    FC_UNROLL
+    for (int k = 0; k < nch; k++) {
+        S[k] = FC_PX(k * len);
+        for (fc_idx u = 1; u < kw; u++) S[k] += FC_PX(k * len + u);
+        FN(put_px)(out, half, k * len * C, S[k] * wv, len > 1 ? 4 : C);
     }
-#undef FC_BOX_Q_CASE
+    fc_idx i = 1;
+    for (; i + 1 < len; i++) {
+        FC_UNROLL
+        for (int k = 0; k < nch; k++) {
+            const fc_idx p = k * len + i;
+            S[k] += FC_PX(p - 1 + kw) - FC_PX(p - 1);
+            FN(put_px)(out, half, p * C, S[k] * wv, 4);
+        }
+    }
+    if (i < len) { /* the last pixel of every segment but the last one */
+        FC_UNROLL
+        for (int k = 0; k + 1 < nch; k++) {
+            const fc_idx p = k * len + i;
+            S[k] += FC_PX(p - 1 + kw) - FC_PX(p - 1);
+            FN(put_px)(out, half, p * C, S[k] * wv, C);
+        }
+    }
+    for (; i < tail; i++) {
+        const fc_idx p = (nch - 1) * len + i;
+        S[nch - 1] += FC_PX(p - 1 + kw) - FC_PX(p - 1);
+        FN(put_px)(out, half, p * C, S[nch - 1] * wv, i + 1 < tail ? 4 : C);
+    }
+#undef FC_PX
+}
+
+/* box_px_body with the segments' number fixed: FC_BOX_CHAINS for rows long enough. */
+static FC_TARGET void FN(box_row_px)(void *restrict out, int half, const T *cs, fc_idx npix,
+                                     fc_idx C, fc_idx kw, T w) {
+    const int many = npix >= 16 * FC_BOX_CHAINS;
+    if (half && many) FN(box_px_body)(out, 1, cs, npix, C, kw, w, FC_BOX_CHAINS);
+    else if (half) FN(box_px_body)(out, 1, cs, npix, C, kw, w, 1);
+    else if (many) FN(box_px_body)(out, 0, cs, npix, C, kw, w, FC_BOX_CHAINS);
+    else FN(box_px_body)(out, 0, cs, npix, C, kw, w, 1);
 }
 
 /* cs[e] += (T)a[e] - (T)b[e] for e < n, a and b elements of the image's integer type, either
@@ -865,30 +919,78 @@ ALWAYS VEC FN(widen)(FN(fvl) f) {
     return __builtin_convertvector(f, VEC);
 }
 
-/* box_update_span for float32 pixels (T double), checking and splitting them as fit says. */
+/* Lanewise unsigned max and min of VL 32-bit lanes (one instruction where the ISA has it). */
+typedef uint32_t FN(uvl) __attribute__((vector_size(VL * 4)));
+ALWAYS FN(uvl) FN(umax)(FN(uvl) a, FN(uvl) b) {
+#if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
+    if (VL * 4 == 16) {
+        __m128i x, y;
+        memcpy(&x, &a, 16);
+        memcpy(&y, &b, 16);
+        x = _mm_max_epu32(x, y);
+        memcpy(&a, &x, 16);
+        return a;
+    }
+    if (VL * 4 == 32) {
+        __m256i x, y;
+        memcpy(&x, &a, 32);
+        memcpy(&y, &b, 32);
+        x = _mm256_max_epu32(x, y);
+        memcpy(&a, &x, 32);
+        return a;
+    }
+#endif
+    FN(uvl) more = (FN(uvl))(a > b);
+    return (a & more) | (b & ~more);
+}
+ALWAYS FN(uvl) FN(umin)(FN(uvl) a, FN(uvl) b) {
+#if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
+    if (VL * 4 == 16) {
+        __m128i x, y;
+        memcpy(&x, &a, 16);
+        memcpy(&y, &b, 16);
+        x = _mm_min_epu32(x, y);
+        memcpy(&a, &x, 16);
+        return a;
+    }
+    if (VL * 4 == 32) {
+        __m256i x, y;
+        memcpy(&x, &a, 32);
+        memcpy(&y, &b, 32);
+        x = _mm256_min_epu32(x, y);
+        memcpy(&a, &x, 32);
+        return a;
+    }
+#endif
+    FN(uvl) less = (FN(uvl))(a < b);
+    return (a & less) | (b & ~less);
+}
+
+/* box_update_span for float32 pixels (T double), splitting them as fit says, and checking the
+ * entering ones: their range (f32_range's, taken in the same loop, as they are converted), then
+ * as fit says. A bad pixel leaves the column sums updated all the same: box_item starts them
+ * over. */
 ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, const float *b,
                                fc_idx n, FN(box_fit) *fit) {
     typedef FN(fvl) FV;
+    typedef FN(uvl) UV;
     const VEC mv = FN(splat)(fit->magic), zero = FN(splat)(0);
-    if (a) {
-        uint32_t hi = 0, lo = 0xffffffffu;
-        FN(f32_range)(a, n, &hi, &lo);
-        fit->hi = FC_MAX(fit->hi, hi);
-        fit->lo = FC_MIN(fit->lo, lo);
-        if (!fit->known) {
-        } else if (hi >= 0x7f800000u) {
-            fit->bad = FC_BOX_NONFINITE;
-        } else if ((hi >> 23) > fit->be_max) {
-            fit->bad = FC_BOX_LARGER;
-        } else if (lo + 1u < fit->sure && !FN(f32_multiples)(a, n, fit->t)) {
-            fit->bad = FC_BOX_FINER;
-        }
-    }
     const int split = fit->magic != 0;
+    UV vh = {0}, vl = {0}, one = {0};
+    vl -= 1u; /* 0xffffffff: no non-zero pixel yet */
+    one += 1u;
     fc_idx e = 0;
     for (; e + VL <= n; e += VL) {
-        VEC xa = a ? FN(widen)(*(const FV *)(a + e)) : zero;
-        VEC xb = b ? FN(widen)(*(const FV *)(b + e)) : zero;
+        VEC xa = zero, xb = b ? FN(widen)(*(const FV *)(b + e)) : zero;
+        if (a) {
+            const FV fa = *(const FV *)(a + e);
+            UV bits;
+            memcpy(&bits, &fa, sizeof bits);
+            bits &= 0x7fffffffu;
+            vh = FN(umax)(vh, bits);
+            vl = FN(umin)(vl, bits - one); /* a zero: the largest */
+            xa = FN(widen)(fa);
+        }
         if (split) {
             VEC ha = (xa + mv) - mv, hb = (xb + mv) - mv;
             STOREU(cs + e, LOADU(cs + e) + (ha - hb));
@@ -897,8 +999,21 @@ ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, c
             STOREU(cs + e, LOADU(cs + e) + (xa - xb));
         }
     }
+    uint32_t hi = 0, low = 0xffffffffu;
+    for (int l = 0; l < VL; l++) {
+        hi = FC_MAX(hi, vh[l]);
+        low = FC_MIN(low, vl[l]);
+    }
     for (; e < n; e++) {
-        T xa = a ? (T)a[e] : 0, xb = b ? (T)b[e] : 0;
+        T xa = 0, xb = b ? (T)b[e] : 0;
+        if (a) {
+            uint32_t bits;
+            memcpy(&bits, a + e, sizeof bits);
+            bits &= 0x7fffffffu;
+            hi = FC_MAX(hi, bits);
+            low = FC_MIN(low, bits - 1u);
+            xa = (T)a[e];
+        }
         if (split) {
             T ha = (xa + fit->magic) - fit->magic, hb = (xb + fit->magic) - fit->magic;
             cs[e] += ha - hb;
@@ -907,6 +1022,16 @@ ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, c
             cs[e] += xa - xb;
         }
     }
+    if (!a) return;
+    fit->hi = FC_MAX(fit->hi, hi);
+    fit->lo = FC_MIN(fit->lo, low);
+    if (!fit->known) return;
+    int bad = 0; /* the worst of the item's so far is kept: it decides the way the item takes */
+    if (hi >= 0x7f800000u) bad = FC_BOX_NONFINITE;
+    else if ((hi >> 23) > fit->be_max) bad = FC_BOX_LARGER;
+    else if (!fit->bad && low + 1u < fit->sure && !FN(f32_multiples)(a, n, fit->t))
+        bad = FC_BOX_FINER;
+    fit->bad = FC_MAX(fit->bad, bad);
 }
 
 /* box_update_span or box_update_f32 on the n elements of the column sums from element e. */
@@ -918,50 +1043,110 @@ ALWAYS void FN(box_update_any)(T *restrict cs, T *restrict lo, FN(box_fit) *fit,
         FN(box_update_span)(cs + e, a, b, n, type);
 }
 
+/* A box item's padding: the elements [0, plo C) and [phi C, m) of its rows (the pixels left and
+ * right of the image, the pixels inside being [plo, phi)), src[e] the element of the image's
+ * row each copies, in that order (-1: a zero). `mirror` where every one it copies is one of
+ * the item's: their column sums are then copies of those columns', and taken from them. */
+typedef struct {
+    fc_idx plo, phi, n;
+    const fc_idx *src;
+    int mirror;
+    char *g; /* elements of two rows of the image's type (box_update's gathered pixels) */
+} FN(box_pads);
+
+/* The padding of the item's pixels x0 .. x0 + npx - 1 (src: room for m entries). */
+static FC_TARGET FN(box_pads) FN(box_pads_of)(const fc_filter_job *j, fc_idx x0, fc_idx npx,
+                                             fc_idx *src, char *g) {
+    const fc_idx C = j->C;
+    FN(box_pads) pd;
+    pd.plo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0));
+    pd.phi = FC_MAX(pd.plo, FC_MIN(npx, j->W - x0));
+    pd.n = 0;
+    pd.src = src;
+    pd.mirror = 1;
+    pd.g = g;
+    for (fc_idx p = 0; p < npx; p++) {
+        if (p == pd.plo) p = pd.phi;
+        if (p >= npx) break;
+        const fc_idx xs = fc_filter_map(x0 + p, j->W, j->pad);
+        if (xs >= 0 && (xs - x0 < pd.plo || xs - x0 >= pd.phi)) pd.mirror = 0;
+        for (fc_idx c = 0; c < C; c++) src[pd.n++] = xs < 0 ? -1 : xs * C + c;
+    }
+    return pd;
+}
+
+/* g[i] = row[src[i]] (0 where src[i] < 0) for i < n, elements of es bytes. */
+static FC_TARGET void FN(box_gather)(char *restrict g, const char *row, const fc_idx *src,
+                                     fc_idx n, fc_idx es) {
+    if (es == 4) {
+        for (fc_idx i = 0; i < n; i++)
+            ((float *)g)[i] = src[i] < 0 ? 0 : ((const float *)row)[src[i]];
+    } else if (es == 2) {
+        for (fc_idx i = 0; i < n; i++)
+            ((uint16_t *)g)[i] = src[i] < 0 ? 0 : ((const uint16_t *)row)[src[i]];
+    } else {
+        for (fc_idx i = 0; i < n; i++)
+            ((uint8_t *)g)[i] = src[i] < 0 ? 0 : ((const uint8_t *)row)[src[i]];
+    }
+}
+
 /* Moves a box item's column sums down a row: cs[e] += the row `in` of the padded image minus the
  * row `out` (any integers, mapped by the padding mode; FC_FILTER_NO_ROW for none), over its pixels
- * x0 .. x0 + npx - 1 (also mapped), channels interleaved. The rows are read in the image, where
- * they are, and converted as they are added: no copy of them is made. Float32 pixels go through
- * box_update_f32 (`lo`: the column sums of their low parts, where fit splits them). */
+ * x0 .. x0 + npx - 1 (also mapped), channels interleaved. The pixels inside the image are read
+ * where they are, and converted as they are added. The padding's column sums are then copied
+ * from the columns they mirror (pd->mirror), or else its pixels gathered first, each side's
+ * added as one span. Float32 pixels go through box_update_f32 (`lo`: the column sums of their
+ * low parts, where fit splits them). */
 static FC_TARGET void FN(box_update)(T *restrict cs, T *restrict lo, FN(box_fit) *fit,
                                      const fc_filter_job *j, fc_idx in, fc_idx out, fc_idx x0,
-                                     fc_idx npx) {
-    const fc_idx C = j->C, W = j->W, es = fc_filter_type_bytes(j->in_type);
+                                     const FN(box_pads) *pd) {
+    const fc_idx C = j->C, es = fc_filter_type_bytes(j->in_type);
     fc_idx ri = in == FC_FILTER_NO_ROW ? -1 : fc_filter_map(in, j->H, j->pad);
     fc_idx ro = out == FC_FILTER_NO_ROW ? -1 : fc_filter_map(out, j->H, j->pad);
     const char *a = ri < 0 ? NULL : (const char *)j->src + ri * j->src_rs * es;
     const char *b = ro < 0 ? NULL : (const char *)j->src + ro * j->src_rs * es;
     if (!a && !b) return;
-    /* the pixels inside the image, [plo, phi), as one span; the padding pixels one by one */
-    const fc_idx plo = FC_MIN(npx, FC_MAX((fc_idx)0, -x0)), phi = FC_MAX(plo, FC_MIN(npx, W - x0));
+    const fc_idx plo = pd->plo, phi = pd->phi, nlo = plo * C;
     if (phi > plo) {
         const fc_idx at = (x0 + plo) * C * es;
-        FN(box_update_any)(cs, lo, fit, j->in_type, plo * C, a ? a + at : NULL,
-                           b ? b + at : NULL, (phi - plo) * C);
+        FN(box_update_any)(cs, lo, fit, j->in_type, nlo, a ? a + at : NULL, b ? b + at : NULL,
+                           (phi - plo) * C);
     }
-    for (fc_idx p = 0; p < npx; p++) {
-        if (p == plo) p = phi;
-        if (p >= npx) break;
-        fc_idx xs = fc_filter_map(x0 + p, W, j->pad);
-        if (xs < 0) continue;
-        const fc_idx at = xs * C * es;
-        FN(box_update_any)(cs, lo, fit, j->in_type, p * C, a ? a + at : NULL, b ? b + at : NULL,
-                           C);
+    if (pd->mirror) {
+        const fc_idx shift = x0 * C; /* an image element's index in the item's row */
+        for (fc_idx i = 0; i < pd->n; i++) {
+            if (pd->src[i] < 0) continue;
+            const fc_idx e = i < nlo ? i : i - nlo + phi * C;
+            cs[e] = cs[pd->src[i] - shift];
+            if (lo) lo[e] = lo[pd->src[i] - shift];
+        }
+        return;
+    }
+    const fc_idx sides[2][2] = {{0, nlo}, {nlo, pd->n}}; /* entries of src, and elements */
+    for (int side = 0; side < 2; side++) {
+        const fc_idx i0 = sides[side][0], cnt = sides[side][1] - i0;
+        if (cnt <= 0) continue;
+        char *ga = pd->g, *gb = pd->g + cnt * es;
+        if (a) FN(box_gather)(ga, a, pd->src + i0, cnt, es);
+        if (b) FN(box_gather)(gb, b, pd->src + i0, cnt, es);
+        FN(box_update_any)(cs, lo, fit, j->in_type, side ? phi * C : 0, a ? ga : NULL,
+                           b ? gb : NULL, cnt);
     }
 }
 
 /* ------------------------------------------------- box filters of float32 images, in doubles
  * (FC_FBOX_F64; see filter_engine.h). Sums of float32 pixels are exact in doubles where every
  * value on the way (a window sum of at most kh * max(kw, 16) pixels, or the difference of two,
- * box_row_q and box_row_scan included) is a whole multiple of some power of 2, 2^t, and below
- * 2^53 of them. box_item sets t from the largest pixel of the window's first kh rows, and
- * box_update checks each pixel as it enters the window (a larger one: t from the largest of
- * the item's whole region, box_region, and the item again). Level 1: the pixels summed as they
- * are; where one is not a multiple of 2^t, level 2: every pixel split into a multiple of 2^t
- * and a remainder, each summed exactly (a window sum is then the two sums added, rounded once:
- * the exact sum rounded to a double). Where level 2 fails too, or a pixel is an inf or a nan,
- * xbox_item keeps the sums exactly as integers. Every way gives the same bits, so the way an
- * item takes, which depends on its region (the bands, strips and threads), never shows. */
+ * box_row_q's, box_row_px's and box_row_scan's included) is a whole multiple of some power of
+ * 2, 2^t, and below 2^53 of them. box_item sets t from the largest pixel of the window's first
+ * kh rows (with room for twice as large), and box_update checks each pixel as it enters the
+ * window (a larger one: t from the largest of the rest of the item's region, box_region, and
+ * the item again from that row). Level 1: the pixels summed as they are; where one is not a
+ * multiple of 2^t, level 2: every pixel split into a multiple of 2^t and a remainder, each
+ * summed exactly (a window sum is then the two sums added, rounded once: the exact sum rounded
+ * to a double). Where level 2 fails too, or a pixel is an inf or a nan, xbox_item keeps the
+ * sums exactly as integers. Every way gives the same bits, so the way an item takes, which
+ * depends on its region (the bands, strips and threads), never shows. */
 /* Over the float32 image's `rows` rows from `in` (mapped by the padding mode) and its pixels
  * x0 .. x0 + npx - 1 (also mapped): f32_range into *hi and *lo (from 0 and 0xffffffff) where hi
  * is given, else whether every pixel is a whole multiple of 2^t (f32_multiples). */
@@ -1055,11 +1240,12 @@ static FC_TARGET int FN(xbox_item)(const fc_filter_job *j, fc_idx r0, fc_idx r1,
     return 0;
 }
 
-/* The window sums along one row, times w, from its column sums cs (box_row_q, box_row_scan or
- * box_row by the channels; q, lv, LS, m and the tables as they need). */
+/* The window sums along one row, times w, from its column sums cs (box_row_q, box_row_px,
+ * box_row_scan or box_row by the channels; q, lv, LS, m and the tables as they need). */
 ALWAYS void FN(box_sums)(T *restrict out, const T *cs, T *q, T *lv, fc_idx LS, fc_idx n,
                          fc_idx m, fc_idx C, fc_idx kw, T w, const FN(scan_tables) *tables) {
-    if (C <= FC_BOX_QC) FN(box_row_q)(out, 0, cs, q, n, C, kw, w);
+    if (C == 1) FN(box_row_q)(out, 0, cs, q, n, kw, w);
+    else if (C <= FC_BOX_QC) FN(box_row_px)(out, 0, cs, n / C, C, kw, w);
     else if (C <= VL) FN(box_row_scan)(out, cs, n, C, kw, w, tables);
     else FN(box_row)(out, cs, lv, LS, n, m, C, kw, w);
 }
@@ -1076,7 +1262,8 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     const fc_idx npix = FC_MIN(j->ox + j->OW, c0 + j->strip) - c0;
     const fc_idx n = npix * C, npx = npix + kw - 1, m = npx * C;
     const fc_idx LS = FC_ROUND_UP(m + FC_FILTER_SLACK, 16);
-    const fc_idx x0 = c0 - j->left, rbase = r0 - j->top;
+    const fc_idx x0 = c0 - j->left;
+    fc_idx rs = r0; /* the first row still to compute: a change of way starts over from it */
     const int f32 = sizeof(T) == 8 && j->in_type == FC_FT_F32;
     /* float32 pixels: level 1 (else 2) for pixels below 2^top; `known` once top is the whole
      * region's (else the first kh rows') */
@@ -1088,12 +1275,20 @@ static FC_TARGET int FN(box_item)(const fc_filter_job *j, fc_idx item) {
     FN(scan_tables) tables;
     memset(&tables, 0, sizeof tables);
     if (C > FC_BOX_QC && C <= VL) FN(scan_tables_init)(&tables, C);
-    /* the column sums (and those of the low parts), two rows of sums, q, box_row's levels */
-    T *cs = (T *)fc_ws_get(0, (size_t)(5 + levels) * (size_t)LS * sizeof(T) + FC_ALIGN);
+    /* the column sums (and those of the low parts), two rows of sums, q, box_row's levels; then
+     * the padding's sources (m entries) and its gathered pixels (two rows, m elements of 4 bytes
+     * at most) */
+    const size_t rows_bytes = (size_t)(5 + levels) * (size_t)LS * sizeof(T) + VB;
+    T *cs = (T *)fc_ws_get(0, rows_bytes + (size_t)m * (sizeof(fc_idx) + 8) + FC_ALIGN);
     if (!cs) {
         fc_ws_leave(ws);
         return -1;
     }
+    fc_idx *padsrc = (fc_idx *)((char *)cs + FC_ROUND_UP(rows_bytes, FC_ALIGN));
+    const FN(box_pads) pads = FN(box_pads_of)(j, x0, npx, padsrc, (char *)(padsrc + m));
+    /* the column sums of the pixels in the image start on a whole vector: their updates store
+     * whole vectors, never one across two cache lines */
+    cs += (VL - pads.plo * C % VL) % VL;
     T *lows = cs + LS, *scratch = lows + LS, *scratch2 = scratch + LS, *qrow = scratch2 + LS;
     T *win = qrow + LS;
     const T w = (T)j->box_w;
@@ -1109,39 +1304,44 @@ restart:
     memset(cs, 0, (size_t)LS * sizeof(T));
     if (lo) memset(lo, 0, (size_t)LS * sizeof(T));
     for (fc_idx i = 0; i < kh; i++)
-        FN(box_update)(cs, lo, &fit, j, rbase + i, FC_FILTER_NO_ROW, x0, npx);
+        FN(box_update)(cs, lo, &fit, j, rs - j->top + i, FC_FILTER_NO_ROW, x0, &pads);
     if (f32 && !known) { /* t from the first kh rows, optimistically; the others checked */
         const FN(box_fit) first = fit;
-        top = (int)FC_MAX(first.hi >> 23, 1u) - 126;
+        /* room for pixels up to twice as large (a 1.0 below rows of 0.9s), which would
+         * otherwise cost a scan of the region and the rows' work again; a bit of room is one
+         * binade less of the pixels the level takes below the largest (29 - b at level 1,
+         * 83 - 2 b at level 2, b as in box_fit_of) */
+        top = (int)FC_MAX(first.hi >> 23, 1u) - 126 + 1;
         fit = FN(box_fit_of)(j, top, level);
         if (first.hi >= 0x7f800000u) fit.bad = FC_BOX_NONFINITE;
-        else if (first.lo + 1u < fit.sure && !FN(box_region)(j, rbase, kh, x0, npx, NULL, NULL,
-                                                             fit.t))
+        else if (first.lo + 1u < fit.sure &&
+                 !FN(box_region)(j, rs - j->top, kh, x0, npx, NULL, NULL, fit.t))
             fit.bad = FC_BOX_FINER; /* a pixel below sure that is not a multiple */
     }
-    for (fc_idx r = r0; r < r1; r++) {
-        if (r > r0 && !fit.bad) { /* the row entering the window, and the one leaving it */
+    for (fc_idx r = rs; r < r1; r++) {
+        if (r > rs && !fit.bad) { /* the row entering the window, and the one leaving it */
             const fc_idx in = r - j->top + kh - 1;
-            FN(box_update)(cs, lo, &fit, j, in, in - kh, x0, npx);
+            FN(box_update)(cs, lo, &fit, j, in, in - kh, x0, &pads);
         }
         if (fit.bad) {
             /* an inf or a nan, or finer pixels than level 2 takes: exact integer sums; larger
-             * pixels, or finer ones than level 1 takes: the level for the whole region */
+             * pixels, or finer ones than level 1 takes: the level for the rest of the region */
             if (fit.bad == FC_BOX_NONFINITE || (fit.bad == FC_BOX_FINER && level == 2)) {
                 fc_ws_leave(ws);
-                return FN(xbox_item)(j, r0, r1, c0, npix);
+                return FN(xbox_item)(j, r, r1, c0, npix);
             }
             if (fit.bad == FC_BOX_FINER) level = 2;
             if (!known) {
                 uint32_t hi, lo_bits;
-                FN(box_region)(j, rbase, r1 - r0 + kh - 1, x0, npx, &hi, &lo_bits, 0);
+                FN(box_region)(j, r - j->top, r1 - r + kh - 1, x0, npx, &hi, &lo_bits, 0);
                 if (hi >= 0x7f800000u) {
                     fc_ws_leave(ws);
-                    return FN(xbox_item)(j, r0, r1, c0, npix);
+                    return FN(xbox_item)(j, r, r1, c0, npix);
                 }
                 top = (int)FC_MAX(hi >> 23, 1u) - 126;
                 known = 1;
             }
+            rs = r; /* the rows above are done, and exact */
             goto restart;
         }
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
@@ -1151,7 +1351,8 @@ restart:
             FN(box_sums)(scratch2, lo, qrow, win, LS, n, m, C, kw, (T)1, &tables);
             for (fc_idx e = 0; e < n; e++) o[e] = (scratch[e] + scratch2[e]) * w;
         } else if (half) { /* float32 out of doubles: rounded as they are stored */
-            FN(box_row_q)(drow, 1, cs, qrow, n, C, kw, w);
+            if (C == 1) FN(box_row_q)(drow, 1, cs, qrow, n, kw, w);
+            else FN(box_row_px)(drow, 1, cs, npix, C, kw, w);
             continue;
         } else {
             FN(box_sums)(o, cs, qrow, win, LS, n, m, C, kw, w, &tables);
@@ -1165,6 +1366,7 @@ restart:
 #undef FC_BOX_RADIX
 #undef FC_BOX_PARTS
 #undef FC_BOX_QC
+#undef FC_BOX_CHAINS
 #undef FN
 #undef VL
 #undef VEC

@@ -696,6 +696,44 @@ def test_float32_box_filter_is_exact_on_every_path_and_thread_count(kind):
         np.testing.assert_array_equal(y, want)
 
 
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_float32_box_filter_of_pixels_of_several_channels(channels):
+    """Rows of several channels are summed a pixel at a time, in segments summed side by side
+    (rows of 64 pixels or more, each segment's last pixel stored alone): every pixel of every
+    segment, at level 1 and at level 2, on every path and thread count."""
+    from fastconv import _kernels
+    r = np.random.default_rng(channels)
+    for w, kind in ((64, "255ths"), (67, "normal"), (130, "255ths"), (131, "normal")):
+        shape = (7, w, channels)
+        img = (r.integers(0, 256, shape) / 255 if kind == "255ths"
+               else r.standard_normal(shape)).astype(np.float32)
+        for kh, kw, mode in ((3, 5, "reflect"), (1, 31, "zeros")):
+            want = _float_box_reference(img, kh, kw, 1 / (kh * kw), mode, np.float32)
+            outs = _on_threads_and_paths(
+                lambda: fl.filter2d(img, np.full((kh, kw), 1 / (kh * kw)), mode),
+                _kernels.ISA_NAMES)
+            for y in outs:
+                np.testing.assert_array_equal(y, want, err_msg=f"{w} {kind} {kw}")
+
+
+@pytest.mark.parametrize("dtype, width", [(np.uint8, 32800), (np.float32, 16400)])
+def test_box_filter_padding_from_beyond_its_strip(dtype, width):
+    """Rows too long for one strip: circular padding copies pixels from the far end of the row,
+    outside the first and last strips (gathered, not taken from the strip's own columns);
+    reflect and replicate copy pixels within them."""
+    r = np.random.default_rng(3)
+    img = r.integers(0, 256, (3, width)).astype(dtype)
+    if dtype == np.float32:
+        img /= np.float32(255)
+    for mode in ("circular", "reflect", "replicate"):
+        got = fl.filter2d(img, np.full((3, 3), 1 / 9), mode)
+        if dtype == np.float32:
+            want = _float_box_reference(img, 3, 3, 1 / 9, mode, np.float32)
+        else:
+            want = _box_reference(img, 3, 3, 1 / 9, mode, np.uint8)
+        np.testing.assert_array_equal(got, want, err_msg=mode)
+
+
 def test_extension_refuses_a_box_it_cannot_sum_exactly():
     from fastconv import _kernels
     k = np.full((1, 3, 3), 1 / 9, np.float32)
