@@ -725,17 +725,19 @@ typedef T FN(pxv) __attribute__((vector_size(4 * sizeof(T))));
 typedef T FN(pxvu) __attribute__((vector_size(4 * sizeof(T)), aligned(sizeof(T))));
 #define FC_BOX_CHAINS 4
 
-/* Pixel v (cnt = 4 lanes, or its C alone) at element e of the row out: of T, or of float32. */
-ALWAYS void FN(put_px)(void *restrict out, const int half, fc_idx e, FN(pxv) v, fc_idx cnt) {
+/* Pixel *v (cnt = 4 lanes, or its C alone) at element e of the row out: of T, or of float32.
+ * (By address: a vector wider than the ISA's registers is passed differently by GCC versions.) */
+ALWAYS void FN(put_px)(void *restrict out, const int half, fc_idx e, const FN(pxv) *v,
+                       fc_idx cnt) {
     typedef float F4 __attribute__((vector_size(4 * sizeof(float)), aligned(sizeof(float))));
     if (half) {
-        F4 f = __builtin_convertvector(v, F4);
+        F4 f = __builtin_convertvector(*v, F4);
         if (cnt == 4) *(F4 *)((float *)out + e) = f;
         else memcpy((float *)out + e, &f, (size_t)cnt * sizeof(float));
     } else if (cnt == 4) {
-        *(FN(pxvu) *)((T *)out + e) = v;
+        *(FN(pxvu) *)((T *)out + e) = *v;
     } else {
-        memcpy((T *)out + e, &v, (size_t)cnt * sizeof(T));
+        memcpy((T *)out + e, v, (size_t)cnt * sizeof(T));
     }
 }
 
@@ -750,7 +752,8 @@ ALWAYS void FN(box_px_body)(void *restrict out, const int half, const T *cs, fc_
     for (int k = 0; k < nch; k++) {
         S[k] = FC_PX(k * len);
         for (fc_idx u = 1; u < kw; u++) S[k] += FC_PX(k * len + u);
-        FN(put_px)(out, half, k * len * C, S[k] * wv, len > 1 ? 4 : C);
+        const PV o = S[k] * wv;
+        FN(put_px)(out, half, k * len * C, &o, len > 1 ? 4 : C);
     }
     fc_idx i = 1;
     for (; i + 1 < len; i++) {
@@ -758,7 +761,8 @@ ALWAYS void FN(box_px_body)(void *restrict out, const int half, const T *cs, fc_
         for (int k = 0; k < nch; k++) {
             const fc_idx p = k * len + i;
             S[k] += FC_PX(p - 1 + kw) - FC_PX(p - 1);
-            FN(put_px)(out, half, p * C, S[k] * wv, 4);
+            const PV o = S[k] * wv;
+            FN(put_px)(out, half, p * C, &o, 4);
         }
     }
     if (i < len) { /* the last pixel of every segment but the last one */
@@ -766,13 +770,15 @@ ALWAYS void FN(box_px_body)(void *restrict out, const int half, const T *cs, fc_
         for (int k = 0; k + 1 < nch; k++) {
             const fc_idx p = k * len + i;
             S[k] += FC_PX(p - 1 + kw) - FC_PX(p - 1);
-            FN(put_px)(out, half, p * C, S[k] * wv, C);
+            const PV o = S[k] * wv;
+            FN(put_px)(out, half, p * C, &o, C);
         }
     }
     for (; i < tail; i++) {
         const fc_idx p = (nch - 1) * len + i;
         S[nch - 1] += FC_PX(p - 1 + kw) - FC_PX(p - 1);
-        FN(put_px)(out, half, p * C, S[nch - 1] * wv, i + 1 < tail ? 4 : C);
+        const PV o = S[nch - 1] * wv;
+        FN(put_px)(out, half, p * C, &o, i + 1 < tail ? 4 : C);
     }
 #undef FC_PX
 }
