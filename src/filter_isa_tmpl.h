@@ -925,51 +925,26 @@ ALWAYS VEC FN(widen)(FN(fvl) f) {
     return __builtin_convertvector(f, VEC);
 }
 
-/* Lanewise unsigned max and min of VL 32-bit lanes (one instruction where the ISA has it). */
+/* Lanewise unsigned max of VL 32-bit lanes, or min where `least` (one instruction where the ISA
+ * has it). */
 typedef uint32_t FN(uvl) __attribute__((vector_size(VL * 4)));
-ALWAYS FN(uvl) FN(umax)(FN(uvl) a, FN(uvl) b) {
+ALWAYS FN(uvl) FN(uext)(FN(uvl) a, FN(uvl) b, const int least) {
 #if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
-    if (VL * 4 == 16) {
-        __m128i x, y;
-        memcpy(&x, &a, 16);
-        memcpy(&y, &b, 16);
-        x = _mm_max_epu32(x, y);
-        memcpy(&a, &x, 16);
-        return a;
+#define FC_UEXT(bytes, V, vmin, vmax)                                                          \
+    if (VL * 4 == bytes) {                                                                     \
+        V x, y;                                                                                \
+        memcpy(&x, &a, bytes);                                                                 \
+        memcpy(&y, &b, bytes);                                                                 \
+        x = least ? vmin(x, y) : vmax(x, y);                                                   \
+        memcpy(&a, &x, bytes);                                                                 \
+        return a;                                                                              \
     }
-    if (VL * 4 == 32) {
-        __m256i x, y;
-        memcpy(&x, &a, 32);
-        memcpy(&y, &b, 32);
-        x = _mm256_max_epu32(x, y);
-        memcpy(&a, &x, 32);
-        return a;
-    }
+    FC_UEXT(16, __m128i, _mm_min_epu32, _mm_max_epu32)
+    FC_UEXT(32, __m256i, _mm256_min_epu32, _mm256_max_epu32)
+#undef FC_UEXT
 #endif
-    FN(uvl) more = (FN(uvl))(a > b);
-    return (a & more) | (b & ~more);
-}
-ALWAYS FN(uvl) FN(umin)(FN(uvl) a, FN(uvl) b) {
-#if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
-    if (VL * 4 == 16) {
-        __m128i x, y;
-        memcpy(&x, &a, 16);
-        memcpy(&y, &b, 16);
-        x = _mm_min_epu32(x, y);
-        memcpy(&a, &x, 16);
-        return a;
-    }
-    if (VL * 4 == 32) {
-        __m256i x, y;
-        memcpy(&x, &a, 32);
-        memcpy(&y, &b, 32);
-        x = _mm256_min_epu32(x, y);
-        memcpy(&a, &x, 32);
-        return a;
-    }
-#endif
-    FN(uvl) less = (FN(uvl))(a < b);
-    return (a & less) | (b & ~less);
+    FN(uvl) pick = least ? (FN(uvl))(a < b) : (FN(uvl))(a > b);
+    return (a & pick) | (b & ~pick);
 }
 
 /* box_update_span for float32 pixels (T double), splitting them as fit says, and checking the
@@ -993,8 +968,8 @@ ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, c
             UV bits;
             memcpy(&bits, &fa, sizeof bits);
             bits &= 0x7fffffffu;
-            vh = FN(umax)(vh, bits);
-            vl = FN(umin)(vl, bits - one); /* a zero: the largest */
+            vh = FN(uext)(vh, bits, 0);
+            vl = FN(uext)(vl, bits - one, 1); /* a zero: the largest */
             xa = FN(widen)(fa);
         }
         if (split) {
