@@ -814,32 +814,45 @@ ALWAYS void FN(box_update_span)(T *restrict cs, const char *a, const char *b, fc
 
 typedef uint32_t FN(u32v) __attribute__((vector_size(VB)));
 
-/* max(*hi, the bits of |x[i]|) for i < n: the largest |x[i]| (0x7f800000 and up: an inf or a
- * nan); min(*lo, the bits of the smallest non-zero |x[i]|, less 1) (0xffffffff: none). */
-static FC_TARGET void FN(f32_range)(const float *x, fc_idx n, uint32_t *hi, uint32_t *lo) {
-    typedef FN(u32v) U;
-    typedef U UU __attribute__((aligned(4)));
-    enum { L = VB / 4 };
-    U vh, vl;
-    for (int l = 0; l < L; l++) {
-        vh[l] = *hi;
-        vl[l] = *lo;
+/* Lanewise unsigned max of VL 32-bit lanes, or min where `least` (one instruction where the ISA
+ * has it). */
+typedef uint32_t FN(uvl) __attribute__((vector_size(VL * 4)));
+ALWAYS FN(uvl) FN(uext)(FN(uvl) a, FN(uvl) b, const int least) {
+#if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
+#define FC_UEXT(bytes, V, vmin, vmax)                                                          \
+    if (VL * 4 == bytes) {                                                                     \
+        V x, y;                                                                                \
+        memcpy(&x, &a, bytes);                                                                 \
+        memcpy(&y, &b, bytes);                                                                 \
+        x = least ? vmin(x, y) : vmax(x, y);                                                   \
+        memcpy(&a, &x, bytes);                                                                 \
+        return a;                                                                              \
     }
-    fc_idx i = 0;
-    for (; i + L <= n; i += L) {
-        U a = *(const UU *)(x + i) & 0x7fffffffu;
-        U more = (U)(a > vh);
-        vh = (a & more) | (vh & ~more);
-        a -= 1u; /* a zero: the largest */
-        U less = (U)(a < vl);
-        vl = (a & less) | (vl & ~less);
-    }
+    FC_UEXT(16, __m128i, _mm_min_epu32, _mm_max_epu32)
+    FC_UEXT(32, __m256i, _mm256_min_epu32, _mm256_max_epu32)
+#undef FC_UEXT
+#endif
+    FN(uvl) pick = least ? (FN(uvl))(a < b) : (FN(uvl))(a > b);
+    return (a & pick) | (b & ~pick);
+}
+
+/* The magnitude bits of VL pixels folded into the running max vh (0x7f800000 and up: an inf or
+ * a nan) and the running min vl of the non-zero ones less 1 (0xffffffff: none), lane by lane. */
+ALWAYS void FN(range_fold)(FN(uvl) *vh, FN(uvl) *vl, FN(uvl) bits) {
+    bits &= 0x7fffffffu;
+    *vh = FN(uext)(*vh, bits, 0);
+    *vl = FN(uext)(*vl, bits - 1u, 1); /* a zero: the largest */
+}
+
+/* range_fold's lanes folded into *hi and *lo, then the pixels x[i], i < n, one by one. */
+ALWAYS void FN(range_finish)(FN(uvl) vh, FN(uvl) vl, const float *x, fc_idx n, uint32_t *hi,
+                             uint32_t *lo) {
     uint32_t h = *hi, w = *lo;
-    for (int l = 0; l < L; l++) {
+    for (int l = 0; l < VL; l++) {
         h = FC_MAX(h, vh[l]);
         w = FC_MIN(w, vl[l]);
     }
-    for (; i < n; i++) {
+    for (fc_idx i = 0; i < n; i++) {
         uint32_t a;
         memcpy(&a, x + i, sizeof a);
         a &= 0x7fffffffu;
@@ -848,6 +861,19 @@ static FC_TARGET void FN(f32_range)(const float *x, fc_idx n, uint32_t *hi, uint
     }
     *hi = h;
     *lo = w;
+}
+
+/* max(*hi, the bits of |x[i]|) for i < n: the largest |x[i]| (0x7f800000 and up: an inf or a
+ * nan); min(*lo, the bits of the smallest non-zero |x[i]|, less 1) (0xffffffff: none). */
+static FC_TARGET void FN(f32_range)(const float *x, fc_idx n, uint32_t *hi, uint32_t *lo) {
+    typedef FN(uvl) U;
+    typedef U UU __attribute__((aligned(4)));
+    U vh = {0}, vl = {0};
+    vh += *hi;
+    vl += *lo;
+    fc_idx i = 0;
+    for (; i + VL <= n; i += VL) FN(range_fold)(&vh, &vl, *(const UU *)(x + i));
+    FN(range_finish)(vh, vl, x + i, n - i, hi, lo);
 }
 
 /* How the column sums of a float32 image's box filter take its pixels (T double; box_item).
@@ -925,28 +951,6 @@ ALWAYS VEC FN(widen)(FN(fvl) f) {
     return __builtin_convertvector(f, VEC);
 }
 
-/* Lanewise unsigned max of VL 32-bit lanes, or min where `least` (one instruction where the ISA
- * has it). */
-typedef uint32_t FN(uvl) __attribute__((vector_size(VL * 4)));
-ALWAYS FN(uvl) FN(uext)(FN(uvl) a, FN(uvl) b, const int least) {
-#if defined(__x86_64__) && defined(__GNUC__) && (VB == 32 || VB == 64)
-#define FC_UEXT(bytes, V, vmin, vmax)                                                          \
-    if (VL * 4 == bytes) {                                                                     \
-        V x, y;                                                                                \
-        memcpy(&x, &a, bytes);                                                                 \
-        memcpy(&y, &b, bytes);                                                                 \
-        x = least ? vmin(x, y) : vmax(x, y);                                                   \
-        memcpy(&a, &x, bytes);                                                                 \
-        return a;                                                                              \
-    }
-    FC_UEXT(16, __m128i, _mm_min_epu32, _mm_max_epu32)
-    FC_UEXT(32, __m256i, _mm256_min_epu32, _mm256_max_epu32)
-#undef FC_UEXT
-#endif
-    FN(uvl) pick = least ? (FN(uvl))(a < b) : (FN(uvl))(a > b);
-    return (a & pick) | (b & ~pick);
-}
-
 /* box_update_span for float32 pixels (T double), splitting them as fit says, and checking the
  * entering ones: their range (f32_range's, taken in the same loop, as they are converted), then
  * as fit says. A bad pixel leaves the column sums updated all the same: box_item starts them
@@ -957,9 +961,8 @@ ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, c
     typedef FN(uvl) UV;
     const VEC mv = FN(splat)(fit->magic), zero = FN(splat)(0);
     const int split = fit->magic != 0;
-    UV vh = {0}, vl = {0}, one = {0};
+    UV vh = {0}, vl = {0};
     vl -= 1u; /* 0xffffffff: no non-zero pixel yet */
-    one += 1u;
     fc_idx e = 0;
     for (; e + VL <= n; e += VL) {
         VEC xa = zero, xb = b ? FN(widen)(*(const FV *)(b + e)) : zero;
@@ -967,9 +970,7 @@ ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, c
             const FV fa = *(const FV *)(a + e);
             UV bits;
             memcpy(&bits, &fa, sizeof bits);
-            bits &= 0x7fffffffu;
-            vh = FN(uext)(vh, bits, 0);
-            vl = FN(uext)(vl, bits - one, 1); /* a zero: the largest */
+            FN(range_fold)(&vh, &vl, bits);
             xa = FN(widen)(fa);
         }
         if (split) {
@@ -981,20 +982,9 @@ ALWAYS void FN(box_update_f32)(T *restrict cs, T *restrict lo, const float *a, c
         }
     }
     uint32_t hi = 0, low = 0xffffffffu;
-    for (int l = 0; l < VL; l++) {
-        hi = FC_MAX(hi, vh[l]);
-        low = FC_MIN(low, vl[l]);
-    }
+    if (a) FN(range_finish)(vh, vl, a + e, n - e, &hi, &low);
     for (; e < n; e++) {
-        T xa = 0, xb = b ? (T)b[e] : 0;
-        if (a) {
-            uint32_t bits;
-            memcpy(&bits, a + e, sizeof bits);
-            bits &= 0x7fffffffu;
-            hi = FC_MAX(hi, bits);
-            low = FC_MIN(low, bits - 1u);
-            xa = (T)a[e];
-        }
+        T xa = a ? (T)a[e] : 0, xb = b ? (T)b[e] : 0;
         if (split) {
             T ha = (xa + fit->magic) - fit->magic, hb = (xb + fit->magic) - fit->magic;
             cs[e] += ha - hb;
