@@ -37,6 +37,13 @@ typedef ptrdiff_t fc_idx;
 #else
 #define FC_UNROLL _Pragma("GCC unroll 16")
 #endif
+/* On a function with a body per constant argument (a switch over inlined bodies): no copy of it
+ * per constant a caller passes. GCC's cloning would duplicate every body; clang does not clone. */
+#if defined(__clang__)
+#define FC_NOCLONE
+#else
+#define FC_NOCLONE __attribute__((noclone))
+#endif
 #define FC_CACHE_LINE 64
 /* Alignment of every buffer the kernels allocate: a cache line, which is also the widest vector
  * (AVX-512), so that an aligned vector never straddles two lines. */

@@ -121,8 +121,8 @@ ALWAYS void FN(taps_body)(T *restrict out, fc_idx n, const T *const *p, const T 
  * overwrite), after a first vector written as far as the next vector-aligned element. The sum of
  * every element is the same (the first tap a multiply, the others fused multiply-adds in list
  * order) whichever body runs it. */
-static FC_TARGET void FN(taps)(T *restrict out, fc_idx n, const T *const *p, const T *w, int nt,
-                               int stream) {
+static FC_TARGET FC_NOCLONE void FN(taps)(T *restrict out, fc_idx n, const T *const *p,
+                                          const T *w, int nt, int stream) {
     switch (nt) {
 #define FC_TAPS_CASE(k)                                                                        \
     case k:                                                                                    \
