@@ -325,8 +325,10 @@ def filter2d(image: ArrayLike, kernel: KernelLike, padding_mode: str = "reflect"
     otherwise (uint8, uint16 and float16 images included, as OpenCV's float kernels). A box
     kernel (every element the same weight, fewer than 2^21 of them) on a uint8, uint16, float16
     or float32 image is computed from exact window sums, at a cost that hardly grows with its
-    size: each output is the weight (in the work dtype) times the window's exact sum, rounded
-    once. For float pixels the exact sum is first rounded to a float64 (it may not fit one); a
+    size: each output is the weight (in the work dtype) times the window's exact sum, computed
+    in the work dtype where the sums are whole numbers it holds (one rounding), else in float64
+    and then rounded to the output dtype. For float pixels the exact sum is first rounded to a
+    float64 (it may not fit one); a
     window with a ``nan``, or with both infinities, gives ``nan``, with one infinity that
     infinity. The sums are kept in float64 where every partial sum is exact there, else as
     integers, chosen per block of rows and columns; every way gives the same bits, so no
@@ -668,8 +670,9 @@ def _runs(box: Tuple[int, ...]) -> List[Tuple[int, int]]:
 def _box_mode(image_dtype: np.dtype[Any], k2: NDArray[Any]) -> int:
     """How the engine runs ``k2`` (one kernel, in the work dtype) on an image of ``image_dtype``:
     as a box filter of exact window sums where ``k2`` is one kernel whose taps are all the same
-    finite non-zero weight. Its cost then hardly grows with the kernel, and it rounds once
-    (weight times the exact sum) instead of once per tap.
+    finite non-zero weight. Its cost then hardly grows with the kernel, and it rounds the
+    weight times the exact sum (in the work dtype, or in float64 and then to the output dtype)
+    instead of once per tap.
 
     ``_BOX_WORK``: sums in the work dtype, for an integer image whose every window sum (at most
     R * S times the largest pixel) is a whole number the work dtype holds exactly;

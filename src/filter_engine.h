@@ -15,8 +15,9 @@
  *
  * A box filter (one kernel, every tap the same weight) runs on exact window sums instead: column
  * sums kept up to date as rows enter and leave the window, then window sums along each row, the
- * output the weight times the sum, rounded once (filter_isa_tmpl.h's box filters; for float32
- * pixels, the exact sums below).
+ * output the weight times the sum (filter_isa_tmpl.h's box filters; for float32 pixels, the
+ * exact sums below): rounded once in the work dtype where the sums are whole numbers it holds,
+ * else in doubles and then to the output's type.
  */
 #ifndef FC_FILTER_ENGINE_H
 #define FC_FILTER_ENGINE_H
@@ -102,8 +103,9 @@ static inline fc_idx fc_filter_map(fc_idx x, fc_idx n, int pad) {
 }
 
 /* ------------------------------------------------------- exact window sums of float32 pixels
- * A box filter of a float32 image (FC_FBOX_F64) gives w * S rounded once, S the exact sum of the
- * window's pixels rounded to the nearest double (exact where it fits one). Where the pixels of a
+ * A box filter of a float32 image (FC_FBOX_F64) gives w * S rounded to a double (then to the
+ * output's type), S the exact sum of the window's pixels rounded to the nearest double (exact
+ * where it fits one). Where the pixels of a
  * work item's region span few enough binades, every partial sum is a double and running sums in
  * doubles are exact (filter_isa_tmpl.h, box_item). Elsewhere (wider spans, inf or nan) the sums
  * are kept here, exactly, as integers: so the two ways give the same bits, and which way an item

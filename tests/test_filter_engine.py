@@ -500,8 +500,9 @@ def test_window_outside_the_image_is_refused(window):
 
 # ---- box filters: exact window sums ------------------------------------------------------------
 def _box_reference(img, kh, kw, weight, mode, out_dtype):
-    """The window sums of an integer image (exact, in float64) times the weight, rounded once to
-    the work dtype, then as filter2d converts to ``out_dtype``."""
+    """The window sums of an integer image (exact, in float64) times the weight in float64,
+    rounded to the work dtype (one rounding where the sums stay below 2^24), then as filter2d
+    converts to ``out_dtype``."""
     x = img.astype(np.float64)
     x3 = x[:, :, None] if x.ndim == 2 else x
     top, left = (kh - 1) // 2, (kw - 1) // 2
@@ -509,7 +510,7 @@ def _box_reference(img, kh, kw, weight, mode, out_dtype):
     h, w = x3.shape[:2]
     total = sum(xp[i:i + h, u:u + w] for i in range(kh) for u in range(kw))
     work = np.float64 if np.float64 in (np.dtype(out_dtype).type,) else np.float32
-    y = (total * np.float64(work(weight))).astype(work)  # S * w: exact product, one rounding
+    y = (total * np.float64(work(weight))).astype(work)  # exact products below 2^24
     y = y[..., 0] if img.ndim == 2 else y
     if np.dtype(out_dtype).kind == "u":
         return np.clip(np.rint(y), 0, np.iinfo(out_dtype).max).astype(out_dtype)
@@ -606,7 +607,8 @@ def test_a_bank_runs_its_box_kernels_alone():
 def _float_box_reference(img, kh, kw, weight, mode, out_dtype):
     """A box filter of a float32 image as filter2d computes it: each window's exact sum rounded
     to a double (math.fsum; nan for a nan or both infinities, else the infinity it holds), times
-    the weight in the work dtype, rounded once to it, then converted to ``out_dtype``."""
+    the weight in the work dtype, rounded to a double and then to the work dtype, then converted
+    to ``out_dtype``."""
     x3 = img[:, :, None] if img.ndim == 2 else img
     top, left = (kh - 1) // 2, (kw - 1) // 2
     xp = np.pad(x3.astype(np.float64), ((top, kh - 1 - top), (left, kw - 1 - left), (0, 0)),
@@ -649,9 +651,9 @@ def test_a_float32_box_filter_rounds_to_float32_before_an_integer_output(out_dty
 
 @settings(max_examples=150, deadline=None)
 @given(img=float_box_images(), data=st.data(), mode=st.sampled_from(FILTER_PADDING_MODES))
-def test_float32_box_filter_is_the_exact_window_sum_rounded_once(img, data, mode):
+def test_float32_box_filter_is_the_weight_times_the_exact_window_sum(img, data, mode):
     """Whatever the pixels (few binades or many, subnormals, infinities, nans, sums beyond the
-    float32 range): the weight times each window's exact sum, rounded once."""
+    float32 range): the weight times each window's exact sum, as the reference rounds it."""
     kh, kw = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
     weight = data.draw(st.sampled_from([1.0 / (kh * kw), 1.0, -0.37]))
     out_dtype = data.draw(st.sampled_from([np.float32, np.float64, np.uint8, np.float16]))
@@ -669,7 +671,7 @@ def test_float32_box_filter_is_the_exact_window_sum_rounded_once(img, data, mode
 def test_float32_box_filter_is_exact_on_every_path_and_thread_count(kind):
     """Images that take each way of summing (doubles as they are, split in two parts, exact
     integers; t set from the first rows and then from the whole region), in work items of
-    several sizes, on every SIMD path: the exact sums, rounded once, every time."""
+    several sizes, on every SIMD path: the exact sums, the same bits every time."""
     from fastconv import _kernels
     r = np.random.default_rng(5)
     shape = (150, 90)
