@@ -1212,13 +1212,15 @@ static FC_TARGET int FN(xbox_item)(const fc_filter_job *j, fc_idx r0, fc_idx r1,
 }
 
 /* The window sums along one row, times w, from its column sums cs (box_row_q, box_row_px,
- * box_row_scan or box_row by the channels; q, lv, LS, m and the tables as they need). */
-ALWAYS void FN(box_sums)(T *restrict out, const T *cs, T *q, T *lv, fc_idx LS, fc_idx n,
-                         fc_idx m, fc_idx C, fc_idx kw, T w, const FN(scan_tables) *tables) {
-    if (C == 1) FN(box_row_q)(out, 0, cs, q, n, kw, w);
-    else if (C <= FC_BOX_QC) FN(box_row_px)(out, 0, cs, n / C, C, kw, w);
-    else if (C <= VL) FN(box_row_scan)(out, cs, n, C, kw, w, tables);
-    else FN(box_row)(out, cs, lv, LS, n, m, C, kw, w);
+ * box_row_scan or box_row by the channels; q, lv, LS, m and the tables as they need): of T, or
+ * of float32 where `half` (T double, C <= FC_BOX_QC). */
+ALWAYS void FN(box_sums)(void *restrict out, int half, const T *cs, T *q, T *lv, fc_idx LS,
+                         fc_idx n, fc_idx m, fc_idx C, fc_idx kw, T w,
+                         const FN(scan_tables) *tables) {
+    if (C == 1) FN(box_row_q)(out, half, cs, q, n, kw, w);
+    else if (C <= FC_BOX_QC) FN(box_row_px)(out, half, cs, n / C, C, kw, w);
+    else if (C <= VL) FN(box_row_scan)((T *)out, cs, n, C, kw, w, tables);
+    else FN(box_row)((T *)out, cs, lv, LS, n, m, C, kw, w);
 }
 
 /* One work item of a box filter (see above): the band's output rows and the strip's columns.
@@ -1318,15 +1320,14 @@ restart:
         char *drow = (char *)j->dst + ((r - j->oy) * j->dst_rs + (c0 - j->ox) * C) * es_out;
         T *o = direct_out ? (T *)drow : scratch;
         if (lo) { /* the two exact sums added: rounded once, then times w */
-            FN(box_sums)(scratch, cs, qrow, win, LS, n, m, C, kw, (T)1, &tables);
-            FN(box_sums)(scratch2, lo, qrow, win, LS, n, m, C, kw, (T)1, &tables);
+            FN(box_sums)(scratch, 0, cs, qrow, win, LS, n, m, C, kw, (T)1, &tables);
+            FN(box_sums)(scratch2, 0, lo, qrow, win, LS, n, m, C, kw, (T)1, &tables);
             for (fc_idx e = 0; e < n; e++) o[e] = (scratch[e] + scratch2[e]) * w;
         } else if (half) { /* float32 out of doubles: rounded as they are stored */
-            if (C == 1) FN(box_row_q)(drow, 1, cs, qrow, n, kw, w);
-            else FN(box_row_px)(drow, 1, cs, npix, C, kw, w);
+            FN(box_sums)(drow, 1, cs, qrow, win, LS, n, m, C, kw, w, &tables);
             continue;
         } else {
-            FN(box_sums)(o, cs, qrow, win, LS, n, m, C, kw, w, &tables);
+            FN(box_sums)(o, 0, cs, qrow, win, LS, n, m, C, kw, w, &tables);
         }
         if (!direct_out) FN(box_out)(j, drow, scratch, n);
     }
